@@ -1,0 +1,745 @@
+//! Domain types: what the engine reasons about, what the store persists and
+//! what the wire protocol carries (through `medic-proto`'s conversions).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::InvalidInput;
+
+/// Wall-clock instants. The engine never reads a clock: every call takes `now`.
+pub type Time = SystemTime;
+
+/// A host's labels (`rack=r12`, `zone=use1-az2`): they define failure domains.
+pub type Labels = BTreeMap<String, String>;
+
+// === impl HostId ===
+
+/// A host's identity: its certificate identity, usually its DNS name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HostId(String);
+
+impl HostId {
+    /// Longest accepted host id, in bytes (a DNS name's limit).
+    pub const MAX_LEN: usize = 253;
+
+    /// Validates a host id: non-empty, at most [`HostId::MAX_LEN`] bytes, and
+    /// no whitespace or control characters (ids appear in logs and tables).
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidInput> {
+        let id = id.into();
+        validate_token("host_id", &id, Self::MAX_LEN)?;
+        Ok(Self(id))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn validate_token(field: &'static str, value: &str, max: usize) -> Result<(), InvalidInput> {
+    if value.is_empty() {
+        return Err(InvalidInput::new(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(InvalidInput::new(
+            field,
+            format!("must be at most {max} bytes, got {}", value.len()),
+        ));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(InvalidInput::new(
+            field,
+            format!("must not contain whitespace or control characters, got {value:?}"),
+        ));
+    }
+    Ok(())
+}
+
+// === impl RequestId ===
+
+/// The agent's idempotency key for one permit request. A retry of the same
+/// attempt reuses it; a new attempt uses a new one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// Longest accepted request id, in bytes.
+    pub const MAX_LEN: usize = 128;
+
+    /// Validates a request id (non-empty, bounded, printable).
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidInput> {
+        let id = id.into();
+        validate_token("request_id", &id, Self::MAX_LEN)?;
+        Ok(Self(id))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// === impl PermitId, FencingToken ===
+
+/// A permit's name, derived from its fencing token (`p-000000000042`), so it is
+/// unique for the coordinator's whole life and sorts in grant order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PermitId(String);
+
+impl PermitId {
+    /// The id the engine gives the permit carrying `token`.
+    pub fn for_token(token: FencingToken) -> Self {
+        Self(format!("p-{:012}", token.0))
+    }
+
+    /// Parses an id received from outside (an agent or an operator).
+    pub fn parse(id: impl Into<String>) -> Result<Self, InvalidInput> {
+        let id = id.into();
+        validate_token("permit_id", &id, 64)?;
+        Ok(Self(id))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PermitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Strictly increasing across the coordinator's whole life, restarts included
+/// (I5). Anything acting on a permit presents it; a stale one changes nothing.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct FencingToken(pub u64);
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What an agent presents when it acts on a permit it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermitRef {
+    /// The permit's id.
+    pub id: PermitId,
+    /// The fencing token the grant carried.
+    pub token: FencingToken,
+}
+
+// === impl Action ===
+
+/// A remediation kind. Each has its own limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Restart one job on the host.
+    RestartJob,
+    /// Reboot the whole host.
+    RebootHost,
+}
+
+impl Action {
+    /// Every action, in index order.
+    pub const ALL: [Action; 2] = [Action::RestartJob, Action::RebootHost];
+
+    /// Dense index for per-action arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Action::RestartJob => 0,
+            Action::RebootHost => 1,
+        }
+    }
+
+    /// The name used in config keys and messages (`restart_job`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::RestartJob => "restart_job",
+            Action::RebootHost => "reboot_host",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === Heartbeats ===
+
+/// A confirmed stuck condition of one job, as the agent's detectors saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The job that is stuck.
+    pub job: String,
+    /// Which detector fired (`heartbeat_file`, `process`, `probe`, `systemd`).
+    pub detector: String,
+    /// When the detector first fired in the current streak.
+    pub since: Time,
+    /// Evidence for a human ("heartbeat file 12m old").
+    pub detail: String,
+}
+
+/// One agent heartbeat: the coordinator's only source of liveness and health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The reporting host.
+    pub host: HostId,
+    /// The host's labels; they replace the previous set.
+    pub labels: Labels,
+    /// The agent's version, for `medicctl hosts`.
+    pub agent_version: String,
+    /// Current problems; empty means healthy.
+    pub problems: Vec<Problem>,
+    /// The permit the agent believes it holds, if any.
+    pub held_permit: Option<PermitRef>,
+    /// Set when the agent has climbed its whole ladder and stopped: the host
+    /// needs a human. The text says why. The coordinator quarantines the host.
+    pub needs_human: Option<String>,
+}
+
+/// What the coordinator tells an agent in reply to a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    /// How often the agent must heartbeat. Liveness is judged against it.
+    pub heartbeat_interval: Duration,
+    /// The current state of the permit the agent said it holds: anything but
+    /// `Active` tells the agent to stop acting on it.
+    pub held_permit_state: Option<PermitState>,
+    /// Set while the host is quarantined.
+    pub quarantine: Option<Quarantine>,
+    /// Whether the coordinator runs in dry-run mode.
+    pub dry_run: bool,
+}
+
+// === Permits ===
+
+/// An agent's request for a permit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PermitRequest {
+    /// Idempotency key (I7).
+    pub request_id: RequestId,
+    /// The requesting host.
+    pub host: HostId,
+    /// What it wants to do.
+    pub action: Action,
+    /// The job concerned (for a reboot: the job whose problem led to it).
+    pub job: String,
+    /// Why, for the audit history ("heartbeat file 12m old, 2 restarts failed").
+    pub reason: String,
+}
+
+/// The state of a permit. Only `Active` authorises anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PermitState {
+    /// Granted and not yet ended: the host may act until `expires_at`.
+    Active,
+    /// The agent acted and the job was verified healthy.
+    Succeeded,
+    /// The agent acted and the problem remained.
+    Failed,
+    /// The agent stopped before acting (problem gone, permit about to expire).
+    Aborted,
+    /// A dry-run permit, completed without acting.
+    DryRun,
+    /// No outcome arrived before `expires_at`: the host is quarantined.
+    Expired,
+    /// An operator revoked it.
+    Revoked,
+}
+
+impl PermitState {
+    /// Whether the permit has ended.
+    pub fn is_final(self) -> bool {
+        self != PermitState::Active
+    }
+
+    /// The name used in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PermitState::Active => "active",
+            PermitState::Succeeded => "succeeded",
+            PermitState::Failed => "failed",
+            PermitState::Aborted => "aborted",
+            PermitState::DryRun => "dry_run",
+            PermitState::Expired => "expired",
+            PermitState::Revoked => "revoked",
+        }
+    }
+}
+
+impl fmt::Display for PermitState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an agent reports at the end of a permit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Acted, and the job verified healthy.
+    Succeeded,
+    /// Acted, and the problem remained.
+    Failed,
+    /// Did not act.
+    Aborted,
+    /// Dry run: logged what it would have done.
+    DryRun,
+}
+
+impl Outcome {
+    /// The permit state this outcome ends a permit in.
+    pub fn final_state(self) -> PermitState {
+        match self {
+            Outcome::Succeeded => PermitState::Succeeded,
+            Outcome::Failed => PermitState::Failed,
+            Outcome::Aborted => PermitState::Aborted,
+            Outcome::DryRun => PermitState::DryRun,
+        }
+    }
+}
+
+/// A granted permit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permit {
+    /// Unique id, derived from the token.
+    pub id: PermitId,
+    /// Fencing token, strictly increasing across grants.
+    pub token: FencingToken,
+    /// The request that obtained it.
+    pub request_id: RequestId,
+    /// The host allowed to act.
+    pub host: HostId,
+    /// The action allowed.
+    pub action: Action,
+    /// The job concerned.
+    pub job: String,
+    /// The agent's reason, kept for the audit history.
+    pub reason: String,
+    /// The host's labels at grant time: the permit counts against these
+    /// groups' caps until it ends, even if the host's labels change.
+    pub labels: Labels,
+    /// Grants made in dry-run mode authorise logging only.
+    pub dry_run: bool,
+    /// When it was granted.
+    pub granted_at: Time,
+    /// When it lapses unless renewed or ended.
+    pub expires_at: Time,
+    /// How long each grant or renewal lasts.
+    pub ttl: Duration,
+    /// Current state.
+    pub state: PermitState,
+}
+
+/// Why a request was denied. Machine-readable; each maps to one rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    /// The host has not sent a heartbeat: its labels and liveness are unknown.
+    UnknownHost,
+    /// Rule 9: the coordinator started recently and is still learning the fleet.
+    WarmingUp,
+    /// Rule 9: fewer than `min_fleet_size` hosts are live.
+    FleetTooSmall,
+    /// Rule 1: a pause covers this host or action.
+    Paused,
+    /// Rule 2: a circuit breaker covering this host is open.
+    BreakerOpen,
+    /// Rule 3: the host is quarantined.
+    Quarantined,
+    /// Rule 4: the host already holds an active permit.
+    HostBusy,
+    /// Rule 5: the host's last permit of this action ended too recently.
+    Cooldown,
+    /// Rule 5: the host used its attempt budget; it is now quarantined.
+    AttemptBudgetExhausted,
+    /// Rule 8: the action is outside its allowed windows.
+    OutsideWindow,
+    /// Rule 6: the fleet-wide cap of active permits for this action is reached.
+    ConcurrencyCap,
+    /// Rule 6: a failure domain's cap (rack, zone, ...) is reached.
+    GroupCap,
+    /// Rule 7: the action's rate budget is spent.
+    RateLimited,
+}
+
+impl DenyReason {
+    /// The snake_case name used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::UnknownHost => "unknown_host",
+            DenyReason::WarmingUp => "warming_up",
+            DenyReason::FleetTooSmall => "fleet_too_small",
+            DenyReason::Paused => "paused",
+            DenyReason::BreakerOpen => "breaker_open",
+            DenyReason::Quarantined => "quarantined",
+            DenyReason::HostBusy => "host_busy",
+            DenyReason::Cooldown => "cooldown",
+            DenyReason::AttemptBudgetExhausted => "attempt_budget_exhausted",
+            DenyReason::OutsideWindow => "outside_window",
+            DenyReason::ConcurrencyCap => "concurrency_cap",
+            DenyReason::GroupCap => "group_cap",
+            DenyReason::RateLimited => "rate_limited",
+        }
+    }
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One rule's refusal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Denial {
+    /// Which rule refused.
+    pub reason: DenyReason,
+    /// When asking again could succeed. `None`: not by itself; a human must
+    /// act (resume, release, reset) first.
+    pub retry_after: Option<Duration>,
+    /// A sentence a human can act on.
+    pub message: String,
+}
+
+/// The answer to a permit request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Granted. `replayed` is set when this answers a retry of a request that
+    /// was already granted (I7): the same permit, no new slot or budget.
+    Granted {
+        /// The permit (on a replay: in its current state).
+        permit: Permit,
+        /// Whether this is a replay of an earlier grant.
+        replayed: bool,
+    },
+    /// Denied by the first rule that refused, in rule order.
+    Denied(Denial),
+}
+
+impl Decision {
+    /// The permit, if granted.
+    pub fn permit(&self) -> Option<&Permit> {
+        match self {
+            Decision::Granted { permit, .. } => Some(permit),
+            Decision::Denied(_) => None,
+        }
+    }
+
+    /// The denial, if denied.
+    pub fn denial(&self) -> Option<&Denial> {
+        match self {
+            Decision::Granted { .. } => None,
+            Decision::Denied(d) => Some(d),
+        }
+    }
+}
+
+// === Pauses, quarantines, breakers ===
+
+/// What a pause (or a quarantine-like operator action) covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Scope {
+    /// Hosts whose labels contain all of these pairs. Empty: every host.
+    pub selector: Labels,
+    /// Only this action. `None`: every action.
+    pub action: Option<Action>,
+}
+
+impl Scope {
+    /// The whole fleet, every action.
+    pub fn fleet() -> Self {
+        Self::default()
+    }
+
+    /// Whether this scope covers `action` on a host with `labels`.
+    pub fn covers(&self, action: Action, labels: &Labels) -> bool {
+        self.action.is_none_or(|a| a == action)
+            && self
+                .selector
+                .iter()
+                .all(|(k, v)| labels.get(k).is_some_and(|hv| hv == v))
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.selector.is_empty() {
+            f.write_str("fleet")?;
+        } else {
+            let mut first = true;
+            for (k, v) in &self.selector {
+                if !first {
+                    f.write_str(",")?;
+                }
+                first = false;
+                write!(f, "{k}={v}")?;
+            }
+        }
+        if let Some(a) = self.action {
+            write!(f, " action={a}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An operator's pause. Pauses survive restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// Engine-assigned id, for `resume` by id.
+    pub id: u64,
+    /// What it covers.
+    pub scope: Scope,
+    /// Who paused.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// Since when.
+    pub since: Time,
+    /// When it lapses by itself. `None`: until resumed.
+    pub until: Option<Time>,
+}
+
+/// How a host came to be quarantined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineCause {
+    /// An operator quarantined it.
+    Manual,
+    /// It used `max_attempts` within `per` and asked again.
+    AttemptBudget,
+    /// A permit expired without an outcome: the host went away mid-remediation.
+    PermitExpired,
+    /// Its agent climbed the whole ladder and asked for a human.
+    GaveUp,
+}
+
+impl QuarantineCause {
+    /// The name used in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuarantineCause::Manual => "manual",
+            QuarantineCause::AttemptBudget => "attempt_budget",
+            QuarantineCause::PermitExpired => "permit_expired",
+            QuarantineCause::GaveUp => "gave_up",
+        }
+    }
+}
+
+/// A host held for a human: it gets no permit until released.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantine {
+    /// The host.
+    pub host: HostId,
+    /// How it got here.
+    pub cause: QuarantineCause,
+    /// Who quarantined it (an operator, or `coordinator`).
+    pub actor: String,
+    /// Why, in words.
+    pub reason: String,
+    /// Since when.
+    pub since: Time,
+}
+
+/// What a circuit breaker covers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum BreakerScope {
+    /// The whole fleet.
+    Fleet,
+    /// One value of one failure-domain label (`rack=r12`).
+    Domain {
+        /// The label key.
+        label: String,
+        /// The label value.
+        value: String,
+    },
+}
+
+impl BreakerScope {
+    /// Whether this breaker covers a host with `labels`.
+    pub fn covers(&self, labels: &Labels) -> bool {
+        match self {
+            BreakerScope::Fleet => true,
+            BreakerScope::Domain { label, value } => labels.get(label) == Some(value),
+        }
+    }
+}
+
+impl fmt::Display for BreakerScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BreakerScope::Fleet => f.write_str("fleet"),
+            BreakerScope::Domain { label, value } => write!(f, "{label}={value}"),
+        }
+    }
+}
+
+/// What opened a breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerCause {
+    /// Too large a share of live hosts is unhealthy.
+    UnhealthyFraction,
+    /// Too large a share of recent remediations failed or expired.
+    FailureFraction,
+}
+
+/// An open breaker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerTrip {
+    /// What it covers.
+    pub scope: BreakerScope,
+    /// What opened it.
+    pub cause: BreakerCause,
+    /// When it opened.
+    pub since: Time,
+    /// The numbers that opened it, for a human.
+    pub detail: String,
+}
+
+// === Events ===
+
+/// A durable change of the engine's state. Every mutation of durable state is
+/// one of these; the store persists them atomically, and
+/// [`crate::DurableState::apply`] rebuilds the state from them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A permit was granted. Durable before the reply leaves (I6).
+    PermitGranted {
+        /// The new permit.
+        permit: Permit,
+    },
+    /// A permit's expiry was pushed out.
+    PermitRenewed {
+        /// Which permit.
+        id: PermitId,
+        /// Its new expiry.
+        expires_at: Time,
+        /// When.
+        at: Time,
+    },
+    /// A permit ended: outcome, expiry or revocation.
+    PermitEnded {
+        /// Which permit.
+        id: PermitId,
+        /// The host that held it.
+        host: HostId,
+        /// Its action.
+        action: Action,
+        /// The final state.
+        state: PermitState,
+        /// Who ended it (`host:<id>`, an operator, or `coordinator`).
+        actor: String,
+        /// Details (the agent's outcome text, the revocation reason).
+        detail: String,
+        /// When.
+        at: Time,
+    },
+    /// A host was quarantined.
+    HostQuarantined(Quarantine),
+    /// A host was released from quarantine. Its attempt budget starts afresh.
+    HostReleased {
+        /// The host.
+        host: HostId,
+        /// Who released it.
+        actor: String,
+        /// Why.
+        reason: String,
+        /// When.
+        at: Time,
+    },
+    /// A pause began.
+    Paused(Pause),
+    /// A pause ended, by an operator or by its expiry.
+    Resumed {
+        /// The pause that ended.
+        pause: Pause,
+        /// Who resumed (`coordinator` when it expired).
+        actor: String,
+        /// Why.
+        reason: String,
+        /// When.
+        at: Time,
+    },
+    /// A breaker opened.
+    BreakerOpened(BreakerTrip),
+    /// A breaker closed, by reset or by `auto_close_after`.
+    BreakerClosed {
+        /// Which breaker.
+        scope: BreakerScope,
+        /// Who closed it.
+        actor: String,
+        /// Why.
+        reason: String,
+        /// When.
+        at: Time,
+    },
+}
+
+impl Event {
+    /// When the event happened.
+    pub fn at(&self) -> Time {
+        match self {
+            Event::PermitGranted { permit } => permit.granted_at,
+            Event::PermitRenewed { at, .. }
+            | Event::PermitEnded { at, .. }
+            | Event::HostReleased { at, .. }
+            | Event::Resumed { at, .. }
+            | Event::BreakerClosed { at, .. } => *at,
+            Event::HostQuarantined(q) => q.since,
+            Event::Paused(p) => p.since,
+            Event::BreakerOpened(t) => t.since,
+        }
+    }
+
+    /// The host the event concerns, if one.
+    pub fn host(&self) -> Option<&HostId> {
+        match self {
+            Event::PermitGranted { permit } => Some(&permit.host),
+            Event::PermitEnded { host, .. } | Event::HostReleased { host, .. } => Some(host),
+            Event::HostQuarantined(q) => Some(&q.host),
+            Event::PermitRenewed { .. }
+            | Event::Paused(_)
+            | Event::Resumed { .. }
+            | Event::BreakerOpened(_)
+            | Event::BreakerClosed { .. } => None,
+        }
+    }
+}
+
+/// The actor name the engine uses for its own decisions (expiries, breaker
+/// trips, budget quarantines).
+pub const COORDINATOR_ACTOR: &str = "coordinator";
+
+/// The actor name for an agent acting for its host.
+pub fn host_actor(host: &HostId) -> String {
+    format!("host:{host}")
+}
