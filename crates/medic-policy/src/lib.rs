@@ -1,13 +1,60 @@
 //! medic's decision engine.
 //!
 //! Pure and synchronous: no I/O and no clock of its own (every call takes
-//! `now`). Everything that decides "may host H do action A now?" lives here.
+//! `now`). Everything that decides "may host H do action A now?" lives here:
+//! the fleet view, pauses, breakers, quarantines, per-host budgets,
+//! concurrency caps, rate budgets, windows, warm-up and dry-run (DESIGN.md,
+//! "The coordinator's rules" 1–10).
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use medic_policy::*;
+//!
+//! let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+//! let mut engine = Engine::new(PolicyConfig::default(), start);
+//! let host = HostId::new("web-1").unwrap();
+//! engine.heartbeat(Heartbeat {
+//!     host: host.clone(),
+//!     labels: Labels::from([("rack".into(), "r1".into())]),
+//!     agent_version: "0.1.0".into(),
+//!     problems: vec![],
+//!     held_permit: None,
+//!     needs_human: None,
+//! }, start);
+//! let request = PermitRequest {
+//!     request_id: RequestId::new("req-1").unwrap(),
+//!     host,
+//!     action: Action::RestartJob,
+//!     job: "ingest".into(),
+//!     reason: "heartbeat file 12m old".into(),
+//! };
+//! // Still warming up: the coordinator has not seen the fleet long enough.
+//! let d = engine.request_permit(request.clone(), start).unwrap();
+//! assert_eq!(d.denial().unwrap().reason, DenyReason::WarmingUp);
+//! // After warm-up (the host keeps heartbeating), it is granted.
+//! let later = start + Duration::from_secs(30);
+//! # engine.heartbeat(Heartbeat { host: request.host.clone(), labels: Labels::new(),
+//! #     agent_version: "0.1.0".into(), problems: vec![], held_permit: None,
+//! #     needs_human: None }, later);
+//! let d = engine.request_permit(request, later).unwrap();
+//! assert!(d.permit().is_some());
+//! // Every durable change is an event for the store.
+//! assert!(matches!(engine.take_events().last(), Some(Event::PermitGranted { .. })));
+//! ```
 #![forbid(unsafe_code)]
 
+pub mod config;
+mod engine;
 mod error;
+mod rate;
+mod state;
 mod types;
 mod view;
+mod window;
 
+pub use config::{ConfigError, ConfigErrors, PolicyConfig, RawPolicy};
+pub use engine::{Engine, ResumeTarget};
 pub use error::{InvalidInput, PolicyError, ScopeSuffix};
+pub use state::{DurableState, EndRecord, GrantRecord};
 pub use types::*;
 pub use view::{ActionStatus, Explanation, HostView, Status};

@@ -1,0 +1,170 @@
+//! The durable part of the engine's state, and the one function that changes
+//! it: [`DurableState::apply`]. The engine applies every event it emits
+//! through it, and the store folds the same events into what it persists, so
+//! a restarted engine ([`crate::Engine::restore`]) sees exactly what the old
+//! one saw: no grant lost, no budget refilled (I6).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::PolicyConfig;
+use crate::types::{
+    Action, BreakerScope, BreakerTrip, Event, FencingToken, HostId, Pause, Permit, PermitId,
+    PermitState, Quarantine, RequestId, Time,
+};
+
+/// One grant, as the rate and attempt budgets remember it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// When.
+    pub at: Time,
+    /// To whom.
+    pub host: HostId,
+    /// For what.
+    pub action: Action,
+}
+
+/// One permit's end, as cooldowns and the failure breaker remember it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndRecord {
+    /// When.
+    pub at: Time,
+    /// Whose.
+    pub host: HostId,
+    /// Which action.
+    pub action: Action,
+    /// How it ended.
+    pub state: PermitState,
+}
+
+/// Everything the engine must not forget across a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurableState {
+    /// The highest fencing token ever issued.
+    pub last_token: FencingToken,
+    /// The highest pause id ever issued.
+    pub last_pause_id: u64,
+    /// Active permits.
+    pub permits: BTreeMap<PermitId, Permit>,
+    /// Pauses in force.
+    pub pauses: BTreeMap<u64, Pause>,
+    /// Quarantined hosts.
+    pub quarantines: BTreeMap<HostId, Quarantine>,
+    /// Open breakers.
+    pub breakers: BTreeMap<BreakerScope, BreakerTrip>,
+    /// When the fleet breaker last closed: outcomes before it no longer count.
+    pub breaker_reset_at: Option<Time>,
+    /// Recent grants, oldest first (rate and attempt budgets).
+    pub grants: Vec<GrantRecord>,
+    /// Recent permit ends, oldest first (cooldowns, failure breaker).
+    pub endings: Vec<EndRecord>,
+    /// When each host was last released from quarantine: its attempt budget
+    /// counts only grants after that.
+    pub released: BTreeMap<HostId, Time>,
+    /// Granted requests by request_id, for idempotent retries (I7). The
+    /// permit is as granted, with its state updated when it ends.
+    pub requests: BTreeMap<RequestId, Permit>,
+}
+
+impl DurableState {
+    /// Applies one event. Deterministic: the same events in the same order
+    /// always give the same state.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::PermitGranted { permit } => {
+                self.last_token = self.last_token.max(permit.token);
+                self.grants.push(GrantRecord {
+                    at: permit.granted_at,
+                    host: permit.host.clone(),
+                    action: permit.action,
+                });
+                self.requests
+                    .insert(permit.request_id.clone(), permit.clone());
+                self.permits.insert(permit.id.clone(), permit.clone());
+            }
+            Event::PermitRenewed { id, expires_at, .. } => {
+                if let Some(p) = self.permits.get_mut(id) {
+                    p.expires_at = *expires_at;
+                    if let Some(r) = self.requests.get_mut(&p.request_id) {
+                        r.expires_at = *expires_at;
+                    }
+                }
+            }
+            Event::PermitEnded {
+                id,
+                host,
+                action,
+                state,
+                at,
+                ..
+            } => {
+                if let Some(p) = self.permits.remove(id)
+                    && let Some(r) = self.requests.get_mut(&p.request_id)
+                {
+                    r.state = *state;
+                }
+                self.endings.push(EndRecord {
+                    at: *at,
+                    host: host.clone(),
+                    action: *action,
+                    state: *state,
+                });
+            }
+            Event::HostQuarantined(q) => {
+                self.quarantines.insert(q.host.clone(), q.clone());
+            }
+            Event::HostReleased { host, at, .. } => {
+                self.quarantines.remove(host);
+                self.released.insert(host.clone(), *at);
+            }
+            Event::Paused(p) => {
+                self.last_pause_id = self.last_pause_id.max(p.id);
+                self.pauses.insert(p.id, p.clone());
+            }
+            Event::Resumed { pause, .. } => {
+                self.pauses.remove(&pause.id);
+            }
+            Event::BreakerOpened(trip) => {
+                self.breakers.insert(trip.scope.clone(), trip.clone());
+            }
+            Event::BreakerClosed { scope, at, .. } => {
+                self.breakers.remove(scope);
+                if *scope == BreakerScope::Fleet {
+                    self.breaker_reset_at = Some(*at);
+                }
+            }
+        }
+    }
+
+    /// Drops records that no rule can look at any more under `config` at
+    /// `now`. Deterministic, so the store and the engine compact alike.
+    pub fn compact(&mut self, config: &PolicyConfig, now: Time) {
+        let older_than = |t: Time, keep: Duration| now.duration_since(t).is_ok_and(|d| d > keep);
+
+        let grant_keep = Action::ALL.map(|a| {
+            let l = config.limits(a);
+            let rate_keep = l.rate.per + l.rate.interval() * (l.rate.burst + 1);
+            rate_keep.max(l.host_budget.per)
+        });
+        self.grants
+            .retain(|g| !older_than(g.at, grant_keep[g.action.index()]));
+
+        let end_keep = Action::ALL.map(|a| config.limits(a).cooldown.max(config.breaker.window));
+        self.endings
+            .retain(|e| !older_than(e.at, end_keep[e.action.index()]));
+
+        let budget_keep = Action::ALL
+            .iter()
+            .map(|&a| config.limits(a).host_budget.per)
+            .max()
+            .unwrap_or_default();
+        self.released
+            .retain(|_, &mut at| !older_than(at, budget_keep));
+
+        let retention = config.idempotency_retention;
+        self.requests
+            .retain(|_, p| p.state == PermitState::Active || !older_than(p.granted_at, retention));
+    }
+}
