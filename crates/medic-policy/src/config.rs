@@ -128,33 +128,41 @@ impl Errors {
     }
 }
 
-/// Reads TOML into `T`, collecting every unknown key with its full path.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> {
-    let de = toml::Deserializer::parse(text).map_err(|e| toml_error(&e))?;
+/// Reads TOML into `T`. Every unknown key is recorded in `errs` with its full
+/// path (and reading goes on, so validation can report its own errors too);
+/// a syntax or type error is recorded with its key path and line, and stops
+/// reading (`None`).
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, errs: &mut Errors) -> Option<T> {
+    let de = match toml::Deserializer::parse(text) {
+        Ok(de) => de,
+        Err(e) => {
+            errs.push("", toml_message(&e));
+            return None;
+        }
+    };
     let mut unknown = Vec::new();
-    let value: T = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
-        .map_err(|e| toml_error(&e))?;
-    if unknown.is_empty() {
-        Ok(value)
-    } else {
-        Err(ConfigErrors(
-            unknown
-                .into_iter()
-                .map(|path| ConfigError {
-                    path,
-                    message: "unknown key".to_owned(),
-                })
-                .collect(),
-        ))
+    let mut track = serde_path_to_error::Track::new();
+    let result = serde_ignored::deserialize(
+        serde_path_to_error::Deserializer::new(de, &mut track),
+        |path| unknown.push(path.to_string()),
+    );
+    for path in unknown {
+        errs.push(path, "unknown key");
+    }
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let path = track.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            errs.push(path, toml_message(&e));
+            None
+        }
     }
 }
 
-fn toml_error(e: &toml::de::Error) -> ConfigErrors {
+fn toml_message(e: &toml::de::Error) -> String {
     // toml's message already says where (line, column) and what was expected.
-    ConfigErrors(vec![ConfigError {
-        path: String::new(),
-        message: e.to_string().trim_end().to_owned(),
-    }])
+    e.to_string().trim_end().to_owned()
 }
 
 // === Raw (serde) structures ===
@@ -495,7 +503,12 @@ impl Default for PolicyConfig {
 impl PolicyConfig {
     /// Reads and validates a TOML document holding only the policy sections.
     pub fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
-        parse_toml::<RawPolicy>(text)?.validate()
+        let mut errs = Errors::default();
+        let Some(raw) = parse_toml::<RawPolicy>(text, &mut errs) else {
+            return Err(ConfigErrors(errs.0));
+        };
+        let config = raw.validate_into(&mut errs, "");
+        errs.finish(config)
     }
 
     /// The limits of `action`.
