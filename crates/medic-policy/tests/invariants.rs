@@ -1,0 +1,817 @@
+//! Model-based property test: random sequences of heartbeats, requests,
+//! retries, renewals, outcomes, expiries, pauses, quarantines, breaker
+//! resets, config changes, restarts and time jumps, with DESIGN.md's
+//! invariants I1–I5 and I7 checked after every step against an independent
+//! model of the fleet kept by the test (not against the engine's own counts).
+//! On failure proptest shrinks to a minimal sequence and prints it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use medic_policy::{
+    Action, Decision, DurableState, Engine, Event, FencingToken, Heartbeat, HostId, Labels,
+    Outcome, PermitRef, PermitRequest, PolicyConfig, PolicyError, Problem, RequestId, ResumeTarget,
+    Scope, Time,
+};
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
+
+const HOSTS: usize = 12;
+const RACKS: usize = 3;
+const ZONES: usize = 2;
+
+fn start_time() -> Time {
+    Time::UNIX_EPOCH + Duration::from_secs(1_767_225_600) // 2026-01-01T00:00:00Z
+}
+
+/// Config variants the test switches between: tight caps and budgets so the
+/// rules actually bind, per-group caps on two labels, a rack breaker, dry-run
+/// and a time window.
+fn configs() -> Vec<PolicyConfig> {
+    let base = r#"
+        [fleet]
+        heartbeat_interval = "10s"
+        host_ttl = "30s"
+        warmup = "30s"
+        min_fleet_size = 4
+        [breaker]
+        unhealthy_percent = 60
+        failure_percent = 50
+        window = "30m"
+        min_samples = 4
+        auto_close_after = "5m"
+        [breaker.domains.rack]
+        unhealthy_percent = 80
+        min_hosts = 3
+        [limits.restart_job]
+        max_in_flight = 4
+        max_in_flight_percent = 30
+        permit_ttl = "2m"
+        cooldown = "1m"
+        rate = { count = 6, per = "10m", burst = 2 }
+        host_budget = { max_attempts = 3, per = "1h" }
+        [limits.restart_job.groups.rack]
+        max_in_flight = 2
+        [limits.restart_job.groups.zone]
+        max_in_flight_percent = 25
+        [limits.reboot_host]
+        max_in_flight = 2
+        permit_ttl = "5m"
+        cooldown = "10m"
+        rate = { count = 3, per = "30m", burst = 1 }
+        host_budget = { max_attempts = 2, per = "2h" }
+        [limits.reboot_host.groups.rack]
+        max_in_flight = 1
+    "#;
+    let tight = r#"
+        mode = "dry-run"
+        [fleet]
+        heartbeat_interval = "10s"
+        host_ttl = "30s"
+        min_fleet_size = 2
+        [breaker]
+        unhealthy_percent = 90
+        auto_close_after = "never"
+        [limits.restart_job]
+        max_in_flight = 1
+        permit_ttl = "1m"
+        cooldown = "30s"
+        rate = { count = 2, per = "5m" }
+        host_budget = { max_attempts = 2, per = "30m" }
+        [limits.reboot_host]
+        max_in_flight = 1
+        permit_ttl = "1m"
+        rate = { count = 1, per = "1h", burst = 0 }
+        timezone = "UTC"
+        windows = [{ days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], start = "00:00", end = "12:00" }]
+        [limits.reboot_host.groups.zone]
+        max_in_flight = 1
+    "#;
+    let loose = r#"
+        [fleet]
+        heartbeat_interval = "10s"
+        min_fleet_size = 1
+        [breaker]
+        unhealthy_percent = 100
+        failure_percent = 100
+        [limits.restart_job]
+        max_in_flight = 8
+        max_in_flight_percent = 50
+        permit_ttl = "1m"
+        cooldown = "0s"
+        rate = { count = 20, per = "10m", burst = 5 }
+        host_budget = { max_attempts = 5, per = "1h" }
+        [limits.restart_job.groups.rack]
+        max_in_flight_percent = 50
+        [limits.reboot_host]
+        max_in_flight = 3
+        permit_ttl = "2m"
+        cooldown = "1m"
+        rate = { count = 4, per = "20m", burst = 1 }
+    "#;
+    [base, tight, loose]
+        .iter()
+        .map(|t| PolicyConfig::from_toml(t).unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+}
+
+fn host_id(i: usize) -> HostId {
+    HostId::new(format!("h{i:02}")).unwrap()
+}
+
+fn host_labels(i: usize) -> Labels {
+    Labels::from([
+        ("rack".to_owned(), format!("r{}", i % RACKS)),
+        ("zone".to_owned(), format!("z{}", i % ZONES)),
+    ])
+}
+
+// === The transitions ===
+
+#[derive(Clone, Debug)]
+enum Step {
+    Heartbeat {
+        host: usize,
+        problem: bool,
+        needs_human: bool,
+    },
+    Request {
+        host: usize,
+        action: Action,
+        job: u8,
+    },
+    /// Retry an earlier request with the same request_id (I7).
+    Retry {
+        pick: usize,
+    },
+    Renew {
+        pick: usize,
+        stale: bool,
+    },
+    Report {
+        pick: usize,
+        outcome: Outcome,
+        stale: bool,
+    },
+    Pause {
+        rack: Option<usize>,
+        action: Option<Action>,
+        for_secs: Option<u64>,
+    },
+    Resume {
+        pick: usize,
+    },
+    Quarantine {
+        host: usize,
+    },
+    Unquarantine {
+        host: usize,
+    },
+    Revoke {
+        pick: usize,
+    },
+    ResetBreaker,
+    SetConfig {
+        variant: usize,
+    },
+    Tick,
+    Advance {
+        secs: u64,
+    },
+    Restart,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![Just(Action::RestartJob), Just(Action::RebootHost)]
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![
+        3 => Just(Outcome::Succeeded),
+        2 => Just(Outcome::Failed),
+        1 => Just(Outcome::Aborted),
+        1 => Just(Outcome::DryRun),
+    ]
+}
+
+struct Model;
+
+impl ReferenceStateMachine for Model {
+    /// The reference only counts steps; the invariants are checked against
+    /// the harness's own model of the fleet, see `Harness`.
+    type State = ();
+    type Transition = Step;
+
+    fn init_state() -> BoxedStrategy<Self::State> {
+        Just(()).boxed()
+    }
+
+    fn transitions(_: &Self::State) -> BoxedStrategy<Self::Transition> {
+        let host = 0..HOSTS;
+        prop_oneof![
+            30 => (host.clone(), proptest::bool::weighted(0.4), proptest::bool::weighted(0.01))
+                .prop_map(|(host, problem, needs_human)| Step::Heartbeat { host, problem, needs_human }),
+            25 => (host.clone(), action(), 0u8..3)
+                .prop_map(|(host, action, job)| Step::Request { host, action, job }),
+            4 => any::<usize>().prop_map(|pick| Step::Retry { pick }),
+            6 => (any::<usize>(), proptest::bool::weighted(0.2))
+                .prop_map(|(pick, stale)| Step::Renew { pick, stale }),
+            12 => (any::<usize>(), outcome(), proptest::bool::weighted(0.15))
+                .prop_map(|(pick, outcome, stale)| Step::Report { pick, outcome, stale }),
+            2 => (proptest::option::of(0..RACKS), proptest::option::of(action()),
+                  proptest::option::of(30u64..1800))
+                .prop_map(|(rack, action, for_secs)| Step::Pause { rack, action, for_secs }),
+            2 => any::<usize>().prop_map(|pick| Step::Resume { pick }),
+            1 => host.clone().prop_map(|host| Step::Quarantine { host }),
+            3 => host.prop_map(|host| Step::Unquarantine { host }),
+            1 => any::<usize>().prop_map(|pick| Step::Revoke { pick }),
+            1 => Just(Step::ResetBreaker),
+            1 => (0usize..3).prop_map(|variant| Step::SetConfig { variant }),
+            3 => Just(Step::Tick),
+            12 => prop_oneof![1u64..20, 20u64..200, 200u64..4000]
+                .prop_map(|secs| Step::Advance { secs }),
+            1 => Just(Step::Restart),
+        ]
+        .boxed()
+    }
+
+    fn apply(state: Self::State, _: &Self::Transition) -> Self::State {
+        state
+    }
+}
+
+// === The harness: engine plus an independent model ===
+
+struct Harness {
+    configs: Vec<PolicyConfig>,
+    config: usize,
+    engine: Engine,
+    started: Time,
+    now: Time,
+    /// Every event the engine ever emitted, folded (with the same
+    /// compactions) into what a store would hold.
+    folded: DurableState,
+    last_heartbeat: Vec<Option<Time>>,
+    problems: Vec<bool>,
+    /// Every request made, and the permit it obtained.
+    requests: Vec<(
+        PermitRequest,
+        Option<(medic_policy::PermitId, FencingToken)>,
+    )>,
+    /// Every fresh grant: (time, action, token).
+    grants: Vec<(Time, Action)>,
+    last_token: FencingToken,
+    /// Model of pauses issued through the engine: id → (scope, until).
+    pauses: BTreeMap<u64, (Scope, Option<Time>)>,
+    quarantined: BTreeSet<HostId>,
+    last_end: HashMap<(HostId, Action), Time>,
+    next_request: u64,
+}
+
+impl Harness {
+    fn cfg(&self) -> &PolicyConfig {
+        &self.configs[self.config]
+    }
+
+    /// Applies new events to the fold and to the model of quarantines and
+    /// permit ends. Returns them.
+    fn absorb(&mut self) -> Vec<Event> {
+        let events = self.engine.take_events();
+        // Right after a call the engine's incremental live and unhealthy
+        // counts must match a recount of the model.
+        let (unhealthy, live) = self.unhealthy();
+        let (elive, eunhealthy, _) = self.engine.counts();
+        assert_eq!(
+            (elive, eunhealthy),
+            (live, unhealthy),
+            "live/unhealthy counts drifted"
+        );
+        for e in &events {
+            self.folded.apply(e);
+            match e {
+                Event::HostQuarantined(q) => {
+                    self.quarantined.insert(q.host.clone());
+                }
+                Event::HostReleased { host, .. } => {
+                    self.quarantined.remove(host);
+                }
+                Event::PermitEnded {
+                    host, action, at, ..
+                } => {
+                    self.last_end.insert((host.clone(), *action), *at);
+                }
+                Event::Resumed { pause, .. } => {
+                    self.pauses.remove(&pause.id);
+                }
+                _ => {}
+            }
+        }
+        events
+    }
+
+    fn live(&self, i: usize, holders: &BTreeSet<HostId>) -> bool {
+        let ttl = self.cfg().fleet.host_ttl;
+        let heard = self.last_heartbeat[i]
+            .is_some_and(|t| self.now.duration_since(t).is_ok_and(|d| d < ttl));
+        heard || holders.contains(&host_id(i))
+    }
+
+    fn holders(&self) -> BTreeSet<HostId> {
+        self.engine.permits().map(|p| p.host.clone()).collect()
+    }
+
+    /// Fleet-wide unhealthy share as the model sees it, if the fleet is
+    /// known: (unhealthy, live).
+    fn unhealthy(&self) -> (u32, u32) {
+        let holders = self.holders();
+        let mut live = 0;
+        let mut unhealthy = 0;
+        for i in 0..HOSTS {
+            if self.live(i, &holders) {
+                live += 1;
+                if self.problems[i] && self.last_heartbeat[i].is_some()
+                    || holders.contains(&host_id(i))
+                {
+                    unhealthy += 1;
+                }
+            }
+        }
+        (unhealthy, live)
+    }
+
+    /// The checks of I1–I4 for one fresh grant made at `self.now`, with the
+    /// model state `before` the request.
+    fn check_grant(&self, req: &PermitRequest, token: FencingToken, before: &Before) {
+        let cfg = self.cfg();
+        let limits = cfg.limits(req.action);
+        let now = self.now;
+        // I5: strictly increasing tokens.
+        assert!(
+            token > before.last_token,
+            "I5: token {token} not above {}",
+            before.last_token
+        );
+        // I3: warm-up, pause, quarantine, cooldown, window, breaker.
+        assert!(
+            now.duration_since(self.started).unwrap() >= cfg.fleet.warmup,
+            "I3: granted while warming up"
+        );
+        let labels = host_labels(host_index(&req.host));
+        for (id, (scope, until)) in &before.pauses {
+            let in_force = until.is_none_or(|u| u > now);
+            assert!(
+                !(in_force && scope.covers(req.action, &labels)),
+                "I3: granted {} to {} under pause {id} ({scope})",
+                req.action,
+                req.host
+            );
+        }
+        assert!(
+            !self.quarantined.contains(&req.host),
+            "I3: granted to a quarantined host {}",
+            req.host
+        );
+        if let Some(end) = before.last_end.get(&(req.host.clone(), req.action)) {
+            assert!(
+                now.duration_since(*end).unwrap() >= limits.cooldown,
+                "I3: granted to {} in cooldown",
+                req.host
+            );
+        }
+        for w in &limits.windows {
+            // The only windowed variant allows 00:00-12:00 UTC daily.
+            assert_eq!(w.start_secs, 0);
+            let secs_of_day = now.duration_since(Time::UNIX_EPOCH).unwrap().as_secs() % 86_400;
+            assert!(secs_of_day < 12 * 3600, "I3: granted outside the window");
+        }
+        for trip in self.engine.durable().breakers.values() {
+            assert!(
+                !trip.scope.covers(&labels),
+                "I3: granted to {} while breaker {} is open",
+                req.host,
+                trip.scope
+            );
+        }
+        let (unhealthy, live) = before.unhealthy;
+        if live >= cfg.fleet.min_fleet_size {
+            assert!(
+                f64::from(unhealthy) * 100.0 <= cfg.breaker.unhealthy_percent * f64::from(live),
+                "I3: granted with {unhealthy}/{live} hosts unhealthy (breaker should be open)"
+            );
+        }
+        // I4: the host held nothing before.
+        assert!(
+            !before.holders.contains(&req.host),
+            "I4: {} got a second permit",
+            req.host
+        );
+
+        // I1: caps, fleet-wide and per group value, over the model's liveness.
+        let holders = self.holders();
+        let live_now = (0..HOSTS).filter(|&i| self.live(i, &holders)).count() as u32;
+        let active = self
+            .engine
+            .permits()
+            .filter(|p| p.action == req.action)
+            .count() as u32;
+        let cap = limits.effective_cap(live_now);
+        assert!(
+            active <= cap,
+            "I1: {active} active {} > cap {cap}",
+            req.action
+        );
+        for (label, gcap) in &limits.groups {
+            let value = &labels[label];
+            let in_group = |l: &Labels| l.get(label) == Some(value);
+            let live_in = (0..HOSTS)
+                .filter(|&i| in_group(&host_labels(i)) && self.live(i, &holders))
+                .count() as u32;
+            let active_in = self
+                .engine
+                .permits()
+                .filter(|p| p.action == req.action && in_group(&p.labels))
+                .count() as u32;
+            let cap = gcap.cap(live_in);
+            assert!(
+                active_in <= cap,
+                "I1: {active_in} active {} in {label}={value} > cap {cap}",
+                req.action
+            );
+        }
+        // I2: grants in the window ending now.
+        let r = limits.rate;
+        let in_window = self
+            .grants
+            .iter()
+            .filter(|(t, a)| *a == req.action && now.duration_since(*t).unwrap() < r.per)
+            .count() as u32;
+        assert!(
+            in_window <= r.limit(),
+            "I2: {in_window} {} grants within {:?} > {}",
+            req.action,
+            r.per,
+            r.limit()
+        );
+    }
+}
+
+fn host_index(h: &HostId) -> usize {
+    h.as_str()[1..].parse().unwrap()
+}
+
+/// Model state captured before a request.
+struct Before {
+    last_token: FencingToken,
+    pauses: BTreeMap<u64, (Scope, Option<Time>)>,
+    last_end: HashMap<(HostId, Action), Time>,
+    holders: BTreeSet<HostId>,
+    unhealthy: (u32, u32),
+}
+
+struct EngineTest;
+
+impl StateMachineTest for EngineTest {
+    type SystemUnderTest = Harness;
+    type Reference = Model;
+
+    fn init_test(_: &()) -> Harness {
+        let configs = configs();
+        let now = start_time();
+        Harness {
+            engine: Engine::new(configs[0].clone(), now),
+            configs,
+            config: 0,
+            started: now,
+            now,
+            folded: DurableState::default(),
+            last_heartbeat: vec![None; HOSTS],
+            problems: vec![false; HOSTS],
+            requests: Vec::new(),
+            grants: Vec::new(),
+            last_token: FencingToken(0),
+            pauses: BTreeMap::new(),
+            quarantined: BTreeSet::new(),
+            last_end: HashMap::new(),
+            next_request: 0,
+        }
+    }
+
+    fn apply(mut h: Harness, _: &(), step: Step) -> Harness {
+        match step {
+            Step::Heartbeat {
+                host,
+                problem,
+                needs_human,
+            } => {
+                let problems = if problem {
+                    vec![Problem {
+                        job: "ingest".into(),
+                        detector: "heartbeat_file".into(),
+                        since: h.now,
+                        detail: "stale".into(),
+                    }]
+                } else {
+                    vec![]
+                };
+                h.engine.heartbeat(
+                    Heartbeat {
+                        host: host_id(host),
+                        labels: host_labels(host),
+                        agent_version: "test".into(),
+                        problems,
+                        held_permit: None,
+                        needs_human: needs_human.then(|| "gave up".to_owned()),
+                    },
+                    h.now,
+                );
+                h.last_heartbeat[host] = Some(h.now);
+                h.problems[host] = problem;
+                h.absorb();
+            }
+            Step::Request { host, action, job } => {
+                h.next_request += 1;
+                let req = PermitRequest {
+                    request_id: RequestId::new(format!("req-{}", h.next_request)).unwrap(),
+                    host: host_id(host),
+                    action,
+                    job: format!("job-{job}"),
+                    reason: "stuck".into(),
+                };
+                request(&mut h, req, None);
+            }
+            Step::Retry { pick } => {
+                if !h.requests.is_empty() {
+                    let (req, granted) = h.requests[pick % h.requests.len()].clone();
+                    request(&mut h, req, Some(granted));
+                }
+            }
+            Step::Renew { pick, stale } => {
+                if let Some((req, id, token)) = pick_granted(&h, pick) {
+                    let r = PermitRef {
+                        id,
+                        token: if stale {
+                            FencingToken(token.0 + 1_000)
+                        } else {
+                            token
+                        },
+                    };
+                    let before = h.engine.durable().clone();
+                    let res = h.engine.renew(&req.host, &r, h.now);
+                    let events = h.absorb();
+                    if stale {
+                        // I5: a stale token changes nothing (time passing may
+                        // have expired other things: compare only renewals).
+                        assert!(res.is_err(), "I5: renew with a stale token succeeded");
+                        assert!(
+                            !events
+                                .iter()
+                                .any(|e| matches!(e, Event::PermitRenewed { .. })),
+                            "I5: stale renew changed a permit"
+                        );
+                    }
+                    if let Ok(p) = res {
+                        assert!(before.permits.contains_key(&p.id));
+                        assert_eq!(p.expires_at, h.now + p.ttl);
+                    }
+                }
+            }
+            Step::Report {
+                pick,
+                outcome,
+                stale,
+            } => {
+                if let Some((req, id, token)) = pick_granted(&h, pick) {
+                    let r = PermitRef {
+                        id: id.clone(),
+                        token: if stale {
+                            FencingToken(token.0 + 1_000)
+                        } else {
+                            token
+                        },
+                    };
+                    let was_active = h.engine.permits().any(|p| p.id == id);
+                    let res = h
+                        .engine
+                        .report_outcome(&req.host, &r, outcome, "done", h.now);
+                    let events = h.absorb();
+                    let ended_it = events.iter().any(
+                        |e| matches!(e, Event::PermitEnded { id: eid, state, .. } if *eid == id && *state == outcome.final_state()),
+                    );
+                    if stale {
+                        assert!(
+                            matches!(
+                                res,
+                                Err(PolicyError::StaleToken { .. } | PolicyError::UnknownPermit(_))
+                            ),
+                            "I5: outcome with a stale token: {res:?}"
+                        );
+                        assert!(!ended_it, "I5: a stale outcome ended the permit");
+                    } else if was_active && res.is_ok() {
+                        assert!(ended_it || !h.engine.permits().any(|p| p.id == id));
+                    }
+                }
+            }
+            Step::Pause {
+                rack,
+                action,
+                for_secs,
+            } => {
+                let scope = Scope {
+                    selector: rack
+                        .map(|r| Labels::from([("rack".to_owned(), format!("r{r}"))]))
+                        .unwrap_or_default(),
+                    action,
+                };
+                let until = for_secs.map(|s| h.now + Duration::from_secs(s));
+                let p = h
+                    .engine
+                    .pause(scope.clone(), "op:test", "testing", until, h.now);
+                h.pauses.insert(p.id, (scope, until));
+                h.absorb();
+            }
+            Step::Resume { pick } => {
+                let ids: Vec<u64> = h.pauses.keys().copied().collect();
+                if !ids.is_empty() {
+                    let id = ids[pick % ids.len()];
+                    // It may have expired already (then the engine says so).
+                    let _ = h
+                        .engine
+                        .resume(ResumeTarget::Id(id), "op:test", "done", h.now);
+                    h.absorb();
+                }
+            }
+            Step::Quarantine { host } => {
+                let _ = h
+                    .engine
+                    .quarantine(&host_id(host), "op:test", "suspect", h.now);
+                h.absorb();
+            }
+            Step::Unquarantine { host } => {
+                let _ = h
+                    .engine
+                    .unquarantine(&host_id(host), "op:test", "fixed", h.now);
+                h.absorb();
+            }
+            Step::Revoke { pick } => {
+                if let Some((_, id, _)) = pick_granted(&h, pick) {
+                    let _ = h.engine.revoke(&id, "op:test", "stop", h.now);
+                    h.absorb();
+                }
+            }
+            Step::ResetBreaker => {
+                let _ = h.engine.reset_breaker(None, "op:test", "reset", h.now);
+                h.absorb();
+            }
+            Step::SetConfig { variant } => {
+                h.config = variant;
+                h.engine.set_config(h.configs[variant].clone(), h.now);
+                h.absorb();
+            }
+            Step::Tick => {
+                h.engine.tick(h.now);
+                h.absorb();
+                let cfg = h.cfg().clone();
+                h.folded.compact(&cfg, h.now);
+            }
+            Step::Advance { secs } => {
+                h.now += Duration::from_secs(secs);
+            }
+            Step::Restart => {
+                // A coordinator restart: the new engine sees only what the
+                // events made durable. Liveness is not durable.
+                let cfg = h.cfg().clone();
+                h.engine = Engine::restore(cfg, h.folded.clone(), h.now);
+                h.started = h.now;
+                h.last_heartbeat = vec![None; HOSTS];
+            }
+        }
+        h
+    }
+
+    fn check_invariants(h: &Harness, _: &()) {
+        // I4: at most one active permit per host.
+        let mut seen = BTreeSet::new();
+        for p in h.engine.permits() {
+            assert!(
+                seen.insert(p.host.clone()),
+                "I4: {} holds two permits",
+                p.host
+            );
+        }
+        // I6 foundation: the folded events are exactly the engine's durable state.
+        assert_eq!(
+            &h.folded,
+            h.engine.durable(),
+            "events do not rebuild the durable state"
+        );
+        // The engine's incremental active counts agree with a recount.
+        let (_, _, active) = h.engine.counts();
+        for a in Action::ALL {
+            let n = h.engine.permits().filter(|p| p.action == a).count() as u32;
+            assert_eq!(active[a.index()], n, "active count of {a} drifted");
+        }
+    }
+}
+
+fn pick_granted(
+    h: &Harness,
+    pick: usize,
+) -> Option<(PermitRequest, medic_policy::PermitId, FencingToken)> {
+    let granted: Vec<_> = h
+        .requests
+        .iter()
+        .filter_map(|(r, g)| g.clone().map(|(id, t)| (r.clone(), id, t)))
+        .collect();
+    if granted.is_empty() {
+        None
+    } else {
+        Some(granted[pick % granted.len()].clone())
+    }
+}
+
+/// Sends a request; `retry` carries the earlier result of the same
+/// request_id when this is a retry.
+fn request(
+    h: &mut Harness,
+    req: PermitRequest,
+    retry: Option<Option<(medic_policy::PermitId, FencingToken)>>,
+) {
+    let before = Before {
+        last_token: h.last_token,
+        pauses: h.pauses.clone(),
+        last_end: h.last_end.clone(),
+        holders: h.holders(),
+        unhealthy: h.unhealthy(),
+    };
+    let active_before = h.engine.permits().count();
+    let decision = h.engine.request_permit(req.clone(), h.now).unwrap();
+    let events = h.absorb();
+    match (&decision, retry) {
+        (Decision::Granted { permit, replayed }, Some(Some((id, token)))) => {
+            // I7: the same permit, no new slot, no new budget.
+            assert!(*replayed, "I7: retry of a granted request was not a replay");
+            assert_eq!(
+                (&permit.id, permit.token),
+                (&id, token),
+                "I7: retry got another permit"
+            );
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, Event::PermitGranted { .. })),
+                "I7: retry granted again"
+            );
+            assert!(h.engine.permits().count() <= active_before);
+        }
+        (Decision::Granted { replayed: true, .. }, _) => {
+            panic!("I7: a replay for a request that was never granted");
+        }
+        (Decision::Granted { permit, .. }, retry) => {
+            // A denied request retried may be granted later: that is a new decision.
+            assert!(matches!(retry, None | Some(None)));
+            h.check_grant(&req, permit.token, &before);
+            h.last_token = permit.token;
+            h.grants.push((h.now, req.action));
+            let entry = (req.clone(), Some((permit.id.clone(), permit.token)));
+            match h
+                .requests
+                .iter_mut()
+                .find(|(r, _)| r.request_id == req.request_id)
+            {
+                Some(slot) => *slot = entry,
+                None => h.requests.push(entry),
+            }
+        }
+        (Decision::Denied(_), retry) => {
+            assert!(
+                !matches!(retry, Some(Some(_))),
+                "I7: retry of a granted request was denied"
+            );
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, Event::PermitGranted { .. })),
+                "a denial emitted a grant"
+            );
+            if retry.is_none() {
+                h.requests.push((req, None));
+            }
+        }
+    }
+}
+
+prop_state_machine! {
+    #![proptest_config(Config {
+        // 64 sequences × up to 250 steps: well over 10,000 steps per run.
+        cases: 64,
+        max_shrink_iters: 20_000,
+        failure_persistence: None,
+        .. Config::default()
+    })]
+
+    #[test]
+    fn engine_keeps_invariants_under_random_operations(sequential 150..250 => EngineTest);
+}
