@@ -75,6 +75,9 @@ struct HostSlot {
     history: [HostActionHistory; 2],
     live: bool,
     unhealthy: bool,
+    /// Whether the liveness heap holds an entry for this host (at most one:
+    /// heartbeats do not push, the entry is re-armed when it comes due).
+    liveness_queued: bool,
 }
 
 /// The decision engine. See the crate docs.
@@ -205,6 +208,7 @@ impl Engine {
         for slot in &mut self.hosts {
             slot.live = false;
             slot.unhealthy = false;
+            slot.liveness_queued = false;
             slot.active_permit = None;
             slot.history = Default::default();
         }
@@ -252,10 +256,7 @@ impl Engine {
         }
 
         for i in 0..self.hosts.len() {
-            if let Some(hb) = self.hosts[i].last_heartbeat {
-                self.liveness
-                    .push(Reverse((hb + self.config.fleet.host_ttl, i)));
-            }
+            self.arm_liveness(i);
             self.refresh(i, now);
         }
     }
@@ -293,9 +294,26 @@ impl Engine {
             history,
             live: false,
             unhealthy: false,
+            liveness_queued: false,
         });
         self.host_index.insert(id, i);
         i
+    }
+
+    /// Queues the moment host `i` stops being live by silence, unless an
+    /// entry is already queued (it re-arms itself when it comes due).
+    fn arm_liveness(&mut self, i: usize) {
+        let slot = &mut self.hosts[i];
+        if slot.liveness_queued {
+            return;
+        }
+        if let Some(hb) = slot.last_heartbeat {
+            let deadline = hb + self.config.fleet.host_ttl;
+            if deadline > self.clock {
+                slot.liveness_queued = true;
+                self.liveness.push(Reverse((deadline, i)));
+            }
+        }
     }
 
     /// Time never goes backwards inside the engine.
@@ -394,6 +412,9 @@ impl Engine {
                 break;
             }
             self.liveness.pop();
+            self.hosts[i].liveness_queued = false;
+            // Heartbeats since the entry was queued push the deadline out.
+            self.arm_liveness(i);
             self.refresh(i, now);
         }
 
@@ -661,8 +682,7 @@ impl Engine {
         slot.agent_version = hb.agent_version;
         slot.problems = hb.problems;
         slot.last_heartbeat = Some(now);
-        self.liveness
-            .push(Reverse((now + self.config.fleet.host_ttl, i)));
+        self.arm_liveness(i);
         self.refresh(i, now);
 
         if let Some(why) = hb.needs_human
