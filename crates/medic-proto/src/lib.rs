@@ -5,10 +5,12 @@
 //!   services, their clients and servers, generated from `proto/medic/v1`.
 //! - [`convert`]: `From` domain → wire, `TryFrom` wire → domain (validating,
 //!   with errors that name the field).
+//! - [`request`]: validated forms of the requests that have no domain type.
 //! - [`FILE_DESCRIPTOR_SET`]: for gRPC server reflection.
 #![forbid(unsafe_code)]
 
 pub mod convert;
+pub mod request;
 
 /// Code generated from `proto/medic/v1` by tonic-prost-build.
 ///

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 
 use medic_policy::{HostId, InvalidInput, Labels, PermitId};
 
+pub(crate) use admin::scope_or_fleet;
 pub use time::{MAX_DURATION_SECS, from_duration, from_timestamp, to_duration, to_timestamp};
 pub(crate) use time::{optional_duration, optional_time, positive_duration, required_time};
 
