@@ -6,10 +6,12 @@
 //! - [`convert`]: `From` domain → wire, `TryFrom` wire → domain (validating,
 //!   with errors that name the field).
 //! - [`request`]: validated forms of the requests that have no domain type.
+//! - [`error`]: medic's errors as gRPC statuses.
 //! - [`FILE_DESCRIPTOR_SET`]: for gRPC server reflection.
 #![forbid(unsafe_code)]
 
 pub mod convert;
+pub mod error;
 pub mod request;
 
 /// Code generated from `proto/medic/v1` by tonic-prost-build.
