@@ -1,0 +1,291 @@
+//! Audit events: medic-policy's [`Event`]s, plus the two records only the
+//! coordinator writes (sampled denials and config reloads).
+
+use std::time::SystemTime;
+
+use medic_policy::{
+    Action, COORDINATOR_ACTOR, Denial, Event, HostId, InvalidInput, PermitState, host_actor,
+};
+
+use super::{
+    host_id, permit_id, required, required_enum, required_msg, required_time, to_timestamp,
+    wire_enum,
+};
+use crate::pb::v1 as pb;
+use pb::event::Payload;
+
+// === impl EventKind ===
+
+/// The kind a policy event is filed under.
+impl From<&Event> for pb::EventKind {
+    fn from(e: &Event) -> Self {
+        match e {
+            Event::PermitGranted { .. } => Self::Grant,
+            Event::PermitRenewed { .. } => Self::Renew,
+            Event::PermitEnded {
+                state: PermitState::Revoked,
+                ..
+            } => Self::Admin,
+            Event::PermitEnded { .. } => Self::Outcome,
+            Event::HostQuarantined(_) | Event::HostReleased { .. } => Self::Quarantine,
+            Event::Paused(_) | Event::Resumed { .. } => Self::Pause,
+            Event::BreakerOpened(_) | Event::BreakerClosed { .. } => Self::Breaker,
+        }
+    }
+}
+
+// === impl Event ===
+
+impl pb::Event {
+    /// The history entry `id` recording a policy event, with the envelope
+    /// (time, kind, actor, host, reason) filled from the event.
+    ///
+    /// A renewal records neither actor nor host (the policy event does not
+    /// carry them); the coordinator may fill them in.
+    pub fn from_policy(id: u64, event: Event) -> Self {
+        let kind = pb::EventKind::from(&event);
+        let time = Some(to_timestamp(event.at()));
+        let host_id = event
+            .host()
+            .map(|h| h.as_str().to_owned())
+            .unwrap_or_default();
+        let (actor, reason) = match &event {
+            Event::PermitGranted { permit } => (host_actor(&permit.host), permit.reason.clone()),
+            Event::PermitRenewed { .. } => (String::new(), String::new()),
+            Event::PermitEnded { actor, detail, .. } => (actor.clone(), detail.clone()),
+            Event::HostQuarantined(q) => (q.actor.clone(), q.reason.clone()),
+            Event::Paused(p) => (p.actor.clone(), p.reason.clone()),
+            Event::HostReleased { actor, reason, .. }
+            | Event::Resumed { actor, reason, .. }
+            | Event::BreakerClosed { actor, reason, .. } => (actor.clone(), reason.clone()),
+            Event::BreakerOpened(t) => (COORDINATOR_ACTOR.to_owned(), t.detail.clone()),
+        };
+        Self {
+            id,
+            time,
+            kind: kind.into(),
+            actor,
+            host_id,
+            reason,
+            payload: Some(event.into()),
+        }
+    }
+
+    /// The history entry `id` sampling denials: `count` denials of `action`
+    /// to `host` (this one included) since the previous sample, the last of
+    /// which, at `at`, was `denial`.
+    pub fn denied(
+        id: u64,
+        at: SystemTime,
+        host: &HostId,
+        action: Action,
+        denial: Denial,
+        count: u64,
+    ) -> Self {
+        Self {
+            id,
+            time: Some(to_timestamp(at)),
+            kind: pb::EventKind::Deny.into(),
+            actor: host_actor(host),
+            host_id: host.as_str().to_owned(),
+            reason: denial.message.clone(),
+            payload: Some(Payload::Denied(pb::event::Denied {
+                host_id: host.as_str().to_owned(),
+                action: wire_enum::<pb::Action, _>(action),
+                denial: Some(denial.into()),
+                count,
+            })),
+        }
+    }
+
+    /// The history entry `id` recording a configuration reload at `at`,
+    /// asked for by `actor` for `reason`. It applied exactly when `errors` is
+    /// empty.
+    pub fn config_reloaded(
+        id: u64,
+        at: SystemTime,
+        actor: String,
+        reason: String,
+        errors: Vec<pb::ConfigError>,
+    ) -> Self {
+        Self {
+            id,
+            time: Some(to_timestamp(at)),
+            kind: pb::EventKind::Config.into(),
+            actor,
+            host_id: String::new(),
+            reason,
+            payload: Some(Payload::ConfigReloaded(pb::event::ConfigReloaded {
+                ok: errors.is_empty(),
+                errors,
+            })),
+        }
+    }
+}
+
+impl From<Event> for Payload {
+    fn from(e: Event) -> Self {
+        use pb::event as w;
+        match e {
+            Event::PermitGranted { permit } => Payload::PermitGranted(w::PermitGranted {
+                permit: Some(permit.into()),
+            }),
+            Event::PermitRenewed { id, expires_at, at } => {
+                Payload::PermitRenewed(w::PermitRenewed {
+                    permit_id: id.as_str().to_owned(),
+                    expires_at: Some(to_timestamp(expires_at)),
+                    at: Some(to_timestamp(at)),
+                })
+            }
+            Event::PermitEnded {
+                id,
+                host,
+                action,
+                state,
+                actor,
+                detail,
+                at,
+            } => Payload::PermitEnded(w::PermitEnded {
+                permit_id: id.as_str().to_owned(),
+                host_id: host.as_str().to_owned(),
+                action: wire_enum::<pb::Action, _>(action),
+                state: wire_enum::<pb::PermitState, _>(state),
+                actor,
+                detail,
+                at: Some(to_timestamp(at)),
+            }),
+            Event::HostQuarantined(q) => Payload::HostQuarantined(q.into()),
+            Event::HostReleased {
+                host,
+                actor,
+                reason,
+                at,
+            } => Payload::HostReleased(w::HostReleased {
+                host_id: host.as_str().to_owned(),
+                actor,
+                reason,
+                at: Some(to_timestamp(at)),
+            }),
+            Event::Paused(p) => Payload::Paused(p.into()),
+            Event::Resumed {
+                pause,
+                actor,
+                reason,
+                at,
+            } => Payload::Resumed(w::Resumed {
+                pause: Some(pause.into()),
+                actor,
+                reason,
+                at: Some(to_timestamp(at)),
+            }),
+            Event::BreakerOpened(t) => Payload::BreakerOpened(t.into()),
+            Event::BreakerClosed {
+                scope,
+                actor,
+                reason,
+                at,
+            } => Payload::BreakerClosed(w::BreakerClosed {
+                scope: Some(scope.into()),
+                actor,
+                reason,
+                at: Some(to_timestamp(at)),
+            }),
+        }
+    }
+}
+
+/// Fails for the payloads that are not policy events (`denied`,
+/// `config_reloaded`). Field paths start with the payload's name
+/// (`permit_granted.permit.ttl`).
+impl TryFrom<Payload> for Event {
+    type Error = InvalidInput;
+
+    fn try_from(p: Payload) -> Result<Self, InvalidInput> {
+        let (name, result) = match p {
+            Payload::PermitGranted(g) => (
+                "permit_granted",
+                required_msg("permit", g.permit).map(|permit| Event::PermitGranted { permit }),
+            ),
+            Payload::PermitRenewed(r) => ("permit_renewed", permit_renewed(r)),
+            Payload::PermitEnded(e) => ("permit_ended", permit_ended(e)),
+            Payload::HostQuarantined(q) => {
+                ("host_quarantined", q.try_into().map(Event::HostQuarantined))
+            }
+            Payload::HostReleased(r) => ("host_released", host_released(r)),
+            Payload::Paused(p) => ("paused", p.try_into().map(Event::Paused)),
+            Payload::Resumed(r) => ("resumed", resumed(r)),
+            Payload::BreakerOpened(t) => ("breaker_opened", t.try_into().map(Event::BreakerOpened)),
+            Payload::BreakerClosed(c) => ("breaker_closed", breaker_closed(c)),
+            Payload::Denied(_) => return Err(not_a_policy_event("denied")),
+            Payload::ConfigReloaded(_) => return Err(not_a_policy_event("config_reloaded")),
+        };
+        result.map_err(|e| e.within(name))
+    }
+}
+
+/// Converts the payload; the envelope (a summary of the payload) is not read.
+impl TryFrom<pb::Event> for Event {
+    type Error = InvalidInput;
+
+    fn try_from(e: pb::Event) -> Result<Self, InvalidInput> {
+        Event::try_from(required("payload", e.payload)?)
+    }
+}
+
+fn not_a_policy_event(name: &str) -> InvalidInput {
+    InvalidInput::new(name, "is a coordinator record, not a decision-engine event")
+}
+
+fn permit_renewed(r: pb::event::PermitRenewed) -> Result<Event, InvalidInput> {
+    Ok(Event::PermitRenewed {
+        id: permit_id("permit_id", r.permit_id)?,
+        expires_at: required_time("expires_at", r.expires_at)?,
+        at: required_time("at", r.at)?,
+    })
+}
+
+fn permit_ended(e: pb::event::PermitEnded) -> Result<Event, InvalidInput> {
+    let state: PermitState = required_enum::<pb::PermitState, _>("state", e.state)?;
+    if !state.is_final() {
+        return Err(InvalidInput::new(
+            "state",
+            "must be a final state, got active",
+        ));
+    }
+    Ok(Event::PermitEnded {
+        id: permit_id("permit_id", e.permit_id)?,
+        host: host_id("host_id", e.host_id)?,
+        action: required_enum::<pb::Action, _>("action", e.action)?,
+        state,
+        actor: e.actor,
+        detail: e.detail,
+        at: required_time("at", e.at)?,
+    })
+}
+
+fn host_released(r: pb::event::HostReleased) -> Result<Event, InvalidInput> {
+    Ok(Event::HostReleased {
+        host: host_id("host_id", r.host_id)?,
+        actor: r.actor,
+        reason: r.reason,
+        at: required_time("at", r.at)?,
+    })
+}
+
+fn resumed(r: pb::event::Resumed) -> Result<Event, InvalidInput> {
+    Ok(Event::Resumed {
+        pause: required_msg("pause", r.pause)?,
+        actor: r.actor,
+        reason: r.reason,
+        at: required_time("at", r.at)?,
+    })
+}
+
+fn breaker_closed(c: pb::event::BreakerClosed) -> Result<Event, InvalidInput> {
+    Ok(Event::BreakerClosed {
+        scope: required_msg("scope", c.scope)?,
+        actor: c.actor,
+        reason: c.reason,
+        at: required_time("at", c.at)?,
+    })
+}

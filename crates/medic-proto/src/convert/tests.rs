@@ -1,0 +1,1068 @@
+//! Conversions: domain → wire → domain is the identity, and bad wire input
+//! is an error naming the field.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use medic_policy::{
+    Action, ActionStatus, BreakerCause, BreakerScope, BreakerTrip, Decision, Denial, DenyReason,
+    Event, Explanation, FencingToken, Heartbeat, HeartbeatReply, HostId, HostView, InvalidInput,
+    Labels, Outcome, Pause, Permit, PermitId, PermitRef, PermitRequest, PermitState, Problem,
+    Quarantine, QuarantineCause, RequestId, Scope, Status,
+};
+use prost::Message;
+
+use super::{MAX_DURATION_SECS, from_duration, from_timestamp, to_duration, to_timestamp};
+use crate::pb::v1 as pb;
+
+// === Fixtures ===
+
+/// An instant with sub-second precision, `secs` after the epoch.
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::new(secs, 123_456_789)
+}
+
+fn host(id: &str) -> HostId {
+    HostId::new(id).expect("fixture host ids are valid")
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn problem(job: &str) -> Problem {
+    Problem {
+        job: job.to_owned(),
+        detector: "heartbeat_file".to_owned(),
+        since: at(1_700_000_000),
+        detail: "heartbeat file 12m old".to_owned(),
+    }
+}
+
+fn permit() -> Permit {
+    let token = FencingToken(42);
+    Permit {
+        id: PermitId::for_token(token),
+        token,
+        request_id: RequestId::new("req-7").expect("fixture request ids are valid"),
+        host: host("web-1.use1"),
+        action: Action::RebootHost,
+        job: "ingest".to_owned(),
+        reason: "heartbeat file 12m old, 2 restarts failed".to_owned(),
+        labels: labels(&[("rack", "r12"), ("zone", "use1-az2")]),
+        dry_run: true,
+        granted_at: at(1_700_000_100),
+        expires_at: at(1_700_000_400),
+        ttl: Duration::from_secs(300),
+        state: PermitState::Active,
+    }
+}
+
+fn denial(retry_after: Option<Duration>) -> Denial {
+    Denial {
+        reason: DenyReason::GroupCap,
+        retry_after,
+        message: "rack=r12 has 2 of 2 reboots in flight".to_owned(),
+    }
+}
+
+fn pause(until: Option<SystemTime>) -> Pause {
+    Pause {
+        id: 3,
+        scope: Scope {
+            selector: labels(&[("zone", "use1-az2")]),
+            action: Some(Action::RebootHost),
+        },
+        actor: "alice".to_owned(),
+        reason: "db-3 failover, INC-1234".to_owned(),
+        since: at(1_700_000_000),
+        until,
+    }
+}
+
+fn quarantine() -> Quarantine {
+    Quarantine {
+        host: host("web-1.use1"),
+        cause: QuarantineCause::PermitExpired,
+        actor: "coordinator".to_owned(),
+        reason: "permit p-000000000042 expired without an outcome".to_owned(),
+        since: at(1_700_000_500),
+    }
+}
+
+fn domain_breaker() -> BreakerTrip {
+    BreakerTrip {
+        scope: BreakerScope::Domain {
+            label: "rack".to_owned(),
+            value: "r12".to_owned(),
+        },
+        cause: BreakerCause::UnhealthyFraction,
+        since: at(1_700_000_600),
+        detail: "9 of 20 live hosts unhealthy (45%), threshold 25%".to_owned(),
+    }
+}
+
+fn heartbeat() -> Heartbeat {
+    Heartbeat {
+        host: host("web-1.use1"),
+        labels: labels(&[("rack", "r12"), ("pool", "ingest")]),
+        agent_version: "0.3.1".to_owned(),
+        problems: vec![problem("ingest"), problem("shipper")],
+        held_permit: Some(PermitRef {
+            id: PermitId::for_token(FencingToken(42)),
+            token: FencingToken(42),
+        }),
+        needs_human: Some("2 reboots did not fix ingest".to_owned()),
+    }
+}
+
+fn wire_heartbeat() -> pb::HeartbeatRequest {
+    heartbeat().into()
+}
+
+/// Asserts the conversion failed with exactly `expected` as its message.
+#[track_caller]
+fn assert_error<T: std::fmt::Debug>(result: Result<T, InvalidInput>, expected: &str) {
+    match result {
+        Ok(v) => panic!("expected error {expected:?}, got {v:?}"),
+        Err(e) => assert_eq!(e.to_string(), expected),
+    }
+}
+
+// === Round trips ===
+
+#[test]
+fn heartbeat_round_trips() {
+    let wire = pb::HeartbeatRequest::from(heartbeat());
+    assert_eq!(Heartbeat::try_from(wire), Ok(heartbeat()));
+}
+
+#[test]
+fn heartbeat_without_permit_or_problems_round_trips() {
+    let healthy = Heartbeat {
+        problems: vec![],
+        held_permit: None,
+        needs_human: None,
+        labels: Labels::new(),
+        ..heartbeat()
+    };
+    let wire = pb::HeartbeatRequest::from(healthy.clone());
+    assert_eq!(wire.held_permit, None);
+    assert_eq!(wire.needs_human, None);
+    assert_eq!(Heartbeat::try_from(wire), Ok(healthy));
+}
+
+#[test]
+fn heartbeat_survives_encoding_to_bytes() {
+    let bytes = wire_heartbeat().encode_to_vec();
+    let decoded = pb::HeartbeatRequest::decode(bytes.as_slice()).expect("valid encoding");
+    assert_eq!(Heartbeat::try_from(decoded), Ok(heartbeat()));
+}
+
+#[test]
+fn heartbeat_reply_round_trips() {
+    let reply = HeartbeatReply {
+        heartbeat_interval: Duration::from_millis(2_500),
+        held_permit_state: Some(PermitState::Revoked),
+        quarantine: Some(quarantine()),
+        dry_run: true,
+    };
+    let wire = pb::HeartbeatResponse::from(reply.clone());
+    assert_eq!(HeartbeatReply::try_from(wire), Ok(reply));
+}
+
+#[test]
+fn heartbeat_reply_without_permit_state_sends_unspecified() {
+    let reply = HeartbeatReply {
+        heartbeat_interval: Duration::from_secs(10),
+        held_permit_state: None,
+        quarantine: None,
+        dry_run: false,
+    };
+    let wire = pb::HeartbeatResponse::from(reply.clone());
+    assert_eq!(
+        wire.held_permit_state,
+        i32::from(pb::PermitState::Unspecified)
+    );
+    assert_eq!(HeartbeatReply::try_from(wire), Ok(reply));
+}
+
+#[test]
+fn permit_request_round_trips() {
+    let request = PermitRequest {
+        request_id: RequestId::new("3f2a-01").expect("valid"),
+        host: host("web-1.use1"),
+        action: Action::RestartJob,
+        job: "ingest".to_owned(),
+        reason: "heartbeat file 12m old".to_owned(),
+    };
+    let wire = pb::RequestPermitRequest::from(request.clone());
+    assert_eq!(wire.action, i32::from(pb::Action::RestartJob));
+    assert_eq!(PermitRequest::try_from(wire), Ok(request));
+}
+
+#[test]
+fn permit_round_trips() {
+    let wire = pb::Permit::from(permit());
+    assert_eq!(wire.permit_id, "p-000000000042");
+    assert_eq!(Permit::try_from(wire), Ok(permit()));
+}
+
+#[test]
+fn granted_decision_round_trips_with_its_replay_flag() {
+    for replayed in [false, true] {
+        let decision = Decision::Granted {
+            permit: permit(),
+            replayed,
+        };
+        let wire = pb::RequestPermitResponse::from(decision.clone());
+        assert_eq!(Decision::try_from(wire), Ok(decision));
+    }
+}
+
+#[test]
+fn denied_decision_round_trips_with_and_without_retry_after() {
+    for retry_after in [None, Some(Duration::ZERO), Some(Duration::from_secs(90))] {
+        let decision = Decision::Denied(denial(retry_after));
+        let wire = pb::RequestPermitResponse::from(decision.clone());
+        assert_eq!(Decision::try_from(wire), Ok(decision));
+    }
+}
+
+#[test]
+fn denial_that_needs_a_human_has_no_retry_after_on_the_wire() {
+    let wire = pb::Denial::from(denial(None));
+    assert_eq!(wire.retry_after, None);
+}
+
+#[test]
+fn scope_round_trips_for_fleet_selector_and_action() {
+    let scopes = [
+        Scope::fleet(),
+        Scope {
+            selector: labels(&[("rack", "r12")]),
+            action: None,
+        },
+        Scope {
+            selector: Labels::new(),
+            action: Some(Action::RebootHost),
+        },
+    ];
+    for scope in scopes {
+        let wire = pb::Scope::from(scope.clone());
+        assert_eq!(Scope::try_from(wire), Ok(scope));
+    }
+}
+
+#[test]
+fn pause_round_trips_with_and_without_expiry() {
+    for until in [None, Some(at(1_700_003_600))] {
+        let wire = pb::Pause::from(pause(until));
+        assert_eq!(Pause::try_from(wire), Ok(pause(until)));
+    }
+}
+
+#[test]
+fn pause_without_scope_covers_the_fleet() {
+    let wire = pb::Pause {
+        scope: None,
+        ..pb::Pause::from(pause(None))
+    };
+    let decoded = Pause::try_from(wire).expect("valid pause");
+    assert_eq!(decoded.scope, Scope::fleet());
+}
+
+#[test]
+fn quarantine_round_trips() {
+    let wire = pb::Quarantine::from(quarantine());
+    assert_eq!(Quarantine::try_from(wire), Ok(quarantine()));
+}
+
+#[test]
+fn breaker_trip_round_trips_for_fleet_and_domain() {
+    let fleet = BreakerTrip {
+        scope: BreakerScope::Fleet,
+        cause: BreakerCause::FailureFraction,
+        ..domain_breaker()
+    };
+    for trip in [fleet, domain_breaker()] {
+        let wire = pb::BreakerTrip::from(trip.clone());
+        assert_eq!(BreakerTrip::try_from(wire), Ok(trip));
+    }
+}
+
+#[test]
+fn status_round_trips() {
+    let status = Status {
+        dry_run: false,
+        warming_up_until: Some(at(1_700_000_060)),
+        known_hosts: 50_000,
+        live_hosts: 49_800,
+        unhealthy_hosts: 120,
+        quarantined_hosts: 4,
+        min_fleet_size: 100,
+        pauses: vec![pause(None)],
+        breakers: vec![domain_breaker()],
+        actions: vec![
+            ActionStatus {
+                action: Action::RestartJob,
+                active: 12,
+                effective_cap: 500,
+                rate_limit: 1_000,
+                rate_per: Duration::from_secs(3_600),
+                rate_used: 240,
+                rate_next_at: None,
+                in_window: true,
+            },
+            ActionStatus {
+                action: Action::RebootHost,
+                active: 3,
+                effective_cap: 3,
+                rate_limit: 50,
+                rate_per: Duration::from_secs(3_600),
+                rate_used: 50,
+                rate_next_at: Some(at(1_700_000_900)),
+                in_window: false,
+            },
+        ],
+    };
+    let wire = pb::Status::from(status.clone());
+    assert_eq!(Status::try_from(wire), Ok(status));
+}
+
+#[test]
+fn host_view_round_trips_with_and_without_permit() {
+    let busy = HostView {
+        host: host("web-1.use1"),
+        labels: labels(&[("rack", "r12")]),
+        agent_version: "0.3.1".to_owned(),
+        live: true,
+        unhealthy: true,
+        last_heartbeat: Some(at(1_700_000_300)),
+        problems: vec![problem("ingest")],
+        active_permit: Some(PermitId::for_token(FencingToken(42))),
+        quarantine: Some(quarantine()),
+    };
+    let idle = HostView {
+        last_heartbeat: None,
+        problems: vec![],
+        active_permit: None,
+        quarantine: None,
+        ..busy.clone()
+    };
+    for view in [busy, idle] {
+        let wire = pb::Host::from(view.clone());
+        assert_eq!(HostView::try_from(wire), Ok(view));
+    }
+}
+
+#[test]
+fn explanation_round_trips_and_says_whether_it_would_grant() {
+    let would_grant = Explanation {
+        host: host("web-1.use1"),
+        action: Action::RebootHost,
+        denials: vec![],
+    };
+    let would_deny = Explanation {
+        denials: vec![
+            Denial {
+                reason: DenyReason::Paused,
+                retry_after: None,
+                message: "zone=use1-az2 is paused by alice".to_owned(),
+            },
+            denial(Some(Duration::from_secs(60))),
+        ],
+        ..would_grant.clone()
+    };
+    for explanation in [would_grant, would_deny] {
+        let wire = pb::ExplainResponse::from(explanation.clone());
+        assert_eq!(wire.would_grant, explanation.would_grant());
+        assert_eq!(Explanation::try_from(wire), Ok(explanation));
+    }
+}
+
+fn every_policy_event() -> Vec<Event> {
+    let p = permit();
+    vec![
+        Event::PermitGranted { permit: p.clone() },
+        Event::PermitRenewed {
+            id: p.id.clone(),
+            expires_at: at(1_700_000_700),
+            at: at(1_700_000_400),
+        },
+        Event::PermitEnded {
+            id: p.id.clone(),
+            host: p.host.clone(),
+            action: p.action,
+            state: PermitState::Failed,
+            actor: "host:web-1.use1".to_owned(),
+            detail: "probe still failing: exit 2".to_owned(),
+            at: at(1_700_000_800),
+        },
+        Event::PermitEnded {
+            id: p.id.clone(),
+            host: p.host.clone(),
+            action: p.action,
+            state: PermitState::Revoked,
+            actor: "alice".to_owned(),
+            detail: "wrong host".to_owned(),
+            at: at(1_700_000_800),
+        },
+        Event::HostQuarantined(quarantine()),
+        Event::HostReleased {
+            host: p.host.clone(),
+            actor: "bob".to_owned(),
+            reason: "disk replaced".to_owned(),
+            at: at(1_700_001_000),
+        },
+        Event::Paused(pause(Some(at(1_700_003_600)))),
+        Event::Resumed {
+            pause: pause(None),
+            actor: "coordinator".to_owned(),
+            reason: "expired".to_owned(),
+            at: at(1_700_003_600),
+        },
+        Event::BreakerOpened(domain_breaker()),
+        Event::BreakerClosed {
+            scope: BreakerScope::Fleet,
+            actor: "alice".to_owned(),
+            reason: "db-3 is back".to_owned(),
+            at: at(1_700_004_000),
+        },
+    ]
+}
+
+#[test]
+fn every_policy_event_round_trips_through_a_history_entry() {
+    for (id, event) in (1..).zip(every_policy_event()) {
+        let wire = pb::Event::from_policy(id, event.clone());
+        assert_eq!(wire.id, id);
+        assert_eq!(wire.time, Some(to_timestamp(event.at())));
+        assert_eq!(
+            wire.host_id,
+            event.host().map(|h| h.to_string()).unwrap_or_default()
+        );
+        assert_eq!(Event::try_from(wire), Ok(event));
+    }
+}
+
+#[test]
+fn history_entries_are_filed_under_their_kind() {
+    let kinds: Vec<pb::EventKind> = every_policy_event()
+        .into_iter()
+        .map(|e| pb::Event::from_policy(1, e).kind())
+        .collect();
+    use pb::EventKind as K;
+    assert_eq!(
+        kinds,
+        [
+            K::Grant,
+            K::Renew,
+            K::Outcome,
+            K::Admin,
+            K::Quarantine,
+            K::Quarantine,
+            K::Pause,
+            K::Pause,
+            K::Breaker,
+            K::Breaker,
+        ]
+    );
+}
+
+#[test]
+fn grant_entry_names_the_host_as_actor_and_its_reason() {
+    let wire = pb::Event::from_policy(7, Event::PermitGranted { permit: permit() });
+    assert_eq!(wire.actor, "host:web-1.use1");
+    assert_eq!(wire.reason, permit().reason);
+}
+
+#[test]
+fn denied_entry_carries_the_denial_and_its_count() {
+    let wire = pb::Event::denied(
+        9,
+        at(1_700_000_000),
+        &host("web-1.use1"),
+        Action::RebootHost,
+        denial(Some(Duration::from_secs(30))),
+        17,
+    );
+    assert_eq!(wire.kind(), pb::EventKind::Deny);
+    assert_eq!(wire.host_id, "web-1.use1");
+    let Some(pb::event::Payload::Denied(d)) = wire.payload else {
+        panic!("expected a denied payload, got {:?}", wire.payload);
+    };
+    assert_eq!(d.count, 17);
+    assert_eq!(d.action(), pb::Action::RebootHost);
+    let sampled = Denial::try_from(d.denial.expect("set")).expect("valid denial");
+    assert_eq!(sampled, denial(Some(Duration::from_secs(30))));
+}
+
+#[test]
+fn config_reload_entry_is_ok_exactly_without_errors() {
+    let failed = pb::Event::config_reloaded(
+        10,
+        at(1_700_000_000),
+        "alice".to_owned(),
+        "raise reboot cap".to_owned(),
+        vec![pb::ConfigError {
+            key: "actions.reboot_host.max_in_flight_percent".to_owned(),
+            message: "must be within 0..=100, got 150".to_owned(),
+        }],
+    );
+    let ok = pb::Event::config_reloaded(11, at(1_700_000_000), "alice".into(), "x".into(), vec![]);
+    for (entry, expected) in [(failed, false), (ok, true)] {
+        assert_eq!(entry.kind(), pb::EventKind::Config);
+        let Some(pb::event::Payload::ConfigReloaded(c)) = entry.payload else {
+            panic!("expected a config payload");
+        };
+        assert_eq!(c.ok, expected);
+    }
+}
+
+#[test]
+fn every_wire_deny_reason_mirrors_a_domain_reason_of_the_same_name() {
+    let mut seen = 0;
+    for raw in 1.. {
+        let Ok(wire) = pb::DenyReason::try_from(raw) else {
+            break;
+        };
+        let domain = DenyReason::try_from(wire).expect("every specified reason maps");
+        assert_eq!(pb::DenyReason::from(domain), wire);
+        assert_eq!(
+            wire.as_str_name(),
+            format!("DENY_REASON_{}", domain.as_str().to_uppercase())
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 13, "medic_policy::DenyReason has 13 reasons");
+}
+
+#[test]
+fn every_wire_permit_state_mirrors_a_domain_state_of_the_same_name() {
+    let mut seen = 0;
+    for raw in 1.. {
+        let Ok(wire) = pb::PermitState::try_from(raw) else {
+            break;
+        };
+        let domain = PermitState::try_from(wire).expect("every specified state maps");
+        assert_eq!(pb::PermitState::from(domain), wire);
+        assert_eq!(
+            wire.as_str_name(),
+            format!("PERMIT_STATE_{}", domain.as_str().to_uppercase())
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 7);
+}
+
+#[test]
+fn actions_outcomes_and_causes_round_trip() {
+    for a in Action::ALL {
+        let wire = pb::Action::from(a);
+        assert_eq!(
+            wire.as_str_name(),
+            format!("ACTION_{}", a.as_str().to_uppercase())
+        );
+        assert_eq!(Action::try_from(wire), Ok(a));
+    }
+    for o in [
+        Outcome::Succeeded,
+        Outcome::Failed,
+        Outcome::Aborted,
+        Outcome::DryRun,
+    ] {
+        assert_eq!(Outcome::try_from(pb::Outcome::from(o)), Ok(o));
+        // An outcome ends a permit in the state of the same name.
+        assert_eq!(
+            pb::Outcome::from(o)
+                .as_str_name()
+                .trim_start_matches("OUTCOME_"),
+            pb::PermitState::from(o.final_state())
+                .as_str_name()
+                .trim_start_matches("PERMIT_STATE_")
+        );
+    }
+    for c in [
+        QuarantineCause::Manual,
+        QuarantineCause::AttemptBudget,
+        QuarantineCause::PermitExpired,
+        QuarantineCause::GaveUp,
+    ] {
+        let wire = pb::QuarantineCause::from(c);
+        assert_eq!(
+            wire.as_str_name(),
+            format!("QUARANTINE_CAUSE_{}", c.as_str().to_uppercase())
+        );
+        assert_eq!(QuarantineCause::try_from(wire), Ok(c));
+    }
+    for c in [
+        BreakerCause::UnhealthyFraction,
+        BreakerCause::FailureFraction,
+    ] {
+        assert_eq!(BreakerCause::try_from(pb::BreakerCause::from(c)), Ok(c));
+    }
+}
+
+// === Times and durations ===
+
+#[test]
+fn instants_before_the_epoch_round_trip() {
+    let before = UNIX_EPOCH - Duration::new(86_400, 250_000_000);
+    let wire = to_timestamp(before);
+    assert_eq!(
+        wire,
+        prost_types::Timestamp {
+            seconds: -86_401,
+            nanos: 750_000_000
+        }
+    );
+    assert_eq!(from_timestamp("t", wire), Ok(before));
+}
+
+#[test]
+fn instants_past_year_9999_saturate() {
+    let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+    let wire = to_timestamp(far);
+    assert_eq!(wire.seconds, 253_402_300_799);
+    assert!(from_timestamp("t", wire).is_ok());
+}
+
+#[test]
+fn timestamp_with_nanos_out_of_range_names_the_field() {
+    let bad = prost_types::Timestamp {
+        seconds: 0,
+        nanos: -1,
+    };
+    assert_error(
+        from_timestamp("problems[0].since", bad),
+        "problems[0].since: nanos must be within 0..=999999999, got -1",
+    );
+}
+
+#[test]
+fn timestamp_past_year_9999_names_the_field() {
+    let bad = prost_types::Timestamp {
+        seconds: 253_402_300_800,
+        nanos: 0,
+    };
+    assert_error(
+        from_timestamp("since", bad),
+        "since: must be within 0001-01-01T00:00:00Z..=9999-12-31T23:59:59Z, got 253402300800s since the Unix epoch",
+    );
+}
+
+#[test]
+fn durations_round_trip_and_saturate_at_ten_thousand_years() {
+    let d = Duration::new(90, 5);
+    assert_eq!(from_duration("d", to_duration(d)), Ok(d));
+    let huge = to_duration(Duration::from_secs(u64::MAX));
+    assert_eq!(huge.seconds, MAX_DURATION_SECS);
+    assert!(from_duration("d", huge).is_ok());
+}
+
+#[test]
+fn negative_duration_names_the_field() {
+    let bad = prost_types::Duration {
+        seconds: -5,
+        nanos: 0,
+    };
+    assert_error(
+        from_duration("retry_after", bad),
+        "retry_after: must not be negative, got -5s 0ns",
+    );
+}
+
+// === Errors name the field ===
+
+#[test]
+fn heartbeat_without_host_id_names_the_field() {
+    let wire = pb::HeartbeatRequest {
+        host_id: String::new(),
+        ..wire_heartbeat()
+    };
+    assert_error(
+        Heartbeat::try_from(wire),
+        "heartbeat.host_id: must not be empty",
+    );
+}
+
+#[test]
+fn heartbeat_with_whitespace_in_host_id_names_the_field() {
+    let wire = pb::HeartbeatRequest {
+        host_id: "web 1".to_owned(),
+        ..wire_heartbeat()
+    };
+    assert_error(
+        Heartbeat::try_from(wire),
+        "heartbeat.host_id: must not contain whitespace or control characters, got \"web 1\"",
+    );
+}
+
+#[test]
+fn heartbeat_problem_without_since_names_its_index() {
+    let mut wire = wire_heartbeat();
+    wire.problems.push(pb::Problem {
+        since: None,
+        ..pb::Problem::from(problem("shipper"))
+    });
+    assert_error(
+        Heartbeat::try_from(wire),
+        "heartbeat.problems[2].since: must be set",
+    );
+}
+
+#[test]
+fn heartbeat_problem_without_job_names_its_index() {
+    let mut wire = wire_heartbeat();
+    wire.problems[0].job = String::new();
+    assert_error(
+        Heartbeat::try_from(wire),
+        "heartbeat.problems[0].job: must not be empty",
+    );
+}
+
+#[test]
+fn heartbeat_with_empty_label_key_names_the_label() {
+    let mut wire = wire_heartbeat();
+    wire.labels.insert(String::new(), "x".to_owned());
+    assert_error(
+        Heartbeat::try_from(wire),
+        "heartbeat.labels[\"\"]: key must not be empty",
+    );
+}
+
+#[test]
+fn heartbeat_with_blank_label_value_names_the_label() {
+    let mut wire = wire_heartbeat();
+    wire.labels.insert("rack".to_owned(), "r 12".to_owned());
+    assert_error(
+        Heartbeat::try_from(wire),
+        "heartbeat.labels[\"rack\"]: value must not contain whitespace or control characters, got \"r 12\"",
+    );
+}
+
+#[test]
+fn heartbeat_held_permit_without_id_names_the_field() {
+    let mut wire = wire_heartbeat();
+    wire.held_permit = Some(pb::PermitRef {
+        permit_id: String::new(),
+        fencing_token: 42,
+    });
+    assert_error(
+        Heartbeat::try_from(wire),
+        "heartbeat.held_permit.permit_id: must not be empty",
+    );
+}
+
+fn wire_permit_request() -> pb::RequestPermitRequest {
+    pb::RequestPermitRequest {
+        request_id: "3f2a-01".to_owned(),
+        host_id: "web-1.use1".to_owned(),
+        action: pb::Action::RebootHost.into(),
+        job: "ingest".to_owned(),
+        reason: "2 restarts failed".to_owned(),
+    }
+}
+
+#[test]
+fn permit_request_without_host_id_names_the_field() {
+    let wire = pb::RequestPermitRequest {
+        host_id: String::new(),
+        ..wire_permit_request()
+    };
+    assert_error(
+        PermitRequest::try_from(wire),
+        "request.host_id: must not be empty",
+    );
+}
+
+#[test]
+fn permit_request_without_action_names_the_field() {
+    let wire = pb::RequestPermitRequest {
+        action: pb::Action::Unspecified.into(),
+        ..wire_permit_request()
+    };
+    assert_error(PermitRequest::try_from(wire), "request.action: must be set");
+}
+
+#[test]
+fn permit_request_with_unknown_action_names_the_value() {
+    let wire = pb::RequestPermitRequest {
+        action: 9,
+        ..wire_permit_request()
+    };
+    assert_error(
+        PermitRequest::try_from(wire),
+        "request.action: unknown value 9 (the peer may speak a newer medic.v1)",
+    );
+}
+
+#[test]
+fn permit_request_without_request_id_names_the_field() {
+    let wire = pb::RequestPermitRequest {
+        request_id: String::new(),
+        ..wire_permit_request()
+    };
+    assert_error(
+        PermitRequest::try_from(wire),
+        "request.request_id: must not be empty",
+    );
+}
+
+#[test]
+fn permit_request_with_blank_reason_names_the_field() {
+    let wire = pb::RequestPermitRequest {
+        reason: "  ".to_owned(),
+        ..wire_permit_request()
+    };
+    assert_error(
+        PermitRequest::try_from(wire),
+        "request.reason: must not be empty",
+    );
+}
+
+#[test]
+fn decision_with_neither_grant_nor_denial_says_what_may_be_set() {
+    let wire = pb::RequestPermitResponse { decision: None };
+    assert_error(
+        Decision::try_from(wire),
+        "response.decision: must be set (granted or denied)",
+    );
+}
+
+#[test]
+fn grant_whose_permit_lacks_a_ttl_names_the_path() {
+    let mut wire = pb::RequestPermitResponse::from(Decision::Granted {
+        permit: permit(),
+        replayed: false,
+    });
+    if let Some(pb::request_permit_response::Decision::Granted(g)) = &mut wire.decision {
+        g.permit.as_mut().expect("set").ttl = None;
+    }
+    assert_error(
+        Decision::try_from(wire),
+        "response.granted.permit.ttl: must be set",
+    );
+}
+
+#[test]
+fn grant_without_permit_names_the_path() {
+    let wire = pb::RequestPermitResponse {
+        decision: Some(pb::request_permit_response::Decision::Granted(pb::Grant {
+            permit: None,
+            replayed: true,
+        })),
+    };
+    assert_error(
+        Decision::try_from(wire),
+        "response.granted.permit: must be set",
+    );
+}
+
+#[test]
+fn denial_with_negative_retry_after_names_the_path() {
+    let mut wire = pb::RequestPermitResponse::from(Decision::Denied(denial(None)));
+    if let Some(pb::request_permit_response::Decision::Denied(d)) = &mut wire.decision {
+        d.retry_after = Some(prost_types::Duration {
+            seconds: -5,
+            nanos: 0,
+        });
+    }
+    assert_error(
+        Decision::try_from(wire),
+        "response.denied.retry_after: must not be negative, got -5s 0ns",
+    );
+}
+
+#[test]
+fn denial_without_reason_names_the_path() {
+    let mut wire = pb::RequestPermitResponse::from(Decision::Denied(denial(None)));
+    if let Some(pb::request_permit_response::Decision::Denied(d)) = &mut wire.decision {
+        d.reason = pb::DenyReason::Unspecified.into();
+    }
+    assert_error(
+        Decision::try_from(wire),
+        "response.denied.reason: must be set",
+    );
+}
+
+#[test]
+fn heartbeat_reply_with_zero_interval_is_rejected() {
+    let wire = pb::HeartbeatResponse {
+        heartbeat_interval: Some(prost_types::Duration::default()),
+        held_permit_state: 0,
+        quarantine: None,
+        dry_run: false,
+    };
+    assert_error(
+        HeartbeatReply::try_from(wire),
+        "response.heartbeat_interval: must be positive, got 0s",
+    );
+}
+
+#[test]
+fn heartbeat_reply_with_unknown_permit_state_names_the_field() {
+    let wire = pb::HeartbeatResponse {
+        heartbeat_interval: Some(to_duration(Duration::from_secs(10))),
+        held_permit_state: 99,
+        quarantine: None,
+        dry_run: false,
+    };
+    assert_error(
+        HeartbeatReply::try_from(wire),
+        "response.held_permit_state: unknown value 99 (the peer may speak a newer medic.v1)",
+    );
+}
+
+#[test]
+fn breaker_scope_without_kind_says_what_may_be_set() {
+    let wire = pb::BreakerTrip {
+        scope: Some(pb::BreakerScope { kind: None }),
+        ..pb::BreakerTrip::from(domain_breaker())
+    };
+    assert_error(
+        BreakerTrip::try_from(wire),
+        "scope.kind: must be set (fleet or domain)",
+    );
+}
+
+#[test]
+fn breaker_domain_without_value_names_the_field() {
+    let wire = pb::BreakerScope {
+        kind: Some(pb::breaker_scope::Kind::Domain(pb::breaker_scope::Domain {
+            label: "rack".to_owned(),
+            value: String::new(),
+        })),
+    };
+    assert_error(
+        BreakerScope::try_from(wire),
+        "domain.value: must not be empty",
+    );
+}
+
+#[test]
+fn status_with_bad_pause_names_its_index() {
+    let mut wire = pb::Status::from(Status {
+        dry_run: false,
+        warming_up_until: None,
+        known_hosts: 0,
+        live_hosts: 0,
+        unhealthy_hosts: 0,
+        quarantined_hosts: 0,
+        min_fleet_size: 0,
+        pauses: vec![pause(None), pause(None)],
+        breakers: vec![],
+        actions: vec![],
+    });
+    wire.pauses[1].since = None;
+    assert_error(Status::try_from(wire), "pauses[1].since: must be set");
+}
+
+#[test]
+fn history_entry_without_payload_names_the_field() {
+    let wire = pb::Event {
+        payload: None,
+        ..pb::Event::from_policy(1, Event::BreakerOpened(domain_breaker()))
+    };
+    assert_error(Event::try_from(wire), "payload: must be set");
+}
+
+#[test]
+fn sampled_denials_are_not_policy_events() {
+    let wire = pb::Event::denied(
+        1,
+        at(1),
+        &host("web-1.use1"),
+        Action::RestartJob,
+        denial(None),
+        1,
+    );
+    assert_error(
+        Event::try_from(wire),
+        "denied: is a coordinator record, not a decision-engine event",
+    );
+}
+
+#[test]
+fn permit_ended_entry_in_active_state_is_rejected() {
+    let mut wire = pb::Event::from_policy(1, every_policy_event().remove(2));
+    if let Some(pb::event::Payload::PermitEnded(e)) = &mut wire.payload {
+        e.state = pb::PermitState::Active.into();
+    }
+    assert_error(
+        Event::try_from(wire),
+        "permit_ended.state: must be a final state, got active",
+    );
+}
+
+#[test]
+fn granted_entry_with_bad_permit_names_the_path() {
+    let mut wire = pb::Event::from_policy(1, Event::PermitGranted { permit: permit() });
+    if let Some(pb::event::Payload::PermitGranted(g)) = &mut wire.payload {
+        g.permit.as_mut().expect("set").host_id = String::new();
+    }
+    assert_error(
+        Event::try_from(wire),
+        "permit_granted.permit.host_id: must not be empty",
+    );
+}
+
+#[test]
+fn explanation_whose_flag_contradicts_its_denials_is_rejected() {
+    let mut wire = pb::ExplainResponse::from(Explanation {
+        host: host("web-1.use1"),
+        action: Action::RestartJob,
+        denials: vec![denial(None)],
+    });
+    wire.would_grant = true;
+    assert_error(
+        Explanation::try_from(wire),
+        "response.would_grant: is true but 1 denials are listed; it must be true exactly when denials is empty",
+    );
+}
+
+#[test]
+fn permit_with_unspecified_state_names_the_field() {
+    let wire = pb::Permit {
+        state: 0,
+        ..pb::Permit::from(permit())
+    };
+    assert_error(Permit::try_from(wire), "state: must be set");
+}
+
+#[test]
+fn host_view_with_bad_active_permit_id_names_the_field() {
+    let wire = pb::Host {
+        host_id: "web-1.use1".to_owned(),
+        active_permit_id: "p 1".to_owned(),
+        ..pb::Host::default()
+    };
+    assert_error(
+        HostView::try_from(wire),
+        "active_permit_id: must not contain whitespace or control characters, got \"p 1\"",
+    );
+}
+
+// === The descriptor set ===
+
+#[test]
+fn descriptor_set_describes_both_services() {
+    let set = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET)
+        .expect("the embedded descriptor set decodes");
+    let services: Vec<String> = set
+        .file
+        .iter()
+        .filter(|f| f.package() == "medic.v1")
+        .flat_map(|f| f.service.iter().map(|s| s.name().to_owned()))
+        .collect();
+    assert_eq!(services, ["Remediation", "Admin"]);
+    // Imports are included, so reflection can resolve Timestamp and Duration.
+    assert!(
+        set.file
+            .iter()
+            .any(|f| f.name() == "google/protobuf/timestamp.proto")
+    );
+}

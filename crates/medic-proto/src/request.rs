@@ -1,0 +1,860 @@
+//! Validated forms of the requests that have no medic-policy type of their
+//! own: renewals and outcomes (agent API), and every operator request.
+//!
+//! Each converts from its wire request with [`TryFrom`], naming a bad field
+//! by its path under `request.` (`request.reason: must not be empty`), so a
+//! server can hand the error straight back to the caller. The agent's
+//! requests also convert back with [`From`], for the agent's client.
+//!
+//! The actor of an operator request is never part of it: the coordinator
+//! takes it from the caller's identity.
+
+use std::time::{Duration, SystemTime};
+
+use medic_policy::{
+    Action, BreakerScope, FencingToken, HostId, InvalidInput, Labels, Outcome, PermitId, PermitRef,
+    PermitState, Scope,
+};
+
+use crate::convert::{
+    from_duration, host_id, indexed, labels, non_empty, optional_enum, optional_msg, optional_time,
+    permit_id, required_enum, scope_or_fleet, wire_enum,
+};
+use crate::pb::v1 as pb;
+
+/// Page size used when a request leaves `page_size` at 0.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Largest page served; larger requests are lowered to it.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Runs a validation and nests its errors under `request.`.
+fn request<T>(f: impl FnOnce() -> Result<T, InvalidInput>) -> Result<T, InvalidInput> {
+    f().map_err(|e| e.within("request"))
+}
+
+/// An optional host filter: empty means every host.
+fn host_filter(field: &str, value: String) -> Result<Option<HostId>, InvalidInput> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    host_id(field, value).map(Some)
+}
+
+/// An optional action filter: `ACTION_UNSPECIFIED` means every action.
+fn action_filter(field: &str, raw: i32) -> Result<Option<Action>, InvalidInput> {
+    optional_enum::<pb::Action, _>(field, raw)
+}
+
+// === Page ===
+
+/// One page's worth of a paged list call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// Items per page: the request's `page_size`, [`DEFAULT_PAGE_SIZE`] for
+    /// 0, at most [`MAX_PAGE_SIZE`].
+    pub size: u32,
+    /// Where to continue: the previous reply's `next_page_token`. `None`:
+    /// the first page. Opaque here; the server that issued it decodes it.
+    pub token: Option<String>,
+}
+
+impl Page {
+    fn new(size: u32, token: String) -> Self {
+        Self {
+            size: match size {
+                0 => DEFAULT_PAGE_SIZE,
+                n => n.min(MAX_PAGE_SIZE),
+            },
+            token: (!token.is_empty()).then_some(token),
+        }
+    }
+}
+
+// === Agent requests ===
+
+/// A validated `RenewPermitRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    /// The host holding the permit (checked against the caller's identity).
+    pub host: HostId,
+    /// The permit and the token its grant carried.
+    pub permit: PermitRef,
+}
+
+impl From<Renewal> for pb::RenewPermitRequest {
+    fn from(r: Renewal) -> Self {
+        Self {
+            host_id: r.host.as_str().to_owned(),
+            permit_id: r.permit.id.as_str().to_owned(),
+            fencing_token: r.permit.token.0,
+        }
+    }
+}
+
+impl TryFrom<pb::RenewPermitRequest> for Renewal {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::RenewPermitRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            Ok(Self {
+                host: host_id("host_id", r.host_id)?,
+                permit: PermitRef {
+                    id: permit_id("permit_id", r.permit_id)?,
+                    token: FencingToken(r.fencing_token),
+                },
+            })
+        })
+    }
+}
+
+/// A validated `ReportOutcomeRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutcomeReport {
+    /// The host holding the permit (checked against the caller's identity).
+    pub host: HostId,
+    /// The permit and the token its grant carried.
+    pub permit: PermitRef,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Evidence for a human; may be empty.
+    pub detail: String,
+}
+
+impl From<OutcomeReport> for pb::ReportOutcomeRequest {
+    fn from(r: OutcomeReport) -> Self {
+        Self {
+            host_id: r.host.as_str().to_owned(),
+            permit_id: r.permit.id.as_str().to_owned(),
+            fencing_token: r.permit.token.0,
+            outcome: wire_enum::<pb::Outcome, _>(r.outcome),
+            detail: r.detail,
+        }
+    }
+}
+
+impl TryFrom<pb::ReportOutcomeRequest> for OutcomeReport {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::ReportOutcomeRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            Ok(Self {
+                host: host_id("host_id", r.host_id)?,
+                permit: PermitRef {
+                    id: permit_id("permit_id", r.permit_id)?,
+                    token: FencingToken(r.fencing_token),
+                },
+                outcome: required_enum::<pb::Outcome, _>("outcome", r.outcome)?,
+                detail: r.detail,
+            })
+        })
+    }
+}
+
+// === Pause, Resume ===
+
+/// A validated `PauseRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PauseCommand {
+    /// What to pause (unset on the wire: the whole fleet).
+    pub scope: Scope,
+    /// Why.
+    pub reason: String,
+    /// How long, from when the coordinator receives it. `None`: until
+    /// resumed.
+    pub duration: Option<Duration>,
+}
+
+impl TryFrom<pb::PauseRequest> for PauseCommand {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::PauseRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            let duration = r
+                .duration
+                .map(|d| from_duration("duration", d))
+                .transpose()?;
+            if duration.is_some_and(|d| d.is_zero()) {
+                return Err(InvalidInput::new(
+                    "duration",
+                    "must be positive when set (leave it unset to pause until resumed)",
+                ));
+            }
+            Ok(Self {
+                scope: scope_or_fleet("scope", r.scope)?,
+                reason: non_empty("reason", r.reason)?,
+                duration,
+            })
+        })
+    }
+}
+
+/// Which pauses a resume ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResumeTarget {
+    /// The pause with this id.
+    Id(u64),
+    /// Every pause whose scope is exactly this one.
+    Scope(Scope),
+}
+
+/// A validated `ResumeRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumeCommand {
+    /// Which pauses to end.
+    pub target: ResumeTarget,
+    /// Why.
+    pub reason: String,
+}
+
+impl TryFrom<pb::ResumeRequest> for ResumeCommand {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::ResumeRequest) -> Result<Self, InvalidInput> {
+        use pb::resume_request::Target;
+        request(|| {
+            let target = match r.target {
+                None => {
+                    return Err(InvalidInput::new(
+                        "target",
+                        "must be set (pause_id or scope)",
+                    ));
+                }
+                Some(Target::PauseId(0)) => {
+                    return Err(InvalidInput::new("pause_id", "must not be 0"));
+                }
+                Some(Target::PauseId(id)) => ResumeTarget::Id(id),
+                Some(Target::Scope(s)) => {
+                    ResumeTarget::Scope(Scope::try_from(s).map_err(|e| e.within("scope"))?)
+                }
+            };
+            Ok(Self {
+                target,
+                reason: non_empty("reason", r.reason)?,
+            })
+        })
+    }
+}
+
+// === RevokePermit, Quarantine, Unquarantine ===
+
+/// A validated `RevokePermitRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokeCommand {
+    /// The permit to revoke.
+    pub permit: PermitId,
+    /// Why.
+    pub reason: String,
+}
+
+impl TryFrom<pb::RevokePermitRequest> for RevokeCommand {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::RevokePermitRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            Ok(Self {
+                permit: permit_id("permit_id", r.permit_id)?,
+                reason: non_empty("reason", r.reason)?,
+            })
+        })
+    }
+}
+
+/// A validated `QuarantineRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuarantineCommand {
+    /// The host to hold.
+    pub host: HostId,
+    /// Why.
+    pub reason: String,
+}
+
+impl TryFrom<pb::QuarantineRequest> for QuarantineCommand {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::QuarantineRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            Ok(Self {
+                host: host_id("host_id", r.host_id)?,
+                reason: non_empty("reason", r.reason)?,
+            })
+        })
+    }
+}
+
+/// A validated `UnquarantineRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseCommand {
+    /// The host to release.
+    pub host: HostId,
+    /// Why.
+    pub reason: String,
+}
+
+impl TryFrom<pb::UnquarantineRequest> for ReleaseCommand {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::UnquarantineRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            Ok(Self {
+                host: host_id("host_id", r.host_id)?,
+                reason: non_empty("reason", r.reason)?,
+            })
+        })
+    }
+}
+
+// === ResetBreaker, ReloadConfig ===
+
+/// A validated `ResetBreakerRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResetBreakerCommand {
+    /// The breaker to close. `None`: every open breaker.
+    pub scope: Option<BreakerScope>,
+    /// Why.
+    pub reason: String,
+}
+
+impl TryFrom<pb::ResetBreakerRequest> for ResetBreakerCommand {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::ResetBreakerRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            Ok(Self {
+                scope: optional_msg("scope", r.scope)?,
+                reason: non_empty("reason", r.reason)?,
+            })
+        })
+    }
+}
+
+/// A validated `ReloadConfigRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadCommand {
+    /// Why.
+    pub reason: String,
+}
+
+impl TryFrom<pb::ReloadConfigRequest> for ReloadCommand {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::ReloadConfigRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            Ok(Self {
+                reason: non_empty("reason", r.reason)?,
+            })
+        })
+    }
+}
+
+// === Queries ===
+
+/// A validated `ListHostsRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostQuery {
+    /// Only hosts that count as unhealthy.
+    pub unhealthy_only: bool,
+    /// Only quarantined hosts.
+    pub quarantined_only: bool,
+    /// Only hosts whose labels contain all of these pairs.
+    pub selector: Labels,
+    /// The page.
+    pub page: Page,
+}
+
+impl TryFrom<pb::ListHostsRequest> for HostQuery {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::ListHostsRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            Ok(Self {
+                unhealthy_only: r.unhealthy_only,
+                quarantined_only: r.quarantined_only,
+                selector: labels("selector", r.selector)?,
+                page: Page::new(r.page_size, r.page_token),
+            })
+        })
+    }
+}
+
+/// A validated `ListPermitsRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PermitQuery {
+    /// Only this host's permits.
+    pub host: Option<HostId>,
+    /// Only this action's permits.
+    pub action: Option<Action>,
+    /// Only permits in these states; never empty (`[Active]` when the
+    /// request lists none).
+    pub states: Vec<PermitState>,
+    /// The page.
+    pub page: Page,
+}
+
+impl TryFrom<pb::ListPermitsRequest> for PermitQuery {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::ListPermitsRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            let mut states = r
+                .states
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| required_enum::<pb::PermitState, _>(&indexed("states", i), s))
+                .collect::<Result<Vec<PermitState>, _>>()?;
+            if states.is_empty() {
+                states.push(PermitState::Active);
+            }
+            Ok(Self {
+                host: host_filter("host_id", r.host_id)?,
+                action: action_filter("action", r.action)?,
+                states,
+                page: Page::new(r.page_size, r.page_token),
+            })
+        })
+    }
+}
+
+/// A validated `GetHistoryRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only events at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only events before this time.
+    pub until: Option<SystemTime>,
+    /// Only events about this host.
+    pub host: Option<HostId>,
+    /// Only events of these kinds; empty: every kind.
+    pub kinds: Vec<pb::EventKind>,
+    /// Only events about this action.
+    pub action: Option<Action>,
+    /// The page.
+    pub page: Page,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+}
+
+impl TryFrom<pb::GetHistoryRequest> for HistoryQuery {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::GetHistoryRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            let since = optional_time("since", r.since)?;
+            let until = optional_time("until", r.until)?;
+            if let (Some(s), Some(u)) = (since, until)
+                && u < s
+            {
+                return Err(InvalidInput::new(
+                    "until",
+                    "must not be before request.since",
+                ));
+            }
+            Ok(Self {
+                since,
+                until,
+                host: host_filter("host_id", r.host_id)?,
+                kinds: event_kinds("kinds", r.kinds)?,
+                action: action_filter("action", r.action)?,
+                page: Page::new(r.page_size, r.page_token),
+                newest_first: r.newest_first,
+            })
+        })
+    }
+}
+
+/// A validated `ExplainRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExplainQuery {
+    /// The host asked about.
+    pub host: HostId,
+    /// The action asked about.
+    pub action: Action,
+}
+
+impl TryFrom<pb::ExplainRequest> for ExplainQuery {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::ExplainRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            Ok(Self {
+                host: host_id("host_id", r.host_id)?,
+                action: required_enum::<pb::Action, _>("action", r.action)?,
+            })
+        })
+    }
+}
+
+/// A validated `WatchEventsRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchFilter {
+    /// Only events of these kinds; empty: every kind.
+    pub kinds: Vec<pb::EventKind>,
+    /// Replay the history after this id before following live. `None`: only
+    /// new events.
+    pub after_id: Option<u64>,
+}
+
+impl WatchFilter {
+    /// Whether `event` passes the kind filter.
+    pub fn matches(&self, event: &pb::Event) -> bool {
+        self.kinds.is_empty() || self.kinds.iter().any(|k| i32::from(*k) == event.kind)
+    }
+}
+
+impl TryFrom<pb::WatchEventsRequest> for WatchFilter {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::WatchEventsRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            Ok(Self {
+                kinds: event_kinds("kinds", r.kinds)?,
+                after_id: r.after_id,
+            })
+        })
+    }
+}
+
+/// A kind filter: every entry a valid kind other than `_UNSPECIFIED`.
+fn event_kinds(field: &str, raw: Vec<i32>) -> Result<Vec<pb::EventKind>, InvalidInput> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, k)| match pb::EventKind::try_from(k) {
+            Ok(pb::EventKind::Unspecified) => Err(InvalidInput::new(
+                indexed(field, i),
+                "must not be EVENT_KIND_UNSPECIFIED (send no kinds to mean every kind)",
+            )),
+            Ok(kind) => Ok(kind),
+            Err(_) => Err(InvalidInput::new(
+                indexed(field, i),
+                format!("unknown value {k} (the peer may speak a newer medic.v1)"),
+            )),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use medic_policy::{BreakerScope, FencingToken, PermitId};
+
+    use super::*;
+    use crate::convert::{to_duration, to_timestamp};
+
+    #[track_caller]
+    fn assert_error<T: std::fmt::Debug>(result: Result<T, InvalidInput>, expected: &str) {
+        match result {
+            Ok(v) => panic!("expected error {expected:?}, got {v:?}"),
+            Err(e) => assert_eq!(e.to_string(), expected),
+        }
+    }
+
+    fn permit_ref() -> PermitRef {
+        PermitRef {
+            id: PermitId::for_token(FencingToken(42)),
+            token: FencingToken(42),
+        }
+    }
+
+    fn host() -> HostId {
+        HostId::new("web-1.use1").expect("valid")
+    }
+
+    #[test]
+    fn renewal_round_trips() {
+        let renewal = Renewal {
+            host: host(),
+            permit: permit_ref(),
+        };
+        let wire = pb::RenewPermitRequest::from(renewal.clone());
+        assert_eq!(Renewal::try_from(wire), Ok(renewal));
+    }
+
+    #[test]
+    fn renewal_without_permit_id_names_the_field() {
+        let wire = pb::RenewPermitRequest {
+            host_id: "web-1.use1".to_owned(),
+            permit_id: String::new(),
+            fencing_token: 42,
+        };
+        assert_error(
+            Renewal::try_from(wire),
+            "request.permit_id: must not be empty",
+        );
+    }
+
+    #[test]
+    fn outcome_report_round_trips() {
+        let report = OutcomeReport {
+            host: host(),
+            permit: permit_ref(),
+            outcome: Outcome::Succeeded,
+            detail: "job healthy 40s after restart".to_owned(),
+        };
+        let wire = pb::ReportOutcomeRequest::from(report.clone());
+        assert_eq!(OutcomeReport::try_from(wire), Ok(report));
+    }
+
+    #[test]
+    fn outcome_report_without_outcome_names_the_field() {
+        let wire = pb::ReportOutcomeRequest {
+            outcome: pb::Outcome::Unspecified.into(),
+            ..OutcomeReport {
+                host: host(),
+                permit: permit_ref(),
+                outcome: Outcome::Failed,
+                detail: String::new(),
+            }
+            .into()
+        };
+        assert_error(
+            OutcomeReport::try_from(wire),
+            "request.outcome: must be set",
+        );
+    }
+
+    #[test]
+    fn pause_without_reason_names_the_field() {
+        let wire = pb::PauseRequest {
+            scope: None,
+            reason: String::new(),
+            duration: None,
+        };
+        assert_error(
+            PauseCommand::try_from(wire),
+            "request.reason: must not be empty",
+        );
+    }
+
+    #[test]
+    fn pause_without_scope_covers_the_whole_fleet_until_resumed() {
+        let wire = pb::PauseRequest {
+            scope: None,
+            reason: "db-3 failover".to_owned(),
+            duration: None,
+        };
+        let command = PauseCommand::try_from(wire).expect("valid");
+        assert_eq!(command.scope, Scope::fleet());
+        assert_eq!(command.duration, None);
+    }
+
+    #[test]
+    fn pause_with_zero_duration_is_rejected() {
+        let wire = pb::PauseRequest {
+            scope: None,
+            reason: "db-3 failover".to_owned(),
+            duration: Some(prost_types::Duration::default()),
+        };
+        assert_error(
+            PauseCommand::try_from(wire),
+            "request.duration: must be positive when set (leave it unset to pause until resumed)",
+        );
+    }
+
+    #[test]
+    fn pause_with_bad_selector_names_the_label() {
+        let wire = pb::PauseRequest {
+            scope: Some(pb::Scope {
+                selector: [(String::new(), "r12".to_owned())].into(),
+                action: 0,
+            }),
+            reason: "x".to_owned(),
+            duration: Some(to_duration(Duration::from_secs(7200))),
+        };
+        assert_error(
+            PauseCommand::try_from(wire),
+            "request.scope.selector[\"\"]: key must not be empty",
+        );
+    }
+
+    #[test]
+    fn resume_without_target_says_what_may_be_set() {
+        let wire = pb::ResumeRequest {
+            target: None,
+            reason: "failover done".to_owned(),
+        };
+        assert_error(
+            ResumeCommand::try_from(wire),
+            "request.target: must be set (pause_id or scope)",
+        );
+    }
+
+    #[test]
+    fn resume_by_scope_keeps_the_scope() {
+        let wire = pb::ResumeRequest {
+            target: Some(pb::resume_request::Target::Scope(pb::Scope {
+                selector: Default::default(),
+                action: pb::Action::RebootHost.into(),
+            })),
+            reason: "failover done".to_owned(),
+        };
+        let command = ResumeCommand::try_from(wire).expect("valid");
+        assert_eq!(
+            command.target,
+            ResumeTarget::Scope(Scope {
+                selector: Labels::new(),
+                action: Some(Action::RebootHost),
+            })
+        );
+    }
+
+    #[test]
+    fn revoke_without_reason_names_the_field() {
+        let wire = pb::RevokePermitRequest {
+            permit_id: "p-000000000042".to_owned(),
+            reason: String::new(),
+        };
+        assert_error(
+            RevokeCommand::try_from(wire),
+            "request.reason: must not be empty",
+        );
+    }
+
+    #[test]
+    fn quarantine_and_release_need_a_host_and_a_reason() {
+        let q = pb::QuarantineRequest {
+            host_id: String::new(),
+            reason: "bad disk".to_owned(),
+        };
+        assert_error(
+            QuarantineCommand::try_from(q),
+            "request.host_id: must not be empty",
+        );
+        let r = pb::UnquarantineRequest {
+            host_id: "web-1.use1".to_owned(),
+            reason: String::new(),
+        };
+        assert_error(
+            ReleaseCommand::try_from(r),
+            "request.reason: must not be empty",
+        );
+    }
+
+    #[test]
+    fn reset_breaker_without_scope_means_every_breaker() {
+        let wire = pb::ResetBreakerRequest {
+            scope: None,
+            reason: "db-3 is back".to_owned(),
+        };
+        let command = ResetBreakerCommand::try_from(wire).expect("valid");
+        assert_eq!(command.scope, None);
+
+        let wire = pb::ResetBreakerRequest {
+            scope: Some(BreakerScope::Fleet.into()),
+            reason: "db-3 is back".to_owned(),
+        };
+        let command = ResetBreakerCommand::try_from(wire).expect("valid");
+        assert_eq!(command.scope, Some(BreakerScope::Fleet));
+    }
+
+    #[test]
+    fn reload_without_reason_names_the_field() {
+        assert_error(
+            ReloadCommand::try_from(pb::ReloadConfigRequest::default()),
+            "request.reason: must not be empty",
+        );
+    }
+
+    #[test]
+    fn page_size_zero_means_the_default_and_large_sizes_are_lowered() {
+        for (asked, served) in [(0, DEFAULT_PAGE_SIZE), (20, 20), (1_000_000, MAX_PAGE_SIZE)] {
+            let wire = pb::ListHostsRequest {
+                page_size: asked,
+                ..Default::default()
+            };
+            let query = HostQuery::try_from(wire).expect("valid");
+            assert_eq!(query.page.size, served);
+            assert_eq!(query.page.token, None);
+        }
+    }
+
+    #[test]
+    fn permit_query_without_states_lists_active_permits() {
+        let query = PermitQuery::try_from(pb::ListPermitsRequest::default()).expect("valid");
+        assert_eq!(query.states, [PermitState::Active]);
+        assert_eq!(query.host, None);
+        assert_eq!(query.action, None);
+    }
+
+    #[test]
+    fn permit_query_with_unspecified_state_names_its_index() {
+        let wire = pb::ListPermitsRequest {
+            states: vec![pb::PermitState::Expired.into(), 0],
+            ..Default::default()
+        };
+        assert_error(
+            PermitQuery::try_from(wire),
+            "request.states[1]: must be set",
+        );
+    }
+
+    #[test]
+    fn history_query_with_until_before_since_names_both_fields() {
+        let wire = pb::GetHistoryRequest {
+            since: Some(to_timestamp(UNIX_EPOCH + Duration::from_secs(200))),
+            until: Some(to_timestamp(UNIX_EPOCH + Duration::from_secs(100))),
+            ..Default::default()
+        };
+        assert_error(
+            HistoryQuery::try_from(wire),
+            "request.until: must not be before request.since",
+        );
+    }
+
+    #[test]
+    fn history_query_with_unspecified_kind_names_its_index() {
+        let wire = pb::GetHistoryRequest {
+            kinds: vec![pb::EventKind::Grant.into(), 0],
+            ..Default::default()
+        };
+        assert_error(
+            HistoryQuery::try_from(wire),
+            "request.kinds[1]: must not be EVENT_KIND_UNSPECIFIED (send no kinds to mean every kind)",
+        );
+    }
+
+    #[test]
+    fn history_query_keeps_its_filters() {
+        let wire = pb::GetHistoryRequest {
+            host_id: "web-1.use1".to_owned(),
+            kinds: vec![pb::EventKind::Outcome.into()],
+            action: pb::Action::RestartJob.into(),
+            page_token: "opaque".to_owned(),
+            newest_first: true,
+            ..Default::default()
+        };
+        let query = HistoryQuery::try_from(wire).expect("valid");
+        assert_eq!(query.host, Some(host()));
+        assert_eq!(query.kinds, [pb::EventKind::Outcome]);
+        assert_eq!(query.action, Some(Action::RestartJob));
+        assert_eq!(query.page.token.as_deref(), Some("opaque"));
+        assert!(query.newest_first);
+    }
+
+    #[test]
+    fn explain_without_action_names_the_field() {
+        let wire = pb::ExplainRequest {
+            host_id: "web-1.use1".to_owned(),
+            action: 0,
+        };
+        assert_error(ExplainQuery::try_from(wire), "request.action: must be set");
+    }
+
+    #[test]
+    fn watch_filter_passes_only_listed_kinds() {
+        let filter = WatchFilter::try_from(pb::WatchEventsRequest {
+            kinds: vec![pb::EventKind::Breaker.into()],
+            after_id: Some(41),
+        })
+        .expect("valid");
+        assert_eq!(filter.after_id, Some(41));
+        let event = |kind: pb::EventKind| pb::Event {
+            kind: kind.into(),
+            ..Default::default()
+        };
+        assert!(filter.matches(&event(pb::EventKind::Breaker)));
+        assert!(!filter.matches(&event(pb::EventKind::Grant)));
+
+        let everything = WatchFilter::try_from(pb::WatchEventsRequest::default()).expect("valid");
+        assert!(everything.matches(&event(pb::EventKind::Grant)));
+    }
+}
