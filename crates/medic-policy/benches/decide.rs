@@ -13,7 +13,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use medic_policy::{
     Action, Engine, Heartbeat, HostId, Labels, Outcome, PermitRef, PermitRequest, PolicyConfig,
     Problem, RequestId, Time,
@@ -38,7 +38,7 @@ fn host(i: usize) -> HostId {
 
 /// Caps high enough for 1,000 active restarts, with rack and zone caps; the
 /// rate budget decides which path a request takes.
-fn config(rate_count: u32) -> PolicyConfig {
+fn config(rate_count: u32, burst: u32) -> PolicyConfig {
     PolicyConfig::from_toml(&format!(
         r#"
         [breaker]
@@ -47,7 +47,7 @@ fn config(rate_count: u32) -> PolicyConfig {
         max_in_flight = 2000
         max_in_flight_percent = 5
         cooldown = "0s"
-        rate = {{ count = {rate_count}, per = "1h", burst = 0 }}
+        rate = {{ count = {rate_count}, per = "1h", burst = {burst} }}
         host_budget = {{ max_attempts = 1000000, per = "1h" }}
         [limits.restart_job.groups.rack]
         max_in_flight = 4
@@ -66,9 +66,9 @@ struct Fleet {
 }
 
 /// A warmed-up engine over the whole fleet with `ACTIVE` restart permits.
-fn fleet(rate_count: u32) -> Fleet {
+fn fleet(rate_count: u32, burst: u32) -> Fleet {
     let start = Time::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
-    let mut engine = Engine::new(config(rate_count), start);
+    let mut engine = Engine::new(config(rate_count, burst), start);
     // The fleet reports during warm-up, as it does after a real start.
     let reported = start + Duration::from_secs(5);
     let now = start + Duration::from_secs(31);
@@ -94,9 +94,10 @@ fn fleet(rate_count: u32) -> Fleet {
             reported,
         );
     }
-    // Spread 1,000 permits over racks and zones: every 100th host.
+    // Spread 1,000 permits over racks and zones: hosts 0, 97, 194, ...
+    // (two per rack, fifty per zone).
     let mut granted = 0;
-    for i in (0..HOSTS).step_by(HOSTS / ACTIVE) {
+    for i in (0..ACTIVE).map(holder) {
         let d = engine
             .request_permit(request(i, &format!("setup-{i}")), now)
             .unwrap();
@@ -106,16 +107,23 @@ fn fleet(rate_count: u32) -> Fleet {
     assert_eq!(granted, ACTIVE);
     engine.take_events();
     let requests = (0..4096)
-        .map(|k| {
-            let i = (k * 7919 + 1) % HOSTS; // not a multiple of 100: holds nothing
-            request(i, &format!("bench-{k}"))
-        })
+        .map(|k| (k, (k * 7919 + 1) % HOSTS))
+        .filter(|&(_, i)| !is_holder(i))
+        .map(|(k, i)| request(i, &format!("bench-{k}")))
         .collect();
     Fleet {
         engine,
         now,
         requests,
     }
+}
+
+fn holder(k: usize) -> usize {
+    k * 97
+}
+
+fn is_holder(i: usize) -> bool {
+    i.is_multiple_of(97) && i / 97 < ACTIVE
 }
 
 fn request(i: usize, id: &str) -> PermitRequest {
@@ -136,7 +144,7 @@ fn bench(c: &mut Criterion) {
 
     // What a request costs to build, before any decision.
     {
-        let f = fleet(ACTIVE as u32);
+        let f = fleet(ACTIVE as u32, ACTIVE as u32 - 1);
         let mut k = 0usize;
         g.bench_function("baseline/clone_request", |b| {
             b.iter(|| {
@@ -148,14 +156,14 @@ fn bench(c: &mut Criterion) {
 
     // Every rule runs; the last one (the rate budget, spent by the setup
     // grants) denies. The common path under load: no event, no write.
+    // Time stands still so the budget stays spent.
     {
-        let mut f = fleet(ACTIVE as u32);
+        let mut f = fleet(ACTIVE as u32, ACTIVE as u32 - 1);
         let mut k = 0usize;
-        let mut now = f.now;
+        let now = f.now;
         g.bench_function("request_permit/denied_by_last_rule", |b| {
             b.iter(|| {
                 k = (k + 1) % f.requests.len();
-                now += Duration::from_micros(1);
                 let d = f.engine.request_permit(f.requests[k].clone(), now).unwrap();
                 debug_assert!(d.denial().is_some());
                 black_box(d)
@@ -166,7 +174,7 @@ fn bench(c: &mut Criterion) {
 
     // Grant, then report its outcome: the full lifecycle of one permit.
     {
-        let mut f = fleet(100_000_000);
+        let mut f = fleet(100_000_000, 100_000_000);
         let mut now = f.now;
         let mut k = 0u64;
         g.bench_function("request_permit/grant_then_outcome", |b| {
@@ -174,6 +182,7 @@ fn bench(c: &mut Criterion) {
                 || {
                     k += 1;
                     let i = (k as usize * 7919 + 1) % HOSTS;
+                    let i = if is_holder(i) { i + 1 } else { i };
                     request(i, &format!("g-{k}"))
                 },
                 |req| {
@@ -199,7 +208,7 @@ fn bench(c: &mut Criterion) {
 
     // Explain evaluates every rule and collects every denial.
     {
-        let mut f = fleet(ACTIVE as u32);
+        let mut f = fleet(ACTIVE as u32, ACTIVE as u32 - 1);
         let mut k = 0usize;
         g.bench_function("explain", |b| {
             b.iter(|| {
@@ -212,7 +221,7 @@ fn bench(c: &mut Criterion) {
 
     // Heartbeats of healthy hosts (the bulk of the coordinator's traffic).
     {
-        let mut f = fleet(ACTIVE as u32);
+        let mut f = fleet(ACTIVE as u32, ACTIVE as u32 - 1);
         let beats: Vec<Heartbeat> = (0..4096)
             .map(|k| {
                 let i = (k * 7919 + 1) % HOSTS;

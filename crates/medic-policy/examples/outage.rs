@@ -25,7 +25,7 @@ const HOSTS: usize = 1_000;
 const RACKS: usize = 20;
 const OUTAGE_START: u64 = 5 * 60;
 const OUTAGE_END: u64 = 25 * 60;
-const END: u64 = 40 * 60;
+const END: u64 = 60 * 60;
 const STEP: u64 = 10;
 
 struct Host {
@@ -82,18 +82,22 @@ fn main() {
         let (mut m_restart, mut m_reboot) = (0, 0);
         for h in &mut hosts {
             // A permit in hand: act, then report after 30 s.
-            if let Some((r, action, granted_at)) = h.permit.clone() {
-                if t >= granted_at + 30 {
-                    let helped = !outage;
-                    let outcome = if helped { Outcome::Succeeded } else { Outcome::Failed };
-                    let _ = engine.report_outcome(&h.id, &r, outcome, "simulated", now);
-                    h.permit = None;
-                    if helped {
-                        h.stuck = false;
-                        h.failed_restarts = 0;
-                    } else if action == Action::RestartJob {
-                        h.failed_restarts += 1;
-                    }
+            if let Some((r, action, granted_at)) = h.permit.clone()
+                && t >= granted_at + 30
+            {
+                let helped = !outage;
+                let outcome = if helped {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::Failed
+                };
+                let _ = engine.report_outcome(&h.id, &r, outcome, "simulated", now);
+                h.permit = None;
+                if helped {
+                    h.stuck = false;
+                    h.failed_restarts = 0;
+                } else if action == Action::RestartJob {
+                    h.failed_restarts += 1;
                 }
             }
             let problems = if h.stuck {
@@ -174,13 +178,21 @@ fn main() {
                 m_restart,
                 m_reboot,
                 active,
-                if status.breakers.is_empty() { "closed" } else { "OPEN" },
+                if status.breakers.is_empty() {
+                    "closed"
+                } else {
+                    "OPEN"
+                },
                 hosts.iter().filter(|h| h.stuck).count(),
             );
         }
     }
     println!();
-    println!("over {} minutes of a {}-minute outage hitting 35% of {HOSTS} hosts:", END / 60, (OUTAGE_END - OUTAGE_START) / 60);
+    println!(
+        "over {} minutes of a {}-minute outage hitting 35% of {HOSTS} hosts:",
+        END / 60,
+        (OUTAGE_END - OUTAGE_START) / 60
+    );
     println!("  legacy script: {legacy_reboots} reboots");
     println!("  medic:         {restarts} job restarts, {reboots} reboots");
     println!("  medic denials by reason: {denials:?}");
