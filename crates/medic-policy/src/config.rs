@@ -480,13 +480,14 @@ impl GroupCap {
     }
 }
 
-/// `floor(p% of n)`, but at least 1.
+/// `floor(p% of n)`, but at least 1. Computed in integers (hundredths of a
+/// percent), so 2.3% of 50,000 is exactly 1,150.
 fn percent_of(p: f64, n: u32) -> u32 {
-    let v = (p * f64::from(n) / 100.0).floor();
-    // v is in [0, n] because p is in (0, 100]; the cast cannot truncate.
+    // p is in (0, 100], so hundredths fit a u64 without loss.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let v = v as u32;
-    v.max(1)
+    let hundredths = (p * 100.0).round() as u64;
+    let v = hundredths * u64::from(n) / 10_000;
+    u32::try_from(v).unwrap_or(u32::MAX).max(1)
 }
 
 impl Default for PolicyConfig {

@@ -231,8 +231,8 @@ impl Engine {
         for g in &self.durable.grants {
             per_action[g.action.index()].push(g.at);
             if let Some(&i) = self.host_index.get(&g.host) {
-                let released = self.durable.released.get(&g.host).copied();
-                if released.is_none_or(|r| g.at >= r) {
+                let released = self.durable.released.get(&g.host).map(|r| r.0);
+                if released.is_none_or(|r| g.seq > r) {
                     self.hosts[i].history[g.action.index()]
                         .attempts
                         .push_back(g.at);
@@ -252,7 +252,9 @@ impl Engine {
             if let Some(&i) = self.host_index.get(&e.host) {
                 self.hosts[i].history[e.action.index()].last_end = Some(e.at);
             }
-            self.record_outcome_sample(e.at, e.state);
+            if e.seq > self.durable.breaker_reset_seq {
+                self.record_outcome_sample(e.at, e.state);
+            }
         }
 
         for i in 0..self.hosts.len() {
@@ -274,9 +276,9 @@ impl Engine {
         // A host met for the first time may already have history (grants
         // before a restart, before it heartbeated again).
         let mut history: [HostActionHistory; 2] = Default::default();
-        let released = self.durable.released.get(&id).copied();
+        let released = self.durable.released.get(&id).map(|r| r.0);
         for g in self.durable.grants.iter().filter(|g| g.host == id) {
-            if released.is_none_or(|r| g.at >= r) {
+            if released.is_none_or(|r| g.seq > r) {
                 history[g.action.index()].attempts.push_back(g.at);
             }
         }
@@ -324,8 +326,30 @@ impl Engine {
         self.clock
     }
 
+    /// Applies an event to the durable state, and to the derived state that
+    /// must forget with it, then records it for the store.
     fn emit(&mut self, event: Event) {
         self.durable.apply(&event);
+        match &event {
+            // Failure samples before a close of the fleet breaker stop
+            // counting (a restored engine sees the same through `seq`).
+            Event::BreakerClosed {
+                scope: BreakerScope::Fleet,
+                ..
+            } => {
+                self.outcomes.clear();
+                self.outcomes_failed = 0;
+            }
+            // A released host's attempt budget starts afresh.
+            Event::HostReleased { host, .. } => {
+                if let Some(&i) = self.host_index.get(host) {
+                    for h in &mut self.hosts[i].history {
+                        h.attempts.clear();
+                    }
+                }
+            }
+            _ => {}
+        }
         self.events.push(event);
     }
 }
@@ -391,9 +415,6 @@ impl Engine {
             PermitState::Failed | PermitState::Expired => true,
             _ => return,
         };
-        if self.durable.breaker_reset_at.is_some_and(|r| at < r) {
-            return;
-        }
         self.outcomes.push_back((at, failed));
         if failed {
             self.outcomes_failed += 1;
@@ -926,7 +947,15 @@ impl Engine {
             Ok(_) => {}
             Err(PolicyError::PermitEnded { state, .. }) if state == outcome.final_state() => {
                 let rid = &self.permit_requests[&r.id];
-                return Ok(self.durable.requests[rid].clone());
+                let p = &self.durable.requests[rid];
+                if &p.host != host {
+                    return Err(PolicyError::WrongHost {
+                        id: r.id.clone(),
+                        holder: p.host.clone(),
+                        caller: host.clone(),
+                    });
+                }
+                return Ok(p.clone());
             }
             Err(e) => return Err(e),
         }
@@ -1059,32 +1088,47 @@ impl Engine {
             }));
         }
 
-        // Rule 2: breakers.
-        if let Some(trip) = self
+        // Rule 2: breakers. Every open breaker covering the host must close.
+        let trips: Vec<&BreakerTrip> = self
             .durable
             .breakers
             .values()
-            .find(|t| t.scope.covers(labels))
-        {
+            .filter(|t| t.scope.covers(labels))
+            .collect();
+        if !trips.is_empty() {
             let retry_after = cfg.breaker.auto_close_after.map(|after| {
-                let clear = self.breaker_clear_since.get(&trip.scope).copied();
-                let elapsed = clear.map_or(Duration::ZERO, |c| {
-                    now.duration_since(c).unwrap_or_default()
-                });
-                after.saturating_sub(elapsed)
+                trips
+                    .iter()
+                    .map(|t| {
+                        let clear = self.breaker_clear_since.get(&t.scope).copied();
+                        let elapsed = clear.map_or(Duration::ZERO, |c| {
+                            now.duration_since(c).unwrap_or_default()
+                        });
+                        after.saturating_sub(elapsed)
+                    })
+                    .max()
+                    .unwrap_or_default()
             });
+            let what: Vec<String> = trips
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} since {}: {}",
+                        t.scope,
+                        humantime::format_rfc3339_seconds(t.since),
+                        t.detail
+                    )
+                })
+                .collect();
             rule!(Some(Denial {
                 reason: DenyReason::BreakerOpen,
                 retry_after,
                 message: format!(
-                    "circuit breaker open for {} since {}: {}. The problem looks systemic; \
-                     {}",
-                    trip.scope,
-                    humantime::format_rfc3339_seconds(trip.since),
-                    trip.detail,
+                    "circuit breaker open for {}. The problem looks systemic; {}",
+                    what.join("; and for "),
                     match cfg.breaker.auto_close_after {
                         Some(a) => format!(
-                            "it closes by itself once clear for {}, or by medicctl breaker reset",
+                            "a breaker closes by itself once clear for {}, or by medicctl breaker reset",
                             format_duration(a)
                         ),
                         None => "it closes by medicctl breaker reset".to_owned(),
@@ -1188,7 +1232,8 @@ impl Engine {
         if active >= cap {
             rule!(Some(Denial {
                 reason: DenyReason::ConcurrencyCap,
-                retry_after: Some(cfg.fleet.heartbeat_interval),
+                // A disabled action stays disabled until the config changes.
+                retry_after: (limits.max_in_flight > 0).then_some(cfg.fleet.heartbeat_interval),
                 message: cap_message(action, active, cap, limits, self.fleet.live),
             }));
         }
@@ -1367,11 +1412,6 @@ impl Engine {
             reason: reason.to_owned(),
             at: now,
         });
-        if let Some(&i) = self.host_index.get(host) {
-            for h in &mut self.hosts[i].history {
-                h.attempts.clear();
-            }
-        }
         Ok(q)
     }
 
@@ -1435,10 +1475,6 @@ impl Engine {
                 reason: reason.to_owned(),
                 at: now,
             });
-            if t.scope == BreakerScope::Fleet {
-                self.outcomes.clear();
-                self.outcomes_failed = 0;
-            }
         }
         Ok(closing)
     }
@@ -1459,12 +1495,17 @@ pub enum ResumeTarget {
 
 impl Engine {
     /// What would happen if `host` asked for `action` now: every rule that
-    /// would deny, each with when it would clear. Records nothing durable
-    /// (time passing may still expire permits and pauses).
+    /// would deny, each with when it would clear. Asking records nothing;
+    /// like every call, it lets time pass first, so permits and pauses that
+    /// are due expire and breakers that are due open or close.
     pub fn explain(&mut self, host: &HostId, action: Action, now: Time) -> Explanation {
         let now = self.observe(now);
         self.advance(now);
         let i = self.host_index.get(host).copied();
+        if let Some(i) = i {
+            // As a request would: its failure domains' breakers are current.
+            self.evaluate_domain_breakers(i, now);
+        }
         let mut denials = Vec::new();
         if i.is_none() {
             denials.push(self.unknown_host(host));

@@ -18,6 +18,8 @@ use crate::types::{
 /// One grant, as the rate and attempt budgets remember it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantRecord {
+    /// The event's sequence number ([`DurableState::seq`]).
+    pub seq: u64,
     /// When.
     pub at: Time,
     /// To whom.
@@ -29,6 +31,8 @@ pub struct GrantRecord {
 /// One permit's end, as cooldowns and the failure breaker remember it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndRecord {
+    /// The event's sequence number ([`DurableState::seq`]).
+    pub seq: u64,
     /// When.
     pub at: Time,
     /// Whose.
@@ -42,6 +46,10 @@ pub struct EndRecord {
 /// Everything the engine must not forget across a restart.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DurableState {
+    /// How many events have been applied. Records carry it, so "before" and
+    /// "after" (a reset, a release) never depend on timestamps, which may
+    /// be equal.
+    pub seq: u64,
     /// The highest fencing token ever issued.
     pub last_token: FencingToken,
     /// The highest pause id ever issued.
@@ -54,15 +62,16 @@ pub struct DurableState {
     pub quarantines: BTreeMap<HostId, Quarantine>,
     /// Open breakers.
     pub breakers: BTreeMap<BreakerScope, BreakerTrip>,
-    /// When the fleet breaker last closed: outcomes before it no longer count.
-    pub breaker_reset_at: Option<Time>,
+    /// The event that last closed the fleet breaker: outcomes recorded
+    /// before it no longer count.
+    pub breaker_reset_seq: u64,
     /// Recent grants, oldest first (rate and attempt budgets).
     pub grants: Vec<GrantRecord>,
     /// Recent permit ends, oldest first (cooldowns, failure breaker).
     pub endings: Vec<EndRecord>,
-    /// When each host was last released from quarantine: its attempt budget
-    /// counts only grants after that.
-    pub released: BTreeMap<HostId, Time>,
+    /// The event that last released each host from quarantine, and when:
+    /// its attempt budget counts only grants after that event.
+    pub released: BTreeMap<HostId, (u64, Time)>,
     /// Granted requests by request_id, for idempotent retries (I7). The
     /// permit is as granted, with its state updated when it ends.
     pub requests: BTreeMap<RequestId, Permit>,
@@ -72,10 +81,13 @@ impl DurableState {
     /// Applies one event. Deterministic: the same events in the same order
     /// always give the same state.
     pub fn apply(&mut self, event: &Event) {
+        self.seq += 1;
+        let seq = self.seq;
         match event {
             Event::PermitGranted { permit } => {
                 self.last_token = self.last_token.max(permit.token);
                 self.grants.push(GrantRecord {
+                    seq,
                     at: permit.granted_at,
                     host: permit.host.clone(),
                     action: permit.action,
@@ -106,6 +118,7 @@ impl DurableState {
                     r.state = *state;
                 }
                 self.endings.push(EndRecord {
+                    seq,
                     at: *at,
                     host: host.clone(),
                     action: *action,
@@ -117,7 +130,7 @@ impl DurableState {
             }
             Event::HostReleased { host, at, .. } => {
                 self.quarantines.remove(host);
-                self.released.insert(host.clone(), *at);
+                self.released.insert(host.clone(), (seq, *at));
             }
             Event::Paused(p) => {
                 self.last_pause_id = self.last_pause_id.max(p.id);
@@ -129,10 +142,10 @@ impl DurableState {
             Event::BreakerOpened(trip) => {
                 self.breakers.insert(trip.scope.clone(), trip.clone());
             }
-            Event::BreakerClosed { scope, at, .. } => {
+            Event::BreakerClosed { scope, .. } => {
                 self.breakers.remove(scope);
                 if *scope == BreakerScope::Fleet {
-                    self.breaker_reset_at = Some(*at);
+                    self.breaker_reset_seq = seq;
                 }
             }
         }
@@ -161,7 +174,7 @@ impl DurableState {
             .max()
             .unwrap_or_default();
         self.released
-            .retain(|_, &mut at| !older_than(at, budget_keep));
+            .retain(|_, &mut (_, at)| !older_than(at, budget_keep));
 
         let retention = config.idempotency_retention;
         self.requests

@@ -31,6 +31,13 @@ pub struct Status {
     pub actions: Vec<ActionStatus>,
 }
 
+impl Status {
+    /// The status of one action.
+    pub fn action(&self, action: Action) -> Option<&ActionStatus> {
+        self.actions.iter().find(|a| a.action == action)
+    }
+}
+
 /// One action's slots and budget.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActionStatus {

@@ -1,0 +1,2724 @@
+//! The coordinator's rules (DESIGN.md, "The coordinator's rules" 1–10 and the
+//! invariants they uphold), one or more tests per rule, through the public
+//! API only.
+//!
+//! Every test builds its policy with `PolicyConfig::from_toml`, so each also
+//! documents the keys it relies on. Time is explicit: a fixed start, then
+//! [`Fleet::advance`], which heartbeats every host that is not silent once per
+//! `heartbeat_interval`, as real agents do. Two things to keep in mind when
+//! reading them:
+//!
+//! - warm-up (default: `host_ttl` = 30s) denies everything after a start or a
+//!   restore, so fixtures advance past it before asking;
+//! - a host holding a permit counts as unhealthy, so with the default
+//!   `breaker.unhealthy_percent = 30` a few grants in a small fleet open the
+//!   fleet breaker. Tests that grant several permits set it to 100 (never).
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use medic_policy::{
+    Action, BreakerCause, BreakerScope, Decision, Denial, DenyReason, DurableState, Engine, Event,
+    Explanation, FencingToken, Heartbeat, HeartbeatReply, HostId, HostView, Labels, Outcome,
+    Permit, PermitId, PermitRef, PermitRequest, PermitState, PolicyConfig, PolicyError, Problem,
+    QuarantineCause, RequestId, ResumeTarget, Scope, Status, Time,
+};
+
+// === Fixture ===
+
+/// The fixed start of most tests: 2023-11-14T22:13:20Z, a Tuesday.
+fn t0() -> Time {
+    Time::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn mins(n: u64) -> Duration {
+    Duration::from_secs(60 * n)
+}
+
+/// An instant written as RFC 3339 (`2023-11-18T21:00:00Z`).
+fn at(rfc3339: &str) -> Time {
+    humantime::parse_rfc3339(rfc3339).unwrap_or_else(|e| panic!("bad time {rfc3339}: {e}"))
+}
+
+fn config(toml: &str) -> PolicyConfig {
+    PolicyConfig::from_toml(toml).unwrap_or_else(|e| panic!("invalid test config:\n{e}"))
+}
+
+fn host(name: &str) -> HostId {
+    HostId::new(name).unwrap()
+}
+
+/// `"rack=r1,zone=z1"` as labels; `""` for none.
+fn labels(spec: &str) -> Labels {
+    spec.split(',')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').expect("labels are k=v");
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+/// What an agent presents to act on `p`.
+fn held(p: &Permit) -> PermitRef {
+    PermitRef {
+        id: p.id.clone(),
+        token: p.token,
+    }
+}
+
+fn reasons(e: &Explanation) -> Vec<DenyReason> {
+    e.denials.iter().map(|d| d.reason).collect()
+}
+
+fn assert_mentions(d: &Denial, words: &[&str]) {
+    for w in words {
+        assert!(
+            d.message.contains(w),
+            "{} denial message should mention {w:?}: {:?}",
+            d.reason,
+            d.message
+        );
+    }
+}
+
+const JOB: &str = "ingest";
+
+#[derive(Clone, Debug)]
+struct Member {
+    id: HostId,
+    labels: Labels,
+    problem: bool,
+    silent: bool,
+}
+
+/// An engine, its clock, and the agents of a fleet that heartbeat as time
+/// passes.
+struct Fleet {
+    engine: Engine,
+    now: Time,
+    members: Vec<Member>,
+    next_request: u32,
+}
+
+impl Fleet {
+    /// An engine started at `start`, no hosts yet (still warming up).
+    fn new_at(toml: &str, start: Time) -> Self {
+        Self {
+            engine: Engine::new(config(toml), start),
+            now: start,
+            members: Vec::new(),
+            next_request: 0,
+        }
+    }
+
+    fn new(toml: &str) -> Self {
+        Self::new_at(toml, t0())
+    }
+
+    /// `n` unlabelled hosts `h1`..`hn`, past warm-up.
+    fn ready(toml: &str, n: usize) -> Self {
+        let mut f = Self::new(toml);
+        for i in 1..=n {
+            f.join(&format!("h{i}"), "");
+        }
+        f.warm_up();
+        f
+    }
+
+    /// Hosts with labels, (`("a1", "rack=r1,zone=z1")`), past warm-up.
+    fn ready_with(toml: &str, hosts: &[(&str, &str)]) -> Self {
+        let mut f = Self::new(toml);
+        for (name, spec) in hosts {
+            f.join(name, spec);
+        }
+        f.warm_up();
+        f
+    }
+
+    /// A new host whose agent heartbeats from now on.
+    fn join(&mut self, name: &str, spec: &str) -> HeartbeatReply {
+        self.members.push(Member {
+            id: host(name),
+            labels: labels(spec),
+            problem: false,
+            silent: false,
+        });
+        self.heartbeat(name)
+    }
+
+    fn warm_up(&mut self) {
+        let ends = self.engine.started_at() + self.engine.config().fleet.warmup;
+        self.advance_to(ends);
+    }
+
+    /// Lets `d` pass; every host that is not silent heartbeats once per
+    /// heartbeat interval (and at the end).
+    fn advance(&mut self, d: Duration) {
+        let step = self.engine.config().fleet.heartbeat_interval;
+        let end = self.now + d;
+        while self.now < end {
+            self.now = (self.now + step).min(end);
+            for i in 0..self.members.len() {
+                if !self.members[i].silent {
+                    self.beat(i, |_| {});
+                }
+            }
+        }
+    }
+
+    fn advance_to(&mut self, t: Time) {
+        let d = t.duration_since(self.now).expect("time only moves forward");
+        self.advance(d);
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.members
+            .iter()
+            .position(|m| m.id.as_str() == name)
+            .unwrap_or_else(|| panic!("no host {name} in the fleet"))
+    }
+
+    fn beat(&mut self, i: usize, edit: impl FnOnce(&mut Heartbeat)) -> HeartbeatReply {
+        let m = &self.members[i];
+        let mut hb = Heartbeat {
+            host: m.id.clone(),
+            labels: m.labels.clone(),
+            agent_version: "0.1.0".into(),
+            problems: if m.problem {
+                vec![Problem {
+                    job: JOB.into(),
+                    detector: "heartbeat_file".into(),
+                    since: self.now,
+                    detail: "heartbeat file 12m old".into(),
+                }]
+            } else {
+                Vec::new()
+            },
+            held_permit: None,
+            needs_human: None,
+        };
+        edit(&mut hb);
+        self.engine.heartbeat(hb, self.now)
+    }
+
+    /// One heartbeat of `name` now.
+    fn heartbeat(&mut self, name: &str) -> HeartbeatReply {
+        self.send(name, |_| {})
+    }
+
+    /// One heartbeat of `name` now, edited (held permit, needs_human).
+    fn send(&mut self, name: &str, edit: impl FnOnce(&mut Heartbeat)) -> HeartbeatReply {
+        let i = self.index(name);
+        self.beat(i, edit)
+    }
+
+    /// The host starts or stops reporting a problem (sent at once).
+    fn set_problem(&mut self, name: &str, problem: bool) {
+        let i = self.index(name);
+        self.members[i].problem = problem;
+        self.beat(i, |_| {});
+    }
+
+    /// The host stops heartbeating (rebooting, or gone).
+    fn silence(&mut self, name: &str) {
+        let i = self.index(name);
+        self.members[i].silent = true;
+    }
+
+    /// The host heartbeats again, starting now.
+    fn wake(&mut self, name: &str) {
+        let i = self.index(name);
+        self.members[i].silent = false;
+        self.beat(i, |_| {});
+    }
+
+    fn request_with(
+        &mut self,
+        request_id: &str,
+        name: &str,
+        action: Action,
+        job: &str,
+    ) -> Result<Decision, PolicyError> {
+        let req = PermitRequest {
+            request_id: RequestId::new(request_id).unwrap(),
+            host: host(name),
+            action,
+            job: job.into(),
+            reason: "heartbeat file 12m old".into(),
+        };
+        self.engine.request_permit(req, self.now)
+    }
+
+    /// A fresh request (new request_id) for `JOB`.
+    fn request(&mut self, name: &str, action: Action) -> Decision {
+        self.next_request += 1;
+        let rid = format!("req-{}", self.next_request);
+        self.request_with(&rid, name, action, JOB)
+            .unwrap_or_else(|e| panic!("request of {name} failed: {e}"))
+    }
+
+    fn grant(&mut self, name: &str, action: Action) -> Permit {
+        match self.request(name, action) {
+            Decision::Granted {
+                permit,
+                replayed: false,
+            } => permit,
+            other => panic!("expected a new {action} grant for {name}, got {other:?}"),
+        }
+    }
+
+    fn deny(&mut self, name: &str, action: Action) -> Denial {
+        match self.request(name, action) {
+            Decision::Denied(d) => d,
+            other => panic!("expected {action} for {name} to be denied, got {other:?}"),
+        }
+    }
+
+    /// The holder reports `outcome` for `p`.
+    fn finish(&mut self, p: &Permit, outcome: Outcome) -> Permit {
+        self.engine
+            .report_outcome(&p.host, &held(p), outcome, "done", self.now)
+            .unwrap_or_else(|e| panic!("outcome for {} failed: {e}", p.id))
+    }
+
+    fn explain(&mut self, name: &str, action: Action) -> Explanation {
+        self.engine.explain(&host(name), action, self.now)
+    }
+
+    fn status(&mut self) -> Status {
+        self.engine.status(self.now)
+    }
+
+    fn view(&mut self, name: &str) -> HostView {
+        let id = host(name);
+        self.engine
+            .hosts(self.now)
+            .into_iter()
+            .find(|v| v.host == id)
+            .unwrap_or_else(|| panic!("engine does not know {name}"))
+    }
+
+    /// A coordinator restarted now from this one's durable state (as the
+    /// store would hand it over), with the same agents, which heartbeat at
+    /// once. It warms up again.
+    fn restarted(&self) -> Fleet {
+        let engine = Engine::restore(
+            self.engine.config().clone(),
+            self.engine.durable().clone(),
+            self.now,
+        );
+        let mut f = Fleet {
+            engine,
+            now: self.now,
+            members: self.members.clone(),
+            next_request: self.next_request + 1000,
+        };
+        for i in 0..f.members.len() {
+            if !f.members[i].silent {
+                f.beat(i, |_| {});
+            }
+        }
+        f
+    }
+}
+
+/// How the restart cap of a status reads: (active, effective cap).
+fn restart_slots(s: &Status) -> (u32, u32) {
+    let a = s
+        .actions
+        .iter()
+        .find(|a| a.action == Action::RestartJob)
+        .unwrap();
+    (a.active, a.effective_cap)
+}
+
+// === Rule 1: pauses ===
+
+#[test]
+fn grant_is_denied_while_fleet_paused() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        "#,
+        3,
+    );
+    let pause = f.engine.pause(
+        Scope::fleet(),
+        "alice",
+        "database failover in progress",
+        None,
+        f.now,
+    );
+    assert_eq!(pause.since, f.now);
+
+    for (name, action) in [("h1", Action::RestartJob), ("h2", Action::RebootHost)] {
+        let d = f.deny(name, action);
+        assert_eq!(d.reason, DenyReason::Paused);
+        assert_eq!(d.retry_after, None, "an open-ended pause needs a human");
+        assert_mentions(
+            &d,
+            &[
+                "fleet",
+                "alice",
+                "database failover in progress",
+                "until resumed",
+            ],
+        );
+    }
+
+    let ended = f
+        .engine
+        .resume(ResumeTarget::Id(pause.id), "alice", "failover done", f.now)
+        .unwrap();
+    assert_eq!(ended, vec![pause]);
+    f.grant("h1", Action::RestartJob);
+}
+
+#[test]
+fn pause_scoped_to_a_rack_leaves_other_racks_alone() {
+    let mut f = Fleet::ready_with(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 10
+        "#,
+        &[("a1", "rack=r1"), ("a2", "rack=r1"), ("b1", "rack=r2")],
+    );
+    let scope = Scope {
+        selector: labels("rack=r1"),
+        action: None,
+    };
+    f.engine.pause(
+        scope.clone(),
+        "alice",
+        "switch firmware upgrade",
+        None,
+        f.now,
+    );
+
+    let d = f.deny("a1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::Paused);
+    assert_mentions(&d, &["rack=r1", "switch firmware upgrade"]);
+    assert_eq!(f.deny("a2", Action::RebootHost).reason, DenyReason::Paused);
+    f.grant("b1", Action::RestartJob);
+
+    // Resuming by scope ends exactly that pause.
+    f.engine
+        .resume(ResumeTarget::Scope(scope), "alice", "done", f.now)
+        .unwrap();
+    f.grant("a1", Action::RestartJob);
+}
+
+#[test]
+fn pause_scoped_to_an_action_leaves_other_actions_alone() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        "#,
+        3,
+    );
+    let scope = Scope {
+        selector: Labels::new(),
+        action: Some(Action::RebootHost),
+    };
+    f.engine
+        .pause(scope, "alice", "kernel rollout", None, f.now);
+
+    let d = f.deny("h1", Action::RebootHost);
+    assert_eq!(d.reason, DenyReason::Paused);
+    assert_mentions(&d, &["action=reboot_host", "kernel rollout"]);
+    f.grant("h1", Action::RestartJob);
+}
+
+#[test]
+fn pause_expires_by_itself() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        "#,
+        3,
+    );
+    let until = f.now + mins(10);
+    let pause = f
+        .engine
+        .pause(Scope::fleet(), "alice", "maintenance", Some(until), f.now);
+
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::Paused);
+    assert_eq!(d.retry_after, Some(mins(10)));
+    assert_mentions(&d, &["until 2023-11-14T22:23:50Z"]);
+
+    f.advance(mins(4));
+    assert_eq!(f.deny("h1", Action::RestartJob).retry_after, Some(mins(6)));
+
+    f.engine.take_events();
+    f.advance(mins(6));
+    let resumed: Vec<Event> = f
+        .engine
+        .take_events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Resumed { .. }))
+        .collect();
+    assert_eq!(
+        resumed,
+        vec![Event::Resumed {
+            pause,
+            actor: "coordinator".into(),
+            reason: "pause expired".into(),
+            at: until,
+        }]
+    );
+    assert!(f.status().pauses.is_empty());
+    f.grant("h1", Action::RestartJob);
+}
+
+#[test]
+fn overlapping_pauses_wait_for_the_last_and_an_open_ended_one_needs_a_human() {
+    let mut f = Fleet::ready_with(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        "#,
+        &[("a1", "rack=r1"), ("b1", "rack=r2")],
+    );
+    let rack1 = Scope {
+        selector: labels("rack=r1"),
+        action: None,
+    };
+    f.engine.pause(
+        Scope::fleet(),
+        "alice",
+        "short",
+        Some(f.now + mins(5)),
+        f.now,
+    );
+    f.engine.pause(
+        rack1.clone(),
+        "bob",
+        "longer",
+        Some(f.now + mins(20)),
+        f.now,
+    );
+
+    let d = f.deny("a1", Action::RestartJob);
+    assert_eq!(d.retry_after, Some(mins(20)), "both pauses must lapse");
+    assert_mentions(&d, &["and 1 more pauses"]);
+    assert_eq!(f.deny("b1", Action::RestartJob).retry_after, Some(mins(5)));
+
+    f.engine.pause(rack1, "carol", "open-ended", None, f.now);
+    assert_eq!(f.deny("a1", Action::RestartJob).retry_after, None);
+}
+
+#[test]
+fn pauses_quarantines_and_open_breakers_survive_a_restart() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 30
+        auto_close_after = "never"
+        "#,
+        4,
+    );
+    let scope = Scope {
+        selector: Labels::new(),
+        action: Some(Action::RebootHost),
+    };
+    f.engine
+        .pause(scope, "alice", "kernel rollout", None, f.now);
+    f.engine
+        .quarantine(&host("h1"), "dave", "bad disk", f.now)
+        .unwrap();
+    f.set_problem("h2", true);
+    f.set_problem("h3", true);
+    f.advance(secs(10));
+    assert_eq!(f.status().breakers.len(), 1, "2 of 4 unhealthy opens it");
+    f.set_problem("h2", false);
+    f.set_problem("h3", false);
+
+    let mut r = f.restarted();
+    r.warm_up();
+    let s = r.status();
+    assert_eq!(s.pauses.len(), 1);
+    assert_eq!(s.quarantined_hosts, 1);
+    assert_eq!(s.breakers.len(), 1, "a breaker closes only by reset here");
+    let e = r.explain("h1", Action::RebootHost);
+    assert_eq!(
+        reasons(&e),
+        vec![
+            DenyReason::Paused,
+            DenyReason::BreakerOpen,
+            DenyReason::Quarantined
+        ]
+    );
+}
+
+// === Rule 2: breakers ===
+
+#[test]
+fn breaker_opens_when_unhealthy_fraction_exceeds_threshold() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 30
+        [limits.restart_job]
+        max_in_flight = 10
+        "#,
+        10,
+    );
+    for h in ["h1", "h2", "h3"] {
+        f.set_problem(h, true);
+    }
+    f.advance(secs(10));
+    assert!(f.status().breakers.is_empty(), "3 of 10 is not over 30%");
+    // h1 is already unhealthy: its permit does not add to the count.
+    f.grant("h1", Action::RestartJob);
+
+    f.set_problem("h4", true);
+    f.engine.take_events();
+    f.advance(secs(10));
+    let trips: Vec<_> = f
+        .engine
+        .take_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::BreakerOpened(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(trips.len(), 1, "opening is an audited event");
+    assert_eq!(trips[0].scope, BreakerScope::Fleet);
+    assert_eq!(trips[0].cause, BreakerCause::UnhealthyFraction);
+    assert!(trips[0].detail.contains("4 of 10 live hosts unhealthy"));
+
+    let d = f.deny("h4", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerOpen);
+    // The condition still holds: at least the whole auto_close_after (15m).
+    assert_eq!(d.retry_after, Some(mins(15)));
+    assert_mentions(
+        &d,
+        &[
+            "fleet",
+            "4 of 10 live hosts unhealthy",
+            "40.0% > unhealthy_percent 30%",
+        ],
+    );
+}
+
+#[test]
+fn permits_in_flight_count_towards_the_unhealthy_breaker() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 30
+        [limits.restart_job]
+        max_in_flight = 10
+        "#,
+        10,
+    );
+    for h in ["h1", "h2", "h3", "h4"] {
+        f.grant(h, Action::RestartJob);
+    }
+    // No host reports a problem, but 4 of 10 are being remediated.
+    let d = f.deny("h5", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerOpen);
+    assert_mentions(&d, &["4 of 10 live hosts unhealthy"]);
+}
+
+#[test]
+fn breaker_opens_on_failure_fraction_with_min_samples() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        failure_percent = 50
+        window = "30m"
+        min_samples = 4
+        [limits.restart_job]
+        max_in_flight = 10
+        "#,
+        6,
+    );
+    for h in ["h1", "h2", "h3"] {
+        let p = f.grant(h, Action::RestartJob);
+        f.finish(&p, Outcome::Failed);
+    }
+    // 3 of 3 failed, but fewer than min_samples outcomes: no verdict yet.
+    let p = f.grant("h4", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+
+    // 3 of 4 failed: 75% > 50%.
+    let d = f.deny("h5", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerOpen);
+    assert_mentions(
+        &d,
+        &[
+            "3 of the last 4 remediations in 30m failed or expired",
+            "75.0% > failure_percent 50%",
+        ],
+    );
+    let trip = &f.status().breakers[0];
+    assert_eq!(trip.cause, BreakerCause::FailureFraction);
+}
+
+#[test]
+fn breaker_auto_closes_after_condition_clear() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 30
+        auto_close_after = "5m"
+        "#,
+        10,
+    );
+    for h in ["h1", "h2", "h3", "h4"] {
+        f.set_problem(h, true);
+    }
+    f.advance(mins(10));
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerOpen);
+    assert_eq!(d.retry_after, Some(mins(5)), "still unhealthy: the full 5m");
+    assert_mentions(&d, &["closes by itself once clear for 5m"]);
+
+    for h in ["h1", "h2", "h3", "h4"] {
+        f.set_problem(h, false);
+    }
+    let clear_at = f.now;
+    f.advance(mins(2));
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerOpen);
+    assert_eq!(d.retry_after, Some(mins(3)));
+
+    f.engine.take_events();
+    f.advance(mins(3));
+    let closed: Vec<Event> = f
+        .engine
+        .take_events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::BreakerClosed { .. }))
+        .collect();
+    assert_eq!(
+        closed,
+        vec![Event::BreakerClosed {
+            scope: BreakerScope::Fleet,
+            actor: "coordinator".into(),
+            reason: "condition clear for 5m".into(),
+            at: clear_at + mins(5),
+        }]
+    );
+    f.grant("h1", Action::RestartJob);
+}
+
+#[test]
+fn breaker_with_auto_close_never_waits_for_a_reset() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 30
+        auto_close_after = "never"
+        "#,
+        10,
+    );
+    for h in ["h1", "h2", "h3", "h4"] {
+        f.set_problem(h, true);
+    }
+    f.advance(secs(10));
+    for h in ["h1", "h2", "h3", "h4"] {
+        f.set_problem(h, false);
+    }
+    f.advance(mins(60));
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerOpen);
+    assert_eq!(d.retry_after, None);
+    assert_mentions(&d, &["closes by medicctl breaker reset"]);
+}
+
+#[test]
+fn domain_breaker_blocks_only_its_rack() {
+    let mut f = Fleet::ready_with(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [breaker.domains.rack]
+        unhealthy_percent = 50
+        min_hosts = 3
+        [limits.restart_job]
+        max_in_flight = 10
+        "#,
+        &[
+            ("a1", "rack=r1"),
+            ("a2", "rack=r1"),
+            ("a3", "rack=r1"),
+            ("a4", "rack=r1"),
+            ("b1", "rack=r2"),
+            ("b2", "rack=r2"),
+            ("b3", "rack=r2"),
+            ("b4", "rack=r2"),
+            ("c1", "rack=r3"),
+            ("c2", "rack=r3"),
+        ],
+    );
+    for h in ["a1", "a2", "a3", "c1", "c2"] {
+        f.set_problem(h, true);
+    }
+    let d = f.deny("a1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerOpen);
+    assert_mentions(
+        &d,
+        &[
+            "rack=r1",
+            "3 of 4 live hosts in rack=r1 unhealthy",
+            "75.0% > unhealthy_percent 50%",
+        ],
+    );
+    let trips = f.status().breakers;
+    assert_eq!(trips.len(), 1);
+    assert_eq!(
+        trips[0].scope,
+        BreakerScope::Domain {
+            label: "rack".into(),
+            value: "r1".into()
+        }
+    );
+
+    f.grant("b1", Action::RestartJob);
+    // Rack r3 is wholly unhealthy but has fewer than min_hosts live hosts.
+    f.grant("c1", Action::RestartJob);
+}
+
+#[test]
+fn reset_breaker_closes_and_forgets_old_failures() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        failure_percent = 50
+        min_samples = 4
+        auto_close_after = "never"
+        [limits.restart_job]
+        max_in_flight = 10
+        "#,
+        8,
+    );
+    for h in ["h1", "h2", "h3", "h4"] {
+        let p = f.grant(h, Action::RestartJob);
+        f.finish(&p, Outcome::Failed);
+    }
+    let d = f.deny("h5", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerOpen);
+    assert_eq!(d.retry_after, None);
+
+    f.advance(mins(5));
+    f.engine.take_events();
+    let closed = f
+        .engine
+        .reset_breaker(None, "bob", "database is back", f.now)
+        .unwrap();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].scope, BreakerScope::Fleet);
+    assert!(f.engine.take_events().iter().any(|e| matches!(
+        e,
+        Event::BreakerClosed { actor, reason, .. } if actor == "bob" && reason == "database is back"
+    )));
+
+    // The four old failures no longer count: one new failure is 1 sample.
+    let p = f.grant("h5", Action::RestartJob);
+    f.finish(&p, Outcome::Failed);
+    f.grant("h6", Action::RestartJob);
+    // And a restarted coordinator forgets them too.
+    let mut r = f.restarted();
+    r.warm_up();
+    r.grant("h7", Action::RestartJob);
+
+    assert!(matches!(
+        f.engine.reset_breaker(None, "bob", "again", f.now),
+        Err(PolicyError::NoOpenBreaker(_))
+    ));
+}
+
+/// Like overlapping pauses (which wait for the last), a host covered by
+/// two open breakers can be granted only once both have closed.
+#[test]
+
+fn breaker_retry_after_waits_for_every_covering_breaker() {
+    let mut f = Fleet::ready_with(
+        r#"
+        [breaker]
+        unhealthy_percent = 30
+        auto_close_after = "10m"
+        [breaker.domains.rack]
+        unhealthy_percent = 50
+        min_hosts = 2
+        "#,
+        &[
+            ("a1", "rack=r1"),
+            ("a2", "rack=r1"),
+            ("b1", "rack=r2"),
+            ("b2", "rack=r2"),
+            ("b3", "rack=r2"),
+            ("b4", "rack=r2"),
+            ("b5", "rack=r2"),
+            ("b6", "rack=r2"),
+            ("b7", "rack=r2"),
+            ("b8", "rack=r2"),
+        ],
+    );
+    for h in ["a1", "a2", "b1", "b2"] {
+        f.set_problem(h, true);
+    }
+    // 4 of 10 opens the fleet breaker, 2 of 2 the one of rack r1.
+    assert_eq!(
+        f.deny("a1", Action::RestartJob).reason,
+        DenyReason::BreakerOpen
+    );
+    assert_eq!(f.status().breakers.len(), 2);
+    // The fleet recovers; rack r1 does not.
+    f.set_problem("b1", false);
+    f.set_problem("b2", false);
+    f.advance(mins(6));
+    let d = f.deny("a1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerOpen);
+    assert!(
+        d.retry_after >= Some(mins(10)),
+        "rack r1 is still unhealthy, its breaker stays open at least 10m: {d:?}"
+    );
+}
+
+/// The live engine and one restored from its durable state at the same
+/// moment must decide alike (I6). After an *auto*-close, `DurableState`
+/// records `breaker_reset_at` (so a restored engine drops the failure
+/// samples before it), but the live engine keeps them.
+#[test]
+
+fn restart_after_breaker_auto_close_decides_like_the_live_engine() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        failure_percent = 50
+        window = "30m"
+        min_samples = 4
+        auto_close_after = "1m"
+        [limits.restart_job]
+        max_in_flight = 10
+        "#,
+        10,
+    );
+    let permits: Vec<Permit> = (1..=8)
+        .map(|i| f.grant(&format!("h{i}"), Action::RestartJob))
+        .collect();
+    for p in &permits[..4] {
+        f.finish(p, Outcome::Failed);
+    }
+    for p in &permits[4..] {
+        f.finish(p, Outcome::Succeeded);
+    }
+    // Opened at 4 of 4 failed; now 4 of 8 (not over 50%): clear.
+    assert_eq!(f.status().breakers.len(), 1);
+    f.advance(mins(2));
+    assert!(f.status().breakers.is_empty(), "auto-closed after 1m clear");
+
+    let p = f.grant("h9", Action::RestartJob);
+    f.finish(&p, Outcome::Failed);
+
+    let mut restored = f.restarted();
+    f.advance(secs(30));
+    restored.advance(secs(30));
+    let live = f.request("h10", Action::RestartJob);
+    let after_restart = restored.request("h10", Action::RestartJob);
+    assert_eq!(
+        live.denial().map(|d| d.reason),
+        after_restart.denial().map(|d| d.reason),
+        "live: {live:?}\nrestored: {after_restart:?}"
+    );
+}
+
+/// Durable records order "before the reset" by timestamp only
+/// (`at < breaker_reset_at`). The engine clamps time so it never runs
+/// backwards (a wall clock stepped back by NTP gives a run of equal
+/// timestamps), so failures and a reset can share an instant: the live
+/// engine forgets those failures, a restored one counts them again.
+#[test]
+
+fn restart_after_reset_at_the_same_instant_decides_like_the_live_engine() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        failure_percent = 50
+        min_samples = 4
+        auto_close_after = "never"
+        [limits.restart_job]
+        max_in_flight = 10
+        "#,
+        8,
+    );
+    for h in ["h1", "h2", "h3", "h4"] {
+        let p = f.grant(h, Action::RestartJob);
+        f.finish(&p, Outcome::Failed);
+    }
+    f.engine
+        .reset_breaker(None, "bob", "database is back", f.now)
+        .unwrap();
+    f.grant("h5", Action::RestartJob); // the live engine grants
+
+    let mut r = f.restarted();
+    r.warm_up();
+    let d = r.request("h6", Action::RestartJob);
+    assert!(d.permit().is_some(), "restored engine: {d:?}");
+}
+
+/// The same ordering by timestamp for the attempt budget: grants at the
+/// same instant as a release (`g.at >= released`) count against the fresh
+/// budget after a restore, though the live engine cleared them.
+#[test]
+
+fn restart_after_release_at_the_same_instant_keeps_the_fresh_budget() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        cooldown = "0s"
+        host_budget = { max_attempts = 2, per = "1h" }
+        "#,
+        3,
+    );
+    for _ in 0..2 {
+        let p = f.grant("h1", Action::RestartJob);
+        f.finish(&p, Outcome::Failed);
+    }
+    f.deny("h1", Action::RestartJob); // quarantined
+    f.engine
+        .unquarantine(&host("h1"), "dave", "replaced the NIC", f.now)
+        .unwrap();
+    assert!(f.explain("h1", Action::RestartJob).would_grant());
+
+    let mut r = f.restarted();
+    r.warm_up();
+    f.advance(secs(30));
+    assert_eq!(
+        reasons(&r.explain("h1", Action::RestartJob)),
+        reasons(&f.explain("h1", Action::RestartJob)),
+        "restored vs live"
+    );
+}
+
+// === Rule 3: quarantine ===
+
+#[test]
+fn quarantined_host_gets_nothing_until_released() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        "#,
+        3,
+    );
+    let q = f
+        .engine
+        .quarantine(&host("h1"), "dave", "disk errors in dmesg", f.now)
+        .unwrap();
+    assert_eq!(q.cause, QuarantineCause::Manual);
+
+    for action in Action::ALL {
+        let d = f.deny("h1", action);
+        assert_eq!(d.reason, DenyReason::Quarantined);
+        assert_eq!(d.retry_after, None);
+        assert_mentions(
+            &d,
+            &[
+                "h1",
+                "manual",
+                "dave",
+                "disk errors in dmesg",
+                "medicctl unquarantine",
+            ],
+        );
+    }
+    assert_eq!(f.heartbeat("h1").quarantine, Some(q.clone()));
+
+    // It does not wear off.
+    f.advance(mins(24 * 60));
+    assert_eq!(
+        f.deny("h1", Action::RestartJob).reason,
+        DenyReason::Quarantined
+    );
+    assert!(matches!(
+        f.engine.quarantine(&host("h1"), "erin", "again", f.now),
+        Err(PolicyError::AlreadyQuarantined(_))
+    ));
+
+    let released = f
+        .engine
+        .unquarantine(&host("h1"), "dave", "disk replaced", f.now)
+        .unwrap();
+    assert_eq!(released, q);
+    assert_eq!(f.heartbeat("h1").quarantine, None);
+    f.grant("h1", Action::RestartJob);
+    assert!(matches!(
+        f.engine.unquarantine(&host("h1"), "dave", "twice", f.now),
+        Err(PolicyError::NotQuarantined(_))
+    ));
+}
+
+#[test]
+fn expired_permit_quarantines_its_host() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.reboot_host]
+        permit_ttl = "1m"
+        "#,
+        3,
+    );
+    let p = f.grant("h1", Action::RebootHost);
+    assert_eq!(p.expires_at, f.now + mins(1));
+    f.silence("h1"); // it reboots... and never reports back
+
+    f.advance(secs(50));
+    assert_eq!(f.engine.permits().count(), 1);
+    f.engine.take_events();
+    f.advance(secs(10));
+    let events = f.engine.take_events();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::PermitEnded { id, state: PermitState::Expired, actor, .. }
+            if *id == p.id && actor == "coordinator"
+    )));
+    let q = events
+        .iter()
+        .find_map(|e| match e {
+            Event::HostQuarantined(q) => Some(q.clone()),
+            _ => None,
+        })
+        .expect("the host is quarantined");
+    assert_eq!(q.host, host("h1"));
+    assert_eq!(q.cause, QuarantineCause::PermitExpired);
+    assert_eq!(q.since, p.expires_at);
+
+    // When the agent comes back it learns both.
+    let reply = f.send("h1", |hb| hb.held_permit = Some(held(&p)));
+    assert_eq!(reply.held_permit_state, Some(PermitState::Expired));
+    assert_eq!(reply.quarantine, Some(q));
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::Quarantined);
+    assert_mentions(&d, &["permit_expired", "coordinator"]);
+}
+
+#[test]
+fn needs_human_heartbeat_quarantines_host() {
+    let mut f = Fleet::ready("", 3);
+    let reply = f.send("h1", |hb| {
+        hb.needs_human = Some("2 reboots did not fix job ingest".into());
+    });
+    let q = reply.quarantine.expect("quarantined at once");
+    assert_eq!(q.cause, QuarantineCause::GaveUp);
+    assert_eq!(q.actor, "host:h1");
+    assert_eq!(q.reason, "2 reboots did not fix job ingest");
+
+    let d = f.deny("h1", Action::RebootHost);
+    assert_eq!(d.reason, DenyReason::Quarantined);
+    assert_eq!(d.retry_after, None);
+    assert_mentions(&d, &["gave_up", "2 reboots did not fix job ingest"]);
+}
+
+// === Rule 4: one permit per host ===
+
+#[test]
+fn host_holds_at_most_one_permit() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 10
+        permit_ttl = "10m"
+        "#,
+        3,
+    );
+    let p = f.grant("h1", Action::RestartJob);
+    f.advance(mins(1));
+
+    for action in Action::ALL {
+        let d = f.deny("h1", action);
+        assert_eq!(d.reason, DenyReason::HostBusy);
+        assert_eq!(d.retry_after, Some(mins(9)), "until the permit expires");
+        assert_mentions(&d, &["h1", p.id.as_str(), "restart_job", "ingest"]);
+    }
+    // Another job on the same host waits too.
+    let other_job = f
+        .request_with("req-other", "h1", Action::RestartJob, "billing")
+        .unwrap();
+    assert_eq!(
+        other_job.denial().map(|d| d.reason),
+        Some(DenyReason::HostBusy)
+    );
+
+    f.finish(&p, Outcome::Succeeded);
+    // Restarts are in cooldown now, reboots are not.
+    f.grant("h1", Action::RebootHost);
+}
+
+// === Rule 5: cooldown and attempt budget ===
+
+#[test]
+fn cooldown_after_permit_ends() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        cooldown = "5m"
+        "#,
+        3,
+    );
+    let p = f.grant("h1", Action::RestartJob);
+    f.advance(mins(2));
+    f.finish(&p, Outcome::Succeeded);
+    f.advance(mins(1));
+
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::Cooldown);
+    assert_eq!(d.retry_after, Some(mins(4)), "measured from the end");
+    assert_mentions(&d, &["h1", "ended 1m ago", "cooldown is 5m", "4m left"]);
+    // The cooldown is per action and per host.
+    assert!(f.explain("h1", Action::RebootHost).would_grant());
+    assert!(f.explain("h2", Action::RestartJob).would_grant());
+
+    f.advance(mins(4));
+    f.grant("h1", Action::RestartJob);
+}
+
+#[test]
+fn cooldown_also_follows_a_revocation() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        cooldown = "5m"
+        "#,
+        3,
+    );
+    let p = f.grant("h1", Action::RestartJob);
+    f.engine.revoke(&p.id, "carol", "oops", f.now).unwrap();
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::Cooldown);
+    assert_eq!(d.retry_after, Some(mins(5)));
+}
+
+#[test]
+fn attempt_budget_exhaustion_quarantines_host() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        cooldown = "0s"
+        host_budget = { max_attempts = 2, per = "1h" }
+        "#,
+        3,
+    );
+    for _ in 0..2 {
+        let p = f.grant("h1", Action::RestartJob);
+        f.finish(&p, Outcome::Failed);
+    }
+    f.engine.take_events();
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::AttemptBudgetExhausted);
+    assert_eq!(d.retry_after, None);
+    assert_mentions(
+        &d,
+        &[
+            "h1",
+            "2 restart_job permits in the last 1h",
+            "host_budget.max_attempts 2",
+            "quarantined",
+        ],
+    );
+    let q = f
+        .engine
+        .take_events()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::HostQuarantined(q) => Some(q),
+            _ => None,
+        })
+        .expect("the host is quarantined");
+    assert_eq!(q.cause, QuarantineCause::AttemptBudget);
+    assert_eq!(q.actor, "coordinator");
+
+    // From now on it is a quarantine, for every action, whatever time passes.
+    f.advance(mins(120));
+    assert_eq!(
+        f.deny("h1", Action::RestartJob).reason,
+        DenyReason::Quarantined
+    );
+    assert_eq!(
+        f.deny("h1", Action::RebootHost).reason,
+        DenyReason::Quarantined
+    );
+}
+
+#[test]
+fn attempt_budget_counts_only_the_last_per() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        cooldown = "0s"
+        host_budget = { max_attempts = 2, per = "1h" }
+        "#,
+        3,
+    );
+    let p = f.grant("h1", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+    f.advance(mins(30));
+    let p = f.grant("h1", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+
+    f.advance(mins(29));
+    let e = f.explain("h1", Action::RestartJob);
+    assert_eq!(reasons(&e), vec![DenyReason::AttemptBudgetExhausted]);
+    // An hour after the first attempt, it leaves the window.
+    f.advance(mins(1));
+    f.grant("h1", Action::RestartJob);
+}
+
+#[test]
+fn release_restarts_attempt_budget() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        cooldown = "0s"
+        host_budget = { max_attempts = 2, per = "1h" }
+        "#,
+        3,
+    );
+    for _ in 0..2 {
+        let p = f.grant("h1", Action::RestartJob);
+        f.finish(&p, Outcome::Failed);
+    }
+    assert_eq!(
+        f.deny("h1", Action::RestartJob).reason,
+        DenyReason::AttemptBudgetExhausted
+    );
+
+    f.advance(mins(10));
+    f.engine
+        .unquarantine(&host("h1"), "dave", "replaced the NIC", f.now)
+        .unwrap();
+    let p = f.grant("h1", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+
+    // A restart neither forgets the release nor refills the budget.
+    let mut f = f.restarted();
+    f.warm_up();
+    let p = f.grant("h1", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+    assert_eq!(
+        f.deny("h1", Action::RestartJob).reason,
+        DenyReason::AttemptBudgetExhausted
+    );
+}
+
+#[test]
+fn cooldown_and_attempt_budget_survive_a_restart() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        cooldown = "5m"
+        host_budget = { max_attempts = 2, per = "1h" }
+        "#,
+        3,
+    );
+    let p = f.grant("h1", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+    f.advance(mins(5));
+    let p = f.grant("h1", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+
+    let mut r = f.restarted();
+    r.warm_up();
+    let e = r.explain("h1", Action::RestartJob);
+    assert_eq!(
+        reasons(&e),
+        vec![DenyReason::Cooldown, DenyReason::AttemptBudgetExhausted]
+    );
+    assert_eq!(e.denials[0].retry_after, Some(mins(5) - secs(30)));
+}
+
+// === Rule 6: concurrency caps ===
+
+#[test]
+fn fleet_cap_is_min_of_absolute_and_percent() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 3
+        max_in_flight_percent = 20
+        "#,
+        10,
+    );
+    // min(3, 20% of 10 = 2) = 2.
+    f.grant("h1", Action::RestartJob);
+    f.grant("h2", Action::RestartJob);
+    let d = f.deny("h3", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::ConcurrencyCap);
+    assert_eq!(d.retry_after, Some(secs(10)), "a heartbeat interval");
+    assert_mentions(
+        &d,
+        &[
+            "2 of 2 restart_job permits active fleet-wide",
+            "max_in_flight 3",
+            "20% of 10 live hosts",
+        ],
+    );
+    assert_eq!(restart_slots(&f.status()), (2, 2));
+
+    // With 20 live hosts the percentage allows 4; the absolute cap wins.
+    for i in 11..=20 {
+        f.join(&format!("h{i}"), "");
+    }
+    f.grant("h3", Action::RestartJob);
+    let d = f.deny("h4", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::ConcurrencyCap);
+    assert_mentions(&d, &["3 of 3", "20% of 20 live hosts"]);
+    assert_eq!(restart_slots(&f.status()), (3, 3));
+}
+
+#[test]
+fn absolute_cap_alone_means_exactly_that_cap() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 3
+        "#,
+        4,
+    );
+    for h in ["h1", "h2", "h3"] {
+        f.grant(h, Action::RestartJob);
+    }
+    let d = f.deny("h4", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::ConcurrencyCap);
+    assert_mentions(&d, &["3 of 3", "max_in_flight 3"]);
+}
+
+#[test]
+fn percent_cap_never_rounds_below_one() {
+    // Defaults: restart_job max_in_flight_percent = 5; 5% of 4 hosts is 0.2.
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        "#,
+        4,
+    );
+    assert_eq!(restart_slots(&f.status()), (0, 1));
+    f.grant("h1", Action::RestartJob);
+    let d = f.deny("h2", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::ConcurrencyCap);
+    assert_mentions(&d, &["1 of 1", "5% of 4 live hosts, at least 1"]);
+}
+
+#[test]
+fn percent_cap_rounds_down() {
+    let c = config(
+        r#"
+        [limits.restart_job]
+        max_in_flight = 100000
+        max_in_flight_percent = 5
+        "#,
+    );
+    let l = c.limits(Action::RestartJob);
+    assert_eq!(l.effective_cap(39), 1);
+    assert_eq!(l.effective_cap(40), 2);
+    assert_eq!(l.effective_cap(59), 2);
+    assert_eq!(l.effective_cap(50_000), 2500);
+}
+
+/// `max_in_flight_percent = 2.3` of 50,000 live hosts is exactly 1,150, and
+/// 32.3% of 1,000 is exactly 323; the engine computes `floor(p * n / 100)` in
+/// binary floating point, where `2.3 * 50000 / 100` is 1149.999…
+#[test]
+
+fn percent_cap_is_exact_for_decimal_percentages() {
+    let c = config(
+        r#"
+        [limits.restart_job]
+        max_in_flight = 100000
+        max_in_flight_percent = 2.3
+        [limits.reboot_host]
+        max_in_flight = 100000
+        max_in_flight_percent = 32.3
+        "#,
+    );
+    assert_eq!(c.limits(Action::RestartJob).effective_cap(50_000), 1150);
+
+    // And through a running engine: 1,000 live hosts.
+    let mut f = Fleet::new(
+        r#"
+        [limits.reboot_host]
+        max_in_flight = 100000
+        max_in_flight_percent = 32.3
+        "#,
+    );
+    for i in 0..1000 {
+        f.join(&format!("n{i}"), "");
+    }
+    f.warm_up();
+    let reboot = f
+        .status()
+        .actions
+        .into_iter()
+        .find(|a| a.action == Action::RebootHost)
+        .unwrap();
+    assert_eq!(reboot.effective_cap, 323);
+}
+
+#[test]
+fn group_caps_all_apply_at_once() {
+    let mut f = Fleet::ready_with(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 100
+        [limits.restart_job.groups.rack]
+        max_in_flight = 1
+        [limits.restart_job.groups.zone]
+        max_in_flight = 2
+        "#,
+        &[
+            ("a", "rack=r1,zone=z1"),
+            ("b", "rack=r1,zone=z1"),
+            ("c", "rack=r2,zone=z1"),
+            ("d", "rack=r3,zone=z1"),
+            ("e", "rack=r4,zone=z2"),
+        ],
+    );
+    f.grant("a", Action::RestartJob);
+    let d = f.deny("b", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::GroupCap);
+    assert_eq!(d.retry_after, Some(secs(10)));
+    assert_mentions(&d, &["1 of 1 restart_job permits active in rack=r1"]);
+
+    f.grant("c", Action::RestartJob);
+    // Rack r3 is free, but zone z1 is full.
+    let d = f.deny("d", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::GroupCap);
+    assert_mentions(&d, &["2 of 2 restart_job permits active in zone=z1"]);
+    // b fits neither, and explain names both groups.
+    let e = f.explain("b", Action::RestartJob);
+    assert_eq!(reasons(&e), vec![DenyReason::GroupCap; 2]);
+    assert!(e.denials.iter().any(|d| d.message.contains("rack=r1")));
+    assert!(e.denials.iter().any(|d| d.message.contains("zone=z1")));
+
+    f.grant("e", Action::RestartJob);
+    assert_eq!(
+        f.engine.group_active("zone", Action::RestartJob),
+        vec![("z1".to_owned(), 2, 4), ("z2".to_owned(), 1, 1)]
+    );
+}
+
+#[test]
+fn group_percent_cap_counts_the_value_live_hosts() {
+    let mut f = Fleet::ready_with(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 100
+        [limits.restart_job.groups.rack]
+        max_in_flight_percent = 50
+        "#,
+        &[
+            ("a1", "rack=r1"),
+            ("a2", "rack=r1"),
+            ("a3", "rack=r1"),
+            ("a4", "rack=r1"),
+            ("b1", "rack=r2"),
+        ],
+    );
+    f.grant("a1", Action::RestartJob);
+    f.grant("a2", Action::RestartJob);
+    let d = f.deny("a3", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::GroupCap);
+    assert_mentions(&d, &["2 of 2", "rack=r1", "4 live hosts there"]);
+    // 50% of a one-host rack still allows one.
+    f.grant("b1", Action::RestartJob);
+}
+
+#[test]
+fn permit_counts_against_the_groups_it_was_granted_in() {
+    let mut f = Fleet::ready_with(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 100
+        [limits.restart_job.groups.rack]
+        max_in_flight = 1
+        "#,
+        &[("a1", "rack=r1"), ("a2", "rack=r1")],
+    );
+    let p = f.grant("a1", Action::RestartJob);
+    assert_eq!(p.labels, labels("rack=r1"));
+    // The host moves to another rack while remediating: r1 stays occupied.
+    f.members[0].labels = labels("rack=r2");
+    f.heartbeat("a1");
+    assert_eq!(
+        f.deny("a2", Action::RestartJob).reason,
+        DenyReason::GroupCap
+    );
+}
+
+#[test]
+fn lowering_a_cap_revokes_nothing() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 3
+        "#,
+        5,
+    );
+    let permits: Vec<Permit> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|h| f.grant(h, Action::RestartJob))
+        .collect();
+    f.engine.take_events();
+
+    f.engine.set_config(
+        config(
+            r#"
+            [breaker]
+            unhealthy_percent = 100
+            [limits.restart_job]
+            max_in_flight = 1
+            "#,
+        ),
+        f.now,
+    );
+    assert!(f.engine.take_events().is_empty(), "nothing ended");
+    assert_eq!(f.engine.permits().count(), 3);
+    assert_eq!(restart_slots(&f.status()), (3, 1));
+    for p in &permits {
+        let reply = f.send(p.host.as_str(), |hb| hb.held_permit = Some(held(p)));
+        assert_eq!(reply.held_permit_state, Some(PermitState::Active));
+    }
+
+    // New grants wait until the count is under the new cap.
+    for (p, active) in permits.iter().zip([3, 2, 1]) {
+        let d = f.deny("h4", Action::RestartJob);
+        assert_eq!(d.reason, DenyReason::ConcurrencyCap);
+        assert_mentions(&d, &[&format!("{active} of 1")]);
+        f.finish(p, Outcome::Succeeded);
+    }
+    f.grant("h4", Action::RestartJob);
+}
+
+#[test]
+fn disabled_action_is_denied_naming_the_key() {
+    let mut f = Fleet::ready(
+        r#"
+        [limits.reboot_host]
+        max_in_flight = 0
+        "#,
+        3,
+    );
+    let d = f.deny("h1", Action::RebootHost);
+    assert_eq!(d.reason, DenyReason::ConcurrencyCap);
+    assert_mentions(
+        &d,
+        &[
+            "reboot_host is disabled",
+            "limits.reboot_host.max_in_flight = 0",
+        ],
+    );
+    f.grant("h1", Action::RestartJob);
+}
+
+/// A disabled action never becomes grantable by itself: only a human
+/// editing the config does that, which `Denial::retry_after = None` means.
+#[test]
+
+fn disabled_action_denial_says_a_human_must_act() {
+    let mut f = Fleet::ready(
+        r#"
+        [limits.reboot_host]
+        max_in_flight = 0
+        "#,
+        3,
+    );
+    assert_eq!(f.deny("h1", Action::RebootHost).retry_after, None);
+}
+
+// === Rule 7: rate budget ===
+
+#[test]
+fn rate_budget_spacing_and_burst() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 100
+        # one grant per 10s on average, 2 extra at once
+        rate = { count = 6, per = "1m", burst = 2 }
+        "#,
+        12,
+    );
+    // burst + 1 at once...
+    for h in ["h1", "h2", "h3"] {
+        f.grant(h, Action::RestartJob);
+    }
+    let d = f.deny("h4", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::RateLimited);
+    assert_eq!(d.retry_after, Some(secs(10)));
+    assert_mentions(
+        &d,
+        &[
+            "restart_job rate budget spent",
+            "3 granted in the last 1m",
+            "count 6 per 1m plus burst 2",
+            "next grant possible in 10s",
+        ],
+    );
+    // ...then one per interval.
+    f.advance(secs(5));
+    assert_eq!(f.deny("h4", Action::RestartJob).retry_after, Some(secs(5)));
+    f.advance(secs(5));
+    f.grant("h4", Action::RestartJob);
+    assert_eq!(f.deny("h5", Action::RestartJob).retry_after, Some(secs(10)));
+    for h in ["h5", "h6", "h7", "h8"] {
+        f.advance(secs(10));
+        f.grant(h, Action::RestartJob);
+    }
+    // 8 = count + burst in the last minute; the next fits when the first
+    // three leave the window at +60s.
+    f.advance(secs(5));
+    let s = f.status();
+    let restart = &s.actions[Action::RestartJob.index()];
+    assert_eq!((restart.rate_used, restart.rate_limit), (8, 8));
+    assert_eq!(restart.rate_next_at, Some(f.now + secs(5)));
+    assert_eq!(
+        f.deny("h9", Action::RestartJob).reason,
+        DenyReason::RateLimited
+    );
+    f.advance(secs(5));
+    f.grant("h9", Action::RestartJob);
+}
+
+#[test]
+fn rate_budget_never_exceeds_count_plus_burst_in_any_window() {
+    let mut f = Fleet::ready(
+        r#"
+        [fleet]
+        heartbeat_interval = "1s"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 100
+        permit_ttl = "1m"
+        cooldown = "0s"
+        rate = { count = 5, per = "1m", burst = 3 }
+        host_budget = { max_attempts = 1000, per = "1h" }
+        "#,
+        2,
+    );
+    let mut grants = Vec::new();
+    for _ in 0..600 {
+        for h in ["h1", "h2"] {
+            if let Decision::Granted { permit, .. } = f.request(h, Action::RestartJob) {
+                grants.push(permit.granted_at);
+                f.finish(&permit, Outcome::Aborted);
+            }
+        }
+        f.advance(secs(1));
+    }
+    assert!(grants.len() >= 40, "the budget is used: {}", grants.len());
+    for (i, &start) in grants.iter().enumerate() {
+        let in_window = grants[i..]
+            .iter()
+            .take_while(|&&t| t < start + mins(1))
+            .count();
+        assert!(
+            in_window <= 8,
+            "{in_window} grants in the minute after grant {i}"
+        );
+    }
+}
+
+#[test]
+fn rate_budget_is_not_refilled_by_restore() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 100
+        rate = { count = 3, per = "1h", burst = 1 }
+        "#,
+        5,
+    );
+    f.grant("h1", Action::RestartJob);
+    f.grant("h2", Action::RestartJob);
+    assert_eq!(f.deny("h3", Action::RestartJob).retry_after, Some(mins(20)));
+    f.advance(mins(1));
+
+    let mut r = Fleet {
+        engine: Engine::restore(f.engine.config().clone(), f.engine.durable().clone(), f.now),
+        now: f.now,
+        members: f.members.clone(),
+        next_request: 100,
+    };
+    r.warm_up();
+    f.advance(secs(30));
+    let before = f.deny("h3", Action::RestartJob);
+    let after = r.deny("h3", Action::RestartJob);
+    assert_eq!(after.reason, DenyReason::RateLimited);
+    assert_eq!(after.retry_after, Some(mins(20) - mins(1) - secs(30)));
+    assert_eq!(after, before, "the same budget as without the restart");
+
+    r.advance(mins(18) + secs(30));
+    r.grant("h3", Action::RestartJob);
+    assert_eq!(
+        r.deny("h4", Action::RestartJob).reason,
+        DenyReason::RateLimited
+    );
+}
+
+// === Rule 8: windows ===
+
+#[test]
+fn outside_window_denied_with_time_until_open() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.reboot_host]
+        timezone = "Europe/Berlin"
+        windows = [{ days = ["sat", "sun"], start = "22:00", end = "06:00" }]
+        "#,
+        3,
+    );
+    // Tuesday 22:13:50 UTC = 23:13:50 in Berlin (CET, UTC+1). The next window
+    // opens Saturday 22:00 Berlin = 21:00 UTC.
+    assert_eq!(f.now, at("2023-11-14T22:13:50Z"));
+    let opens = at("2023-11-18T21:00:00Z");
+    let d = f.deny("h1", Action::RebootHost);
+    assert_eq!(d.reason, DenyReason::OutsideWindow);
+    assert_eq!(d.retry_after, Some(opens.duration_since(f.now).unwrap()));
+    assert_mentions(&d, &["Europe/Berlin", "next opens in 3days 22h 46m 10s"]);
+    // Restarts have no windows.
+    let p = f.grant("h2", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+
+    f.advance_to(opens - secs(10));
+    assert_eq!(f.deny("h1", Action::RebootHost).retry_after, Some(secs(10)));
+    f.advance(secs(10));
+    let p = f.grant("h1", Action::RebootHost);
+    f.finish(&p, Outcome::Succeeded);
+
+    // Sunday 06:00 Berlin it closes; Sunday 22:00 Berlin it opens again.
+    f.advance_to(at("2023-11-19T04:59:50Z"));
+    assert!(f.explain("h3", Action::RebootHost).would_grant());
+    f.advance(secs(10));
+    let e = f.explain("h3", Action::RebootHost);
+    assert_eq!(reasons(&e), vec![DenyReason::OutsideWindow]);
+    assert_eq!(
+        e.denials[0].retry_after,
+        Some(Duration::from_secs(16 * 3600))
+    );
+}
+
+#[test]
+fn window_follows_daylight_saving_time_of_its_zone() {
+    // Berlin leaves summer time on 2023-10-29 at 03:00 CEST (01:00 UTC).
+    let mut f = Fleet::new_at(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.reboot_host]
+        timezone = "Europe/Berlin"
+        windows = [{ days = ["sun"], start = "04:00", end = "05:00" }]
+        "#,
+        at("2023-10-28T12:00:00Z"),
+    );
+    f.join("h1", "");
+    f.warm_up();
+    // Sunday 04:00 CET is 03:00 UTC, not 02:00 UTC as it would be in summer.
+    let opens = at("2023-10-29T03:00:00Z");
+    let d = f.deny("h1", Action::RebootHost);
+    assert_eq!(d.retry_after, Some(opens.duration_since(f.now).unwrap()));
+    f.advance_to(at("2023-10-29T02:30:00Z"));
+    assert_eq!(
+        f.deny("h1", Action::RebootHost).reason,
+        DenyReason::OutsideWindow
+    );
+    f.advance_to(opens);
+    f.grant("h1", Action::RebootHost);
+}
+
+// === Rule 9: warm-up, fleet floor, liveness ===
+
+#[test]
+fn warmup_denies_until_it_ends() {
+    let mut f = Fleet::new(
+        r#"
+        [fleet]
+        warmup = "2m"
+        "#,
+    );
+    f.join("h1", "");
+    f.join("h2", "");
+    assert_eq!(f.status().warming_up_until, Some(t0() + mins(2)));
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::WarmingUp);
+    assert_eq!(d.retry_after, Some(mins(2)));
+
+    f.advance(secs(30));
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.retry_after, Some(secs(90)));
+    assert_mentions(&d, &["started 30s ago", "warmup 2m", "another 1m 30s"]);
+
+    f.advance(secs(90));
+    assert_eq!(f.status().warming_up_until, None);
+    f.grant("h1", Action::RestartJob);
+}
+
+#[test]
+fn warmup_begins_again_after_a_restore() {
+    let mut f = Fleet::ready("", 3);
+    f.advance(mins(10));
+    let mut r = f.restarted();
+    let d = r.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::WarmingUp);
+    assert_eq!(d.retry_after, Some(secs(30)), "default warm-up = host_ttl");
+    r.warm_up();
+    r.grant("h1", Action::RestartJob);
+}
+
+#[test]
+fn fleet_below_min_size_denies() {
+    let mut f = Fleet::ready(
+        r#"
+        [fleet]
+        min_fleet_size = 5
+        "#,
+        4,
+    );
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::FleetTooSmall);
+    assert_eq!(d.retry_after, Some(secs(10)));
+    assert_mentions(
+        &d,
+        &["only 4 hosts are live", "fewer than fleet.min_fleet_size 5"],
+    );
+
+    f.join("h5", "");
+    f.grant("h1", Action::RestartJob);
+}
+
+#[test]
+fn silent_host_stops_counting_as_live() {
+    let mut f = Fleet::ready(
+        r#"
+        [fleet]
+        heartbeat_interval = "10s"
+        host_ttl = "30s"
+        min_fleet_size = 3
+        "#,
+        3,
+    );
+    f.silence("h3"); // its last heartbeat was now
+    f.advance(secs(20));
+    assert!(f.view("h3").live);
+    assert_eq!(f.status().live_hosts, 3);
+
+    f.advance(secs(10));
+    assert!(!f.view("h3").live, "host_ttl since its last heartbeat");
+    assert_eq!(f.status().live_hosts, 2);
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::FleetTooSmall);
+    assert_mentions(&d, &["only 2 hosts are live"]);
+
+    f.wake("h3");
+    assert!(f.view("h3").live);
+    f.grant("h1", Action::RestartJob);
+}
+
+#[test]
+fn silent_host_with_a_problem_stops_counting_as_unhealthy() {
+    let mut f = Fleet::ready("", 4);
+    f.set_problem("h4", true);
+    assert_eq!(f.status().unhealthy_hosts, 1);
+    f.silence("h4");
+    f.advance(secs(30));
+    let s = f.status();
+    assert_eq!((s.live_hosts, s.unhealthy_hosts), (3, 0));
+}
+
+#[test]
+fn host_holding_permit_counts_as_live_and_unhealthy() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        "#,
+        4,
+    );
+    let p = f.grant("h1", Action::RebootHost);
+    f.silence("h1"); // rebooting
+    f.advance(mins(5));
+    let v = f.view("h1");
+    assert!(v.live && v.unhealthy, "{v:?}");
+    assert_eq!(v.active_permit, Some(p.id.clone()));
+    let s = f.status();
+    assert_eq!((s.live_hosts, s.unhealthy_hosts), (4, 1));
+
+    // The agent reports after its reboot, then heartbeats again.
+    f.finish(&p, Outcome::Succeeded);
+    let v = f.view("h1");
+    assert!(
+        !v.live && !v.unhealthy,
+        "silent for 5m and no permit: {v:?}"
+    );
+    f.wake("h1");
+    let v = f.view("h1");
+    assert!(v.live && !v.unhealthy, "{v:?}");
+}
+
+#[test]
+fn unknown_host_must_heartbeat_first() {
+    let mut f = Fleet::ready("", 3);
+    let d = f.deny("ghost", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::UnknownHost);
+    assert_eq!(d.retry_after, Some(secs(10)));
+    assert_mentions(&d, &["ghost", "has not sent a heartbeat"]);
+}
+
+// === Rule 10: dry-run ===
+
+#[test]
+fn dry_run_grants_are_marked() {
+    let mut f = Fleet::ready(
+        r#"
+        mode = "dry-run"
+        "#,
+        10,
+    );
+    assert!(f.status().dry_run);
+    assert!(f.heartbeat("h1").dry_run);
+    let p = f.grant("h1", Action::RestartJob);
+    assert!(p.dry_run);
+    // Every rule still applies: the default cap of 1 for ten hosts.
+    assert_eq!(
+        f.deny("h2", Action::RestartJob).reason,
+        DenyReason::ConcurrencyCap
+    );
+    let ended = f.finish(&p, Outcome::DryRun);
+    assert_eq!(ended.state, PermitState::DryRun);
+    f.engine.take_events();
+
+    // In enforce mode grants authorise action again.
+    f.engine.set_config(config(""), f.now);
+    assert!(!f.heartbeat("h1").dry_run);
+    assert!(!f.grant("h2", Action::RestartJob).dry_run);
+}
+
+// === Permit lifecycle: idempotency, fencing, renew, outcome, revoke ===
+
+#[test]
+fn retried_request_id_returns_same_permit_and_no_second_slot() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 10
+        "#,
+        3,
+    );
+    let first = f
+        .request_with("req-a", "h1", Action::RestartJob, JOB)
+        .unwrap();
+    let Decision::Granted {
+        permit,
+        replayed: false,
+    } = first
+    else {
+        panic!("expected a grant, got {first:?}");
+    };
+    f.engine.take_events();
+    f.advance(secs(5));
+
+    let again = f
+        .request_with("req-a", "h1", Action::RestartJob, JOB)
+        .unwrap();
+    assert_eq!(
+        again,
+        Decision::Granted {
+            permit: permit.clone(),
+            replayed: true
+        }
+    );
+    assert!(
+        !f.engine
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, Event::PermitGranted { .. })),
+        "no second grant"
+    );
+    let s = f.status();
+    assert_eq!(restart_slots(&s).0, 1, "one slot");
+    assert_eq!(
+        s.actions[Action::RestartJob.index()].rate_used,
+        1,
+        "one budget unit"
+    );
+
+    // After it ended, a retry still answers with that permit, now ended.
+    f.finish(&permit, Outcome::Succeeded);
+    let late = f
+        .request_with("req-a", "h1", Action::RestartJob, JOB)
+        .unwrap();
+    let Decision::Granted {
+        permit: replay,
+        replayed: true,
+    } = late
+    else {
+        panic!("expected a replay, got {late:?}");
+    };
+    assert_eq!(
+        (replay.id, replay.state),
+        (permit.id, PermitState::Succeeded)
+    );
+    assert_eq!(f.engine.permits().count(), 0);
+}
+
+#[test]
+fn request_id_reused_for_other_request_is_an_error() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        "#,
+        3,
+    );
+    f.request_with("req-a", "h1", Action::RestartJob, JOB)
+        .unwrap();
+    for (name, action, job) in [
+        ("h2", Action::RestartJob, JOB),
+        ("h1", Action::RebootHost, JOB),
+        ("h1", Action::RestartJob, "billing"),
+    ] {
+        let err = f.request_with("req-a", name, action, job).unwrap_err();
+        let PolicyError::RequestIdConflict {
+            request_id,
+            previous,
+        } = &err
+        else {
+            panic!("expected a conflict, got {err:?}");
+        };
+        assert_eq!(request_id.as_str(), "req-a");
+        assert_eq!(previous, "restart_job of job \"ingest\" on host h1");
+        assert!(err.to_string().contains("use a new request_id"), "{err}");
+    }
+    assert_eq!(f.engine.permits().count(), 1);
+}
+
+#[test]
+fn fencing_tokens_strictly_increase_across_restore() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 10
+        "#,
+        4,
+    );
+    let p1 = f.grant("h1", Action::RestartJob);
+    let p2 = f.grant("h2", Action::RestartJob);
+    assert!(p2.token > p1.token);
+    f.finish(&p2, Outcome::Succeeded);
+
+    let mut r = f.restarted();
+    r.warm_up();
+    let p3 = r.grant("h3", Action::RestartJob);
+    assert!(p3.token > p2.token, "{} after {}", p3.token, p2.token);
+    assert_eq!(p3.id, PermitId::for_token(p3.token));
+    assert_eq!(r.engine.durable().last_token, p3.token);
+}
+
+#[test]
+fn renew_with_stale_token_changes_nothing() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        cooldown = "0s"
+        "#,
+        3,
+    );
+    let old = f.grant("h1", Action::RestartJob);
+    f.finish(&old, Outcome::Succeeded);
+    let p = f.grant("h1", Action::RestartJob);
+    f.engine.take_events();
+    let before = f.engine.durable().clone();
+
+    let stale = PermitRef {
+        id: p.id.clone(),
+        token: old.token,
+    };
+    let err = f.engine.renew(&host("h1"), &stale, f.now).unwrap_err();
+    assert_eq!(
+        err,
+        PolicyError::StaleToken {
+            id: p.id.clone(),
+            presented: old.token,
+            current: p.token
+        }
+    );
+    assert!(err.to_string().contains("is stale"), "{err}");
+    let err = f
+        .engine
+        .report_outcome(&host("h1"), &stale, Outcome::Failed, "x", f.now)
+        .unwrap_err();
+    assert!(matches!(err, PolicyError::StaleToken { .. }), "{err:?}");
+
+    // Another host's agent cannot act on it either.
+    let err = f.engine.renew(&host("h2"), &held(&p), f.now).unwrap_err();
+    assert!(matches!(err, PolicyError::WrongHost { .. }), "{err:?}");
+    let err = f
+        .engine
+        .report_outcome(&host("h2"), &held(&p), Outcome::Succeeded, "x", f.now)
+        .unwrap_err();
+    assert!(matches!(err, PolicyError::WrongHost { .. }), "{err:?}");
+
+    assert!(f.engine.take_events().is_empty());
+    assert_eq!(f.engine.durable(), &before);
+    let reply = f.send("h1", |hb| hb.held_permit = Some(stale));
+    assert_eq!(reply.held_permit_state, Some(PermitState::Revoked));
+}
+
+#[test]
+fn outcome_with_unknown_permit_is_an_error() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        "#,
+        3,
+    );
+    let p = f.grant("h1", Action::RestartJob);
+    f.engine.take_events();
+    let unknown = PermitRef {
+        id: PermitId::parse("p-000000000999").unwrap(),
+        token: FencingToken(999),
+    };
+    let err = f
+        .engine
+        .report_outcome(&host("h1"), &unknown, Outcome::Succeeded, "x", f.now)
+        .unwrap_err();
+    assert_eq!(err, PolicyError::UnknownPermit(unknown.id.clone()));
+    assert_eq!(err.to_string(), "permit p-000000000999 is unknown");
+    assert!(matches!(
+        f.engine.renew(&host("h1"), &unknown, f.now),
+        Err(PolicyError::UnknownPermit(_))
+    ));
+    assert!(matches!(
+        f.engine.revoke(&unknown.id, "carol", "x", f.now),
+        Err(PolicyError::UnknownPermit(_))
+    ));
+    assert!(f.engine.take_events().is_empty());
+    assert_eq!(f.engine.permits().next(), Some(&p));
+}
+
+#[test]
+fn renew_extends_expiry() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.reboot_host]
+        permit_ttl = "1m"
+        "#,
+        3,
+    );
+    let p = f.grant("h1", Action::RebootHost);
+    let granted = f.now;
+    f.advance(secs(20)); // agents renew at a third of the TTL
+    let renewed = f.engine.renew(&host("h1"), &held(&p), f.now).unwrap();
+    assert_eq!(renewed.expires_at, granted + secs(80));
+    assert_eq!(renewed.state, PermitState::Active);
+    assert!(f.engine.take_events().iter().any(|e| matches!(
+        e,
+        Event::PermitRenewed { id, expires_at, .. } if *id == p.id && *expires_at == granted + secs(80)
+    )));
+
+    // Past the original expiry it is still active...
+    f.advance(secs(50));
+    let reply = f.send("h1", |hb| hb.held_permit = Some(held(&p)));
+    assert_eq!(reply.held_permit_state, Some(PermitState::Active));
+    let busy = f.deny("h1", Action::RebootHost);
+    assert_eq!(busy.retry_after, Some(secs(10)));
+    // ...until the renewed one.
+    f.advance(secs(10));
+    let reply = f.send("h1", |hb| hb.held_permit = Some(held(&p)));
+    assert_eq!(reply.held_permit_state, Some(PermitState::Expired));
+    assert_eq!(
+        f.engine.renew(&host("h1"), &held(&p), f.now),
+        Err(PolicyError::PermitEnded {
+            id: p.id.clone(),
+            state: PermitState::Expired
+        })
+    );
+}
+
+#[test]
+fn outcome_repeated_is_idempotent() {
+    let mut f = Fleet::ready("", 3);
+    let p = f.grant("h1", Action::RestartJob);
+    f.engine.take_events();
+    let first = f.finish(&p, Outcome::Succeeded);
+    assert_eq!(first.state, PermitState::Succeeded);
+    f.advance(secs(5));
+    let second = f.finish(&p, Outcome::Succeeded);
+    assert_eq!(second.state, PermitState::Succeeded);
+    let ends = f
+        .engine
+        .take_events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::PermitEnded { .. }))
+        .count();
+    assert_eq!(ends, 1, "the retry records nothing");
+
+    // A different outcome for an ended permit is an error, and changes nothing.
+    let err = f
+        .engine
+        .report_outcome(&host("h1"), &held(&p), Outcome::Failed, "x", f.now)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        PolicyError::PermitEnded {
+            id: p.id.clone(),
+            state: PermitState::Succeeded
+        }
+    );
+    assert!(f.engine.take_events().is_empty());
+}
+
+#[test]
+fn revoke_frees_the_slot() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        "#,
+        3,
+    );
+    let p = f.grant("h1", Action::RestartJob);
+    assert_eq!(
+        f.deny("h2", Action::RestartJob).reason,
+        DenyReason::ConcurrencyCap
+    );
+    let revoked = f
+        .engine
+        .revoke(&p.id, "carol", "wrong host picked", f.now)
+        .unwrap();
+    assert_eq!(revoked.state, PermitState::Revoked);
+    assert!(f.engine.take_events().iter().any(|e| matches!(
+        e,
+        Event::PermitEnded { state: PermitState::Revoked, actor, detail, .. }
+            if actor == "carol" && detail == "wrong host picked"
+    )));
+    f.grant("h2", Action::RestartJob);
+
+    // The agent learns it on its next heartbeat; it can no longer act on it.
+    let reply = f.send("h1", |hb| hb.held_permit = Some(held(&p)));
+    assert_eq!(reply.held_permit_state, Some(PermitState::Revoked));
+    let ended = PolicyError::PermitEnded {
+        id: p.id.clone(),
+        state: PermitState::Revoked,
+    };
+    assert_eq!(
+        f.engine.renew(&host("h1"), &held(&p), f.now),
+        Err(ended.clone())
+    );
+    assert_eq!(
+        f.engine
+            .report_outcome(&host("h1"), &held(&p), Outcome::Succeeded, "x", f.now),
+        Err(ended.clone())
+    );
+    assert_eq!(f.engine.revoke(&p.id, "carol", "again", f.now), Err(ended));
+}
+
+#[test]
+fn active_permit_survives_a_restart_and_still_expires() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.reboot_host]
+        permit_ttl = "1m"
+        "#,
+        3,
+    );
+    let p = f.grant("h1", Action::RebootHost);
+    f.silence("h1");
+    let mut r = f.restarted();
+    r.warm_up();
+    // Silent and unknown to the new engine's heartbeats, but holding a permit.
+    let v = r.view("h1");
+    assert!(v.live && v.unhealthy, "{v:?}");
+    assert_eq!(
+        r.deny("h1", Action::RestartJob).reason,
+        DenyReason::HostBusy
+    );
+    let s = r.status();
+    assert_eq!(s.actions[Action::RebootHost.index()].active, 1);
+
+    r.advance(secs(30));
+    assert_eq!(
+        r.deny("h1", Action::RestartJob).reason,
+        DenyReason::Quarantined
+    );
+    assert_eq!(r.engine.permits().count(), 0);
+    assert!(r.engine.durable().quarantines.contains_key(&p.host));
+}
+
+// === Explain ===
+
+#[test]
+fn explain_lists_every_denying_rule_not_only_the_first() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 1
+        "#,
+        3,
+    );
+    f.grant("h2", Action::RestartJob);
+    f.engine
+        .pause(Scope::fleet(), "alice", "incident 4711", None, f.now);
+    f.engine
+        .quarantine(&host("h1"), "dave", "bad disk", f.now)
+        .unwrap();
+
+    let e = f.explain("h1", Action::RestartJob);
+    assert_eq!(e.host, host("h1"));
+    assert_eq!(e.action, Action::RestartJob);
+    assert!(!e.would_grant());
+    assert_eq!(
+        reasons(&e),
+        vec![
+            DenyReason::Paused,
+            DenyReason::Quarantined,
+            DenyReason::ConcurrencyCap
+        ]
+    );
+    // A request answers with the first only.
+    assert_eq!(f.deny("h1", Action::RestartJob).reason, DenyReason::Paused);
+    assert_eq!(
+        reasons(&f.explain("h3", Action::RestartJob)),
+        vec![DenyReason::Paused, DenyReason::ConcurrencyCap]
+    );
+    // An unknown host: that, and the fleet-wide rules.
+    assert_eq!(
+        reasons(&f.explain("ghost", Action::RestartJob)),
+        vec![DenyReason::UnknownHost, DenyReason::Paused]
+    );
+    assert_eq!(
+        reasons(&f.explain("h3", Action::RebootHost)),
+        vec![DenyReason::Paused]
+    );
+}
+
+#[test]
+fn explain_changes_nothing() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        cooldown = "0s"
+        host_budget = { max_attempts = 1, per = "1h" }
+        "#,
+        3,
+    );
+    let p = f.grant("h1", Action::RestartJob);
+    f.finish(&p, Outcome::Failed);
+    f.engine.take_events();
+    let before = f.engine.durable().clone();
+
+    for _ in 0..3 {
+        let e = f.explain("h1", Action::RestartJob);
+        assert_eq!(reasons(&e), vec![DenyReason::AttemptBudgetExhausted]);
+        assert!(f.explain("h2", Action::RestartJob).would_grant());
+    }
+    assert!(f.engine.take_events().is_empty(), "no quarantine, no grant");
+    assert_eq!(f.engine.durable(), &before);
+    assert_eq!(f.status().quarantined_hosts, 0);
+    // Asking for real does quarantine.
+    f.deny("h1", Action::RestartJob);
+    assert_eq!(f.status().quarantined_hosts, 1);
+}
+
+// === Durable state ===
+
+#[test]
+fn events_rebuild_the_same_durable_state() {
+    let mut f = Fleet::ready_with(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        failure_percent = 50
+        min_samples = 2
+        [breaker.domains.rack]
+        unhealthy_percent = 50
+        min_hosts = 2
+        [limits.restart_job]
+        max_in_flight = 10
+        permit_ttl = "1m"
+        cooldown = "0s"
+        host_budget = { max_attempts = 2, per = "1h" }
+        "#,
+        &[
+            ("a1", "rack=r1"),
+            ("a2", "rack=r1"),
+            ("b1", "rack=r2"),
+            ("b2", "rack=r2"),
+            ("b3", "rack=r2"),
+            ("c1", "rack=r3"),
+        ],
+    );
+    let mut log = f.engine.take_events();
+    // Grant, renew, succeed; grant, revoke.
+    let p = f.grant("a1", Action::RestartJob);
+    f.advance(secs(20));
+    f.engine.renew(&host("a1"), &held(&p), f.now).unwrap();
+    f.finish(&p, Outcome::Succeeded);
+    let p = f.grant("b1", Action::RestartJob);
+    f.engine
+        .revoke(&p.id, "carol", "wrong host", f.now)
+        .unwrap();
+    // Expiry and its quarantine; release.
+    f.grant("c1", Action::RestartJob);
+    f.silence("c1");
+    f.advance(mins(1));
+    f.engine
+        .unquarantine(&host("c1"), "dave", "it is back", f.now)
+        .unwrap();
+    // Two more failures open the fleet breaker; a reset closes it.
+    let pa = f.grant("a2", Action::RestartJob);
+    let pb = f.grant("b2", Action::RestartJob);
+    f.finish(&pa, Outcome::Failed);
+    f.finish(&pb, Outcome::Failed);
+    f.advance(secs(10));
+    f.engine.reset_breaker(None, "bob", "fixed", f.now).unwrap();
+    // A rack breaker.
+    f.set_problem("a1", true);
+    f.set_problem("a2", true);
+    assert_eq!(
+        f.deny("a1", Action::RestartJob).reason,
+        DenyReason::BreakerOpen
+    );
+    // Budget quarantine, manual and agent quarantines.
+    let p = f.grant("b2", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+    f.deny("b2", Action::RestartJob);
+    f.engine
+        .quarantine(&host("b3"), "dave", "fan noise", f.now)
+        .unwrap();
+    f.send("b1", |hb| hb.needs_human = Some("gave up".into()));
+    // Pauses: one expires, one is resumed, one stays.
+    f.engine.pause(
+        Scope::fleet(),
+        "alice",
+        "short",
+        Some(f.now + mins(1)),
+        f.now,
+    );
+    let p2 = f
+        .engine
+        .pause(Scope::fleet(), "alice", "resumed", None, f.now);
+    f.engine
+        .pause(Scope::fleet(), "alice", "stays", None, f.now);
+    f.advance(mins(2));
+    f.engine
+        .resume(ResumeTarget::Id(p2.id), "alice", "done", f.now)
+        .unwrap();
+
+    log.extend(f.engine.take_events());
+    assert!(
+        log.windows(2).all(|w| w[0].at() <= w[1].at()),
+        "events come oldest first"
+    );
+    let mut folded = DurableState::default();
+    for e in &log {
+        folded.apply(e);
+    }
+    assert_eq!(&folded, f.engine.durable());
+    let s = &folded;
+    assert_eq!((s.pauses.len(), s.quarantines.len()), (1, 3));
+    assert!(s.breakers.contains_key(&BreakerScope::Domain {
+        label: "rack".into(),
+        value: "r1".into()
+    }));
+}
+
+// === Denials: retry_after per rule ===
+
+/// `Some(wait)` where time alone clears the rule, `None` where a human must
+/// act (resume, release, reset).
+#[test]
+fn denials_carry_retry_after() {
+    fn table(e: &Explanation) -> Vec<(DenyReason, Option<Duration>)> {
+        e.denials
+            .iter()
+            .map(|d| (d.reason, d.retry_after))
+            .collect()
+    }
+
+    // Warm-up and the fleet floor.
+    let mut f = Fleet::new(
+        r#"
+        [fleet]
+        min_fleet_size = 2
+        "#,
+    );
+    f.join("h1", "");
+    assert_eq!(
+        table(&f.explain("h1", Action::RestartJob)),
+        vec![
+            (DenyReason::WarmingUp, Some(secs(30))),
+            (DenyReason::FleetTooSmall, Some(secs(10))),
+        ]
+    );
+
+    // Per-host, cap, rate, window and pause rules.
+    let mut f = Fleet::ready_with(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 1
+        permit_ttl = "10m"
+        cooldown = "5m"
+        host_budget = { max_attempts = 1, per = "24h" }
+        rate = { count = 2, per = "1h", burst = 1 }
+        [limits.reboot_host]
+        timezone = "UTC"
+        windows = [{ days = ["sat"], start = "00:00", end = "24:00" }]
+        "#,
+        &[
+            ("h1", ""),
+            ("h2", ""),
+            ("h3", ""),
+            ("h4", "rack=r4"),
+            ("h5", "rack=r5"),
+        ],
+    );
+    let p = f.grant("h1", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+    f.grant("h2", Action::RestartJob);
+    f.advance(mins(1));
+    let pause = |rack: &str| Scope {
+        selector: labels(rack),
+        action: None,
+    };
+    f.engine
+        .pause(pause("rack=r4"), "alice", "until resumed", None, f.now);
+    f.engine.pause(
+        pause("rack=r5"),
+        "alice",
+        "for 10m",
+        Some(f.now + mins(10)),
+        f.now,
+    );
+    f.engine
+        .quarantine(&host("h4"), "dave", "bad disk", f.now)
+        .unwrap();
+
+    assert_eq!(
+        table(&f.explain("h1", Action::RestartJob)),
+        vec![
+            (DenyReason::Cooldown, Some(mins(4))),
+            (DenyReason::AttemptBudgetExhausted, None),
+            (DenyReason::ConcurrencyCap, Some(secs(10))),
+            (DenyReason::RateLimited, Some(mins(29))),
+        ]
+    );
+    assert_eq!(
+        table(&f.explain("h2", Action::RestartJob))[0],
+        (DenyReason::HostBusy, Some(mins(9)))
+    );
+    // Tuesday 22:14:50 UTC to Saturday 00:00 UTC.
+    assert_eq!(
+        table(&f.explain("h3", Action::RebootHost)),
+        vec![(
+            DenyReason::OutsideWindow,
+            Some(at("2023-11-18T00:00:00Z").duration_since(f.now).unwrap())
+        )]
+    );
+    assert_eq!(
+        table(&f.explain("h4", Action::RebootHost))[..2],
+        [(DenyReason::Paused, None), (DenyReason::Quarantined, None)]
+    );
+    assert_eq!(
+        table(&f.explain("h5", Action::RebootHost))[0],
+        (DenyReason::Paused, Some(mins(10)))
+    );
+    assert_eq!(
+        table(&f.explain("ghost", Action::RestartJob)),
+        vec![(DenyReason::UnknownHost, Some(secs(10)))]
+    );
+
+    // Breakers: auto-close gives a time, "never" needs a reset.
+    for (close, expected) in [("15m", Some(mins(15))), ("never", None)] {
+        let mut f = Fleet::ready(
+            &format!(
+                r#"
+                [breaker]
+                unhealthy_percent = 30
+                auto_close_after = "{close}"
+                "#
+            ),
+            3,
+        );
+        f.set_problem("h1", true);
+        f.set_problem("h2", true);
+        assert_eq!(
+            table(&f.explain("h3", Action::RestartJob)),
+            vec![(DenyReason::BreakerOpen, expected)],
+            "auto_close_after = {close}"
+        );
+    }
+}
