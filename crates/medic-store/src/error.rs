@@ -1,0 +1,56 @@
+//! Store errors. Each says what is wrong and what an operator can do.
+
+use std::path::PathBuf;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the state directory.
+    #[error(
+        "state directory {dir} is locked by another coordinator (pid {holder}); \
+         two coordinators must never share state. Stop it, or use another state_dir"
+    )]
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// The pid written in the lock file (`unknown` if unreadable).
+        holder: String,
+    },
+    /// The file was written by a newer medic.
+    #[error(
+        "state file {path} has schema version {found}, newer than this build's {supported}; \
+         refusing to start (run the newer medic, or restore a backup)"
+    )]
+    NewerSchema {
+        /// The state file.
+        path: PathBuf,
+        /// Its schema version.
+        found: u32,
+        /// The newest this build knows.
+        supported: u32,
+    },
+    /// The file cannot be read as medic state.
+    #[error(
+        "state file {path} is corrupt ({detail}); refusing to start, because an empty state \
+         would refill budgets and forget quarantines and pauses. Restore it from a backup, or \
+         move it away deliberately to start with no history"
+    )]
+    Corrupt {
+        /// The state file.
+        path: PathBuf,
+        /// What was found wrong.
+        detail: String,
+    },
+    /// An I/O error on the state directory or file.
+    #[error("state directory {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The storage engine failed (disk full, I/O error during commit).
+    #[error("state store: {0}")]
+    Backend(String),
+}

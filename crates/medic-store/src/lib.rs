@@ -1,0 +1,207 @@
+//! medic's durable state.
+//!
+//! One append-only log holds everything the coordinator must not forget and
+//! everything the audit history shows: the engine's domain events
+//! ([`medic_policy::Event`]), sampled denials and config reloads. Recovery
+//! reads the latest snapshot of [`DurableState`] and replays the policy
+//! events logged after it, through the same [`DurableState::apply`] the
+//! engine uses, so a restarted coordinator sees exactly what the old one
+//! saw (I6).
+//!
+//! Writes are whole batches ([`Store::append`]): atomic and durable (fsync)
+//! before the call returns. A replicated backend implements the same trait
+//! with each batch as one transaction conditional on still being leader.
+#![forbid(unsafe_code)]
+
+mod error;
+mod redb_store;
+
+use std::time::Duration;
+
+use medic_policy::{Action, ConfigError, Denial, DurableState, Event, HostId, PermitState, Time};
+use serde::{Deserialize, Serialize};
+
+pub use error::StoreError;
+pub use redb_store::RedbStore;
+
+/// The schema version this build writes and reads. A file with a newer one
+/// stops start-up: this build cannot know what it would lose.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One thing worth remembering.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    /// A change of the engine's durable state.
+    Policy(Event),
+    /// `count` denials of `action` to `host` since the previous sample for
+    /// that host and reason; `denial` is the latest.
+    Denied {
+        /// The host denied.
+        host: HostId,
+        /// What it asked for.
+        action: Action,
+        /// The latest denial.
+        denial: Denial,
+        /// Denials this record stands for.
+        count: u64,
+    },
+    /// A configuration reload, applied exactly when `errors` is empty.
+    ConfigReloaded {
+        /// Who asked (`signal:SIGHUP`, an operator).
+        actor: String,
+        /// Why, or how.
+        reason: String,
+        /// Every error found; empty when it applied.
+        errors: Vec<ConfigError>,
+    },
+}
+
+/// How history filters group records (mirrors `medic.v1.EventKind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RecordKind {
+    /// A permit was granted.
+    Grant,
+    /// Sampled denials.
+    Deny,
+    /// A permit ended by outcome or expiry.
+    Outcome,
+    /// An operator revoked a permit.
+    Admin,
+    /// A breaker opened or closed.
+    Breaker,
+    /// A host was quarantined or released.
+    Quarantine,
+    /// A pause began or ended.
+    Pause,
+    /// A config reload.
+    Config,
+    /// A permit was renewed.
+    Renew,
+}
+
+impl Record {
+    /// The kind history filters see.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Record::Policy(e) => match e {
+                Event::PermitGranted { .. } => RecordKind::Grant,
+                Event::PermitRenewed { .. } => RecordKind::Renew,
+                Event::PermitEnded {
+                    state: PermitState::Revoked,
+                    ..
+                } => RecordKind::Admin,
+                Event::PermitEnded { .. } => RecordKind::Outcome,
+                Event::HostQuarantined(_) | Event::HostReleased { .. } => RecordKind::Quarantine,
+                Event::Paused(_) | Event::Resumed { .. } => RecordKind::Pause,
+                Event::BreakerOpened(_) | Event::BreakerClosed { .. } => RecordKind::Breaker,
+            },
+            Record::Denied { .. } => RecordKind::Deny,
+            Record::ConfigReloaded { .. } => RecordKind::Config,
+        }
+    }
+
+    /// The host the record is about, if one.
+    pub fn host(&self) -> Option<&HostId> {
+        match self {
+            Record::Policy(e) => e.host(),
+            Record::Denied { host, .. } => Some(host),
+            Record::ConfigReloaded { .. } => None,
+        }
+    }
+
+    /// The action the record is about, if one: grants, renewals (unknown
+    /// action: `None`), ends, denials, and pauses whose scope names one.
+    pub fn action(&self) -> Option<Action> {
+        match self {
+            Record::Policy(Event::PermitGranted { permit }) => Some(permit.action),
+            Record::Policy(Event::PermitEnded { action, .. }) => Some(*action),
+            Record::Policy(Event::Paused(p)) => p.scope.action,
+            Record::Policy(Event::Resumed { pause, .. }) => pause.scope.action,
+            Record::Denied { action, .. } => Some(*action),
+            _ => None,
+        }
+    }
+}
+
+/// A logged record with its id (strictly increasing, never reused) and time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the log, from 1.
+    pub id: u64,
+    /// When it happened.
+    pub at: Time,
+    /// What happened.
+    pub record: Record,
+}
+
+/// What [`Store::load`] recovers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The durable state: the latest snapshot with every later policy event
+    /// applied.
+    pub state: DurableState,
+    /// The id of the last entry in the log (0 for a new store).
+    pub last_id: u64,
+}
+
+/// A history query. Every set filter must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Entries at or after this time.
+    pub since: Option<Time>,
+    /// Entries before this time.
+    pub until: Option<Time>,
+    /// Entries about this host.
+    pub host: Option<HostId>,
+    /// Entries of these kinds; empty: every kind.
+    pub kinds: Vec<RecordKind>,
+    /// Entries about this action.
+    pub action: Option<Action>,
+    /// Paging cursor: continue after (or, newest first, before) this id.
+    pub cursor: Option<u64>,
+    /// Most entries per page (at least 1).
+    pub limit: usize,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+}
+
+/// One page of history.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HistoryPage {
+    /// Matching entries, in the query's order.
+    pub entries: Vec<Entry>,
+    /// Cursor for the next page; `None` when there is no more.
+    pub next_cursor: Option<u64>,
+}
+
+/// How much history to keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Entries older than this are removed.
+    pub max_age: Duration,
+    /// At most this many entries are kept (oldest removed first).
+    pub max_entries: u64,
+}
+
+/// Durable state behind one trait. Every method is blocking; call them from
+/// a blocking-friendly context (`tokio::task::spawn_blocking`).
+pub trait Store: Send + Sync + 'static {
+    /// Recovers the durable state. Fails, never resets, on a corrupt or
+    /// newer-schema store.
+    fn load(&self) -> Result<Loaded, StoreError>;
+
+    /// Appends records as one atomic, durable (fsynced) batch, and returns
+    /// the entries as stored (with their ids), in order.
+    fn append(&self, records: Vec<(Time, Record)>) -> Result<Vec<Entry>, StoreError>;
+
+    /// Records `state` as the durable state after entry `upto`: later loads
+    /// start from it and replay only policy events after `upto`.
+    fn snapshot(&self, state: &DurableState, upto: u64) -> Result<(), StoreError>;
+
+    /// Reads history.
+    fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError>;
+
+    /// Removes entries beyond `retention` at `now`, never an entry after the
+    /// latest snapshot (recovery needs those). Returns how many it removed.
+    fn compact(&self, retention: Retention, now: Time) -> Result<u64, StoreError>;
+}
