@@ -50,7 +50,17 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// The storage engine failed (disk full, I/O error during commit).
+    /// The storage engine failed (disk full, I/O error during commit), or a
+    /// record could not be encoded.
     #[error("state store: {0}")]
     Backend(String),
+    /// A snapshot that would make later loads lose events. A caller bug:
+    /// nothing was written.
+    #[error("snapshot after entry {upto} refused: {detail}")]
+    SnapshotRejected {
+        /// The entry the snapshot claimed to follow.
+        upto: u64,
+        /// Why it was refused.
+        detail: String,
+    },
 }

@@ -52,6 +52,7 @@ pub enum Record {
         /// Why, or how.
         reason: String,
         /// Every error found; empty when it applied.
+        #[serde(with = "config_errors")]
         errors: Vec<ConfigError>,
     },
 }
@@ -166,11 +167,16 @@ pub struct HistoryQuery {
 }
 
 /// One page of history.
+///
+/// A backend bounds the work of one call: when filters match rarely it may
+/// return fewer than `limit` entries (even none) with a `next_cursor`, so a
+/// caller pages on until `next_cursor` is `None`, never until a short page.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HistoryPage {
     /// Matching entries, in the query's order.
     pub entries: Vec<Entry>,
-    /// Cursor for the next page; `None` when there is no more.
+    /// Cursor for the next page (the id of the last entry examined); `None`
+    /// when there is no more.
     pub next_cursor: Option<u64>,
 }
 
@@ -195,7 +201,9 @@ pub trait Store: Send + Sync + 'static {
     fn append(&self, records: Vec<(Time, Record)>) -> Result<Vec<Entry>, StoreError>;
 
     /// Records `state` as the durable state after entry `upto`: later loads
-    /// start from it and replay only policy events after `upto`.
+    /// start from it and replay only policy events after `upto`. Refuses an
+    /// `upto` past the last entry, or before the latest snapshot's (entries
+    /// up to that one may already be compacted away).
     fn snapshot(&self, state: &DurableState, upto: u64) -> Result<(), StoreError>;
 
     /// Reads history.
@@ -203,5 +211,50 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes entries beyond `retention` at `now`, never an entry after the
     /// latest snapshot (recovery needs those). Returns how many it removed.
+    /// Removal takes the oldest entries first and stops at the first one
+    /// that is young enough and within `max_entries`, so the log stays one
+    /// contiguous run of ids.
     fn compact(&self, retention: Retention, now: Time) -> Result<u64, StoreError>;
+}
+
+/// `ConfigError` (from `medic-policy`, which has no serde on it) as a list of
+/// `{path, message}`.
+mod config_errors {
+    use medic_policy::ConfigError;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize)]
+    struct Out<'a> {
+        path: &'a str,
+        message: &'a str,
+    }
+
+    #[derive(Deserialize)]
+    struct In {
+        path: String,
+        message: String,
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        errors: &[ConfigError],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(errors.iter().map(|e| Out {
+            path: &e.path,
+            message: &e.message,
+        }))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<ConfigError>, D::Error> {
+        let errors = Vec::<In>::deserialize(d)?;
+        Ok(errors
+            .into_iter()
+            .map(|e| ConfigError {
+                path: e.path,
+                message: e.message,
+            })
+            .collect())
+    }
 }
