@@ -686,6 +686,31 @@ fn corrupt_file_stops_open_instead_of_resetting() {
     );
 }
 
+/// redb trusts a cleanly closed file; damage inside its pages (a bad disk,
+/// a stray write, a broken restore) must still stop start-up, not load as
+/// different state.
+#[test]
+fn damaged_pages_stop_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        for _ in 0..10 {
+            store
+                .append((0..50).map(|_| (t0(), config_reloaded())).collect())
+                .unwrap();
+        }
+    }
+    let path = dir.path().join("medic.redb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    // One byte in every page but the first (the file header).
+    for page in 1..bytes.len() / 4096 {
+        bytes[page * 4096 + 1000] ^= 0x55;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    assert_corrupt(RedbStore::open(dir.path()), "medic.redb");
+}
+
 #[test]
 fn redb_file_without_medic_meta_stops_open() {
     let dir = tempfile::tempdir().unwrap();
