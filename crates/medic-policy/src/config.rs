@@ -20,7 +20,7 @@ use crate::types::Action;
 // === Errors ===
 
 /// One problem in a config file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct ConfigError {
     /// The key path (`limits.reboot_host.max_in_flight_percent`); empty for
     /// problems of the whole file (a TOML syntax error).

@@ -1,0 +1,360 @@
+//! `coordinator.toml`: the server's own settings plus the policy sections of
+//! medic-policy, validated together so `check-config` and reloads report
+//! every error of the file at once, each with its key path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use std::collections::BTreeMap;
+
+use medic_policy::config::{
+    ConfigErrors, Errors, RawBreaker, RawFleet, RawIdempotency, RawLimits, parse_toml,
+};
+use medic_policy::{PolicyConfig, RawPolicy};
+use serde::Deserialize;
+
+/// The whole file, as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawCoordinator {
+    server: RawServer,
+    audit: RawAudit,
+    // The policy sections (see medic-policy's config module).
+    mode: Option<String>,
+    fleet: RawFleet,
+    breaker: RawBreaker,
+    limits: BTreeMap<String, RawLimits>,
+    idempotency: RawIdempotency,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawServer {
+    listen: Option<String>,
+    metrics_listen: Option<String>,
+    state_dir: Option<String>,
+    shutdown_grace: Option<String>,
+    tick_interval: Option<String>,
+    admission: RawAdmission,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAdmission {
+    per_second: Option<i64>,
+    burst: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAudit {
+    retention: Option<String>,
+    max_entries: Option<i64>,
+    denial_sample_interval: Option<String>,
+    snapshot_every: Option<i64>,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CoordinatorConfig {
+    /// Server settings.
+    pub server: ServerConfig,
+    /// Audit history settings.
+    pub audit: AuditConfig,
+    /// The rules' limits.
+    pub policy: PolicyConfig,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    /// gRPC address (agents and operators). Default `127.0.0.1:7470`.
+    pub listen: SocketAddr,
+    /// Prometheus metrics and `/healthz`. Default `127.0.0.1:7471`.
+    pub metrics_listen: SocketAddr,
+    /// Where the durable state lives. Default `/var/lib/medic`.
+    pub state_dir: PathBuf,
+    /// How long SIGTERM waits for in-flight calls. Default 10s.
+    pub shutdown_grace: Duration,
+    /// How often expiries and breakers are evaluated. Default 1s.
+    pub tick_interval: Duration,
+    /// Per-caller admission control.
+    pub admission: Admission,
+}
+
+/// Per-caller rate limit: one broken agent cannot starve the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Sustained calls per second per caller. Default 20.
+    pub per_second: u32,
+    /// Calls a caller may make at once above that. Default 40.
+    pub burst: u32,
+}
+
+/// `[audit]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// History older than this is removed. Default 30 days.
+    pub retention: Duration,
+    /// At most this many history entries are kept. Default 1,000,000.
+    pub max_entries: u64,
+    /// Denials are sampled: the first per host and reason per interval is
+    /// recorded (with a count of the ones it stands for). Default 1m.
+    pub denial_sample_interval: Duration,
+    /// A snapshot of the durable state every this many log entries, so
+    /// start-up replays at most that many. Default 10,000.
+    pub snapshot_every: u64,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        match CoordinatorConfig::from_toml("") {
+            Ok(c) => c,
+            // Pinned by the test `embedded_defaults_are_valid`.
+            Err(e) => panic!("embedded coordinator defaults are invalid: {e}"),
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// Reads and validates a whole `coordinator.toml`.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
+        let mut errs = Errors::default();
+        let Some(raw) = parse_toml::<RawCoordinator>(text, &mut errs) else {
+            return Err(ConfigErrors(errs_into_vec(errs)));
+        };
+        let policy = RawPolicy {
+            mode: raw.mode.clone(),
+            fleet: raw.fleet.clone(),
+            breaker: raw.breaker.clone(),
+            limits: raw.limits.clone(),
+            idempotency: raw.idempotency.clone(),
+        }
+        .validate_into(&mut errs, "");
+        let server = raw.server.validate(&mut errs);
+        let audit = raw.audit.validate(&mut errs);
+        errs.finish(Self {
+            server,
+            audit,
+            policy,
+        })
+    }
+
+    /// Reads and validates a file. I/O errors are reported like config
+    /// errors, naming the file.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![medic_policy::ConfigError {
+                path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// The errors a reload to `new` would have beyond validation: settings
+    /// that only a restart can change.
+    pub fn reload_errors(&self, new: &CoordinatorConfig) -> Vec<medic_policy::ConfigError> {
+        let mut out = Vec::new();
+        let mut fixed = |path: &str, old: String, new: String| {
+            if old != new {
+                out.push(medic_policy::ConfigError {
+                    path: path.to_owned(),
+                    message: format!(
+                        "cannot change on reload (running with {old}, file says {new}); restart the coordinator"
+                    ),
+                });
+            }
+        };
+        fixed(
+            "server.listen",
+            self.server.listen.to_string(),
+            new.server.listen.to_string(),
+        );
+        fixed(
+            "server.metrics_listen",
+            self.server.metrics_listen.to_string(),
+            new.server.metrics_listen.to_string(),
+        );
+        fixed(
+            "server.state_dir",
+            self.server.state_dir.display().to_string(),
+            new.server.state_dir.display().to_string(),
+        );
+        out
+    }
+
+    /// A one-line summary for `check-config` and logs.
+    pub fn summary(&self) -> String {
+        let p = &self.policy;
+        let caps: Vec<String> = medic_policy::Action::ALL
+            .iter()
+            .map(|&a| {
+                let l = p.limits(a);
+                format!(
+                    "{a} max {}{} rate {}/{}+{}",
+                    l.max_in_flight,
+                    l.max_in_flight_percent
+                        .map(|x| format!(" ({x}%)"))
+                        .unwrap_or_default(),
+                    l.rate.count,
+                    humantime::format_duration(l.rate.per),
+                    l.rate.burst
+                )
+            })
+            .collect();
+        format!(
+            "mode {}, listen {}, metrics {}, state {}, {}",
+            if p.dry_run { "dry-run" } else { "enforce" },
+            self.server.listen,
+            self.server.metrics_listen,
+            self.server.state_dir.display(),
+            caps.join(", ")
+        )
+    }
+}
+
+fn errs_into_vec(errs: Errors) -> Vec<medic_policy::ConfigError> {
+    match errs.finish(()) {
+        Ok(()) => Vec::new(),
+        Err(e) => e.0,
+    }
+}
+
+fn addr(errs: &mut Errors, path: &str, raw: Option<&str>, default: &str) -> SocketAddr {
+    let text = raw.unwrap_or(default);
+    match text.parse::<SocketAddr>() {
+        Ok(a) => {
+            // Until TLS is configurable, plaintext gRPC stays on loopback:
+            // a remediation API is a fleet-wide reboot button.
+            if !a.ip().is_loopback() {
+                errs.push(
+                    path,
+                    format!(
+                        "{text} is not a loopback address; without TLS the coordinator only \
+                         listens on loopback (127.0.0.1 or [::1])"
+                    ),
+                );
+            }
+            a
+        }
+        Err(e) => {
+            errs.push(
+                path,
+                format!("invalid address {text:?} ({e}); use IP:PORT, for example 127.0.0.1:7470"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    }
+}
+
+fn positive(errs: &mut Errors, path: &str, raw: Option<i64>, default: u32) -> u32 {
+    match raw {
+        None => default,
+        Some(v) => match u32::try_from(v) {
+            Ok(v) if v >= 1 => v,
+            _ => {
+                errs.push(path, format!("must be an integer of at least 1, got {v}"));
+                default
+            }
+        },
+    }
+}
+
+impl RawServer {
+    fn validate(&self, errs: &mut Errors) -> ServerConfig {
+        let listen = addr(
+            errs,
+            "server.listen",
+            self.listen.as_deref(),
+            "127.0.0.1:7470",
+        );
+        let metrics_listen = addr(
+            errs,
+            "server.metrics_listen",
+            self.metrics_listen.as_deref(),
+            "127.0.0.1:7471",
+        );
+        if listen == metrics_listen && listen.port() != 0 {
+            errs.push(
+                "server.metrics_listen",
+                format!("must differ from server.listen ({listen})"),
+            );
+        }
+        let state_dir = match self.state_dir.as_deref() {
+            None => PathBuf::from("/var/lib/medic"),
+            Some("") => {
+                errs.push("server.state_dir", "must not be empty");
+                PathBuf::new()
+            }
+            Some(s) => PathBuf::from(s),
+        };
+        let shutdown_grace = errs.duration(
+            "server.shutdown_grace",
+            self.shutdown_grace.as_deref(),
+            Duration::from_secs(10),
+        );
+        let tick_interval = errs.positive_duration(
+            "server.tick_interval",
+            self.tick_interval.as_deref(),
+            Duration::from_secs(1),
+        );
+        if tick_interval > Duration::from_secs(10) {
+            errs.push(
+                "server.tick_interval",
+                "must be at most 10s: expiries and breakers are evaluated on it",
+            );
+        }
+        let admission = Admission {
+            per_second: positive(
+                errs,
+                "server.admission.per_second",
+                self.admission.per_second,
+                20,
+            ),
+            burst: positive(errs, "server.admission.burst", self.admission.burst, 40),
+        };
+        ServerConfig {
+            listen,
+            metrics_listen,
+            state_dir,
+            shutdown_grace,
+            tick_interval,
+            admission,
+        }
+    }
+}
+
+impl RawAudit {
+    fn validate(&self, errs: &mut Errors) -> AuditConfig {
+        let retention = errs.positive_duration(
+            "audit.retention",
+            self.retention.as_deref(),
+            Duration::from_secs(30 * 24 * 3600),
+        );
+        let max_entries = u64::from(positive(
+            errs,
+            "audit.max_entries",
+            self.max_entries,
+            1_000_000,
+        ));
+        let denial_sample_interval = errs.positive_duration(
+            "audit.denial_sample_interval",
+            self.denial_sample_interval.as_deref(),
+            Duration::from_secs(60),
+        );
+        let snapshot_every = u64::from(positive(
+            errs,
+            "audit.snapshot_every",
+            self.snapshot_every,
+            10_000,
+        ));
+        AuditConfig {
+            retention,
+            max_entries,
+            denial_sample_interval,
+            snapshot_every,
+        }
+    }
+}

@@ -1,0 +1,650 @@
+//! The coordinator's heart: the engine behind a lock, and the committer that
+//! makes its events durable before anyone is told about them.
+//!
+//! Every mutating call runs the engine under the lock and, still under the
+//! lock, queues the events it produced to the committer, so the log's order
+//! is the engine's order. The committer appends queued records in batches
+//! (one fsync for many concurrent calls) and only then releases the
+//! replies (I6). If a commit fails, the in-memory engine is ahead of the
+//! durable state: the coordinator stops serving at once and exits, and the
+//! durable state is the truth at the next start.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use medic_policy::{Action, Denial, DenyReason, Engine, Event, HostId, Time};
+use medic_proto::pb::v1 as pb;
+use medic_store::{Entry, Record, Retention, Store, StoreError};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::clock::Clock;
+use crate::config::CoordinatorConfig;
+use crate::metrics::{Metrics, ResultLabel};
+
+/// Why a call could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The store failed; the coordinator is stopping.
+    #[error("the coordinator cannot make decisions durable ({0}); it is stopping")]
+    Store(String),
+}
+
+enum Job {
+    Append {
+        records: Vec<(Time, Record)>,
+        done: Option<oneshot::Sender<Result<(), CoreError>>>,
+    },
+    Snapshot {
+        state: Box<medic_policy::DurableState>,
+    },
+    /// Commit what is queued, then stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// State shared by every handler.
+#[derive(Debug)]
+pub struct Core<S: Store> {
+    engine: Mutex<Engine>,
+    store: Arc<S>,
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Audit events as they become durable, for `WatchEvents`.
+    pub events: broadcast::Sender<pb::Event>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    config: Mutex<Arc<CoordinatorConfig>>,
+    config_path: Option<PathBuf>,
+    config_loaded_at: Mutex<SystemTime>,
+    denials: Mutex<DenialSampler>,
+    started_at: SystemTime,
+    clock: Arc<dyn Clock>,
+    /// Set when the store failed: handlers refuse, the server stops.
+    pub fatal: watch::Sender<Option<String>>,
+    /// Set when the server starts draining: long-lived streams end.
+    pub draining: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Append { records, .. } => write!(f, "Append({} records)", records.len()),
+            Job::Snapshot { .. } => f.write_str("Snapshot"),
+            Job::Close(_) => f.write_str("Close"),
+        }
+    }
+}
+
+impl<S: Store> Core<S> {
+    /// Loads the durable state from `store` and starts the committer task.
+    /// Warm-up begins now.
+    pub async fn start(
+        config: CoordinatorConfig,
+        config_path: Option<PathBuf>,
+        store: S,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let store = Arc::new(store);
+        let loaded = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.load())
+                .await
+                .map_err(|e| StoreError::Backend(format!("loading task failed: {e}")))??
+        };
+        let now = clock.now();
+        let engine = Engine::restore(config.policy.clone(), loaded.state, now);
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(4096);
+        let (fatal, _) = watch::channel(None);
+        let (draining, _) = watch::channel(false);
+        let core = Arc::new(Self {
+            engine: Mutex::new(engine),
+            store: store.clone(),
+            jobs,
+            events,
+            metrics,
+            denials: Mutex::new(DenialSampler::new(config.audit.denial_sample_interval)),
+            config: Mutex::new(Arc::new(config)),
+            config_path,
+            config_loaded_at: Mutex::new(now),
+            started_at: now,
+            clock,
+            fatal,
+            draining,
+        });
+        tokio::spawn(committer(core.clone(), rx, loaded.last_id));
+        Ok(core)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<CoordinatorConfig> {
+        lock(&self.config).clone()
+    }
+
+    /// The coordinator's clock.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// When this process started.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// When the configuration in force was loaded.
+    pub fn config_loaded_at(&self) -> SystemTime {
+        *lock(&self.config_loaded_at)
+    }
+
+    /// The store, for reads (history).
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// Runs `f` on the engine; queues the events it produced (in order,
+    /// under the lock) and waits until they are durable before returning.
+    pub async fn apply<T>(&self, f: impl FnOnce(&mut Engine, Time) -> T) -> Result<T, CoreError> {
+        self.check_fatal()?;
+        let (value, wait) = {
+            let mut engine = lock(&self.engine);
+            let value = f(&mut engine, self.clock.now());
+            let events = engine.take_events();
+            let wait = if events.is_empty() {
+                None
+            } else {
+                Some(self.queue(events, true))
+            };
+            (value, wait)
+        };
+        if let Some(rx) = wait.flatten() {
+            match rx.await {
+                Ok(r) => r?,
+                Err(_) => return Err(CoreError::Store("committer stopped".to_owned())),
+            }
+        }
+        Ok(value)
+    }
+
+    /// Reads the engine (and lets time pass in it): events that time
+    /// passing produced are queued but not waited for.
+    pub fn read<T>(&self, f: impl FnOnce(&mut Engine, Time) -> T) -> Result<T, CoreError> {
+        self.check_fatal()?;
+        let mut engine = lock(&self.engine);
+        let value = f(&mut engine, self.clock.now());
+        let events = engine.take_events();
+        if !events.is_empty() {
+            self.queue(events, false);
+        }
+        Ok(value)
+    }
+
+    fn check_fatal(&self) -> Result<(), CoreError> {
+        match &*self.fatal.borrow() {
+            Some(why) => Err(CoreError::Store(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn queue(
+        &self,
+        events: Vec<Event>,
+        wait: bool,
+    ) -> Option<oneshot::Receiver<Result<(), CoreError>>> {
+        for e in &events {
+            if matches!(
+                e,
+                Event::PermitEnded {
+                    state: medic_policy::PermitState::Expired,
+                    ..
+                }
+            ) {
+                self.metrics.permits_expired.inc();
+            }
+        }
+        let records = events
+            .into_iter()
+            .map(|e| (e.at(), Record::Policy(e)))
+            .collect();
+        self.submit(records, wait)
+    }
+
+    fn submit(
+        &self,
+        records: Vec<(Time, Record)>,
+        wait: bool,
+    ) -> Option<oneshot::Receiver<Result<(), CoreError>>> {
+        let (tx, rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        // The committer lives as long as the core; if it is gone the
+        // receiver reports it.
+        let _ = self.jobs.send(Job::Append { records, done: tx });
+        rx
+    }
+
+    /// Counts a denial and, if it is the first for this host and reason in
+    /// the sampling interval, records it in the audit history.
+    pub fn sample_denial(&self, host: &HostId, action: Action, denial: &Denial) {
+        let now = self.clock.now();
+        let sample = lock(&self.denials).observe(host, action, denial, now);
+        if let Some(count) = sample {
+            self.metrics.denials_sampled.inc();
+            self.submit(
+                vec![(
+                    now,
+                    Record::Denied {
+                        host: host.clone(),
+                        action,
+                        denial: denial.clone(),
+                        count,
+                    },
+                )],
+                false,
+            );
+        }
+    }
+
+    /// Records a reload attempt in the audit history (durably).
+    async fn audit_reload(
+        &self,
+        actor: &str,
+        reason: &str,
+        errors: Vec<medic_policy::ConfigError>,
+    ) -> Result<(), CoreError> {
+        let rx = self.submit(
+            vec![(
+                self.clock.now(),
+                Record::ConfigReloaded {
+                    actor: actor.to_owned(),
+                    reason: reason.to_owned(),
+                    errors,
+                },
+            )],
+            true,
+        );
+        if let Some(rx) = rx {
+            rx.await
+                .map_err(|_| CoreError::Store("committer stopped".to_owned()))??;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the config file and applies it all-or-nothing (I10). SIGHUP
+    /// and `Admin.ReloadConfig` both come here. Returns every error; the
+    /// running config stays in force when there is any.
+    pub async fn reload(
+        &self,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Result<Arc<CoordinatorConfig>, Vec<medic_policy::ConfigError>>, CoreError> {
+        let result = match &self.config_path {
+            None => Err(vec![medic_policy::ConfigError {
+                path: String::new(),
+                message: "the coordinator was started without a config file; nothing to reload"
+                    .to_owned(),
+            }]),
+            Some(path) => match CoordinatorConfig::load(path) {
+                Err(e) => Err(e.0),
+                Ok(new) => {
+                    let fixed = self.config().reload_errors(&new);
+                    if fixed.is_empty() {
+                        Ok(new)
+                    } else {
+                        Err(fixed)
+                    }
+                }
+            },
+        };
+        match result {
+            Ok(new) => {
+                let new = Arc::new(new);
+                self.apply(|engine, now| engine.set_config(new.policy.clone(), now))
+                    .await?;
+                lock(&self.denials).interval = new.audit.denial_sample_interval;
+                *lock(&self.config) = new.clone();
+                *lock(&self.config_loaded_at) = self.clock.now();
+                self.metrics
+                    .config_reloads
+                    .get_or_create(&ResultLabel {
+                        result: "ok".to_owned(),
+                    })
+                    .inc();
+                self.metrics.dry_run.set(i64::from(new.policy.dry_run));
+                tracing::info!(%actor, %reason, summary = %new.summary(), "configuration reloaded");
+                self.audit_reload(actor, reason, Vec::new()).await?;
+                Ok(Ok(new))
+            }
+            Err(errors) => {
+                self.metrics
+                    .config_reloads
+                    .get_or_create(&ResultLabel {
+                        result: "error".to_owned(),
+                    })
+                    .inc();
+                for e in &errors {
+                    tracing::error!(%actor, error = %e, "configuration reload rejected; the running configuration stays in force");
+                }
+                self.audit_reload(actor, reason, errors.clone()).await?;
+                Ok(Err(errors))
+            }
+        }
+    }
+
+    /// Periodic work: expiries, breakers, pauses (through the engine's
+    /// tick), metrics, denial sampler upkeep.
+    pub async fn tick(&self) -> Result<(), CoreError> {
+        let status = self
+            .apply(|engine, now| {
+                engine.tick(now);
+                engine.status(now)
+            })
+            .await?;
+        self.metrics.set_status(&status);
+        lock(&self.denials).prune(self.clock.now());
+        Ok(())
+    }
+
+    /// Queues a snapshot of the durable state, taken under the lock so it
+    /// matches exactly the events queued before it.
+    pub fn snapshot(&self) {
+        let engine = lock(&self.engine);
+        let state = Box::new(engine.durable().clone());
+        let _ = self.jobs.send(Job::Snapshot { state });
+    }
+
+    /// Makes everything queued durable and stops the committer; later calls
+    /// fail. The store closes when the last reference to the core goes.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.fatal
+            .send_replace(Some("the coordinator is shutting down".to_owned()));
+        if self.jobs.send(Job::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Removes history beyond the retention (on a blocking thread).
+    pub async fn compact(&self) -> Result<u64, StoreError> {
+        let audit = self.config().audit.clone();
+        let store = self.store.clone();
+        let now = self.clock.now();
+        let removed = tokio::task::spawn_blocking(move || {
+            store.compact(
+                Retention {
+                    max_age: audit.retention,
+                    max_entries: audit.max_entries,
+                },
+                now,
+            )
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("compaction task failed: {e}")))??;
+        self.metrics.audit_compacted.inc_by(removed);
+        Ok(removed)
+    }
+}
+
+/// Locks a mutex, recovering from poisoning: a panicking handler must not
+/// take the whole coordinator down with it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Appends queued records in batches, releases the waiting replies, and
+/// feeds watchers. Stops the coordinator on the first failure.
+async fn committer<S: Store>(
+    core: Arc<Core<S>>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    mut last_id: u64,
+) {
+    const MAX_BATCH: usize = 1024;
+    let mut since_snapshot = 0u64;
+    let mut crash = CrashPoint::from_env();
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        // Appends up to the first snapshot job go in one batch; a snapshot
+        // is written after the batch before it.
+        let mut pending = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Close(done) => {
+                    let _ = flush(
+                        &core,
+                        &mut pending,
+                        &mut last_id,
+                        &mut since_snapshot,
+                        &mut crash,
+                    )
+                    .await;
+                    let _ = done.send(());
+                    return;
+                }
+                Job::Append { records, done } => pending.push((records, done)),
+                Job::Snapshot { state } => {
+                    if !flush(
+                        &core,
+                        &mut pending,
+                        &mut last_id,
+                        &mut since_snapshot,
+                        &mut crash,
+                    )
+                    .await
+                    {
+                        return;
+                    }
+                    let store = core.store.clone();
+                    let upto = last_id;
+                    let r = tokio::task::spawn_blocking(move || store.snapshot(&state, upto)).await;
+                    match r {
+                        Ok(Ok(())) => since_snapshot = 0,
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "snapshot failed; start-up will replay more of the log")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
+                    }
+                }
+            }
+        }
+        if !flush(
+            &core,
+            &mut pending,
+            &mut last_id,
+            &mut since_snapshot,
+            &mut crash,
+        )
+        .await
+        {
+            return;
+        }
+        if since_snapshot >= core.config().audit.snapshot_every {
+            since_snapshot = 0;
+            core.snapshot();
+        }
+    }
+}
+
+type Pending = Vec<(
+    Vec<(Time, Record)>,
+    Option<oneshot::Sender<Result<(), CoreError>>>,
+)>;
+
+/// Appends `pending` as one batch. Returns false if the store failed (the
+/// coordinator is then stopping).
+async fn flush<S: Store>(
+    core: &Arc<Core<S>>,
+    pending: &mut Pending,
+    last_id: &mut u64,
+    since_snapshot: &mut u64,
+    crash: &mut CrashPoint,
+) -> bool {
+    if pending.is_empty() {
+        return true;
+    }
+    let batch: Pending = std::mem::take(pending);
+    let records: Vec<(Time, Record)> = batch.iter().flat_map(|(r, _)| r.iter().cloned()).collect();
+    let n = records.len();
+    let store = core.store.clone();
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(move || store.append(records))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Backend(format!("commit task failed: {e}"))));
+    core.metrics
+        .store_commit_duration
+        .observe(started.elapsed().as_secs_f64());
+    core.metrics.store_commit_records.observe(n as f64);
+    match result {
+        Ok(entries) => {
+            crash.after_commit();
+            if let Some(last) = entries.last() {
+                *last_id = last.id;
+            }
+            *since_snapshot += n as u64;
+            for (_, done) in batch {
+                if let Some(done) = done {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            for entry in entries {
+                let _ = core.events.send(to_wire(entry));
+            }
+            true
+        }
+        Err(e) => {
+            let why = e.to_string();
+            tracing::error!(error = %why, "store commit failed; the coordinator stops (the durable state is the truth at the next start)");
+            core.fatal.send_replace(Some(why.clone()));
+            for (_, done) in batch {
+                if let Some(done) = done {
+                    let _ = done.send(Err(CoreError::Store(why.clone())));
+                }
+            }
+            false
+        }
+    }
+}
+
+/// Fault injection for crash tests: with `MEDIC_CRASH_AFTER_COMMITS=N` in
+/// the environment, the process aborts right after its N-th durable commit
+/// and before any reply of that batch is released, the worst moment for
+/// I6 and I7. Unset (always, in production), it does nothing.
+#[derive(Debug)]
+struct CrashPoint(Option<u64>);
+
+impl CrashPoint {
+    fn from_env() -> Self {
+        let n = std::env::var("MEDIC_CRASH_AFTER_COMMITS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(n) = n {
+            tracing::warn!(
+                commits = n,
+                "fault injection armed: aborting after commit {n}"
+            );
+        }
+        Self(n)
+    }
+
+    fn after_commit(&mut self) {
+        if let Some(n) = &mut self.0 {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                std::process::abort();
+            }
+        }
+    }
+}
+
+/// A stored entry as the wire's audit event.
+pub fn to_wire(entry: Entry) -> pb::Event {
+    match entry.record {
+        Record::Policy(e) => pb::Event::from_policy(entry.id, e),
+        Record::Denied {
+            host,
+            action,
+            denial,
+            count,
+        } => pb::Event::denied(entry.id, entry.at, &host, action, denial, count),
+        Record::ConfigReloaded {
+            actor,
+            reason,
+            errors,
+        } => pb::Event::config_reloaded(
+            entry.id,
+            entry.at,
+            actor,
+            reason,
+            errors
+                .into_iter()
+                .map(|e| pb::ConfigError {
+                    key: e.path,
+                    message: e.message,
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Samples denials: the first per host and reason per interval is recorded,
+/// carrying the count of the ones suppressed since the last record.
+#[derive(Debug)]
+struct DenialSampler {
+    interval: Duration,
+    seen: HashMap<(HostId, DenyReason), (SystemTime, u64)>,
+}
+
+impl DenialSampler {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Returns `Some(count)` when this denial must be recorded, standing for
+    /// `count` denials (itself and the ones suppressed before it).
+    fn observe(
+        &mut self,
+        host: &HostId,
+        _action: Action,
+        denial: &Denial,
+        now: SystemTime,
+    ) -> Option<u64> {
+        let key = (host.clone(), denial.reason);
+        match self.seen.get_mut(&key) {
+            Some((last, suppressed))
+                if now.duration_since(*last).is_ok_and(|d| d < self.interval) || now < *last =>
+            {
+                *suppressed += 1;
+                None
+            }
+            Some((last, suppressed)) => {
+                let count = *suppressed + 1;
+                *last = now;
+                *suppressed = 0;
+                Some(count)
+            }
+            None => {
+                self.seen.insert(key, (now, 0));
+                Some(1)
+            }
+        }
+    }
+
+    /// Forgets hosts quiet for two intervals with nothing suppressed.
+    fn prune(&mut self, now: SystemTime) {
+        let keep = self.interval * 2;
+        self.seen.retain(|_, (last, suppressed)| {
+            *suppressed > 0 || now.duration_since(*last).map_or(true, |d| d < keep)
+        });
+    }
+}

@@ -1,0 +1,19 @@
+//! medic's coordinator: serves `medic.v1.Remediation` to agents and
+//! `medic.v1.Admin` to operators, decides with `medic-policy`, and keeps
+//! every decision durable in `medic-store` before answering.
+//!
+//! The binary (`main.rs`) only parses flags, loads the config, binds the
+//! listeners and calls [`run`]; tests call [`run`] in-process on port 0.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod config;
+pub mod core;
+pub mod metrics;
+pub mod server;
+pub mod service;
+pub mod signal;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::CoordinatorConfig;
+pub use server::{Control, Listeners, RunError, run};

@@ -1,0 +1,148 @@
+//! `medic-coordinator`: flags, config, listeners, then `run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::sync::Arc;
+
+use medic_coordinator::{CoordinatorConfig, Listeners, RunError, SystemClock, run, signal};
+use medic_store::RedbStore;
+
+const EXIT_USAGE: u8 = 64;
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "medic-coordinator",
+    version,
+    about = "Grants remediation permits to medic agents inside fleet-wide limits"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve agents and operators.
+    Run {
+        /// The config file (coordinator.toml). Without it, the embedded
+        /// defaults apply (and SIGHUP has nothing to re-read).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Log format: text (default) or json.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Validate a config file: print every error with its key path (exit
+    /// 78), or a one-line summary (exit 0).
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::CheckConfig { file } => match CoordinatorConfig::load(&file) {
+            Ok(c) => {
+                println!("{}: ok: {}", file.display(), c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{}: {e}", file.display());
+                }
+                eprintln!("{}: {} error(s)", file.display(), errors.0.len());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config, log_format } => {
+            init_logging(log_format);
+            let cfg = match &config {
+                None => CoordinatorConfig::default(),
+                Some(path) => match CoordinatorConfig::load(path) {
+                    Ok(c) => c,
+                    Err(errors) => {
+                        for e in &errors.0 {
+                            tracing::error!("{}: {e}", path.display());
+                        }
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                },
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(cfg, config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(cfg: CoordinatorConfig, path: Option<PathBuf>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let store = RedbStore::open(&cfg.server.state_dir).map_err(RunError::from)?;
+    let grpc = tokio::net::TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on server.listen {}", cfg.server.listen))?;
+    let metrics = tokio::net::TcpListener::bind(cfg.server.metrics_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on server.metrics_listen {}",
+                cfg.server.metrics_listen
+            )
+        })?;
+    let control = signal::listen().context("cannot install signal handlers")?;
+    run(
+        cfg,
+        path,
+        store,
+        Listeners { grpc, metrics },
+        control,
+        Arc::new(SystemClock),
+    )
+    .await?;
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}

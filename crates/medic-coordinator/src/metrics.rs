@@ -1,0 +1,301 @@
+//! Prometheus metrics, named `medic_*` with units in the names.
+
+use std::sync::atomic::AtomicU64;
+
+use medic_policy::{Action, Status};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels: an action.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    /// `restart_job` or `reboot_host`.
+    pub action: String,
+}
+
+/// Labels: an action and a decision outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `restart_job` or `reboot_host`.
+    pub action: String,
+    /// `granted`, `replayed`, or the denial reason (`breaker_open`, ...).
+    pub outcome: String,
+}
+
+/// Labels: an RPC method.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    /// `Heartbeat`, `RequestPermit`, `Admin/Pause`, ...
+    pub method: String,
+}
+
+/// Labels: a result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+/// Every metric the coordinator exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Decisions by action and outcome.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Active permits per action.
+    pub permits_active: Family<ActionLabel, Gauge>,
+    /// Effective cap per action.
+    pub permits_cap: Family<ActionLabel, Gauge>,
+    /// Grants left in the current rate window per action.
+    pub rate_budget_remaining: Family<ActionLabel, Gauge>,
+    /// 1 while the fleet-wide breaker is open.
+    pub breaker_fleet_open: Gauge,
+    /// Open breakers, fleet and domains.
+    pub breakers_open: Gauge,
+    /// Pauses in force.
+    pub pauses_active: Gauge,
+    /// Live hosts.
+    pub hosts_live: Gauge,
+    /// Unhealthy hosts.
+    pub hosts_unhealthy: Gauge,
+    /// Quarantined hosts.
+    pub hosts_quarantined: Gauge,
+    /// Known hosts.
+    pub hosts_known: Gauge,
+    /// 1 while warming up.
+    pub warming_up: Gauge,
+    /// 1 in dry-run mode.
+    pub dry_run: Gauge,
+    /// RPC latency by method.
+    pub rpc_duration: Family<MethodLabel, Histogram>,
+    /// Store commit latency (append + fsync), per batch.
+    pub store_commit_duration: Histogram,
+    /// Records per store commit.
+    pub store_commit_records: Histogram,
+    /// Reloads by result.
+    pub config_reloads: Family<ResultLabel, Counter>,
+    /// Calls refused by per-caller admission control.
+    pub admission_rejected: Counter,
+    /// Denial records written to the audit history (each sampling many).
+    pub denials_sampled: Counter,
+    /// Permits that expired without an outcome.
+    pub permits_expired: Counter,
+    /// Store entries removed by retention.
+    pub audit_compacted: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("medic");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Permit decisions by action and outcome (granted, replayed, or the denial reason)",
+            decisions.clone(),
+        );
+        let permits_active = Family::<ActionLabel, Gauge>::default();
+        registry.register(
+            "permits_active",
+            "Active permits by action",
+            permits_active.clone(),
+        );
+        let permits_cap = Family::<ActionLabel, Gauge>::default();
+        registry.register(
+            "permits_cap",
+            "Effective concurrency cap by action: min(max_in_flight, percent of live fleet)",
+            permits_cap.clone(),
+        );
+        let rate_budget_remaining = Family::<ActionLabel, Gauge>::default();
+        registry.register(
+            "rate_budget_remaining",
+            "Grants left in the current rate window (count + burst minus grants in the window)",
+            rate_budget_remaining.clone(),
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let breaker_fleet_open = gauge(
+            &mut registry,
+            "breaker_fleet_open",
+            "1 while the fleet-wide circuit breaker is open (no grants anywhere)",
+        );
+        let breakers_open = gauge(
+            &mut registry,
+            "breakers_open",
+            "Open circuit breakers, fleet-wide and per failure domain",
+        );
+        let pauses_active = gauge(&mut registry, "pauses_active", "Pauses in force");
+        let hosts_live = gauge(&mut registry, "hosts_live", "Live hosts");
+        let hosts_unhealthy = gauge(
+            &mut registry,
+            "hosts_unhealthy",
+            "Live hosts reporting a problem or holding a permit",
+        );
+        let hosts_quarantined = gauge(&mut registry, "hosts_quarantined", "Quarantined hosts");
+        let hosts_known = gauge(
+            &mut registry,
+            "hosts_known",
+            "Hosts known to the coordinator",
+        );
+        let warming_up = gauge(
+            &mut registry,
+            "warming_up",
+            "1 while the coordinator is warming up after start (no grants)",
+        );
+        let dry_run = gauge(
+            &mut registry,
+            "dry_run",
+            "1 when the coordinator runs in dry-run mode",
+        );
+        let rpc_duration = Family::<MethodLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+        });
+        registry.register(
+            "rpc_duration_seconds",
+            "gRPC handling time by method",
+            rpc_duration.clone(),
+        );
+        let store_commit_duration = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register(
+            "store_commit_duration_seconds",
+            "Time to append and fsync one batch of records",
+            store_commit_duration.clone(),
+        );
+        let store_commit_records = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "store_commit_records",
+            "Records per store commit (commit batching)",
+            store_commit_records.clone(),
+        );
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            config_reloads.clone(),
+        );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::<u64, AtomicU64>::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let admission_rejected = counter(
+            &mut registry,
+            "admission_rejected",
+            "Calls refused by per-caller admission control (RESOURCE_EXHAUSTED)",
+        );
+        let denials_sampled = counter(
+            &mut registry,
+            "denials_sampled",
+            "Denial records written to the audit history (each stands for one or more denials)",
+        );
+        let permits_expired = counter(
+            &mut registry,
+            "permits_expired",
+            "Permits that expired without an outcome (their hosts were quarantined)",
+        );
+        let audit_compacted = counter(
+            &mut registry,
+            "audit_compacted",
+            "Audit history entries removed by retention",
+        );
+        Self {
+            registry,
+            decisions,
+            permits_active,
+            permits_cap,
+            rate_budget_remaining,
+            breaker_fleet_open,
+            breakers_open,
+            pauses_active,
+            hosts_live,
+            hosts_unhealthy,
+            hosts_quarantined,
+            hosts_known,
+            warming_up,
+            dry_run,
+            rpc_duration,
+            store_commit_duration,
+            store_commit_records,
+            config_reloads,
+            admission_rejected,
+            denials_sampled,
+            permits_expired,
+            audit_compacted,
+        }
+    }
+
+    /// Counts one decision.
+    pub fn decision(&self, action: Action, outcome: &str) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                action: action.as_str().to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Observes one RPC's duration.
+    pub fn rpc(&self, method: &str, seconds: f64) {
+        self.rpc_duration
+            .get_or_create(&MethodLabel {
+                method: method.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Sets the gauges from the engine's status.
+    pub fn set_status(&self, s: &Status) {
+        for a in &s.actions {
+            let l = ActionLabel {
+                action: a.action.as_str().to_owned(),
+            };
+            self.permits_active
+                .get_or_create(&l)
+                .set(i64::from(a.active));
+            self.permits_cap
+                .get_or_create(&l)
+                .set(i64::from(a.effective_cap));
+            self.rate_budget_remaining
+                .get_or_create(&l)
+                .set(i64::from(a.rate_limit.saturating_sub(a.rate_used)));
+        }
+        let fleet_open = s
+            .breakers
+            .iter()
+            .any(|b| b.scope == medic_policy::BreakerScope::Fleet);
+        self.breaker_fleet_open.set(i64::from(fleet_open));
+        self.breakers_open.set(len(s.breakers.len()));
+        self.pauses_active.set(len(s.pauses.len()));
+        self.hosts_live.set(i64::from(s.live_hosts));
+        self.hosts_unhealthy.set(i64::from(s.unhealthy_hosts));
+        self.hosts_quarantined.set(i64::from(s.quarantined_hosts));
+        self.hosts_known.set(i64::from(s.known_hosts));
+        self.warming_up.set(i64::from(s.warming_up_until.is_some()));
+        self.dry_run.set(i64::from(s.dry_run));
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn len(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,779 @@
+//! The gRPC services: `medic.v1.Remediation` for agents and
+//! `medic.v1.Admin` for operators. Handlers validate input (errors name the
+//! field), pass admission control, call the engine through [`Core`], and map
+//! domain errors to statuses in one place (`medic_proto::error`).
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use medic_policy::{Decision, Heartbeat, PermitRequest, PermitState, ResumeTarget};
+use medic_proto::convert::{to_duration, to_timestamp};
+use medic_proto::error::{invalid_input_status, policy_error_status};
+use medic_proto::pb::v1 as pb;
+use medic_proto::request as rq;
+use medic_store::{HistoryQuery, RecordKind, Store};
+use tokio::sync::{broadcast, watch};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::config::Admission;
+use crate::core::{Core, CoreError, to_wire};
+
+/// This build's version, reported by `GetStatus`.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn core_status(e: CoreError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+// === Admission control ===
+
+/// A keyed rate limiter on the caller's identity, so one broken agent (or
+/// script) cannot starve the others.
+#[derive(Debug)]
+pub struct Admit {
+    limiter: std::sync::Mutex<Arc<DefaultKeyedRateLimiter<String>>>,
+    settings: std::sync::Mutex<Admission>,
+}
+
+impl Admit {
+    /// A limiter with the configured rate.
+    pub fn new(a: Admission) -> Self {
+        Self {
+            limiter: std::sync::Mutex::new(Arc::new(limiter(a))),
+            settings: std::sync::Mutex::new(a),
+        }
+    }
+
+    /// Applies new settings (after a reload); callers start afresh.
+    pub fn update(&self, a: Admission) {
+        let mut s = self
+            .settings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *s != a {
+            *s = a;
+            *self
+                .limiter
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(limiter(a));
+        }
+    }
+
+    /// `Ok` if `who` may call now, else RESOURCE_EXHAUSTED with a retry hint.
+    pub fn check(&self, who: &str) -> Result<(), Status> {
+        let limiter = self
+            .limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match limiter.check_key(&who.to_owned()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let mut status = Status::resource_exhausted(format!(
+                    "too many calls from {who}; retry in {} ms (per-caller admission control, \
+                     server.admission in the coordinator's config)",
+                    wait.as_millis().max(1)
+                ));
+                if let Ok(v) = wait.as_millis().max(1).to_string().parse() {
+                    status.metadata_mut().insert("retry-after-ms", v);
+                }
+                Err(status)
+            }
+        }
+    }
+
+    /// Forgets callers that have been quiet (bounds the limiter's memory).
+    pub fn shrink(&self) {
+        let limiter = self
+            .limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+    }
+}
+
+fn limiter(a: Admission) -> DefaultKeyedRateLimiter<String> {
+    let per_second = NonZeroU32::new(a.per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(a.burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
+}
+
+/// Who an operator call comes from, for the audit history. Until mutual TLS
+/// identifies operators, this is the peer address, with the name the caller
+/// claims (`medic-actor` metadata) marked as unverified.
+fn operator<T>(req: &Request<T>) -> String {
+    let peer = req
+        .remote_addr()
+        .map_or_else(|| "local".to_owned(), |a: SocketAddr| a.ip().to_string());
+    match req
+        .metadata()
+        .get("medic-actor")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+    {
+        Some(name) => format!("unverified:{name}@{peer}"),
+        None => format!("peer:{peer}"),
+    }
+}
+
+// === Remediation (agents) ===
+
+/// `medic.v1.Remediation`.
+#[derive(Debug)]
+pub struct AgentService<S: Store> {
+    core: Arc<Core<S>>,
+    admit: Arc<Admit>,
+}
+
+impl<S: Store> AgentService<S> {
+    /// The service over `core`.
+    pub fn new(core: Arc<Core<S>>, admit: Arc<Admit>) -> Self {
+        Self { core, admit }
+    }
+
+    fn timed<T>(&self, method: &str, started: Instant, r: Result<T, Status>) -> Result<T, Status> {
+        self.core
+            .metrics
+            .rpc(method, started.elapsed().as_secs_f64());
+        r
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store + std::fmt::Debug> pb::remediation_server::Remediation for AgentService<S> {
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let hb = Heartbeat::try_from(req.into_inner()).map_err(|e| invalid_input_status(&e))?;
+            self.admit.check(hb.host.as_str())?;
+            let reply = self
+                .core
+                .apply(|e, now| e.heartbeat(hb, now))
+                .await
+                .map_err(core_status)?;
+            Ok(Response::new(reply.into()))
+        }
+        .await;
+        self.timed("Heartbeat", started, r)
+    }
+
+    async fn request_permit(
+        &self,
+        req: Request<pb::RequestPermitRequest>,
+    ) -> Result<Response<pb::RequestPermitResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let request =
+                PermitRequest::try_from(req.into_inner()).map_err(|e| invalid_input_status(&e))?;
+            self.admit.check(request.host.as_str())?;
+            let (host, action) = (request.host.clone(), request.action);
+            let decision = self
+                .core
+                .apply(|e, now| e.request_permit(request, now))
+                .await
+                .map_err(core_status)?
+                .map_err(|e| policy_error_status(&e))?;
+            match &decision {
+                Decision::Granted {
+                    replayed: false,
+                    permit,
+                } => {
+                    self.core.metrics.decision(action, "granted");
+                    tracing::info!(
+                        host = %host, %action, permit = %permit.id, token = permit.token.0,
+                        dry_run = permit.dry_run, "permit granted"
+                    );
+                }
+                Decision::Granted { replayed: true, .. } => {
+                    self.core.metrics.decision(action, "replayed");
+                }
+                Decision::Denied(d) => {
+                    self.core.metrics.decision(action, d.reason.as_str());
+                    self.core.sample_denial(&host, action, d);
+                }
+            }
+            Ok(Response::new(decision.into()))
+        }
+        .await;
+        self.timed("RequestPermit", started, r)
+    }
+
+    async fn renew_permit(
+        &self,
+        req: Request<pb::RenewPermitRequest>,
+    ) -> Result<Response<pb::RenewPermitResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let renewal =
+                rq::Renewal::try_from(req.into_inner()).map_err(|e| invalid_input_status(&e))?;
+            self.admit.check(renewal.host.as_str())?;
+            let permit = self
+                .core
+                .apply(|e, now| e.renew(&renewal.host, &renewal.permit, now))
+                .await
+                .map_err(core_status)?
+                .map_err(|e| policy_error_status(&e))?;
+            Ok(Response::new(pb::RenewPermitResponse {
+                permit: Some(permit.into()),
+            }))
+        }
+        .await;
+        self.timed("RenewPermit", started, r)
+    }
+
+    async fn report_outcome(
+        &self,
+        req: Request<pb::ReportOutcomeRequest>,
+    ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let report =
+                rq::OutcomeReport::try_from(req.into_inner()).map_err(|e| invalid_input_status(&e))?;
+            self.admit.check(report.host.as_str())?;
+            let permit = self
+                .core
+                .apply(|e, now| {
+                    e.report_outcome(&report.host, &report.permit, report.outcome, &report.detail, now)
+                })
+                .await
+                .map_err(core_status)?
+                .map_err(|e| policy_error_status(&e))?;
+            tracing::info!(host = %report.host, permit = %permit.id, state = %permit.state, "outcome reported");
+            Ok(Response::new(pb::ReportOutcomeResponse {
+                permit: Some(permit.into()),
+            }))
+        }
+        .await;
+        self.timed("ReportOutcome", started, r)
+    }
+}
+
+// === Admin (operators) ===
+
+/// `medic.v1.Admin`.
+#[derive(Debug)]
+pub struct AdminService<S: Store> {
+    core: Arc<Core<S>>,
+    admit: Arc<Admit>,
+}
+
+impl<S: Store> AdminService<S> {
+    /// The service over `core`.
+    pub fn new(core: Arc<Core<S>>, admit: Arc<Admit>) -> Self {
+        Self { core, admit }
+    }
+
+    /// Admission, identity, and the audit actor of an operator call.
+    fn caller<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let actor = operator(req);
+        self.admit.check(&actor)?;
+        Ok(actor)
+    }
+
+    fn done<T>(&self, method: &str, started: Instant, r: Result<T, Status>) -> Result<T, Status> {
+        self.core
+            .metrics
+            .rpc(&format!("Admin/{method}"), started.elapsed().as_secs_f64());
+        r
+    }
+}
+
+fn invalid(e: medic_policy::InvalidInput) -> Status {
+    invalid_input_status(&e)
+}
+
+#[tonic::async_trait]
+impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
+    async fn pause(
+        &self,
+        req: Request<pb::PauseRequest>,
+    ) -> Result<Response<pb::PauseResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let actor = self.caller(&req)?;
+            let cmd = rq::PauseCommand::try_from(req.into_inner()).map_err(invalid)?;
+            let pause = self
+                .core
+                .apply(|e, now| {
+                    let until = cmd.duration.map(|d| now + d);
+                    e.pause(cmd.scope, &actor, &cmd.reason, until, now)
+                })
+                .await
+                .map_err(core_status)?;
+            tracing::warn!(%actor, scope = %pause.scope, reason = %pause.reason, id = pause.id, "paused");
+            Ok(Response::new(pb::PauseResponse {
+                pause: Some(pause.into()),
+            }))
+        }
+        .await;
+        self.done("Pause", started, r)
+    }
+
+    async fn resume(
+        &self,
+        req: Request<pb::ResumeRequest>,
+    ) -> Result<Response<pb::ResumeResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let actor = self.caller(&req)?;
+            let cmd = rq::ResumeCommand::try_from(req.into_inner()).map_err(invalid)?;
+            let target = match cmd.target {
+                rq::ResumeTarget::Id(id) => ResumeTarget::Id(id),
+                rq::ResumeTarget::Scope(s) => ResumeTarget::Scope(s),
+            };
+            let resumed = self
+                .core
+                .apply(|e, now| e.resume(target, &actor, &cmd.reason, now))
+                .await
+                .map_err(core_status)?
+                .map_err(|e| policy_error_status(&e))?;
+            tracing::warn!(%actor, count = resumed.len(), reason = %cmd.reason, "resumed");
+            Ok(Response::new(pb::ResumeResponse {
+                resumed: resumed.into_iter().map(Into::into).collect(),
+            }))
+        }
+        .await;
+        self.done("Resume", started, r)
+    }
+
+    async fn get_status(
+        &self,
+        req: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            self.caller(&req)?;
+            let status = self
+                .core
+                .read(|e, now| e.status(now))
+                .map_err(core_status)?;
+            self.core.metrics.set_status(&status);
+            let cfg = self.core.config();
+            Ok(Response::new(pb::GetStatusResponse {
+                status: Some(status.into()),
+                version: VERSION.to_owned(),
+                started_at: Some(to_timestamp(self.core.started_at())),
+                server_time: Some(to_timestamp(self.core.now())),
+                config_loaded_at: Some(to_timestamp(self.core.config_loaded_at())),
+                heartbeat_interval: Some(to_duration(cfg.policy.fleet.heartbeat_interval)),
+                host_ttl: Some(to_duration(cfg.policy.fleet.host_ttl)),
+            }))
+        }
+        .await;
+        self.done("GetStatus", started, r)
+    }
+
+    async fn list_hosts(
+        &self,
+        req: Request<pb::ListHostsRequest>,
+    ) -> Result<Response<pb::ListHostsResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            self.caller(&req)?;
+            let q = rq::HostQuery::try_from(req.into_inner()).map_err(invalid)?;
+            let after = q.page.token.clone();
+            let hosts = self.core.read(|e, now| e.hosts(now)).map_err(core_status)?;
+            let size = q.page.size as usize;
+            let mut page: Vec<pb::Host> = Vec::with_capacity(size);
+            let mut next = String::new();
+            for h in hosts
+                .into_iter()
+                .filter(|h| after.as_deref().is_none_or(|a| h.host.as_str() > a))
+                .filter(|h| !q.unhealthy_only || h.unhealthy)
+                .filter(|h| !q.quarantined_only || h.quarantine.is_some())
+                .filter(|h| q.selector.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
+            {
+                if page.len() == size {
+                    next = page
+                        .last()
+                        .map(|h: &pb::Host| h.host_id.clone())
+                        .unwrap_or_default();
+                    break;
+                }
+                page.push(h.into());
+            }
+            Ok(Response::new(pb::ListHostsResponse {
+                hosts: page,
+                next_page_token: next,
+            }))
+        }
+        .await;
+        self.done("ListHosts", started, r)
+    }
+
+    async fn list_permits(
+        &self,
+        req: Request<pb::ListPermitsRequest>,
+    ) -> Result<Response<pb::ListPermitsResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            self.caller(&req)?;
+            let q = rq::PermitQuery::try_from(req.into_inner()).map_err(invalid)?;
+            let after = q.page.token.clone();
+            let states = if q.states.is_empty() {
+                vec![PermitState::Active]
+            } else {
+                q.states.clone()
+            };
+            let mut permits = self
+                .core
+                .read(|e, _| {
+                    let mut all: Vec<medic_policy::Permit> = e.permits().cloned().collect();
+                    if states.iter().any(|s| s.is_final()) {
+                        all.extend(
+                            e.durable()
+                                .requests
+                                .values()
+                                .filter(|p| p.state.is_final())
+                                .cloned(),
+                        );
+                    }
+                    all
+                })
+                .map_err(core_status)?;
+            permits.sort_by_key(|p| p.token);
+            let size = q.page.size as usize;
+            let mut page: Vec<pb::Permit> = Vec::with_capacity(size);
+            let mut next = String::new();
+            for p in permits
+                .into_iter()
+                .filter(|p| after.as_deref().is_none_or(|a| p.id.as_str() > a))
+                .filter(|p| states.contains(&p.state))
+                .filter(|p| q.host.as_ref().is_none_or(|h| &p.host == h))
+                .filter(|p| q.action.is_none_or(|a| p.action == a))
+            {
+                if page.len() == size {
+                    next = page
+                        .last()
+                        .map(|p: &pb::Permit| p.permit_id.clone())
+                        .unwrap_or_default();
+                    break;
+                }
+                page.push(p.into());
+            }
+            Ok(Response::new(pb::ListPermitsResponse {
+                permits: page,
+                next_page_token: next,
+            }))
+        }
+        .await;
+        self.done("ListPermits", started, r)
+    }
+
+    async fn revoke_permit(
+        &self,
+        req: Request<pb::RevokePermitRequest>,
+    ) -> Result<Response<pb::RevokePermitResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let actor = self.caller(&req)?;
+            let cmd = rq::RevokeCommand::try_from(req.into_inner()).map_err(invalid)?;
+            let permit = self
+                .core
+                .apply(|e, now| e.revoke(&cmd.permit, &actor, &cmd.reason, now))
+                .await
+                .map_err(core_status)?
+                .map_err(|e| policy_error_status(&e))?;
+            tracing::warn!(%actor, permit = %permit.id, host = %permit.host, reason = %cmd.reason, "permit revoked");
+            Ok(Response::new(pb::RevokePermitResponse {
+                permit: Some(permit.into()),
+            }))
+        }
+        .await;
+        self.done("RevokePermit", started, r)
+    }
+
+    async fn quarantine(
+        &self,
+        req: Request<pb::QuarantineRequest>,
+    ) -> Result<Response<pb::QuarantineResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let actor = self.caller(&req)?;
+            let cmd = rq::QuarantineCommand::try_from(req.into_inner()).map_err(invalid)?;
+            let q = self
+                .core
+                .apply(|e, now| e.quarantine(&cmd.host, &actor, &cmd.reason, now))
+                .await
+                .map_err(core_status)?
+                .map_err(|e| policy_error_status(&e))?;
+            tracing::warn!(%actor, host = %q.host, reason = %q.reason, "host quarantined");
+            Ok(Response::new(pb::QuarantineResponse {
+                quarantine: Some(q.into()),
+            }))
+        }
+        .await;
+        self.done("Quarantine", started, r)
+    }
+
+    async fn unquarantine(
+        &self,
+        req: Request<pb::UnquarantineRequest>,
+    ) -> Result<Response<pb::UnquarantineResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let actor = self.caller(&req)?;
+            let cmd = rq::ReleaseCommand::try_from(req.into_inner()).map_err(invalid)?;
+            let q = self
+                .core
+                .apply(|e, now| e.unquarantine(&cmd.host, &actor, &cmd.reason, now))
+                .await
+                .map_err(core_status)?
+                .map_err(|e| policy_error_status(&e))?;
+            tracing::warn!(%actor, host = %q.host, reason = %cmd.reason, "host released from quarantine");
+            Ok(Response::new(pb::UnquarantineResponse {
+                released: Some(q.into()),
+            }))
+        }
+        .await;
+        self.done("Unquarantine", started, r)
+    }
+
+    async fn get_history(
+        &self,
+        req: Request<pb::GetHistoryRequest>,
+    ) -> Result<Response<pb::GetHistoryResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            self.caller(&req)?;
+            let q = rq::HistoryQuery::try_from(req.into_inner()).map_err(invalid)?;
+            let cursor = match q.page.token.as_deref() {
+                None => None,
+                Some(t) => Some(t.parse::<u64>().map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "page_token: {t:?} is not a token this coordinator issued"
+                    ))
+                })?),
+            };
+            let query = HistoryQuery {
+                since: q.since,
+                until: q.until,
+                host: q.host,
+                kinds: q.kinds.iter().filter_map(|k| record_kind(*k)).collect(),
+                action: q.action,
+                cursor,
+                limit: q.page.size as usize,
+                newest_first: q.newest_first,
+            };
+            let store = self.core.store().clone();
+            let page = tokio::task::spawn_blocking(move || store.history(&query))
+                .await
+                .map_err(|e| Status::internal(format!("history task failed: {e}")))?
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            Ok(Response::new(pb::GetHistoryResponse {
+                events: page.entries.into_iter().map(to_wire).collect(),
+                next_page_token: page.next_cursor.map(|c| c.to_string()).unwrap_or_default(),
+            }))
+        }
+        .await;
+        self.done("GetHistory", started, r)
+    }
+
+    async fn explain(
+        &self,
+        req: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            self.caller(&req)?;
+            let q = rq::ExplainQuery::try_from(req.into_inner()).map_err(invalid)?;
+            let explanation = self
+                .core
+                .read(|e, now| e.explain(&q.host, q.action, now))
+                .map_err(core_status)?;
+            Ok(Response::new(explanation.into()))
+        }
+        .await;
+        self.done("Explain", started, r)
+    }
+
+    async fn reset_breaker(
+        &self,
+        req: Request<pb::ResetBreakerRequest>,
+    ) -> Result<Response<pb::ResetBreakerResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let actor = self.caller(&req)?;
+            let cmd = rq::ResetBreakerCommand::try_from(req.into_inner()).map_err(invalid)?;
+            let closed = self
+                .core
+                .apply(|e, now| e.reset_breaker(cmd.scope.as_ref(), &actor, &cmd.reason, now))
+                .await
+                .map_err(core_status)?
+                .map_err(|e| policy_error_status(&e))?;
+            tracing::warn!(%actor, count = closed.len(), reason = %cmd.reason, "breaker reset");
+            Ok(Response::new(pb::ResetBreakerResponse {
+                closed: closed.into_iter().map(Into::into).collect(),
+            }))
+        }
+        .await;
+        self.done("ResetBreaker", started, r)
+    }
+
+    async fn reload_config(
+        &self,
+        req: Request<pb::ReloadConfigRequest>,
+    ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let actor = self.caller(&req)?;
+            let cmd = rq::ReloadCommand::try_from(req.into_inner()).map_err(invalid)?;
+            let result = self
+                .core
+                .reload(&actor, &cmd.reason)
+                .await
+                .map_err(core_status)?;
+            Ok(Response::new(match result {
+                Ok(new) => {
+                    self.admit.update(new.server.admission);
+                    pb::ReloadConfigResponse {
+                        applied: true,
+                        errors: Vec::new(),
+                    }
+                }
+                Err(errors) => pb::ReloadConfigResponse {
+                    applied: false,
+                    errors: errors
+                        .into_iter()
+                        .map(|e| pb::ConfigError {
+                            key: e.path,
+                            message: e.message,
+                        })
+                        .collect(),
+                },
+            }))
+        }
+        .await;
+        self.done("ReloadConfig", started, r)
+    }
+
+    type WatchEventsStream =
+        Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send + 'static>>;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        self.caller(&req)?;
+        let filter = rq::WatchFilter::try_from(req.into_inner()).map_err(invalid)?;
+        // Subscribe before reading the backlog, so nothing falls between.
+        let live = self.core.events.subscribe();
+        let store = self.core.store().clone();
+        let backlog = match filter.after_id {
+            None => Vec::new(),
+            Some(after) => {
+                let query = HistoryQuery {
+                    cursor: Some(after),
+                    limit: 10_000,
+                    ..HistoryQuery::default()
+                };
+                tokio::task::spawn_blocking(move || store.history(&query))
+                    .await
+                    .map_err(|e| Status::internal(format!("history task failed: {e}")))?
+                    .map_err(|e| Status::unavailable(e.to_string()))?
+                    .entries
+                    .into_iter()
+                    .map(to_wire)
+                    .collect()
+            }
+        };
+        let stream = watch_stream(filter, backlog, live, self.core.draining.subscribe());
+        Ok(Response::new(stream))
+    }
+}
+
+/// The `WatchEvents` stream: the backlog, then live events (skipping ids
+/// already sent), filtered. A watcher that falls behind is told so and the
+/// stream ends; it may reconnect with `after_id`.
+fn watch_stream(
+    filter: rq::WatchFilter,
+    backlog: Vec<pb::Event>,
+    mut live: broadcast::Receiver<pb::Event>,
+    mut draining: watch::Receiver<bool>,
+) -> Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send + 'static>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut last_sent = 0u64;
+        for e in backlog {
+            last_sent = e.id;
+            if filter.matches(&e)
+                && tx
+                    .send(Ok(pb::WatchEventsResponse { event: Some(e) }))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+        loop {
+            let next = tokio::select! {
+                r = live.recv() => Some(r),
+                () = tx.closed() => return,
+                r = draining.wait_for(|d| *d) => {
+                    drop(r);
+                    None
+                }
+            };
+            let Some(next) = next else {
+                let _ = tx
+                    .send(Err(Status::unavailable(format!(
+                        "the coordinator is shutting down; reconnect with after_id = {last_sent}"
+                    ))))
+                    .await;
+                return;
+            };
+            match next {
+                Ok(e) if e.id > last_sent => {
+                    last_sent = e.id;
+                    if filter.matches(&e)
+                        && tx
+                            .send(Ok(pb::WatchEventsResponse { event: Some(e) }))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let _ = tx
+                        .send(Err(Status::data_loss(format!(
+                            "this watcher fell {n} events behind and was dropped; reconnect with \
+                             after_id = {last_sent} to resume from the history"
+                        ))))
+                        .await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+fn record_kind(k: pb::EventKind) -> Option<RecordKind> {
+    Some(match k {
+        pb::EventKind::Unspecified => return None,
+        pb::EventKind::Grant => RecordKind::Grant,
+        pb::EventKind::Deny => RecordKind::Deny,
+        pb::EventKind::Outcome => RecordKind::Outcome,
+        pb::EventKind::Admin => RecordKind::Admin,
+        pb::EventKind::Breaker => RecordKind::Breaker,
+        pb::EventKind::Quarantine => RecordKind::Quarantine,
+        pb::EventKind::Pause => RecordKind::Pause,
+        pb::EventKind::Config => RecordKind::Config,
+        pb::EventKind::Renew => RecordKind::Renew,
+    })
+}
