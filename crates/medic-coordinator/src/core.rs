@@ -599,7 +599,9 @@ pub fn to_wire(entry: Entry) -> pb::Event {
 #[derive(Debug)]
 struct DenialSampler {
     interval: Duration,
-    seen: HashMap<(HostId, DenyReason), (SystemTime, u64)>,
+    /// Per host, per reason (by `DenyReason::ALL` index): when the last
+    /// record was written and how many denials were suppressed since.
+    seen: HashMap<HostId, [Option<(SystemTime, u64)>; DenyReason::ALL.len()]>,
 }
 
 impl DenialSampler {
@@ -619,8 +621,18 @@ impl DenialSampler {
         denial: &Denial,
         now: SystemTime,
     ) -> Option<u64> {
-        let key = (host.clone(), denial.reason);
-        match self.seen.get_mut(&key) {
+        let i = DenyReason::ALL
+            .iter()
+            .position(|r| *r == denial.reason)
+            .unwrap_or(0);
+        let slots = match self.seen.get_mut(host) {
+            Some(slots) => slots,
+            None => self
+                .seen
+                .entry(host.clone())
+                .or_insert([None; DenyReason::ALL.len()]),
+        };
+        match &mut slots[i] {
             Some((last, suppressed))
                 if now.duration_since(*last).is_ok_and(|d| d < self.interval) || now < *last =>
             {
@@ -633,8 +645,8 @@ impl DenialSampler {
                 *suppressed = 0;
                 Some(count)
             }
-            None => {
-                self.seen.insert(key, (now, 0));
+            slot @ None => {
+                *slot = Some((now, 0));
                 Some(1)
             }
         }
@@ -643,8 +655,10 @@ impl DenialSampler {
     /// Forgets hosts quiet for two intervals with nothing suppressed.
     fn prune(&mut self, now: SystemTime) {
         let keep = self.interval * 2;
-        self.seen.retain(|_, (last, suppressed)| {
-            *suppressed > 0 || now.duration_since(*last).map_or(true, |d| d < keep)
+        self.seen.retain(|_, slots| {
+            slots.iter().flatten().any(|(last, suppressed)| {
+                *suppressed > 0 || now.duration_since(*last).map_or(true, |d| d < keep)
+            })
         });
     }
 }

@@ -1,8 +1,9 @@
 //! Prometheus metrics, named `medic_*` with units in the names.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 
-use medic_policy::{Action, Status};
+use medic_policy::{Action, DenyReason, Status};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -86,6 +87,10 @@ pub struct Metrics {
     pub permits_expired: Counter,
     /// Store entries removed by retention.
     pub audit_compacted: Counter,
+    /// The decision counters, created up front: the hot path only clones
+    /// an `Arc`, it never allocates label strings.
+    decision_counters: HashMap<(Action, &'static str), Counter>,
+    rpc_histograms: std::sync::RwLock<HashMap<&'static str, Histogram>>,
 }
 
 impl Default for Metrics {
@@ -211,7 +216,24 @@ impl Metrics {
             "audit_compacted",
             "Audit history entries removed by retention",
         );
+        let mut decision_counters = HashMap::new();
+        let outcomes = ["granted", "replayed"]
+            .into_iter()
+            .chain(DenyReason::ALL.iter().map(|r| r.as_str()));
+        for outcome in outcomes {
+            for action in Action::ALL {
+                let c = decisions
+                    .get_or_create(&DecisionLabels {
+                        action: action.as_str().to_owned(),
+                        outcome: outcome.to_owned(),
+                    })
+                    .clone();
+                decision_counters.insert((action, outcome), c);
+            }
+        }
         Self {
+            decision_counters,
+            rpc_histograms: std::sync::RwLock::default(),
             registry,
             decisions,
             permits_active,
@@ -237,23 +259,49 @@ impl Metrics {
         }
     }
 
-    /// Counts one decision.
-    pub fn decision(&self, action: Action, outcome: &str) {
-        self.decisions
-            .get_or_create(&DecisionLabels {
-                action: action.as_str().to_owned(),
-                outcome: outcome.to_owned(),
-            })
-            .inc();
+    /// Counts one decision (`outcome`: `granted`, `replayed` or a denial
+    /// reason's name).
+    pub fn decision(&self, action: Action, outcome: &'static str) {
+        match self.decision_counters.get(&(action, outcome)) {
+            Some(c) => {
+                c.inc();
+            }
+            None => {
+                self.decisions
+                    .get_or_create(&DecisionLabels {
+                        action: action.as_str().to_owned(),
+                        outcome: outcome.to_owned(),
+                    })
+                    .inc();
+            }
+        }
     }
 
     /// Observes one RPC's duration.
-    pub fn rpc(&self, method: &str, seconds: f64) {
-        self.rpc_duration
-            .get_or_create(&MethodLabel {
-                method: method.to_owned(),
-            })
-            .observe(seconds);
+    pub fn rpc(&self, method: &'static str, seconds: f64) {
+        let cached = self
+            .rpc_histograms
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(method)
+            .cloned();
+        let h = match cached {
+            Some(h) => h,
+            None => {
+                let h = self
+                    .rpc_duration
+                    .get_or_create(&MethodLabel {
+                        method: method.to_owned(),
+                    })
+                    .clone();
+                self.rpc_histograms
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(method, h.clone());
+                h
+            }
+        };
+        h.observe(seconds);
     }
 
     /// Sets the gauges from the engine's status.

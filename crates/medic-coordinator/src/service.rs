@@ -140,7 +140,12 @@ impl<S: Store> AgentService<S> {
         Self { core, admit }
     }
 
-    fn timed<T>(&self, method: &str, started: Instant, r: Result<T, Status>) -> Result<T, Status> {
+    fn timed<T>(
+        &self,
+        method: &'static str,
+        started: Instant,
+        r: Result<T, Status>,
+    ) -> Result<T, Status> {
         self.core
             .metrics
             .rpc(method, started.elapsed().as_secs_f64());
@@ -282,10 +287,15 @@ impl<S: Store> AdminService<S> {
         Ok(actor)
     }
 
-    fn done<T>(&self, method: &str, started: Instant, r: Result<T, Status>) -> Result<T, Status> {
+    fn done<T>(
+        &self,
+        method: &'static str,
+        started: Instant,
+        r: Result<T, Status>,
+    ) -> Result<T, Status> {
         self.core
             .metrics
-            .rpc(&format!("Admin/{method}"), started.elapsed().as_secs_f64());
+            .rpc(method, started.elapsed().as_secs_f64());
         r
     }
 }
@@ -318,7 +328,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
             }))
         }
         .await;
-        self.done("Pause", started, r)
+        self.done("Admin/Pause", started, r)
     }
 
     async fn resume(
@@ -345,7 +355,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
             }))
         }
         .await;
-        self.done("Resume", started, r)
+        self.done("Admin/Resume", started, r)
     }
 
     async fn get_status(
@@ -372,7 +382,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
             }))
         }
         .await;
-        self.done("GetStatus", started, r)
+        self.done("Admin/GetStatus", started, r)
     }
 
     async fn list_hosts(
@@ -410,7 +420,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
             }))
         }
         .await;
-        self.done("ListHosts", started, r)
+        self.done("Admin/ListHosts", started, r)
     }
 
     async fn list_permits(
@@ -469,7 +479,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
             }))
         }
         .await;
-        self.done("ListPermits", started, r)
+        self.done("Admin/ListPermits", started, r)
     }
 
     async fn revoke_permit(
@@ -492,7 +502,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
             }))
         }
         .await;
-        self.done("RevokePermit", started, r)
+        self.done("Admin/RevokePermit", started, r)
     }
 
     async fn quarantine(
@@ -515,7 +525,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
             }))
         }
         .await;
-        self.done("Quarantine", started, r)
+        self.done("Admin/Quarantine", started, r)
     }
 
     async fn unquarantine(
@@ -538,7 +548,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
             }))
         }
         .await;
-        self.done("Unquarantine", started, r)
+        self.done("Admin/Unquarantine", started, r)
     }
 
     async fn get_history(
@@ -578,7 +588,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
             }))
         }
         .await;
-        self.done("GetHistory", started, r)
+        self.done("Admin/GetHistory", started, r)
     }
 
     async fn explain(
@@ -596,7 +606,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
             Ok(Response::new(explanation.into()))
         }
         .await;
-        self.done("Explain", started, r)
+        self.done("Admin/Explain", started, r)
     }
 
     async fn reset_breaker(
@@ -619,7 +629,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
             }))
         }
         .await;
-        self.done("ResetBreaker", started, r)
+        self.done("Admin/ResetBreaker", started, r)
     }
 
     async fn reload_config(
@@ -656,7 +666,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
             }))
         }
         .await;
-        self.done("ReloadConfig", started, r)
+        self.done("Admin/ReloadConfig", started, r)
     }
 
     type WatchEventsStream =

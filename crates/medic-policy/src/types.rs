@@ -392,6 +392,23 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
+    /// Every reason, in rule order.
+    pub const ALL: [DenyReason; 13] = [
+        DenyReason::UnknownHost,
+        DenyReason::WarmingUp,
+        DenyReason::FleetTooSmall,
+        DenyReason::Paused,
+        DenyReason::BreakerOpen,
+        DenyReason::Quarantined,
+        DenyReason::HostBusy,
+        DenyReason::Cooldown,
+        DenyReason::AttemptBudgetExhausted,
+        DenyReason::OutsideWindow,
+        DenyReason::ConcurrencyCap,
+        DenyReason::GroupCap,
+        DenyReason::RateLimited,
+    ];
+
     /// The snake_case name used in metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
