@@ -808,3 +808,94 @@ async fn a_flooding_caller_gets_resource_exhausted_with_a_retry_hint() {
     heartbeat(&mut agent, "quiet", labels(&[]), false).await;
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn breaker_window_floor_and_attempt_budget_deny_with_their_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = FAST
+        .replace("unhealthy_percent = 100", "unhealthy_percent = 70")
+        .replace("min_fleet_size = 1", "min_fleet_size = 3")
+        .replace(
+            "[limits.reboot_host]\nmax_in_flight = 10",
+            "[limits.reboot_host]\nmax_in_flight = 10\nwindows = [{ days = [\"sat\"], start = \"03:00\", end = \"04:00\" }]",
+        )
+        .replace(
+            "[limits.restart_job]\nmax_in_flight = 10",
+            "[limits.restart_job]\nmax_in_flight = 10\nhost_budget = { max_attempts = 1, per = \"1h\" }",
+        );
+    // Two hosts live: below min_fleet_size 3.
+    let (server, mut agent, _) = ready(dir.path(), &toml, &["h1", "h2"]).await;
+    let d = denied(request(&mut agent, "h1", RestartJob, "a").await);
+    assert_eq!(d.reason(), pb::DenyReason::FleetTooSmall);
+    assert_eq!(secs(&d.retry_after), Some(1));
+    for h in ["h3", "h4", "h5", "h6"] {
+        heartbeat(&mut agent, h, labels(&[]), false).await;
+    }
+    // 2026-01-01 is a Thursday: reboots wait for Saturday 03:00 UTC.
+    let d = denied(request(&mut agent, "h3", RebootHost, "b").await);
+    assert_eq!(d.reason(), pb::DenyReason::OutsideWindow);
+    assert!(secs(&d.retry_after).unwrap() > 24 * 3600, "{d:?}");
+    // Attempt budget: one restart per hour; asking again quarantines.
+    let p = granted(request(&mut agent, "h1", RestartJob, "c").await)
+        .permit
+        .unwrap();
+    agent
+        .report_outcome(pb::ReportOutcomeRequest {
+            host_id: "h1".into(),
+            permit_id: p.permit_id,
+            fencing_token: p.fencing_token,
+            outcome: pb::Outcome::Failed.into(),
+            detail: "still stuck".into(),
+        })
+        .await
+        .unwrap();
+    let d = denied(request(&mut agent, "h1", RestartJob, "d").await);
+    assert_eq!(d.reason(), pb::DenyReason::AttemptBudgetExhausted);
+    assert_eq!(d.retry_after, None);
+    let d = denied(request(&mut agent, "h1", RestartJob, "e").await);
+    assert_eq!(d.reason(), pb::DenyReason::Quarantined);
+    // Breaker: 5 of 6 live hosts stuck (h1, h2 and three more) is over 70%.
+    heartbeat(&mut agent, "h3", labels(&[]), true).await;
+    heartbeat(&mut agent, "h4", labels(&[]), true).await;
+    heartbeat(&mut agent, "h5", labels(&[]), true).await;
+    let d = denied(request(&mut agent, "h6", RestartJob, "f").await);
+    assert_eq!(d.reason(), pb::DenyReason::BreakerOpen);
+    assert!(d.message.contains("unhealthy"), "{}", d.message);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn reflection_lists_both_services_and_health() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), FAST).await;
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reply {reply:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "medic.v1.Remediation",
+        "medic.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    server.stop().await.unwrap();
+}

@@ -97,6 +97,32 @@ impl RedbStore {
         create_private_dir(state_dir)?;
         let lock = lock_dir(state_dir)?;
         let path = state_dir.join(STATE_FILE);
+        // Only a file that did not exist may start empty. An existing file
+        // that opens with no tables was damaged (or redb's recovery fell
+        // back to its first, empty commit): starting from nothing would
+        // refill budgets and forget quarantines.
+        let existed = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
+        if !existed {
+            // A new file is born complete: created and initialised under a
+            // temporary name, then renamed into place, so a crash during
+            // creation never leaves a file without medic's tables.
+            let fresh = state_dir.join(format!("{STATE_FILE}.new"));
+            let _ = std::fs::remove_file(&fresh);
+            {
+                let db = Database::create(&fresh).map_err(|e| db_error(&fresh, e))?;
+                init(&db).map_err(|e| db_error(&fresh, e))?;
+            }
+            std::fs::rename(&fresh, &path).map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            std::fs::File::open(state_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| StoreError::Io {
+                    path: state_dir.to_owned(),
+                    source,
+                })?;
+        }
         // redb trusts a cleanly closed file and reads pages without checking
         // their checksums; a file damaged since (disk, a stray write, a bad
         // restore) could then load as different state, or panic. Checking
@@ -112,7 +138,7 @@ impl RedbStore {
             compact_batch: COMPACT_BATCH,
             _lock: lock,
         };
-        store.check_or_init()?;
+        store.check_meta()?;
         Ok(store)
     }
 
@@ -123,7 +149,7 @@ impl RedbStore {
 
     /// Checks the meta table of an existing file, or writes it into a new,
     /// empty one.
-    fn check_or_init(&self) -> Result<(), StoreError> {
+    fn check_meta(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let tables: Vec<String> = txn
             .list_tables()
@@ -136,14 +162,16 @@ impl RedbStore {
             .count();
 
         if !tables.iter().any(|t| t == META.name()) {
-            if !tables.is_empty() || multimap_tables > 0 {
-                return Err(self.corrupt(format!(
+            return Err(self.corrupt(if tables.is_empty() && multimap_tables == 0 {
+                "the file holds no medic state at all (damaged, or recovery fell back to an \
+                 empty commit)"
+                    .to_owned()
+            } else {
+                format!(
                     "it has tables {tables:?} but no `meta` table with a schema version: \
                      not a medic state file, or a damaged one"
-                )));
-            }
-            drop(txn);
-            return self.init();
+                )
+            }));
         }
 
         let meta = txn.open_table(META).map_err(|e| self.db_err(e))?;
@@ -178,19 +206,6 @@ impl RedbStore {
     }
 
     /// Writes the schema of a new store.
-    fn init(&self) -> Result<(), StoreError> {
-        let txn = self.begin_write()?;
-        {
-            let mut meta = txn.open_table(META).map_err(|e| self.db_err(e))?;
-            meta.insert(SCHEMA_KEY, u64::from(SCHEMA_VERSION))
-                .map_err(|e| self.db_err(e))?;
-            meta.insert(LAST_ID_KEY, 0).map_err(|e| self.db_err(e))?;
-            txn.open_table(LOG).map_err(|e| self.db_err(e))?;
-            txn.open_table(SNAPSHOT).map_err(|e| self.db_err(e))?;
-        }
-        txn.commit().map_err(|e| self.db_err(e))
-    }
-
     /// A write transaction that is durable (fsynced) when `commit` returns.
     fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
         let mut txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
@@ -533,6 +548,22 @@ fn decode_snapshot(key: u64, bytes: &[u8]) -> Result<(DurableState, u64), String
 
 /// Maps a redb error: damage and foreign files are [`StoreError::Corrupt`],
 /// I/O is [`StoreError::Io`], the rest [`StoreError::Backend`].
+/// Writes the meta table and creates the tables of a new state file, in
+/// one durable transaction.
+fn init(db: &Database) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut meta = txn.open_table(META)?;
+        meta.insert(SCHEMA_KEY, u64::from(SCHEMA_VERSION))?;
+        meta.insert(LAST_ID_KEY, 0)?;
+        txn.open_table(LOG)?;
+        txn.open_table(SNAPSHOT)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
 fn db_error(path: &Path, e: impl Into<redb::Error>) -> StoreError {
     let corrupt = |detail: String| StoreError::Corrupt {
         path: path.to_owned(),
