@@ -20,6 +20,7 @@ use serde::Deserialize;
 struct RawCoordinator {
     server: RawServer,
     audit: RawAudit,
+    notify: RawNotify,
     // The policy sections (see medic-policy's config module).
     mode: Option<String>,
     fleet: RawFleet,
@@ -48,6 +49,23 @@ struct RawAdmission {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
+struct RawNotify {
+    queue: Option<i64>,
+    webhooks: Vec<RawWebhook>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawWebhook {
+    url: Option<String>,
+    format: Option<String>,
+    events: Option<Vec<String>>,
+    timeout: Option<String>,
+    max_attempts: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
 struct RawAudit {
     retention: Option<String>,
     max_entries: Option<i64>,
@@ -62,6 +80,8 @@ pub struct CoordinatorConfig {
     pub server: ServerConfig,
     /// Audit history settings.
     pub audit: AuditConfig,
+    /// Webhook notifications.
+    pub notify: NotifyConfig,
     /// The rules' limits.
     pub policy: PolicyConfig,
 }
@@ -90,6 +110,86 @@ pub struct Admission {
     pub per_second: u32,
     /// Calls a caller may make at once above that. Default 40.
     pub burst: u32,
+}
+
+/// `[notify]`: webhooks told about what an on-call person must know.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// Notifications waiting per webhook; beyond it new ones are dropped
+    /// (counted in `medic_notifications_dropped_total` and logged).
+    /// Default 1000.
+    pub queue: usize,
+    /// Where to send them.
+    pub webhooks: Vec<Webhook>,
+}
+
+/// What a notification is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NotifyKind {
+    /// A circuit breaker opened.
+    BreakerOpened,
+    /// A circuit breaker closed.
+    BreakerClosed,
+    /// A pause began.
+    Paused,
+    /// A pause ended.
+    Resumed,
+    /// A host was quarantined.
+    HostQuarantined,
+    /// A permit expired without an outcome: the host went away mid-remediation.
+    HostLost,
+    /// A config reload was rejected.
+    ConfigReloadFailed,
+}
+
+impl NotifyKind {
+    /// Every kind.
+    pub const ALL: [NotifyKind; 7] = [
+        NotifyKind::BreakerOpened,
+        NotifyKind::BreakerClosed,
+        NotifyKind::Paused,
+        NotifyKind::Resumed,
+        NotifyKind::HostQuarantined,
+        NotifyKind::HostLost,
+        NotifyKind::ConfigReloadFailed,
+    ];
+
+    /// The name in config files and in the JSON body's `kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyKind::BreakerOpened => "breaker_opened",
+            NotifyKind::BreakerClosed => "breaker_closed",
+            NotifyKind::Paused => "paused",
+            NotifyKind::Resumed => "resumed",
+            NotifyKind::HostQuarantined => "host_quarantined",
+            NotifyKind::HostLost => "host_lost",
+            NotifyKind::ConfigReloadFailed => "config_reload_failed",
+        }
+    }
+}
+
+/// How a webhook's body is shaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// medic's JSON document (see `config/coordinator.toml`).
+    Json,
+    /// `{"text": "..."}`, which Slack and compatible chat tools accept.
+    Slack,
+}
+
+/// One webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Webhook {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// Body format.
+    pub format: WebhookFormat,
+    /// Kinds sent to it; default all.
+    pub events: Vec<NotifyKind>,
+    /// Per attempt. Default 5s.
+    pub timeout: Duration,
+    /// Attempts before a notification is dropped. Default 5.
+    pub max_attempts: u32,
 }
 
 /// `[audit]`.
@@ -134,9 +234,11 @@ impl CoordinatorConfig {
         .validate_into(&mut errs, "");
         let server = raw.server.validate(&mut errs);
         let audit = raw.audit.validate(&mut errs);
+        let notify = raw.notify.validate(&mut errs);
         errs.finish(Self {
             server,
             audit,
+            notify,
             policy,
         })
     }
@@ -323,6 +425,89 @@ impl RawServer {
             tick_interval,
             admission,
         }
+    }
+}
+
+impl RawNotify {
+    fn validate(&self, errs: &mut Errors) -> NotifyConfig {
+        let queue = positive(errs, "notify.queue", self.queue, 1000) as usize;
+        let webhooks = self
+            .webhooks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| w.validate(errs, &format!("notify.webhooks[{i}]")))
+            .collect();
+        NotifyConfig { queue, webhooks }
+    }
+}
+
+impl RawWebhook {
+    fn validate(&self, errs: &mut Errors, path: &str) -> Option<Webhook> {
+        let url = match self.url.as_deref() {
+            None | Some("") => {
+                errs.push(format!("{path}.url"), "is required (http:// or https://)");
+                None
+            }
+            Some(u) => match u.parse::<hyper::Uri>() {
+                Ok(uri)
+                    if matches!(uri.scheme_str(), Some("http" | "https"))
+                        && uri.host().is_some() =>
+                {
+                    Some(u.to_owned())
+                }
+                _ => {
+                    errs.push(
+                        format!("{path}.url"),
+                        format!("{u:?} is not an http:// or https:// URL"),
+                    );
+                    None
+                }
+            },
+        };
+        let format = match self.format.as_deref() {
+            None | Some("json") => WebhookFormat::Json,
+            Some("slack") => WebhookFormat::Slack,
+            Some(f) => {
+                errs.push(
+                    format!("{path}.format"),
+                    format!("must be \"json\" or \"slack\", got {f:?}"),
+                );
+                WebhookFormat::Json
+            }
+        };
+        let events = match &self.events {
+            None => NotifyKind::ALL.to_vec(),
+            Some(names) => names
+                .iter()
+                .enumerate()
+                .filter_map(|(j, n)| {
+                    let k = NotifyKind::ALL.iter().find(|k| k.as_str() == n).copied();
+                    if k.is_none() {
+                        errs.push(
+                            format!("{path}.events[{j}]"),
+                            format!(
+                                "unknown event {n:?}; use {}",
+                                NotifyKind::ALL.map(NotifyKind::as_str).join(", ")
+                            ),
+                        );
+                    }
+                    k
+                })
+                .collect(),
+        };
+        let timeout = errs.positive_duration(
+            &format!("{path}.timeout"),
+            self.timeout.as_deref(),
+            Duration::from_secs(5),
+        );
+        let max_attempts = positive(errs, &format!("{path}.max_attempts"), self.max_attempts, 5);
+        Some(Webhook {
+            url: url?,
+            format,
+            events,
+            timeout,
+            max_attempts,
+        })
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::clock::Clock;
 use crate::config::CoordinatorConfig;
 use crate::metrics::{Metrics, ResultLabel};
+use crate::notify::Notifier;
 
 /// Why a call could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,7 @@ pub struct Core<S: Store> {
     pub fatal: watch::Sender<Option<String>>,
     /// Set when the server starts draining: long-lived streams end.
     pub draining: watch::Sender<bool>,
+    notifier: Notifier,
 }
 
 impl std::fmt::Debug for Job {
@@ -98,6 +100,7 @@ impl<S: Store> Core<S> {
         let (events, _) = broadcast::channel(4096);
         let (fatal, _) = watch::channel(None);
         let (draining, _) = watch::channel(false);
+        let notifier = Notifier::new(&config.notify, metrics.clone());
         let core = Arc::new(Self {
             engine: Mutex::new(engine),
             store: store.clone(),
@@ -112,6 +115,7 @@ impl<S: Store> Core<S> {
             clock,
             fatal,
             draining,
+            notifier,
         });
         tokio::spawn(committer(core.clone(), rx, loaded.last_id));
         Ok(core)
@@ -305,6 +309,7 @@ impl<S: Store> Core<S> {
                 self.apply(|engine, now| engine.set_config(new.policy.clone(), now))
                     .await?;
                 lock(&self.denials).interval = new.audit.denial_sample_interval;
+                self.notifier.update(&new.notify);
                 *lock(&self.config) = new.clone();
                 *lock(&self.config_loaded_at) = self.clock.now();
                 self.metrics
@@ -515,6 +520,7 @@ async fn flush<S: Store>(
                 }
             }
             for entry in entries {
+                core.notifier.offer(&entry);
                 let _ = core.events.send(to_wire(entry));
             }
             true

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod metrics;
+pub mod notify;
 pub mod server;
 pub mod service;
 pub mod signal;

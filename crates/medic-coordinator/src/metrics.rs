@@ -41,6 +41,13 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+/// Labels: why something was dropped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `queue_full` or `failed`.
+    pub reason: String,
+}
+
 /// Every metric the coordinator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -87,6 +94,12 @@ pub struct Metrics {
     pub permits_expired: Counter,
     /// Store entries removed by retention.
     pub audit_compacted: Counter,
+    /// Webhook notifications delivered.
+    pub notifications_sent: Counter,
+    /// Webhook attempts that failed and were retried.
+    pub notification_retries: Counter,
+    /// Webhook notifications dropped, by reason (`queue_full`, `failed`).
+    pub notifications_dropped: Family<ReasonLabel, Counter>,
     /// The decision counters, created up front: the hot path only clones
     /// an `Arc`, it never allocates label strings.
     decision_counters: HashMap<(Action, &'static str), Counter>,
@@ -216,6 +229,22 @@ impl Metrics {
             "audit_compacted",
             "Audit history entries removed by retention",
         );
+        let notifications_sent = counter(
+            &mut registry,
+            "notifications_sent",
+            "Webhook notifications delivered",
+        );
+        let notification_retries = counter(
+            &mut registry,
+            "notification_retries",
+            "Webhook delivery attempts that failed and were retried",
+        );
+        let notifications_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "notifications_dropped",
+            "Webhook notifications dropped: queue_full (the webhook is slow or down) or failed (every attempt failed)",
+            notifications_dropped.clone(),
+        );
         let mut decision_counters = HashMap::new();
         let outcomes = ["granted", "replayed"]
             .into_iter()
@@ -232,6 +261,9 @@ impl Metrics {
             }
         }
         Self {
+            notifications_sent,
+            notification_retries,
+            notifications_dropped,
             decision_counters,
             rpc_histograms: std::sync::RwLock::default(),
             registry,
@@ -275,6 +307,15 @@ impl Metrics {
                     .inc();
             }
         }
+    }
+
+    /// Counts a dropped notification.
+    pub fn notification_dropped(&self, reason: &str) {
+        self.notifications_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Observes one RPC's duration.

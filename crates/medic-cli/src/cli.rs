@@ -1,0 +1,689 @@
+//! The command line: flags, subcommands and their help.
+//!
+//! Everything here is parsed by clap before any connection is made, so a
+//! malformed value is a usage error (exit 64) that names the flag.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use medic_proto::pb::v1 as pb;
+
+/// The coordinator's gRPC address when neither `--coordinator` nor
+/// `MEDIC_COORDINATOR` says otherwise (the coordinator's default `listen`).
+pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7470";
+
+const ABOUT: &str = "Operate medic's coordinator: pause remediation, inspect it, override it";
+
+const LONG_ABOUT: &str = "\
+Operate medic's coordinator: pause remediation, inspect it, override it.
+
+medicctl talks to the coordinator's operator API (medic.v1.Admin over gRPC).
+Every call that changes state needs --reason; the coordinator records it in
+the audit history with the caller's identity (--as, until mutual TLS names
+operators).";
+
+const AFTER_HELP: &str = "\
+In an incident:
+  medicctl pause --reason 'db-3 failover, INC-1234'   stop every grant, fleet-wide
+  medicctl status                                      what medic is doing now
+  medicctl permits                                     permits in flight
+  medicctl revoke p-000000000042 --reason 'INC-1234'   stop one before it acts
+  medicctl resume --reason 'db-3 back'                 end the fleet-wide pause
+
+Exit codes:
+  0   ok
+  1   the call failed (the coordinator's message is printed)
+  2   the coordinator is unreachable (refused, TLS failure, --timeout)
+  64  bad usage";
+
+/// `medicctl`: the operator's command line for medic's coordinator.
+#[derive(Debug, Parser)]
+#[command(
+    name = "medicctl",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Where and how to connect, and how to print.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand accepts.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// The coordinator's gRPC URL (https:// for TLS)
+    #[arg(
+        long,
+        global = true,
+        env = "MEDIC_COORDINATOR",
+        default_value = DEFAULT_COORDINATOR,
+        value_name = "URL",
+        help_heading = "Connection"
+    )]
+    pub coordinator: String,
+
+    /// Output format: aligned tables for people, JSON for scripts
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        value_enum,
+        default_value_t = OutputFormat::Table,
+        value_name = "FORMAT",
+        help_heading = "Output"
+    )]
+    pub output: OutputFormat,
+
+    /// How long to wait for the coordinator, per call (`10s`, `1m`)
+    #[arg(
+        long,
+        global = true,
+        default_value = "10s",
+        value_parser = parse_positive_duration,
+        value_name = "DURATION",
+        help_heading = "Connection"
+    )]
+    pub timeout: Duration,
+
+    /// Who you are, for the audit history [default: $USER]
+    ///
+    /// Sent as `medic-actor` metadata. The coordinator records it as a claim
+    /// (`unverified:NAME@ADDRESS`) until mutual TLS identifies operators.
+    #[arg(
+        long = "as",
+        global = true,
+        env = "MEDIC_ACTOR",
+        value_name = "NAME",
+        help_heading = "Connection"
+    )]
+    pub actor: Option<String>,
+
+    /// CA certificate (PEM) to verify the coordinator with [default: the
+    /// system's trust store]
+    #[arg(
+        long,
+        global = true,
+        env = "MEDIC_TLS_CA",
+        value_name = "FILE",
+        help_heading = "TLS (https:// only)"
+    )]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS; needs --tls-key
+    #[arg(
+        long,
+        global = true,
+        env = "MEDIC_TLS_CERT",
+        value_name = "FILE",
+        help_heading = "TLS (https:// only)"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Client private key (PEM) for mutual TLS; needs --tls-cert
+    #[arg(
+        long,
+        global = true,
+        env = "MEDIC_TLS_KEY",
+        value_name = "FILE",
+        help_heading = "TLS (https:// only)"
+    )]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns, durations like `3m12s`, times absolute and relative.
+    Table,
+    /// One JSON document (`watch`: one object per line), stable field names.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The coordinator at a glance: mode, pauses, breakers, slots, budgets, hosts
+    #[command(
+        long_about = "\
+The coordinator at a glance: enforce or dry-run, warm-up, pauses in force (who,
+why, since, until), open circuit breakers and why, and per action the active
+permits against the effective cap, the rate budget left and when the next grant
+fits, and whether its time windows are open; then the host counts.
+
+Relative times are counted on the coordinator's clock.",
+        after_help = "Example:\n  medicctl status\n  medicctl status -o json | jq '.pauses'"
+    )]
+    Status,
+
+    /// Stop grants: fleet-wide, for a label selector, or for one action
+    #[command(
+        long_about = "\
+Stop grants: fleet-wide, for hosts matching a label selector, for one action,
+or a selector and an action. Permits already granted stay valid (see `revoke`).
+Pauses survive coordinator restarts and last until resumed, or for --for.",
+        after_help = "\
+Examples:
+  medicctl pause --reason 'db-3 failover, INC-1234'
+  medicctl pause --reason 'rack r12 power work' --selector rack=r12 --for 2h
+  medicctl pause --reason 'kernel rollout' --action reboot-host"
+    )]
+    Pause(PauseArgs),
+
+    /// End pauses: by id, by exact scope (default: the fleet-wide pause), or all
+    #[command(
+        long_about = "\
+End pauses. With --id, that pause. With --selector and/or --action, the pauses
+whose scope is exactly that one (not pauses it overlaps). With neither, the
+fleet-wide pauses. With --all, every pause in force.",
+        after_help = "\
+Examples:
+  medicctl resume --reason 'db-3 back, INC-1234'
+  medicctl resume --selector rack=r12 --reason 'power work done'
+  medicctl resume --id 7 --reason 'wrong scope'"
+    )]
+    Resume(ResumeArgs),
+
+    /// List hosts as the coordinator sees them
+    #[command(after_help = "\
+Examples:
+  medicctl hosts --unhealthy
+  medicctl hosts --quarantined
+  medicctl hosts --selector rack=r12,zone=use1-az2")]
+    Hosts(HostsArgs),
+
+    /// List permits (active ones by default), in grant order
+    #[command(after_help = "\
+Examples:
+  medicctl permits
+  medicctl permits --action reboot-host
+  medicctl permits --host web-17 --all-states")]
+    Permits(PermitsArgs),
+
+    /// End an active permit; its agent aborts before any irreversible step
+    #[command(
+        long_about = "\
+End an active permit (state REVOKED). The agent learns it from its next
+heartbeat or renewal and aborts before any irreversible step; an action already
+past that step completes. The host's slot frees at once.",
+        after_help = "Example:\n  medicctl revoke p-000000000042 --reason 'wrong host, INC-1234'"
+    )]
+    Revoke(RevokeArgs),
+
+    /// Hold a host for a human: it gets no permit until released
+    #[command(
+        after_help = "Example:\n  medicctl quarantine web-17 --reason 'disk errors, DCOPS-881'"
+    )]
+    Quarantine(HostReasonArgs),
+
+    /// Release a quarantined host; its attempt budget starts afresh
+    #[command(after_help = "Example:\n  medicctl unquarantine web-17 --reason 'disk replaced'")]
+    Unquarantine(HostReasonArgs),
+
+    /// The audit history: grants, denials, outcomes, operator calls, breakers
+    #[command(
+        long_about = "\
+The audit history: grants, sampled denials, outcomes, revocations, breaker
+changes, quarantines, pauses, config reloads and renewals, oldest first, with
+who caused each and why. Fetches page after page until --limit events are
+printed; when more remain, prints the --page-token that continues.",
+        after_help = "\
+Examples:
+  medicctl history --since 1h
+  medicctl history --host web-17 --kind grant,outcome
+  medicctl history --kind pause,breaker,quarantine --since 2026-11-26T17:00:00Z
+  medicctl history --limit 50 --page-token 1234"
+    )]
+    History(HistoryArgs),
+
+    /// Why a host would (not) get a permit now: every rule that would deny
+    #[command(
+        long_about = "\
+What would happen if HOST asked for --action now: every rule that would deny it
+(not only the first), each with when it would clear by itself, or that a human
+must act. Changes nothing and uses no budget. Exits 0 either way.",
+        after_help = "Example:\n  medicctl explain web-17 --action reboot-host"
+    )]
+    Explain(ExplainArgs),
+
+    /// Circuit breakers
+    #[command(subcommand)]
+    Breaker(BreakerCommand),
+
+    /// Re-read the coordinator's config file (as SIGHUP does), all or nothing
+    #[command(
+        long_about = "\
+Re-read the coordinator's configuration file, as SIGHUP does. All or nothing: an
+invalid file changes nothing, and every error is printed with its key path
+(exit 1).",
+        after_help = "Example:\n  medicctl reload --reason 'raise reboot cap for the kernel rollout, CHG-881'"
+    )]
+    Reload(ReloadArgs),
+
+    /// Follow the audit history live, until interrupted (Ctrl-C)
+    #[command(
+        long_about = "\
+Follow the audit history live, one line per event (one JSON object per line
+with -o json), until interrupted. With --after-id, first the events recorded
+after that id. A watcher that falls behind resumes by itself where it left off.",
+        after_help = "\
+Examples:
+  medicctl watch
+  medicctl watch --kind breaker,pause,quarantine
+  medicctl watch --after-id 1234 -o json"
+    )]
+    Watch(WatchArgs),
+
+    /// Print a shell completion script
+    #[command(
+        long_about = "Print a completion script for SHELL on standard output.",
+        after_help = "\
+Examples:
+  medicctl completions bash > /etc/bash_completion.d/medicctl
+  medicctl completions zsh > \"${fpath[1]}/_medicctl\""
+    )]
+    Completions(CompletionsArgs),
+}
+
+/// `medicctl pause`.
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// Why, for the audit history and the denials agents see (required)
+    #[arg(long, value_parser = parse_reason)]
+    pub reason: String,
+    /// Lift the pause by itself after this long (`30m`, `2h`) [default: until resumed]
+    #[arg(long = "for", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+    /// Only hosts with these labels (repeat, or comma-separate, for all of several)
+    #[arg(long, value_parser = parse_label, value_delimiter = ',', value_name = "KEY=VALUE")]
+    pub selector: Vec<(String, String)>,
+    /// Only this action [default: every action]
+    #[arg(long, value_enum)]
+    pub action: Option<ActionArg>,
+}
+
+/// `medicctl resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Why (required)
+    #[arg(long, value_parser = parse_reason)]
+    pub reason: String,
+    /// The pause with this id (see `medicctl status`)
+    #[arg(long, value_name = "ID", conflicts_with_all = ["selector", "action", "all"])]
+    pub id: Option<u64>,
+    /// The pauses whose selector is exactly this one
+    #[arg(long, value_parser = parse_label, value_delimiter = ',', value_name = "KEY=VALUE")]
+    pub selector: Vec<(String, String)>,
+    /// The pauses whose action is exactly this one
+    #[arg(long, value_enum)]
+    pub action: Option<ActionArg>,
+    /// Every pause in force, whatever its scope
+    #[arg(long, conflicts_with_all = ["selector", "action"])]
+    pub all: bool,
+}
+
+/// `medicctl hosts`.
+#[derive(Debug, Args)]
+pub struct HostsArgs {
+    /// Only hosts reporting a problem or holding a permit
+    #[arg(long)]
+    pub unhealthy: bool,
+    /// Only quarantined hosts
+    #[arg(long)]
+    pub quarantined: bool,
+    /// Only hosts with these labels (repeat, or comma-separate)
+    #[arg(long, value_parser = parse_label, value_delimiter = ',', value_name = "KEY=VALUE")]
+    pub selector: Vec<(String, String)>,
+}
+
+/// `medicctl permits`.
+#[derive(Debug, Args)]
+pub struct PermitsArgs {
+    /// Only this host's permits
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Only this action's permits
+    #[arg(long, value_enum)]
+    pub action: Option<ActionArg>,
+    /// Ended permits too (kept for the coordinator's retention period)
+    #[arg(long)]
+    pub all_states: bool,
+}
+
+/// `medicctl revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The permit (`p-000000000042`, see `medicctl permits`)
+    #[arg(value_name = "PERMIT_ID")]
+    pub permit_id: String,
+    /// Why (required)
+    #[arg(long, value_parser = parse_reason)]
+    pub reason: String,
+}
+
+/// `medicctl quarantine` and `medicctl unquarantine`.
+#[derive(Debug, Args)]
+pub struct HostReasonArgs {
+    /// The host (its id, as in `medicctl hosts`)
+    #[arg(value_name = "HOST")]
+    pub host: String,
+    /// Why (required)
+    #[arg(long, value_parser = parse_reason)]
+    pub reason: String,
+}
+
+/// `medicctl history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only events at or after this: a duration back from now (`1h`), or a UTC
+    /// time (`2026-11-26T17:00:00Z`)
+    #[arg(long, value_parser = parse_when, value_name = "WHEN")]
+    pub since: Option<When>,
+    /// Only events before this: a duration back from now, or a UTC time
+    #[arg(long, value_parser = parse_when, value_name = "WHEN")]
+    pub until: Option<When>,
+    /// Only events about this host
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Only these kinds (repeat, or comma-separate)
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub kind: Vec<KindArg>,
+    /// Only events about this action (leaves out breakers, quarantines, config)
+    #[arg(long, value_enum)]
+    pub action: Option<ActionArg>,
+    /// Print at most this many events
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub limit: u32,
+    /// Continue where a previous listing stopped (the token it printed)
+    #[arg(long, value_name = "TOKEN")]
+    pub page_token: Option<String>,
+    /// Events per request to the coordinator [default: the coordinator's, 100]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000), value_name = "N")]
+    pub page_size: Option<u32>,
+    /// Newest events first
+    #[arg(long)]
+    pub newest_first: bool,
+}
+
+/// `medicctl explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The host asked about
+    #[arg(value_name = "HOST")]
+    pub host: String,
+    /// The action asked about
+    #[arg(long, value_enum)]
+    pub action: ActionArg,
+}
+
+/// `medicctl breaker ...`.
+#[derive(Debug, Subcommand)]
+pub enum BreakerCommand {
+    /// Close open circuit breakers (all of them, or one --scope)
+    #[command(
+        long_about = "\
+Close open circuit breakers: every open one, or the one named by --scope. If the
+condition that opened a breaker still holds, it opens again at the next
+evaluation (a new trip, audited). `medicctl status` shows open breakers.",
+        after_help = "\
+Examples:
+  medicctl breaker reset --reason 'db-3 recovered, INC-1234'
+  medicctl breaker reset --scope rack=r12 --reason 'switch replaced'"
+    )]
+    Reset(BreakerResetArgs),
+}
+
+/// `medicctl breaker reset`.
+#[derive(Debug, Args)]
+pub struct BreakerResetArgs {
+    /// Why (required)
+    #[arg(long, value_parser = parse_reason)]
+    pub reason: String,
+    /// Which breaker: `fleet`, or a failure domain `LABEL=VALUE` [default: every open one]
+    #[arg(long, value_parser = parse_breaker_scope, value_name = "fleet|LABEL=VALUE")]
+    pub scope: Option<BreakerScopeArg>,
+}
+
+/// `medicctl reload`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Why (required)
+    #[arg(long, value_parser = parse_reason)]
+    pub reason: String,
+}
+
+/// `medicctl watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Only these kinds (repeat, or comma-separate)
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub kind: Vec<KindArg>,
+    /// First the events recorded after this id, then live [default: live only]
+    #[arg(long, value_name = "ID")]
+    pub after_id: Option<u64>,
+}
+
+/// `medicctl completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// A remediation kind, as typed on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ActionArg {
+    /// Restart one job on the host.
+    #[value(alias = "restart_job")]
+    RestartJob,
+    /// Reboot the whole host.
+    #[value(alias = "reboot_host")]
+    RebootHost,
+}
+
+impl From<ActionArg> for pb::Action {
+    fn from(a: ActionArg) -> Self {
+        match a {
+            ActionArg::RestartJob => pb::Action::RestartJob,
+            ActionArg::RebootHost => pb::Action::RebootHost,
+        }
+    }
+}
+
+/// An audit-event kind, as typed on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// A permit was granted.
+    Grant,
+    /// Permit requests were denied (sampled).
+    Deny,
+    /// A permit ended by its outcome or by expiry.
+    Outcome,
+    /// An operator revoked a permit.
+    Admin,
+    /// A circuit breaker opened or closed.
+    Breaker,
+    /// A host was quarantined or released.
+    Quarantine,
+    /// A pause began or ended.
+    Pause,
+    /// A configuration reload was attempted.
+    Config,
+    /// A permit was renewed.
+    Renew,
+}
+
+impl From<KindArg> for pb::EventKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Grant => pb::EventKind::Grant,
+            KindArg::Deny => pb::EventKind::Deny,
+            KindArg::Outcome => pb::EventKind::Outcome,
+            KindArg::Admin => pb::EventKind::Admin,
+            KindArg::Breaker => pb::EventKind::Breaker,
+            KindArg::Quarantine => pb::EventKind::Quarantine,
+            KindArg::Pause => pb::EventKind::Pause,
+            KindArg::Config => pb::EventKind::Config,
+            KindArg::Renew => pb::EventKind::Renew,
+        }
+    }
+}
+
+/// A breaker, as named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BreakerScopeArg {
+    /// The fleet-wide breaker.
+    Fleet,
+    /// A failure domain's breaker (`rack=r12`).
+    Domain {
+        /// The label key.
+        label: String,
+        /// The label value.
+        value: String,
+    },
+}
+
+impl From<BreakerScopeArg> for pb::BreakerScope {
+    fn from(s: BreakerScopeArg) -> Self {
+        use pb::breaker_scope::{Domain, Fleet, Kind};
+        pb::BreakerScope {
+            kind: Some(match s {
+                BreakerScopeArg::Fleet => Kind::Fleet(Fleet {}),
+                BreakerScopeArg::Domain { label, value } => Kind::Domain(Domain { label, value }),
+            }),
+        }
+    }
+}
+
+/// A point in time on the command line: an absolute UTC time, or a span
+/// back from the coordinator's "now".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// This instant.
+    At(SystemTime),
+    /// This long before the coordinator's clock reads when asked.
+    Ago(Duration),
+}
+
+// === Value parsers ===
+
+/// A non-empty reason: the coordinator refuses an empty one too, but saying
+/// so before connecting is kinder.
+pub fn parse_reason(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("must not be empty: say why, for the audit history".to_owned());
+    }
+    Ok(t.to_owned())
+}
+
+/// A positive humantime duration (`30s`, `2h`, `1h 30m`).
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}; expected a duration like 30s, 15m, 2h or 1h30m"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// A `KEY=VALUE` label pair, with the coordinator's rules: a non-empty key,
+/// and no whitespace or control characters on either side.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let Some((k, v)) = s.split_once('=') else {
+        return Err(format!("{s:?} is not KEY=VALUE (like rack=r12)"));
+    };
+    if k.is_empty() {
+        return Err(format!("{s:?}: the key must not be empty"));
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{s:?}: labels contain no whitespace or control characters"
+        ));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// `fleet`, or `LABEL=VALUE`.
+pub fn parse_breaker_scope(s: &str) -> Result<BreakerScopeArg, String> {
+    if s == "fleet" {
+        return Ok(BreakerScopeArg::Fleet);
+    }
+    let (label, value) =
+        parse_label(s).map_err(|e| format!("{e}; expected `fleet` or LABEL=VALUE"))?;
+    if value.is_empty() {
+        return Err(format!("{s:?}: the value must not be empty"));
+    }
+    Ok(BreakerScopeArg::Domain { label, value })
+}
+
+/// A UTC time (`2026-11-26T17:00:00Z`, `2026-11-26 17:00:00`) or a span
+/// back from now (`90m`).
+pub fn parse_when(s: &str) -> Result<When, String> {
+    let s = s.trim();
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(When::Ago(d));
+    }
+    humantime::parse_rfc3339_weak(s).map(When::At).map_err(|_| {
+        format!(
+            "{s:?} is neither a duration back from now (1h, 30m) nor a UTC time \
+             (2026-11-26T17:00:00Z)"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn reasons_must_say_something() {
+        assert!(parse_reason("  ").is_err());
+        assert_eq!(parse_reason(" INC-1 ").as_deref(), Ok("INC-1"));
+    }
+
+    #[test]
+    fn labels_and_breaker_scopes_parse() {
+        assert_eq!(
+            parse_label("rack=r1"),
+            Ok(("rack".to_owned(), "r1".to_owned()))
+        );
+        assert!(parse_label("rack").is_err());
+        assert!(parse_label("=r1").is_err());
+        assert!(parse_label("rack=r 1").is_err());
+        assert_eq!(parse_breaker_scope("fleet"), Ok(BreakerScopeArg::Fleet));
+        assert_eq!(
+            parse_breaker_scope("zone=z1"),
+            Ok(BreakerScopeArg::Domain {
+                label: "zone".to_owned(),
+                value: "z1".to_owned()
+            })
+        );
+        assert!(parse_breaker_scope("zone=").is_err());
+    }
+
+    #[test]
+    fn when_is_a_span_or_a_time() {
+        assert_eq!(parse_when("1h"), Ok(When::Ago(Duration::from_secs(3600))));
+        assert!(matches!(
+            parse_when("2026-11-26T17:00:00Z"),
+            Ok(When::At(_))
+        ));
+        assert!(parse_when("yesterday").is_err());
+    }
+}

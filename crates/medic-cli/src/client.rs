@@ -1,0 +1,333 @@
+//! The connection to the coordinator: URL and TLS, the caller's name as
+//! `medic-actor` metadata, a deadline per call, and gRPC errors turned
+//! into [`Error`]s with the right exit code.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use medic_proto::pb::v1::admin_client::AdminClient;
+use tonic::Status;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::cli::GlobalArgs;
+use crate::error::{Error, chain, code_name};
+use crate::format;
+
+/// The admin client medicctl uses: every request carries the actor.
+pub type Admin = AdminClient<InterceptedService<Channel, ActorHeader>>;
+
+/// The metadata key the coordinator reads the caller's claimed name from.
+pub const ACTOR_KEY: &str = "medic-actor";
+
+/// The longest name the coordinator records (it ignores longer ones).
+const MAX_ACTOR_LEN: usize = 128;
+
+/// How often a call refused by the coordinator's admission control
+/// (RESOURCE_EXHAUSTED) is tried again before giving up.
+const ADMISSION_RETRIES: u32 = 5;
+
+/// Adds `medic-actor: NAME` to every request.
+#[derive(Debug, Clone)]
+pub struct ActorHeader {
+    actor: Option<AsciiMetadataValue>,
+}
+
+impl Interceptor for ActorHeader {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(a) = &self.actor {
+            req.metadata_mut().insert(ACTOR_KEY, a.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// TLS material for an `https://` coordinator.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// `--tls-ca`: the CA to verify the coordinator with.
+    pub ca: Option<PathBuf>,
+    /// `--tls-cert`: the client certificate, for mutual TLS.
+    pub cert: Option<PathBuf>,
+    /// `--tls-key`: the client key, for mutual TLS.
+    pub key: Option<PathBuf>,
+}
+
+/// Where and how to connect, validated.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The URL, with a scheme (`http://` is added to a bare `host:port`).
+    pub url: String,
+    /// Per-call deadline.
+    pub timeout: Duration,
+    /// The name sent as `medic-actor`, if any.
+    pub actor: Option<String>,
+    /// TLS files (used only for `https://`).
+    pub tls: TlsFiles,
+}
+
+impl Target {
+    /// The target the global flags describe. `$USER` names the caller when
+    /// `--as` does not.
+    pub fn from_args(g: &GlobalArgs) -> Self {
+        let url = g.coordinator.trim().to_owned();
+        let url = if url.contains("://") {
+            url
+        } else {
+            format!("http://{url}")
+        };
+        Target {
+            url,
+            timeout: g.timeout,
+            actor: g
+                .actor
+                .clone()
+                .or_else(|| std::env::var("USER").ok())
+                .filter(|a| !a.is_empty()),
+            tls: TlsFiles {
+                ca: g.tls_ca.clone(),
+                cert: g.tls_cert.clone(),
+                key: g.tls_key.clone(),
+            },
+        }
+    }
+
+    fn is_tls(&self) -> bool {
+        self.url.starts_with("https://")
+    }
+
+    /// The endpoint, with TLS when the URL is `https://`. Flags that
+    /// contradict each other, and unreadable files, are usage errors.
+    fn endpoint(&self) -> Result<Endpoint, Error> {
+        let endpoint = Endpoint::from_shared(self.url.clone())
+            .map_err(|e| {
+                Error::Usage(format!(
+                    "--coordinator {:?}: not a URL ({e}); expected http://HOST:PORT or \
+                     https://HOST:PORT",
+                    self.url
+                ))
+            })?
+            .connect_timeout(self.timeout)
+            .tcp_nodelay(true);
+        if !self.url.starts_with("http://") && !self.is_tls() {
+            return Err(Error::Usage(format!(
+                "--coordinator {:?}: the scheme must be http:// or https://",
+                self.url
+            )));
+        }
+        let any_tls_flag =
+            self.tls.ca.is_some() || self.tls.cert.is_some() || self.tls.key.is_some();
+        if !self.is_tls() {
+            if any_tls_flag {
+                return Err(Error::Usage(format!(
+                    "TLS files are given (--tls-ca, --tls-cert, --tls-key or MEDIC_TLS_*) but \
+                     --coordinator {} is not https://; use an https:// URL, or unset them",
+                    self.url
+                )));
+            }
+            return Ok(endpoint);
+        }
+        let mut tls = ClientTlsConfig::new();
+        tls = match &self.tls.ca {
+            Some(ca) => {
+                tls.ca_certificate(Certificate::from_pem(read("--tls-ca", ca, "CERTIFICATE")?))
+            }
+            None => tls.with_native_roots(),
+        };
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(
+                    read("--tls-cert", cert, "CERTIFICATE")?,
+                    read("--tls-key", key, "PRIVATE KEY")?,
+                ));
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(Error::Usage(
+                    "--tls-cert needs --tls-key (the client certificate's private key)".to_owned(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::Usage(
+                    "--tls-key needs --tls-cert (the client certificate)".to_owned(),
+                ));
+            }
+        }
+        let system_roots = self.tls.ca.is_none();
+        endpoint.tls_config(tls).map_err(|e| {
+            Error::Usage(if system_roots {
+                format!(
+                    "no --tls-ca given, and the system's trust store is not usable ({}); pass \
+                     --tls-ca FILE with the CA that signed the coordinator's certificate",
+                    chain(&e)
+                )
+            } else {
+                format!(
+                    "TLS settings (--tls-ca, --tls-cert, --tls-key) are not usable: {}",
+                    chain(&e)
+                )
+            })
+        })
+    }
+
+    fn actor_header(&self) -> Result<ActorHeader, Error> {
+        let actor = match &self.actor {
+            None => None,
+            Some(name) => {
+                if name.len() > MAX_ACTOR_LEN {
+                    return Err(Error::Usage(format!(
+                        "--as: at most {MAX_ACTOR_LEN} bytes, got {}",
+                        name.len()
+                    )));
+                }
+                Some(MetadataValue::try_from(name.as_str()).map_err(|_| {
+                    Error::Usage(format!(
+                        "--as {name:?}: only printable ASCII can be sent as the caller's name"
+                    ))
+                })?)
+            }
+        };
+        Ok(ActorHeader { actor })
+    }
+
+    /// Connects (within `timeout`) and returns a client for the Admin API.
+    pub async fn connect(&self) -> Result<Connection, Error> {
+        let endpoint = self.endpoint()?;
+        let header = self.actor_header()?;
+        let channel = match tokio::time::timeout(self.timeout, endpoint.connect()).await {
+            Err(_) => return Err(self.timed_out()),
+            Ok(Err(e)) => {
+                return Err(Error::Unreachable {
+                    url: self.url.clone(),
+                    detail: transport_detail(&e),
+                });
+            }
+            Ok(Ok(c)) => c,
+        };
+        Ok(Connection {
+            target: self.clone(),
+            admin: AdminClient::with_interceptor(channel, header),
+        })
+    }
+
+    fn timed_out(&self) -> Error {
+        Error::Timeout {
+            url: self.url.clone(),
+            timeout: format::duration(self.timeout),
+        }
+    }
+}
+
+/// Reads a PEM file that must hold a block whose label contains `what`
+/// (`CERTIFICATE`, `PRIVATE KEY`); errors name the flag and the file.
+fn read(flag: &str, path: &Path, what: &str) -> Result<Vec<u8>, Error> {
+    let pem = std::fs::read(path)
+        .map_err(|e| Error::Usage(format!("{flag} {}: cannot read it: {e}", path.display())))?;
+    let text = String::from_utf8_lossy(&pem);
+    let found = text.lines().any(|l| {
+        l.strip_prefix("-----BEGIN ")
+            .is_some_and(|label| label.contains(what))
+    });
+    if !found {
+        return Err(Error::Usage(format!(
+            "{flag} {}: no PEM {what} in it (expected a -----BEGIN ...{what}----- block)",
+            path.display()
+        )));
+    }
+    Ok(pem)
+}
+
+/// A transport error's causes, without tonic's generic "transport error".
+fn transport_detail(e: &tonic::transport::Error) -> String {
+    let full = chain(e);
+    full.strip_prefix("transport error: ")
+        .map(str::to_owned)
+        .unwrap_or(full)
+}
+
+/// A connected Admin client.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    target: Target,
+    admin: Admin,
+}
+
+impl Connection {
+    /// The URL connected to.
+    pub fn url(&self) -> &str {
+        &self.target.url
+    }
+
+    /// The client, for streaming calls (which have no overall deadline).
+    pub fn admin(&self) -> Admin {
+        self.admin.clone()
+    }
+
+    /// The per-call deadline.
+    pub fn timeout(&self) -> Duration {
+        self.target.timeout
+    }
+
+    /// One unary call: within the deadline, tried again (after the hint
+    /// the coordinator gives) when refused by admission control, and its
+    /// error turned into an [`Error`].
+    pub async fn unary<Req, Resp, F, Fut>(&self, req: Req, call: F) -> Result<Resp, Error>
+    where
+        Req: Clone,
+        F: Fn(Admin, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let fut = call(self.admin.clone(), req.clone());
+            match tokio::time::timeout(self.target.timeout, fut).await {
+                Err(_) => return Err(self.target.timed_out()),
+                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Err(s))
+                    if s.code() == tonic::Code::ResourceExhausted
+                        && attempt <= ADMISSION_RETRIES =>
+                {
+                    tokio::time::sleep(retry_hint(&s)).await;
+                }
+                Ok(Err(s)) => return Err(self.status_error(&s)),
+            }
+        }
+    }
+
+    /// A gRPC status as an [`Error`]: the coordinator's own errors exit 1;
+    /// a status the transport made up (the connection broke, the peer does
+    /// not speak gRPC) exits 2.
+    pub fn status_error(&self, s: &Status) -> Error {
+        // Statuses decoded from the coordinator's reply have no source; those
+        // tonic makes up when the transport fails carry the transport error.
+        if let Some(source) = std::error::Error::source(s) {
+            let detail = chain(source);
+            return Error::Unreachable {
+                url: self.target.url.clone(),
+                detail: detail
+                    .strip_prefix("transport error: ")
+                    .map_or_else(|| detail.clone(), str::to_owned),
+            };
+        }
+        Error::Rpc {
+            code: code_name(s.code()),
+            message: s.message().to_owned(),
+        }
+    }
+}
+
+/// How long the coordinator asked us to wait (`retry-after-ms`), bounded;
+/// 200ms when it did not say.
+fn retry_hint(s: &Status) -> Duration {
+    let ms = s
+        .metadata()
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(200);
+    Duration::from_millis(ms.clamp(10, 5_000))
+}

@@ -1,0 +1,381 @@
+//! Webhook notifications: what an on-call person must learn without
+//! watching a terminal (breaker opened or closed, pause and resume, host
+//! quarantined, host lost mid-remediation, config reload rejected).
+//!
+//! Notifications come from audit entries once they are durable. Each
+//! webhook has its own bounded queue and delivery task, so a slow or dead
+//! webhook delays nothing else: offering a notification never waits (a full
+//! queue drops it, counted and logged), and delivery retries with
+//! exponential backoff up to `max_attempts`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use medic_policy::{Event, PermitState};
+use medic_store::{Entry, Record};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::config::{NotifyConfig, NotifyKind, Webhook, WebhookFormat};
+use crate::metrics::Metrics;
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// One notification, as the generic JSON body carries it. Field names are
+/// stable; `details` depends on `kind` (see `config/coordinator.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Notification {
+    /// `breaker_opened`, `breaker_closed`, `paused`, `resumed`,
+    /// `host_quarantined`, `host_lost` or `config_reload_failed`.
+    pub kind: &'static str,
+    /// The audit history entry it comes from (`medicctl history`).
+    pub event_id: u64,
+    /// When it happened, RFC 3339.
+    pub time: String,
+    /// One sentence for a human.
+    pub summary: String,
+    /// Who caused it (`coordinator` for the coordinator's own decisions).
+    pub actor: String,
+    /// Why, in the actor's words (or the numbers that opened a breaker).
+    pub reason: String,
+    /// The host concerned, if one.
+    pub host: Option<String>,
+    /// Kind-specific fields.
+    pub details: serde_json::Value,
+}
+
+impl Notification {
+    /// The notification an audit entry warrants, if any.
+    pub fn from_entry(entry: &Entry) -> Option<(NotifyKind, Notification)> {
+        let time = humantime::format_rfc3339_seconds(entry.at).to_string();
+        let n = |kind: NotifyKind,
+                 summary: String,
+                 actor: &str,
+                 reason: &str,
+                 host: Option<String>,
+                 details: serde_json::Value| {
+            (
+                kind,
+                Notification {
+                    kind: kind.as_str(),
+                    event_id: entry.id,
+                    time: time.clone(),
+                    summary,
+                    actor: actor.to_owned(),
+                    reason: reason.to_owned(),
+                    host,
+                    details,
+                },
+            )
+        };
+        match &entry.record {
+            Record::Policy(Event::BreakerOpened(t)) => Some(n(
+                NotifyKind::BreakerOpened,
+                format!(
+                    "medic circuit breaker OPEN for {}: {}. No grants there until it closes.",
+                    t.scope, t.detail
+                ),
+                medic_policy::COORDINATOR_ACTOR,
+                &t.detail,
+                None,
+                serde_json::json!({
+                    "scope": t.scope.to_string(),
+                    "cause": match t.cause {
+                        medic_policy::BreakerCause::UnhealthyFraction => "unhealthy_fraction",
+                        medic_policy::BreakerCause::FailureFraction => "failure_fraction",
+                    },
+                }),
+            )),
+            Record::Policy(Event::BreakerClosed {
+                scope,
+                actor,
+                reason,
+                ..
+            }) => Some(n(
+                NotifyKind::BreakerClosed,
+                format!("medic circuit breaker closed for {scope} by {actor}: {reason}"),
+                actor,
+                reason,
+                None,
+                serde_json::json!({ "scope": scope.to_string() }),
+            )),
+            Record::Policy(Event::Paused(p)) => Some(n(
+                NotifyKind::Paused,
+                format!(
+                    "medic PAUSED ({}) by {}: {}{}",
+                    p.scope,
+                    p.actor,
+                    p.reason,
+                    p.until.map_or_else(
+                        || ", until resumed".to_owned(),
+                        |u| format!(", until {}", humantime::format_rfc3339_seconds(u))
+                    )
+                ),
+                &p.actor,
+                &p.reason,
+                None,
+                serde_json::json!({
+                    "pause_id": p.id,
+                    "scope": p.scope.to_string(),
+                    "until": p.until.map(|u| humantime::format_rfc3339_seconds(u).to_string()),
+                }),
+            )),
+            Record::Policy(Event::Resumed {
+                pause,
+                actor,
+                reason,
+                ..
+            }) => Some(n(
+                NotifyKind::Resumed,
+                format!("medic resumed ({}) by {actor}: {reason}", pause.scope),
+                actor,
+                reason,
+                None,
+                serde_json::json!({ "pause_id": pause.id, "scope": pause.scope.to_string() }),
+            )),
+            Record::Policy(Event::HostQuarantined(q)) => Some(n(
+                NotifyKind::HostQuarantined,
+                format!(
+                    "host {} QUARANTINED ({}) by {}: {}. It gets no permit until a human releases it.",
+                    q.host,
+                    q.cause.as_str(),
+                    q.actor,
+                    q.reason
+                ),
+                &q.actor,
+                &q.reason,
+                Some(q.host.to_string()),
+                serde_json::json!({ "cause": q.cause.as_str() }),
+            )),
+            Record::Policy(Event::PermitEnded {
+                id,
+                host,
+                action,
+                state: PermitState::Expired,
+                actor,
+                detail,
+                ..
+            }) => Some(n(
+                NotifyKind::HostLost,
+                format!(
+                    "host {host} LOST mid-remediation: {action} permit {id} expired without an outcome"
+                ),
+                actor,
+                detail,
+                Some(host.to_string()),
+                serde_json::json!({ "permit_id": id.as_str(), "action": action.as_str() }),
+            )),
+            Record::ConfigReloaded {
+                actor,
+                reason,
+                errors,
+            } if !errors.is_empty() => Some(n(
+                NotifyKind::ConfigReloadFailed,
+                format!(
+                    "medic config reload REJECTED ({} error{}; the old config keeps running): {}",
+                    errors.len(),
+                    if errors.len() == 1 { "" } else { "s" },
+                    errors[0]
+                ),
+                actor,
+                reason,
+                None,
+                serde_json::json!({
+                    "errors": errors
+                        .iter()
+                        .map(|e| serde_json::json!({ "key": e.path, "message": e.message }))
+                        .collect::<Vec<_>>(),
+                }),
+            )),
+            _ => None,
+        }
+    }
+
+    /// The request body for `format`.
+    pub fn body(&self, format: WebhookFormat) -> Vec<u8> {
+        let value = match format {
+            WebhookFormat::Json => serde_json::to_value(self).unwrap_or_default(),
+            WebhookFormat::Slack => serde_json::json!({ "text": self.summary }),
+        };
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+}
+
+struct Sink {
+    hook: Webhook,
+    tx: mpsc::Sender<Arc<Notification>>,
+}
+
+/// Fans notifications out to every configured webhook.
+pub struct Notifier {
+    sinks: Mutex<Vec<Sink>>,
+    config: Mutex<NotifyConfig>,
+    metrics: Arc<Metrics>,
+    client: Option<HttpClient>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.sinks.lock().map(|s| s.len()).unwrap_or(0);
+        write!(f, "Notifier({n} webhooks)")
+    }
+}
+
+impl Notifier {
+    /// Starts a delivery task per webhook. Must run inside a tokio runtime.
+    pub fn new(config: &NotifyConfig, metrics: Arc<Metrics>) -> Self {
+        let client = match http_client() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up TLS for webhooks; notifications are disabled");
+                None
+            }
+        };
+        let n = Self {
+            sinks: Mutex::new(Vec::new()),
+            config: Mutex::new(NotifyConfig::default()),
+            metrics,
+            client,
+        };
+        n.update(config);
+        n
+    }
+
+    /// Applies a new configuration (after a reload). Webhooks that did not
+    /// change keep their queues.
+    pub fn update(&self, config: &NotifyConfig) {
+        let mut current = self
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current == *config {
+            return;
+        }
+        *current = config.clone();
+        let Some(client) = &self.client else {
+            return;
+        };
+        let mut sinks = self
+            .sinks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Dropping a sender lets its delivery task finish its queue and end.
+        sinks.clear();
+        for hook in &config.webhooks {
+            let (tx, rx) = mpsc::channel(config.queue);
+            tokio::spawn(deliver(
+                hook.clone(),
+                rx,
+                client.clone(),
+                self.metrics.clone(),
+            ));
+            sinks.push(Sink {
+                hook: hook.clone(),
+                tx,
+            });
+        }
+    }
+
+    /// Offers a durable audit entry; never waits.
+    pub fn offer(&self, entry: &Entry) {
+        let Some((kind, notification)) = Notification::from_entry(entry) else {
+            return;
+        };
+        let notification = Arc::new(notification);
+        let sinks = self
+            .sinks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for sink in sinks.iter().filter(|s| s.hook.events.contains(&kind)) {
+            if sink.tx.try_send(notification.clone()).is_err() {
+                self.metrics.notification_dropped("queue_full");
+                tracing::warn!(
+                    webhook = %sink.hook.url,
+                    kind = kind.as_str(),
+                    event_id = entry.id,
+                    "notification dropped: the webhook's queue is full (it is slow or down)"
+                );
+            }
+        }
+    }
+}
+
+fn http_client() -> Result<HttpClient, rustls::Error> {
+    let roots: rustls::RootCertStore = webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// Delivers one webhook's queue, retrying each notification with
+/// exponential backoff (1s, 2s, 4s, ... at most 60s) up to `max_attempts`.
+async fn deliver(
+    hook: Webhook,
+    mut rx: mpsc::Receiver<Arc<Notification>>,
+    client: HttpClient,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(n) = rx.recv().await {
+        let body = Bytes::from(n.body(hook.format));
+        let mut backoff = Duration::from_secs(1);
+        let mut attempt = 1;
+        loop {
+            match post(&client, &hook, body.clone()).await {
+                Ok(()) => {
+                    metrics.notifications_sent.inc();
+                    break;
+                }
+                Err(why) if attempt >= hook.max_attempts => {
+                    metrics.notification_dropped("failed");
+                    tracing::warn!(
+                        webhook = %hook.url, kind = n.kind, event_id = n.event_id, attempts = attempt,
+                        error = %why, "notification dropped after its last attempt"
+                    );
+                    break;
+                }
+                Err(why) => {
+                    metrics.notification_retries.inc();
+                    tracing::debug!(webhook = %hook.url, attempt, error = %why, "webhook failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+async fn post(client: &HttpClient, hook: &Webhook, body: Bytes) -> Result<(), String> {
+    let req = hyper::Request::post(&hook.url)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("medic-coordinator/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(hook.timeout, client.request(req)).await {
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(hook.timeout)
+        )),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+        Ok(Ok(resp)) => Err(format!("HTTP {}", resp.status())),
+    }
+}

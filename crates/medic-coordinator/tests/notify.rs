@@ -1,0 +1,272 @@
+//! Webhook notifications: a receiver on loopback gets the breaker-opened and
+//! quarantine notifications with the documented fields; a receiver that
+//! hangs does not slow RequestPermit.
+
+#![allow(clippy::unwrap_used, clippy::cast_precision_loss)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use medic_proto::pb::v1 as pb;
+use tokio::sync::mpsc;
+
+/// A webhook receiver: every POSTed body goes to the returned channel.
+async fn receiver() -> (SocketAddr, mpsc::UnboundedReceiver<serde_json::Value>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, rx)
+}
+
+/// A webhook that accepts connections and never answers.
+async fn hanging_receiver() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s); // keep it open, say nothing
+        }
+    });
+    addr
+}
+
+async fn next_of_kind(
+    rx: &mut mpsc::UnboundedReceiver<serde_json::Value>,
+    kind: &str,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(v)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await
+            && v["kind"] == kind
+        {
+            return v;
+        }
+    }
+    panic!("no {kind} notification within 10s");
+}
+
+fn with_webhook(url: &str, extra: &str) -> String {
+    format!("[[notify.webhooks]]\nurl = \"{url}\"\n{extra}\n{FAST}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_and_quarantine_notifications_carry_the_documented_fields() {
+    let (addr, mut rx) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = with_webhook(&format!("http://{addr}/hook"), "")
+        .replace("unhealthy_percent = 100", "unhealthy_percent = 50");
+    let server = TestServer::start(dir.path(), &toml).await;
+    let mut agent = server.agent().await;
+    let mut admin = server.admin().await;
+    for h in ["h1", "h2", "h3"] {
+        heartbeat(&mut agent, h, labels(&[]), false).await;
+    }
+    server.advance(Duration::from_secs(3));
+    let mut req = tonic::Request::new(pb::QuarantineRequest {
+        host_id: "h3".into(),
+        reason: "disk errors".into(),
+    });
+    req.metadata_mut()
+        .insert("medic-actor", "alice".parse().unwrap());
+    admin.quarantine(req).await.unwrap();
+    let q = next_of_kind(&mut rx, "host_quarantined").await;
+    assert_eq!(q["host"], "h3");
+    assert_eq!(q["reason"], "disk errors");
+    assert!(q["actor"].as_str().unwrap().contains("alice"), "{q}");
+    assert_eq!(q["details"]["cause"], "manual");
+    assert!(q["event_id"].as_u64().unwrap() >= 1);
+    assert!(q["time"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        q["summary"].as_str().unwrap().contains("QUARANTINED"),
+        "{q}"
+    );
+
+    // Two of three hosts stuck: over 50%, the breaker opens.
+    heartbeat(&mut agent, "h1", labels(&[]), true).await;
+    heartbeat(&mut agent, "h2", labels(&[]), true).await;
+    heartbeat(&mut agent, "h3", labels(&[]), false).await;
+    let b = next_of_kind(&mut rx, "breaker_opened").await;
+    assert_eq!(b["details"]["scope"], "fleet");
+    assert_eq!(b["details"]["cause"], "unhealthy_fraction");
+    assert_eq!(b["actor"], "coordinator");
+    assert!(
+        b["reason"]
+            .as_str()
+            .unwrap()
+            .contains("2 of 3 live hosts unhealthy"),
+        "{b}"
+    );
+    for key in [
+        "kind", "event_id", "time", "summary", "actor", "reason", "host", "details",
+    ] {
+        assert!(b.get(key).is_some(), "field {key} missing: {b}");
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_reload_and_a_lost_host_are_notified_in_slack_format_too() {
+    let (addr, mut rx) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = with_webhook(
+        &format!("http://{addr}/hook"),
+        "format = \"slack\"\nevents = [\"config_reload_failed\", \"host_lost\"]",
+    );
+    let server = TestServer::start(dir.path(), &toml).await;
+    let mut admin = server.admin().await;
+    let mut agent = server.agent().await;
+    heartbeat(&mut agent, "h1", labels(&[]), true).await;
+    server.advance(Duration::from_secs(3));
+    heartbeat(&mut agent, "h1", labels(&[]), true).await;
+    granted(request(&mut agent, "h1", pb::Action::RebootHost, "r1").await);
+    // The host goes silent mid-reboot and never reports: after the TTL the
+    // permit expires and the host is lost.
+    server.advance(Duration::from_secs(61));
+    admin.get_status(pb::GetStatusRequest {}).await.unwrap();
+    let v = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = v["text"].as_str().unwrap();
+    assert!(text.contains("host h1 LOST mid-remediation"), "{text}");
+    assert_eq!(
+        v.as_object().unwrap().len(),
+        1,
+        "slack format is just text: {v}"
+    );
+    std::fs::write(&server.config_path, "bogus = 1\n").unwrap();
+    let r = admin
+        .reload_config(pb::ReloadConfigRequest {
+            reason: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.applied);
+    let v = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = v["text"].as_str().unwrap();
+    assert!(text.contains("config reload REJECTED"), "{text}");
+    assert!(text.contains("bogus: unknown key"), "{text}");
+    server.stop().await.unwrap();
+}
+
+/// p50 of `n` RequestPermit calls (each granted, then completed).
+async fn grant_latency(server: &TestServer, n: usize) -> Duration {
+    let mut agent = server.agent().await;
+    let mut admin = server.admin().await;
+    heartbeat(&mut agent, "h1", labels(&[]), false).await;
+    server.advance(Duration::from_secs(3));
+    heartbeat(&mut agent, "h1", labels(&[]), false).await;
+    let mut lat = Vec::new();
+    for i in 0..n {
+        // Each round also produces two notifications (pause, resume) for the
+        // webhook, so a hanging webhook has plenty to choke on.
+        let p = admin
+            .pause(pb::PauseRequest {
+                scope: Some(pb::Scope {
+                    selector: labels(&[("rack", "none")]),
+                    action: 0,
+                }),
+                reason: format!("round {i}"),
+                duration: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pause
+            .unwrap();
+        admin
+            .resume(pb::ResumeRequest {
+                target: Some(pb::resume_request::Target::PauseId(p.pause_id)),
+                reason: "done".into(),
+            })
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let g = granted(request(&mut agent, "h1", pb::Action::RestartJob, &format!("r{i}")).await);
+        lat.push(t.elapsed());
+        let p = g.permit.unwrap();
+        agent
+            .report_outcome(pb::ReportOutcomeRequest {
+                host_id: "h1".into(),
+                permit_id: p.permit_id,
+                fencing_token: p.fencing_token,
+                outcome: pb::Outcome::Succeeded.into(),
+                detail: "ok".into(),
+            })
+            .await
+            .unwrap();
+    }
+    lat.sort();
+    lat[lat.len() / 2]
+}
+
+const GENEROUS: &str = "[server]\nadmission = { per_second = 100000, burst = 100000 }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_webhook_does_not_slow_request_permit() {
+    const N: usize = 60;
+    let base_dir = tempfile::tempdir().unwrap();
+    let base = TestServer::start(base_dir.path(), &format!("{GENEROUS}{FAST}").replace("rate = { count = 100, per = \"1h\", burst = 10 }", "rate = { count = 1000, per = \"1h\", burst = 1000 }\nhost_budget = { max_attempts = 1000, per = \"1h\" }")).await;
+    let without = grant_latency(&base, N).await;
+    base.stop().await.unwrap();
+
+    let hang = hanging_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A long timeout and a tiny queue: the webhook is stuck on its first
+    // notification for the whole test and the queue overflows.
+    let toml = format!(
+        "{GENEROUS}[notify]\nqueue = 2\n{}",
+        with_webhook(&format!("http://{hang}/hook"), "timeout = \"60s\"")
+    )
+    .replace("rate = { count = 100, per = \"1h\", burst = 10 }", "rate = { count = 1000, per = \"1h\", burst = 1000 }\nhost_budget = { max_attempts = 1000, per = \"1h\" }");
+    let server = TestServer::start(dir.path(), &toml).await;
+    let with = grant_latency(&server, N).await;
+    let ratio = with.as_secs_f64() / without.as_secs_f64();
+    println!(
+        "RequestPermit p50 without a webhook {:.3} ms, with a hanging webhook {:.3} ms: ratio {ratio:.2}",
+        without.as_secs_f64() * 1e3,
+        with.as_secs_f64() * 1e3
+    );
+    // Blocking on the webhook would cost its 60s timeout per call; the bound
+    // leaves room for this noisy machine, not for waiting on a webhook.
+    assert!(
+        ratio < 5.0,
+        "a hanging webhook slowed RequestPermit: ratio {ratio:.2}"
+    );
+    let metrics = http_get_metrics(server.metrics_addr).await;
+    assert!(
+        metrics.contains("medic_notifications_dropped_total{reason=\"queue_full\"}"),
+        "dropped notifications are counted"
+    );
+    server.stop().await.unwrap();
+}
+
+async fn http_get_metrics(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
