@@ -1,0 +1,695 @@
+//! The agent's loop: check the jobs, heartbeat, and when a job is stuck,
+//! ask for a permit and climb its ladder. It never acts without an active,
+//! unexpired permit (checked against its own monotonic clock with a safety
+//! margin), re-checks the problem right before acting, and with no
+//! coordinator it does nothing (I8).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use medic_policy::{Action, Outcome, PermitRef};
+use medic_proto::pb::v1 as pb;
+use tokio::sync::mpsc;
+
+use crate::client::{Backoff, CallError, Coordinators, after_denial};
+use crate::config::{AgentConfig, JobConfig};
+use crate::detect::{JobDetectors, Verdict};
+use crate::ladder::{self, JobState, Step};
+use crate::state::{AgentState, Pending, StateFile};
+
+/// What the signal handler (or a test) asks of a running agent.
+#[derive(Debug)]
+pub enum Control {
+    /// Apply a new, already validated configuration.
+    Reload(Box<AgentConfig>),
+    /// Finish any action in flight, then stop.
+    Shutdown,
+}
+
+struct Job {
+    config: JobConfig,
+    detectors: JobDetectors,
+    state: JobState,
+}
+
+/// A permit the agent holds, timed by its own monotonic clock.
+#[derive(Clone, Debug)]
+struct Held {
+    permit: PermitRef,
+    action: Action,
+    job: String,
+    dry_run: bool,
+    ttl: Duration,
+    /// When it was received or last renewed (monotonic).
+    renewed: Instant,
+}
+
+impl Held {
+    /// The instant after which no irreversible step may start.
+    fn act_before(&self, margin: Duration) -> Instant {
+        self.renewed + self.ttl.saturating_sub(margin)
+    }
+}
+
+/// Settings the agent takes from outside its config file.
+#[derive(Clone, Debug)]
+pub struct Environment {
+    /// Where /proc is ("/proc"; a fixture directory in tests).
+    pub proc_root: PathBuf,
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Self {
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// The agent.
+pub struct Agent {
+    config: AgentConfig,
+    env: Environment,
+    jobs: Vec<Job>,
+    coordinators: Coordinators,
+    state_file: StateFile,
+    /// `Err`: the state file is unusable; heartbeat, but never act.
+    state: Result<AgentState, String>,
+    heartbeat_interval: Duration,
+    next_heartbeat: Instant,
+    next_request: Instant,
+    backoff: Backoff,
+    /// The attempt in progress: (job, action, request_id), reused when a
+    /// request must be retried after a transport failure.
+    attempt: Option<(String, Action, String)>,
+    held: Option<Held>,
+    reachable: Option<bool>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Agent({}, {} jobs)",
+            self.config.host_id,
+            self.jobs.len()
+        )
+    }
+}
+
+impl Agent {
+    /// An agent for `config`; loads its state file (a corrupt one disables
+    /// actions, with a logged reason).
+    pub fn new(config: AgentConfig, env: Environment) -> Self {
+        let state_file = StateFile::new(&config.state_dir);
+        let state = state_file.load().map_err(|e| {
+            tracing::error!(error = %e, "not acting until the state file is fixed");
+            e.to_string()
+        });
+        let now = SystemTime::now();
+        let jobs = config
+            .jobs
+            .iter()
+            .map(|j| Job {
+                config: j.clone(),
+                detectors: JobDetectors::new(j.detectors.clone(), env.proc_root.clone(), now),
+                state: JobState::Healthy,
+            })
+            .collect();
+        let coordinators = Coordinators::new(config.coordinators.clone(), config.request_timeout);
+        Self {
+            heartbeat_interval: config.heartbeat_interval,
+            next_heartbeat: Instant::now(),
+            next_request: Instant::now(),
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            attempt: None,
+            held: None,
+            reachable: None,
+            coordinators,
+            state_file,
+            state,
+            jobs,
+            env,
+            config,
+        }
+    }
+
+    /// Runs until `control` says `Shutdown` (or is closed). An action in
+    /// flight is finished first.
+    pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
+        tracing::info!(summary = %self.config.summary(), "medic agent running");
+        self.finish_pending().await;
+        let mut next_check = Instant::now();
+        loop {
+            let sleep = tokio::time::sleep_until(next_check.into());
+            tokio::select! {
+                () = sleep => {}
+                c = control.recv() => match c {
+                    Some(Control::Reload(cfg)) => { self.reload(*cfg); continue; }
+                    Some(Control::Shutdown) | None => break,
+                },
+            }
+            next_check = Instant::now() + self.config.check_interval;
+            self.check_jobs().await;
+            if Instant::now() >= self.next_heartbeat {
+                self.heartbeat().await;
+            }
+            if Instant::now() >= self.next_request {
+                self.maybe_act().await;
+            }
+        }
+        tracing::info!("medic agent stopped");
+    }
+
+    fn reload(&mut self, config: AgentConfig) {
+        let now = SystemTime::now();
+        let mut old: Vec<Job> = std::mem::take(&mut self.jobs);
+        self.jobs = config
+            .jobs
+            .iter()
+            .map(|j| {
+                // A job that did not change keeps its detectors' memory.
+                match old.iter().position(|o| o.config == *j) {
+                    Some(i) => old.swap_remove(i),
+                    None => Job {
+                        config: j.clone(),
+                        detectors: JobDetectors::new(
+                            j.detectors.clone(),
+                            self.env.proc_root.clone(),
+                            now,
+                        ),
+                        state: JobState::Healthy,
+                    },
+                }
+            })
+            .collect();
+        if config.coordinators != self.config.coordinators
+            || config.request_timeout != self.config.request_timeout
+        {
+            self.coordinators =
+                Coordinators::new(config.coordinators.clone(), config.request_timeout);
+        }
+        tracing::info!(summary = %config.summary(), "configuration reloaded");
+        self.config = config;
+    }
+
+    async fn check_jobs(&mut self) {
+        let now = SystemTime::now();
+        for job in &mut self.jobs {
+            let verdict = job.detectors.check(now).await;
+            let before = job.state.stuck().is_some();
+            job.state = job.state.observe(verdict, job.config.confirm, now);
+            match (&job.state, before) {
+                (JobState::Stuck { evidence, .. }, false) => tracing::warn!(
+                    job = %job.config.name, detector = evidence.detector, detail = %evidence.detail,
+                    "job is stuck"
+                ),
+                (JobState::Healthy, true) => {
+                    tracing::info!(job = %job.config.name, "job is healthy again");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn counters(&self, job: &str) -> crate::state::JobCounters {
+        self.state
+            .as_ref()
+            .ok()
+            .and_then(|s| s.jobs.get(job).cloned())
+            .unwrap_or_default()
+    }
+
+    fn save(&mut self) {
+        if let Ok(state) = &self.state
+            && let Err(e) = self.state_file.save(state)
+        {
+            tracing::error!(error = %e, "cannot save the agent state; not acting until it can be saved");
+            self.state = Err(e.to_string());
+        }
+    }
+
+    fn note_reachable(&mut self, ok: bool) {
+        if self.reachable != Some(ok) {
+            if ok {
+                tracing::info!("coordinator reachable");
+            } else {
+                tracing::warn!(
+                    "no coordinator reachable: taking no action until one answers (fail closed)"
+                );
+            }
+            self.reachable = Some(ok);
+        }
+    }
+
+    /// Sends a heartbeat; adopts the coordinator's interval; notices a held
+    /// permit that is no longer active.
+    async fn heartbeat(&mut self) {
+        let problems: Vec<pb::Problem> = self
+            .jobs
+            .iter()
+            .filter_map(|j| {
+                j.state.stuck().map(|(e, since)| pb::Problem {
+                    job: j.config.name.clone(),
+                    detector: e.detector.to_owned(),
+                    since: Some(medic_proto::convert::to_timestamp(since)),
+                    detail: e.detail.clone(),
+                })
+            })
+            .collect();
+        // An unusable state file stops actions but is not, by itself, a
+        // reason to quarantine the host: it is logged for the operator.
+        let needs_human = match &self.state {
+            Err(_) => None,
+            Ok(s) => s.jobs.values().find_map(|c| c.gave_up.clone()),
+        };
+        let req = pb::HeartbeatRequest {
+            host_id: self.config.host_id.to_string(),
+            labels: self.config.labels.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            problems,
+            held_permit: self.held.as_ref().map(|h| h.permit.clone().into()),
+            needs_human,
+        };
+        self.next_heartbeat = Instant::now() + self.heartbeat_interval;
+        match self
+            .coordinators
+            .call(|mut c| async move { c.heartbeat(req).await })
+            .await
+        {
+            Ok(reply) => {
+                self.note_reachable(true);
+                if let Some(d) = reply
+                    .heartbeat_interval
+                    .as_ref()
+                    .and_then(|d| Duration::try_from(*d).ok().filter(|d| !d.is_zero()))
+                    && d != self.heartbeat_interval
+                {
+                    tracing::info!(interval = %humantime::format_duration(d), "coordinator sets the heartbeat interval");
+                    self.heartbeat_interval = d;
+                    self.next_heartbeat = Instant::now() + d;
+                }
+            }
+            Err(e) => {
+                self.note_reachable(false);
+                tracing::debug!(error = %e, "heartbeat failed");
+            }
+        }
+    }
+
+    /// If a job is stuck and nothing is in flight, climbs its ladder.
+    async fn maybe_act(&mut self) {
+        if let Err(why) = &self.state {
+            tracing::debug!(%why, "not acting: state file unusable");
+            return;
+        }
+        let Some(i) = self.jobs.iter().position(|j| {
+            j.state.stuck().is_some() && self.counters(&j.config.name).gave_up.is_none()
+        }) else {
+            self.attempt = None;
+            return;
+        };
+        let name = self.jobs[i].config.name.clone();
+        let counters = self.counters(&name);
+        let action = match ladder::next_step(&counters, &self.jobs[i].config) {
+            Step::GiveUp(why) => {
+                tracing::error!(job = %name, %why, "ladder exhausted: the host needs a human");
+                if let Ok(state) = &mut self.state {
+                    state.jobs.entry(name).or_default().gave_up = Some(why);
+                }
+                self.save();
+                self.heartbeat().await; // tell the coordinator now
+                return;
+            }
+            Step::Ask(a) => a,
+        };
+        let request_id = match &self.attempt {
+            Some((j, a, id)) if *j == name && *a == action => id.clone(),
+            _ => {
+                let id = format!(
+                    "{}-{}-{}-{:x}",
+                    self.config.host_id,
+                    name,
+                    SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_millis(),
+                    rand::random::<u32>()
+                );
+                self.attempt = Some((name.clone(), action, id.clone()));
+                id
+            }
+        };
+        let (evidence, _) = self.jobs[i]
+            .state
+            .stuck()
+            .map(|(e, s)| (e.clone(), s))
+            .unzip();
+        let reason = evidence
+            .map(|e| format!("{}: {}", e.detector, e.detail))
+            .unwrap_or_default();
+        let req = pb::RequestPermitRequest {
+            request_id,
+            host_id: self.config.host_id.to_string(),
+            action: pb::Action::from(action).into(),
+            job: name.clone(),
+            reason: format!(
+                "{reason} ({} failed restart(s), {} failed reboot(s))",
+                counters.failed_restarts, counters.failed_reboots
+            ),
+        };
+        let received = Instant::now();
+        match self
+            .coordinators
+            .call(|mut c| async move { c.request_permit(req).await })
+            .await
+        {
+            Err(CallError::Unavailable(e)) => {
+                self.note_reachable(false);
+                let wait = self.backoff.fail();
+                tracing::debug!(error = %e, wait = ?wait, "permit request failed; retrying later");
+                self.next_request = Instant::now() + wait;
+            }
+            Err(e @ CallError::Refused(_)) => {
+                self.note_reachable(true);
+                tracing::error!(error = %e, job = %name, %action, "permit request refused");
+                self.attempt = None;
+                self.next_request = Instant::now() + self.backoff.fail();
+            }
+            Ok(reply) => {
+                self.note_reachable(true);
+                self.backoff.reset();
+                self.attempt = None;
+                match reply.decision {
+                    Some(pb::request_permit_response::Decision::Denied(d)) => {
+                        let retry = d.retry_after.and_then(|r| Duration::try_from(r).ok());
+                        let wait = after_denial(retry, Duration::from_secs(60));
+                        tracing::info!(
+                            job = %name, %action, reason = ?d.reason(), message = %d.message,
+                            retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs())),
+                            "permit denied; leaving the job alone"
+                        );
+                        self.next_request = Instant::now() + wait;
+                    }
+                    Some(pb::request_permit_response::Decision::Granted(g)) => {
+                        let Some(p) = g.permit else { return };
+                        let ttl = p
+                            .ttl
+                            .and_then(|d| Duration::try_from(d).ok())
+                            .unwrap_or_default();
+                        let held = Held {
+                            permit: PermitRef {
+                                id: match medic_policy::PermitId::parse(p.permit_id.clone()) {
+                                    Ok(id) => id,
+                                    Err(_) => return,
+                                },
+                                token: medic_policy::FencingToken(p.fencing_token),
+                            },
+                            action,
+                            job: name.clone(),
+                            dry_run: p.dry_run,
+                            ttl,
+                            renewed: received,
+                        };
+                        tracing::warn!(job = %name, %action, permit = %held.permit.id, "permit granted");
+                        self.held = Some(held.clone());
+                        self.act(i, held).await;
+                        self.held = None;
+                        self.next_request = Instant::now();
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// Renews the held permit if a third of its TTL has passed. Returns
+    /// false if it is no longer active (revoked, expired) or too close to
+    /// expiry to start anything.
+    async fn keep_valid(&mut self, held: &mut Held) -> bool {
+        let now = Instant::now();
+        if now.duration_since(held.renewed) >= held.ttl / 3 {
+            let req = pb::RenewPermitRequest {
+                host_id: self.config.host_id.to_string(),
+                permit_id: held.permit.id.to_string(),
+                fencing_token: held.permit.token.0,
+            };
+            let sent = Instant::now();
+            match self
+                .coordinators
+                .call(|mut c| async move { c.renew_permit(req).await })
+                .await
+            {
+                Ok(_) => held.renewed = sent,
+                Err(CallError::Refused(s)) => {
+                    tracing::warn!(permit = %held.permit.id, error = %s.message(), "permit no longer active; aborting");
+                    return false;
+                }
+                Err(CallError::Unavailable(e)) => {
+                    tracing::warn!(error = %e, "cannot renew the permit; it stays valid only until its own expiry");
+                }
+            }
+        }
+        Instant::now() < held.act_before(self.config.safety_margin)
+    }
+
+    /// Carries out a granted action and reports its outcome.
+    async fn act(&mut self, i: usize, mut held: Held) {
+        let name = held.job.clone();
+        let (outcome, detail) = 'act: {
+            if !self.keep_valid(&mut held).await {
+                break 'act (
+                    Outcome::Aborted,
+                    "permit not valid long enough to act".to_owned(),
+                );
+            }
+            // Right before acting: is the problem still there?
+            if self.jobs[i].detectors.check(SystemTime::now()).await == Verdict::Healthy {
+                break 'act (
+                    Outcome::Aborted,
+                    "the job recovered before the action".to_owned(),
+                );
+            }
+            if self.config.dry_run || held.dry_run {
+                tracing::warn!(job = %name, action = %held.action, "DRY RUN: would {} now", verb(held.action));
+                break 'act (
+                    Outcome::DryRun,
+                    format!("dry run: would {}", verb(held.action)),
+                );
+            }
+            match held.action {
+                Action::RestartJob => self.restart(i, &mut held).await,
+                Action::RebootHost => self.reboot(i, &mut held).await,
+            }
+        };
+        self.report(&held, outcome, &detail).await;
+        if let Ok(state) = &mut self.state {
+            ladder::record(
+                state.jobs.entry(name.clone()).or_default(),
+                held.action,
+                outcome,
+            );
+            state.pending = None;
+        }
+        self.save();
+        tracing::warn!(job = %name, action = %held.action, outcome = ?outcome, %detail, "action finished");
+        if outcome == Outcome::Succeeded {
+            self.jobs[i].state = JobState::Healthy;
+        }
+    }
+
+    async fn restart(&mut self, i: usize, held: &mut Held) -> (Outcome, String) {
+        let cfg = self.jobs[i].config.restart.clone();
+        let pids = self.jobs[i].detectors.pids().await;
+        if !self.keep_valid(held).await {
+            return (
+                Outcome::Aborted,
+                "permit revoked or about to expire before the restart".to_owned(),
+            );
+        }
+        // The first irreversible step.
+        crate::effects::stop_processes(&pids, cfg.signal, cfg.grace).await;
+        if let Some(cmd) = &cfg.command
+            && let Err(e) = crate::effects::run(cmd, cfg.command_timeout).await
+        {
+            return (Outcome::Failed, format!("restart command failed: {e}"));
+        }
+        self.verify(i, held, cfg.verify_timeout, "restarted").await
+    }
+
+    /// Waits until the job's detectors pass, renewing the permit and
+    /// heartbeating meanwhile.
+    async fn verify(
+        &mut self,
+        i: usize,
+        held: &mut Held,
+        within: Duration,
+        what: &str,
+    ) -> (Outcome, String) {
+        let deadline = Instant::now() + within;
+        let step = self.config.check_interval.min(Duration::from_secs(1));
+        loop {
+            if self.jobs[i].detectors.check(SystemTime::now()).await == Verdict::Healthy {
+                return (
+                    Outcome::Succeeded,
+                    format!("{what}; the job verified healthy"),
+                );
+            }
+            if Instant::now() >= deadline {
+                return (
+                    Outcome::Failed,
+                    format!(
+                        "{what}, but the job was still stuck after {}",
+                        humantime::format_duration(within)
+                    ),
+                );
+            }
+            let _ = self.keep_valid(held).await;
+            if Instant::now() >= self.next_heartbeat {
+                self.heartbeat().await;
+            }
+            tokio::time::sleep(step).await;
+        }
+    }
+
+    async fn reboot(&mut self, i: usize, held: &mut Held) -> (Outcome, String) {
+        if let Ok(state) = &mut self.state {
+            state.pending = Some(Pending {
+                permit: held.permit.clone(),
+                action: Action::RebootHost,
+                job: held.job.clone(),
+                started_at: SystemTime::now(),
+            });
+        }
+        self.save();
+        if self.state.is_err() {
+            return (
+                Outcome::Aborted,
+                "cannot record the reboot in the state file".to_owned(),
+            );
+        }
+        if !self.keep_valid(held).await {
+            return (
+                Outcome::Aborted,
+                "permit revoked or about to expire before the reboot".to_owned(),
+            );
+        }
+        tracing::warn!(job = %held.job, permit = %held.permit.id, "rebooting the host");
+        let cmd = self.config.reboot_command.clone();
+        match crate::effects::run(&cmd, Duration::from_secs(300)).await {
+            Err(e) => (Outcome::Failed, format!("reboot command failed: {e}")),
+            Ok(()) => {
+                // `systemctl reboot` returns before the host goes down: give
+                // it time. Still here afterwards means it did not reboot.
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                let _ = i;
+                (
+                    Outcome::Failed,
+                    "the reboot command returned but the host did not reboot".to_owned(),
+                )
+            }
+        }
+    }
+
+    /// After a restart (of the agent, or of the host), finishes an action
+    /// recorded as pending: verifies the job and reports the outcome.
+    async fn finish_pending(&mut self) {
+        let Some(p) = self.state.as_ref().ok().and_then(|s| s.pending.clone()) else {
+            return;
+        };
+        tracing::warn!(job = %p.job, permit = %p.permit.id, "finishing the {} in progress before the agent stopped", p.action);
+        let Some(i) = self.jobs.iter().position(|j| j.config.name == p.job) else {
+            self.report_pending(&p, Outcome::Aborted, "the job is no longer configured")
+                .await;
+            return;
+        };
+        let mut held = Held {
+            permit: p.permit.clone(),
+            action: p.action,
+            job: p.job.clone(),
+            dry_run: false,
+            ttl: Duration::from_secs(u64::MAX / 4),
+            renewed: Instant::now(),
+        };
+        // Heartbeat first so the coordinator knows the host is back.
+        self.heartbeat().await;
+        let within = self.jobs[i].config.restart.verify_timeout;
+        let (outcome, detail) = self.verify(i, &mut held, within, "rebooted").await;
+        self.report_pending(&p, outcome, &detail).await;
+    }
+
+    async fn report_pending(&mut self, p: &Pending, outcome: Outcome, detail: &str) {
+        let held = Held {
+            permit: p.permit.clone(),
+            action: p.action,
+            job: p.job.clone(),
+            dry_run: false,
+            ttl: Duration::ZERO,
+            renewed: Instant::now(),
+        };
+        self.report(&held, outcome, detail).await;
+        if let Ok(state) = &mut self.state {
+            ladder::record(
+                state.jobs.entry(p.job.clone()).or_default(),
+                p.action,
+                outcome,
+            );
+            state.pending = None;
+        }
+        self.save();
+    }
+
+    /// Reports an outcome, retrying while no coordinator answers (up to a
+    /// few minutes: past that the permit expires and the coordinator
+    /// quarantines the host, which is the safe end).
+    async fn report(&mut self, held: &Held, outcome: Outcome, detail: &str) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let give_up = Instant::now() + Duration::from_secs(300);
+        loop {
+            let req = pb::ReportOutcomeRequest {
+                host_id: self.config.host_id.to_string(),
+                permit_id: held.permit.id.to_string(),
+                fencing_token: held.permit.token.0,
+                outcome: pb::Outcome::from(outcome).into(),
+                detail: detail.to_owned(),
+            };
+            match self
+                .coordinators
+                .call(|mut c| async move { c.report_outcome(req).await })
+                .await
+            {
+                Ok(_) => return,
+                Err(CallError::Refused(s)) => {
+                    tracing::warn!(permit = %held.permit.id, error = %s.message(), "outcome not recorded");
+                    return;
+                }
+                Err(CallError::Unavailable(e)) if Instant::now() < give_up => {
+                    tracing::debug!(error = %e, "cannot report the outcome yet; retrying");
+                    tokio::time::sleep(backoff.fail()).await;
+                }
+                Err(CallError::Unavailable(e)) => {
+                    tracing::error!(error = %e, permit = %held.permit.id, "could not report the outcome; the permit will expire");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn verb(a: Action) -> &'static str {
+    match a {
+        Action::RestartJob => "restart the job",
+        Action::RebootHost => "reboot the host",
+    }
+}
+
+/// Runs an agent until `shutdown` resolves (convenience for tests).
+pub async fn run_until(config: AgentConfig, env: Environment, shutdown: impl Future<Output = ()>) {
+    let (tx, rx) = mpsc::channel(1);
+    let agent = Agent::new(config, env);
+    let task = tokio::spawn(agent.run(rx));
+    shutdown.await;
+    let _ = tx.send(Control::Shutdown).await;
+    let _ = task.await;
+}

@@ -1,0 +1,377 @@
+//! `agent.toml`: the host, its coordinators, and the jobs it watches.
+//! Same two stages as the coordinator: raw serde (unknown keys collected
+//! with their paths), then a validation that reports every error at once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use medic_policy::config::{ConfigError, ConfigErrors, Errors, parse_toml};
+use medic_policy::{HostId, Labels};
+use serde::Deserialize;
+
+use crate::detect::{self, DetectorsConfig, RawHeartbeatFile, RawProbe, RawProcess, RawSystemd};
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAgent {
+    host_id: Option<String>,
+    labels: BTreeMap<String, String>,
+    coordinators: Option<Vec<String>>,
+    check_interval: Option<String>,
+    heartbeat_interval: Option<String>,
+    request_timeout: Option<String>,
+    state_dir: Option<String>,
+    dry_run: Option<bool>,
+    safety_margin: Option<String>,
+    reboot_command: Option<Vec<String>>,
+    jobs: Vec<RawJob>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawJob {
+    name: Option<String>,
+    confirm: Option<i64>,
+    reboot_after_failed_restarts: Option<i64>,
+    give_up_after_failed_reboots: Option<i64>,
+    restart: RawRestart,
+    heartbeat_file: Option<RawHeartbeatFile>,
+    process: Option<RawProcess>,
+    probe: Option<RawProbe>,
+    systemd: Option<RawSystemd>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawRestart {
+    signal: Option<String>,
+    grace: Option<String>,
+    command: Option<Vec<String>>,
+    command_timeout: Option<String>,
+    verify_timeout: Option<String>,
+}
+
+/// The validated agent configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentConfig {
+    /// This host's identity (default: the hostname).
+    pub host_id: HostId,
+    /// Its labels (failure domains).
+    pub labels: Labels,
+    /// Coordinator URLs, tried in order.
+    pub coordinators: Vec<String>,
+    /// How often detectors run. Default 10s.
+    pub check_interval: Duration,
+    /// Heartbeat interval until the coordinator says otherwise. Default 10s.
+    pub heartbeat_interval: Duration,
+    /// Deadline of each call to the coordinator. Default 5s.
+    pub request_timeout: Duration,
+    /// Where counters and a reboot's pending permit are kept.
+    pub state_dir: PathBuf,
+    /// Log what would be done instead of doing it.
+    pub dry_run: bool,
+    /// A permit must have at least this much left, by the agent's own
+    /// monotonic clock, before an irreversible step. Default 30s.
+    pub safety_margin: Duration,
+    /// How to reboot the host. Default `systemctl reboot`.
+    pub reboot_command: Vec<String>,
+    /// The watched jobs.
+    pub jobs: Vec<JobConfig>,
+}
+
+/// One watched job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobConfig {
+    /// Its name (unique on the host).
+    pub name: String,
+    /// Consecutive positive checks before the job counts as stuck. Default 3.
+    pub confirm: u32,
+    /// Failed restarts before a reboot is asked for. Default 2.
+    pub reboot_after_failed_restarts: u32,
+    /// Failed reboots before the agent stops and asks for a human. Default 1.
+    pub give_up_after_failed_reboots: u32,
+    /// How to restart it.
+    pub restart: RestartConfig,
+    /// How to tell it is stuck.
+    pub detectors: DetectorsConfig,
+}
+
+/// How a job is restarted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestartConfig {
+    /// Signal sent first to the job's process groups. Default TERM.
+    pub signal: nix::sys::signal::Signal,
+    /// How long to wait for them to exit before SIGKILL. Default 30s.
+    pub grace: Duration,
+    /// Run after the processes are gone (e.g. `systemctl restart x`).
+    pub command: Option<Vec<String>>,
+    /// Deadline of that command. Default 60s.
+    pub command_timeout: Duration,
+    /// The detectors must pass within this long after the restart. Default 2m.
+    pub verify_timeout: Duration,
+}
+
+impl AgentConfig {
+    /// Reads and validates `agent.toml` text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
+        let mut errs = Errors::default();
+        let Some(raw) = parse_toml::<RawAgent>(text, &mut errs) else {
+            return Err(into_errors(errs));
+        };
+        let config = raw.validate(&mut errs);
+        errs.finish(config)
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// The job named `name`.
+    pub fn job(&self, name: &str) -> Option<&JobConfig> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// One line for `check-config` and logs.
+    pub fn summary(&self) -> String {
+        format!(
+            "host {}, {} job(s) [{}], coordinators {}, check every {}{}",
+            self.host_id,
+            self.jobs.len(),
+            self.jobs
+                .iter()
+                .map(|j| j.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.coordinators.join(" "),
+            humantime::format_duration(self.check_interval),
+            if self.dry_run { ", dry-run" } else { "" }
+        )
+    }
+}
+
+fn into_errors(errs: Errors) -> ConfigErrors {
+    match errs.finish(()) {
+        Ok(()) => ConfigErrors(Vec::new()),
+        Err(e) => e,
+    }
+}
+
+fn count(errs: &mut Errors, path: &str, raw: Option<i64>, default: u32, min: u32) -> u32 {
+    match raw {
+        None => default,
+        Some(v) => match u32::try_from(v) {
+            Ok(v) if v >= min => v,
+            _ => {
+                errs.push(
+                    path,
+                    format!("must be an integer of at least {min}, got {v}"),
+                );
+                default
+            }
+        },
+    }
+}
+
+fn argv(errs: &mut Errors, path: &str, raw: &[String]) -> Vec<String> {
+    if raw.is_empty() || raw[0].is_empty() {
+        errs.push(path, "must name a program (argv, not a shell line)");
+    }
+    raw.to_vec()
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+impl RawAgent {
+    fn validate(&self, errs: &mut Errors) -> AgentConfig {
+        let host_id = match self.host_id.clone().or_else(hostname) {
+            None => {
+                errs.push("host_id", "is required (the hostname could not be read)");
+                HostId::new("unknown").unwrap_or_else(|_| unreachable!("a valid literal"))
+            }
+            Some(h) => match HostId::new(h) {
+                Ok(h) => h,
+                Err(e) => {
+                    errs.push("host_id", e.message);
+                    HostId::new("unknown").unwrap_or_else(|_| unreachable!("a valid literal"))
+                }
+            },
+        };
+        for (k, v) in &self.labels {
+            if k.is_empty() || v.is_empty() || k.contains(['=', ',']) {
+                errs.push(
+                    format!("labels.{k}"),
+                    "label names and values must be non-empty, without '=' or ','",
+                );
+            }
+        }
+        let coordinators = self
+            .coordinators
+            .clone()
+            .unwrap_or_else(|| vec!["http://127.0.0.1:7470".to_owned()]);
+        if coordinators.is_empty() {
+            errs.push("coordinators", "must list at least one URL");
+        }
+        for (i, c) in coordinators.iter().enumerate() {
+            if !(c.starts_with("http://") || c.starts_with("https://")) {
+                errs.push(
+                    format!("coordinators[{i}]"),
+                    format!("{c:?} is not an http:// or https:// URL"),
+                );
+            }
+        }
+        let check_interval = errs.positive_duration(
+            "check_interval",
+            self.check_interval.as_deref(),
+            Duration::from_secs(10),
+        );
+        let heartbeat_interval = errs.positive_duration(
+            "heartbeat_interval",
+            self.heartbeat_interval.as_deref(),
+            Duration::from_secs(10),
+        );
+        let request_timeout = errs.positive_duration(
+            "request_timeout",
+            self.request_timeout.as_deref(),
+            Duration::from_secs(5),
+        );
+        let state_dir = PathBuf::from(
+            self.state_dir
+                .clone()
+                .unwrap_or_else(|| "/var/lib/medic-agent".to_owned()),
+        );
+        let safety_margin = errs.duration(
+            "safety_margin",
+            self.safety_margin.as_deref(),
+            Duration::from_secs(30),
+        );
+        let reboot_command = match &self.reboot_command {
+            None => vec!["systemctl".to_owned(), "reboot".to_owned()],
+            Some(c) => argv(errs, "reboot_command", c),
+        };
+        let mut names = std::collections::BTreeSet::new();
+        let jobs = self
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                let job = j.validate(errs, &format!("jobs[{i}]"));
+                if !names.insert(job.name.clone()) {
+                    errs.push(
+                        format!("jobs[{i}].name"),
+                        format!("{:?} is used by another job", job.name),
+                    );
+                }
+                job
+            })
+            .collect();
+        AgentConfig {
+            host_id,
+            labels: self.labels.clone(),
+            coordinators,
+            check_interval,
+            heartbeat_interval,
+            request_timeout,
+            state_dir,
+            dry_run: self.dry_run.unwrap_or(false),
+            safety_margin,
+            reboot_command,
+            jobs,
+        }
+    }
+}
+
+fn signal(errs: &mut Errors, path: &str, raw: Option<&str>) -> nix::sys::signal::Signal {
+    use nix::sys::signal::Signal;
+    let name = raw.unwrap_or("TERM");
+    let full = if name.starts_with("SIG") {
+        name.to_owned()
+    } else {
+        format!("SIG{name}")
+    };
+    match full.parse::<Signal>() {
+        Ok(s) => s,
+        Err(_) => {
+            errs.push(
+                path,
+                format!("unknown signal {name:?} (for example TERM, INT, HUP)"),
+            );
+            Signal::SIGTERM
+        }
+    }
+}
+
+impl RawJob {
+    fn validate(&self, errs: &mut Errors, path: &str) -> JobConfig {
+        let name = match self.name.as_deref() {
+            None | Some("") => {
+                errs.push(format!("{path}.name"), "is required");
+                String::new()
+            }
+            Some(n) => n.to_owned(),
+        };
+        let r = &self.restart;
+        let restart = RestartConfig {
+            signal: signal(errs, &format!("{path}.restart.signal"), r.signal.as_deref()),
+            grace: errs.duration(
+                &format!("{path}.restart.grace"),
+                r.grace.as_deref(),
+                Duration::from_secs(30),
+            ),
+            command: r
+                .command
+                .as_ref()
+                .map(|c| argv(errs, &format!("{path}.restart.command"), c)),
+            command_timeout: errs.positive_duration(
+                &format!("{path}.restart.command_timeout"),
+                r.command_timeout.as_deref(),
+                Duration::from_secs(60),
+            ),
+            verify_timeout: errs.positive_duration(
+                &format!("{path}.restart.verify_timeout"),
+                r.verify_timeout.as_deref(),
+                Duration::from_secs(120),
+            ),
+        };
+        let detectors = detect::validate(
+            self.heartbeat_file.as_ref(),
+            self.process.as_ref(),
+            self.probe.as_ref(),
+            self.systemd.as_ref(),
+            errs,
+            path,
+        );
+        JobConfig {
+            name,
+            confirm: count(errs, &format!("{path}.confirm"), self.confirm, 3, 1),
+            reboot_after_failed_restarts: count(
+                errs,
+                &format!("{path}.reboot_after_failed_restarts"),
+                self.reboot_after_failed_restarts,
+                2,
+                0,
+            ),
+            give_up_after_failed_reboots: count(
+                errs,
+                &format!("{path}.give_up_after_failed_reboots"),
+                self.give_up_after_failed_reboots,
+                1,
+                0,
+            ),
+            restart,
+            detectors,
+        }
+    }
+}

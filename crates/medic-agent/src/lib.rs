@@ -1,0 +1,18 @@
+//! medic's per-host agent: detects stuck jobs, asks the coordinator for a
+//! permit, and only then restarts the job or reboots the host, climbing a
+//! ladder and stopping for a human when remediation does not help.
+//!
+//! The binary (`main.rs`) only parses flags, loads the config and runs an
+//! [`agent::Agent`]; tests run agents in-process.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod client;
+pub mod config;
+pub mod detect;
+pub mod effects;
+pub mod ladder;
+pub mod state;
+
+pub use agent::{Agent, Control, Environment};
+pub use config::AgentConfig;

@@ -1,0 +1,149 @@
+//! `medic-agent`: flags, config, then the agent loop.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use medic_agent::{Agent, AgentConfig, Control, Environment};
+use tokio::signal::unix::{SignalKind, signal};
+
+const EXIT_USAGE: u8 = 64;
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "medic-agent",
+    version,
+    about = "Detects stuck jobs on this host and remediates them, only with the coordinator's permit"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Watch the jobs and remediate with permits.
+    Run {
+        /// The config file (agent.toml).
+        #[arg(long, short, default_value = "/etc/medic/agent.toml")]
+        config: PathBuf,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Validate a config file: every error with its key path (exit 78), or
+    /// a one-line summary (exit 0).
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::CheckConfig { file } => match AgentConfig::load(&file) {
+            Ok(c) => {
+                println!("{}: ok: {}", file.display(), c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{}: {e}", file.display());
+                }
+                eprintln!("{}: {} error(s)", file.display(), errors.0.len());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config, log_format } => {
+            init_logging(log_format);
+            let cfg = match AgentConfig::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    for e in &errors.0 {
+                        tracing::error!("{}: {e}", config.display());
+                    }
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(serve(cfg, config))
+        }
+    }
+}
+
+async fn serve(cfg: AgentConfig, path: PathBuf) -> ExitCode {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let signals = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = signals else {
+        tracing::error!("cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hup.recv() => match AgentConfig::load(&path) {
+                    Ok(c) => { let _ = tx.send(Control::Reload(Box::new(c))).await; }
+                    Err(errors) => for e in &errors.0 {
+                        tracing::error!("reload rejected, the running configuration stays: {}: {e}", path.display());
+                    },
+                },
+                _ = term.recv() => { let _ = tx.send(Control::Shutdown).await; }
+                _ = int.recv() => { let _ = tx.send(Control::Shutdown).await; }
+            }
+        }
+    });
+    let _ = sd_ready();
+    Agent::new(cfg, Environment::default()).run(rx).await;
+    ExitCode::SUCCESS
+}
+
+fn sd_ready() -> std::io::Result<()> {
+    // Type=notify readiness, when run under systemd (NOTIFY_SOCKET set).
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(());
+    };
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    sock.send_to(b"READY=1", path)?;
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}

@@ -1,0 +1,436 @@
+//! The agent end to end with real processes and an in-process coordinator:
+//! a job frozen with SIGSTOP is detected, restarted after a grant, and
+//! verified healthy; denied, it is left alone; with no coordinator nothing
+//! is touched; the ladder climbs to a reboot that survives the agent's stop.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use medic_agent::{Agent, AgentConfig, Control, Environment};
+use medic_coordinator::{Control as CControl, CoordinatorConfig, Listeners, SystemClock, run};
+use medic_proto::pb::v1 as pb;
+use medic_store::RedbStore;
+use tokio::sync::mpsc;
+
+const COORDINATOR: &str = r#"
+[server]
+admission = { per_second = 1000, burst = 1000 }
+[fleet]
+heartbeat_interval = "1s"
+host_ttl = "5s"
+warmup = "1s"
+[breaker]
+unhealthy_percent = 100
+failure_percent = 100
+[limits.restart_job]
+max_in_flight = 10
+permit_ttl = "30s"
+cooldown = "0s"
+[limits.reboot_host]
+max_in_flight = 10
+permit_ttl = "60s"
+cooldown = "0s"
+"#;
+
+struct Coordinator {
+    addr: std::net::SocketAddr,
+    control: mpsc::Sender<CControl>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn coordinator(extra: &str) -> Coordinator {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CoordinatorConfig::from_toml(&format!("{COORDINATOR}{extra}")).unwrap();
+    let store = RedbStore::open(&dir.path().join("state")).unwrap();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = grpc.local_addr().unwrap();
+    let (control, rx) = mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        run(
+            config,
+            None,
+            store,
+            Listeners { grpc, metrics },
+            rx,
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap();
+    });
+    Coordinator {
+        addr,
+        control,
+        task,
+        _dir: dir,
+    }
+}
+
+impl Coordinator {
+    async fn admin(&self) -> pb::admin_client::AdminClient<tonic::transport::Channel> {
+        pb::admin_client::AdminClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    async fn stop(self) {
+        let _ = self.control.send(CControl::Shutdown).await;
+        let _ = self.task.await;
+    }
+}
+
+/// A job: a shell loop that writes its pid and touches a heartbeat file.
+struct Job {
+    dir: PathBuf,
+}
+
+impl Job {
+    fn new(dir: &Path) -> Self {
+        let script = dir.join("job.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "echo $$ > {pid}\nwhile true; do touch {hb}; sleep 0.1; done\n",
+                pid = dir.join("job.pid").display(),
+                hb = dir.join("job.hb").display()
+            ),
+        )
+        .unwrap();
+        // The restart command starts the job again, detached.
+        std::fs::write(
+            dir.join("start.sh"),
+            format!("nohup sh {} >/dev/null 2>&1 &\n", script.display()),
+        )
+        .unwrap();
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn start(&self) -> i32 {
+        let _ = std::fs::remove_file(self.dir.join("job.pid"));
+        std::process::Command::new("sh")
+            .arg(self.dir.join("start.sh"))
+            .status()
+            .unwrap();
+        self.wait_pid(None)
+    }
+
+    fn wait_pid(&self, not: Option<i32>) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(pid) = std::fs::read_to_string(self.dir.join("job.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                && Some(pid) != not
+                && alive(pid)
+            {
+                return pid;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the job did not (re)start");
+    }
+
+    fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.dir.join("job.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn freeze(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    fn state(&self, pid: i32) -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().next().map(str::to_owned))
+            })
+            .unwrap_or_default()
+    }
+
+    fn kill(&self) {
+        signal(self.pid(), "KILL");
+    }
+}
+
+fn signal(pid: i32, sig: &str) {
+    std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn agent_config(dir: &Path, coordinator: &str, extra_job: &str) -> AgentConfig {
+    AgentConfig::from_toml(&format!(
+        r#"
+host_id = "h1"
+coordinators = ["{coordinator}"]
+check_interval = "200ms"
+heartbeat_interval = "1s"
+request_timeout = "2s"
+state_dir = "{state}"
+safety_margin = "1s"
+reboot_command = ["sleep", "600"]
+[labels]
+rack = "r1"
+[[jobs]]
+name = "ingest"
+confirm = 2
+reboot_after_failed_restarts = 1
+give_up_after_failed_reboots = 1
+[jobs.restart]
+signal = "TERM"
+grace = "2s"
+command = ["sh", "{start}"]
+verify_timeout = "3s"
+[jobs.heartbeat_file]
+path = "{hb}"
+stale_after = "1s"
+[jobs.process]
+pidfile = "{pid}"
+{extra_job}
+"#,
+        state = dir.join("agent-state").display(),
+        start = dir.join("start.sh").display(),
+        hb = dir.join("job.hb").display(),
+        pid = dir.join("job.pid").display(),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn spawn_agent(config: AgentConfig) -> (mpsc::Sender<Control>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(Agent::new(config, Environment::default()).run(rx));
+    (tx, task)
+}
+
+async fn history(
+    admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
+    kind: pb::EventKind,
+) -> Vec<pb::Event> {
+    admin
+        .get_history(pb::GetHistoryRequest {
+            kinds: vec![kind.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+}
+
+async fn wait_for<F: FnMut() -> bool>(what: &str, secs: u64, mut f: F) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_job_is_restarted_after_a_grant_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let first = job.start();
+    let c = coordinator("").await;
+    let (tx, task) = spawn_agent(agent_config(dir.path(), &format!("http://{}", c.addr), ""));
+    tokio::time::sleep(Duration::from_millis(1500)).await; // warm-up
+    job.freeze();
+    assert_eq!(job.state(first), "T");
+    wait_for("a restarted job", 20, || {
+        job.pid() != first && alive(job.pid())
+    })
+    .await;
+    assert!(
+        !alive(first) || job.state(first) == "Z",
+        "the frozen job was stopped"
+    );
+    let mut admin = c.admin().await;
+    let mut outcome = None;
+    for _ in 0..50 {
+        let ends = history(&mut admin, pb::EventKind::Outcome).await;
+        if let Some(e) = ends.first() {
+            outcome = Some(e.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = outcome.expect("an outcome was reported");
+    let Some(pb::event::Payload::PermitEnded(end)) = e.payload else {
+        panic!("{e:?}")
+    };
+    assert_eq!(end.state(), pb::PermitState::Succeeded, "{end:?}");
+    assert_eq!(end.host_id, "h1");
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_job_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let pid = job.start();
+    let c = coordinator("").await;
+    let mut admin = c.admin().await;
+    admin
+        .pause(pb::PauseRequest {
+            scope: None,
+            reason: "incident".into(),
+            duration: None,
+        })
+        .await
+        .unwrap();
+    let (tx, task) = spawn_agent(agent_config(dir.path(), &format!("http://{}", c.addr), ""));
+    job.freeze();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(job.state(pid), "T", "a denied agent must not touch the job");
+    assert_eq!(job.pid(), pid);
+    let denials = history(&mut admin, pb::EventKind::Deny).await;
+    assert!(!denials.is_empty(), "the agent asked and was denied");
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_coordinator_nothing_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let pid = job.start();
+    // A loopback port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (tx, task) = spawn_agent(agent_config(dir.path(), &url, ""));
+    job.freeze();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(job.state(pid), "T", "no coordinator means no action");
+    assert_eq!(job.pid(), pid);
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_restart_climbs_to_a_reboot_that_is_finished_after_the_agent_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    // The restart "fixes" nothing: the command starts nothing.
+    std::fs::write(dir.path().join("start.sh"), "true\n").unwrap();
+    let c = coordinator("").await;
+    let url = format!("http://{}", c.addr);
+    // No job running at all: the process detector finds it absent and the
+    // heartbeat file missing, past their grace.
+    let config = agent_config(dir.path(), &url, "absent_grace = \"1s\"");
+    let (_tx, task) = spawn_agent(config.clone());
+    let state = dir.path().join("agent-state/state.json");
+    wait_for("a reboot recorded as pending", 30, || {
+        std::fs::read_to_string(&state).is_ok_and(|s| s.contains("reboot_host"))
+    })
+    .await;
+    // The "reboot": the agent stops abruptly mid-action.
+    task.abort();
+    let _ = task.await;
+    // The host comes back with a healthy job, and a new agent finishes the
+    // pending permit from its state file.
+    std::fs::write(
+        dir.path().join("start.sh"),
+        format!(
+            "nohup sh {} >/dev/null 2>&1 &\n",
+            dir.path().join("job.sh").display()
+        ),
+    )
+    .unwrap();
+    job.start();
+    let (tx, task) = spawn_agent(config);
+    let mut admin = c.admin().await;
+    let mut reboot_outcome = None;
+    for _ in 0..100 {
+        let ends = history(&mut admin, pb::EventKind::Outcome).await;
+        if let Some(end) = ends.iter().find_map(|e| match &e.payload {
+            Some(pb::event::Payload::PermitEnded(end))
+                if end.action() == pb::Action::RebootHost =>
+            {
+                Some(end.clone())
+            }
+            _ => None,
+        }) {
+            reboot_outcome = Some(end);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let end = reboot_outcome.expect("the reboot's outcome was reported after the restart");
+    assert_eq!(end.state(), pb::PermitState::Succeeded, "{end:?}");
+    let restarts = history(&mut admin, pb::EventKind::Outcome)
+        .await
+        .into_iter()
+        .filter(|e| matches!(&e.payload, Some(pb::event::Payload::PermitEnded(x)) if x.action() == pb::Action::RestartJob && x.state() == pb::PermitState::Failed))
+        .count();
+    assert_eq!(restarts, 1, "one failed restart before the reboot");
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        !saved.contains("\"pending\": {"),
+        "the pending permit is cleared: {saved}"
+    );
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permit_too_close_to_expiry_by_the_agents_clock_is_not_acted_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let pid = job.start();
+    let c = coordinator("").await;
+    // The permit lasts 30s; a 40s safety margin means it can never be
+    // acted on: the agent must abort before touching anything.
+    let mut config = agent_config(dir.path(), &format!("http://{}", c.addr), "");
+    config.safety_margin = Duration::from_secs(40);
+    let (tx, task) = spawn_agent(config);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    job.freeze();
+    let mut admin = c.admin().await;
+    let mut aborted = None;
+    for _ in 0..100 {
+        let ends = history(&mut admin, pb::EventKind::Outcome).await;
+        if let Some(e) = ends.first() {
+            aborted = Some(e.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = aborted.expect("the agent reported an outcome");
+    let Some(pb::event::Payload::PermitEnded(end)) = e.payload else {
+        panic!("{e:?}")
+    };
+    assert_eq!(end.state(), pb::PermitState::Aborted, "{end:?}");
+    assert_eq!(job.state(pid), "T", "the job was not touched");
+    assert_eq!(job.pid(), pid);
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}
