@@ -434,3 +434,75 @@ async fn a_permit_too_close_to_expiry_by_the_agents_clock_is_not_acted_on() {
     job.kill();
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_logs_instead_of_acting_and_reports_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let pid = job.start();
+    let c = coordinator("").await;
+    let mut config = agent_config(dir.path(), &format!("http://{}", c.addr), "");
+    config.dry_run = true;
+    let (tx, task) = spawn_agent(config);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    job.freeze();
+    let mut admin = c.admin().await;
+    let mut end = None;
+    for _ in 0..100 {
+        if let Some(e) = history(&mut admin, pb::EventKind::Outcome)
+            .await
+            .into_iter()
+            .next()
+        {
+            end = Some(e);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = end.expect("an outcome");
+    let Some(pb::event::Payload::PermitEnded(end)) = e.payload else {
+        panic!("{e:?}")
+    };
+    assert_eq!(end.state(), pb::PermitState::DryRun);
+    assert_eq!(job.state(pid), "T", "dry run touches nothing");
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_state_file_stops_actions_but_not_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let pid = job.start();
+    let c = coordinator("").await;
+    let config = agent_config(dir.path(), &format!("http://{}", c.addr), "");
+    std::fs::create_dir_all(&config.state_dir).unwrap();
+    std::fs::write(config.state_dir.join("state.json"), "{ not json").unwrap();
+    let (tx, task) = spawn_agent(config);
+    job.freeze();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(job.state(pid), "T", "no action with an unusable state file");
+    let mut admin = c.admin().await;
+    let hosts = admin
+        .list_hosts(pb::ListHostsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .hosts;
+    let h = hosts
+        .iter()
+        .find(|h| h.host_id == "h1")
+        .expect("the agent still heartbeats");
+    assert!(h.live);
+    assert!(!h.problems.is_empty(), "and reports the stuck job");
+    assert!(
+        history(&mut admin, pb::EventKind::Grant).await.is_empty(),
+        "it never asked"
+    );
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}
