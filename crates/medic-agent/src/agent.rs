@@ -85,6 +85,7 @@ pub struct Agent {
     attempt: Option<(String, Action, String)>,
     held: Option<Held>,
     reachable: Option<bool>,
+    metrics: std::sync::Arc<crate::metrics::AgentMetrics>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -126,6 +127,7 @@ impl Agent {
             attempt: None,
             held: None,
             reachable: None,
+            metrics: std::sync::Arc::new(crate::metrics::AgentMetrics::new()),
             coordinators,
             state_file,
             state,
@@ -135,10 +137,28 @@ impl Agent {
         }
     }
 
+    /// The agent's metrics.
+    pub fn metrics(&self) -> std::sync::Arc<crate::metrics::AgentMetrics> {
+        self.metrics.clone()
+    }
+
     /// Runs until `control` says `Shutdown` (or is closed). An action in
     /// flight is finished first.
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
         tracing::info!(summary = %self.config.summary(), "medic agent running");
+        let metrics_server = match self.config.metrics_listen {
+            None => None,
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tracing::info!(%addr, "serving metrics");
+                    Some(tokio::spawn(crate::metrics::serve(l, self.metrics.clone())))
+                }
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot serve metrics");
+                    None
+                }
+            },
+        };
         self.finish_pending().await;
         let mut next_check = Instant::now();
         loop {
@@ -158,6 +178,9 @@ impl Agent {
             if Instant::now() >= self.next_request {
                 self.maybe_act().await;
             }
+        }
+        if let Some(s) = metrics_server {
+            s.abort();
         }
         tracing::info!("medic agent stopped");
     }
@@ -196,6 +219,7 @@ impl Agent {
 
     async fn check_jobs(&mut self) {
         let now = SystemTime::now();
+        self.metrics.checks.inc();
         for job in &mut self.jobs {
             let verdict = job.detectors.check(now).await;
             let before = job.state.stuck().is_some();
@@ -211,6 +235,14 @@ impl Agent {
                 _ => {}
             }
         }
+        let stuck = self
+            .jobs
+            .iter()
+            .filter(|j| j.state.stuck().is_some())
+            .count();
+        self.metrics
+            .jobs_stuck
+            .set(i64::try_from(stuck).unwrap_or(i64::MAX));
     }
 
     fn counters(&self, job: &str) -> crate::state::JobCounters {
@@ -231,6 +263,10 @@ impl Agent {
     }
 
     fn note_reachable(&mut self, ok: bool) {
+        self.metrics.coordinator_reachable.set(i64::from(ok));
+        if !ok {
+            self.metrics.coordinator_errors.inc();
+        }
         if self.reachable != Some(ok) {
             if ok {
                 tracing::info!("coordinator reachable");
@@ -273,6 +309,7 @@ impl Agent {
             needs_human,
         };
         self.next_heartbeat = Instant::now() + self.heartbeat_interval;
+        self.metrics.heartbeats.inc();
         match self
             .coordinators
             .call(|mut c| async move { c.heartbeat(req).await })
@@ -360,6 +397,7 @@ impl Agent {
             ),
         };
         let received = Instant::now();
+        self.metrics.permit_requests.inc();
         match self
             .coordinators
             .call(|mut c| async move { c.request_permit(req).await })
@@ -385,6 +423,16 @@ impl Agent {
                     Some(pb::request_permit_response::Decision::Denied(d)) => {
                         let retry = d.retry_after.and_then(|r| Duration::try_from(r).ok());
                         let wait = after_denial(retry, Duration::from_secs(60));
+                        self.metrics
+                            .permit_denials
+                            .get_or_create(&crate::metrics::ReasonLabel {
+                                reason: d
+                                    .reason()
+                                    .as_str_name()
+                                    .to_lowercase()
+                                    .replace("deny_reason_", ""),
+                            })
+                            .inc();
                         tracing::info!(
                             job = %name, %action, reason = ?d.reason(), message = %d.message,
                             retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs())),
@@ -413,6 +461,7 @@ impl Agent {
                             renewed: received,
                         };
                         tracing::warn!(job = %name, %action, permit = %held.permit.id, "permit granted");
+                        self.metrics.permits_granted.inc();
                         self.held = Some(held.clone());
                         self.act(i, held).await;
                         self.held = None;
@@ -428,8 +477,18 @@ impl Agent {
     /// false if it is no longer active (revoked, expired) or too close to
     /// expiry to start anything.
     async fn keep_valid(&mut self, held: &mut Held) -> bool {
+        self.renew_if(held, false).await
+    }
+
+    /// Right before an irreversible step: renews the permit whatever its
+    /// age, so a revocation is seen before anything is done.
+    async fn confirm_valid(&mut self, held: &mut Held) -> bool {
+        self.renew_if(held, true).await
+    }
+
+    async fn renew_if(&mut self, held: &mut Held, always: bool) -> bool {
         let now = Instant::now();
-        if now.duration_since(held.renewed) >= held.ttl / 3 {
+        if always || now.duration_since(held.renewed) >= held.ttl / 3 {
             let req = pb::RenewPermitRequest {
                 host_id: self.config.host_id.to_string(),
                 permit_id: held.permit.id.to_string(),
@@ -484,6 +543,7 @@ impl Agent {
             }
         };
         self.report(&held, outcome, &detail).await;
+        self.count_action(held.action, outcome);
         if let Ok(state) = &mut self.state {
             ladder::record(
                 state.jobs.entry(name.clone()).or_default(),
@@ -499,10 +559,26 @@ impl Agent {
         }
     }
 
+    fn count_action(&self, action: Action, outcome: Outcome) {
+        let outcome = match outcome {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Aborted => "aborted",
+            Outcome::DryRun => "dry_run",
+        };
+        self.metrics
+            .actions
+            .get_or_create(&crate::metrics::ActionLabels {
+                action: action.as_str().to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
     async fn restart(&mut self, i: usize, held: &mut Held) -> (Outcome, String) {
         let cfg = self.jobs[i].config.restart.clone();
         let pids = self.jobs[i].detectors.pids().await;
-        if !self.keep_valid(held).await {
+        if !self.confirm_valid(held).await {
             return (
                 Outcome::Aborted,
                 "permit revoked or about to expire before the restart".to_owned(),
@@ -569,7 +645,7 @@ impl Agent {
                 "cannot record the reboot in the state file".to_owned(),
             );
         }
-        if !self.keep_valid(held).await {
+        if !self.confirm_valid(held).await {
             return (
                 Outcome::Aborted,
                 "permit revoked or about to expire before the reboot".to_owned(),
@@ -629,6 +705,7 @@ impl Agent {
             renewed: Instant::now(),
         };
         self.report(&held, outcome, detail).await;
+        self.count_action(p.action, outcome);
         if let Ok(state) = &mut self.state {
             ladder::record(
                 state.jobs.entry(p.job.clone()).or_default(),

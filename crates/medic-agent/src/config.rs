@@ -25,6 +25,7 @@ struct RawAgent {
     dry_run: Option<bool>,
     safety_margin: Option<String>,
     reboot_command: Option<Vec<String>>,
+    metrics_listen: Option<String>,
     jobs: Vec<RawJob>,
 }
 
@@ -76,6 +77,8 @@ pub struct AgentConfig {
     pub safety_margin: Duration,
     /// How to reboot the host. Default `systemctl reboot`.
     pub reboot_command: Vec<String>,
+    /// Where to serve Prometheus metrics; none by default.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The watched jobs.
     pub jobs: Vec<JobConfig>,
 }
@@ -261,6 +264,18 @@ impl RawAgent {
             None => vec!["systemctl".to_owned(), "reboot".to_owned()],
             Some(c) => argv(errs, "reboot_command", c),
         };
+        let metrics_listen = self.metrics_listen.as_deref().and_then(|a| {
+            a.parse()
+                .map_err(|e| {
+                    errs.push(
+                        "metrics_listen",
+                        format!(
+                            "invalid address {a:?} ({e}); use IP:PORT, for example 127.0.0.1:7472"
+                        ),
+                    );
+                })
+                .ok()
+        });
         let mut names = std::collections::BTreeSet::new();
         let jobs = self
             .jobs
@@ -288,6 +303,7 @@ impl RawAgent {
             dry_run: self.dry_run.unwrap_or(false),
             safety_margin,
             reboot_command,
+            metrics_listen,
             jobs,
         }
     }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod detect;
 pub mod effects;
 pub mod ladder;
+pub mod metrics;
 pub mod state;
 
 pub use agent::{Agent, Control, Environment};

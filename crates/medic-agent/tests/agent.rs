@@ -299,10 +299,26 @@ async fn denied_job_is_left_alone() {
         })
         .await
         .unwrap();
-    let (tx, task) = spawn_agent(agent_config(dir.path(), &format!("http://{}", c.addr), ""));
+    let agent = Agent::new(
+        agent_config(dir.path(), &format!("http://{}", c.addr), ""),
+        Environment::default(),
+    );
+    let metrics = agent.metrics();
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(agent.run(rx));
     job.freeze();
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(job.state(pid), "T", "a denied agent must not touch the job");
+    let text = metrics.encode();
+    assert!(
+        text.contains("medic_agent_permit_denials_total{reason=\"paused\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("medic_agent_coordinator_reachable 1"),
+        "{text}"
+    );
+    assert!(text.contains("medic_agent_jobs_stuck 1"), "{text}");
     assert_eq!(job.pid(), pid);
     let denials = history(&mut admin, pb::EventKind::Deny).await;
     assert!(!denials.is_empty(), "the agent asked and was denied");
@@ -321,11 +337,41 @@ async fn with_no_coordinator_nothing_is_touched() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let (tx, task) = spawn_agent(agent_config(dir.path(), &url, ""));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = agent_config(dir.path(), &url, "");
+    config.metrics_listen = Some(port);
+    let (tx, task) = spawn_agent(config);
     job.freeze();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(job.state(pid), "T", "no coordinator means no action");
     assert_eq!(job.pid(), pid);
+    // Served on the local metrics port: unreachable, counted.
+    let text = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(port).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(
+        text.contains("medic_agent_coordinator_reachable 0"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("medic_agent_coordinator_errors_total 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("medic_agent_permits_granted_total 0"),
+        "{text}"
+    );
     tx.send(Control::Shutdown).await.unwrap();
     task.await.unwrap();
     job.kill();
@@ -504,5 +550,96 @@ async fn corrupt_state_file_stops_actions_but_not_heartbeats() {
     tx.send(Control::Shutdown).await.unwrap();
     task.await.unwrap();
     job.kill();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permit_revoked_before_the_action_is_not_acted_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // A job whose probe always fails, slowly: the agent's re-check right
+    // before acting takes 1.5s, long enough for an operator to revoke.
+    let mut job = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(job.id()).unwrap();
+    std::fs::write(dir.path().join("job.pid"), pid.to_string()).unwrap();
+    let c = coordinator("").await;
+    let config = AgentConfig::from_toml(&format!(
+        r#"
+host_id = "h1"
+coordinators = ["http://{addr}"]
+check_interval = "200ms"
+heartbeat_interval = "1s"
+state_dir = "{state}"
+safety_margin = "1s"
+[[jobs]]
+name = "slow"
+confirm = 1
+[jobs.restart]
+grace = "1s"
+verify_timeout = "2s"
+[jobs.probe]
+command = ["sh", "-c", "sleep 1.5; exit 1"]
+timeout = "5s"
+[jobs.process]
+pidfile = "{pid}"
+"#,
+        addr = c.addr,
+        state = dir.path().join("agent-state").display(),
+        pid = dir.path().join("job.pid").display(),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (tx, task) = spawn_agent(config);
+    let mut admin = c.admin().await;
+    // Revoke the permit as soon as it is granted.
+    let mut revoked = false;
+    for _ in 0..300 {
+        let permits = admin
+            .list_permits(pb::ListPermitsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .permits;
+        if let Some(p) = permits.first() {
+            admin
+                .revoke_permit(pb::RevokePermitRequest {
+                    permit_id: p.permit_id.clone(),
+                    reason: "wrong host".into(),
+                })
+                .await
+                .unwrap();
+            // And no new grant after it: what happens next is the revoked
+            // permit's business alone.
+            admin
+                .pause(pb::PauseRequest {
+                    scope: None,
+                    reason: "investigating".into(),
+                    duration: None,
+                })
+                .await
+                .unwrap();
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(revoked, "a permit was granted");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Still sleeping: neither killed (a zombie, since the test is its
+    // parent) nor stopped.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_default()
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().next().map(str::to_owned));
+    assert_eq!(
+        state.as_deref(),
+        Some("S"),
+        "the job of a revoked permit was touched"
+    );
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    let _ = job.kill();
+    let _ = job.wait();
     c.stop().await;
 }
