@@ -86,6 +86,8 @@ pub struct Agent {
     held: Option<Held>,
     reachable: Option<bool>,
     metrics: std::sync::Arc<crate::metrics::AgentMetrics>,
+    /// Which jobs were stuck at the last check.
+    last_stuck: Vec<bool>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -128,6 +130,7 @@ impl Agent {
             held: None,
             reachable: None,
             metrics: std::sync::Arc::new(crate::metrics::AgentMetrics::new()),
+            last_stuck: Vec::new(),
             coordinators,
             state_file,
             state,
@@ -234,6 +237,16 @@ impl Agent {
                 }
                 _ => {}
             }
+        }
+        let now_stuck: Vec<bool> = self
+            .jobs
+            .iter()
+            .map(|j| j.state.stuck().is_some())
+            .collect();
+        if now_stuck != self.last_stuck {
+            // The set of problems changed: tell the coordinator now.
+            self.next_heartbeat = Instant::now();
+            self.last_stuck = now_stuck;
         }
         let stuck = self
             .jobs
