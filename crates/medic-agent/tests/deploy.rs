@@ -40,3 +40,25 @@ fn agent_unit_verifies_clean_with_minimal_capabilities() {
         assert!(text.contains(want), "the unit lacks {want}");
     }
 }
+
+#[test]
+fn alert_rules_use_only_metrics_the_agent_exports() {
+    let exported = medic_agent::metrics::AgentMetrics::new().encode();
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus/medic-rules.yaml"),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if !word.starts_with("medic_agent_") {
+            continue;
+        }
+        let family = word.strip_suffix("_total").unwrap_or(word);
+        assert!(
+            exported.contains(&format!("# TYPE {family} ")),
+            "the rules use {word}, which the agent does not export"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "only {checked} agent metric references found");
+}

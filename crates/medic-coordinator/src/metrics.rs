@@ -245,6 +245,18 @@ impl Metrics {
             "Webhook notifications dropped: queue_full (the webhook is slow or down) or failed (every attempt failed)",
             notifications_dropped.clone(),
         );
+        // Series alerts compute increase() on exist from the start at 0:
+        // a counter first seen at 1 has no increase to alert on.
+        for result in ["ok", "error"] {
+            let _ = config_reloads.get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            });
+        }
+        for reason in ["queue_full", "failed"] {
+            let _ = notifications_dropped.get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            });
+        }
         let mut decision_counters = HashMap::new();
         let outcomes = ["granted", "replayed"]
             .into_iter()

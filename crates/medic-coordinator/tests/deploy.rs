@@ -76,3 +76,46 @@ fn a_broken_unit_is_caught() {
     );
     assert!(!warnings.is_empty());
 }
+
+fn rules_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus")
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    for args in [
+        vec!["check", "rules", "medic-rules.yaml"],
+        vec!["test", "rules", "medic-rules.test.yaml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(rules_dir())
+            .output()
+            .expect("promtool (scripts/test installs prometheus)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn alert_rules_use_only_metrics_the_coordinator_exports() {
+    let exported = medic_coordinator::metrics::Metrics::new().encode();
+    let rules = std::fs::read_to_string(rules_dir().join("medic-rules.yaml")).unwrap();
+    let mut checked = 0;
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if !word.starts_with("medic_") || word.starts_with("medic_agent_") {
+            continue;
+        }
+        let family = word.strip_suffix("_total").unwrap_or(word);
+        assert!(
+            exported.contains(&format!("# TYPE {family} ")),
+            "the rules use {word}, which the coordinator does not export"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} metric references found");
+}
