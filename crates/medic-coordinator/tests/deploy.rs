@@ -119,3 +119,30 @@ fn alert_rules_use_only_metrics_the_coordinator_exports() {
     }
     assert!(checked >= 6, "only {checked} metric references found");
 }
+
+#[test]
+fn every_alert_has_a_runbook_section() {
+    let rules = std::fs::read_to_string(rules_dir().join("medic-rules.yaml")).unwrap();
+    let runbook = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/operations.md"),
+    )
+    .unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 8, "{alerts:?}");
+    for alert in alerts {
+        let anchor = format!("docs/operations.md#{}", alert.to_lowercase());
+        let heading = format!("### {alert}");
+        let fleetwide_shares = alert == "MedicAgentsCoordinatorUnreachableFleetwide";
+        assert!(
+            runbook.contains(&heading) || fleetwide_shares,
+            "docs/operations.md has no section for {alert}"
+        );
+        assert!(
+            rules.contains(&anchor) || fleetwide_shares,
+            "{alert} does not link its runbook section ({anchor})"
+        );
+    }
+}
