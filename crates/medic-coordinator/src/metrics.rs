@@ -257,6 +257,19 @@ impl Metrics {
                 reason: reason.to_owned(),
             });
         }
+        for action in Action::ALL {
+            let l = ActionLabel {
+                action: action.as_str().to_owned(),
+            };
+            let _ = permits_active.get_or_create(&l);
+            let _ = permits_cap.get_or_create(&l);
+            let _ = rate_budget_remaining.get_or_create(&l);
+        }
+        for method in ["Heartbeat", "RequestPermit", "RenewPermit", "ReportOutcome"] {
+            let _ = rpc_duration.get_or_create(&MethodLabel {
+                method: method.to_owned(),
+            });
+        }
         let mut decision_counters = HashMap::new();
         let outcomes = ["granted", "replayed"]
             .into_iter()

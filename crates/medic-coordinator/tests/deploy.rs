@@ -146,3 +146,37 @@ fn every_alert_has_a_runbook_section() {
         );
     }
 }
+
+#[test]
+fn grafana_dashboard_queries_only_exported_metrics() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/medic-dashboard.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exported = medic_coordinator::metrics::Metrics::new().encode();
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    let mut metrics = 0;
+    for p in panels {
+        assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()));
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !word.starts_with("medic_") || word.starts_with("medic_agent_") {
+                    continue;
+                }
+                let family = word
+                    .strip_suffix("_bucket")
+                    .or_else(|| word.strip_suffix("_total"))
+                    .unwrap_or(word);
+                assert!(
+                    exported.contains(&format!("# TYPE {family} ")),
+                    "panel {:?} queries {word}, which the coordinator does not export",
+                    p["title"]
+                );
+                metrics += 1;
+            }
+        }
+    }
+    assert!(metrics >= 15, "{metrics}");
+}
