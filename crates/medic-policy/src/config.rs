@@ -831,7 +831,7 @@ impl RawLimits {
             Some(r) => Rate {
                 count: count(errs, &k("rate.count"), r.count, d.rate.count, 1),
                 per: errs.positive_duration(&k("rate.per"), r.per.as_deref(), d.rate.per),
-                burst: count(errs, &k("rate.burst"), r.burst, 0, 0),
+                burst: count(errs, &k("rate.burst"), r.burst, d.rate.burst, 0),
             },
         };
         let host_budget = match &self.host_budget {
