@@ -14,6 +14,7 @@ pub mod notify;
 pub mod server;
 pub mod service;
 pub mod signal;
+pub mod testing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::CoordinatorConfig;
