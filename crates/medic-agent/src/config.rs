@@ -167,22 +167,6 @@ fn into_errors(errs: Errors) -> ConfigErrors {
     }
 }
 
-fn count(errs: &mut Errors, path: &str, raw: Option<i64>, default: u32, min: u32) -> u32 {
-    match raw {
-        None => default,
-        Some(v) => match u32::try_from(v) {
-            Ok(v) if v >= min => v,
-            _ => {
-                errs.push(
-                    path,
-                    format!("must be an integer of at least {min}, got {v}"),
-                );
-                default
-            }
-        },
-    }
-}
-
 fn argv(errs: &mut Errors, path: &str, raw: &[String]) -> Vec<String> {
     if raw.is_empty() || raw[0].is_empty() {
         errs.push(path, "must name a program (argv, not a shell line)");
@@ -371,16 +355,14 @@ impl RawJob {
         );
         JobConfig {
             name,
-            confirm: count(errs, &format!("{path}.confirm"), self.confirm, 3, 1),
-            reboot_after_failed_restarts: count(
-                errs,
+            confirm: errs.count(&format!("{path}.confirm"), self.confirm, 3, 1),
+            reboot_after_failed_restarts: errs.count(
                 &format!("{path}.reboot_after_failed_restarts"),
                 self.reboot_after_failed_restarts,
                 2,
                 0,
             ),
-            give_up_after_failed_reboots: count(
-                errs,
+            give_up_after_failed_reboots: errs.count(
                 &format!("{path}.give_up_after_failed_reboots"),
                 self.give_up_after_failed_reboots,
                 1,

@@ -351,19 +351,6 @@ fn addr(errs: &mut Errors, path: &str, raw: Option<&str>, default: &str) -> Sock
     }
 }
 
-fn positive(errs: &mut Errors, path: &str, raw: Option<i64>, default: u32) -> u32 {
-    match raw {
-        None => default,
-        Some(v) => match u32::try_from(v) {
-            Ok(v) if v >= 1 => v,
-            _ => {
-                errs.push(path, format!("must be an integer of at least 1, got {v}"));
-                default
-            }
-        },
-    }
-}
-
 impl RawServer {
     fn validate(&self, errs: &mut Errors) -> ServerConfig {
         let listen = addr(
@@ -409,13 +396,13 @@ impl RawServer {
             );
         }
         let admission = Admission {
-            per_second: positive(
-                errs,
+            per_second: errs.count(
                 "server.admission.per_second",
                 self.admission.per_second,
                 20,
+                1,
             ),
-            burst: positive(errs, "server.admission.burst", self.admission.burst, 40),
+            burst: errs.count("server.admission.burst", self.admission.burst, 40, 1),
         };
         ServerConfig {
             listen,
@@ -430,7 +417,7 @@ impl RawServer {
 
 impl RawNotify {
     fn validate(&self, errs: &mut Errors) -> NotifyConfig {
-        let queue = positive(errs, "notify.queue", self.queue, 1000) as usize;
+        let queue = errs.count("notify.queue", self.queue, 1000, 1) as usize;
         let webhooks = self
             .webhooks
             .iter()
@@ -500,7 +487,7 @@ impl RawWebhook {
             self.timeout.as_deref(),
             Duration::from_secs(5),
         );
-        let max_attempts = positive(errs, &format!("{path}.max_attempts"), self.max_attempts, 5);
+        let max_attempts = errs.count(&format!("{path}.max_attempts"), self.max_attempts, 5, 1);
         Some(Webhook {
             url: url?,
             format,
@@ -518,23 +505,15 @@ impl RawAudit {
             self.retention.as_deref(),
             Duration::from_secs(30 * 24 * 3600),
         );
-        let max_entries = u64::from(positive(
-            errs,
-            "audit.max_entries",
-            self.max_entries,
-            1_000_000,
-        ));
+        let max_entries =
+            u64::from(errs.count("audit.max_entries", self.max_entries, 1_000_000, 1));
         let denial_sample_interval = errs.positive_duration(
             "audit.denial_sample_interval",
             self.denial_sample_interval.as_deref(),
             Duration::from_secs(60),
         );
-        let snapshot_every = u64::from(positive(
-            errs,
-            "audit.snapshot_every",
-            self.snapshot_every,
-            10_000,
-        ));
+        let snapshot_every =
+            u64::from(errs.count("audit.snapshot_every", self.snapshot_every, 10_000, 1));
         AuditConfig {
             retention,
             max_entries,

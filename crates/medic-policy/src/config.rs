@@ -115,6 +115,25 @@ impl Errors {
         d
     }
 
+    /// Reads a whole number of at least `min` (`default` when absent), or
+    /// records why not.
+    pub fn count(&mut self, path: &str, raw: Option<i64>, default: u32, min: u32) -> u32 {
+        match raw {
+            None => default,
+            Some(v) if v < i64::from(min) => {
+                self.push(
+                    path,
+                    format!("must be an integer of at least {min}, got {v}"),
+                );
+                default
+            }
+            Some(v) => u32::try_from(v).unwrap_or_else(|_| {
+                self.push(path, format!("must be at most {}, got {v}", u32::MAX));
+                default
+            }),
+        }
+    }
+
     /// Checks a percentage is in (0, 100].
     pub fn percent(&mut self, path: &str, raw: Option<f64>, default: f64) -> f64 {
         match raw {
@@ -604,22 +623,6 @@ impl RawPolicy {
     }
 }
 
-fn count(errs: &mut Errors, path: &str, raw: Option<i64>, default: u32, min: u32) -> u32 {
-    match raw {
-        None => default,
-        Some(v) => match u32::try_from(v) {
-            Ok(v) if v >= min => v,
-            _ => {
-                errs.push(
-                    path,
-                    format!("must be an integer in [{min}, {}], got {v}", u32::MAX),
-                );
-                default
-            }
-        },
-    }
-}
-
 fn label_key_ok(errs: &mut Errors, path: &str, key: &str) {
     if key.is_empty()
         || key
@@ -668,13 +671,8 @@ impl RawFleet {
                 ),
             );
         }
-        let min_fleet_size = count(
-            errs,
-            &format!("{path}.min_fleet_size"),
-            self.min_fleet_size,
-            1,
-            1,
-        );
+        let min_fleet_size =
+            errs.count(&format!("{path}.min_fleet_size"), self.min_fleet_size, 1, 1);
         FleetConfig {
             heartbeat_interval,
             host_ttl,
@@ -701,7 +699,7 @@ impl RawBreaker {
             self.window.as_deref(),
             Duration::from_secs(30 * 60),
         );
-        let min_samples = count(errs, &format!("{path}.min_samples"), self.min_samples, 5, 1);
+        let min_samples = errs.count(&format!("{path}.min_samples"), self.min_samples, 5, 1);
         let auto_close_after = match self.auto_close_after.as_deref() {
             Some("never") => None,
             raw => Some(errs.positive_duration(
@@ -721,7 +719,7 @@ impl RawBreaker {
                     50.0
                 }
             };
-            let min_hosts = count(errs, &format!("{dp}.min_hosts"), d.min_hosts, 3, 1);
+            let min_hosts = errs.count(&format!("{dp}.min_hosts"), d.min_hosts, 3, 1);
             domains.insert(
                 label.clone(),
                 DomainBreakerConfig {
@@ -798,13 +796,7 @@ impl RawLimits {
     ) -> ActionLimits {
         let d = action_defaults(action);
         let k = |key: &str| format!("{path}.{key}");
-        let max_in_flight = count(
-            errs,
-            &k("max_in_flight"),
-            self.max_in_flight,
-            d.max_in_flight,
-            0,
-        );
+        let max_in_flight = errs.count(&k("max_in_flight"), self.max_in_flight, d.max_in_flight, 0);
         let max_in_flight_percent = match self.max_in_flight_percent {
             Some(n) => Some(errs.percent(&k("max_in_flight_percent"), Some(n.as_f64()), 1.0)),
             // An explicit absolute cap without a percentage means exactly that cap.
@@ -829,16 +821,15 @@ impl RawLimits {
         let rate = match &self.rate {
             None => d.rate,
             Some(r) => Rate {
-                count: count(errs, &k("rate.count"), r.count, d.rate.count, 1),
+                count: errs.count(&k("rate.count"), r.count, d.rate.count, 1),
                 per: errs.positive_duration(&k("rate.per"), r.per.as_deref(), d.rate.per),
-                burst: count(errs, &k("rate.burst"), r.burst, d.rate.burst, 0),
+                burst: errs.count(&k("rate.burst"), r.burst, d.rate.burst, 0),
             },
         };
         let host_budget = match &self.host_budget {
             None => d.host_budget,
             Some(b) => HostBudget {
-                max_attempts: count(
-                    errs,
+                max_attempts: errs.count(
                     &k("host_budget.max_attempts"),
                     b.max_attempts,
                     d.host_budget.max_attempts,
@@ -879,7 +870,7 @@ impl RawLimits {
             label_key_ok(errs, &gp, label);
             let max_in_flight = g
                 .max_in_flight
-                .map(|v| count(errs, &format!("{gp}.max_in_flight"), Some(v), 1, 1));
+                .map(|v| errs.count(&format!("{gp}.max_in_flight"), Some(v), 1, 1));
             let max_in_flight_percent = g.max_in_flight_percent.map(|n| {
                 errs.percent(
                     &format!("{gp}.max_in_flight_percent"),

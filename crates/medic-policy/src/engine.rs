@@ -1190,12 +1190,13 @@ impl Engine {
             }
         }
         let b = limits.host_budget;
-        let recent: Vec<&Time> = h
+        // Counted, not collected: this runs on every decision.
+        let recent = h
             .attempts
             .iter()
             .filter(|&&t| now.duration_since(t).map_or(true, |d| d < b.per))
-            .collect();
-        if recent.len() >= b.max_attempts as usize {
+            .count();
+        if recent >= b.max_attempts as usize {
             rule!(Some(Denial {
                 reason: DenyReason::AttemptBudgetExhausted,
                 retry_after: None,
@@ -1203,7 +1204,7 @@ impl Engine {
                     "host {host} already had {} {action} permits in the last {} \
                      (host_budget.max_attempts {}); remediation is not helping, so the host \
                      is quarantined for a human",
-                    recent.len(),
+                    recent,
                     format_duration(b.per),
                     b.max_attempts
                 ),
