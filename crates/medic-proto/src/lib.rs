@@ -6,12 +6,14 @@
 //! - [`convert`]: `From` domain → wire, `TryFrom` wire → domain (validating,
 //!   with errors that name the field).
 //! - [`request`]: validated forms of the requests that have no domain type.
+//! - [`limits`]: bounds on label counts, string and list lengths in requests.
 //! - [`error`]: medic's errors as gRPC statuses.
 //! - [`FILE_DESCRIPTOR_SET`]: for gRPC server reflection.
 #![forbid(unsafe_code)]
 
 pub mod convert;
 pub mod error;
+pub mod limits;
 pub mod request;
 
 /// Code generated from `proto/medic/v1` by tonic-prost-build.

@@ -6,6 +6,10 @@
 //! server can hand the error straight back to the caller. The agent's
 //! requests also convert back with [`From`], for the agent's client.
 //!
+//! Every conversion holds its request to [`limits`](crate::limits): label
+//! counts, text and list lengths (`request.reason: must be at most 1024
+//! bytes, got 5000`).
+//!
 //! The actor of an operator request is never part of it: the coordinator
 //! takes it from the caller's identity.
 
@@ -17,8 +21,13 @@ use medic_policy::{
 };
 
 use crate::convert::{
-    from_duration, host_id, indexed, labels, non_empty, optional_enum, optional_msg, optional_time,
-    permit_id, required_enum, scope_or_fleet, wire_enum,
+    bounded, bounded_labels, bounded_scope_or_fleet, check_count, check_labels, check_len,
+    from_duration, host_id, indexed, optional_enum, optional_msg, optional_time, permit_id,
+    required_enum, required_text, wire_enum,
+};
+use crate::limits::{
+    MAX_FILTER_VALUES, MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN, MAX_OUTCOME_DETAIL_LEN,
+    MAX_PAGE_TOKEN_LEN, MAX_REASON_LEN,
 };
 use crate::pb::v1 as pb;
 
@@ -40,6 +49,16 @@ fn host_filter(field: &str, value: String) -> Result<Option<HostId>, InvalidInpu
     host_id(field, value).map(Some)
 }
 
+/// An operator's reason: required, at most [`MAX_REASON_LEN`] bytes.
+fn reason(value: String) -> Result<String, InvalidInput> {
+    required_text("reason", value, MAX_REASON_LEN)
+}
+
+/// A repeated filter of at most [`MAX_FILTER_VALUES`] entries.
+fn check_filter<T>(field: &str, values: &[T]) -> Result<(), InvalidInput> {
+    check_count(field, values.len(), MAX_FILTER_VALUES, "entries")
+}
+
 /// An optional action filter: `ACTION_UNSPECIFIED` means every action.
 fn action_filter(field: &str, raw: i32) -> Result<Option<Action>, InvalidInput> {
     optional_enum::<pb::Action, _>(field, raw)
@@ -59,14 +78,17 @@ pub struct Page {
 }
 
 impl Page {
-    fn new(size: u32, token: String) -> Self {
-        Self {
+    /// The page of a request's `page_size` and `page_token` (at most
+    /// [`MAX_PAGE_TOKEN_LEN`] bytes).
+    fn new(size: u32, token: String) -> Result<Self, InvalidInput> {
+        let token = bounded("page_token", token, MAX_PAGE_TOKEN_LEN)?;
+        Ok(Self {
             size: match size {
                 0 => DEFAULT_PAGE_SIZE,
                 n => n.min(MAX_PAGE_SIZE),
             },
             token: (!token.is_empty()).then_some(token),
-        }
+        })
     }
 }
 
@@ -144,7 +166,7 @@ impl TryFrom<pb::ReportOutcomeRequest> for OutcomeReport {
                     token: FencingToken(r.fencing_token),
                 },
                 outcome: required_enum::<pb::Outcome, _>("outcome", r.outcome)?,
-                detail: r.detail,
+                detail: bounded("detail", r.detail, MAX_OUTCOME_DETAIL_LEN)?,
             })
         })
     }
@@ -180,8 +202,8 @@ impl TryFrom<pb::PauseRequest> for PauseCommand {
                 ));
             }
             Ok(Self {
-                scope: scope_or_fleet("scope", r.scope)?,
-                reason: non_empty("reason", r.reason)?,
+                scope: bounded_scope_or_fleet("scope", r.scope)?,
+                reason: reason(r.reason)?,
                 duration,
             })
         })
@@ -224,12 +246,13 @@ impl TryFrom<pb::ResumeRequest> for ResumeCommand {
                 }
                 Some(Target::PauseId(id)) => ResumeTarget::Id(id),
                 Some(Target::Scope(s)) => {
+                    check_labels("scope.selector", &s.selector)?;
                     ResumeTarget::Scope(Scope::try_from(s).map_err(|e| e.within("scope"))?)
                 }
             };
             Ok(Self {
                 target,
-                reason: non_empty("reason", r.reason)?,
+                reason: reason(r.reason)?,
             })
         })
     }
@@ -253,7 +276,7 @@ impl TryFrom<pb::RevokePermitRequest> for RevokeCommand {
         request(|| {
             Ok(Self {
                 permit: permit_id("permit_id", r.permit_id)?,
-                reason: non_empty("reason", r.reason)?,
+                reason: reason(r.reason)?,
             })
         })
     }
@@ -275,7 +298,7 @@ impl TryFrom<pb::QuarantineRequest> for QuarantineCommand {
         request(|| {
             Ok(Self {
                 host: host_id("host_id", r.host_id)?,
-                reason: non_empty("reason", r.reason)?,
+                reason: reason(r.reason)?,
             })
         })
     }
@@ -297,7 +320,7 @@ impl TryFrom<pb::UnquarantineRequest> for ReleaseCommand {
         request(|| {
             Ok(Self {
                 host: host_id("host_id", r.host_id)?,
-                reason: non_empty("reason", r.reason)?,
+                reason: reason(r.reason)?,
             })
         })
     }
@@ -319,9 +342,16 @@ impl TryFrom<pb::ResetBreakerRequest> for ResetBreakerCommand {
 
     fn try_from(r: pb::ResetBreakerRequest) -> Result<Self, InvalidInput> {
         request(|| {
+            if let Some(pb::BreakerScope {
+                kind: Some(pb::breaker_scope::Kind::Domain(d)),
+            }) = &r.scope
+            {
+                check_len("scope.domain.label", &d.label, MAX_LABEL_KEY_LEN)?;
+                check_len("scope.domain.value", &d.value, MAX_LABEL_VALUE_LEN)?;
+            }
             Ok(Self {
                 scope: optional_msg("scope", r.scope)?,
-                reason: non_empty("reason", r.reason)?,
+                reason: reason(r.reason)?,
             })
         })
     }
@@ -340,7 +370,7 @@ impl TryFrom<pb::ReloadConfigRequest> for ReloadCommand {
     fn try_from(r: pb::ReloadConfigRequest) -> Result<Self, InvalidInput> {
         request(|| {
             Ok(Self {
-                reason: non_empty("reason", r.reason)?,
+                reason: reason(r.reason)?,
             })
         })
     }
@@ -369,8 +399,8 @@ impl TryFrom<pb::ListHostsRequest> for HostQuery {
             Ok(Self {
                 unhealthy_only: r.unhealthy_only,
                 quarantined_only: r.quarantined_only,
-                selector: labels("selector", r.selector)?,
-                page: Page::new(r.page_size, r.page_token),
+                selector: bounded_labels("selector", r.selector)?,
+                page: Page::new(r.page_size, r.page_token)?,
             })
         })
     }
@@ -395,6 +425,7 @@ impl TryFrom<pb::ListPermitsRequest> for PermitQuery {
 
     fn try_from(r: pb::ListPermitsRequest) -> Result<Self, InvalidInput> {
         request(|| {
+            check_filter("states", &r.states)?;
             let mut states = r
                 .states
                 .into_iter()
@@ -408,7 +439,7 @@ impl TryFrom<pb::ListPermitsRequest> for PermitQuery {
                 host: host_filter("host_id", r.host_id)?,
                 action: action_filter("action", r.action)?,
                 states,
-                page: Page::new(r.page_size, r.page_token),
+                page: Page::new(r.page_size, r.page_token)?,
             })
         })
     }
@@ -454,7 +485,7 @@ impl TryFrom<pb::GetHistoryRequest> for HistoryQuery {
                 host: host_filter("host_id", r.host_id)?,
                 kinds: event_kinds("kinds", r.kinds)?,
                 action: action_filter("action", r.action)?,
-                page: Page::new(r.page_size, r.page_token),
+                page: Page::new(r.page_size, r.page_token)?,
                 newest_first: r.newest_first,
             })
         })
@@ -513,8 +544,10 @@ impl TryFrom<pb::WatchEventsRequest> for WatchFilter {
     }
 }
 
-/// A kind filter: every entry a valid kind other than `_UNSPECIFIED`.
+/// A kind filter: at most [`MAX_FILTER_VALUES`] entries, each a valid kind
+/// other than `_UNSPECIFIED`.
 fn event_kinds(field: &str, raw: Vec<i32>) -> Result<Vec<pb::EventKind>, InvalidInput> {
+    check_filter(field, &raw)?;
     raw.into_iter()
         .enumerate()
         .map(|(i, k)| match pb::EventKind::try_from(k) {
@@ -539,6 +572,7 @@ mod tests {
 
     use super::*;
     use crate::convert::{to_duration, to_timestamp};
+    use crate::limits::MAX_LABELS;
 
     #[track_caller]
     fn assert_error<T: std::fmt::Debug>(result: Result<T, InvalidInput>, expected: &str) {
@@ -856,5 +890,253 @@ mod tests {
 
         let everything = WatchFilter::try_from(pb::WatchEventsRequest::default()).expect("valid");
         assert!(everything.matches(&event(pb::EventKind::Grant)));
+    }
+
+    // === Limits ===
+
+    /// Asserts that `convert` accepts text of exactly `max` bytes and rejects
+    /// `max + 1` bytes with `field: must be at most {max} bytes, got {max + 1}`.
+    #[track_caller]
+    fn assert_text_limit<T: std::fmt::Debug>(
+        field: &str,
+        max: usize,
+        convert: impl Fn(String) -> Result<T, InvalidInput>,
+    ) {
+        if let Err(e) = convert("x".repeat(max)) {
+            panic!("{field}: {max} bytes must be accepted, got {e}");
+        }
+        assert_error(
+            convert("x".repeat(max + 1)),
+            &format!("{field}: must be at most {max} bytes, got {}", max + 1),
+        );
+    }
+
+    /// Asserts that `convert` accepts exactly `max` entries and rejects
+    /// `max + 1` with `field: at most {max} {what}, got {max + 1}`.
+    #[track_caller]
+    fn assert_count_limit<T: std::fmt::Debug>(
+        field: &str,
+        max: usize,
+        what: &str,
+        convert: impl Fn(usize) -> Result<T, InvalidInput>,
+    ) {
+        if let Err(e) = convert(max) {
+            panic!("{field}: {max} {what} must be accepted, got {e}");
+        }
+        assert_error(
+            convert(max + 1),
+            &format!("{field}: at most {max} {what}, got {}", max + 1),
+        );
+    }
+
+    /// A selector of `n` pairs `k000=v`, `k001=v`, ...
+    fn selector(n: usize) -> std::collections::BTreeMap<String, String> {
+        (0..n)
+            .map(|i| (format!("k{i:03}"), "v".to_owned()))
+            .collect()
+    }
+
+    fn scope_with(selector: std::collections::BTreeMap<String, String>) -> Option<pb::Scope> {
+        Some(pb::Scope {
+            selector,
+            action: 0,
+        })
+    }
+
+    #[test]
+    fn outcome_report_with_too_long_detail_is_rejected_naming_the_field() {
+        assert_text_limit("request.detail", MAX_OUTCOME_DETAIL_LEN, |detail| {
+            OutcomeReport::try_from(pb::ReportOutcomeRequest {
+                detail,
+                ..OutcomeReport {
+                    host: host(),
+                    permit: permit_ref(),
+                    outcome: Outcome::Failed,
+                    detail: String::new(),
+                }
+                .into()
+            })
+        });
+    }
+
+    #[test]
+    fn pause_with_too_long_reason_is_rejected_naming_the_field() {
+        assert_text_limit("request.reason", MAX_REASON_LEN, |reason| {
+            PauseCommand::try_from(pb::PauseRequest {
+                scope: None,
+                reason,
+                duration: None,
+            })
+        });
+    }
+
+    #[test]
+    fn every_operator_reason_longer_than_the_limit_is_rejected_naming_the_field() {
+        let permit_id = || "p-000000000042".to_owned();
+        let host_id = || "web-1.use1".to_owned();
+        assert_text_limit("request.reason", MAX_REASON_LEN, |reason| {
+            ResumeCommand::try_from(pb::ResumeRequest {
+                target: Some(pb::resume_request::Target::PauseId(3)),
+                reason,
+            })
+        });
+        assert_text_limit("request.reason", MAX_REASON_LEN, |reason| {
+            RevokeCommand::try_from(pb::RevokePermitRequest {
+                permit_id: permit_id(),
+                reason,
+            })
+        });
+        assert_text_limit("request.reason", MAX_REASON_LEN, |reason| {
+            QuarantineCommand::try_from(pb::QuarantineRequest {
+                host_id: host_id(),
+                reason,
+            })
+        });
+        assert_text_limit("request.reason", MAX_REASON_LEN, |reason| {
+            ReleaseCommand::try_from(pb::UnquarantineRequest {
+                host_id: host_id(),
+                reason,
+            })
+        });
+        assert_text_limit("request.reason", MAX_REASON_LEN, |reason| {
+            ResetBreakerCommand::try_from(pb::ResetBreakerRequest {
+                scope: None,
+                reason,
+            })
+        });
+        assert_text_limit("request.reason", MAX_REASON_LEN, |reason| {
+            ReloadCommand::try_from(pb::ReloadConfigRequest { reason })
+        });
+    }
+
+    #[test]
+    fn pause_with_too_many_selector_labels_is_rejected_naming_the_field() {
+        assert_count_limit("request.scope.selector", MAX_LABELS, "labels", |n| {
+            PauseCommand::try_from(pb::PauseRequest {
+                scope: scope_with(selector(n)),
+                reason: "db-3 failover".to_owned(),
+                duration: None,
+            })
+        });
+    }
+
+    #[test]
+    fn pause_selector_with_too_long_key_or_value_is_rejected_naming_the_field() {
+        let pause = |key: String, value: String| {
+            PauseCommand::try_from(pb::PauseRequest {
+                scope: scope_with([(key, value)].into()),
+                reason: "db-3 failover".to_owned(),
+                duration: None,
+            })
+        };
+        assert!(
+            pause(
+                "k".repeat(MAX_LABEL_KEY_LEN),
+                "v".repeat(MAX_LABEL_VALUE_LEN)
+            )
+            .is_ok()
+        );
+        assert_error(
+            pause("k".repeat(MAX_LABEL_KEY_LEN + 1), "v".to_owned()),
+            &format!(
+                "request.scope.selector: key {:?}... must be at most 128 bytes, got 129",
+                "k".repeat(32)
+            ),
+        );
+        assert_error(
+            pause("zone".to_owned(), "v".repeat(MAX_LABEL_VALUE_LEN + 1)),
+            "request.scope.selector[\"zone\"]: value must be at most 256 bytes, got 257",
+        );
+    }
+
+    #[test]
+    fn resume_by_scope_with_too_many_selector_labels_is_rejected_naming_the_field() {
+        assert_count_limit("request.scope.selector", MAX_LABELS, "labels", |n| {
+            ResumeCommand::try_from(pb::ResumeRequest {
+                target: Some(pb::resume_request::Target::Scope(pb::Scope {
+                    selector: selector(n),
+                    action: 0,
+                })),
+                reason: "failover done".to_owned(),
+            })
+        });
+    }
+
+    #[test]
+    fn host_query_with_too_many_selector_labels_is_rejected_naming_the_field() {
+        assert_count_limit("request.selector", MAX_LABELS, "labels", |n| {
+            HostQuery::try_from(pb::ListHostsRequest {
+                selector: selector(n),
+                ..Default::default()
+            })
+        });
+    }
+
+    #[test]
+    fn reset_breaker_domain_with_too_long_label_or_value_is_rejected_naming_the_field() {
+        let reset = |label: String, value: String| {
+            ResetBreakerCommand::try_from(pb::ResetBreakerRequest {
+                scope: Some(BreakerScope::Domain { label, value }.into()),
+                reason: "db-3 is back".to_owned(),
+            })
+        };
+        assert_text_limit("request.scope.domain.label", MAX_LABEL_KEY_LEN, |label| {
+            reset(label, "r12".to_owned())
+        });
+        assert_text_limit("request.scope.domain.value", MAX_LABEL_VALUE_LEN, |value| {
+            reset("rack".to_owned(), value)
+        });
+    }
+
+    #[test]
+    fn page_token_longer_than_the_limit_is_rejected_naming_the_field() {
+        assert_text_limit("request.page_token", MAX_PAGE_TOKEN_LEN, |page_token| {
+            HostQuery::try_from(pb::ListHostsRequest {
+                page_token,
+                ..Default::default()
+            })
+        });
+        assert_text_limit("request.page_token", MAX_PAGE_TOKEN_LEN, |page_token| {
+            PermitQuery::try_from(pb::ListPermitsRequest {
+                page_token,
+                ..Default::default()
+            })
+        });
+        assert_text_limit("request.page_token", MAX_PAGE_TOKEN_LEN, |page_token| {
+            HistoryQuery::try_from(pb::GetHistoryRequest {
+                page_token,
+                ..Default::default()
+            })
+        });
+    }
+
+    #[test]
+    fn permit_query_with_too_many_states_is_rejected_naming_the_field() {
+        assert_count_limit("request.states", MAX_FILTER_VALUES, "entries", |n| {
+            PermitQuery::try_from(pb::ListPermitsRequest {
+                states: vec![pb::PermitState::Expired.into(); n],
+                ..Default::default()
+            })
+        });
+    }
+
+    #[test]
+    fn history_query_with_too_many_kinds_is_rejected_naming_the_field() {
+        assert_count_limit("request.kinds", MAX_FILTER_VALUES, "entries", |n| {
+            HistoryQuery::try_from(pb::GetHistoryRequest {
+                kinds: vec![pb::EventKind::Grant.into(); n],
+                ..Default::default()
+            })
+        });
+    }
+
+    #[test]
+    fn watch_filter_with_too_many_kinds_is_rejected_naming_the_field() {
+        assert_count_limit("request.kinds", MAX_FILTER_VALUES, "entries", |n| {
+            WatchFilter::try_from(pb::WatchEventsRequest {
+                kinds: vec![pb::EventKind::Breaker.into(); n],
+                after_id: None,
+            })
+        });
     }
 }

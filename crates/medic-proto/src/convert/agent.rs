@@ -6,9 +6,14 @@ use medic_policy::{
 };
 
 use super::{
-    enum_conversions, host_id, labels, non_empty, optional_duration, optional_enum, optional_msg,
-    permit_id, positive_duration, renamed, repeated, required_enum, required_msg, required_time,
-    to_duration, to_timestamp, wire_enum,
+    bounded, bounded_labels, check_count, check_len, enum_conversions, host_id, indexed, labels,
+    non_empty, optional_duration, optional_enum, optional_msg, permit_id, positive_duration,
+    renamed, required_enum, required_msg, required_text, required_time, to_duration, to_timestamp,
+    wire_enum,
+};
+use crate::limits::{
+    MAX_AGENT_VERSION_LEN, MAX_DETECTOR_LEN, MAX_JOB_LEN, MAX_PROBLEM_DETAIL_LEN, MAX_PROBLEMS,
+    MAX_REASON_LEN,
 };
 use crate::pb::v1 as pb;
 
@@ -78,6 +83,25 @@ impl TryFrom<pb::Problem> for Problem {
     }
 }
 
+/// A heartbeat's problems: at most [`MAX_PROBLEMS`], each one's text
+/// bounded, errors nested under `field[i]`.
+fn bounded_problems(field: &str, problems: Vec<pb::Problem>) -> Result<Vec<Problem>, InvalidInput> {
+    check_count(field, problems.len(), MAX_PROBLEMS, "problems")?;
+    problems
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let checked = || -> Result<Problem, InvalidInput> {
+                check_len("job", &p.job, MAX_JOB_LEN)?;
+                check_len("detector", &p.detector, MAX_DETECTOR_LEN)?;
+                check_len("detail", &p.detail, MAX_PROBLEM_DETAIL_LEN)?;
+                Problem::try_from(p)
+            };
+            checked().map_err(|e| e.within(&indexed(field, i)))
+        })
+        .collect()
+}
+
 // === impl PermitRef ===
 
 impl From<PermitRef> for pb::PermitRef {
@@ -115,7 +139,8 @@ impl From<Heartbeat> for pb::HeartbeatRequest {
     }
 }
 
-/// Field paths start with `heartbeat.`.
+/// Field paths start with `heartbeat.`. Holds the heartbeat to
+/// [`limits`](crate::limits).
 impl TryFrom<pb::HeartbeatRequest> for Heartbeat {
     type Error = InvalidInput;
 
@@ -123,11 +148,14 @@ impl TryFrom<pb::HeartbeatRequest> for Heartbeat {
         let heartbeat = || -> Result<Self, InvalidInput> {
             Ok(Self {
                 host: host_id("host_id", h.host_id)?,
-                labels: labels("labels", h.labels)?,
-                agent_version: h.agent_version,
-                problems: repeated("problems", h.problems)?,
+                labels: bounded_labels("labels", h.labels)?,
+                agent_version: bounded("agent_version", h.agent_version, MAX_AGENT_VERSION_LEN)?,
+                problems: bounded_problems("problems", h.problems)?,
                 held_permit: optional_msg("held_permit", h.held_permit)?,
-                needs_human: h.needs_human,
+                needs_human: h
+                    .needs_human
+                    .map(|text| bounded("needs_human", text, MAX_REASON_LEN))
+                    .transpose()?,
             })
         };
         heartbeat().map_err(|e| e.within("heartbeat"))
@@ -183,7 +211,8 @@ impl From<PermitRequest> for pb::RequestPermitRequest {
     }
 }
 
-/// Field paths start with `request.`.
+/// Field paths start with `request.`. Holds the request to
+/// [`limits`](crate::limits).
 impl TryFrom<pb::RequestPermitRequest> for PermitRequest {
     type Error = InvalidInput;
 
@@ -193,8 +222,8 @@ impl TryFrom<pb::RequestPermitRequest> for PermitRequest {
                 request_id: request_id("request_id", r.request_id)?,
                 host: host_id("host_id", r.host_id)?,
                 action: required_enum::<pb::Action, _>("action", r.action)?,
-                job: non_empty("job", r.job)?,
-                reason: non_empty("reason", r.reason)?,
+                job: required_text("job", r.job, MAX_JOB_LEN)?,
+                reason: required_text("reason", r.reason, MAX_REASON_LEN)?,
             })
         };
         request().map_err(|e| e.within("request"))

@@ -6,6 +6,11 @@
 //! unset messages, `_UNSPECIFIED` or unknown enum values, empty ids,
 //! negative durations.
 //!
+//! Conversions of requests also hold them to the bounds of
+//! [`limits`](crate::limits) (label counts, text and list lengths); those of
+//! building blocks and responses do not, so that a client reads whatever a
+//! coordinator with other limits sends.
+//!
 //! # Field paths in errors
 //!
 //! Errors name the offending field by its path in the wire message
@@ -25,7 +30,9 @@ mod time;
 
 use std::collections::BTreeMap;
 
-use medic_policy::{HostId, InvalidInput, Labels, PermitId};
+use medic_policy::{HostId, InvalidInput, Labels, PermitId, Scope};
+
+use crate::limits::{MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS};
 
 pub(crate) use admin::scope_or_fleet;
 pub use time::{MAX_DURATION_SECS, from_duration, from_timestamp, to_duration, to_timestamp};
@@ -93,6 +100,108 @@ pub(crate) fn non_empty(field: &str, value: String) -> Result<String, InvalidInp
         return Err(InvalidInput::new(field, "must not be empty"));
     }
     Ok(value)
+}
+
+// === Request limits (see crate::limits) ===
+
+/// Rejects text longer than `max` bytes: `field: must be at most 1024
+/// bytes, got 5000`.
+pub(crate) fn check_len(field: &str, value: &str, max: usize) -> Result<(), InvalidInput> {
+    if value.len() > max {
+        return Err(InvalidInput::new(
+            field,
+            format!("must be at most {max} bytes, got {}", value.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Text of at most `max` bytes, possibly empty (evidence, a version).
+pub(crate) fn bounded(field: &str, value: String, max: usize) -> Result<String, InvalidInput> {
+    check_len(field, &value, max)?;
+    Ok(value)
+}
+
+/// Text of at most `max` bytes that must not be empty or blank (a reason, a
+/// job name).
+pub(crate) fn required_text(
+    field: &str,
+    value: String,
+    max: usize,
+) -> Result<String, InvalidInput> {
+    check_len(field, &value, max)?;
+    non_empty(field, value)
+}
+
+/// Rejects a repeated field or map with more than `max` entries: `field: at
+/// most 64 labels, got 65` (`what`: `labels`).
+pub(crate) fn check_count(
+    field: &str,
+    count: usize,
+    max: usize,
+    what: &str,
+) -> Result<(), InvalidInput> {
+    if count > max {
+        return Err(InvalidInput::new(
+            field,
+            format!("at most {max} {what}, got {count}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks labels (or a selector) in a request against [`MAX_LABELS`],
+/// [`MAX_LABEL_KEY_LEN`] and [`MAX_LABEL_VALUE_LEN`].
+///
+/// A key too long is shown by its first characters only, so that the error
+/// stays small whatever was sent.
+pub(crate) fn check_labels(
+    field: &str,
+    value: &BTreeMap<String, String>,
+) -> Result<(), InvalidInput> {
+    check_count(field, value.len(), MAX_LABELS, "labels")?;
+    for (k, v) in value {
+        if k.len() > MAX_LABEL_KEY_LEN {
+            let start: String = k.chars().take(32).collect();
+            return Err(InvalidInput::new(
+                field,
+                format!(
+                    "key {start:?}... must be at most {MAX_LABEL_KEY_LEN} bytes, got {}",
+                    k.len()
+                ),
+            ));
+        }
+        if v.len() > MAX_LABEL_VALUE_LEN {
+            return Err(InvalidInput::new(
+                format!("{field}[{k:?}]"),
+                format!(
+                    "value must be at most {MAX_LABEL_VALUE_LEN} bytes, got {}",
+                    v.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Labels (or a selector) in a request: [`check_labels`], then [`labels`].
+pub(crate) fn bounded_labels(
+    field: &str,
+    value: BTreeMap<String, String>,
+) -> Result<Labels, InvalidInput> {
+    check_labels(field, &value)?;
+    labels(field, value)
+}
+
+/// A scope in a request (its selector bounded), absent meaning the fleet.
+pub(crate) fn bounded_scope_or_fleet(
+    field: &str,
+    s: Option<crate::pb::v1::Scope>,
+) -> Result<Scope, InvalidInput> {
+    if let Some(s) = &s {
+        check_labels(&format!("{field}.selector"), &s.selector)?;
+    }
+    scope_or_fleet(field, s)
 }
 
 // === Enums ===

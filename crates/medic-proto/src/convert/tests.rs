@@ -12,6 +12,11 @@ use medic_policy::{
 use prost::Message;
 
 use super::{MAX_DURATION_SECS, from_duration, from_timestamp, to_duration, to_timestamp};
+use crate::limits::{
+    MAX_AGENT_VERSION_LEN, MAX_DETECTOR_LEN, MAX_HOST_ID_LEN, MAX_JOB_LEN, MAX_LABEL_KEY_LEN,
+    MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_PERMIT_ID_LEN, MAX_PROBLEM_DETAIL_LEN, MAX_PROBLEMS,
+    MAX_REASON_LEN, MAX_REQUEST_ID_LEN,
+};
 use crate::pb::v1 as pb;
 
 // === Fixtures ===
@@ -1044,6 +1049,266 @@ fn host_view_with_bad_active_permit_id_names_the_field() {
         HostView::try_from(wire),
         "active_permit_id: must not contain whitespace or control characters, got \"p 1\"",
     );
+}
+
+// === Request limits ===
+
+/// `n` labels `k000=v`, `k001=v`, ...
+fn many_labels(n: usize) -> std::collections::BTreeMap<String, String> {
+    (0..n)
+        .map(|i| (format!("k{i:03}"), "v".to_owned()))
+        .collect()
+}
+
+/// `n` problems of distinct jobs.
+fn many_problems(n: usize) -> Vec<pb::Problem> {
+    (0..n)
+        .map(|i| pb::Problem::from(problem(&format!("job-{i}"))))
+        .collect()
+}
+
+/// Asserts that `convert` accepts text of exactly `max` bytes and rejects
+/// `max + 1` bytes with `field: must be at most {max} bytes, got {max + 1}`.
+#[track_caller]
+fn assert_text_limit<T: std::fmt::Debug>(
+    field: &str,
+    max: usize,
+    convert: impl Fn(String) -> Result<T, InvalidInput>,
+) {
+    if let Err(e) = convert("x".repeat(max)) {
+        panic!("{field}: {max} bytes must be accepted, got {e}");
+    }
+    assert_error(
+        convert("x".repeat(max + 1)),
+        &format!("{field}: must be at most {max} bytes, got {}", max + 1),
+    );
+}
+
+#[test]
+fn heartbeat_with_too_many_labels_is_rejected_naming_the_field() {
+    let at_limit = pb::HeartbeatRequest {
+        labels: many_labels(MAX_LABELS),
+        ..wire_heartbeat()
+    };
+    assert!(Heartbeat::try_from(at_limit).is_ok());
+    let over = pb::HeartbeatRequest {
+        labels: many_labels(MAX_LABELS + 1),
+        ..wire_heartbeat()
+    };
+    assert_error(
+        Heartbeat::try_from(over),
+        "heartbeat.labels: at most 64 labels, got 65",
+    );
+}
+
+#[test]
+fn heartbeat_with_too_long_label_key_is_rejected_naming_the_field() {
+    let with_key = |len: usize| {
+        let mut wire = wire_heartbeat();
+        wire.labels.insert("k".repeat(len), "v".to_owned());
+        Heartbeat::try_from(wire)
+    };
+    assert!(with_key(MAX_LABEL_KEY_LEN).is_ok());
+    // The key is quoted by its start only: the error stays small.
+    assert_error(
+        with_key(MAX_LABEL_KEY_LEN + 1),
+        &format!(
+            "heartbeat.labels: key {:?}... must be at most 128 bytes, got 129",
+            "k".repeat(32)
+        ),
+    );
+}
+
+#[test]
+fn heartbeat_with_too_long_label_value_is_rejected_naming_the_label() {
+    let with_value = |len: usize| {
+        let mut wire = wire_heartbeat();
+        wire.labels.insert("rack".to_owned(), "r".repeat(len));
+        Heartbeat::try_from(wire)
+    };
+    assert!(with_value(MAX_LABEL_VALUE_LEN).is_ok());
+    assert_error(
+        with_value(MAX_LABEL_VALUE_LEN + 1),
+        "heartbeat.labels[\"rack\"]: value must be at most 256 bytes, got 257",
+    );
+}
+
+#[test]
+fn heartbeat_with_too_many_problems_is_rejected_naming_the_field() {
+    let at_limit = pb::HeartbeatRequest {
+        problems: many_problems(MAX_PROBLEMS),
+        ..wire_heartbeat()
+    };
+    assert!(Heartbeat::try_from(at_limit).is_ok());
+    let over = pb::HeartbeatRequest {
+        problems: many_problems(MAX_PROBLEMS + 1),
+        ..wire_heartbeat()
+    };
+    assert_error(
+        Heartbeat::try_from(over),
+        "heartbeat.problems: at most 64 problems, got 65",
+    );
+}
+
+#[test]
+fn heartbeat_problem_with_too_long_job_is_rejected_naming_its_index() {
+    assert_text_limit("heartbeat.problems[1].job", MAX_JOB_LEN, |text| {
+        let mut wire = wire_heartbeat();
+        wire.problems[1].job = text;
+        Heartbeat::try_from(wire)
+    });
+}
+
+#[test]
+fn heartbeat_problem_with_too_long_detector_is_rejected_naming_its_index() {
+    assert_text_limit("heartbeat.problems[0].detector", MAX_DETECTOR_LEN, |text| {
+        let mut wire = wire_heartbeat();
+        wire.problems[0].detector = text;
+        Heartbeat::try_from(wire)
+    });
+}
+
+#[test]
+fn heartbeat_problem_with_too_long_detail_is_rejected_naming_its_index() {
+    assert_text_limit(
+        "heartbeat.problems[1].detail",
+        MAX_PROBLEM_DETAIL_LEN,
+        |text| {
+            let mut wire = wire_heartbeat();
+            wire.problems[1].detail = text;
+            Heartbeat::try_from(wire)
+        },
+    );
+}
+
+#[test]
+fn heartbeat_with_too_long_agent_version_is_rejected_naming_the_field() {
+    assert_text_limit("heartbeat.agent_version", MAX_AGENT_VERSION_LEN, |text| {
+        Heartbeat::try_from(pb::HeartbeatRequest {
+            agent_version: text,
+            ..wire_heartbeat()
+        })
+    });
+}
+
+#[test]
+fn heartbeat_with_too_long_needs_human_is_rejected_naming_the_field() {
+    assert_text_limit("heartbeat.needs_human", MAX_REASON_LEN, |text| {
+        Heartbeat::try_from(pb::HeartbeatRequest {
+            needs_human: Some(text),
+            ..wire_heartbeat()
+        })
+    });
+}
+
+#[test]
+fn permit_request_with_too_long_job_is_rejected_naming_the_field() {
+    assert_text_limit("request.job", MAX_JOB_LEN, |text| {
+        PermitRequest::try_from(pb::RequestPermitRequest {
+            job: text,
+            ..wire_permit_request()
+        })
+    });
+}
+
+#[test]
+fn permit_request_with_too_long_reason_is_rejected_naming_the_field() {
+    assert_text_limit("request.reason", MAX_REASON_LEN, |text| {
+        PermitRequest::try_from(pb::RequestPermitRequest {
+            reason: text,
+            ..wire_permit_request()
+        })
+    });
+}
+
+#[test]
+fn text_limits_count_bytes_not_characters() {
+    // "é" is 2 bytes of UTF-8: 512 of them fill a 1024-byte reason.
+    let reason = |n: usize| {
+        PermitRequest::try_from(pb::RequestPermitRequest {
+            reason: "é".repeat(n),
+            ..wire_permit_request()
+        })
+    };
+    assert!(reason(MAX_REASON_LEN / 2).is_ok());
+    assert_error(
+        reason(MAX_REASON_LEN / 2 + 1),
+        "request.reason: must be at most 1024 bytes, got 1026",
+    );
+}
+
+#[test]
+fn id_limits_are_the_ones_medic_policy_enforces() {
+    for (max, parse) in [
+        (
+            MAX_HOST_ID_LEN,
+            (|s: String| HostId::new(s).map(drop)) as fn(String) -> Result<(), InvalidInput>,
+        ),
+        (MAX_REQUEST_ID_LEN, |s| RequestId::new(s).map(drop)),
+        (MAX_PERMIT_ID_LEN, |s| PermitId::parse(s).map(drop)),
+    ] {
+        assert!(parse("x".repeat(max)).is_ok(), "{max} bytes accepted");
+        assert!(
+            parse("x".repeat(max + 1)).is_err(),
+            "{max} + 1 bytes rejected"
+        );
+    }
+}
+
+#[test]
+fn heartbeat_at_every_limit_is_accepted_and_encodes_under_128_kib() {
+    let text = |n: usize| "x".repeat(n);
+    let wire = pb::HeartbeatRequest {
+        host_id: text(MAX_HOST_ID_LEN),
+        labels: (0..MAX_LABELS)
+            .map(|i| {
+                let key = format!("{i:03}{}", text(MAX_LABEL_KEY_LEN - 3));
+                (key, text(MAX_LABEL_VALUE_LEN))
+            })
+            .collect(),
+        agent_version: text(MAX_AGENT_VERSION_LEN),
+        problems: (0..MAX_PROBLEMS)
+            .map(|i| pb::Problem {
+                job: format!("{i:03}{}", text(MAX_JOB_LEN - 3)),
+                detector: text(MAX_DETECTOR_LEN),
+                since: Some(to_timestamp(at(1_700_000_000))),
+                detail: text(MAX_PROBLEM_DETAIL_LEN),
+            })
+            .collect(),
+        held_permit: Some(pb::PermitRef {
+            permit_id: text(MAX_PERMIT_ID_LEN),
+            fencing_token: u64::MAX,
+        }),
+        needs_human: Some(text(MAX_REASON_LEN)),
+    };
+    let size = wire.encoded_len();
+    assert!(Heartbeat::try_from(wire).is_ok());
+    assert!(size < 128 * 1024, "{size} bytes");
+}
+
+#[test]
+fn responses_are_not_held_to_request_limits() {
+    // A newer coordinator may allow more: its replies must still be read.
+    let wire = pb::Host {
+        labels: many_labels(MAX_LABELS + 1),
+        problems: many_problems(MAX_PROBLEMS + 1),
+        agent_version: "x".repeat(MAX_AGENT_VERSION_LEN + 1),
+        ..pb::Host::from(HostView {
+            host: host("web-1.use1"),
+            labels: Labels::new(),
+            agent_version: String::new(),
+            live: true,
+            unhealthy: true,
+            last_heartbeat: None,
+            problems: vec![],
+            active_permit: None,
+            quarantine: None,
+        })
+    };
+    assert!(HostView::try_from(wire).is_ok());
+    let mut permit = pb::Permit::from(permit());
+    permit.reason = "x".repeat(MAX_REASON_LEN + 1);
+    assert!(Permit::try_from(permit).is_ok());
 }
 
 // === The descriptor set ===

@@ -1,0 +1,101 @@
+//! Bounds on what a caller can send: label counts, string lengths, list
+//! lengths.
+//!
+//! A coordinator is shared by the whole fleet; one misbehaving agent or
+//! script must not be able to make it store, index, log or replay megabytes
+//! on its behalf. Every request conversion ([`convert`](crate::convert),
+//! [`request`](crate::request)) checks these bounds before anything else and
+//! rejects a request past one with `INVALID_ARGUMENT`, naming the field and
+//! the limit:
+//!
+//! - `heartbeat.labels: at most 64 labels, got 65`
+//! - `heartbeat.labels["rack"]: value must be at most 256 bytes, got 300`
+//! - `request.reason: must be at most 1024 bytes, got 5000`
+//!
+//! Lengths are in bytes of UTF-8, not characters. Each bound is far above
+//! what a real host or operator sends (a DNS-style label value, a paragraph
+//! of reason, a page of evidence) and far below what would hurt.
+//!
+//! The bounds apply to requests only. Responses are read without them, so
+//! that a client keeps working against a coordinator whose limits differ.
+//!
+//! Together they bound a request's size: a heartbeat at every limit
+//! encodes to under 128 KiB (tested), so a server's maximum message size
+//! can sit far below gRPC's 4 MiB default without refusing a valid request.
+//!
+//! Ids have their own bounds, kept by medic-policy's types and repeated here
+//! so that one place lists them all: [`MAX_HOST_ID_LEN`],
+//! [`MAX_REQUEST_ID_LEN`], [`MAX_PERMIT_ID_LEN`].
+
+use medic_policy::{HostId, RequestId};
+
+// === Labels and selectors ===
+
+/// Most labels a heartbeat may carry, and most pairs a label selector
+/// (pause, resume or host-list scope) may hold. Real hosts carry a handful
+/// (`rack`, `zone`, `pool`, ...).
+pub const MAX_LABELS: usize = 64;
+
+/// Longest label key (`rack`), in bytes; also a breaker domain's `label`.
+pub const MAX_LABEL_KEY_LEN: usize = 128;
+
+/// Longest label value (`r12`), in bytes; also a breaker domain's `value`.
+pub const MAX_LABEL_VALUE_LEN: usize = 256;
+
+// === Heartbeats and permit requests ===
+
+/// Most problems one heartbeat may report (at most one per job and
+/// detector, so this bounds the jobs an agent watches × its detectors).
+pub const MAX_PROBLEMS: usize = 64;
+
+/// Longest job name (`Problem.job`, `RequestPermitRequest.job`), in bytes.
+/// Room for any systemd unit name (at most 255).
+pub const MAX_JOB_LEN: usize = 256;
+
+/// Longest detector name (`Problem.detector`: `heartbeat_file`, `probe`,
+/// ...), in bytes.
+pub const MAX_DETECTOR_LEN: usize = 128;
+
+/// Longest problem evidence (`Problem.detail`), in bytes. A heartbeat repeats
+/// it every interval for every problem, so it is kept to a paragraph.
+pub const MAX_PROBLEM_DETAIL_LEN: usize = 1024;
+
+/// Longest agent version string (`HeartbeatRequest.agent_version`), in
+/// bytes. Room for a semver with pre-release and build metadata.
+pub const MAX_AGENT_VERSION_LEN: usize = 128;
+
+/// Longest outcome evidence (`ReportOutcomeRequest.detail`), in bytes. Sent
+/// once per permit, so it has room for a few lines of probe output.
+pub const MAX_OUTCOME_DETAIL_LEN: usize = 4096;
+
+// === Free text of the audit history ===
+
+/// Longest reason, in bytes: `RequestPermitRequest.reason`,
+/// `HeartbeatRequest.needs_human` (which becomes a quarantine's reason), and
+/// the `reason` of every operator request (pause, resume, revoke,
+/// quarantine, unquarantine, reset-breaker, reload-config). A paragraph
+/// with a ticket id, kept whole in the audit history.
+pub const MAX_REASON_LEN: usize = 1024;
+
+// === Queries ===
+
+/// Most entries of a repeated filter (`ListPermitsRequest.states`,
+/// `GetHistoryRequest.kinds`, `WatchEventsRequest.kinds`). Every value of
+/// those enums fits several times over.
+pub const MAX_FILTER_VALUES: usize = 32;
+
+/// Longest page token (`page_token` of the paged list calls), in bytes. The
+/// coordinator issues tokens no longer than a host id.
+pub const MAX_PAGE_TOKEN_LEN: usize = 512;
+
+// === Ids (kept by medic-policy) ===
+
+/// Longest host id, in bytes ([`HostId::MAX_LEN`], a DNS name's limit).
+pub const MAX_HOST_ID_LEN: usize = HostId::MAX_LEN;
+
+/// Longest request id, in bytes ([`RequestId::MAX_LEN`]).
+pub const MAX_REQUEST_ID_LEN: usize = RequestId::MAX_LEN;
+
+/// Longest permit id, in bytes (what [`medic_policy::PermitId::parse`]
+/// accepts; the coordinator issues 14-byte ids like `p-000000000042`).
+pub const MAX_PERMIT_ID_LEN: usize = 64;
