@@ -120,7 +120,11 @@ impl Agent {
                 state: JobState::Healthy,
             })
             .collect();
-        let coordinators = Coordinators::new(config.coordinators.clone(), config.request_timeout);
+        let coordinators = Coordinators::new(
+            config.coordinators.clone(),
+            config.request_timeout,
+            config.tls.as_ref().map(crate::tls::AgentTls::client_config),
+        );
         Self {
             heartbeat_interval: config.heartbeat_interval,
             next_heartbeat: Instant::now(),
@@ -210,11 +214,16 @@ impl Agent {
                 }
             })
             .collect();
+        // New certificates (a rotation) take effect on a new connection.
         if config.coordinators != self.config.coordinators
             || config.request_timeout != self.config.request_timeout
+            || config.tls != self.config.tls
         {
-            self.coordinators =
-                Coordinators::new(config.coordinators.clone(), config.request_timeout);
+            self.coordinators = Coordinators::new(
+                config.coordinators.clone(),
+                config.request_timeout,
+                config.tls.as_ref().map(crate::tls::AgentTls::client_config),
+            );
         }
         tracing::info!(summary = %config.summary(), "configuration reloaded");
         self.config = config;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use medic_proto::pb::v1 as pb;
 use pb::remediation_client::RemediationClient;
 use rand::Rng;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 /// Why a call did not get an answer from a coordinator.
@@ -28,16 +28,19 @@ pub struct Coordinators {
     current: usize,
     client: Option<RemediationClient<Channel>>,
     timeout: Duration,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Coordinators {
-    /// Clients for `endpoints` (tried in order), each call at most `timeout`.
-    pub fn new(endpoints: Vec<String>, timeout: Duration) -> Self {
+    /// Clients for `endpoints` (tried in order), each call at most
+    /// `timeout`, over mutual TLS when `tls` is set.
+    pub fn new(endpoints: Vec<String>, timeout: Duration, tls: Option<ClientTlsConfig>) -> Self {
         Self {
             endpoints,
             current: 0,
             client: None,
             timeout,
+            tls,
         }
     }
 
@@ -48,10 +51,16 @@ impl Coordinators {
         let mut last = String::new();
         for _ in 0..self.endpoints.len() {
             let url = &self.endpoints[self.current];
-            let endpoint = Endpoint::from_shared(url.clone())
+            let mut endpoint = Endpoint::from_shared(url.clone())
                 .map_err(|e| CallError::Unavailable(format!("{url}: {e}")))?
                 .connect_timeout(self.timeout)
-                .timeout(self.timeout);
+                .timeout(self.timeout)
+                .tcp_nodelay(true);
+            if let Some(tls) = &self.tls {
+                endpoint = endpoint
+                    .tls_config(tls.clone())
+                    .map_err(|e| CallError::Unavailable(format!("{url}: TLS settings: {e}")))?;
+            }
             match endpoint.connect().await {
                 Ok(ch) => {
                     let c = RemediationClient::new(ch);
@@ -59,7 +68,7 @@ impl Coordinators {
                     return Ok(c);
                 }
                 Err(e) => {
-                    last = format!("{url}: {e}");
+                    last = format!("{url}: {}", error_chain(&e));
                     self.current = (self.current + 1) % self.endpoints.len();
                 }
             }
@@ -105,6 +114,19 @@ impl Coordinators {
         self.client = None;
         self.current = (self.current + 1) % self.endpoints.len().max(1);
     }
+}
+
+/// An error with its causes ("transport error: ... : invalid peer
+/// certificate: UnknownIssuer"), so a TLS problem is visible in the log.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Exponential backoff with full jitter between failed calls.

@@ -26,6 +26,7 @@ struct RawAgent {
     safety_margin: Option<String>,
     reboot_command: Option<Vec<String>>,
     metrics_listen: Option<String>,
+    tls: Option<crate::tls::RawTls>,
     jobs: Vec<RawJob>,
 }
 
@@ -79,6 +80,8 @@ pub struct AgentConfig {
     pub reboot_command: Vec<String>,
     /// Where to serve Prometheus metrics; none by default.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Mutual TLS to the coordinators; none: plaintext (`http://` URLs).
+    pub tls: Option<crate::tls::AgentTls>,
     /// The watched jobs.
     pub jobs: Vec<JobConfig>,
 }
@@ -217,8 +220,22 @@ impl RawAgent {
                     format!("coordinators[{i}]"),
                     format!("{c:?} is not an http:// or https:// URL"),
                 );
+            } else if self.tls.is_some() && c.starts_with("http://") {
+                errs.push(
+                    format!("coordinators[{i}]"),
+                    format!("{c:?} is plaintext but [tls] is configured; use https://"),
+                );
+            } else if self.tls.is_none() && c.starts_with("https://") {
+                errs.push(
+                    format!("coordinators[{i}]"),
+                    format!(
+                        "{c:?} needs [tls] (ca, cert, key): the coordinator identifies agents by \
+                         their certificates"
+                    ),
+                );
             }
         }
+        let tls = self.tls.as_ref().and_then(|t| t.validate(errs, &host_id));
         let check_interval = errs.positive_duration(
             "check_interval",
             self.check_interval.as_deref(),
@@ -288,6 +305,7 @@ impl RawAgent {
             safety_margin,
             reboot_command,
             metrics_listen,
+            tls,
             jobs,
         }
     }

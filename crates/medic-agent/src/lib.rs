@@ -14,6 +14,7 @@ pub mod effects;
 pub mod ladder;
 pub mod metrics;
 pub mod state;
+pub mod tls;
 
 pub use agent::{Agent, Control, Environment};
 pub use config::AgentConfig;

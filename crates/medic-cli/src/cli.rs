@@ -96,8 +96,9 @@ pub struct GlobalArgs {
 
     /// Who you are, for the audit history [default: $USER]
     ///
-    /// Sent as `medic-actor` metadata. The coordinator records it as a claim
-    /// (`unverified:NAME@ADDRESS`) until mutual TLS identifies operators.
+    /// Sent as `medic-actor` metadata. Over plaintext the coordinator
+    /// records it as a claim (`unverified:NAME@ADDRESS`); over mutual TLS
+    /// it records the identity your certificate or token proves instead.
     #[arg(
         long = "as",
         global = true,
@@ -128,7 +129,7 @@ pub struct GlobalArgs {
     )]
     pub tls_cert: Option<PathBuf>,
 
-    /// Client private key (PEM) for mutual TLS; needs --tls-cert
+    /// Client private key (PEM, mode 0600) for mutual TLS; needs --tls-cert
     #[arg(
         long,
         global = true,
@@ -137,6 +138,17 @@ pub struct GlobalArgs {
         help_heading = "TLS (https:// only)"
     )]
     pub tls_key: Option<PathBuf>,
+
+    /// A file holding a bearer token (mode 0600), instead of a client
+    /// certificate: for automation (auth.tokens in the coordinator's config)
+    #[arg(
+        long,
+        global = true,
+        env = "MEDIC_TOKEN_FILE",
+        value_name = "FILE",
+        help_heading = "Connection"
+    )]
+    pub token_file: Option<PathBuf>,
 }
 
 /// How results are printed.
@@ -520,6 +532,8 @@ pub enum KindArg {
     Config,
     /// A permit was renewed.
     Renew,
+    /// An authenticated caller was refused (PERMISSION_DENIED).
+    Access,
 }
 
 impl From<KindArg> for pb::EventKind {
@@ -534,6 +548,7 @@ impl From<KindArg> for pb::EventKind {
             KindArg::Pause => pb::EventKind::Pause,
             KindArg::Config => pb::EventKind::Config,
             KindArg::Renew => pb::EventKind::Renew,
+            KindArg::Access => pb::EventKind::Access,
         }
     }
 }

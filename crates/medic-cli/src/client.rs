@@ -30,16 +30,30 @@ const MAX_ACTOR_LEN: usize = 128;
 /// (RESOURCE_EXHAUSTED) is tried again before giving up.
 const ADMISSION_RETRIES: u32 = 5;
 
-/// Adds `medic-actor: NAME` to every request.
-#[derive(Debug, Clone)]
+/// Adds `medic-actor: NAME` and, with `--token-file`, `authorization:
+/// Bearer TOKEN` to every request.
+#[derive(Clone)]
 pub struct ActorHeader {
     actor: Option<AsciiMetadataValue>,
+    bearer: Option<AsciiMetadataValue>,
+}
+
+impl std::fmt::Debug for ActorHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorHeader")
+            .field("actor", &self.actor)
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Interceptor for ActorHeader {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         if let Some(a) = &self.actor {
             req.metadata_mut().insert(ACTOR_KEY, a.clone());
+        }
+        if let Some(b) = &self.bearer {
+            req.metadata_mut().insert("authorization", b.clone());
         }
         Ok(req)
     }
@@ -67,6 +81,8 @@ pub struct Target {
     pub actor: Option<String>,
     /// TLS files (used only for `https://`).
     pub tls: TlsFiles,
+    /// `--token-file`: a bearer token for the Admin API.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Target {
@@ -92,6 +108,7 @@ impl Target {
                 cert: g.tls_cert.clone(),
                 key: g.tls_key.clone(),
             },
+            token_file: g.token_file.clone(),
         }
     }
 
@@ -139,6 +156,8 @@ impl Target {
         };
         match (&self.tls.cert, &self.tls.key) {
             (Some(cert), Some(key)) => {
+                medic_proto::secret_file::check(key)
+                    .map_err(|e| Error::Usage(format!("--tls-key: {e}")))?;
                 tls = tls.identity(Identity::from_pem(
                     read("--tls-cert", cert, "CERTIFICATE")?,
                     read("--tls-key", key, "PRIVATE KEY")?,
@@ -190,7 +209,43 @@ impl Target {
                 })?)
             }
         };
-        Ok(ActorHeader { actor })
+        let bearer = match &self.token_file {
+            None => None,
+            Some(path) => {
+                medic_proto::secret_file::check(path)
+                    .map_err(|e| Error::Usage(format!("--token-file: {e}")))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::Usage(format!(
+                        "--token-file {}: cannot read it: {e}",
+                        path.display()
+                    ))
+                })?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(Error::Usage(format!(
+                        "--token-file {}: the file is empty",
+                        path.display()
+                    )));
+                }
+                let mut value =
+                    MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                        Error::Usage(format!(
+                            "--token-file {}: a token must be printable ASCII",
+                            path.display()
+                        ))
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        if bearer.is_some() && !self.is_tls() && !is_loopback_url(&self.url) {
+            return Err(Error::Usage(format!(
+                "--token-file with {}: a bearer token is only sent over https:// (or to a \
+                 loopback address), never in plaintext across a network",
+                self.url
+            )));
+        }
+        Ok(ActorHeader { actor, bearer })
     }
 
     /// Connects (within `timeout`) and returns a client for the Admin API.
@@ -219,6 +274,21 @@ impl Target {
             timeout: format::duration(self.timeout),
         }
     }
+}
+
+/// Whether an `http://` URL names a loopback address.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split('/').next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Reads a PEM file that must hold a block whose label contains `what`

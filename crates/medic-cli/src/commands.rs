@@ -111,6 +111,22 @@ pub(crate) async fn status(ctx: &mut Ctx<'_>) -> Result<(), Error> {
         ctx.conn.url(),
         r.version
     )?;
+    writeln!(
+        out,
+        "security     {}",
+        match pb::TransportSecurity::try_from(r.transport_security) {
+            Ok(pb::TransportSecurity::MutualTls) => "mutual TLS".to_owned(),
+            Ok(pb::TransportSecurity::PlaintextLoopback) =>
+                "plaintext on loopback (only this machine can connect)".to_owned(),
+            Ok(pb::TransportSecurity::Insecure) => "INSECURE: plaintext on a network address \
+                 (server.insecure = true); anyone who can reach it can speak for any host"
+                .to_owned(),
+            _ => "unknown (an older coordinator)".to_owned(),
+        }
+    )?;
+    if !r.caller.is_empty() {
+        writeln!(out, "you are      {} ({})", r.caller, r.caller_role)?;
+    }
     writeln!(out, "granting     {}", granting(&s))?;
     writeln!(
         out,
@@ -762,6 +778,22 @@ pub(crate) fn summary(e: &pb::Event) -> String {
                 &denial.message,
             )
         }
+        Some(P::AccessDenied(a)) => format!(
+            "REFUSED {} to {}{}{}: {}",
+            a.call,
+            a.identity,
+            if a.peer.is_empty() {
+                String::new()
+            } else {
+                format!(" from {}", a.peer)
+            },
+            if a.count > 1 {
+                format!(" ({} times)", a.count)
+            } else {
+                String::new()
+            },
+            e.reason
+        ),
         Some(P::ConfigReloaded(c)) => {
             if c.ok {
                 with_reason("config reloaded".to_owned(), &e.reason)

@@ -79,6 +79,17 @@ pub fn event_kind(raw: i32) -> String {
     )
 }
 
+/// `mutual_tls`, `plaintext_loopback`, `insecure`.
+pub fn transport_security(raw: i32) -> String {
+    enum_name(
+        pb::TransportSecurity::try_from(raw)
+            .ok()
+            .map(|s| s.as_str_name()),
+        raw,
+        "TRANSPORT_SECURITY_",
+    )
+}
+
 /// `manual`, `attempt_budget`, `permit_expired`, `gave_up`.
 pub fn quarantine_cause(raw: i32) -> String {
     enum_name(
@@ -121,6 +132,13 @@ pub struct Status {
     pub version: String,
     /// `enforce`, or `dry_run` (grants only tell agents to log).
     pub mode: String,
+    /// How the gRPC port is protected: `mutual_tls`, `plaintext_loopback`,
+    /// or `insecure` (plaintext on a non-loopback address).
+    pub transport_security: String,
+    /// Who the coordinator identified this call as.
+    pub caller: String,
+    /// `admin` or `read-only`.
+    pub caller_role: String,
     /// The coordinator's clock when it answered.
     pub server_time: Option<String>,
     /// When the coordinator process started.
@@ -189,6 +207,9 @@ impl From<&pb::GetStatusResponse> for Status {
         Status {
             version: r.version.clone(),
             mode: if s.dry_run { "dry_run" } else { "enforce" }.to_owned(),
+            transport_security: transport_security(r.transport_security),
+            caller: r.caller.clone(),
+            caller_role: r.caller_role.clone(),
             server_time: time(r.server_time.as_ref()),
             started_at: time(r.started_at.as_ref()),
             config_loaded_at: time(r.config_loaded_at.as_ref()),
@@ -639,6 +660,19 @@ pub enum Payload {
         /// Every error, when not.
         errors: Vec<ConfigError>,
     },
+    /// An authenticated caller was refused (sampled).
+    AccessDenied {
+        /// Who (`cert:NAME`, `token:NAME`).
+        identity: String,
+        /// The call.
+        call: String,
+        /// The host a Remediation call named.
+        host_id: Option<String>,
+        /// The client's address.
+        peer: String,
+        /// Refusals this event stands for.
+        count: u64,
+    },
     /// A payload this medicctl does not know (a newer coordinator).
     Unknown,
 }
@@ -703,6 +737,13 @@ impl From<&pb::Event> for Event {
             Some(P::ConfigReloaded(c)) => Payload::ConfigReloaded {
                 ok: c.ok,
                 errors: c.errors.iter().map(ConfigError::from).collect(),
+            },
+            Some(P::AccessDenied(a)) => Payload::AccessDenied {
+                identity: a.identity.clone(),
+                call: a.call.clone(),
+                host_id: non_empty(&a.host_id),
+                peer: a.peer.clone(),
+                count: a.count,
             },
             None => Payload::Unknown,
         };

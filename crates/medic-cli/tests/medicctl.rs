@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::*;
@@ -809,7 +810,9 @@ async fn tls_files_are_checked_and_used_for_https() {
     let junk = dir.path().join("junk.pem");
     std::fs::write(&ca, TEST_CA).unwrap();
     std::fs::write(&key, TEST_KEY).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(&junk, "not a certificate\n").unwrap();
+    let key_path = key.clone();
     let (ca, key, junk) = (
         ca.to_str().unwrap(),
         key.to_str().unwrap(),
@@ -846,8 +849,29 @@ async fn tls_files_are_checked_and_used_for_https() {
         "{out:#?}"
     );
 
+    // A key others can read is refused before anything is sent.
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = medicctl_raw(&[
+        "--coordinator",
+        "https://127.0.0.1:1",
+        "--tls-ca",
+        ca,
+        "--tls-cert",
+        ca,
+        "--tls-key",
+        key,
+        "status",
+    ])
+    .await;
+    assert_eq!(out.code, 64, "{out:#?}");
+    assert!(
+        out.stderr.contains("mode 0644") && out.stderr.contains("chmod 600"),
+        "{out:#?}"
+    );
+
     // Good files: medicctl speaks TLS, which this plaintext coordinator
     // does not, so the handshake fails: unreachable, exit 2.
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let server = TestServer::start(dir.path(), FAST).await;
     let url = format!("https://{}", server.addr);
     let out = medicctl_raw(&[
@@ -869,5 +893,59 @@ async fn tls_files_are_checked_and_used_for_https() {
         )),
         "{out:#?}"
     );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn medicctl_speaks_mutual_tls_as_the_certificate_it_presents() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path(), &["h1"]);
+    let toml = format!("{FAST}{}", tls_toml(&certs));
+    let server = TestServer::start(dir.path(), &toml).await;
+    let url = format!("https://localhost:{}", server.addr.port());
+    let file = |n: &str| certs.join(n).to_str().unwrap().to_owned();
+    let tls = |who: &str| {
+        vec![
+            "--coordinator".to_owned(),
+            url.clone(),
+            "--tls-ca".to_owned(),
+            file("ca.pem"),
+            "--tls-cert".to_owned(),
+            file(&format!("{who}.pem")),
+            "--tls-key".to_owned(),
+            file(&format!("{who}.key")),
+        ]
+    };
+    let run = |who: &str, rest: &[&str]| {
+        let mut args = tls(who);
+        args.extend(rest.iter().map(|s| (*s).to_owned()));
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            medicctl_raw(&refs).await
+        }
+    };
+
+    let out = run("operator", &["status"]).await;
+    let text = out.ok();
+    assert!(text.contains("security     mutual TLS"), "{out:#?}");
+    assert!(
+        text.contains("you are      cert:spiffe://medic.dev/operator/admin (admin)"),
+        "{out:#?}"
+    );
+    // The audit actor is the certificate, whatever --as claims.
+    let out = run(
+        "operator",
+        &["pause", "--reason", "INC-7", "--as", "mallory"],
+    )
+    .await;
+    out.ok();
+    let out = run("viewer", &["history", "--kind", "pause", "-o", "json"]).await;
+    let h = out.json();
+    let pause = &h["events"][0];
+    assert_eq!(pause["actor"], "cert:spiffe://medic.dev/operator/admin");
+    // The viewer may read but not resume: exit 1, PERMISSION_DENIED.
+    let out = run("viewer", &["resume", "--reason", "done"]).await;
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stderr.contains("PERMISSION_DENIED"), "{out:#?}");
     server.stop().await.unwrap();
 }

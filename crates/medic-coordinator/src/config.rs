@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use std::collections::BTreeMap;
@@ -14,11 +15,16 @@ use medic_policy::config::{
 use medic_policy::{PolicyConfig, RawPolicy};
 use serde::Deserialize;
 
+use crate::auth::{AgentIdentity, AuthConfig, Pattern, Role, Token};
+use crate::tls::{TlsMaterial, check_private_file};
+
 /// The whole file, as written.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawCoordinator {
     server: RawServer,
+    tls: Option<RawTls>,
+    auth: RawAuth,
     audit: RawAudit,
     notify: RawNotify,
     // The policy sections (see medic-policy's config module).
@@ -38,6 +44,36 @@ struct RawServer {
     shutdown_grace: Option<String>,
     tick_interval: Option<String>,
     admission: RawAdmission,
+    insecure: Option<bool>,
+    max_message_bytes: Option<i64>,
+    request_timeout: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawTls {
+    cert: Option<String>,
+    key: Option<String>,
+    client_ca: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAuth {
+    agent_identity: Option<String>,
+    agent_spiffe_prefix: Option<String>,
+    operator_ca: Option<String>,
+    admin: Vec<String>,
+    read_only: Vec<String>,
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawToken {
+    name: Option<String>,
+    file: Option<String>,
+    role: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -78,6 +114,11 @@ struct RawAudit {
 pub struct CoordinatorConfig {
     /// Server settings.
     pub server: ServerConfig,
+    /// `[tls]` with its files loaded; `None`: plaintext (loopback, or
+    /// `server.insecure`).
+    pub tls: Option<Arc<TlsMaterial>>,
+    /// `[auth]`: who may call what.
+    pub auth: AuthConfig,
     /// Audit history settings.
     pub audit: AuditConfig,
     /// Webhook notifications.
@@ -101,6 +142,25 @@ pub struct ServerConfig {
     pub tick_interval: Duration,
     /// Per-caller admission control.
     pub admission: Admission,
+    /// Plaintext gRPC on a non-loopback address, accepted knowingly.
+    /// Default false.
+    pub insecure: bool,
+    /// Largest request message accepted, in bytes. Default 256 KiB.
+    pub max_message_bytes: usize,
+    /// Longest a call may take before it fails with DEADLINE_EXCEEDED
+    /// (a client's shorter deadline wins). Default 30s.
+    pub request_timeout: Duration,
+}
+
+/// How the gRPC port is protected, as `medicctl status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportSecurity {
+    /// TLS, with client certificates for agents and operators.
+    MutualTls,
+    /// Plaintext on a loopback address.
+    PlaintextLoopback,
+    /// Plaintext on a non-loopback address (`server.insecure = true`).
+    Insecure,
 }
 
 /// Per-caller rate limit: one broken agent cannot starve the rest.
@@ -233,10 +293,28 @@ impl CoordinatorConfig {
         }
         .validate_into(&mut errs, "");
         let server = raw.server.validate(&mut errs);
+        let auth = raw.auth.validate(&mut errs);
+        let tls = match &raw.tls {
+            None => {
+                if raw.auth.operator_ca.is_some() {
+                    errs.push(
+                        "auth.operator_ca",
+                        "needs [tls]: operators are identified by TLS client certificates",
+                    );
+                }
+                None
+            }
+            Some(t) => t
+                .validate(&mut errs, auth.operator_ca.as_deref())
+                .map(Arc::new),
+        };
+        check_transport(&mut errs, &server, raw.tls.is_some());
         let audit = raw.audit.validate(&mut errs);
         let notify = raw.notify.validate(&mut errs);
         errs.finish(Self {
             server,
+            tls,
+            auth,
             audit,
             notify,
             policy,
@@ -280,11 +358,42 @@ impl CoordinatorConfig {
             new.server.metrics_listen.to_string(),
         );
         fixed(
+            "tls",
+            if self.tls.is_some() { "TLS" } else { "no TLS" }.to_owned(),
+            if new.tls.is_some() { "TLS" } else { "no TLS" }.to_owned(),
+        );
+        fixed(
+            "server.insecure",
+            self.server.insecure.to_string(),
+            new.server.insecure.to_string(),
+        );
+        fixed(
+            "server.max_message_bytes",
+            self.server.max_message_bytes.to_string(),
+            new.server.max_message_bytes.to_string(),
+        );
+        fixed(
+            "server.request_timeout",
+            humantime::format_duration(self.server.request_timeout).to_string(),
+            humantime::format_duration(new.server.request_timeout).to_string(),
+        );
+        fixed(
             "server.state_dir",
             self.server.state_dir.display().to_string(),
             new.server.state_dir.display().to_string(),
         );
         out
+    }
+
+    /// How the gRPC port is protected.
+    pub fn transport_security(&self) -> TransportSecurity {
+        if self.tls.is_some() {
+            TransportSecurity::MutualTls
+        } else if self.server.listen.ip().is_loopback() {
+            TransportSecurity::PlaintextLoopback
+        } else {
+            TransportSecurity::Insecure
+        }
     }
 
     /// A one-line summary for `check-config` and logs.
@@ -307,9 +416,14 @@ impl CoordinatorConfig {
             })
             .collect();
         format!(
-            "mode {}, listen {}, metrics {}, state {}, {}",
+            "mode {}, listen {} ({}), metrics {}, state {}, {}",
             if p.dry_run { "dry-run" } else { "enforce" },
             self.server.listen,
+            match self.transport_security() {
+                TransportSecurity::MutualTls => "mutual TLS",
+                TransportSecurity::PlaintextLoopback => "plaintext, loopback only",
+                TransportSecurity::Insecure => "INSECURE plaintext",
+            },
             self.server.metrics_listen,
             self.server.state_dir.display(),
             caps.join(", ")
@@ -327,26 +441,248 @@ fn errs_into_vec(errs: Errors) -> Vec<medic_policy::ConfigError> {
 fn addr(errs: &mut Errors, path: &str, raw: Option<&str>, default: &str) -> SocketAddr {
     let text = raw.unwrap_or(default);
     match text.parse::<SocketAddr>() {
-        Ok(a) => {
-            // Until TLS is configurable, plaintext gRPC stays on loopback:
-            // a remediation API is a fleet-wide reboot button.
-            if !a.ip().is_loopback() {
-                errs.push(
-                    path,
-                    format!(
-                        "{text} is not a loopback address; without TLS the coordinator only \
-                         listens on loopback (127.0.0.1 or [::1])"
-                    ),
-                );
-            }
-            a
-        }
+        Ok(a) => a,
         Err(e) => {
             errs.push(
                 path,
                 format!("invalid address {text:?} ({e}); use IP:PORT, for example 127.0.0.1:7470"),
             );
             SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    }
+}
+
+/// Plaintext gRPC only on loopback, unless the operator said `insecure`:
+/// a remediation API is a fleet-wide reboot button.
+fn check_transport(errs: &mut Errors, server: &ServerConfig, tls: bool) {
+    let loopback = server.listen.ip().is_loopback();
+    if tls && server.insecure {
+        errs.push(
+            "server.insecure",
+            "is true but [tls] is configured; remove one (insecure means plaintext)",
+        );
+    }
+    if !tls && !loopback && !server.insecure {
+        errs.push(
+            "server.listen",
+            format!(
+                "{} is not a loopback address, and there is no [tls]: anyone who can reach it \
+                 could speak for any host or pause the fleet. Configure [tls] cert, key and \
+                 client_ca (`medic-coordinator dev-certs --out DIR --hosts ...` makes a test set), \
+                 or listen on 127.0.0.1, or set server.insecure = true to accept the risk",
+                server.listen
+            ),
+        );
+    }
+}
+
+impl RawTls {
+    fn validate(&self, errs: &mut Errors, operator_ca: Option<&Path>) -> Option<TlsMaterial> {
+        let mut path = |key: &str, v: &Option<String>, what: &str| match v.as_deref() {
+            None | Some("") => {
+                errs.push(
+                    format!("tls.{key}"),
+                    format!("is required with [tls] ({what})"),
+                );
+                None
+            }
+            Some(p) => Some(PathBuf::from(p)),
+        };
+        let cert = path(
+            "cert",
+            &self.cert,
+            "the coordinator's certificate chain, PEM",
+        );
+        let key = path("key", &self.key, "its private key, PEM, mode 0600");
+        let client_ca = path(
+            "client_ca",
+            &self.client_ca,
+            "the CA that signs agents' (and operators') client certificates, PEM",
+        );
+        TlsMaterial::load(errs, &cert?, &key?, &client_ca?, operator_ca)
+    }
+}
+
+impl RawAuth {
+    fn validate(&self, errs: &mut Errors) -> AuthConfig {
+        let agent_identity = match (
+            self.agent_identity.as_deref(),
+            self.agent_spiffe_prefix.as_deref(),
+        ) {
+            (None | Some("dns"), None) => AgentIdentity::Dns,
+            (None | Some("dns"), Some(_)) => {
+                errs.push(
+                    "auth.agent_spiffe_prefix",
+                    "is only used with agent_identity = \"spiffe\"",
+                );
+                AgentIdentity::Dns
+            }
+            (Some("spiffe"), prefix) => match prefix {
+                Some(p) if p.starts_with("spiffe://") && p.ends_with('/') && p.len() > 10 => {
+                    AgentIdentity::Spiffe {
+                        prefix: p.to_owned(),
+                    }
+                }
+                Some(p) => {
+                    errs.push(
+                        "auth.agent_spiffe_prefix",
+                        format!(
+                            "must be spiffe://TRUST-DOMAIN/PATH/ ending in \"/\" (the host id \
+                             follows it), got {p:?}"
+                        ),
+                    );
+                    AgentIdentity::Dns
+                }
+                None => {
+                    errs.push(
+                        "auth.agent_spiffe_prefix",
+                        "is required with agent_identity = \"spiffe\", for example \
+                         \"spiffe://example.org/medic/host/\"",
+                    );
+                    AgentIdentity::Dns
+                }
+            },
+            (Some(other), _) => {
+                errs.push(
+                    "auth.agent_identity",
+                    format!("must be \"dns\" or \"spiffe\", got {other:?}"),
+                );
+                AgentIdentity::Dns
+            }
+        };
+        let mut patterns = |key: &str, raw: &[String]| -> Vec<Pattern> {
+            raw.iter()
+                .enumerate()
+                .filter_map(|(i, p)| match Pattern::new(p) {
+                    Ok(p) => {
+                        if let AgentIdentity::Spiffe { prefix } = &agent_identity
+                            && p.matches(&format!("{prefix}any-host"))
+                        {
+                            errs.push(
+                                format!("auth.{key}[{i}]"),
+                                format!(
+                                    "{:?} also matches agents' identities ({prefix}...); an \
+                                     agent's certificate must never be an operator's",
+                                    p.as_str()
+                                ),
+                            );
+                        }
+                        Some(p)
+                    }
+                    Err(e) => {
+                        errs.push(format!("auth.{key}[{i}]"), e);
+                        None
+                    }
+                })
+                .collect()
+        };
+        let admin = patterns("admin", &self.admin);
+        let read_only = patterns("read_only", &self.read_only);
+        let operator_ca = match self.operator_ca.as_deref() {
+            None => None,
+            Some("") => {
+                errs.push(
+                    "auth.operator_ca",
+                    "must not be empty (leave it out instead)",
+                );
+                None
+            }
+            Some(p) => Some(PathBuf::from(p)),
+        };
+        let mut tokens: Vec<Token> = Vec::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let at = |k: &str| format!("auth.tokens[{i}].{k}");
+            let name = match t.name.as_deref() {
+                Some(n)
+                    if !n.is_empty()
+                        && n.len() <= 64
+                        && n.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+                {
+                    if tokens.iter().any(|o| o.name == n) {
+                        errs.push(at("name"), format!("{n:?} is used by another token"));
+                    }
+                    Some(n.to_owned())
+                }
+                Some(n) => {
+                    errs.push(
+                        at("name"),
+                        format!("must be 1-64 characters of A-Z a-z 0-9 - _ ., got {n:?}"),
+                    );
+                    None
+                }
+                None => {
+                    errs.push(
+                        at("name"),
+                        "is required (the audit history's actor is token:NAME)",
+                    );
+                    None
+                }
+            };
+            let role = match t.role.as_deref() {
+                Some("admin") => Some(Role::Admin),
+                Some("read-only") => Some(Role::ReadOnly),
+                Some(r) => {
+                    errs.push(
+                        at("role"),
+                        format!("must be \"admin\" or \"read-only\", got {r:?}"),
+                    );
+                    None
+                }
+                None => {
+                    errs.push(at("role"), "is required: \"admin\" or \"read-only\"");
+                    None
+                }
+            };
+            let secret = match t.file.as_deref() {
+                None | Some("") => {
+                    errs.push(
+                        at("file"),
+                        "is required (a file holding the token, mode 0600)",
+                    );
+                    None
+                }
+                Some(f) => {
+                    let path = PathBuf::from(f);
+                    match check_private_file(&path).and_then(|()| {
+                        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {f}: {e}"))
+                    }) {
+                        Err(e) => {
+                            errs.push(at("file"), e);
+                            None
+                        }
+                        Ok(text) => {
+                            let secret = text.trim().to_owned();
+                            if secret.len() < 32 || secret.chars().any(char::is_whitespace) {
+                                errs.push(
+                                    at("file"),
+                                    format!(
+                                        "{f}: a token must be at least 32 characters without \
+                                         spaces (for example `openssl rand -hex 32`)"
+                                    ),
+                                );
+                                None
+                            } else {
+                                Some((path, secret))
+                            }
+                        }
+                    }
+                }
+            };
+            if let (Some(name), Some(role), Some((file, secret))) = (name, role, secret) {
+                let token = Token::new(name, role, file, secret.as_bytes());
+                if tokens.iter().any(|o| o.same_secret(&token)) {
+                    errs.push(at("file"), "holds the same token as another entry");
+                }
+                tokens.push(token);
+            }
+        }
+        AuthConfig {
+            agent_identity,
+            admin,
+            read_only,
+            operator_ca,
+            tokens,
         }
     }
 }
@@ -404,6 +740,23 @@ impl RawServer {
             ),
             burst: errs.count("server.admission.burst", self.admission.burst, 40, 1),
         };
+        let max_message_bytes = errs.count(
+            "server.max_message_bytes",
+            self.max_message_bytes,
+            256 * 1024,
+            4096,
+        ) as usize;
+        if max_message_bytes > 16 * 1024 * 1024 {
+            errs.push(
+                "server.max_message_bytes",
+                "must be at most 16777216 (16 MiB)",
+            );
+        }
+        let request_timeout = errs.positive_duration(
+            "server.request_timeout",
+            self.request_timeout.as_deref(),
+            Duration::from_secs(30),
+        );
         ServerConfig {
             listen,
             metrics_listen,
@@ -411,6 +764,9 @@ impl RawServer {
             shutdown_grace,
             tick_interval,
             admission,
+            insecure: self.insecure.unwrap_or(false),
+            max_message_bytes,
+            request_timeout,
         }
     }
 }

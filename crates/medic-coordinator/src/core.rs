@@ -58,6 +58,7 @@ pub struct Core<S: Store> {
     config_path: Option<PathBuf>,
     config_loaded_at: Mutex<SystemTime>,
     denials: Mutex<DenialSampler>,
+    refusals: Mutex<RefusalSampler>,
     started_at: SystemTime,
     clock: Arc<dyn Clock>,
     /// Set when the store failed: handlers refuse, the server stops.
@@ -108,6 +109,7 @@ impl<S: Store> Core<S> {
             events,
             metrics,
             denials: Mutex::new(DenialSampler::new(config.audit.denial_sample_interval)),
+            refusals: Mutex::new(RefusalSampler::new(config.audit.denial_sample_interval)),
             config: Mutex::new(Arc::new(config)),
             config_path,
             config_loaded_at: Mutex::new(now),
@@ -252,6 +254,40 @@ impl<S: Store> Core<S> {
         }
     }
 
+    /// Samples a refusal: returns `true` for the first of this identity and
+    /// call in the sampling interval (the one worth logging), and records
+    /// that one in the audit history when it is a PERMISSION_DENIED.
+    pub fn sample_refusal(
+        &self,
+        refusal: &crate::auth::Refusal,
+        call: &str,
+        host: Option<&HostId>,
+        peer: String,
+    ) -> bool {
+        let now = self.clock.now();
+        let key = format!("{} {call}", refusal.identity);
+        let Some(count) = lock(&self.refusals).observe(key, now) else {
+            return false;
+        };
+        if refusal.audited() {
+            self.submit(
+                vec![(
+                    now,
+                    Record::AccessDenied {
+                        identity: refusal.identity.clone(),
+                        call: call.to_owned(),
+                        host: host.cloned(),
+                        peer,
+                        reason: refusal.message.clone(),
+                        count,
+                    },
+                )],
+                false,
+            );
+        }
+        true
+    }
+
     /// Records a reload attempt in the audit history (durably).
     async fn audit_reload(
         &self,
@@ -309,6 +345,7 @@ impl<S: Store> Core<S> {
                 self.apply(|engine, now| engine.set_config(new.policy.clone(), now))
                     .await?;
                 lock(&self.denials).interval = new.audit.denial_sample_interval;
+                lock(&self.refusals).interval = new.audit.denial_sample_interval;
                 self.notifier.update(&new.notify);
                 *lock(&self.config) = new.clone();
                 *lock(&self.config_loaded_at) = self.clock.now();
@@ -350,6 +387,7 @@ impl<S: Store> Core<S> {
             .await?;
         self.metrics.set_status(&status);
         lock(&self.denials).prune(self.clock.now());
+        lock(&self.refusals).prune(self.clock.now());
         Ok(())
     }
 
@@ -580,6 +618,16 @@ pub fn to_wire(entry: Entry) -> pb::Event {
             denial,
             count,
         } => pb::Event::denied(entry.id, entry.at, &host, action, denial, count),
+        Record::AccessDenied {
+            identity,
+            call,
+            host,
+            peer,
+            reason,
+            count,
+        } => pb::Event::access_denied(
+            entry.id, entry.at, identity, call, host, peer, reason, count,
+        ),
         Record::ConfigReloaded {
             actor,
             reason,
@@ -597,6 +645,45 @@ pub fn to_wire(entry: Entry) -> pb::Event {
                 })
                 .collect(),
         ),
+    }
+}
+
+/// Samples refusals the way [`DenialSampler`] samples denials, keyed by
+/// identity and call.
+#[derive(Debug)]
+struct RefusalSampler {
+    interval: Duration,
+    seen: HashMap<String, (SystemTime, u64)>,
+}
+
+impl RefusalSampler {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            seen: HashMap::new(),
+        }
+    }
+
+    fn observe(&mut self, key: String, now: SystemTime) -> Option<u64> {
+        let interval = self.interval;
+        let (last, suppressed) = self.seen.entry(key).or_insert((SystemTime::UNIX_EPOCH, 0));
+        if *last != SystemTime::UNIX_EPOCH
+            && (now < *last || now.duration_since(*last).is_ok_and(|d| d < interval))
+        {
+            *suppressed += 1;
+            return None;
+        }
+        let count = *suppressed + 1;
+        *last = now;
+        *suppressed = 0;
+        Some(count)
+    }
+
+    fn prune(&mut self, now: SystemTime) {
+        let keep = self.interval * 2;
+        self.seen.retain(|_, (last, suppressed)| {
+            *suppressed > 0 || now.duration_since(*last).map_or(true, |d| d < keep)
+        });
     }
 }
 

@@ -6,15 +6,18 @@
 //! listeners and calls [`run`]; tests call [`run`] in-process on port 0.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod devcerts;
 pub mod metrics;
 pub mod notify;
 pub mod server;
 pub mod service;
 pub mod signal;
 pub mod testing;
+pub mod tls;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::CoordinatorConfig;

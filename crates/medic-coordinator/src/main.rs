@@ -41,6 +41,29 @@ enum Command {
         /// The config file.
         file: PathBuf,
     },
+    /// Write a CA and certificates for trying medic with mutual TLS: the
+    /// coordinator's (localhost and --server-names), one per agent host,
+    /// an admin operator's (operator.pem) and a read-only one's
+    /// (viewer.pem). Reuses the CA already in DIR; keys are written 0600.
+    /// For trials and tests: production fleets use their own PKI.
+    DevCerts {
+        /// Where to write them (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Agent hosts, comma-separated: agents/HOST.pem and .key each.
+        #[arg(long, value_delimiter = ',', value_name = "HOST,...")]
+        hosts: Vec<String>,
+        /// More names for the coordinator's certificate (DNS names or IP
+        /// addresses), comma-separated.
+        #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+        server_names: Vec<String>,
+        /// How long the certificates are valid.
+        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+        validity: std::time::Duration,
+        /// Replace existing certificates (the CA is always kept).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -72,6 +95,39 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::DevCerts {
+            out,
+            hosts,
+            server_names,
+            validity,
+            force,
+        } => {
+            let spec = medic_coordinator::devcerts::DevCerts {
+                out,
+                hosts,
+                server_names,
+                validity,
+                force,
+            };
+            match medic_coordinator::devcerts::write(&spec) {
+                Ok(files) => {
+                    for f in &files {
+                        println!("wrote {}", f.display());
+                    }
+                    if files.is_empty() {
+                        println!(
+                            "{}: every certificate already exists (--force replaces them)",
+                            spec.out.display()
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("dev-certs: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config, log_format } => {
             init_logging(log_format);
             let cfg = match &config {

@@ -48,6 +48,15 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Labels: a refused call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `remediation` or `admin`.
+    pub service: String,
+    /// `unauthenticated` or `permission_denied`.
+    pub code: String,
+}
+
 /// Every metric the coordinator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -100,6 +109,16 @@ pub struct Metrics {
     pub notification_retries: Counter,
     /// Webhook notifications dropped, by reason (`queue_full`, `failed`).
     pub notifications_dropped: Family<ReasonLabel, Counter>,
+    /// TLS handshakes on the gRPC port by result (`ok`, `failed`,
+    /// `timeout`, `busy`).
+    pub tls_handshakes: Family<ResultLabel, Counter>,
+    /// Calls refused by authentication or authorization.
+    pub auth_refused: Family<RefusalLabels, Counter>,
+    /// When the serving certificate expires (Unix seconds); 0 without TLS.
+    pub tls_cert_expiry: Gauge,
+    /// 1 while serving plaintext on a non-loopback address
+    /// (`server.insecure = true`).
+    pub insecure: Gauge,
     /// The decision counters, created up front: the hot path only clones
     /// an `Arc`, it never allocates label strings.
     decision_counters: HashMap<(Action, &'static str), Counter>,
@@ -245,6 +264,41 @@ impl Metrics {
             "Webhook notifications dropped: queue_full (the webhook is slow or down) or failed (every attempt failed)",
             notifications_dropped.clone(),
         );
+        let tls_handshakes = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on the gRPC port by result: ok, failed (a plaintext client, an unsupported client), timeout, busy (too many at once)",
+            tls_handshakes.clone(),
+        );
+        let auth_refused = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "auth_refused",
+            "Calls refused by authentication (unauthenticated) or authorization (permission_denied), by service",
+            auth_refused.clone(),
+        );
+        let tls_cert_expiry = gauge(
+            &mut registry,
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the coordinator's serving certificate expires (Unix time); 0 without TLS",
+        );
+        let insecure = gauge(
+            &mut registry,
+            "insecure",
+            "1 while the coordinator serves plaintext gRPC on a non-loopback address (server.insecure = true)",
+        );
+        for result in ["ok", "failed", "timeout", "busy"] {
+            let _ = tls_handshakes.get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            });
+        }
+        for service in ["remediation", "admin"] {
+            for code in ["unauthenticated", "permission_denied"] {
+                let _ = auth_refused.get_or_create(&RefusalLabels {
+                    service: service.to_owned(),
+                    code: code.to_owned(),
+                });
+            }
+        }
         // Series alerts compute increase() on exist from the start at 0:
         // a counter first seen at 1 has no increase to alert on.
         for result in ["ok", "error"] {
@@ -286,6 +340,10 @@ impl Metrics {
             }
         }
         Self {
+            tls_handshakes,
+            auth_refused,
+            tls_cert_expiry,
+            insecure,
             notifications_sent,
             notification_retries,
             notifications_dropped,
@@ -339,6 +397,29 @@ impl Metrics {
         self.notifications_dropped
             .get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a TLS handshake by result.
+    pub fn handshake(&self, result: &str) {
+        self.tls_handshakes
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a refused call.
+    pub fn refused(&self, service: &str, code: tonic::Code) {
+        let code = match code {
+            tonic::Code::Unauthenticated => "unauthenticated",
+            _ => "permission_denied",
+        };
+        self.auth_refused
+            .get_or_create(&RefusalLabels {
+                service: service.to_owned(),
+                code: code.to_owned(),
             })
             .inc();
     }

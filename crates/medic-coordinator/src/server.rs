@@ -14,11 +14,11 @@ use medic_proto::pb::v1 as pb;
 use medic_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic_health::ServingStatus;
 
 use crate::clock::Clock;
-use crate::config::CoordinatorConfig;
+use crate::config::{CoordinatorConfig, TransportSecurity};
 use crate::core::Core;
 use crate::metrics::Metrics;
 use crate::service::{AdminService, Admit, AgentService};
@@ -71,8 +71,17 @@ pub async fn run<S: Store + Debug>(
     let grace = config.server.shutdown_grace;
     let tick_interval = config.server.tick_interval;
     let admit = Arc::new(Admit::new(config.server.admission));
+    let (max_message, request_timeout) = (
+        config.server.max_message_bytes,
+        config.server.request_timeout,
+    );
     let core = Core::start(config, config_path, store, metrics.clone(), clock).await?;
     metrics.dry_run.set(i64::from(core.config().policy.dry_run));
+    let security = core.config().transport_security();
+    metrics
+        .insecure
+        .set(i64::from(security == TransportSecurity::Insecure));
+    set_cert_expiry(&metrics, &core.config());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in ["", "medic.v1.Remediation", "medic.v1.Admin"] {
@@ -91,17 +100,31 @@ pub async fn run<S: Store + Debug>(
     let metrics_addr = listeners.metrics.local_addr().ok();
     let grpc = {
         let mut stop = stop_rx.clone();
+        let current: crate::tls::CurrentTls = {
+            let core = core.clone();
+            Arc::new(move || core.config().tls.clone())
+        };
+        let incoming =
+            crate::tls::accept(listeners.grpc, current, metrics.clone(), stop_rx.clone());
         tonic::transport::Server::builder()
+            .timeout(request_timeout)
+            .max_concurrent_streams(Some(256))
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(pb::remediation_server::RemediationServer::new(
-                AgentService::new(core.clone(), admit.clone()),
-            ))
-            .add_service(pb::admin_server::AdminServer::new(AdminService::new(
-                core.clone(),
-                admit.clone(),
-            )))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
+            .add_service(
+                pb::remediation_server::RemediationServer::new(AgentService::new(
+                    core.clone(),
+                    admit.clone(),
+                ))
+                .max_decoding_message_size(max_message),
+            )
+            .add_service(
+                pb::admin_server::AdminServer::new(AdminService::new(core.clone(), admit.clone()))
+                    .max_decoding_message_size(max_message),
+            )
+            .serve_with_incoming_shutdown(ReceiverStream::new(incoming), async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
     };
@@ -127,6 +150,9 @@ pub async fn run<S: Store + Debug>(
     };
 
     let background = tokio::spawn(background(core.clone(), admit.clone(), tick_interval));
+    if security == TransportSecurity::Insecure {
+        tokio::spawn(insecure_warnings(stop_rx.clone()));
+    }
 
     tracing::info!(
         grpc = %grpc_addr.map_or_else(|| "?".to_owned(), |a| a.to_string()),
@@ -144,7 +170,10 @@ pub async fn run<S: Store + Debug>(
                 Some(Control::Reload) => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
                     match core.reload("signal:SIGHUP", "SIGHUP").await {
-                        Ok(Ok(new)) => admit.update(new.server.admission),
+                        Ok(Ok(new)) => {
+                            admit.update(new.server.admission);
+                            set_cert_expiry(&metrics, &new);
+                        }
                         Ok(Err(_)) => {} // logged and audited by reload
                         Err(e) => tracing::error!(error = %e, "reload failed"),
                     }
@@ -188,6 +217,32 @@ pub async fn run<S: Store + Debug>(
     drop(core);
     tracing::info!("stopped");
     outcome
+}
+
+/// Exports when the serving certificate expires (0 without TLS).
+fn set_cert_expiry(metrics: &Metrics, config: &CoordinatorConfig) {
+    let at = config.tls.as_ref().map_or(0, |t| {
+        t.not_after
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    });
+    metrics.tls_cert_expiry.set(at);
+}
+
+/// With `server.insecure = true`: a warning at start and every hour, so
+/// nobody forgets the port is open to anyone who can reach it.
+async fn insecure_warnings(mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = every.tick() => tracing::warn!(
+                "INSECURE: gRPC is served in plaintext on a non-loopback address \
+                 (server.insecure = true): anyone who can reach it can speak for any host and \
+                 pause or reconfigure the fleet. Configure [tls] instead."
+            ),
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Ticks the engine, compacts the history, trims the admission limiter.

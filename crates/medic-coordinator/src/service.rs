@@ -3,7 +3,6 @@
 //! field), pass admission control, call the engine through [`Core`], and map
 //! domain errors to statuses in one place (`medic_proto::error`).
 
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,7 +20,10 @@ use tokio::sync::{broadcast, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::config::Admission;
+use crate::auth::{
+    Access, Credentials, Operator, Peer, Refusal, authorize_agent, authorize_operator,
+};
+use crate::config::{Admission, TransportSecurity};
 use crate::core::{Core, CoreError, to_wire};
 
 /// This build's version, reported by `GetStatus`.
@@ -107,22 +109,36 @@ fn limiter(a: Admission) -> DefaultKeyedRateLimiter<String> {
     RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
 }
 
-/// Who an operator call comes from, for the audit history. Until mutual TLS
-/// identifies operators, this is the peer address, with the name the caller
-/// claims (`medic-actor` metadata) marked as unverified.
-fn operator<T>(req: &Request<T>) -> String {
-    let peer = req
-        .remote_addr()
-        .map_or_else(|| "local".to_owned(), |a: SocketAddr| a.ip().to_string());
-    match req
-        .metadata()
-        .get("medic-actor")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= 128)
-    {
-        Some(name) => format!("unverified:{name}@{peer}"),
-        None => format!("peer:{peer}"),
+/// The connection a call came on (set per connection by the accept loop;
+/// a bare plaintext peer when the service runs without it).
+fn peer_of<T>(req: &Request<T>) -> Peer {
+    req.extensions()
+        .get::<Peer>()
+        .cloned()
+        .unwrap_or_else(|| Peer::plaintext(req.remote_addr()))
+}
+
+/// Counts, logs (the first per identity and call in each sampling
+/// interval) and audits (PERMISSION_DENIED) a refused call.
+fn refuse<S: Store + std::fmt::Debug>(
+    core: &Core<S>,
+    refusal: &Refusal,
+    service: &'static str,
+    call: &'static str,
+    host: Option<&medic_policy::HostId>,
+    peer: &Peer,
+) -> Status {
+    core.metrics.refused(service, refusal.code);
+    let addr = peer.addr.map(|a| a.to_string()).unwrap_or_default();
+    if core.sample_refusal(refusal, call, host, addr.clone()) {
+        let host = host.map(|h| h.as_str()).unwrap_or("");
+        if refusal.audited() {
+            tracing::warn!(identity = %refusal.identity, peer = %addr, call, host, reason = %refusal.message, "call refused: permission denied");
+        } else {
+            tracing::info!(identity = %refusal.identity, peer = %addr, call, host, reason = %refusal.message, "call refused: unauthenticated");
+        }
     }
+    refusal.status()
 }
 
 // === Remediation (agents) ===
@@ -134,10 +150,32 @@ pub struct AgentService<S: Store> {
     admit: Arc<Admit>,
 }
 
-impl<S: Store> AgentService<S> {
+impl<S: Store + std::fmt::Debug> AgentService<S> {
     /// The service over `core`.
     pub fn new(core: Arc<Core<S>>, admit: Arc<Admit>) -> Self {
         Self { core, admit }
+    }
+
+    /// May `peer` speak for `host` (identity binding), and now (admission
+    /// control, keyed by the verified host)?
+    fn gate(
+        &self,
+        peer: &Peer,
+        host: &medic_policy::HostId,
+        call: &'static str,
+    ) -> Result<(), Status> {
+        let config = self.core.config();
+        match authorize_agent(peer, &config.auth, host) {
+            Ok(()) => self.admit.check(host.as_str()),
+            Err(r) => Err(refuse(
+                &self.core,
+                &r,
+                "remediation",
+                call,
+                Some(host),
+                peer,
+            )),
+        }
     }
 
     fn timed<T>(
@@ -161,8 +199,9 @@ impl<S: Store + std::fmt::Debug> pb::remediation_server::Remediation for AgentSe
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let started = Instant::now();
         let r = async {
+            let peer = peer_of(&req);
             let hb = Heartbeat::try_from(req.into_inner()).map_err(|e| invalid_input_status(&e))?;
-            self.admit.check(hb.host.as_str())?;
+            self.gate(&peer, &hb.host, "Remediation/Heartbeat")?;
             let reply = self
                 .core
                 .apply(|e, now| e.heartbeat(hb, now))
@@ -180,9 +219,10 @@ impl<S: Store + std::fmt::Debug> pb::remediation_server::Remediation for AgentSe
     ) -> Result<Response<pb::RequestPermitResponse>, Status> {
         let started = Instant::now();
         let r = async {
+            let peer = peer_of(&req);
             let request =
                 PermitRequest::try_from(req.into_inner()).map_err(|e| invalid_input_status(&e))?;
-            self.admit.check(request.host.as_str())?;
+            self.gate(&peer, &request.host, "Remediation/RequestPermit")?;
             let (host, action) = (request.host.clone(), request.action);
             let decision = self
                 .core
@@ -221,9 +261,10 @@ impl<S: Store + std::fmt::Debug> pb::remediation_server::Remediation for AgentSe
     ) -> Result<Response<pb::RenewPermitResponse>, Status> {
         let started = Instant::now();
         let r = async {
+            let peer = peer_of(&req);
             let renewal =
                 rq::Renewal::try_from(req.into_inner()).map_err(|e| invalid_input_status(&e))?;
-            self.admit.check(renewal.host.as_str())?;
+            self.gate(&peer, &renewal.host, "Remediation/RenewPermit")?;
             let permit = self
                 .core
                 .apply(|e, now| e.renew(&renewal.host, &renewal.permit, now))
@@ -244,9 +285,10 @@ impl<S: Store + std::fmt::Debug> pb::remediation_server::Remediation for AgentSe
     ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
         let started = Instant::now();
         let r = async {
+            let peer = peer_of(&req);
             let report =
                 rq::OutcomeReport::try_from(req.into_inner()).map_err(|e| invalid_input_status(&e))?;
-            self.admit.check(report.host.as_str())?;
+            self.gate(&peer, &report.host, "Remediation/ReportOutcome")?;
             let permit = self
                 .core
                 .apply(|e, now| {
@@ -274,17 +316,34 @@ pub struct AdminService<S: Store> {
     admit: Arc<Admit>,
 }
 
-impl<S: Store> AdminService<S> {
+impl<S: Store + std::fmt::Debug> AdminService<S> {
     /// The service over `core`.
     pub fn new(core: Arc<Core<S>>, admit: Arc<Admit>) -> Self {
         Self { core, admit }
     }
 
-    /// Admission, identity, and the audit actor of an operator call.
-    fn caller<T>(&self, req: &Request<T>) -> Result<String, Status> {
-        let actor = operator(req);
-        self.admit.check(&actor)?;
-        Ok(actor)
+    /// Who is calling (the audit actor), whether they may make `call`, and
+    /// admission control keyed by that identity.
+    fn caller<T>(
+        &self,
+        req: &Request<T>,
+        call: &'static str,
+        access: Access,
+    ) -> Result<Operator, Status> {
+        let peer = peer_of(req);
+        let md = req.metadata();
+        let creds = Credentials {
+            authorization: md.get("authorization").map(|v| v.to_str().unwrap_or("")),
+            claimed: md.get("medic-actor").and_then(|v| v.to_str().ok()),
+        };
+        let config = self.core.config();
+        match authorize_operator(&peer, &config.auth, creds, call, access) {
+            Ok(op) => {
+                self.admit.check(&op.actor)?;
+                Ok(op)
+            }
+            Err(r) => Err(refuse(&self.core, &r, "admin", call, None, &peer)),
+        }
     }
 
     fn done<T>(
@@ -312,7 +371,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<pb::PauseResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            let actor = self.caller(&req)?;
+            let actor = self.caller(&req, "Admin/Pause", Access::Write)?.actor;
             let cmd = rq::PauseCommand::try_from(req.into_inner()).map_err(invalid)?;
             let pause = self
                 .core
@@ -337,7 +396,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<pb::ResumeResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            let actor = self.caller(&req)?;
+            let actor = self.caller(&req, "Admin/Resume", Access::Write)?.actor;
             let cmd = rq::ResumeCommand::try_from(req.into_inner()).map_err(invalid)?;
             let target = match cmd.target {
                 rq::ResumeTarget::Id(id) => ResumeTarget::Id(id),
@@ -364,7 +423,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            self.caller(&req)?;
+            let caller = self.caller(&req, "Admin/GetStatus", Access::Read)?;
             let status = self
                 .core
                 .read(|e, now| e.status(now))
@@ -379,6 +438,16 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
                 config_loaded_at: Some(to_timestamp(self.core.config_loaded_at())),
                 heartbeat_interval: Some(to_duration(cfg.policy.fleet.heartbeat_interval)),
                 host_ttl: Some(to_duration(cfg.policy.fleet.host_ttl)),
+                transport_security: match cfg.transport_security() {
+                    TransportSecurity::MutualTls => pb::TransportSecurity::MutualTls,
+                    TransportSecurity::PlaintextLoopback => {
+                        pb::TransportSecurity::PlaintextLoopback
+                    }
+                    TransportSecurity::Insecure => pb::TransportSecurity::Insecure,
+                }
+                .into(),
+                caller: caller.actor,
+                caller_role: caller.role.as_str().to_owned(),
             }))
         }
         .await;
@@ -391,7 +460,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<pb::ListHostsResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            self.caller(&req)?;
+            self.caller(&req, "Admin/ListHosts", Access::Read)?;
             let q = rq::HostQuery::try_from(req.into_inner()).map_err(invalid)?;
             let after = q.page.token.clone();
             let hosts = self.core.read(|e, now| e.hosts(now)).map_err(core_status)?;
@@ -429,7 +498,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<pb::ListPermitsResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            self.caller(&req)?;
+            self.caller(&req, "Admin/ListPermits", Access::Read)?;
             let q = rq::PermitQuery::try_from(req.into_inner()).map_err(invalid)?;
             let after = q.page.token.clone();
             let states = if q.states.is_empty() {
@@ -488,7 +557,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<pb::RevokePermitResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            let actor = self.caller(&req)?;
+            let actor = self.caller(&req, "Admin/RevokePermit", Access::Write)?.actor;
             let cmd = rq::RevokeCommand::try_from(req.into_inner()).map_err(invalid)?;
             let permit = self
                 .core
@@ -511,7 +580,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<pb::QuarantineResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            let actor = self.caller(&req)?;
+            let actor = self.caller(&req, "Admin/Quarantine", Access::Write)?.actor;
             let cmd = rq::QuarantineCommand::try_from(req.into_inner()).map_err(invalid)?;
             let q = self
                 .core
@@ -534,7 +603,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<pb::UnquarantineResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            let actor = self.caller(&req)?;
+            let actor = self.caller(&req, "Admin/Unquarantine", Access::Write)?.actor;
             let cmd = rq::ReleaseCommand::try_from(req.into_inner()).map_err(invalid)?;
             let q = self
                 .core
@@ -557,7 +626,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            self.caller(&req)?;
+            self.caller(&req, "Admin/GetHistory", Access::Read)?;
             let q = rq::HistoryQuery::try_from(req.into_inner()).map_err(invalid)?;
             let cursor = match q.page.token.as_deref() {
                 None => None,
@@ -597,7 +666,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<pb::ExplainResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            self.caller(&req)?;
+            self.caller(&req, "Admin/Explain", Access::Read)?;
             let q = rq::ExplainQuery::try_from(req.into_inner()).map_err(invalid)?;
             let explanation = self
                 .core
@@ -615,7 +684,9 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<pb::ResetBreakerResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            let actor = self.caller(&req)?;
+            let actor = self
+                .caller(&req, "Admin/ResetBreaker", Access::Write)?
+                .actor;
             let cmd = rq::ResetBreakerCommand::try_from(req.into_inner()).map_err(invalid)?;
             let closed = self
                 .core
@@ -638,7 +709,9 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
     ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            let actor = self.caller(&req)?;
+            let actor = self
+                .caller(&req, "Admin/ReloadConfig", Access::Write)?
+                .actor;
             let cmd = rq::ReloadCommand::try_from(req.into_inner()).map_err(invalid)?;
             let result = self
                 .core
@@ -676,7 +749,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
         &self,
         req: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        self.caller(&req)?;
+        self.caller(&req, "Admin/WatchEvents", Access::Read)?;
         let filter = rq::WatchFilter::try_from(req.into_inner()).map_err(invalid)?;
         // Subscribe before reading the backlog, so nothing falls between.
         let live = self.core.events.subscribe();
@@ -785,5 +858,6 @@ fn record_kind(k: pb::EventKind) -> Option<RecordKind> {
         pb::EventKind::Pause => RecordKind::Pause,
         pb::EventKind::Config => RecordKind::Config,
         pb::EventKind::Renew => RecordKind::Renew,
+        pb::EventKind::Access => RecordKind::Access,
     })
 }

@@ -20,7 +20,7 @@ use medic_store::RedbStore;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 pub type Agent = pb::remediation_client::RemediationClient<Channel>;
 pub type Admin = pb::admin_client::AdminClient<Channel>;
@@ -55,6 +55,56 @@ pub struct TestServer {
     pub config_path: PathBuf,
     control: mpsc::Sender<Control>,
     handle: Option<JoinHandle<Result<(), RunError>>>,
+}
+
+/// Writes a dev-certs set (CA, server, operator, viewer, one agent per
+/// host) into `dir/certs` and returns that directory.
+pub fn dev_certs(dir: &Path, hosts: &[&str]) -> PathBuf {
+    let out = dir.join("certs");
+    crate::devcerts::write(&crate::devcerts::DevCerts {
+        out: out.clone(),
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        server_names: Vec::new(),
+        validity: Duration::from_secs(86400),
+        force: false,
+    })
+    .unwrap();
+    out
+}
+
+/// `[tls]` and `[auth]` sections for a dev-certs set in `certs`: the
+/// dev-certs operator is an admin, the viewer read-only.
+pub fn tls_toml(certs: &Path) -> String {
+    let d = certs.display();
+    format!(
+        r#"
+[tls]
+cert = "{d}/server.pem"
+key = "{d}/server.key"
+client_ca = "{d}/ca.pem"
+[auth]
+admin = ["{admin}"]
+read_only = ["{viewer}"]
+"#,
+        admin = crate::devcerts::ADMIN_URI,
+        viewer = crate::devcerts::VIEWER_URI,
+    )
+}
+
+/// Client TLS settings trusting `certs/ca.pem`, presenting
+/// `certs/<name>.pem` when `name` is given (`operator`, `viewer`,
+/// `agents/web-1`).
+pub fn client_tls(certs: &Path, name: Option<&str>) -> ClientTlsConfig {
+    let ca = std::fs::read(certs.join("ca.pem")).unwrap();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    if let Some(n) = name {
+        let cert = std::fs::read(certs.join(format!("{n}.pem"))).unwrap();
+        let key = std::fs::read(certs.join(format!("{n}.key"))).unwrap();
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    tls
 }
 
 pub fn start_time() -> SystemTime {
@@ -110,6 +160,24 @@ impl TestServer {
 
     pub async fn admin(&self) -> Admin {
         Admin::new(self.channel().await)
+    }
+
+    /// A TLS channel with `tls` (see [`client_tls`]).
+    pub async fn tls_channel(&self, tls: ClientTlsConfig) -> Channel {
+        let url = format!("https://{}", self.addr);
+        let endpoint = Channel::from_shared(url.clone())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap();
+        let mut last = String::new();
+        for _ in 0..100 {
+            match endpoint.connect().await {
+                Ok(c) => return c,
+                Err(e) => last = format!("{e:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("cannot connect to {url}: {last}");
     }
 
     pub async fn channel(&self) -> Channel {

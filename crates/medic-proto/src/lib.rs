@@ -15,6 +15,7 @@ pub mod convert;
 pub mod error;
 pub mod limits;
 pub mod request;
+pub mod secret_file;
 
 /// Code generated from `proto/medic/v1` by tonic-prost-build.
 ///

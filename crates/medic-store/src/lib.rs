@@ -45,6 +45,22 @@ pub enum Record {
         /// Denials this record stands for.
         count: u64,
     },
+    /// `count` refusals (PERMISSION_DENIED) of `call` to an authenticated
+    /// `identity` since the previous record for that identity and call.
+    AccessDenied {
+        /// Who was refused (`cert:NAME`, `token:NAME`).
+        identity: String,
+        /// The call (`Remediation/Heartbeat`, `Admin/Pause`).
+        call: String,
+        /// The host a Remediation call named.
+        host: Option<HostId>,
+        /// The client's address.
+        peer: String,
+        /// Why, as the caller was told.
+        reason: String,
+        /// Refusals this record stands for.
+        count: u64,
+    },
     /// A configuration reload, applied exactly when `errors` is empty.
     ConfigReloaded {
         /// Who asked (`signal:SIGHUP`, an operator).
@@ -78,6 +94,8 @@ pub enum RecordKind {
     Config,
     /// A permit was renewed.
     Renew,
+    /// An authenticated caller was refused.
+    Access,
 }
 
 impl Record {
@@ -98,6 +116,7 @@ impl Record {
             },
             Record::Denied { .. } => RecordKind::Deny,
             Record::ConfigReloaded { .. } => RecordKind::Config,
+            Record::AccessDenied { .. } => RecordKind::Access,
         }
     }
 
@@ -107,6 +126,7 @@ impl Record {
             Record::Policy(e) => e.host(),
             Record::Denied { host, .. } => Some(host),
             Record::ConfigReloaded { .. } => None,
+            Record::AccessDenied { host, .. } => host.as_ref(),
         }
     }
 

@@ -98,6 +98,37 @@ impl pb::Event {
         }
     }
 
+    /// The history entry `id` recording `count` refusals of `call` to an
+    /// authenticated `identity`, the latest at `at`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn access_denied(
+        id: u64,
+        at: SystemTime,
+        identity: String,
+        call: String,
+        host: Option<HostId>,
+        peer: String,
+        reason: String,
+        count: u64,
+    ) -> Self {
+        let host_id = host.map(|h| h.as_str().to_owned()).unwrap_or_default();
+        Self {
+            id,
+            time: Some(to_timestamp(at)),
+            kind: pb::EventKind::Access.into(),
+            actor: identity.clone(),
+            host_id: host_id.clone(),
+            reason,
+            payload: Some(Payload::AccessDenied(pb::event::AccessDenied {
+                identity,
+                call,
+                host_id,
+                peer,
+                count,
+            })),
+        }
+    }
+
     /// The history entry `id` recording a configuration reload at `at`,
     /// asked for by `actor` for `reason`. It applied exactly when `errors` is
     /// empty.
@@ -195,7 +226,7 @@ impl From<Event> for Payload {
 }
 
 /// Fails for the payloads that are not policy events (`denied`,
-/// `config_reloaded`). Field paths start with the payload's name
+/// `config_reloaded`, `access_denied`). Field paths start with the payload's name
 /// (`permit_granted.permit.ttl`).
 impl TryFrom<Payload> for Event {
     type Error = InvalidInput;
@@ -218,6 +249,7 @@ impl TryFrom<Payload> for Event {
             Payload::BreakerClosed(c) => ("breaker_closed", breaker_closed(c)),
             Payload::Denied(_) => return Err(not_a_policy_event("denied")),
             Payload::ConfigReloaded(_) => return Err(not_a_policy_event("config_reloaded")),
+            Payload::AccessDenied(_) => return Err(not_a_policy_event("access_denied")),
         };
         result.map_err(|e| e.within(name))
     }

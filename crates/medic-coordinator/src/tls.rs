@@ -1,0 +1,615 @@
+//! TLS on the gRPC port: the certificate material (loaded with the config,
+//! so a reload with a bad certificate is rejected like any bad setting and
+//! the running one stays), and the accept loop that performs handshakes and
+//! tags each connection with what its client proved ([`Peer`]).
+//!
+//! Client certificates are optional at the TLS layer (automation may use a
+//! bearer token instead) and are verified right after the handshake against
+//! `tls.client_ca` and `auth.operator_ca`. A certificate that fails is not
+//! dropped at the handshake: the connection is kept so that every call on it
+//! can be answered UNAUTHENTICATED with the reason (expired, unknown CA),
+//! which tells an operator far more than a reset connection. Proof of
+//! possession of the key is still checked by the handshake itself.
+//!
+//! Each accepted connection uses the material in force when it was
+//! accepted: a reload rotates certificates for new connections and leaves
+//! established ones alone.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use medic_policy::config::Errors;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ServerConfig, WebPkiClientVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tonic::transport::server::Connected;
+
+use crate::auth::{CertNames, ClientCert, Peer, Transport};
+use crate::metrics::Metrics;
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; beyond it new connections are closed
+/// (counted as `busy`) so a flood of half-open connections cannot exhaust
+/// memory.
+const MAX_HANDSHAKES: usize = 4096;
+
+/// Refuses a private file (key, token) that others could read: its mode
+/// must be 0600 or stricter.
+pub use medic_proto::secret_file::check as check_private_file;
+
+fn read(errs: &mut Errors, key: &str, path: &Path) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            errs.push(key, format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+fn certificates(
+    errs: &mut Errors,
+    key: &str,
+    path: &Path,
+    bytes: &[u8],
+) -> Option<Vec<CertificateDer<'static>>> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(bytes).collect();
+    match certs {
+        Ok(c) if !c.is_empty() => Some(c),
+        Ok(_) => {
+            errs.push(
+                key,
+                format!(
+                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    path.display()
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            errs.push(key, format!("{}: not valid PEM: {e}", path.display()));
+            None
+        }
+    }
+}
+
+fn roots(errs: &mut Errors, key: &str, path: &Path) -> Option<Arc<RootCertStore>> {
+    let bytes = read(errs, key, path)?;
+    let certs = certificates(errs, key, path, &bytes)?;
+    let mut store = RootCertStore::empty();
+    let (added, ignored) = store.add_parsable_certificates(certs);
+    if added == 0 || ignored > 0 {
+        errs.push(
+            key,
+            format!(
+                "{}: {ignored} of {} certificates are not usable as CA certificates",
+                path.display(),
+                added + ignored
+            ),
+        );
+        return None;
+    }
+    Some(Arc::new(store))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn verifier(
+    errs: &mut Errors,
+    key: &str,
+    roots: Arc<RootCertStore>,
+) -> Option<Arc<dyn ClientCertVerifier>> {
+    match WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .allow_unauthenticated()
+        .build()
+    {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errs.push(key, format!("not usable as a client CA: {e}"));
+            None
+        }
+    }
+}
+
+/// The TLS settings with their certificates and keys loaded and checked.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    /// `tls.cert`.
+    pub cert: PathBuf,
+    /// `tls.key`.
+    pub key: PathBuf,
+    /// `tls.client_ca`.
+    pub client_ca: PathBuf,
+    /// `auth.operator_ca`.
+    pub operator_ca: Option<PathBuf>,
+    /// When the serving certificate expires.
+    pub not_after: SystemTime,
+    server: Arc<ServerConfig>,
+    client_verifier: Arc<dyn ClientCertVerifier>,
+    operator_verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// SHA-256 over every file read: equal material compares equal.
+    digest: Vec<u8>,
+}
+
+impl fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("client_ca", &self.client_ca)
+            .field("operator_ca", &self.operator_ca)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for TlsMaterial {
+    fn eq(&self, other: &Self) -> bool {
+        self.cert == other.cert
+            && self.key == other.key
+            && self.client_ca == other.client_ca
+            && self.operator_ca == other.operator_ca
+            && self.digest == other.digest
+    }
+}
+
+impl TlsMaterial {
+    /// Loads and checks everything; each problem is pushed to `errs` under
+    /// the key that names the file.
+    pub fn load(
+        errs: &mut Errors,
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+        operator_ca: Option<&Path>,
+    ) -> Option<Self> {
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        let chain = read(errs, "tls.cert", cert).and_then(|b| {
+            digest.update(&b);
+            certificates(errs, "tls.cert", cert, &b)
+        });
+        let private = match check_private_file(key) {
+            Err(e) => {
+                errs.push("tls.key", e);
+                None
+            }
+            Ok(()) => read(errs, "tls.key", key).and_then(|b| {
+                digest.update(&b);
+                match PrivateKeyDer::from_pem_slice(&b) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        errs.push(
+                            "tls.key",
+                            format!("{}: no usable PEM private key: {e}", key.display()),
+                        );
+                        None
+                    }
+                }
+            }),
+        };
+        for path in std::iter::once(client_ca).chain(operator_ca) {
+            if let Ok(b) = std::fs::read(path) {
+                digest.update(&b);
+            }
+        }
+        let client_verifier = roots(errs, "tls.client_ca", client_ca)
+            .and_then(|r| verifier(errs, "tls.client_ca", r));
+        let operator_verifier = match operator_ca {
+            None => None,
+            Some(p) => Some(
+                roots(errs, "auth.operator_ca", p)
+                    .and_then(|r| verifier(errs, "auth.operator_ca", r))?,
+            ),
+        };
+        let (chain, private, client_verifier) = (chain?, private?, client_verifier?);
+        let not_after = match x509_parser::parse_x509_certificate(&chain[0]) {
+            Ok((_, c)) => {
+                let t = c.validity().not_after.timestamp();
+                SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0))
+            }
+            Err(e) => {
+                errs.push(
+                    "tls.cert",
+                    format!("{}: cannot parse the certificate: {e}", cert.display()),
+                );
+                return None;
+            }
+        };
+        if not_after <= SystemTime::now() {
+            errs.push(
+                "tls.cert",
+                format!(
+                    "{} expired at {}; clients would refuse it",
+                    cert.display(),
+                    humantime::format_rfc3339_seconds(not_after)
+                ),
+            );
+            return None;
+        }
+        let hints = Hints {
+            client: client_verifier.clone(),
+            subjects: client_verifier
+                .root_hint_subjects()
+                .iter()
+                .chain(
+                    operator_verifier
+                        .iter()
+                        .flat_map(|v| v.root_hint_subjects().iter()),
+                )
+                .cloned()
+                .collect(),
+        };
+        let server = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| errs.push("tls", format!("TLS versions: {e}")))
+            .ok()?
+            .with_client_cert_verifier(Arc::new(hints))
+            .with_single_cert(chain, private);
+        let mut server = match server {
+            Ok(s) => s,
+            Err(e) => {
+                errs.push(
+                    "tls.key",
+                    format!(
+                        "{} does not go with the certificate {}: {e}",
+                        key.display(),
+                        cert.display()
+                    ),
+                );
+                return None;
+            }
+        };
+        server.alpn_protocols = vec![b"h2".to_vec()];
+        Some(Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            client_ca: client_ca.to_owned(),
+            operator_ca: operator_ca.map(Path::to_owned),
+            not_after,
+            server: Arc::new(server),
+            client_verifier,
+            operator_verifier,
+            digest: digest.finish().as_ref().to_vec(),
+        })
+    }
+
+    /// What a client's certificate chain proves, checked against the CAs at
+    /// `now`.
+    pub fn classify(&self, chain: Option<&[CertificateDer<'_>]>, now: SystemTime) -> ClientCert {
+        let Some((end_entity, intermediates)) = chain.and_then(|c| c.split_first()) else {
+            return ClientCert::None;
+        };
+        let names = match x509_parser::parse_x509_certificate(end_entity) {
+            Ok((_, c)) => names_of(&c),
+            Err(e) => {
+                return ClientCert::Rejected {
+                    name: "?".to_owned(),
+                    why: format!("it cannot be parsed: {e}"),
+                };
+            }
+        };
+        let at = UnixTime::since_unix_epoch(
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
+        let client = self
+            .client_verifier
+            .verify_client_cert(end_entity, intermediates, at);
+        let operator = self
+            .operator_verifier
+            .as_ref()
+            .map(|v| v.verify_client_cert(end_entity, intermediates, at));
+        let by_client_ca = client.is_ok();
+        let by_operator_ca = matches!(operator, Some(Ok(_)));
+        if !by_client_ca && !by_operator_ca {
+            let err = match (client, operator) {
+                (Err(e), None | Some(Ok(_))) | (_, Some(Err(e))) => e,
+                (Ok(_), _) => rustls::Error::General("unreachable".to_owned()),
+            };
+            return ClientCert::Rejected {
+                name: names.display_name().to_owned(),
+                why: describe(&err, &self.client_ca, self.operator_ca.as_deref()),
+            };
+        }
+        ClientCert::Verified(Arc::new(CertNames {
+            by_client_ca,
+            by_operator_ca,
+            ..names
+        }))
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.server.clone())
+    }
+}
+
+fn names_of(c: &x509_parser::certificate::X509Certificate<'_>) -> CertNames {
+    use x509_parser::extensions::GeneralName;
+    let mut names = CertNames {
+        subject: c.subject().to_string(),
+        ..CertNames::default()
+    };
+    if let Ok(Some(san)) = c.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::DNSName(d) => names.dns.push((*d).to_owned()),
+                GeneralName::URI(u) => names.uris.push((*u).to_owned()),
+                GeneralName::RFC822Name(m) => names.emails.push((*m).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    names
+}
+
+fn describe(e: &rustls::Error, client_ca: &Path, operator_ca: Option<&Path>) -> String {
+    use rustls::CertificateError as C;
+    let cas = match operator_ca {
+        None => format!("tls.client_ca {}", client_ca.display()),
+        Some(o) => format!(
+            "tls.client_ca {} or auth.operator_ca {}",
+            client_ca.display(),
+            o.display()
+        ),
+    };
+    match e {
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            format!("it has expired ({e})")
+        }
+        rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            format!("it is not valid yet; check the clocks ({e})")
+        }
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            format!("it is not signed by a CA this coordinator trusts ({cas})")
+        }
+        rustls::Error::InvalidCertificate(C::BadSignature) => format!(
+            "it is not signed by a CA this coordinator trusts: a CA with the same name but \
+             another key signed it ({cas})"
+        ),
+        rustls::Error::InvalidCertificate(C::Revoked) => "it has been revoked".to_owned(),
+        _ => format!("{e} (trusted CAs: {cas})"),
+    }
+}
+
+/// The handshake-time verifier: asks for a client certificate, checks the
+/// handshake signature (proof of the key), and leaves the chain to
+/// [`TlsMaterial::classify`], which runs right after.
+#[derive(Debug)]
+struct Hints {
+    /// Checks handshake signatures (which do not depend on the roots).
+    client: Arc<dyn ClientCertVerifier>,
+    subjects: Vec<DistinguishedName>,
+}
+
+impl ClientCertVerifier for Hints {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.subjects
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.client.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.client.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.client.supported_verify_schemes()
+    }
+}
+
+// === Connections ===
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// An accepted connection, with what its client proved.
+pub struct Conn {
+    io: Io,
+    peer: Peer,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn").field("peer", &self.peer).finish()
+    }
+}
+
+impl Connected for Conn {
+    type ConnectInfo = Peer;
+
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The TLS material in force, read for each new connection (`None`:
+/// plaintext).
+pub type CurrentTls = Arc<dyn Fn() -> Option<Arc<TlsMaterial>> + Send + Sync>;
+
+/// Accepts connections until `stop`, performing TLS handshakes (each in its
+/// own task, with a timeout) when the material in force says so. The
+/// returned channel feeds the gRPC server.
+pub fn accept(
+    listener: TcpListener,
+    current: CurrentTls,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> mpsc::Receiver<Result<Conn, io::Error>> {
+    let (tx, rx) = mpsc::channel(256);
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stop.wait_for(|s| *s) => return,
+                () = tx.closed() => return,
+            };
+            let (stream, addr) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            match current() {
+                None => {
+                    let conn = Conn {
+                        io: Io::Plain(stream),
+                        peer: Peer::plaintext(Some(addr)),
+                    };
+                    if tx.send(Ok(conn)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(material) => {
+                    let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                        metrics.handshake("busy");
+                        continue;
+                    };
+                    let tx = tx.clone();
+                    let metrics = metrics.clone();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let tls = tokio::time::timeout(
+                            HANDSHAKE_TIMEOUT,
+                            material.acceptor().accept(stream),
+                        )
+                        .await;
+                        let tls = match tls {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                metrics.handshake("failed");
+                                tracing::debug!(peer = %addr, error = %e, "TLS handshake failed (a plaintext client?)");
+                                return;
+                            }
+                            Err(_) => {
+                                metrics.handshake("timeout");
+                                tracing::debug!(peer = %addr, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        metrics.handshake("ok");
+                        let client = material
+                            .classify(tls.get_ref().1.peer_certificates(), SystemTime::now());
+                        let peer = Peer {
+                            addr: Some(addr),
+                            transport: Transport::Tls(client),
+                        };
+                        let _ = tx
+                            .send(Ok(Conn {
+                                io: Io::Tls(Box::new(tls)),
+                                peer,
+                            }))
+                            .await;
+                    });
+                }
+            }
+        }
+    });
+    rx
+}
