@@ -643,3 +643,57 @@ pidfile = "{pid}"
     let _ = job.wait();
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mutual_tls_the_agent_is_identified_by_its_certificate() {
+    use medic_coordinator::testing::{client_tls, dev_certs, tls_toml};
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path(), &["h1"]);
+    let job = Job::new(dir.path());
+    let first = job.start();
+    let c = coordinator(&tls_toml(&certs)).await;
+    let tls = format!(
+        "[tls]\nca = \"{d}/ca.pem\"\ncert = \"{d}/agents/h1.pem\"\nkey = \"{d}/agents/h1.key\"\n",
+        d = certs.display()
+    );
+    let config = agent_config(
+        dir.path(),
+        &format!("https://localhost:{}", c.addr.port()),
+        &tls,
+    );
+    let (tx, task) = spawn_agent(config);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // warm-up
+    job.freeze();
+    wait_for("a restarted job", 20, || {
+        job.pid() != first && alive(job.pid())
+    })
+    .await;
+    let channel = tonic::transport::Channel::from_shared(format!("https://{}", c.addr))
+        .unwrap()
+        .tls_config(client_tls(&certs, Some("operator")))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut admin = pb::admin_client::AdminClient::new(channel);
+    let mut ended = None;
+    for _ in 0..50 {
+        if let Some(e) = history(&mut admin, pb::EventKind::Outcome).await.pop() {
+            ended = Some(e);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = ended.expect("an outcome was reported over mutual TLS");
+    assert_eq!(e.actor, "host:h1", "{e:?}");
+    let Some(pb::event::Payload::PermitEnded(end)) = e.payload else {
+        panic!("{e:?}")
+    };
+    assert_eq!(end.state(), pb::PermitState::Succeeded, "{end:?}");
+    // Nothing was refused on the way.
+    assert!(history(&mut admin, pb::EventKind::Access).await.is_empty());
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}

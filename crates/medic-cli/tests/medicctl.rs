@@ -949,3 +949,21 @@ async fn medicctl_speaks_mutual_tls_as_the_certificate_it_presents() {
     assert!(out.stderr.contains("PERMISSION_DENIED"), "{out:#?}");
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn status_shows_an_insecure_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    // FAST has no [server] table; the test server binds its own loopback
+    // port, the config says what an operator would have written.
+    let toml = format!("{FAST}\n[server]\nlisten = \"0.0.0.0:7470\"\ninsecure = true\n");
+    let server = TestServer::start(dir.path(), &toml).await;
+    let out = server.medicctl(&["status"]).await;
+    assert!(
+        out.ok()
+            .contains("security     INSECURE: plaintext on a network address"),
+        "{out:#?}"
+    );
+    let json = server.medicctl(&["status", "-o", "json"]).await.json();
+    assert_eq!(json["transport_security"], "insecure");
+    server.stop().await.unwrap();
+}

@@ -107,6 +107,27 @@ pub fn client_tls(certs: &Path, name: Option<&str>) -> ClientTlsConfig {
     tls
 }
 
+/// The example config at `example` (`config/*.toml`) with its
+/// `/etc/medic/tls` paths pointed at a fresh dev-certs set in `dir`, whose
+/// `agent.pem`/`agent.key` are `host`'s agent certificate. Returns the
+/// rewritten file.
+pub fn example_with_dev_certs(example: &Path, dir: &Path, host: &str) -> PathBuf {
+    let certs = dev_certs(dir, &[host]);
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            certs.join(format!("agents/{host}.{ext}")),
+            certs.join(format!("agent.{ext}")),
+        )
+        .unwrap();
+    }
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("/etc/medic/tls", certs.to_str().unwrap());
+    let out = dir.join(example.file_name().unwrap());
+    std::fs::write(&out, text).unwrap();
+    out
+}
+
 pub fn start_time() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600)
 }

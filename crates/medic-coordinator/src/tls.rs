@@ -52,7 +52,13 @@ fn read(errs: &mut Errors, key: &str, path: &Path) -> Option<Vec<u8>> {
     match std::fs::read(path) {
         Ok(b) => Some(b),
         Err(e) => {
-            errs.push(key, format!("cannot read {}: {e}", path.display()));
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (to try medic, `medic-coordinator dev-certs --out DIR --hosts HOST,...` writes \
+                 a CA, server, agent and operator certificates)"
+            } else {
+                ""
+            };
+            errs.push(key, format!("cannot read {}: {e}{hint}", path.display()));
             None
         }
     }

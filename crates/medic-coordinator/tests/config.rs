@@ -2,9 +2,13 @@
 //! broken files produce every error with its key path, from the library and
 //! from `medic-coordinator check-config` (exit 78).
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 use medic_coordinator::CoordinatorConfig;
+use medic_coordinator::config::TransportSecurity;
+use medic_coordinator::testing::{dev_certs, example_with_dev_certs};
 
 fn example_path() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/coordinator.toml")
@@ -17,10 +21,138 @@ fn embedded_defaults_are_valid() {
     assert_eq!(c.server.metrics_listen.to_string(), "127.0.0.1:7471");
 }
 
+/// The example differs from the embedded defaults only where it shows
+/// mutual TLS: a network listen address, [tls] and the dev-certs operator
+/// patterns.
 #[test]
 fn example_config_is_valid_and_documents_the_defaults() {
-    let example = CoordinatorConfig::load(&example_path()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(example, CoordinatorConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let file = example_with_dev_certs(&example_path(), dir.path(), "web-17.example.net");
+    let example = CoordinatorConfig::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let default = CoordinatorConfig::default();
+    assert_eq!(example.server.listen.to_string(), "0.0.0.0:7470");
+    assert_eq!(example.transport_security(), TransportSecurity::MutualTls);
+    assert_eq!(
+        example.auth.admin[0].as_str(),
+        medic_coordinator::devcerts::ADMIN_URI
+    );
+    assert_eq!(
+        example.auth.read_only[0].as_str(),
+        medic_coordinator::devcerts::VIEWER_URI
+    );
+    let mut server = example.server.clone();
+    server.listen = default.server.listen;
+    assert_eq!(server, default.server);
+    assert_eq!(example.policy, default.policy);
+    assert_eq!(example.audit, default.audit);
+    assert_eq!(example.notify, default.notify);
+    assert_eq!(example.auth.agent_identity, default.auth.agent_identity);
+}
+
+#[test]
+fn non_loopback_listen_without_tls_is_refused_saying_how_to_fix_it() {
+    let e = CoordinatorConfig::from_toml("[server]\nlisten = \"10.1.2.3:7470\"\n")
+        .expect_err("refused");
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "server.listen: 10.1.2.3:7470 is not a loopback address, and there is no [tls]"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("dev-certs") && text.contains("insecure = true"),
+        "{text}"
+    );
+    // Said knowingly, it starts, and says so.
+    let c = CoordinatorConfig::from_toml("[server]\nlisten = \"10.1.2.3:7470\"\ninsecure = true\n")
+        .unwrap();
+    assert_eq!(c.transport_security(), TransportSecurity::Insecure);
+    assert!(c.summary().contains("INSECURE"), "{}", c.summary());
+    // Metrics are read-only and may listen anywhere.
+    CoordinatorConfig::from_toml("[server]\nmetrics_listen = \"0.0.0.0:7471\"\n").unwrap();
+}
+
+fn tls_section(certs: &std::path::Path, key: &str) -> String {
+    format!(
+        "[tls]\ncert = \"{c}/server.pem\"\nkey = \"{key}\"\nclient_ca = \"{c}/ca.pem\"\n",
+        c = certs.display()
+    )
+}
+
+#[test]
+fn private_keys_and_tokens_readable_by_others_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path(), &[]);
+    let key = certs.join("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let token = dir.path().join("bot.token");
+    std::fs::write(&token, "x".repeat(40)).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = format!(
+        "{}[[auth.tokens]]\nname = \"bot\"\nfile = \"{}\"\nrole = \"admin\"\n",
+        tls_section(&certs, key.to_str().unwrap()),
+        token.display()
+    );
+    let e = CoordinatorConfig::from_toml(&text)
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("tls.key:") && e.contains("mode 0640"), "{e}");
+    assert!(
+        e.contains("auth.tokens[0].file:") && e.contains("mode 0644"),
+        "{e}"
+    );
+    assert!(e.contains("chmod 600"), "{e}");
+}
+
+#[test]
+fn tls_and_auth_mistakes_are_reported_with_their_key_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path(), &[]);
+    let weak = dir.path().join("weak.token");
+    std::fs::write(&weak, "short").unwrap();
+    std::fs::set_permissions(&weak, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let text = format!(
+        "[server]\ninsecure = true\n{}[auth]\nagent_identity = \"spiffe\"\n\
+         agent_spiffe_prefix = \"spiffe://medic.dev/host/\"\nadmin = [\"*\", \"spiffe://medic.dev/*\"]\n\
+         [[auth.tokens]]\nname = \"a b\"\nfile = \"{}\"\nrole = \"root\"\n",
+        tls_section(&certs, &format!("{}/missing.key", certs.display())),
+        weak.display()
+    );
+    let e = CoordinatorConfig::from_toml(&text)
+        .expect_err("refused")
+        .to_string();
+    for want in [
+        "server.insecure: is true but [tls] is configured",
+        "tls.key: cannot read",
+        "auth.admin[0]: \"*\" would match every certificate",
+        "auth.admin[1]: \"spiffe://medic.dev/*\" also matches agents' identities",
+        "auth.tokens[0].name: must be 1-64 characters",
+        "auth.tokens[0].role: must be \"admin\" or \"read-only\"",
+        "auth.tokens[0].file:",
+        "at least 32 characters",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn reload_cannot_switch_tls_on_or_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path(), &[]);
+    let old = CoordinatorConfig::default();
+    let new = CoordinatorConfig::from_toml(&tls_section(
+        &certs,
+        certs.join("server.key").to_str().unwrap(),
+    ))
+    .unwrap();
+    let paths: Vec<String> = old
+        .reload_errors(&new)
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(paths, vec!["tls".to_owned()]);
 }
 
 #[test]
@@ -78,7 +210,9 @@ fn check_config(file: &std::path::Path) -> std::process::Output {
 
 #[test]
 fn check_config_passes_on_the_example_with_a_summary() {
-    let out = check_config(&example_path());
+    let dir = tempfile::tempdir().unwrap();
+    let file = example_with_dev_certs(&example_path(), dir.path(), "web-17.example.net");
+    let out = check_config(&file);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -87,7 +221,7 @@ fn check_config_passes_on_the_example_with_a_summary() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains(": ok: mode enforce, listen 127.0.0.1:7470"),
+        stdout.contains(": ok: mode enforce, listen 0.0.0.0:7470 (mutual TLS)"),
         "{stdout}"
     );
     assert_eq!(stdout.lines().count(), 1, "one-line summary: {stdout}");
