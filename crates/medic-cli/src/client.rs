@@ -310,6 +310,17 @@ fn read(flag: &str, path: &Path, what: &str) -> Result<Vec<u8>, Error> {
     Ok(pem)
 }
 
+/// A plaintext client whose connection dies at once is most likely talking
+/// to a TLS port: say so.
+fn with_plaintext_hint(url: &str, detail: String) -> String {
+    let closed = ["broken pipe", "connection closed", "connection reset", "stream closed"];
+    if url.starts_with("http://") && closed.iter().any(|c| detail.contains(c)) {
+        format!("{detail} (if the coordinator serves TLS, use https:// with --tls-ca)")
+    } else {
+        detail
+    }
+}
+
 /// A transport error's causes, without tonic's generic "transport error".
 fn transport_detail(e: &tonic::transport::Error) -> String {
     let full = chain(e);
@@ -376,11 +387,12 @@ impl Connection {
         // tonic makes up when the transport fails carry the transport error.
         if let Some(source) = std::error::Error::source(s) {
             let detail = chain(source);
+            let detail = detail
+                .strip_prefix("transport error: ")
+                .map_or_else(|| detail.clone(), str::to_owned);
             return Error::Unreachable {
                 url: self.target.url.clone(),
-                detail: detail
-                    .strip_prefix("transport error: ")
-                    .map_or_else(|| detail.clone(), str::to_owned),
+                detail: with_plaintext_hint(&self.target.url, detail),
             };
         }
         Error::Rpc {
