@@ -143,6 +143,52 @@ fn parse_default(cell: &str) -> Documented {
 
 // === Building documents ===
 
+/// Stands for the fixture directory in sample values: TLS and token keys
+/// name files that must exist (keys mode 0600, which git cannot keep), so
+/// they are written at run time.
+const FIXTURE: &str = "@FIXTURE@";
+
+/// A dev-certs set for `web-17.example.net` (the sample `host_id`), the
+/// same pair also as `agent.pem` / `agent.key` (the example agent.toml's
+/// names), and a token file; written once per test process.
+fn fixture() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        use medic_coordinator::devcerts;
+        // Under the target directory, replaced on every run.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("config-docs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        devcerts::write(&devcerts::DevCerts {
+            out: dir.clone(),
+            hosts: vec!["web-17.example.net".to_owned()],
+            server_names: Vec::new(),
+            validity: std::time::Duration::from_secs(86400),
+            force: false,
+        })
+        .unwrap();
+        for (ext, mode) in [("pem", 0o644), ("key", 0o600)] {
+            let text =
+                std::fs::read_to_string(dir.join(format!("agents/web-17.example.net.{ext}")))
+                    .unwrap();
+            devcerts::write_file(&dir.join(format!("agent.{ext}")), &text, mode).unwrap();
+        }
+        devcerts::write_file(&dir.join("token"), &"0123456789abcdef".repeat(4), 0o600).unwrap();
+        dir
+    })
+}
+
+/// `text` with the fixture placeholder (and the example configs'
+/// `/etc/medic/tls`) pointing at [`fixture`].
+fn with_fixture(text: &str) -> String {
+    if !text.contains(FIXTURE) && !text.contains("/etc/medic/tls/") {
+        return text.to_owned();
+    }
+    let dir = fixture().display().to_string();
+    text.replace(FIXTURE, &dir)
+        .replace("/etc/medic/tls/", &format!("{dir}/"))
+}
+
 const ACTIONS: [&str; 2] = ["restart_job", "reboot_host"];
 
 /// Values for keys whose documented default is not a plain value.
@@ -156,6 +202,15 @@ fn sample(key: &str) -> Option<&'static str> {
         "limits.<action>.windows[].end" => r#""06:00""#,
         "limits.<action>.groups.<label>.max_in_flight" => "1",
         "limits.<action>.groups.<label>.max_in_flight_percent" => "25",
+        "tls.client_ca" => r#""@FIXTURE@/ca.pem""#,
+        "auth.agent_spiffe_prefix" => r#""spiffe://medic.dev/host/""#,
+        "auth.operator_ca" => r#""@FIXTURE@/ca.pem""#,
+        "auth.tokens[].name" => r#""deploy-bot""#,
+        "auth.tokens[].file" => r#""@FIXTURE@/token""#,
+        "auth.tokens[].role" => r#""read-only""#,
+        // both: a matching pair that names the agent's sample host_id
+        "tls.cert" => r#""@FIXTURE@/agent.pem""#,
+        "tls.key" => r#""@FIXTURE@/agent.key""#,
         // agent.toml
         "host_id" => r#""web-17.example.net""#,
         "labels.<label>" => r#""r12""#,
@@ -169,14 +224,40 @@ fn sample(key: &str) -> Option<&'static str> {
         "jobs[].process.max_runtime" => r#""6h""#,
         "jobs[].probe.command" => r#"["/bin/true"]"#,
         "jobs[].systemd.unit" => r#""ingest.service""#,
+        "tls.ca" => r#""@FIXTURE@/ca.pem""#,
+        "tls.server_name" => r#""localhost""#,
         _ => return None,
     })
 }
 
 /// The least a section needs to be valid, so that the key under test is
 /// read inside a valid document.
-fn skeleton(key: &str) -> Vec<(&'static str, &'static str)> {
+fn skeleton(file: File, key: &str) -> Vec<(&'static str, &'static str)> {
     let mut out = Vec::new();
+    let tls = match file {
+        File::Coordinator => key.starts_with("tls.") || key == "auth.operator_ca",
+        File::Agent => key.starts_with("tls."),
+    };
+    if tls {
+        out.push(("tls.cert", r#""@FIXTURE@/agent.pem""#));
+        out.push(("tls.key", r#""@FIXTURE@/agent.key""#));
+        match file {
+            File::Coordinator => out.push(("tls.client_ca", r#""@FIXTURE@/ca.pem""#)),
+            File::Agent => {
+                out.push(("tls.ca", r#""@FIXTURE@/ca.pem""#));
+                out.push(("host_id", r#""web-17.example.net""#));
+                out.push(("coordinators", r#"["https://localhost:7470"]"#));
+            }
+        }
+    }
+    if key == "auth.agent_spiffe_prefix" {
+        out.push(("auth.agent_identity", r#""spiffe""#));
+    }
+    if key.starts_with("auth.tokens[].") {
+        out.push(("auth.tokens[].name", r#""deploy-bot""#));
+        out.push(("auth.tokens[].file", r#""@FIXTURE@/token""#));
+        out.push(("auth.tokens[].role", r#""read-only""#));
+    }
     if key.starts_with("breaker.domains.<label>.") {
         out.push(("breaker.domains.<label>.unhealthy_percent", "50"));
     }
@@ -248,9 +329,11 @@ fn document(assignments: &[(String, String)], action: &str) -> String {
         let segs: Vec<&str> = key.split('.').collect();
         set(&mut root, &segs, value, &key);
     }
-    root.iter()
+    let text: String = root
+        .iter()
         .map(|(k, n)| format!("{k} = {}\n", render(n)))
-        .collect()
+        .collect();
+    with_fixture(&text)
 }
 
 fn set(map: &mut BTreeMap<String, Node>, segs: &[&str], value: &str, key: &str) {
@@ -381,7 +464,7 @@ fn every_documented_key_is_accepted_by_the_parser() {
                 ));
                 continue;
             };
-            let mut assignments: Vec<(String, String)> = skeleton(&row.key)
+            let mut assignments: Vec<(String, String)> = skeleton(row.file, &row.key)
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
@@ -606,8 +689,12 @@ fn every_key_in_the_example_configs_is_documented() {
 
 #[test]
 fn the_example_configs_still_parse() {
-    CoordinatorConfig::load(&File::Coordinator.example()).unwrap_or_else(|e| panic!("{e}"));
-    AgentConfig::load(&File::Agent.example()).unwrap_or_else(|e| panic!("{e}"));
+    // Their certificate paths (/etc/medic/tls) point at the fixture.
+    for file in [File::Coordinator, File::Agent] {
+        let text = std::fs::read_to_string(file.example()).unwrap();
+        parse(file, &with_fixture(&text))
+            .unwrap_or_else(|e| panic!("{}: {e}", file.example().display()));
+    }
 }
 
 // === 3. Documented defaults are the code's defaults ===
@@ -622,7 +709,7 @@ fn documented_defaults_match_the_code() {
             continue;
         }
         for &action in actions_of(&row.key) {
-            let base: Vec<(String, String)> = skeleton(&row.key)
+            let base: Vec<(String, String)> = skeleton(row.file, &row.key)
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();

@@ -313,7 +313,12 @@ fn read(flag: &str, path: &Path, what: &str) -> Result<Vec<u8>, Error> {
 /// A plaintext client whose connection dies at once is most likely talking
 /// to a TLS port: say so.
 fn with_plaintext_hint(url: &str, detail: String) -> String {
-    let closed = ["broken pipe", "connection closed", "connection reset", "stream closed"];
+    let closed = [
+        "broken pipe",
+        "connection closed",
+        "connection reset",
+        "stream closed",
+    ];
     if url.starts_with("http://") && closed.iter().any(|c| detail.contains(c)) {
         format!("{detail} (if the coordinator serves TLS, use https:// with --tls-ca)")
     } else {

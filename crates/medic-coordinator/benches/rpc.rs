@@ -8,7 +8,13 @@
 //! 4. durable grants: 64 clients each granted a permit and reporting its
 //!    outcome, grant latency p50/p99 and grants per second (commit batching);
 //! 5. the real binary with 100,000 hosts heartbeating every 10 s: its RSS and
-//!    CPU share, read from /proc.
+//!    CPU share, read from /proc;
+//! 6. mutual TLS: phases 1–3 again over TLS with each client presenting its
+//!    host's certificate (identity binding and authorization on every
+//!    call), against the plaintext ceiling of phase 1;
+//! 7. a flood from one identity: another host's heartbeat latency with and
+//!    without one certificate flooding from 32 concurrent callers, under
+//!    the default admission control.
 //!
 //! Run: `cargo bench -p medic-coordinator --bench rpc` (add `-- --soak 60`
 //! to change the length of phase 5 in seconds; default 60).
@@ -21,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use medic_coordinator::testing::{client_tls, dev_certs, tls_toml};
 use medic_coordinator::{Control, CoordinatorConfig, Listeners, SystemClock, run};
 use medic_proto::pb::v1 as pb;
 use medic_store::RedbStore;
@@ -117,7 +124,7 @@ fn host(c: usize, n: usize) -> String {
     format!("host-{:05}", (c * 7919 + n * 31) % HOSTS)
 }
 
-async fn in_process() {
+async fn in_process() -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let mut config = CoordinatorConfig::from_toml(CONFIG).unwrap();
     config.server.state_dir = dir.path().to_owned();
@@ -260,6 +267,219 @@ async fn in_process() {
         grants.rate(),
         grants.p50.as_secs_f64() * 1e3,
         grants.p99.as_secs_f64() * 1e3
+    );
+    control.send(Control::Shutdown).await.unwrap();
+    server.await.unwrap().unwrap();
+    noop.rate()
+}
+
+/// A server on loopback port 0 with `toml`; returns its address and how to
+/// stop it.
+async fn start(
+    toml: &str,
+    dir: &std::path::Path,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::Sender<Control>,
+    tokio::task::JoinHandle<Result<(), medic_coordinator::RunError>>,
+) {
+    let mut config = CoordinatorConfig::from_toml(toml).unwrap();
+    config.server.state_dir = dir.join("state");
+    let store = RedbStore::open(&config.server.state_dir).unwrap();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = grpc.local_addr().unwrap();
+    let (control, rx) = tokio::sync::mpsc::channel(1);
+    let server = tokio::spawn(run(
+        config,
+        None,
+        store,
+        Listeners { grpc, metrics },
+        rx,
+        Arc::new(SystemClock),
+    ));
+    (addr, control, server)
+}
+
+async fn tls_connect(addr: std::net::SocketAddr, certs: &std::path::Path, who: &str) -> Channel {
+    let endpoint = Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(client_tls(certs, Some(who)))
+        .unwrap();
+    for _ in 0..200 {
+        if let Ok(c) = endpoint.connect().await {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("cannot connect to {addr}");
+}
+
+fn beat(host: &str) -> pb::HeartbeatRequest {
+    pb::HeartbeatRequest {
+        host_id: host.to_owned(),
+        agent_version: "bench".into(),
+        ..Default::default()
+    }
+}
+
+/// Phases 1–3 over mutual TLS, each client speaking for its own host.
+async fn mutual_tls(plain_ceiling: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts: Vec<String> = (0..CLIENTS).map(|c| format!("host-{c:05}")).collect();
+    let names: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let certs = dev_certs(dir.path(), &names);
+    let (addr, control, server) = start(&format!("{CONFIG}{}", tls_toml(&certs)), dir.path()).await;
+    let mut channels = Vec::new();
+    for h in &hosts {
+        let ch = tls_connect(addr, &certs, &format!("agents/{h}")).await;
+        pb::remediation_client::RemediationClient::new(ch.clone())
+            .heartbeat(beat(h))
+            .await
+            .unwrap();
+        channels.push(ch);
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    println!(
+        "mutual TLS: {CLIENTS} clients, each with its host's certificate, {PHASE:?} per phase"
+    );
+    // A first pass warms the connections (and the allocator) up.
+    let _ = phase(&channels, |ch, _, _| async move {
+        let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+        h.check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+        None
+    })
+    .await;
+    let noop = phase(&channels, |ch, _, _| async move {
+        let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+        h.check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+        None
+    })
+    .await;
+    let hosts = Arc::new(hosts);
+    let deny = {
+        let hosts = hosts.clone();
+        phase(&channels, move |ch, c, n| {
+            let req = pb::RequestPermitRequest {
+                request_id: format!("deny-{c}-{}", n % 64),
+                host_id: hosts[c].clone(),
+                action: pb::Action::RestartJob.into(),
+                job: "ingest".into(),
+                reason: "bench".into(),
+            };
+            async move {
+                let mut a = pb::remediation_client::RemediationClient::new(ch);
+                let r = a.request_permit(req).await.unwrap().into_inner();
+                assert!(matches!(
+                    r.decision,
+                    Some(pb::request_permit_response::Decision::Denied(_))
+                ));
+                None
+            }
+        })
+        .await
+    };
+    let heartbeat = {
+        let hosts = hosts.clone();
+        phase(&channels, move |ch, c, _| {
+            let req = beat(&hosts[c]);
+            async move {
+                let mut a = pb::remediation_client::RemediationClient::new(ch);
+                a.heartbeat(req).await.unwrap();
+                None
+            }
+        })
+        .await
+    };
+    let row = |name: &str, r: &PhaseResult| {
+        println!(
+            "  {name:<28} {:>9.0} calls/s  {:>5.2} of the TLS ceiling  {:>5.2} of the plaintext ceiling  p50 {:>8.3} ms  p99 {:>8.3} ms",
+            r.rate(),
+            r.rate() / noop.rate(),
+            r.rate() / plain_ceiling,
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3
+        );
+    };
+    row("no-op (Health/Check), TLS", &noop);
+    row("RequestPermit (denied), TLS", &deny);
+    row("Heartbeat, TLS", &heartbeat);
+    control.send(Control::Shutdown).await.unwrap();
+    server.await.unwrap().unwrap();
+}
+
+/// Median of `n` sequential heartbeats of `host`.
+async fn median_heartbeat(ch: &Channel, host: &str, n: usize) -> Duration {
+    let mut a = pb::remediation_client::RemediationClient::new(ch.clone());
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        a.heartbeat(beat(host)).await.unwrap();
+        lat.push(t.elapsed());
+        // 16 calls a second: under the victim's own admission limit.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    lat.sort();
+    percentile(&lat, 0.5)
+}
+
+/// One certificate floods; another host is measured with and without it,
+/// under the default admission control (20/s, burst 40 per identity).
+async fn flood() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path(), &["flooder", "victim"]);
+    let toml = CONFIG.replace(
+        "admission = { per_second = 100000, burst = 100000 }",
+        "admission = { per_second = 20, burst = 40 }",
+    );
+    let (addr, control, server) = start(&format!("{toml}{}", tls_toml(&certs)), dir.path()).await;
+    let victim = tls_connect(addr, &certs, "agents/victim").await;
+    let flooder = tls_connect(addr, &certs, "agents/flooder").await;
+    let quiet = median_heartbeat(&victim, "victim", 100).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (ch, stop) = (flooder.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut a = pb::remediation_client::RemediationClient::new(ch);
+            let (mut ok, mut limited) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                match a.heartbeat(beat("flooder")).await {
+                    Ok(_) => ok += 1,
+                    Err(e) if e.code() == tonic::Code::ResourceExhausted => limited += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            (ok, limited)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let flooded = median_heartbeat(&victim, "victim", 100).await;
+    let secs = t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut limited) = (0, 0);
+    for t in tasks {
+        let (o, l) = t.await.unwrap();
+        ok += o;
+        limited += l;
+    }
+    println!(
+        "flood from one identity (32 concurrent callers, default admission 20/s burst 40): \
+         {:.0} calls/s refused RESOURCE_EXHAUSTED, {ok} admitted; another host's median \
+         heartbeat {:.3} ms quiet, {:.3} ms during the flood: ratio {:.2}",
+        limited as f64 / secs,
+        quiet.as_secs_f64() * 1e3,
+        flooded.as_secs_f64() * 1e3,
+        flooded.as_secs_f64() / quiet.as_secs_f64()
     );
     control.send(Control::Shutdown).await.unwrap();
     server.await.unwrap().unwrap();
@@ -414,7 +634,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(in_process());
+    let ceiling = rt.block_on(in_process());
+    rt.block_on(mutual_tls(ceiling));
+    rt.block_on(flood());
     if soak_secs > 0 {
         rt.block_on(soak(soak_secs));
     }

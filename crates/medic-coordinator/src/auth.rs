@@ -14,7 +14,9 @@
 //!   `auth.operator_ca` when that is set), or a bearer token from
 //!   `auth.tokens`. Read-only operators may read; only admins may change
 //!   anything. A certificate is either an operator's or an agent's, never
-//!   both: an agent's certificate can never call Admin.
+//!   both: one that names a host (per `auth.agent_identity`) is an agent's
+//!   unless it chains to `auth.operator_ca` and not to `tls.client_ca`, so
+//!   an agent's certificate can never call Admin.
 //! - **Plaintext** (loopback, or `server.insecure = true`): nothing is
 //!   proven. Agents are trusted to name themselves and operators are
 //!   recorded as `unverified:NAME@ADDRESS`.
@@ -376,6 +378,14 @@ fn operator_role(cert: &CertNames, auth: &AuthConfig) -> Option<Role> {
     if !chained {
         return None;
     }
+    // A certificate that names a host is an agent's. It can only be an
+    // operator's when operators have a CA of their own and it chains to
+    // that one alone; so no pattern, however broad, makes an agent an
+    // operator.
+    let names_host = !cert.hosts(&auth.agent_identity).is_empty();
+    if names_host && !(auth.operator_ca.is_some() && cert.by_operator_ca && !cert.by_client_ca) {
+        return None;
+    }
     let any = |patterns: &[Pattern]| cert.all().any(|n| patterns.iter().any(|p| p.matches(n)));
     if any(&auth.admin) {
         Some(Role::Admin)
@@ -614,7 +624,7 @@ mod tests {
     fn auth() -> AuthConfig {
         AuthConfig {
             admin: vec![Pattern::new("spiffe://medic.dev/operator/admin").unwrap()],
-            read_only: vec![Pattern::new("*.viewers.example.org").unwrap()],
+            read_only: vec![Pattern::new("spiffe://example.org/viewer/*").unwrap()],
             tokens: vec![Token::new(
                 "ci".to_owned(),
                 Role::ReadOnly,
@@ -692,8 +702,49 @@ mod tests {
 
     #[test]
     fn operator_certificate_cannot_speak_for_a_host() {
-        let p = tls(cert(&["web-1"], &["spiffe://medic.dev/operator/admin"]));
+        let p = tls(cert(&[], &["spiffe://medic.dev/operator/admin"]));
         let r = authorize_agent(&p, &auth(), &host("web-1")).unwrap_err();
+        assert_eq!(r.code, Code::PermissionDenied);
+        assert!(r.message.contains("operator"), "{r:?}");
+    }
+
+    #[test]
+    fn a_certificate_naming_a_host_is_never_an_operator_without_a_ca_of_their_own() {
+        // A pattern broad enough to match agents' names does not make them
+        // operators: the certificate names a host, so it is an agent's.
+        let mut a = auth();
+        a.admin = vec![Pattern::new("*.example.org").unwrap()];
+        let agent = tls(cert(&["web-1.example.org"], &[]));
+        let r = authorize_operator(&agent, &a, Credentials::default(), "Pause", Access::Write)
+            .unwrap_err();
+        assert_eq!(r.code, Code::PermissionDenied);
+        assert_eq!(
+            authorize_agent(&agent, &a, &host("web-1.example.org")),
+            Ok(())
+        );
+        // With an operator CA, a certificate chaining only to it may carry
+        // DNS names and still be an operator.
+        a.operator_ca = Some(PathBuf::from("operators.pem"));
+        let ops = tls(ClientCert::Verified(Arc::new(CertNames {
+            subject: "CN=alice".to_owned(),
+            dns: vec!["alice.example.org".to_owned()],
+            by_client_ca: false,
+            by_operator_ca: true,
+            ..CertNames::default()
+        })));
+        let op =
+            authorize_operator(&ops, &a, Credentials::default(), "Pause", Access::Write).unwrap();
+        assert_eq!(op.role, Role::Admin);
+        // ...but never when it also chains to the agents' CA.
+        let both = tls(ClientCert::Verified(Arc::new(CertNames {
+            subject: "CN=web-1".to_owned(),
+            dns: vec!["web-1.example.org".to_owned()],
+            by_client_ca: true,
+            by_operator_ca: true,
+            ..CertNames::default()
+        })));
+        let r = authorize_operator(&both, &a, Credentials::default(), "Pause", Access::Write)
+            .unwrap_err();
         assert_eq!(r.code, Code::PermissionDenied);
     }
 
@@ -709,7 +760,7 @@ mod tests {
 
     #[test]
     fn read_only_operator_may_read_but_not_pause() {
-        let p = tls(cert(&["alice.viewers.example.org"], &[]));
+        let p = tls(cert(&[], &["spiffe://example.org/viewer/alice"]));
         let op = authorize_operator(
             &p,
             &auth(),
@@ -719,7 +770,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(op.role, Role::ReadOnly);
-        assert_eq!(op.actor, "cert:alice.viewers.example.org");
+        assert_eq!(op.actor, "cert:spiffe://example.org/viewer/alice");
         let r = authorize_operator(&p, &auth(), Credentials::default(), "Pause", Access::Write)
             .unwrap_err();
         assert_eq!(r.code, Code::PermissionDenied);

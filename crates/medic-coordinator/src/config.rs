@@ -147,8 +147,9 @@ pub struct ServerConfig {
     pub insecure: bool,
     /// Largest request message accepted, in bytes. Default 256 KiB.
     pub max_message_bytes: usize,
-    /// Longest a call may take before it fails with DEADLINE_EXCEEDED
-    /// (a client's shorter deadline wins). Default 30s.
+    /// Longest a call may run; past it the call is cut off with CANCELLED
+    /// (a client's own shorter deadline gives DEADLINE_EXCEEDED first).
+    /// Default 30s.
     pub request_timeout: Duration,
 }
 
@@ -555,6 +556,20 @@ impl RawAuth {
                 .enumerate()
                 .filter_map(|(i, p)| match Pattern::new(p) {
                     Ok(p) => {
+                        let dns_only = !p.as_str().contains("://") && !p.as_str().contains('@');
+                        if agent_identity == AgentIdentity::Dns && self.operator_ca.is_none() && dns_only {
+                            errs.push(
+                                format!("auth.{key}[{i}]"),
+                                format!(
+                                    "{:?} can only match DNS names, and with agent_identity = \"dns\" \
+                                     a certificate with a DNS name is an agent's; match operators' URI \
+                                     or email SANs (\"spiffe://example.org/operator/*\", \
+                                     \"*@sre.example.org\"), or give operators a CA of their own \
+                                     (auth.operator_ca)",
+                                    p.as_str()
+                                ),
+                            );
+                        }
                         if let AgentIdentity::Spiffe { prefix } = &agent_identity
                             && p.matches(&format!("{prefix}any-host"))
                         {

@@ -103,6 +103,23 @@ impl Setup {
         (history, hosts, permits)
     }
 
+    /// The access-refusal records, once `ready` holds of them (they are
+    /// committed in the background; at most 5 s).
+    async fn access_events_when(
+        &self,
+        ready: impl Fn(&[pb::event::AccessDenied]) -> bool,
+    ) -> Vec<pb::event::AccessDenied> {
+        for _ in 0..100 {
+            let events = self.access_events().await;
+            if ready(&events) {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let events = self.access_events().await;
+        panic!("the audit history never showed the refusals: {events:?}");
+    }
+
     async fn access_events(&self) -> Vec<pb::event::AccessDenied> {
         let mut admin = self.admin(Some("operator")).await;
         admin
@@ -273,16 +290,15 @@ async fn agent_certificate_speaks_only_for_its_own_host() {
     assert_eq!(s.state().await, before);
 
     // Audited, naming who tried what for whom (sampled per call).
-    let access = s.access_events().await;
-    let calls: Vec<&str> = access.iter().map(|a| a.call.as_str()).collect();
-    for call in [
+    let calls = [
         "Remediation/Heartbeat",
         "Remediation/RequestPermit",
         "Remediation/RenewPermit",
         "Remediation/ReportOutcome",
-    ] {
-        assert!(calls.contains(&call), "{call} not audited: {access:?}");
-    }
+    ];
+    let access = s
+        .access_events_when(|a| calls.iter().all(|c| a.iter().any(|e| e.call == *c)))
+        .await;
     assert!(
         access
             .iter()
@@ -302,12 +318,11 @@ async fn agent_certificate_cannot_call_admin() {
     assert_eq!(c, Code::PermissionDenied, "{m}");
     assert!(m.contains("not an operator's"), "{m}");
     assert_eq!(s.state().await, before);
-    assert!(
-        s.access_events()
-            .await
-            .iter()
-            .any(|a| a.call == "Admin/Pause" && a.identity == "cert:web-1")
-    );
+    s.access_events_when(|a| {
+        a.iter()
+            .any(|e| e.call == "Admin/Pause" && e.identity == "cert:web-1")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -565,4 +580,23 @@ async fn certificates_rotate_on_reload_without_dropping_connections() {
             .await,
     );
     another.get_status(pb::GetStatusRequest {}).await.unwrap();
+}
+
+#[tokio::test]
+async fn watch_streams_outlive_the_request_timeout() {
+    let s = setup("[server]\nrequest_timeout = \"1s\"\n").await;
+    let mut admin = s.admin(Some("operator")).await;
+    let mut stream = admin
+        .watch_events(pb::WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    admin.pause(pause()).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("an event within 5s")
+        .unwrap()
+        .expect("the stream is still open");
+    assert_eq!(e.event.unwrap().kind, pb::EventKind::Pause as i32);
 }
