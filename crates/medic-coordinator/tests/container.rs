@@ -45,7 +45,11 @@ fn stages() -> BTreeMap<String, Stage> {
         let op = op.to_ascii_uppercase();
         if op == "FROM" {
             let words: Vec<&str> = rest.split_whitespace().collect();
-            assert_eq!(words.len(), 3, "every stage is named: FROM image AS name ({l})");
+            assert_eq!(
+                words.len(),
+                3,
+                "every stage is named: FROM image AS name ({l})"
+            );
             assert!(words[1].eq_ignore_ascii_case("as"));
             name = words[2].to_owned();
             stages.insert(
@@ -124,7 +128,10 @@ fn build_stage_compiles_every_shipped_binary_from_the_lock_file() {
         ("medic-agent", "medic-agent"),
         ("medic-cli", "medicctl"),
     ] {
-        assert!(run.contains(&format!("-p {package}")), "{package} is not built");
+        assert!(
+            run.contains(&format!("-p {package}")),
+            "{package} is not built"
+        );
         assert!(
             bins.iter().any(|b| b == bin),
             "{bin} is not a workspace binary"
@@ -152,7 +159,10 @@ fn build_stage_compiles_every_shipped_binary_from_the_lock_file() {
         .split('.')
         .map(|p| p.parse().unwrap())
         .collect();
-    assert!(image >= minimum, "image {image:?} < rust-version {minimum:?}");
+    assert!(
+        image >= minimum,
+        "image {image:?} < rust-version {minimum:?}"
+    );
 }
 
 #[test]
@@ -161,8 +171,15 @@ fn coordinator_image_runs_unprivileged_on_the_default_ports() {
     let c = &stages["coordinator"];
     assert!(c.from.starts_with("gcr.io/distroless/cc-debian12"));
     let user = c.last("USER").expect("the coordinator stage sets USER");
-    assert!(!user.starts_with('0') && !user.starts_with("root"), "{user}");
-    assert!(c.all("COPY").iter().any(|s| s.contains("/out/bin/medic-coordinator")));
+    assert!(
+        !user.starts_with('0') && !user.starts_with("root"),
+        "{user}"
+    );
+    assert!(
+        c.all("COPY")
+            .iter()
+            .any(|s| s.contains("/out/bin/medic-coordinator"))
+    );
     // The state directory belongs to that user.
     let uid = user.split(':').next().unwrap();
     assert!(
@@ -200,7 +217,8 @@ fn agent_image_runs_as_root_with_systemctl_and_the_renderer() {
     assert!(a.from.starts_with("debian:bookworm-slim"));
     // Root: it signals jobs of any user; Kubernetes limits its capabilities.
     assert!(
-        a.last("USER").is_none_or(|u| u.starts_with('0') || u == "root"),
+        a.last("USER")
+            .is_none_or(|u| u.starts_with('0') || u == "root"),
         "the agent must run as root"
     );
     let run = a.all("RUN").join(" ");
@@ -218,7 +236,11 @@ fn agent_image_runs_as_root_with_systemctl_and_the_renderer() {
             .join("deploy/container/medic-render-agent-config")
             .is_file()
     );
-    assert!(a.last("ENTRYPOINT").unwrap().contains("/usr/bin/medic-agent"));
+    assert!(
+        a.last("ENTRYPOINT")
+            .unwrap()
+            .contains("/usr/bin/medic-agent")
+    );
 }
 
 #[test]
@@ -232,9 +254,17 @@ fn no_stage_has_a_healthcheck_and_the_context_leaves_target_out() {
     assert!(ignore.lines().any(|l| l.trim() == "target/"));
     assert!(ignore.lines().any(|l| l.trim() == ".git/"));
     // What the build needs stays in.
-    for needed in ["crates", "proto", "config", "deploy/container", "Cargo.lock"] {
+    for needed in [
+        "crates",
+        "proto",
+        "config",
+        "deploy/container",
+        "Cargo.lock",
+    ] {
         assert!(
-            !ignore.lines().any(|l| l.trim().trim_end_matches('/') == needed),
+            !ignore
+                .lines()
+                .any(|l| l.trim().trim_end_matches('/') == needed),
             "{needed} is ignored"
         );
     }
