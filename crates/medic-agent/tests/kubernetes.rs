@@ -4,11 +4,11 @@
 //! coordinator's and the agent's own checks, and the workloads mount, expose
 //! and probe what those configs name.
 //!
-//! The configs carry their TLS settings in marked, commented blocks until
-//! TLS lands (issue 6). Both forms are checked: as shipped, and with the
-//! blocks uncommented (certificate paths pointed at throwaway certificates).
-//! Where this build does not know TLS yet, the only errors allowed are the
-//! ones that say so.
+//! The shipped configs speak mutual TLS: their `[tls]` paths name files under
+//! `/etc/medic/tls`, which the pods get from a Secret (the coordinator) or
+//! the node (the agent). Before a config is checked here, those paths are
+//! pointed at a dev-certs set made for the test, laid out under the same
+//! file names.
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,6 +17,7 @@ use std::process::Command;
 
 use medic_agent::AgentConfig;
 use medic_coordinator::CoordinatorConfig;
+use medic_coordinator::config::TransportSecurity;
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -126,166 +127,62 @@ fn validate(file: &Path, version: &str) -> std::process::Output {
         .expect("kubernetes-validate (scripts/test installs it from PyPI)")
 }
 
-// === TLS blocks ===
+// === certificates ===
 
-/// The file with its `# >>> TLS` ... `# <<< TLS` blocks uncommented.
-fn tls_on(text: &str) -> String {
-    let mut out = String::new();
-    let mut inside = false;
-    for line in text.lines() {
-        if line.starts_with("# >>> TLS") {
-            inside = true;
-            continue;
-        }
-        if line.starts_with("# <<< TLS") {
-            inside = false;
-            continue;
-        }
-        let line = if inside {
-            line.strip_prefix("# ")
-                .or_else(|| line.strip_prefix('#'))
-                .unwrap_or(line)
-        } else {
-            line
-        };
-        out.push_str(line);
-        out.push('\n');
-    }
-    assert!(!inside, "an unterminated TLS block");
-    out
-}
+/// The node the agent tests render for; its agent certificate names it.
+const NODE: &str = "node-a.example.internal";
 
-/// Throwaway certificates with the file names the configs use: a CA, the
-/// coordinator's server certificate for its Service name, and an agent's
-/// client certificate for `node`.
-fn certificates(dir: &Path, node: &str) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (scripts/test installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
-    run(&[
-        &[
-            "req",
-            "-x509",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=medic test CA",
-        ][..],
-        &ec[..],
-        &["-keyout", "ca.key", "-out", "ca.pem"][..],
-    ]
-    .concat());
-    for (name, san, usage) in [
-        (
-            "server",
-            "DNS:medic-coordinator.medic.svc,DNS:medic-coordinator.medic.svc.cluster.local",
-            "serverAuth",
-        ),
-        ("agent", &format!("DNS:{node}")[..], "clientAuth"),
-    ] {
-        run(&[
-            &["req", "-new", "-nodes", "-subj", &format!("/CN={name}")][..],
-            &ec[..],
-            &[
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-            ][..],
-        ]
-        .concat());
-        std::fs::write(
-            dir.join(format!("{name}.ext")),
-            format!("subjectAltName={san}\nextendedKeyUsage={usage}\n"),
+/// A dev-certs set (`medic_coordinator::testing::dev_certs`) with the file
+/// names the shipped configs use under `/etc/medic/tls`: `ca.pem`, the
+/// coordinator's `server.pem`/`server.key`, and `node`'s agent certificate
+/// as `agent.pem`/`agent.key` (its key kept at 0600, as the check wants).
+/// The directory lives as long as the returned guard.
+fn certificates(node: &str) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = medic_coordinator::testing::dev_certs(dir.path(), &[node]);
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            certs.join(format!("agents/{node}.{ext}")),
+            certs.join(format!("agent.{ext}")),
         )
         .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.pem"),
-        ]);
     }
+    for key in ["server.key", "agent.key"] {
+        let mode = std::fs::metadata(certs.join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    (dir, certs)
 }
 
-/// A TLS key this build does not know yet (before issue 6 lands).
-fn unknown_tls_key(path: &str, message: &str) -> bool {
-    message.contains("unknown key")
-        && (path == "tls" || path.starts_with("tls.") || path == "server.insecure")
+/// `text` with its `/etc/medic/tls/` paths pointed at `certs`.
+fn at_certs(text: &str, certs: &Path) -> String {
+    assert!(text.contains("\"/etc/medic/tls/"), "no TLS paths to point");
+    text.replace("\"/etc/medic/tls/", &format!("\"{}/", certs.display()))
 }
 
 // === the coordinator ===
 
-fn coordinator_errors(text: &str) -> Vec<(String, String)> {
-    match CoordinatorConfig::from_toml(text) {
-        Ok(_) => Vec::new(),
-        Err(e) => e.0.into_iter().map(|e| (e.path, e.message)).collect(),
-    }
-}
-
 #[test]
-fn coordinator_config_passes_the_coordinator_check_with_tls_on_or_off() {
+fn coordinator_config_passes_the_coordinator_check_with_tls() {
     let shipped = std::fs::read_to_string(base().join("coordinator.toml")).unwrap();
-    let certs = tempfile::tempdir().unwrap();
-    certificates(certs.path(), "node-a");
-    let at_certs = |t: &str| t.replace("/etc/medic/tls/", &format!("{}/", certs.path().display()));
-    let on = at_certs(&tls_on(&shipped));
-    let off = at_certs(&shipped);
+    let (_guard, certs) = certificates(NODE);
+    let c =
+        CoordinatorConfig::from_toml(&at_certs(&shipped, &certs)).unwrap_or_else(|e| panic!("{e}"));
 
-    let on_errors = coordinator_errors(&on);
-    let tls_known = !on_errors.iter().any(|(p, m)| unknown_tls_key(p, m));
-    if tls_known {
-        // TLS is implemented: with its blocks on, the file is valid as is.
-        assert!(on_errors.is_empty(), "{on_errors:#?}");
-    } else {
-        // Before TLS: only the TLS keys are unknown, and the listeners are
-        // refused off loopback.
-        for (p, m) in &on_errors {
-            assert!(
-                unknown_tls_key(p, m)
-                    || (["server.listen", "server.metrics_listen"].contains(&p.as_str())
-                        && m.contains("loopback")),
-                "{p}: {m}"
-            );
-        }
-    }
-    // As shipped, at most the listeners are refused (plaintext off loopback),
-    // and nothing else is wrong.
-    for (p, m) in coordinator_errors(&off) {
-        assert!(
-            ["server.listen", "server.metrics_listen"].contains(&p.as_str()),
-            "{p}: {m}"
-        );
-    }
-    let loopback = off.replace("\"0.0.0.0:", "\"127.0.0.1:");
-    let c = CoordinatorConfig::from_toml(&loopback).unwrap_or_else(|e| panic!("{e}"));
+    // Mutual TLS, so listening on every interface is allowed as is.
+    assert_eq!(c.transport_security(), TransportSecurity::MutualTls);
+    assert!(!shipped.contains("insecure = true"));
 
     // What the manifests rely on.
     assert_eq!(c.server.state_dir, Path::new("/var/lib/medic"));
     assert!(shipped.contains("listen = \"0.0.0.0:7470\""));
     assert!(shipped.contains("metrics_listen = \"0.0.0.0:7471\""));
+    assert_eq!(c.server.listen.port(), 7470);
+    assert_eq!(c.server.metrics_listen.port(), 7471);
     assert!(
         shipped.contains("mode = \"dry-run\""),
         "roll out in dry-run"
@@ -300,7 +197,10 @@ fn coordinator_config_passes_the_coordinator_check_with_tls_on_or_off() {
 fn coordinator_statefulset_mounts_probes_and_exposes_what_its_config_names() {
     let docs = rendered();
     let config = std::fs::read_to_string(base().join("coordinator.toml")).unwrap();
-    let c = CoordinatorConfig::from_toml(&config.replace("\"0.0.0.0:", "\"127.0.0.1:")).unwrap();
+    let (_guard, certs) = certificates(NODE);
+    let c =
+        CoordinatorConfig::from_toml(&at_certs(&config, &certs)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.transport_security(), TransportSecurity::MutualTls);
 
     let sts = object(&docs, "StatefulSet", "medic-coordinator");
     assert_eq!(sts["spec"]["replicas"], 1, "one replica until HA (etcd)");
@@ -358,6 +258,35 @@ fn coordinator_statefulset_mounts_probes_and_exposes_what_its_config_names() {
     for file in ["server.pem", "server.key", "ca.pem"] {
         assert!(config.contains(&format!("{tls}/{file}")), "{file}");
     }
+    // The Secret's files are root-owned; with the pod's fsGroup they are
+    // group-readable by the coordinator's group. The key check accepts a
+    // root-owned key that is at most group-readable (0640 or stricter), so
+    // defaultMode must give the group read, and nothing to others.
+    let fs_group = pod["securityContext"]["fsGroup"].as_u64().unwrap();
+    assert_eq!(
+        Some(fs_group),
+        pod["securityContext"]["runAsGroup"].as_u64(),
+        "the coordinator's group reads the Secret"
+    );
+    let default_mode = volume(pod, "tls")["secret"]["defaultMode"]
+        .as_u64()
+        .map(|m| u32::try_from(m).unwrap())
+        .unwrap();
+    assert_eq!(default_mode, 0o440);
+    assert_eq!(default_mode & 0o040, 0o040, "group-readable");
+    assert_eq!(default_mode & 0o137, 0, "{default_mode:o}: wider than 0640");
+    {
+        // As the kubelet writes it: owned by root, mode defaultMode. The
+        // real check, where the test runs as root and can make such a file.
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let key = certs.join("server.key");
+        if std::fs::metadata(&key).unwrap().uid() == 0 {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(default_mode)).unwrap();
+            medic_proto::secret_file::check(&key).unwrap();
+            CoordinatorConfig::from_toml(&at_certs(&config, &certs))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
 
     // Unprivileged.
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -393,8 +322,6 @@ fn coordinator_statefulset_mounts_probes_and_exposes_what_its_config_names() {
 }
 
 // === the agent ===
-
-const NODE: &str = "node-a.example.internal";
 
 fn node_json(dir: &Path, labels: &str) -> PathBuf {
     let path = dir.join("node.json");
@@ -442,14 +369,18 @@ fn daemonset_label_mapping(docs: &[Value]) -> String {
 }
 
 #[test]
-fn agent_config_renders_per_node_and_passes_check_config_with_tls_on_or_off() {
+fn agent_config_renders_per_node_and_passes_check_config_with_tls() {
     let docs = rendered();
     let mapping = daemonset_label_mapping(&docs);
     let template = std::fs::read_to_string(base().join("agent.toml")).unwrap();
+    assert!(template.contains("\n[tls]\n"));
     let node_labels = r#""topology.kubernetes.io/zone":"use1-az2","topology.kubernetes.io/region":"us-east-1","kubernetes.io/hostname":"node-a""#;
 
-    // As shipped: check-config passes (the renderer's last step).
-    let (dir, out) = render_agent(&template, node_labels, &mapping);
+    // With this node's certificate where [tls] points, check-config (the
+    // renderer's last step) passes: the certificate names host_id, the key
+    // is private.
+    let (_guard, certs) = certificates(NODE);
+    let (dir, out) = render_agent(&at_certs(&template, &certs), node_labels, &mapping);
     assert!(
         out.status.success(),
         "{}",
@@ -473,26 +404,16 @@ fn agent_config_renders_per_node_and_passes_check_config_with_tls_on_or_off() {
         ["https://medic-coordinator.medic.svc:7470"]
     );
 
-    // With the TLS block on and certificates for this node.
-    let certs = tempfile::tempdir().unwrap();
-    certificates(certs.path(), NODE);
-    let on = tls_on(&template).replace("/etc/medic/tls/", &format!("{}/", certs.path().display()));
-    assert!(on.contains("\n[tls]\n"));
-    let (_dir, out) = render_agent(&on, node_labels, &mapping);
-    if !out.status.success() {
-        // Before TLS: the only complaint is the unknown [tls] table.
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let errors: Vec<&str> = stderr
-            .lines()
-            .filter(|l| {
-                l.contains(": ") && !l.contains("error(s)") && !l.starts_with("medic-render")
-            })
-            .collect();
-        assert!(!errors.is_empty(), "{stderr}");
-        for e in errors {
-            assert!(e.ends_with("tls: unknown key"), "{e}\n{stderr}");
-        }
-    }
+    // Another node's certificate is refused: the identity binding holds
+    // through the renderer.
+    let (_other_guard, other) = certificates("node-b.example.internal");
+    let (_dir, out) = render_agent(&at_certs(&template, &other), node_labels, &mapping);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("tls.cert: ") && stderr.contains("does not name this host"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -574,7 +495,12 @@ fn agent_daemonset_has_the_host_access_it_needs_and_no_more() {
 
     // What agent.toml names is there: the state on the host, the metrics
     // port, systemd's socket directory, the rendered file.
-    let cfg = AgentConfig::from_toml(&format!("host_id = \"{NODE}\"\n{template}")).unwrap();
+    let (_guard, certs) = certificates(NODE);
+    let cfg = AgentConfig::from_toml(&format!(
+        "host_id = \"{NODE}\"\n{}",
+        at_certs(&template, &certs)
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(mount_path(agent, "state"), cfg.state_dir.to_str());
     assert_eq!(
         volume(pod, "state")["hostPath"]["path"],
