@@ -144,8 +144,17 @@ impl Job {
             .unwrap()
     }
 
+    /// SIGSTOP, then wait (up to 2 s) until the kernel shows it stopped:
+    /// the signal is delivered asynchronously.
     fn freeze(&self) {
-        signal(self.pid(), "STOP");
+        let pid = self.pid();
+        signal(pid, "STOP");
+        for _ in 0..200 {
+            if self.state(pid) == "T" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn state(&self, pid: i32) -> String {

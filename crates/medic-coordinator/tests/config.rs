@@ -86,7 +86,7 @@ fn private_keys_and_tokens_readable_by_others_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dev_certs(dir.path(), &[]);
     let key = certs.join("server.key");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o604)).unwrap();
     let token = dir.path().join("bot.token");
     std::fs::write(&token, "x".repeat(40)).unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -98,7 +98,7 @@ fn private_keys_and_tokens_readable_by_others_are_refused() {
     let e = CoordinatorConfig::from_toml(&text)
         .expect_err("refused")
         .to_string();
-    assert!(e.contains("tls.key:") && e.contains("mode 0640"), "{e}");
+    assert!(e.contains("tls.key:") && e.contains("mode 0604"), "{e}");
     assert!(
         e.contains("auth.tokens[0].file:") && e.contains("mode 0644"),
         "{e}"
