@@ -664,7 +664,15 @@ impl RefusalSampler {
         }
     }
 
+    /// Identities tracked at most: refused callers choose their own names
+    /// (a rejected certificate's subject), so the map is bounded; beyond
+    /// it new identities are counted in metrics but not sampled.
+    const MAX_TRACKED: usize = 50_000;
+
     fn observe(&mut self, key: String, now: SystemTime) -> Option<u64> {
+        if self.seen.len() >= Self::MAX_TRACKED && !self.seen.contains_key(&key) {
+            return None;
+        }
         let interval = self.interval;
         let (last, suppressed) = self.seen.entry(key).or_insert((SystemTime::UNIX_EPOCH, 0));
         if *last != SystemTime::UNIX_EPOCH
