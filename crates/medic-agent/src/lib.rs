@@ -17,3 +17,4 @@ pub mod state;
 
 pub use agent::{Agent, Control, Environment};
 pub use config::AgentConfig;
+pub use effects::{Host, SystemHost};
