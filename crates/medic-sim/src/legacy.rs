@@ -17,7 +17,7 @@ pub fn run(scenario: &Scenario, world: &World, step: f64) -> Side {
         .hosts
         .iter()
         .enumerate()
-        .map(|(i, h)| JobModel::new(h.clone(), world.seed ^ 0x1e9a_c7 ^ (i as u64) << 20))
+        .map(|(i, h)| JobModel::new(h.clone(), world.seed ^ 0x001e_9ac7 ^ ((i as u64) << 20)))
         .collect();
     let mut rng = StdRng::seed_from_u64(world.seed ^ 0x5eed);
     // Some(t): down rebooting until t.

@@ -21,6 +21,11 @@ pub fn minutes(t: f64) -> String {
     if neg { format!("-{body}") } else { body }
 }
 
+/// Text with its line breaks and runs of spaces folded into single spaces.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn ms(d: std::time::Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -53,7 +58,7 @@ pub fn summary(r: &RunResult) -> String {
         minutes(s.duration.secs()),
         r.wall.as_secs_f64()
     );
-    let _ = writeln!(o, "  {}", s.description.trim());
+    let _ = writeln!(o, "  {}", one_line(&s.description));
     if let Some(st) = &r.storm {
         storm_summary(&mut o, st, r);
     } else {
@@ -293,8 +298,14 @@ fn chart(id: &str, title: &str, y_label: &str, x_max: f64, lines: &[Line]) -> St
         esc(title)
     );
     // Grid and axes.
-    for i in 0..=4 {
-        let y = y_max * f64::from(i) / 4.0;
+    // Whole-number ticks where the range allows.
+    let div = if y_max >= 5.0 && (y_max / 4.0).fract() != 0.0 {
+        5
+    } else {
+        4
+    };
+    for i in 0..=div {
+        let y = y_max * f64::from(i) / f64::from(div);
         let _ = write!(
             s,
             r##"<line x1="{ML}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#e3e3e3"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end" fill="#555">{}</text>"##,
@@ -314,9 +325,10 @@ fn chart(id: &str, title: &str, y_label: &str, x_max: f64, lines: &[Line]) -> St
         let x = x_max * f64::from(i) / 6.0;
         let _ = write!(
             s,
-            r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle" fill="#555">{}</text>"##,
+            r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="{}" fill="#555">{}</text>"##,
             px(x),
             H - MB + 16.0,
+            if i == 6 { "end" } else { "middle" },
             minutes(x)
         );
     }
@@ -509,7 +521,7 @@ pub fn html(r: &RunResult) -> String {
         body,
         "<h1>medic-sim: {}</h1><p class=\"desc\">{}</p><p class=\"meta\">seed {}, speed {}&times;, {} of scenario time in {:.1} s of real time</p>",
         esc(&s.name),
-        esc(s.description.trim()),
+        esc(&one_line(&s.description)),
         r.seed,
         r.speed,
         minutes(s.duration.secs()),
@@ -537,7 +549,7 @@ pub fn html(r: &RunResult) -> String {
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 820px; color: #222; }}
 figure {{ margin: 1.5em 0; }} figcaption {{ font-weight: 600; margin-bottom: .3em; }}
-pre.summary {{ background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 12px; }}
+pre.summary {{ background: #f6f6f6; padding: 1em; white-space: pre-wrap; font-size: 12px; }}
 table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px solid #ddd; padding: 3px 8px; text-align: left; }}
 .desc {{ font-style: italic; }} .meta {{ color: #666; }}
 </style></head><body>

@@ -104,7 +104,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
         scenario
     };
     let speed = opts.speed.unwrap_or(scenario.speed);
-    if !(speed > 0.0) {
+    if speed.is_nan() || speed <= 0.0 {
         return Err(SimError::Scenario(format!(
             "speed must be positive, got {speed}"
         )));
@@ -114,6 +114,22 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     let state_dir = dir.path().join("state");
     std::fs::create_dir_all(&state_dir)?;
     let toml = scale.coordinator_toml(&scenario.coordinator, &state_dir);
+    if let Some((url, _)) = &opts.external
+        && url.starts_with("https://")
+        && scenario.storm.is_none()
+    {
+        return Err(SimError::Scenario(format!(
+            "{url}: the simulated agents run the real agent's client, which connects in \
+             plaintext; use an http:// coordinator (bench and storm take TLS files)"
+        )));
+    }
+    if opts.external.is_some() && scenario.partitions() {
+        return Err(SimError::Scenario(
+            "partition cuts links through the simulator's own relay; run it without --coordinator"
+                .into(),
+        ));
+    }
+    let started = SystemTime::now();
     let mode = match (&opts.external, scenario.crashes_coordinator()) {
         (Some((url, tls)), false) => Mode::External {
             url: url.clone(),
@@ -332,12 +348,16 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     let wall = clock.wall.elapsed().unwrap_or_default();
 
     let read_at = SystemTime::now();
-    let history: Vec<AuditEntry> = coordinator
+    let mut history: Vec<AuditEntry> = coordinator
         .history()
         .await?
         .into_iter()
         .map(AuditEntry::from_wire)
         .collect();
+    if opts.external.is_some() {
+        // Someone else's coordinator has a past: judge this run only.
+        history.retain(|e| e.at >= started);
+    }
     let mut coordinator = coordinator;
     let starts = coordinator.starts.clone();
     let kills = coordinator.kills;

@@ -2,7 +2,7 @@
 //! timeline, the coordinator's configuration and the run's length, all in
 //! *scenario time* (what the fleet would live through). A run divides every
 //! duration by its speed factor before anything waits on it (see
-//! [`Scenario::scale`]).
+//! [`Scale`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -355,7 +355,7 @@ impl Scenario {
         if self.fleet.racks == 0 || self.fleet.zones == 0 {
             errs.push("fleet.racks, fleet.zones: must be at least 1".to_owned());
         }
-        if !(self.speed > 0.0) {
+        if self.speed.is_nan() || self.speed <= 0.0 {
             errs.push(format!("speed: must be positive, got {}", self.speed));
         }
         for (name, p) in [
