@@ -584,7 +584,7 @@ pub const COVERED: &[(&str, &str)] = &[
     ),
     (
         "I3",
-        "no grant while paused, breaker open, quarantined, in cooldown or warming up",
+        "no grant while paused, breaker open, quarantined, in cooldown or warming up (weekly windows: not checked)",
     ),
     ("I4", "at most one active permit per host"),
     (
