@@ -305,6 +305,7 @@ pub(crate) async fn run_storm(
         grants: 0,
         denials: 0,
         coordinator_kills: 0,
+        coordinator_starts: starts.iter().map(|s| clock.t_of(*s)).collect(),
         verdict,
         history,
         actions: Vec::new(),

@@ -86,6 +86,9 @@ pub struct RunResult {
     pub denials: u64,
     /// Times the coordinator was killed.
     pub coordinator_kills: usize,
+    /// When each coordinator incarnation started, scenario seconds
+    /// (negative: before the fleet started).
+    pub coordinator_starts: Vec<f64>,
     /// The invariant checker's verdict.
     pub verdict: Verdict,
     /// The audit history.
@@ -414,6 +417,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
         grants: 0,
         denials: 0,
         coordinator_kills: kills,
+        coordinator_starts: starts.iter().map(|s| clock.t_of(*s)).collect(),
         verdict,
         history,
         actions,

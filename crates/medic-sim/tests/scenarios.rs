@@ -119,11 +119,20 @@ async fn storm_is_answered_within_its_bound_and_within_the_caps() {
 }
 
 async fn seeds(name: &str, range: std::ops::RangeInclusive<u64>) {
-    let (mut grants, mut expired) = (0, 0);
+    let (mut grants, mut expired, mut after_restart) = (0, 0, 0);
     for seed in range {
         let r = run(name, options(seed)).await;
         if name == "coordinator-crash" {
             assert_eq!(r.coordinator_kills, 1, "seed {seed}");
+            assert_eq!(r.coordinator_starts.len(), 2, "seed {seed}");
+            // Grants the restarted coordinator made, on the same state.
+            let restart = r.origin
+                + std::time::Duration::from_secs_f64(r.coordinator_starts[1].max(0.0) / r.speed);
+            after_restart += r
+                .history
+                .iter()
+                .filter(|e| e.at > restart && matches!(e.event, Some(Event::PermitGranted { .. })))
+                .count();
         }
         grants += r.grants;
         expired += r.expired;
@@ -132,6 +141,12 @@ async fn seeds(name: &str, range: std::ops::RangeInclusive<u64>) {
     assert!(grants > 0, "no grant in any seed");
     if name == "agent-crash" {
         assert!(expired > 0, "no agent died holding a permit in any seed");
+    }
+    if name == "coordinator-crash" {
+        assert!(
+            after_restart > 0,
+            "no seed granted anything after the restart"
+        );
     }
 }
 
