@@ -26,8 +26,10 @@ struct Cli {
 
 #[derive(Debug, clap::Args)]
 struct Remote {
-    /// Drive this coordinator instead of an in-process one (`http://` or
-    /// `https://`).
+    /// Drive this coordinator instead of an in-process one (`http://`;
+    /// `https://` for `bench` and `storm`). Run it with the scenario's
+    /// `[coordinator]` settings divided by the speed: the invariant checker
+    /// judges the run against those. Only this run's history is judged.
     #[arg(long)]
     coordinator: Option<String>,
     /// CA certificate (PEM) for an `https://` coordinator.

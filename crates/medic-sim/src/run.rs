@@ -221,7 +221,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
         let b = ProgressBar::new(end.ceil() as u64);
         b.set_style(
             ProgressStyle::with_template(
-                "{spinner} {prefix} [{bar:40}] {msg} ({elapsed} of ~{duration})",
+                "{spinner} {prefix} [{bar:40}] {msg} (scenario {pos}/{len} s, {elapsed} real)",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
