@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use crate::client::{Backoff, CallError, Coordinators, after_denial};
 use crate::config::{AgentConfig, JobConfig};
 use crate::detect::{JobDetectors, Verdict};
+use crate::effects::{Host, SystemHost};
 use crate::ladder::{self, JobState, Step};
 use crate::state::{AgentState, Pending, StateFile};
 
@@ -67,8 +68,10 @@ impl Default for Environment {
     }
 }
 
-/// The agent.
-pub struct Agent {
+/// The agent. `H` is the machine it acts on: the real one by default, a
+/// simulated one in `medic-sim`.
+pub struct Agent<H = SystemHost> {
+    host: H,
     config: AgentConfig,
     env: Environment,
     jobs: Vec<Job>,
@@ -90,7 +93,7 @@ pub struct Agent {
     last_stuck: Vec<bool>,
 }
 
-impl std::fmt::Debug for Agent {
+impl<H> std::fmt::Debug for Agent<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -101,10 +104,18 @@ impl std::fmt::Debug for Agent {
     }
 }
 
-impl Agent {
-    /// An agent for `config`; loads its state file (a corrupt one disables
-    /// actions, with a logged reason).
+impl Agent<SystemHost> {
+    /// An agent for `config` on this machine; loads its state file (a
+    /// corrupt one disables actions, with a logged reason).
     pub fn new(config: AgentConfig, env: Environment) -> Self {
+        Agent::with_host(config, env, SystemHost)
+    }
+}
+
+impl<H: Host> Agent<H> {
+    /// An agent for `config` acting on `host` (a simulated machine, a fake
+    /// in tests); otherwise the same as [`Agent::new`].
+    pub fn with_host(config: AgentConfig, env: Environment, host: H) -> Self {
         let state_file = StateFile::new(&config.state_dir);
         let state = state_file.load().map_err(|e| {
             tracing::error!(error = %e, "not acting until the state file is fixed");
@@ -135,6 +146,7 @@ impl Agent {
             reachable: None,
             metrics: std::sync::Arc::new(crate::metrics::AgentMetrics::new()),
             last_stuck: Vec::new(),
+            host,
             coordinators,
             state_file,
             state,
@@ -233,7 +245,7 @@ impl Agent {
         let now = SystemTime::now();
         self.metrics.checks.inc();
         for job in &mut self.jobs {
-            let verdict = job.detectors.check(now).await;
+            let verdict = self.host.check(&job.config, &mut job.detectors, now).await;
             let before = job.state.stuck().is_some();
             job.state = job.state.observe(verdict, job.config.confirm, now);
             match (&job.state, before) {
@@ -546,7 +558,7 @@ impl Agent {
                 );
             }
             // Right before acting: is the problem still there?
-            if self.jobs[i].detectors.check(SystemTime::now()).await == Verdict::Healthy {
+            if self.check_now(i).await == Verdict::Healthy {
                 break 'act (
                     Outcome::Aborted,
                     "the job recovered before the action".to_owned(),
@@ -581,6 +593,14 @@ impl Agent {
         }
     }
 
+    /// Checks job `i` once, through the host.
+    async fn check_now(&mut self, i: usize) -> Verdict {
+        let job = &mut self.jobs[i];
+        self.host
+            .check(&job.config, &mut job.detectors, SystemTime::now())
+            .await
+    }
+
     fn count_action(&self, action: Action, outcome: Outcome) {
         let outcome = match outcome {
             Outcome::Succeeded => "succeeded",
@@ -598,8 +618,7 @@ impl Agent {
     }
 
     async fn restart(&mut self, i: usize, held: &mut Held) -> (Outcome, String) {
-        let cfg = self.jobs[i].config.restart.clone();
-        let pids = self.jobs[i].detectors.pids().await;
+        let verify_timeout = self.jobs[i].config.restart.verify_timeout;
         if !self.confirm_valid(held).await {
             return (
                 Outcome::Aborted,
@@ -607,13 +626,15 @@ impl Agent {
             );
         }
         // The first irreversible step.
-        crate::effects::stop_processes(&pids, cfg.signal, cfg.grace).await;
-        if let Some(cmd) = &cfg.command
-            && let Err(e) = crate::effects::run(cmd, cfg.command_timeout).await
+        let job = &self.jobs[i];
+        if let Err(e) = self
+            .host
+            .restart(&job.config, &job.detectors, &held.permit)
+            .await
         {
-            return (Outcome::Failed, format!("restart command failed: {e}"));
+            return (Outcome::Failed, e);
         }
-        self.verify(i, held, cfg.verify_timeout, "restarted").await
+        self.verify(i, held, verify_timeout, "restarted").await
     }
 
     /// Waits until the job's detectors pass, renewing the permit and
@@ -628,7 +649,7 @@ impl Agent {
         let deadline = Instant::now() + within;
         let step = self.config.check_interval.min(Duration::from_secs(1));
         loop {
-            if self.jobs[i].detectors.check(SystemTime::now()).await == Verdict::Healthy {
+            if self.check_now(i).await == Verdict::Healthy {
                 return (
                     Outcome::Succeeded,
                     format!("{what}; the job verified healthy"),
@@ -675,8 +696,8 @@ impl Agent {
         }
         tracing::warn!(job = %held.job, permit = %held.permit.id, "rebooting the host");
         let cmd = self.config.reboot_command.clone();
-        match crate::effects::run(&cmd, Duration::from_secs(300)).await {
-            Err(e) => (Outcome::Failed, format!("reboot command failed: {e}")),
+        match self.host.reboot(&cmd, &held.job, &held.permit).await {
+            Err(e) => (Outcome::Failed, e),
             Ok(()) => {
                 // `systemctl reboot` returns before the host goes down: give
                 // it time. Still here afterwards means it did not reboot.

@@ -1,7 +1,14 @@
 //! The agent's effects on the host: signalling a job's processes and
-//! running commands (restart, reboot), each bounded in time.
+//! running commands (restart, reboot), each bounded in time; and the
+//! [`Host`] seam the agent reaches them through.
 
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
+
+use medic_policy::PermitRef;
+
+use crate::config::JobConfig;
+use crate::detect::{JobDetectors, Verdict};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Pid, getpgid, getpgrp};
@@ -109,5 +116,89 @@ pub async fn run(argv: &[String], timeout: Duration) -> Result<(), CommandError>
                 timeout: humantime::format_duration(timeout).to_string(),
             })
         }
+    }
+}
+
+// === The host seam ===
+
+/// Everything the agent does to (or learns from) its machine, behind one
+/// trait: whether a job is stuck, restarting it, rebooting the host.
+///
+/// The agent's decisions (the ladder, the permit client, backoff, the state
+/// file) stay in [`crate::agent::Agent`]; only these effects change between
+/// a real host ([`SystemHost`]) and a simulated one (`medic-sim` runs
+/// thousands of real agents against simulated jobs and reboots). Each
+/// effect is given the permit it acts under so that a stand-in can record
+/// what authorised it.
+pub trait Host: Send + 'static {
+    /// Checks `job` once (the default runs its detectors).
+    fn check(
+        &mut self,
+        job: &JobConfig,
+        detectors: &mut JobDetectors,
+        now: SystemTime,
+    ) -> impl Future<Output = Verdict> + Send;
+
+    /// Restarts `job` under `permit`: the first irreversible step. `Err`
+    /// says why the restart itself failed (verification is the agent's).
+    fn restart(
+        &mut self,
+        job: &JobConfig,
+        detectors: &JobDetectors,
+        permit: &PermitRef,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Reboots the host under `permit` (for `job`) with `command`. On a real
+    /// host a successful command does not come back: the machine goes down.
+    fn reboot(
+        &mut self,
+        command: &[String],
+        job: &str,
+        permit: &PermitRef,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The real machine: detectors read /proc, files and systemd; a restart
+/// signals the job's processes and runs its restart command; a reboot runs
+/// the reboot command.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemHost;
+
+impl Host for SystemHost {
+    async fn check(
+        &mut self,
+        _job: &JobConfig,
+        detectors: &mut JobDetectors,
+        now: SystemTime,
+    ) -> Verdict {
+        detectors.check(now).await
+    }
+
+    async fn restart(
+        &mut self,
+        job: &JobConfig,
+        detectors: &JobDetectors,
+        _permit: &PermitRef,
+    ) -> Result<(), String> {
+        let cfg = &job.restart;
+        let pids = detectors.pids().await;
+        stop_processes(&pids, cfg.signal, cfg.grace).await;
+        if let Some(cmd) = &cfg.command {
+            run(cmd, cfg.command_timeout)
+                .await
+                .map_err(|e| format!("restart command failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    async fn reboot(
+        &mut self,
+        command: &[String],
+        _job: &str,
+        _permit: &PermitRef,
+    ) -> Result<(), String> {
+        run(command, Duration::from_secs(300))
+            .await
+            .map_err(|e| format!("reboot command failed: {e}"))
     }
 }

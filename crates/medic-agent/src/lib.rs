@@ -18,3 +18,4 @@ pub mod tls;
 
 pub use agent::{Agent, Control, Environment};
 pub use config::AgentConfig;
+pub use effects::{Host, SystemHost};

@@ -1,0 +1,360 @@
+//! The coordinator a run talks to: in-process (the default), a child
+//! process that can be SIGKILLed and restarted on the same state (for
+//! `coordinator-crash`), or an external one (`--coordinator URL`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use medic_coordinator::{Control, CoordinatorConfig, Listeners, RunError, SystemClock};
+use medic_proto::pb::v1 as pb;
+use medic_store::RedbStore;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::error::SimError;
+
+/// PEM files for a TLS connection to an external coordinator.
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    /// CA certificate(s) the server's certificate must chain to.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (mutual TLS).
+    pub cert: Option<PathBuf>,
+    /// Client key.
+    pub key: Option<PathBuf>,
+}
+
+/// Where the coordinator runs.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// A `run` task in this process, on loopback port 0.
+    InProcess,
+    /// A child process: `EXE coordinator --config FILE` (this very binary's
+    /// hidden subcommand), so it can be killed with SIGKILL.
+    Child {
+        /// The `medic-sim` executable.
+        exe: PathBuf,
+    },
+    /// Someone else's coordinator.
+    External {
+        /// Its URL.
+        url: String,
+        /// TLS files, for `https://`.
+        tls: TlsFiles,
+    },
+}
+
+enum Inner {
+    InProcess {
+        control: mpsc::Sender<Control>,
+        handle: JoinHandle<Result<(), RunError>>,
+    },
+    Child(tokio::process::Child),
+    External,
+    Down,
+}
+
+/// A running (or killed) coordinator.
+pub struct Coordinator {
+    mode: Mode,
+    config_path: PathBuf,
+    config: CoordinatorConfig,
+    inner: Inner,
+    url: String,
+    /// When each incarnation started (its `started_at`): warm-up counts
+    /// from these.
+    pub starts: Vec<SystemTime>,
+    /// How many times it was killed.
+    pub kills: usize,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Coordinator({})", self.url)
+    }
+}
+
+impl Coordinator {
+    /// Starts a coordinator with `toml` (already in real time), its state in
+    /// `dir`.
+    pub async fn start(mode: Mode, toml: &str, dir: &Path) -> Result<Self, SimError> {
+        let config = CoordinatorConfig::from_toml(toml)
+            .map_err(|e| SimError::Config(format!("coordinator: {e}")))?;
+        let config_path = dir.join("coordinator.toml");
+        std::fs::write(&config_path, toml)?;
+        let mut c = Self {
+            mode,
+            config_path,
+            config,
+            inner: Inner::Down,
+            url: String::new(),
+            starts: Vec::new(),
+            kills: 0,
+        };
+        c.launch().await?;
+        Ok(c)
+    }
+
+    /// The configuration it runs (real time).
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    /// Its gRPC URL as of now (a restart may change the port).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether this run can kill it.
+    pub fn killable(&self) -> bool {
+        matches!(self.mode, Mode::Child { .. })
+    }
+
+    async fn launch(&mut self) -> Result<(), SimError> {
+        match &self.mode {
+            Mode::InProcess => {
+                let store = RedbStore::open(&self.config.server.state_dir)
+                    .map_err(|e| SimError::Coordinator(e.to_string()))?;
+                let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let addr = grpc.local_addr()?;
+                let (control, rx) = mpsc::channel(4);
+                let handle = tokio::spawn(medic_coordinator::run(
+                    self.config.clone(),
+                    Some(self.config_path.clone()),
+                    store,
+                    Listeners { grpc, metrics },
+                    rx,
+                    Arc::new(SystemClock),
+                ));
+                self.inner = Inner::InProcess { control, handle };
+                self.url = format!("http://{addr}");
+            }
+            Mode::Child { exe } => {
+                let mut child = tokio::process::Command::new(exe)
+                    .arg("coordinator")
+                    .arg("--config")
+                    .arg(&self.config_path)
+                    .env("RUST_LOG", "warn")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(|e| {
+                        SimError::Coordinator(format!("cannot run {}: {e}", exe.display()))
+                    })?;
+                let stdout = child.stdout.take().ok_or_else(|| {
+                    SimError::Coordinator("the child coordinator has no stdout".into())
+                })?;
+                let mut lines = BufReader::new(stdout).lines();
+                let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                    .await
+                    .map_err(|_| SimError::Coordinator("child did not start within 30s".into()))?
+                    .map_err(SimError::Io)?
+                    .ok_or_else(|| SimError::Coordinator("child exited at start-up".into()))?;
+                let addr: SocketAddr = line
+                    .strip_prefix("grpc=")
+                    .and_then(|a| a.trim().parse().ok())
+                    .ok_or_else(|| {
+                        SimError::Coordinator(format!("unexpected child output {line:?}"))
+                    })?;
+                // Keep draining stdout so the child never blocks on it.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                self.inner = Inner::Child(child);
+                self.url = format!("http://{addr}");
+            }
+            Mode::External { url, .. } => {
+                self.url = url.clone();
+                self.inner = Inner::External;
+            }
+        }
+        // Learn its start time (warm-up counts from it) once it answers.
+        let mut admin = self.admin_retrying(Duration::from_secs(30)).await?;
+        let status = admin
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .map_err(|e| SimError::Coordinator(e.to_string()))?
+            .into_inner();
+        if let Some(t) = status
+            .started_at
+            .and_then(|t| medic_proto::convert::from_timestamp("started_at", t).ok())
+        {
+            self.starts.push(t);
+        }
+        Ok(())
+    }
+
+    /// Kills it with SIGKILL: no drain, no clean close of the store.
+    pub async fn kill(&mut self) -> Result<(), SimError> {
+        match std::mem::replace(&mut self.inner, Inner::Down) {
+            Inner::Child(mut child) => {
+                child.start_kill()?;
+                let _ = child.wait().await;
+                self.kills += 1;
+                Ok(())
+            }
+            other => {
+                self.inner = other;
+                Err(SimError::Coordinator(
+                    "only a child-process coordinator can be killed".into(),
+                ))
+            }
+        }
+    }
+
+    /// Starts it again on the same state.
+    pub async fn restart(&mut self) -> Result<(), SimError> {
+        self.launch().await
+    }
+
+    /// Stops it cleanly (drain); an external one is left alone.
+    pub async fn stop(&mut self) {
+        match std::mem::replace(&mut self.inner, Inner::Down) {
+            Inner::InProcess { control, handle } => {
+                let _ = control.send(Control::Shutdown).await;
+                let _ = handle.await;
+            }
+            Inner::Child(mut child) => {
+                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                if tokio::time::timeout(Duration::from_secs(20), child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+            }
+            Inner::External | Inner::Down => {}
+        }
+    }
+
+    /// A channel to it (TLS for an external `https://` one).
+    pub async fn channel(&self) -> Result<Channel, SimError> {
+        let tls = match &self.mode {
+            Mode::External { tls, .. } => Some(tls.clone()),
+            _ => None,
+        };
+        connect(&self.url, tls.as_ref()).await
+    }
+
+    /// An Admin client, retrying the connection for up to `within`.
+    pub async fn admin_retrying(
+        &self,
+        within: Duration,
+    ) -> Result<pb::admin_client::AdminClient<Channel>, SimError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match self.channel().await {
+                Ok(ch) => {
+                    let mut admin = pb::admin_client::AdminClient::new(ch);
+                    match admin.get_status(pb::GetStatusRequest {}).await {
+                        Ok(_) => return Ok(admin),
+                        Err(e) if tokio::time::Instant::now() >= deadline => {
+                            return Err(SimError::Coordinator(e.to_string()));
+                        }
+                        Err(_) => {}
+                    }
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The whole audit history, oldest first.
+    pub async fn history(&self) -> Result<Vec<pb::Event>, SimError> {
+        let mut admin = self.admin_retrying(Duration::from_secs(30)).await?;
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = admin
+                .get_history(pb::GetHistoryRequest {
+                    page_size: 1000,
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| SimError::Coordinator(format!("history: {e}")))?
+                .into_inner();
+            out.extend(page.events);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+}
+
+/// Connects to `url`, with TLS when `tls` is given or the URL is https.
+pub async fn connect(url: &str, tls: Option<&TlsFiles>) -> Result<Channel, SimError> {
+    let mut ep = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| SimError::Coordinator(format!("{url}: {e}")))?
+        .connect_timeout(Duration::from_secs(5));
+    if url.starts_with("https://") {
+        let mut cfg = ClientTlsConfig::new();
+        if let Some(t) = tls {
+            if let Some(ca) = &t.ca {
+                cfg = cfg.ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
+            }
+            if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
+                cfg = cfg.identity(Identity::from_pem(
+                    std::fs::read(cert)?,
+                    std::fs::read(key)?,
+                ));
+            }
+        }
+        ep = ep
+            .tls_config(cfg)
+            .map_err(|e| SimError::Coordinator(format!("{url}: TLS: {e}")))?;
+    }
+    ep.connect()
+        .await
+        .map_err(|e| SimError::Coordinator(format!("{url}: {e}")))
+}
+
+/// The hidden `medic-sim coordinator --config FILE` subcommand: serves like
+/// the real binary (same `run`, same store, system clock) on loopback port
+/// 0 and prints `grpc=ADDR` on stdout, for a parent that may SIGKILL it.
+pub async fn serve_child(config_path: &Path) -> Result<(), SimError> {
+    let text = std::fs::read_to_string(config_path)?;
+    let config = CoordinatorConfig::from_toml(&text)
+        .map_err(|e| SimError::Config(format!("coordinator: {e}")))?;
+    let store = RedbStore::open(&config.server.state_dir)
+        .map_err(|e| SimError::Coordinator(e.to_string()))?;
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("grpc={}", grpc.local_addr()?);
+    let (control, rx) = mpsc::channel(1);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let _ = control.send(Control::Shutdown).await;
+        // Keep `control` open: a closed channel would also mean "stop".
+        std::future::pending::<()>().await;
+    });
+    let r = medic_coordinator::run(
+        config,
+        Some(config_path.to_owned()),
+        store,
+        Listeners { grpc, metrics },
+        rx,
+        Arc::new(SystemClock),
+    )
+    .await;
+    r.map_err(|e| SimError::Coordinator(e.to_string()))
+}

@@ -1,0 +1,388 @@
+//! A simulated host: the real [`medic_agent::Agent`] (ladder, permit
+//! client, backoff, state file in its own directory, its own gRPC
+//! connection) acting on a simulated machine ([`SimHost`]). Its driver
+//! plays the machine's life around the agent: a reboot cuts the agent off
+//! mid-await (power loss), keeps the host silent for the reboot time, then
+//! starts a fresh agent on the same state directory, which finishes the
+//! pending reboot exactly as after a real one.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use medic_agent::config::JobConfig;
+use medic_agent::detect::{Evidence, JobDetectors, Verdict};
+use medic_agent::{Agent, AgentConfig, Control, Environment, Host};
+use medic_policy::{Action, PermitRef};
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+
+use crate::model::{JobModel, draw};
+use crate::record::ActionRecord;
+use crate::scenario::{Scale, Scenario};
+
+/// The run's clock: real time since the start, times the speed, is
+/// scenario time.
+#[derive(Clone, Copy, Debug)]
+pub struct SimClock {
+    start: Instant,
+    /// The wall-clock time at the start.
+    pub wall: SystemTime,
+    /// The speed factor.
+    pub scale: Scale,
+}
+
+impl SimClock {
+    /// Starts now.
+    pub fn start(scale: Scale) -> Self {
+        Self {
+            start: Instant::now(),
+            wall: SystemTime::now(),
+            scale,
+        }
+    }
+
+    /// Scenario seconds since the start.
+    pub fn t(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * self.scale.0
+    }
+
+    /// Scenario seconds of a wall-clock time (negative before the start).
+    pub fn t_of(&self, at: SystemTime) -> f64 {
+        match at.duration_since(self.wall) {
+            Ok(d) => d.as_secs_f64() * self.scale.0,
+            Err(e) => -e.duration().as_secs_f64() * self.scale.0,
+        }
+    }
+
+    /// Sleeps until scenario time `t`.
+    pub async fn sleep_until(&self, t: f64) {
+        let at = self.start + self.scale.real_secs(t);
+        tokio::time::sleep_until(at.into()).await;
+    }
+
+    /// Sleeps for `secs` of scenario time.
+    pub async fn sleep(&self, secs: f64) {
+        tokio::time::sleep(self.scale.real_secs(secs)).await;
+    }
+}
+
+/// What every host of a run shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The clock.
+    pub clock: SimClock,
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Every action any host performed, in order.
+    pub actions: Mutex<Vec<ActionRecord>>,
+}
+
+impl Shared {
+    fn record(&self, r: ActionRecord) {
+        if let Ok(mut a) = self.actions.lock() {
+            a.push(r);
+        }
+    }
+}
+
+/// What the driver and the sampler see of a host.
+#[derive(Debug)]
+pub struct HostState {
+    /// Its job.
+    pub model: JobModel,
+    /// Down rebooting.
+    pub down: bool,
+    /// Down for good (a reboot that never ended).
+    pub gone: bool,
+    /// The verdict of the agent's latest check.
+    last_check_stuck: bool,
+}
+
+impl HostState {
+    /// Whether the host counts as stuck at `t` (job stuck, or down).
+    pub fn stuck(&mut self, t: f64) -> bool {
+        self.down || self.gone || self.model.stuck(t).is_some()
+    }
+}
+
+/// What the machine tells its driver.
+#[derive(Debug)]
+enum MachineEvent {
+    /// The reboot command ran: the machine goes down now.
+    Reboot,
+    /// The agent process died.
+    Crash,
+}
+
+/// The simulated machine the agent acts on.
+#[derive(Debug)]
+pub struct SimHost {
+    name: String,
+    shared: Arc<Shared>,
+    state: Arc<Mutex<HostState>>,
+    events: mpsc::UnboundedSender<MachineEvent>,
+}
+
+impl SimHost {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HostState> {
+        // A panic while holding the lock is a bug in the simulator; the
+        // state is plain data, so keep going with it.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn record(&self, action: Action, job: &str, permit: &PermitRef) {
+        let rechecked_stuck = self.lock().last_check_stuck;
+        self.shared.record(ActionRecord {
+            host: self.name.clone(),
+            action,
+            job: job.to_owned(),
+            permit_id: permit.id.to_string(),
+            token: permit.token.0,
+            at: SystemTime::now(),
+            t: self.shared.clock.t(),
+            rechecked_stuck,
+        });
+    }
+
+    /// Whether the agent dies right after this action (agent-crash).
+    fn crashes_after_grant(&self) -> bool {
+        let t = self.shared.clock.t();
+        let mut st = self.lock();
+        match st.model.plan().crash {
+            Some(c) if t >= c.start && t < c.end => st.model.rng().random_bool(c.after_grant),
+            _ => false,
+        }
+    }
+}
+
+impl Host for SimHost {
+    async fn check(
+        &mut self,
+        _job: &JobConfig,
+        _detectors: &mut JobDetectors,
+        _now: SystemTime,
+    ) -> Verdict {
+        let t = self.shared.clock.t();
+        let mut st = self.lock();
+        let verdict = match st.model.stuck(t) {
+            Some(why) => Verdict::Stuck(Evidence {
+                detector: "sim",
+                detail: why.to_owned(),
+            }),
+            None => Verdict::Healthy,
+        };
+        st.last_check_stuck = verdict.is_stuck();
+        verdict
+    }
+
+    async fn restart(
+        &mut self,
+        job: &JobConfig,
+        _detectors: &JobDetectors,
+        permit: &PermitRef,
+    ) -> Result<(), String> {
+        self.record(Action::RestartJob, &job.name, permit);
+        let secs = {
+            let mut st = self.lock();
+            draw(st.model.rng(), self.shared.scenario.fleet.restart_time)
+        };
+        self.shared.clock.sleep(secs).await;
+        let t = self.shared.clock.t();
+        let p = self.shared.scenario.jobs.restart_fixes;
+        self.lock().model.restart(t, p);
+        if self.crashes_after_grant() {
+            let _ = self.events.send(MachineEvent::Crash);
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+
+    async fn reboot(
+        &mut self,
+        _command: &[String],
+        job: &str,
+        permit: &PermitRef,
+    ) -> Result<(), String> {
+        self.record(Action::RebootHost, job, permit);
+        let _ = self.events.send(MachineEvent::Reboot);
+        // The machine goes down: the driver drops this agent mid-await.
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+/// One host of the fleet and how to run its agent.
+#[derive(Debug)]
+pub struct SimHostSpec {
+    /// Its name.
+    pub name: String,
+    /// Its agent's configuration.
+    pub config: AgentConfig,
+    /// Its state, shared with the sampler.
+    pub state: Arc<Mutex<HostState>>,
+}
+
+impl SimHostSpec {
+    /// A host whose agent talks to `url` and keeps its state under `dir`.
+    pub fn new(
+        model: JobModel,
+        scenario: &Scenario,
+        scale: Scale,
+        url: &str,
+        dir: PathBuf,
+    ) -> Result<Self, crate::SimError> {
+        let plan = model.plan().clone();
+        let a = &scenario.agent;
+        let labels = plan
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k} = {v:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let toml = format!(
+            r#"
+host_id = "{name}"
+labels = {{ {labels} }}
+coordinators = ["{url}"]
+check_interval = "{check}"
+heartbeat_interval = "{hb}"
+request_timeout = "5s"
+state_dir = {dir:?}
+safety_margin = "{margin}"
+# Never run: the simulated machine reboots instead.
+reboot_command = ["false"]
+
+[[jobs]]
+name = "ingest"
+confirm = {confirm}
+reboot_after_failed_restarts = {restarts}
+give_up_after_failed_reboots = {reboots}
+restart = {{ grace = "{grace}", verify_timeout = "{verify}" }}
+# Never read: the simulated machine answers every check.
+heartbeat_file = {{ path = "/run/medic-sim/ingest.hb" }}
+"#,
+            name = plan.name,
+            check = scale.text(a.check_interval.0),
+            hb = scale.text(a.heartbeat_interval.0),
+            dir = dir.display().to_string(),
+            margin = scale.text(a.safety_margin.0),
+            confirm = a.confirm,
+            restarts = a.reboot_after_failed_restarts,
+            reboots = a.give_up_after_failed_reboots,
+            grace = scale.text(Duration::from_secs(30)),
+            verify = scale.text(a.verify_timeout.0),
+        );
+        let config = AgentConfig::from_toml(&toml)
+            .map_err(|e| crate::SimError::Config(format!("agent {}: {e}", plan.name)))?;
+        Ok(Self {
+            name: plan.name.clone(),
+            config,
+            state: Arc::new(Mutex::new(HostState {
+                model,
+                down: false,
+                gone: false,
+                last_check_stuck: false,
+            })),
+        })
+    }
+}
+
+/// Aborts a task when dropped (a driver that is itself aborted takes its
+/// agent with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs host `spec` until `stop` turns true: starts its agent, and plays
+/// reboots, crashes and hosts that never come back. On stop, an agent in
+/// the middle of an action finishes it, and a rebooting host comes back
+/// and reports first.
+pub async fn drive(spec: Arc<SimHostSpec>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (events, mut rx) = mpsc::unbounded_channel();
+        let (control, control_rx) = mpsc::channel(1);
+        let host = SimHost {
+            name: spec.name.clone(),
+            shared: shared.clone(),
+            state: spec.state.clone(),
+            events,
+        };
+        let agent = Agent::with_host(spec.config.clone(), Environment::default(), host);
+        let mut task = AbortOnDrop(tokio::spawn(agent.run(control_rx)));
+        let mut stopping = *stop.borrow();
+        if stopping {
+            let _ = control.try_send(Control::Shutdown);
+        }
+        let event = loop {
+            tokio::select! {
+                e = rx.recv() => break e,
+                _ = &mut task.0 => return,
+                _ = stop.wait_for(|s| *s), if !stopping => {
+                    stopping = true;
+                    let _ = control.try_send(Control::Shutdown);
+                }
+            }
+        };
+        // Power loss (or a dead process): the agent stops mid-await.
+        drop(task);
+        match event {
+            Some(MachineEvent::Reboot) => {
+                let (secs, never_back) = {
+                    let mut st = spec
+                        .state
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    st.down = true;
+                    let t = shared.clock.t();
+                    let secs = draw(st.model.rng(), shared.scenario.fleet.reboot_time);
+                    let never = match st.model.plan().crash {
+                        Some(c) if t >= c.start && t < c.end => {
+                            st.model.rng().random_bool(c.never_back)
+                        }
+                        _ => false,
+                    };
+                    (secs, never)
+                };
+                if never_back {
+                    let mut st = spec
+                        .state
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    st.gone = true;
+                    return;
+                }
+                shared.clock.sleep(secs).await;
+                let t = shared.clock.t();
+                let p = shared.scenario.jobs.reboot_fixes;
+                let mut st = spec
+                    .state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                st.model.reboot(t, p);
+                st.down = false;
+            }
+            Some(MachineEvent::Crash) => {
+                if stopping {
+                    return;
+                }
+                let back = spec
+                    .state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .model
+                    .plan()
+                    .crash
+                    .map_or(0.0, |c| c.back_after);
+                shared.clock.sleep(back).await;
+            }
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! `medic-sim`: runs a scenario (or a benchmark) and reports.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use medic_sim::coord::TlsFiles;
+use medic_sim::{Options, Scenario};
+
+/// Exit codes: 0 every invariant held, 1 a violation (or a storm missed its
+/// bound), 64 bad usage, 78 a bad scenario or configuration.
+const EXIT_VIOLATION: u8 = 1;
+const EXIT_USAGE: u8 = 64;
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "medic-sim",
+    version,
+    about = "medic's fleet simulator, incident replay and load harness"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct Remote {
+    /// Drive this coordinator instead of an in-process one (`http://`;
+    /// `https://` for `bench` and `storm`). Run it with the scenario's
+    /// `[coordinator]` settings divided by the speed: the invariant checker
+    /// judges the run against those. Only this run's history is judged.
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// CA certificate (PEM) for an `https://` coordinator.
+    #[arg(long, requires = "coordinator")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for mutual TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Client key (PEM), for mutual TLS.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl Remote {
+    fn external(&self) -> Option<(String, TlsFiles)> {
+        self.coordinator.clone().map(|url| {
+            (
+                url,
+                TlsFiles {
+                    ca: self.tls_ca.clone(),
+                    cert: self.tls_cert.clone(),
+                    key: self.tls_key.clone(),
+                },
+            )
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a scenario (a built-in name or a TOML file), compares medic with
+    /// the legacy reboot script, checks the invariants, writes the report.
+    Run {
+        /// `steady`, `dependency-outage`, `bad-rack`, `flapping`,
+        /// `coordinator-crash`, `agent-crash`, `partition`, `storm`, or a
+        /// path.
+        scenario: String,
+        /// The scenario's short form (what CI runs).
+        #[arg(long)]
+        short: bool,
+        /// Seed of the failures and incidents.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Run this many seeds, from `--seed` on; fails if any fails.
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
+        /// Scenario seconds per real second (overrides the scenario's).
+        #[arg(long)]
+        speed: Option<f64>,
+        /// Where to write the HTML report.
+        #[arg(long, default_value = "medic-sim-report.html")]
+        report: PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Lists the built-in scenarios.
+    List,
+    /// Decisions per second and latency against the no-op RPC ceiling.
+    Bench {
+        /// Hosts registered with the coordinator.
+        #[arg(long, default_value_t = 10_000)]
+        hosts: usize,
+        /// Concurrent simulated agents, one connection each.
+        #[arg(long, default_value_t = 64)]
+        agents: usize,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// (internal) Serves a coordinator for a run that may SIGKILL it.
+    #[command(hide = true)]
+    Coordinator {
+        /// Its configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("medic-sim: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move { dispatch(cli.command).await })
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    match command {
+        Command::List => {
+            for (name, text) in medic_sim::scenario::BUILTIN {
+                match Scenario::from_toml(text) {
+                    Ok(s) => println!("{name:<20} {}", s.description.trim()),
+                    Err(e) => println!("{name:<20} INVALID: {e}"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Coordinator { config } => match medic_sim::coord::serve_child(&config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("medic-sim coordinator: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
+            hosts,
+            agents,
+            secs,
+            remote,
+        } => {
+            let opts = medic_sim::bench::BenchOptions {
+                hosts,
+                agents,
+                secs,
+                external: remote.external(),
+            };
+            match medic_sim::bench::bench(&opts).await {
+                Ok(b) => {
+                    print!("{}", medic_sim::report::bench_summary(&b));
+                    if b.verdict.ok() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(EXIT_VIOLATION)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("medic-sim bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run {
+            scenario,
+            short,
+            seed,
+            seeds,
+            speed,
+            report,
+            quiet,
+            remote,
+        } => {
+            let sc = match Scenario::load(&scenario) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("medic-sim: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let exe = std::env::current_exe().ok();
+            let mut failed = false;
+            for seed in seed..seed.saturating_add(seeds.max(1)) {
+                let opts = Options {
+                    seed,
+                    speed,
+                    short,
+                    external: remote.external(),
+                    exe: exe.clone(),
+                    progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                };
+                let r = match medic_sim::run(sc.clone(), &opts).await {
+                    Ok(r) => r,
+                    Err(
+                        e @ (medic_sim::SimError::Scenario(_) | medic_sim::SimError::Config(_)),
+                    ) => {
+                        eprintln!("medic-sim: {e}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                    Err(e) => {
+                        eprintln!("medic-sim: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                print!("{}", medic_sim::report::summary(&r));
+                let storm_ok = r
+                    .storm
+                    .as_ref()
+                    .is_none_or(medic_sim::bench::StormResult::ok);
+                if !r.verdict.ok() || !storm_ok {
+                    failed = true;
+                }
+                if seeds <= 1 {
+                    if let Err(e) = std::fs::write(&report, medic_sim::report::html(&r)) {
+                        eprintln!("medic-sim: cannot write {}: {e}", report.display());
+                        return ExitCode::FAILURE;
+                    }
+                    println!("\n  report: {}", report.display());
+                }
+            }
+            if failed {
+                ExitCode::from(EXIT_VIOLATION)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! The terminal summary (medic and the legacy script side by side) and the
+//! self-contained HTML report with inline SVG charts.
+
+use std::fmt::Write as _;
+
+use crate::bench::{BenchResult, Latency, StormResult};
+use crate::check::COVERED;
+use crate::record::Side;
+use crate::run::RunResult;
+
+/// Scenario seconds as `12m30s`.
+pub fn minutes(t: f64) -> String {
+    let neg = t < 0.0;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let s = t.abs().round() as u64;
+    let body = if s >= 3600 {
+        format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    };
+    if neg { format!("-{body}") } else { body }
+}
+
+/// Text with its line breaks and runs of spaces folded into single spaces.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn ms(d: std::time::Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn latency_line(l: &Latency) -> String {
+    format!(
+        "p50 {}, p90 {}, p99 {}, max {}",
+        ms(l.p50),
+        ms(l.p90),
+        ms(l.p99),
+        ms(l.max)
+    )
+}
+
+fn cap(c: Option<u32>) -> String {
+    c.map_or_else(String::new, |c| format!(" (cap {c})"))
+}
+
+/// The terminal summary.
+pub fn summary(r: &RunResult) -> String {
+    let mut o = String::new();
+    let s = &r.scenario;
+    let _ = writeln!(
+        o,
+        "medic-sim: {} (seed {}, speed {}x, {} hosts, {} of scenario time in {:.1}s)",
+        s.name,
+        r.seed,
+        r.speed,
+        r.storm.as_ref().map_or(s.fleet.hosts, |st| st.hosts),
+        minutes(s.duration.secs()),
+        r.wall.as_secs_f64()
+    );
+    let _ = writeln!(o, "  {}", one_line(&s.description));
+    if let Some(st) = &r.storm {
+        storm_summary(&mut o, st, r);
+    } else {
+        let (m, l) = (&r.medic, &r.legacy);
+        let _ = writeln!(o);
+        let _ = writeln!(o, "  {:<40} {:>18} {:>18}", "", "medic", "legacy script");
+        let row = |o: &mut String, name: &str, a: String, b: String| {
+            let _ = writeln!(o, "  {name:<40} {a:>18} {b:>18}");
+        };
+        row(
+            &mut o,
+            "restarts performed",
+            m.restarts.to_string(),
+            "-".into(),
+        );
+        row(
+            &mut o,
+            "reboots performed",
+            m.reboots.to_string(),
+            l.reboots.to_string(),
+        );
+        row(
+            &mut o,
+            "most restarts in flight at once",
+            format!("{}{}", m.max_restarts_in_flight, cap(r.caps.0)),
+            "-".into(),
+        );
+        row(
+            &mut o,
+            "most reboots in flight at once",
+            format!("{}{}", m.max_reboots_in_flight, cap(r.caps.1)),
+            l.max_reboots_in_flight.to_string(),
+        );
+        row(
+            &mut o,
+            "host-minutes stuck or down",
+            format!("{:.0}", m.stuck_host_minutes),
+            format!("{:.0}", l.stuck_host_minutes),
+        );
+        row(
+            &mut o,
+            "longest a host stayed stuck",
+            minutes(m.longest_stuck_minutes * 60.0),
+            minutes(l.longest_stuck_minutes * 60.0),
+        );
+        row(
+            &mut o,
+            "hosts stuck at the end (longest for)",
+            format!(
+                "{} ({})",
+                m.left_stuck,
+                minutes(m.left_stuck_minutes * 60.0)
+            ),
+            format!(
+                "{} ({})",
+                l.left_stuck,
+                minutes(l.left_stuck_minutes * 60.0)
+            ),
+        );
+        let _ = writeln!(o);
+        let opened = r.breakers.iter().filter(|b| b.open).count();
+        let _ = writeln!(
+            o,
+            "  breaker: opened {opened}x, closed {}x{}",
+            r.breakers.len() - opened,
+            r.breakers
+                .iter()
+                .find(|b| b.open)
+                .map_or_else(String::new, |b| format!(
+                    " (first opened at {}: {} {})",
+                    minutes(b.t),
+                    b.scope,
+                    b.reason
+                ))
+        );
+        let _ = writeln!(
+            o,
+            "  grants {}, denial samples {}, pauses {}, quarantines {}, permits expired without an outcome {}, coordinator killed {}x",
+            r.grants, r.denials, r.pauses, r.quarantines, r.expired, r.coordinator_kills
+        );
+    }
+    let _ = writeln!(o);
+    let v = &r.verdict;
+    let _ = writeln!(
+        o,
+        "  invariants: {}",
+        if v.ok() { "all hold" } else { "VIOLATED" }
+    );
+    for (i, what) in COVERED {
+        let n = v.checked.get(i).copied().unwrap_or(0);
+        let bad = v.of(i);
+        let _ = writeln!(
+            o,
+            "    {i} {:<4} {what} ({n} checked{})",
+            if bad == 0 { "ok" } else { "FAIL" },
+            if bad == 0 {
+                String::new()
+            } else {
+                format!(", {bad} violation(s)")
+            }
+        );
+    }
+    if !v.ok() {
+        let _ = writeln!(o, "\n  first violations:");
+        o.push_str(&v.render(&r.history, r.origin, r.speed, 5));
+    }
+    o
+}
+
+fn storm_summary(o: &mut String, st: &StormResult, r: &RunResult) {
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "  {} hosts asked for a restart permit within {} over {} connections",
+        st.hosts,
+        humantime::format_duration(st.within),
+        st.connections
+    );
+    let _ = writeln!(
+        o,
+        "  answered {} ({} granted, {} denied), {} errors; all answered {:.3}s after the first request (bound {}): {}",
+        st.answered,
+        st.granted,
+        st.denied,
+        st.errors,
+        st.all_answered_after.as_secs_f64(),
+        humantime::format_duration(st.answer_within),
+        if st.ok() { "ok" } else { "MISSED" }
+    );
+    let _ = writeln!(o, "  latency: {}", latency_line(&st.latency));
+    let _ = writeln!(
+        o,
+        "  restart cap {} ; grants in the history {}",
+        r.caps.0.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+        r.grants
+    );
+}
+
+/// The bench's report.
+pub fn bench_summary(b: &BenchResult) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "medic-sim bench: {} hosts, {} concurrent agents (one connection each)",
+        b.hosts, b.agents
+    );
+    let _ = writeln!(
+        o,
+        "  {:<34} {:>10} {:>9}  latency",
+        "phase", "calls/s", "of ceil."
+    );
+    for p in [&b.ceiling, &b.decisions] {
+        let _ = writeln!(
+            o,
+            "  {:<34} {:>10.0} {:>9.2}  {}{}",
+            p.name,
+            p.rate,
+            p.rate / b.ceiling.rate.max(1e-9),
+            latency_line(&p.latency),
+            if p.errors > 0 {
+                format!(" ({} errors)", p.errors)
+            } else {
+                String::new()
+            }
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  decisions: {} ({} granted and reported done at once)",
+        b.decisions.calls, b.decisions.granted
+    );
+    let _ = writeln!(
+        o,
+        "  invariants over the bench's history: {}",
+        if b.verdict.ok() {
+            "all hold".to_owned()
+        } else {
+            format!("{} violation(s)", b.verdict.violations.len())
+        }
+    );
+    o
+}
+
+// === HTML ===
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// One line of a chart.
+#[derive(Debug)]
+struct Line {
+    name: String,
+    color: &'static str,
+    dashed: bool,
+    points: Vec<(f64, f64)>,
+}
+
+const W: f64 = 760.0;
+const H: f64 = 240.0;
+const ML: f64 = 56.0;
+const MR: f64 = 16.0;
+const MT: f64 = 16.0;
+const MB: f64 = 34.0;
+
+fn nice_max(v: f64) -> f64 {
+    if v <= 1.0 {
+        return 1.0;
+    }
+    let mag = 10f64.powf(v.log10().floor());
+    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if m * mag >= v {
+            return m * mag;
+        }
+    }
+    10.0 * mag
+}
+
+fn chart(id: &str, title: &str, y_label: &str, x_max: f64, lines: &[Line]) -> String {
+    let y_max = nice_max(
+        lines
+            .iter()
+            .flat_map(|l| l.points.iter().map(|p| p.1))
+            .fold(0.0, f64::max),
+    );
+    let x_max = x_max.max(1.0);
+    let px = |x: f64| ML + (x / x_max) * (W - ML - MR);
+    let py = |y: f64| MT + (1.0 - y / y_max) * (H - MT - MB);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<figure><figcaption>{}</figcaption><svg class="chart" id="{id}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}">"#,
+        esc(title),
+        esc(title)
+    );
+    // Grid and axes.
+    // Whole-number ticks where the range allows.
+    let div = if y_max >= 5.0 && (y_max / 4.0).fract() != 0.0 {
+        5
+    } else {
+        4
+    };
+    for i in 0..=div {
+        let y = y_max * f64::from(i) / f64::from(div);
+        let _ = write!(
+            s,
+            r##"<line x1="{ML}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#e3e3e3"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end" fill="#555">{}</text>"##,
+            W - MR,
+            py(y),
+            py(y),
+            ML - 6.0,
+            py(y) + 4.0,
+            if y_max <= 4.0 {
+                format!("{y:.1}")
+            } else {
+                format!("{y:.0}")
+            }
+        );
+    }
+    for i in 0..=6 {
+        let x = x_max * f64::from(i) / 6.0;
+        let _ = write!(
+            s,
+            r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="{}" fill="#555">{}</text>"##,
+            px(x),
+            H - MB + 16.0,
+            if i == 6 { "end" } else { "middle" },
+            minutes(x)
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<line x1="{ML}" x2="{ML}" y1="{MT}" y2="{}" stroke="#888"/><line x1="{ML}" x2="{}" y1="{}" y2="{}" stroke="#888"/><text x="12" y="{}" font-size="11" fill="#555" transform="rotate(-90 12 {})" text-anchor="middle">{}</text>"##,
+        H - MB,
+        W - MR,
+        H - MB,
+        H - MB,
+        H / 2.0,
+        H / 2.0,
+        esc(y_label)
+    );
+    for l in lines {
+        if l.points.is_empty() {
+            continue;
+        }
+        let pts: Vec<String> = l
+            .points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = write!(
+            s,
+            r#"<polyline class="series" data-name="{}" fill="none" stroke="{}" stroke-width="2"{} points="{}"/>"#,
+            esc(&l.name),
+            l.color,
+            if l.dashed {
+                r#" stroke-dasharray="6 4""#
+            } else {
+                ""
+            },
+            pts.join(" ")
+        );
+    }
+    // Legend.
+    let mut x = ML + 8.0;
+    for l in lines {
+        let _ = write!(
+            s,
+            r##"<line x1="{x:.1}" x2="{:.1}" y1="{}" y2="{}" stroke="{}" stroke-width="3"{}/><text x="{:.1}" y="{}" font-size="11" fill="#222">{}</text>"##,
+            x + 18.0,
+            MT + 6.0,
+            MT + 6.0,
+            l.color,
+            if l.dashed {
+                r#" stroke-dasharray="4 3""#
+            } else {
+                ""
+            },
+            x + 22.0,
+            MT + 10.0,
+            esc(&l.name)
+        );
+        #[allow(clippy::cast_precision_loss)]
+        let width = 30.0 + 6.5 * l.name.len() as f64;
+        x += width;
+    }
+    s.push_str("</svg></figure>");
+    s
+}
+
+fn series(side: &Side, f: impl Fn(&crate::record::Sample) -> Option<f64>) -> Vec<(f64, f64)> {
+    side.series
+        .iter()
+        .filter_map(|s| f(s).map(|v| (s.t, v)))
+        .collect()
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn u(v: usize) -> f64 {
+    v as f64
+}
+
+/// The HTML report: summary, charts, breaker changes, invariants.
+pub fn html(r: &RunResult) -> String {
+    let s = &r.scenario;
+    let x_max = s.duration.secs();
+    let (m, l) = (&r.medic, &r.legacy);
+    let mut charts = String::new();
+    if r.storm.is_none() {
+        charts.push_str(&chart(
+            "stuck",
+            "Hosts with a stuck job (or down rebooting)",
+            "hosts",
+            x_max,
+            &[
+                Line {
+                    name: "medic".into(),
+                    color: "#1f77b4",
+                    dashed: false,
+                    points: series(m, |s| Some(u(s.stuck))),
+                },
+                Line {
+                    name: "legacy script".into(),
+                    color: "#d62728",
+                    dashed: false,
+                    points: series(l, |s| Some(u(s.stuck))),
+                },
+            ],
+        ));
+        charts.push_str(&chart(
+            "inflight",
+            "Remediations in flight against the cap",
+            "in flight",
+            x_max,
+            &[
+                Line {
+                    name: "medic restarts".into(),
+                    color: "#2ca02c",
+                    dashed: false,
+                    points: series(m, |s| s.coordinator_up.then(|| u(s.restarts_in_flight))),
+                },
+                Line {
+                    name: "restart cap".into(),
+                    color: "#2ca02c",
+                    dashed: true,
+                    points: series(m, |s| s.restart_cap.map(f64::from)),
+                },
+                Line {
+                    name: "medic reboots".into(),
+                    color: "#1f77b4",
+                    dashed: false,
+                    points: series(m, |s| s.coordinator_up.then(|| u(s.reboots_in_flight))),
+                },
+                Line {
+                    name: "reboot cap".into(),
+                    color: "#1f77b4",
+                    dashed: true,
+                    points: series(m, |s| s.reboot_cap.map(f64::from)),
+                },
+                Line {
+                    name: "legacy reboots".into(),
+                    color: "#d62728",
+                    dashed: false,
+                    points: series(l, |s| Some(u(s.reboots_in_flight))),
+                },
+            ],
+        ));
+        charts.push_str(&chart(
+            "reboots",
+            "Cumulative reboots: medic and the legacy script",
+            "reboots",
+            x_max,
+            &[
+                Line {
+                    name: "medic reboots".into(),
+                    color: "#1f77b4",
+                    dashed: false,
+                    points: series(m, |s| Some(u(s.reboots_total))),
+                },
+                Line {
+                    name: "medic restarts".into(),
+                    color: "#2ca02c",
+                    dashed: true,
+                    points: series(m, |s| Some(u(s.restarts_total))),
+                },
+                Line {
+                    name: "legacy reboots".into(),
+                    color: "#d62728",
+                    dashed: false,
+                    points: series(l, |s| Some(u(s.reboots_total))),
+                },
+            ],
+        ));
+        charts.push_str(&chart(
+            "breaker",
+            "Breaker state (open breakers) and coordinator availability",
+            "count",
+            x_max,
+            &[
+                Line {
+                    name: "open breakers".into(),
+                    color: "#ff7f0e",
+                    dashed: false,
+                    points: series(m, |s| Some(u(s.breakers_open.unwrap_or(0)))),
+                },
+                Line {
+                    name: "coordinator down".into(),
+                    color: "#7f7f7f",
+                    dashed: true,
+                    points: series(m, |s| Some(if s.coordinator_up { 0.0 } else { 1.0 })),
+                },
+            ],
+        ));
+    }
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>medic-sim: {}</h1><p class=\"desc\">{}</p><p class=\"meta\">seed {}, speed {}&times;, {} of scenario time in {:.1} s of real time</p>",
+        esc(&s.name),
+        esc(&one_line(&s.description)),
+        r.seed,
+        r.speed,
+        minutes(s.duration.secs()),
+        r.wall.as_secs_f64()
+    );
+    let _ = write!(body, "<pre class=\"summary\">{}</pre>", esc(&summary(r)));
+    body.push_str(&charts);
+    if !r.breakers.is_empty() {
+        body.push_str("<h2>Breaker changes</h2><table><tr><th>time</th><th>change</th><th>scope</th><th>why</th></tr>");
+        for b in &r.breakers {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                minutes(b.t),
+                if b.open { "opened" } else { "closed" },
+                esc(&b.scope),
+                esc(&b.reason)
+            );
+        }
+        body.push_str("</table>");
+    }
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>medic-sim: {title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 820px; color: #222; }}
+figure {{ margin: 1.5em 0; }} figcaption {{ font-weight: 600; margin-bottom: .3em; }}
+pre.summary {{ background: #f6f6f6; padding: 1em; white-space: pre-wrap; font-size: 12px; }}
+table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px solid #ddd; padding: 3px 8px; text-align: left; }}
+.desc {{ font-style: italic; }} .meta {{ color: #666; }}
+</style></head><body>
+{body}
+<script>
+// Marks how many charts drew a visible line (read by the report test).
+(function () {{
+  let drawn = 0;
+  for (const svg of document.querySelectorAll("svg.chart")) {{
+    let width = 0;
+    for (const p of svg.querySelectorAll("polyline.series")) {{
+      const b = p.getBBox();
+      width = Math.max(width, b.width);
+    }}
+    svg.dataset.drawnWidth = String(Math.round(width));
+    if (width > 0) drawn++;
+  }}
+  document.body.dataset.chartsDrawn = String(drawn);
+}})();
+</script>
+</body></html>
+"#,
+        title = esc(&s.name)
+    )
+}

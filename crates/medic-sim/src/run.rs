@@ -1,0 +1,545 @@
+//! One simulation: the fleet of real agents against a real coordinator,
+//! incidents on the timeline, then the legacy baseline over the same
+//! world, the invariant checker over everything, and the numbers for the
+//! report.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use medic_policy::{Action, Event};
+use medic_proto::pb::v1 as pb;
+use tokio::sync::watch;
+
+use crate::check::{self, AuditEntry, Context, Verdict};
+use crate::coord::{Coordinator, Mode, TlsFiles};
+use crate::error::SimError;
+use crate::host::{Shared, SimClock, SimHostSpec, drive};
+use crate::model::{JobModel, StuckTracker, World};
+use crate::proxy::Proxy;
+use crate::record::{ActionRecord, Sample, Side};
+use crate::scenario::{Incident, Scale, Scenario};
+
+/// How to run a scenario.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The seed (failures, incidents, coin flips).
+    pub seed: u64,
+    /// Overrides the scenario's speed.
+    pub speed: Option<f64>,
+    /// Run the scenario's short form.
+    pub short: bool,
+    /// An external coordinator instead of an in-process one.
+    pub external: Option<(String, TlsFiles)>,
+    /// The `medic-sim` executable, to run a killable coordinator
+    /// (`coordinator-crash`).
+    pub exe: Option<PathBuf>,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// A breaker opening or closing, in scenario time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BreakerChange {
+    /// When.
+    pub t: f64,
+    /// Opened (true) or closed.
+    pub open: bool,
+    /// Which breaker.
+    pub scope: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Everything a run produced.
+#[derive(Debug)]
+pub struct RunResult {
+    /// The scenario as run (short form applied).
+    pub scenario: Scenario,
+    /// The speed it ran at.
+    pub speed: f64,
+    /// The seed.
+    pub seed: u64,
+    /// Real time the medic run took.
+    pub wall: Duration,
+    /// Wall-clock time of scenario time 0.
+    pub origin: SystemTime,
+    /// The medic side.
+    pub medic: Side,
+    /// The legacy script over the same world.
+    pub legacy: Side,
+    /// The effective caps at the end (restart, reboot).
+    pub caps: (Option<u32>, Option<u32>),
+    /// Breaker changes.
+    pub breakers: Vec<BreakerChange>,
+    /// Pauses begun.
+    pub pauses: usize,
+    /// Hosts quarantined.
+    pub quarantines: usize,
+    /// Permits that expired without an outcome.
+    pub expired: usize,
+    /// Grants in the history.
+    pub grants: usize,
+    /// Denials (counted, from the samples).
+    pub denials: u64,
+    /// Times the coordinator was killed.
+    pub coordinator_kills: usize,
+    /// When each coordinator incarnation started, scenario seconds
+    /// (negative: before the fleet started).
+    pub coordinator_starts: Vec<f64>,
+    /// The invariant checker's verdict.
+    pub verdict: Verdict,
+    /// The audit history.
+    pub history: Vec<AuditEntry>,
+    /// The hosts' action records.
+    pub actions: Vec<ActionRecord>,
+    /// A storm's figures, for the `storm` scenario.
+    pub storm: Option<crate::bench::StormResult>,
+}
+
+/// Runs `scenario`.
+pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimError> {
+    let scenario = if opts.short {
+        scenario.shortened()
+    } else {
+        scenario
+    };
+    let speed = opts.speed.unwrap_or(scenario.speed);
+    if speed.is_nan() || speed <= 0.0 {
+        return Err(SimError::Scenario(format!(
+            "speed must be positive, got {speed}"
+        )));
+    }
+    let scale = Scale(speed);
+    let dir = tempfile::Builder::new().prefix("medic-sim-").tempdir()?;
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir)?;
+    let toml = scale.coordinator_toml(&scenario.coordinator, &state_dir);
+    if let Some((url, _)) = &opts.external
+        && url.starts_with("https://")
+        && scenario.storm.is_none()
+    {
+        return Err(SimError::Scenario(format!(
+            "{url}: the simulated agents run the real agent's client, which connects in \
+             plaintext; use an http:// coordinator (bench and storm take TLS files)"
+        )));
+    }
+    if opts.external.is_some() && scenario.partitions() {
+        return Err(SimError::Scenario(
+            "partition cuts links through the simulator's own relay; run it without --coordinator"
+                .into(),
+        ));
+    }
+    let started = SystemTime::now();
+    let mode = match (&opts.external, scenario.crashes_coordinator()) {
+        (Some((url, tls)), false) => Mode::External {
+            url: url.clone(),
+            tls: tls.clone(),
+        },
+        (Some(_), true) => {
+            return Err(SimError::Scenario(
+                "a scenario that kills the coordinator needs the simulator's own coordinator, \
+                 not --coordinator"
+                    .into(),
+            ));
+        }
+        (None, true) => Mode::Child {
+            exe: opts.exe.clone().ok_or_else(|| {
+                SimError::Coordinator("no medic-sim executable to run the coordinator".into())
+            })?,
+        },
+        (None, false) => Mode::InProcess,
+    };
+    let coordinator = Coordinator::start(mode, &toml, dir.path()).await?;
+
+    if let Some(storm) = &scenario.storm {
+        let storm = storm.clone();
+        return crate::bench::run_storm(scenario, storm, speed, opts.seed, coordinator).await;
+    }
+
+    let world = World::build(&scenario, opts.seed);
+    let clock = SimClock::start(scale);
+    let shared = Arc::new(Shared {
+        clock,
+        scenario: scenario.clone(),
+        actions: Mutex::new(Vec::new()),
+    });
+
+    // Agents reach the coordinator directly, or through relays when the
+    // scenario cuts links or moves the coordinator.
+    let target: Option<SocketAddr> = coordinator
+        .url()
+        .strip_prefix("http://")
+        .and_then(|a| a.parse().ok());
+    let main_proxy = if coordinator.killable() {
+        Some(Proxy::start(target).await?)
+    } else {
+        None
+    };
+    let part_proxy = if scenario.partitions() {
+        Some(Proxy::start(target).await?)
+    } else {
+        None
+    };
+    let main_url = main_proxy
+        .as_ref()
+        .map_or_else(|| coordinator.url().to_owned(), Proxy::url);
+
+    let mut specs = Vec::new();
+    for (i, plan) in world.hosts.iter().enumerate() {
+        let model = JobModel::new(plan.clone(), opts.seed.wrapping_mul(1_000_003) ^ i as u64);
+        let url = match &part_proxy {
+            Some(p) if plan.ever_partitioned() => p.url(),
+            _ => main_url.clone(),
+        };
+        let host_dir = dir.path().join("hosts").join(&plan.name);
+        specs.push(Arc::new(SimHostSpec::new(
+            model, &scenario, scale, &url, host_dir,
+        )?));
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut drivers = tokio::task::JoinSet::new();
+    for spec in &specs {
+        drivers.spawn(drive(spec.clone(), shared.clone(), stop_rx.clone()));
+    }
+
+    // The timeline: partitions and coordinator crashes.
+    let coordinator = Arc::new(tokio::sync::Mutex::new(coordinator));
+    let proxies = Arc::new((main_proxy, part_proxy));
+    let timeline = tokio::spawn(timeline(
+        scenario.incidents.clone(),
+        clock,
+        coordinator.clone(),
+        proxies.clone(),
+    ));
+
+    let end = scenario.duration.secs();
+    let step = (end / 240.0).max(5.0);
+    let bar = if opts.progress {
+        let b = ProgressBar::new(end.ceil() as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:40}] {msg} (scenario {pos}/{len} s, {elapsed} real)",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b.set_prefix(scenario.name.clone());
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let admin_url = main_url.clone();
+    let external_tls = opts.external.as_ref().map(|(_, t)| t.clone());
+    let mut admin: Option<pb::admin_client::AdminClient<tonic::transport::Channel>> = None;
+    let mut tracker = StuckTracker::new(specs.len());
+    let mut series = Vec::new();
+    let mut caps = (None, None);
+    let mut t_next = 0.0;
+    while t_next <= end {
+        clock.sleep_until(t_next).await;
+        let t = clock.t();
+        let stuck: Vec<bool> = specs
+            .iter()
+            .map(|s| {
+                s.state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .stuck(t)
+            })
+            .collect();
+        let count = tracker.sample(t, stuck.into_iter());
+        let (restarts_total, reboots_total) = totals(&shared);
+        let mut sample = Sample {
+            t,
+            stuck: count,
+            restarts_total,
+            reboots_total,
+            ..Sample::default()
+        };
+        if admin.is_none() {
+            admin = crate::coord::connect(&admin_url, external_tls.as_ref())
+                .await
+                .ok()
+                .map(pb::admin_client::AdminClient::new);
+        }
+        if let Some(a) = admin.as_mut() {
+            match tokio::time::timeout(
+                Duration::from_secs(2),
+                a.get_status(pb::GetStatusRequest {}),
+            )
+            .await
+            {
+                Ok(Ok(r)) => {
+                    let s = r.into_inner().status.unwrap_or_default();
+                    sample.coordinator_up = true;
+                    sample.breakers_open = Some(s.breakers.len());
+                    for act in &s.actions {
+                        let active = act.active as usize;
+                        match pb::Action::try_from(act.action) {
+                            Ok(pb::Action::RestartJob) => {
+                                sample.restarts_in_flight = active;
+                                sample.restart_cap = Some(act.effective_cap);
+                            }
+                            Ok(pb::Action::RebootHost) => {
+                                sample.reboots_in_flight = active;
+                                sample.reboot_cap = Some(act.effective_cap);
+                            }
+                            _ => {}
+                        }
+                    }
+                    caps = (sample.restart_cap, sample.reboot_cap);
+                }
+                _ => admin = None,
+            }
+        }
+        series.push(sample);
+        bar.set_position(t.min(end) as u64);
+        bar.set_message(format!(
+            "{} stuck, {} restarts, {} reboots",
+            count, restarts_total, reboots_total
+        ));
+        t_next += step;
+    }
+    bar.set_message("letting agents finish their actions".to_owned());
+
+    // The end: agents finish what they are doing and stop; hosts down
+    // rebooting come back and report first.
+    let _ = timeline.await;
+    stop_tx.send_replace(true);
+    let a = &scenario.agent;
+    let grace = scale
+        .real(a.verify_timeout.0 + scenario.fleet.reboot_time.max.0 + a.check_interval.0 * 2)
+        + Duration::from_secs(10);
+    let _ = tokio::time::timeout(grace, async {
+        while drivers.join_next().await.is_some() {}
+    })
+    .await;
+    drivers.abort_all();
+
+    // Permits of hosts that died expire by their TTL: wait for them, so
+    // that "every permit ended" can be judged.
+    let coordinator = Arc::try_unwrap(coordinator)
+        .map_err(|_| SimError::Coordinator("timeline still holds the coordinator".into()))?
+        .into_inner();
+    let policy = coordinator.config().policy.clone();
+    let tick = coordinator.config().server.tick_interval;
+    let max_ttl = policy
+        .limits
+        .iter()
+        .map(|l| l.permit_ttl)
+        .max()
+        .unwrap_or_default();
+    let drain_until = tokio::time::Instant::now() + max_ttl + tick * 3 + Duration::from_secs(2);
+    let mut admin = coordinator.admin_retrying(Duration::from_secs(30)).await?;
+    loop {
+        let active: u32 = admin
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().status)
+            .map_or(1, |s| s.actions.iter().map(|a| a.active).sum());
+        if active == 0 || tokio::time::Instant::now() >= drain_until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bar.finish_and_clear();
+    let wall = clock.wall.elapsed().unwrap_or_default();
+
+    let read_at = SystemTime::now();
+    let mut history: Vec<AuditEntry> = coordinator
+        .history()
+        .await?
+        .into_iter()
+        .map(AuditEntry::from_wire)
+        .collect();
+    if opts.external.is_some() {
+        // Someone else's coordinator has a past: judge this run only.
+        history.retain(|e| e.at >= started);
+    }
+    let mut coordinator = coordinator;
+    let starts = coordinator.starts.clone();
+    let kills = coordinator.kills;
+    coordinator.stop().await;
+    drop(proxies);
+
+    let actions = shared.actions.lock().map(|a| a.clone()).unwrap_or_default();
+    let fleet: Vec<medic_policy::Labels> = world.hosts.iter().map(|h| h.labels.clone()).collect();
+    let verdict = check::check(
+        &history,
+        &actions,
+        &Context {
+            policy: &policy,
+            fleet: &fleet,
+            starts: &starts,
+            read_at,
+            tick: tick * 2 + Duration::from_millis(200),
+        },
+    );
+
+    let legacy = crate::legacy::run(&scenario, &world, step);
+    let mut medic = Side {
+        name: "medic".into(),
+        restarts: actions
+            .iter()
+            .filter(|a| a.action == Action::RestartJob)
+            .count(),
+        reboots: actions
+            .iter()
+            .filter(|a| a.action == Action::RebootHost)
+            .count(),
+        series,
+        stuck_host_minutes: tracker.host_seconds / 60.0,
+        longest_stuck_minutes: tracker.longest / 60.0,
+        ..Side::default()
+    };
+    let (left, for_secs) = tracker.left_stuck();
+    medic.left_stuck = left;
+    medic.left_stuck_minutes = for_secs / 60.0;
+    medic.finish();
+
+    let mut result = RunResult {
+        speed,
+        seed: opts.seed,
+        wall,
+        origin: clock.wall,
+        medic,
+        legacy,
+        caps,
+        breakers: Vec::new(),
+        pauses: 0,
+        quarantines: 0,
+        expired: 0,
+        grants: 0,
+        denials: 0,
+        coordinator_kills: kills,
+        coordinator_starts: starts.iter().map(|s| clock.t_of(*s)).collect(),
+        verdict,
+        history,
+        actions,
+        storm: None,
+        scenario,
+    };
+    summarize_history(&mut result, &clock);
+    Ok(result)
+}
+
+fn totals(shared: &Shared) -> (usize, usize) {
+    shared.actions.lock().map_or((0, 0), |a| {
+        (
+            a.iter().filter(|r| r.action == Action::RestartJob).count(),
+            a.iter().filter(|r| r.action == Action::RebootHost).count(),
+        )
+    })
+}
+
+/// Counts grants, denials, breaker changes, pauses, quarantines and
+/// expiries from the history.
+pub(crate) fn summarize_history(r: &mut RunResult, clock: &SimClock) {
+    let end = r.scenario.duration.secs();
+    for e in &r.history {
+        // After the run the agents stop heartbeating, the live fleet
+        // shrinks and a breaker may open over the few hosts still holding
+        // permits: true, but not part of the scenario. The checker still
+        // judges those records; the report's breaker story ends with the
+        // run.
+        if matches!(
+            e.event,
+            Some(Event::BreakerOpened(_) | Event::BreakerClosed { .. })
+        ) && clock.t_of(e.at) > end
+        {
+            continue;
+        }
+        match &e.event {
+            Some(Event::PermitGranted { .. }) => r.grants += 1,
+            Some(Event::BreakerOpened(t)) => r.breakers.push(BreakerChange {
+                t: clock.t_of(e.at),
+                open: true,
+                scope: t.scope.to_string(),
+                reason: t.detail.clone(),
+            }),
+            Some(Event::BreakerClosed { scope, reason, .. }) => r.breakers.push(BreakerChange {
+                t: clock.t_of(e.at),
+                open: false,
+                scope: scope.to_string(),
+                reason: reason.clone(),
+            }),
+            Some(Event::Paused(_)) => r.pauses += 1,
+            Some(Event::HostQuarantined(_)) => r.quarantines += 1,
+            Some(Event::PermitEnded {
+                state: medic_policy::PermitState::Expired,
+                ..
+            }) => r.expired += 1,
+            _ => {}
+        }
+        if e.kind == pb::EventKind::Deny {
+            r.denials += 1;
+        }
+    }
+}
+
+async fn timeline(
+    incidents: Vec<Incident>,
+    clock: SimClock,
+    coordinator: Arc<tokio::sync::Mutex<Coordinator>>,
+    proxies: Arc<(Option<Proxy>, Option<Proxy>)>,
+) {
+    // (time, what): true/false cut the partition; crashes kill, then
+    // restart after their downtime.
+    #[derive(Debug)]
+    enum Step {
+        Cut(bool),
+        Kill,
+        Restart,
+    }
+    let mut steps: Vec<(f64, Step)> = Vec::new();
+    for inc in incidents {
+        match inc {
+            Incident::Partition { at, duration, .. } => {
+                steps.push((at.secs(), Step::Cut(true)));
+                steps.push((at.secs() + duration.secs(), Step::Cut(false)));
+            }
+            Incident::CoordinatorCrash { at, down_for } => {
+                steps.push((at.secs(), Step::Kill));
+                steps.push((at.secs() + down_for.secs(), Step::Restart));
+            }
+            _ => {}
+        }
+    }
+    steps.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (t, step) in steps {
+        clock.sleep_until(t).await;
+        match step {
+            Step::Cut(cut) => {
+                if let Some(p) = &proxies.1 {
+                    p.set_cut(cut);
+                }
+            }
+            Step::Kill => {
+                let mut c = coordinator.lock().await;
+                for p in [&proxies.0, &proxies.1].into_iter().flatten() {
+                    p.set_target(None);
+                }
+                if let Err(e) = c.kill().await {
+                    tracing::error!(error = %e, "cannot kill the coordinator");
+                }
+            }
+            Step::Restart => {
+                let mut c = coordinator.lock().await;
+                match c.restart().await {
+                    Ok(()) => {
+                        let addr = c.url().strip_prefix("http://").and_then(|a| a.parse().ok());
+                        for p in [&proxies.0, &proxies.1].into_iter().flatten() {
+                            p.set_target(addr);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot restart the coordinator"),
+                }
+            }
+        }
+    }
+}

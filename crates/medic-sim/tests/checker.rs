@@ -1,0 +1,339 @@
+//! The invariant checker fails on doctored histories: each test starts from
+//! a history that passes, breaks one invariant the way a buggy coordinator
+//! (or agent) would, and expects that invariant, and only that one, to be
+//! reported. A checker that cannot fail would prove nothing.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, SystemTime};
+
+use medic_coordinator::CoordinatorConfig;
+use medic_policy::{
+    Action, BreakerCause, BreakerScope, BreakerTrip, Event, FencingToken, HostId, Labels, Permit,
+    PermitId, PermitState, PolicyConfig, RequestId,
+};
+use medic_proto::pb::v1 as pb;
+use medic_sim::check::{AuditEntry, Context, Verdict, check};
+use medic_sim::record::ActionRecord;
+
+const CONFIG: &str = r#"
+[fleet]
+heartbeat_interval = "1s"
+host_ttl = "3s"
+warmup = "5s"
+[limits.restart_job]
+max_in_flight = 2
+permit_ttl = "60s"
+cooldown = "10s"
+rate = { count = 3, per = "100s", burst = 1 }
+[limits.restart_job.groups.rack]
+max_in_flight = 1
+[limits.reboot_host]
+max_in_flight = 1
+permit_ttl = "60s"
+"#;
+
+fn policy() -> PolicyConfig {
+    CoordinatorConfig::from_toml(CONFIG).unwrap().policy
+}
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+fn at(s: u64) -> SystemTime {
+    t0() + Duration::from_secs(s)
+}
+
+fn labels(rack: &str) -> Labels {
+    Labels::from([("rack".to_owned(), rack.to_owned())])
+}
+
+fn fleet() -> Vec<Labels> {
+    (0..10).map(|i| labels(&format!("r{}", i % 5))).collect()
+}
+
+struct History {
+    entries: Vec<AuditEntry>,
+}
+
+impl History {
+    fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, kind: pb::EventKind, actor: &str, reason: &str, event: Event) -> u64 {
+        let id = self.entries.len() as u64 + 1;
+        self.entries.push(AuditEntry {
+            id,
+            at: event.at(),
+            kind,
+            actor: actor.to_owned(),
+            host: event.host().map(|h| h.to_string()).unwrap_or_default(),
+            reason: reason.to_owned(),
+            event: Some(event),
+        });
+        id
+    }
+
+    fn grant(&mut self, token: u64, host: &str, rack: &str, s: u64) -> Permit {
+        self.grant_req(token, host, rack, s, &format!("req-{token}"))
+    }
+
+    fn grant_req(&mut self, token: u64, host: &str, rack: &str, s: u64, req: &str) -> Permit {
+        let permit = Permit {
+            id: PermitId::for_token(FencingToken(token)),
+            token: FencingToken(token),
+            request_id: RequestId::new(req).unwrap(),
+            host: HostId::new(host).unwrap(),
+            action: Action::RestartJob,
+            job: "ingest".into(),
+            reason: "stuck".into(),
+            labels: labels(rack),
+            dry_run: false,
+            granted_at: at(s),
+            expires_at: at(s + 60),
+            ttl: Duration::from_secs(60),
+            state: PermitState::Active,
+        };
+        self.push(
+            pb::EventKind::Grant,
+            &format!("host:{host}"),
+            "stuck",
+            Event::PermitGranted {
+                permit: permit.clone(),
+            },
+        );
+        permit
+    }
+
+    fn end(&mut self, p: &Permit, s: u64) {
+        self.push(
+            pb::EventKind::Outcome,
+            &format!("host:{}", p.host),
+            "restarted",
+            Event::PermitEnded {
+                id: p.id.clone(),
+                host: p.host.clone(),
+                action: p.action,
+                state: PermitState::Succeeded,
+                actor: format!("host:{}", p.host),
+                detail: "restarted".into(),
+                at: at(s),
+            },
+        );
+    }
+
+    fn check(&self, actions: &[ActionRecord]) -> Verdict {
+        let policy = policy();
+        let fleet = fleet();
+        check(
+            &self.entries,
+            actions,
+            &Context {
+                policy: &policy,
+                fleet: &fleet,
+                starts: &[t0()],
+                read_at: at(1000),
+                tick: Duration::from_secs(1),
+            },
+        )
+    }
+}
+
+fn acted(p: &Permit, s: u64) -> ActionRecord {
+    ActionRecord {
+        host: p.host.to_string(),
+        action: p.action,
+        job: "ingest".into(),
+        permit_id: p.id.to_string(),
+        token: p.token.0,
+        at: at(s),
+        t: s as f64,
+        rechecked_stuck: true,
+    }
+}
+
+/// Two restarts in different racks, each acted on and ended.
+fn clean() -> (History, Vec<ActionRecord>) {
+    let mut h = History::new();
+    let a = h.grant(1, "h1", "r1", 10);
+    let b = h.grant(2, "h2", "r2", 11);
+    let actions = vec![acted(&a, 12), acted(&b, 13)];
+    h.end(&a, 20);
+    h.end(&b, 21);
+    (h, actions)
+}
+
+fn only(v: &Verdict, invariant: &str) {
+    assert!(!v.ok(), "the doctored history passed");
+    let others: Vec<_> = v
+        .violations
+        .iter()
+        .filter(|x| x.invariant != invariant)
+        .collect();
+    assert!(
+        others.is_empty(),
+        "expected only {invariant}, also got {others:#?}"
+    );
+}
+
+#[test]
+fn a_clean_history_passes() {
+    let (h, actions) = clean();
+    let v = h.check(&actions);
+    assert!(v.ok(), "{:#?}", v.violations);
+    assert!(
+        v.checked.len() == 9,
+        "every invariant was looked at: {:?}",
+        v.checked
+    );
+}
+
+#[test]
+fn i1_fleet_cap_exceeded_is_caught() {
+    let (mut h, actions) = clean();
+    let a = h.grant(3, "h3", "r1", 30);
+    let b = h.grant(4, "h4", "r2", 31);
+    let c = h.grant(5, "h5", "r3", 32); // third active restart, cap 2
+    for p in [&a, &b, &c] {
+        h.end(p, 40);
+    }
+    let v = h.check(&actions);
+    // The rate budget (3 + 1 per 100 s) is also exceeded by the fifth grant.
+    assert!(v.of("I1") >= 1, "{:#?}", v.violations);
+    assert!(v.violations[0].message.contains("cap at most 2"));
+}
+
+#[test]
+fn i1_group_cap_exceeded_is_caught() {
+    let mut h = History::new();
+    let a = h.grant(1, "h1", "r1", 10);
+    let b = h.grant(2, "h6", "r1", 11); // same rack, rack cap 1
+    h.end(&a, 20);
+    h.end(&b, 21);
+    let v = h.check(&[]);
+    only(&v, "I1");
+    assert!(v.violations[0].message.contains("rack=r1"));
+}
+
+#[test]
+fn i2_rate_budget_exceeded_is_caught() {
+    let mut h = History::new();
+    // 5 grants within 100 s, one at a time: budget 3 + burst 1.
+    for i in 0..5 {
+        let p = h.grant(i + 1, &format!("h{i}"), &format!("r{i}"), 10 + i * 12);
+        h.end(&p, 10 + i * 12 + 1);
+    }
+    let v = h.check(&[]);
+    only(&v, "I2");
+}
+
+#[test]
+fn i3_grant_while_breaker_open_is_caught() {
+    let (mut h, actions) = clean();
+    h.push(
+        pb::EventKind::Breaker,
+        "coordinator",
+        "40% unhealthy",
+        Event::BreakerOpened(BreakerTrip {
+            scope: BreakerScope::Fleet,
+            cause: BreakerCause::UnhealthyFraction,
+            since: at(50),
+            detail: "40% unhealthy".into(),
+        }),
+    );
+    let p = h.grant(3, "h3", "r3", 60);
+    h.end(&p, 61);
+    only(&h.check(&actions), "I3");
+}
+
+#[test]
+fn i3_grant_during_cooldown_or_warmup_is_caught() {
+    let (mut h, actions) = clean();
+    let p = h.grant(3, "h1", "r1", 25); // h1's restart ended at 20, cooldown 10s
+    h.end(&p, 26);
+    only(&h.check(&actions), "I3");
+
+    let mut h = History::new();
+    let p = h.grant(1, "h1", "r1", 2); // warm-up is 5 s from t0
+    h.end(&p, 3);
+    only(&h.check(&[]), "I3");
+}
+
+#[test]
+fn i4_second_active_permit_for_a_host_is_caught() {
+    let mut h = History::new();
+    let a = h.grant(1, "h1", "r1", 10);
+    let b = h.grant(2, "h1", "r1", 11);
+    h.end(&a, 20);
+    h.end(&b, 21);
+    let v = h.check(&[]);
+    assert!(v.of("I4") == 1, "{:#?}", v.violations);
+}
+
+#[test]
+fn i5_token_going_backwards_is_caught() {
+    let mut h = History::new();
+    let a = h.grant(7, "h1", "r1", 10);
+    let b = h.grant(5, "h2", "r2", 11);
+    h.end(&a, 20);
+    h.end(&b, 21);
+    only(&h.check(&[]), "I5");
+}
+
+#[test]
+fn i5_outcome_changing_an_ended_permit_is_caught() {
+    let (mut h, actions) = clean();
+    let first = match &h.entries[0].event {
+        Some(Event::PermitGranted { permit }) => permit.clone(),
+        _ => unreachable!(),
+    };
+    h.end(&first, 30);
+    only(&h.check(&actions), "I5");
+}
+
+#[test]
+fn i6_action_under_a_grant_missing_from_history_is_caught() {
+    let (h, mut actions) = clean();
+    let mut ghost = actions[0].clone();
+    ghost.permit_id = "p-000000000099".into();
+    ghost.token = 99;
+    actions.push(ghost);
+    only(&h.check(&actions), "I6");
+}
+
+#[test]
+fn i7_one_request_granted_twice_is_caught() {
+    let mut h = History::new();
+    let a = h.grant_req(1, "h1", "r1", 10, "same");
+    h.end(&a, 20);
+    let b = h.grant_req(2, "h1", "r1", 40, "same");
+    h.end(&b, 50);
+    only(&h.check(&[]), "I7");
+}
+
+#[test]
+fn i8_acting_after_expiry_or_without_recheck_is_caught() {
+    let (h, mut actions) = clean();
+    actions[0].at = at(75); // the permit expired at 70 (and ended at 20)
+    only(&h.check(&actions), "I8");
+
+    let (h, mut actions) = clean();
+    actions[1].rechecked_stuck = false;
+    only(&h.check(&actions), "I8");
+}
+
+#[test]
+fn i9_permit_never_ended_or_unattributed_record_is_caught() {
+    let mut h = History::new();
+    let a = h.grant(1, "h1", "r1", 10); // never ended, expired long before read_at
+    let v = h.check(&[acted(&a, 11)]);
+    only(&v, "I9");
+
+    let (mut h, actions) = clean();
+    h.entries[2].actor.clear();
+    only(&h.check(&actions), "I9");
+}
