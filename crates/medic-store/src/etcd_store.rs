@@ -93,9 +93,6 @@ const COMPACT_BATCH: usize = 10_000;
 const PAGE: i64 = 256;
 /// Room left in a request for the comparisons, keys and framing.
 const TXN_OVERHEAD: usize = 16 * 1024;
-/// How often an append retries when another writer holding the same fence
-/// (a second store of the same coordinator) took the ids it meant to use.
-const APPEND_RETRIES: usize = 8;
 
 // === impl EtcdConfig ===
 
@@ -825,7 +822,12 @@ impl Store for EtcdStore {
             Some(last) => last,
             None => self.read_meta()?.last_id,
         };
-        for _ in 0..APPEND_RETRIES {
+        // Another writer holding the same fence (a second store of this
+        // coordinator) may take the ids this one meant to use. Each such
+        // conflict means that writer's batch went in, so retrying makes
+        // progress; it stops after a request timeout's worth of conflicts.
+        let started = Instant::now();
+        while started.elapsed() < self.config.request_timeout {
             // Unknown until this attempt's outcome is known.
             *cached = None;
             match self.try_append(&fence, last, &records)? {
@@ -837,8 +839,9 @@ impl Store for EtcdStore {
             }
         }
         Err(StoreError::Backend(format!(
-            "append: other writers holding this coordinator's leadership moved last_id \
-             {APPEND_RETRIES} times in a row"
+            "append: other writers holding this coordinator's leadership kept moving \
+             last_id for {:?}",
+            self.config.request_timeout
         )))
     }
 
