@@ -450,3 +450,37 @@ fn store_can_be_dropped_inside_an_async_context() {
         drop(store);
     });
 }
+
+/// The measurement behind BENCHMARKS.md ("Store: etcd against redb"): one
+/// grant-sized entry per append, each durable before it returns, on both
+/// backends in the same run. Run with `--no-capture` to see it.
+#[test]
+fn durable_appends_per_second_etcd_against_redb() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    const N: usize = 200;
+    let measure = |store: &dyn Store| {
+        let mut took = Vec::with_capacity(N);
+        let start = Instant::now();
+        for i in 0..N {
+            let t = Instant::now();
+            store.append(batch(&[&format!("h{i}")])).unwrap();
+            took.push(t.elapsed());
+        }
+        let per_second = N as f64 / start.elapsed().as_secs_f64();
+        took.sort();
+        (per_second, took[N / 2], took[N * 99 / 100])
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let redb = medic_store::RedbStore::open(dir.path()).unwrap();
+    let (etcd, _leader) = leading(&server, "/medic/bench", "a");
+    let r = measure(&redb);
+    let e = measure(&etcd);
+    for (name, (per_second, p50, p99)) in [("redb", r), ("etcd", e)] {
+        eprintln!(
+            "{name}: {per_second:.0} durable appends/s, p50 {p50:?}, p99 {p99:?} ({N} appends)"
+        );
+    }
+    assert_eq!(etcd.load().unwrap().last_id, N as u64);
+}
