@@ -63,4 +63,20 @@ pub enum StoreError {
         /// Why it was refused.
         detail: String,
     },
+    /// A write by a coordinator that is no longer (or never was) the
+    /// leader: the etcd transaction's comparison of the leader key failed,
+    /// so nothing of the write is stored. The coordinator must stop
+    /// granting, and campaign again to load the state anew.
+    #[error("not the leader: {detail}; nothing was written")]
+    NotLeader {
+        /// What the store found instead of this coordinator's leadership.
+        detail: String,
+    },
+    /// One record or snapshot piece larger than a single etcd request may
+    /// carry. Nothing was written.
+    #[error("{detail}; nothing was written")]
+    TooLarge {
+        /// What was too large, and the limit.
+        detail: String,
+    },
 }

@@ -14,6 +14,8 @@
 #![forbid(unsafe_code)]
 
 mod error;
+#[cfg(feature = "etcd")]
+mod etcd_store;
 mod redb_store;
 
 use std::time::Duration;
@@ -22,6 +24,8 @@ use medic_policy::{Action, ConfigError, Denial, DurableState, Event, HostId, Per
 use serde::{Deserialize, Serialize};
 
 pub use error::StoreError;
+#[cfg(feature = "etcd")]
+pub use etcd_store::{EtcdConfig, EtcdStore, Fence, Leader};
 pub use redb_store::RedbStore;
 
 /// The schema version this build writes and reads. A file with a newer one

@@ -486,7 +486,7 @@ impl Store for RedbStore {
 
 // === Helpers ===
 
-fn matches(q: &HistoryQuery, e: &Entry) -> bool {
+pub(crate) fn matches(q: &HistoryQuery, e: &Entry) -> bool {
     q.since.is_none_or(|since| e.at >= since)
         && q.until.is_none_or(|until| e.at < until)
         && (q.kinds.is_empty() || q.kinds.contains(&e.record.kind()))
@@ -517,7 +517,7 @@ struct SnapshotIn {
     breakers: Vec<(BreakerScope, BreakerTrip)>,
 }
 
-fn encode_snapshot(state: &DurableState, upto: u64) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode_snapshot(state: &DurableState, upto: u64) -> Result<Vec<u8>, StoreError> {
     let mut without_breakers = state.clone();
     without_breakers.breakers.clear();
     serde_json::to_vec(&SnapshotOut {
@@ -532,7 +532,7 @@ fn encode_snapshot(state: &DurableState, upto: u64) -> Result<Vec<u8>, StoreErro
     })
 }
 
-fn decode_snapshot(key: u64, bytes: &[u8]) -> Result<(DurableState, u64), String> {
+pub(crate) fn decode_snapshot(key: u64, bytes: &[u8]) -> Result<(DurableState, u64), String> {
     let snap: SnapshotIn = serde_json::from_slice(bytes)
         .map_err(|e| format!("the snapshot after entry {key} cannot be decoded: {e}"))?;
     if snap.upto != key {
