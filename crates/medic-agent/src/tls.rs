@@ -115,12 +115,26 @@ impl RawTls {
         let (ca, cert, key) = (ca?, cert?, key?);
         let ca_pem = read_pem(errs, "tls.ca", &ca, "CERTIFICATE");
         let cert_pem = read_pem(errs, "tls.cert", &cert, "CERTIFICATE");
-        let key_pem = match medic_proto::secret_file::check(&key) {
+        let key_pem = match medic_proto::secret_file::read(&key) {
             Err(e) => {
                 errs.push("tls.key", e);
                 None
             }
-            Ok(()) => read_pem(errs, "tls.key", &key, "PRIVATE KEY"),
+            Ok(b) => {
+                let text = String::from_utf8_lossy(&b);
+                if text
+                    .lines()
+                    .any(|l| l.starts_with("-----BEGIN ") && l.contains("PRIVATE KEY"))
+                {
+                    Some(b)
+                } else {
+                    errs.push(
+                        "tls.key",
+                        format!("{} holds no PEM PRIVATE KEY", key.display()),
+                    );
+                    None
+                }
+            }
         };
         let not_after = cert_pem
             .as_deref()

@@ -156,11 +156,21 @@ impl Target {
         };
         match (&self.tls.cert, &self.tls.key) {
             (Some(cert), Some(key)) => {
-                medic_proto::secret_file::check(key)
+                let key_pem = medic_proto::secret_file::read(key)
                     .map_err(|e| Error::Usage(format!("--tls-key: {e}")))?;
+                if !String::from_utf8_lossy(&key_pem)
+                    .lines()
+                    .any(|l| l.starts_with("-----BEGIN ") && l.contains("PRIVATE KEY"))
+                {
+                    return Err(Error::Usage(format!(
+                        "--tls-key {}: no PEM PRIVATE KEY in it (expected a -----BEGIN \
+                         ...PRIVATE KEY----- block)",
+                        key.display()
+                    )));
+                }
                 tls = tls.identity(Identity::from_pem(
                     read("--tls-cert", cert, "CERTIFICATE")?,
-                    read("--tls-key", key, "PRIVATE KEY")?,
+                    key_pem,
                 ));
             }
             (None, None) => {}
@@ -212,13 +222,10 @@ impl Target {
         let bearer = match &self.token_file {
             None => None,
             Some(path) => {
-                medic_proto::secret_file::check(path)
+                let bytes = medic_proto::secret_file::read(path)
                     .map_err(|e| Error::Usage(format!("--token-file: {e}")))?;
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::Usage(format!(
-                        "--token-file {}: cannot read it: {e}",
-                        path.display()
-                    ))
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    Error::Usage(format!("--token-file {}: not UTF-8 text", path.display()))
                 })?;
                 let token = text.trim();
                 if token.is_empty() {

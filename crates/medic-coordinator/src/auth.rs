@@ -368,8 +368,9 @@ impl Refusal {
     }
 }
 
-/// The operator role a verified certificate carries, if any.
-fn operator_role(cert: &CertNames, auth: &AuthConfig) -> Option<Role> {
+/// The operator role a verified certificate carries, if any, with the name
+/// (SAN) that earned it: an admin pattern's match wins over a read-only one.
+fn operator_role<'a>(cert: &'a CertNames, auth: &AuthConfig) -> Option<(Role, &'a str)> {
     let chained = if auth.operator_ca.is_some() {
         cert.by_operator_ca
     } else {
@@ -386,13 +387,12 @@ fn operator_role(cert: &CertNames, auth: &AuthConfig) -> Option<Role> {
     if names_host && !(auth.operator_ca.is_some() && cert.by_operator_ca && !cert.by_client_ca) {
         return None;
     }
-    let any = |patterns: &[Pattern]| cert.all().any(|n| patterns.iter().any(|p| p.matches(n)));
-    if any(&auth.admin) {
-        Some(Role::Admin)
-    } else if any(&auth.read_only) {
-        Some(Role::ReadOnly)
+    let matching =
+        |patterns: &[Pattern]| cert.all().find(|n| patterns.iter().any(|p| p.matches(n)));
+    if let Some(n) = matching(&auth.admin) {
+        Some((Role::Admin, n))
     } else {
-        None
+        matching(&auth.read_only).map(|n| (Role::ReadOnly, n))
     }
 }
 
@@ -544,8 +544,10 @@ fn identify_operator(
         Transport::Tls(ClientCert::Verified(c)) => c,
     };
     match operator_role(cert, auth) {
-        Some(role) => Ok(Operator {
-            actor: peer.identity(),
+        // The actor is the name that earned the role, not merely the
+        // certificate's first.
+        Some((role, name)) => Ok(Operator {
+            actor: format!("cert:{name}"),
             role,
         }),
         None => Err(Refusal::denied(

@@ -16,7 +16,7 @@ use medic_policy::{PolicyConfig, RawPolicy};
 use serde::Deserialize;
 
 use crate::auth::{AgentIdentity, AuthConfig, Pattern, Role, Token};
-use crate::tls::{TlsMaterial, check_private_file};
+use crate::tls::TlsMaterial;
 
 /// The whole file, as written.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -659,8 +659,8 @@ impl RawAuth {
                 }
                 Some(f) => {
                     let path = PathBuf::from(f);
-                    match check_private_file(&path).and_then(|()| {
-                        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {f}: {e}"))
+                    match medic_proto::secret_file::read(&path).and_then(|b| {
+                        String::from_utf8(b).map_err(|_| format!("{f} is not UTF-8 text"))
                     }) {
                         Err(e) => {
                             errs.push(at("file"), e);

@@ -687,10 +687,15 @@ impl RefusalSampler {
         Some(count)
     }
 
+    /// Forgets identities quiet for two intervals, and any (suppressed
+    /// counts included) after ten: refused callers choose their names, so
+    /// nothing they cause may stay forever.
     fn prune(&mut self, now: SystemTime) {
         let keep = self.interval * 2;
+        let at_most = self.interval * 10;
         self.seen.retain(|_, (last, suppressed)| {
-            *suppressed > 0 || now.duration_since(*last).map_or(true, |d| d < keep)
+            let age = now.duration_since(*last).unwrap_or_default();
+            age < at_most && (*suppressed > 0 || age < keep)
         });
     }
 }

@@ -12,8 +12,11 @@
 //!
 //! Running it again in the same directory reuses the CA (`ca.pem`,
 //! `ca.key`), so hosts can be added later; existing files are kept unless
-//! `--force`. Keys are written 0600. Production fleets should use their own
-//! PKI; these certificates are for trying medic.
+//! `--force`. Keys are written 0600. `ca.key` signs operators' certificates:
+//! keep it on the machine that ran dev-certs and never copy it to agents'
+//! hosts (they need `ca.pem` and their own `agents/HOST.*` only).
+//! Production fleets should use their own PKI (and a separate CA for
+//! operators, `auth.operator_ca`); these certificates are for trying medic.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -260,8 +263,14 @@ pub fn write(spec: &DevCerts) -> Result<Vec<PathBuf>, DevCertsError> {
     let mut written = Vec::new();
     let (ca_cert, ca_key) = (spec.out.join("ca.pem"), spec.out.join("ca.key"));
     let ca = if ca_cert.exists() && ca_key.exists() {
+        // A CA found here signs operators' certificates: only reuse one
+        // whose key nobody else could have read or planted.
+        let key = medic_proto::secret_file::read(&ca_key).map_err(|e| {
+            DevCertsError::Invalid(format!("not reusing the CA in {}: {e}", spec.out.display()))
+        })?;
+        let key = String::from_utf8(key)
+            .map_err(|_| DevCertsError::Invalid(format!("{}: not PEM", ca_key.display())))?;
         let cert = std::fs::read_to_string(&ca_cert).map_err(io(&ca_cert))?;
-        let key = std::fs::read_to_string(&ca_key).map_err(io(&ca_key))?;
         Ca::from_pem(&cert, &key)?
     } else {
         // Its name carries a fingerprint of its key: two dev sets never
@@ -325,7 +334,11 @@ pub fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), DevCertsErro
         path: path.to_owned(),
         source,
     };
-    let tmp = path.with_extension("tmp");
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)

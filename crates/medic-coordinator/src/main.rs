@@ -114,6 +114,11 @@ fn main() -> ExitCode {
                     for f in &files {
                         println!("wrote {}", f.display());
                     }
+                    println!(
+                        "{}/ca.key can sign operators' certificates: keep it here, never copy it \
+                         to agents' hosts (they need ca.pem and their own agents/HOST.pem and .key)",
+                        spec.out.display()
+                    );
                     if files.is_empty() {
                         println!(
                             "{}: every certificate already exists (--force replaces them)",

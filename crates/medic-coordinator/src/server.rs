@@ -111,6 +111,7 @@ pub async fn run<S: Store + Debug>(
             .max_concurrent_streams(Some(256))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .max_connection_age(crate::tls::MAX_CONNECTION_AGE)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(

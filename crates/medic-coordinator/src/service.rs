@@ -109,13 +109,19 @@ fn limiter(a: Admission) -> DefaultKeyedRateLimiter<String> {
     RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
 }
 
-/// The connection a call came on (set per connection by the accept loop;
-/// a bare plaintext peer when the service runs without it).
-fn peer_of<T>(req: &Request<T>) -> Peer {
-    req.extensions()
-        .get::<Peer>()
-        .cloned()
-        .unwrap_or_else(|| Peer::plaintext(req.remote_addr()))
+/// Who is calling: the connection's verdict (set per connection by the
+/// accept loop, checked again after a reload or once the certificate has
+/// expired). Without it, a coordinator serving TLS fails closed.
+fn peer_of<S: Store + std::fmt::Debug, T>(core: &Core<S>, req: &Request<T>) -> Peer {
+    let config = core.config();
+    match req.extensions().get::<crate::tls::ConnInfo>() {
+        Some(info) => info.peer(config.tls.as_deref(), std::time::SystemTime::now()),
+        None if config.tls.is_some() => Peer {
+            addr: req.remote_addr(),
+            transport: crate::auth::Transport::Tls(crate::auth::ClientCert::None),
+        },
+        None => Peer::plaintext(req.remote_addr()),
+    }
 }
 
 /// Counts, logs (the first per identity and call in each sampling
@@ -199,7 +205,7 @@ impl<S: Store + std::fmt::Debug> pb::remediation_server::Remediation for AgentSe
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            let peer = peer_of(&req);
+            let peer = peer_of(&self.core, &req);
             let hb = Heartbeat::try_from(req.into_inner()).map_err(|e| invalid_input_status(&e))?;
             self.gate(&peer, &hb.host, "Remediation/Heartbeat")?;
             let reply = self
@@ -219,7 +225,7 @@ impl<S: Store + std::fmt::Debug> pb::remediation_server::Remediation for AgentSe
     ) -> Result<Response<pb::RequestPermitResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            let peer = peer_of(&req);
+            let peer = peer_of(&self.core, &req);
             let request =
                 PermitRequest::try_from(req.into_inner()).map_err(|e| invalid_input_status(&e))?;
             self.gate(&peer, &request.host, "Remediation/RequestPermit")?;
@@ -261,7 +267,7 @@ impl<S: Store + std::fmt::Debug> pb::remediation_server::Remediation for AgentSe
     ) -> Result<Response<pb::RenewPermitResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            let peer = peer_of(&req);
+            let peer = peer_of(&self.core, &req);
             let renewal =
                 rq::Renewal::try_from(req.into_inner()).map_err(|e| invalid_input_status(&e))?;
             self.gate(&peer, &renewal.host, "Remediation/RenewPermit")?;
@@ -285,7 +291,7 @@ impl<S: Store + std::fmt::Debug> pb::remediation_server::Remediation for AgentSe
     ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            let peer = peer_of(&req);
+            let peer = peer_of(&self.core, &req);
             let report =
                 rq::OutcomeReport::try_from(req.into_inner()).map_err(|e| invalid_input_status(&e))?;
             self.gate(&peer, &report.host, "Remediation/ReportOutcome")?;
@@ -330,7 +336,7 @@ impl<S: Store + std::fmt::Debug> AdminService<S> {
         call: &'static str,
         access: Access,
     ) -> Result<Operator, Status> {
-        let peer = peer_of(req);
+        let peer = peer_of(&self.core, req);
         let md = req.metadata();
         let creds = Credentials {
             authorization: md.get("authorization").map(|v| v.to_str().unwrap_or("")),

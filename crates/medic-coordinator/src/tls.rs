@@ -11,9 +11,14 @@
 //! which tells an operator far more than a reset connection. Proof of
 //! possession of the key is still checked by the handshake itself.
 //!
-//! Each accepted connection uses the material in force when it was
-//! accepted: a reload rotates certificates for new connections and leaves
-//! established ones alone.
+//! A connection's TLS session uses the server certificate in force when it
+//! was accepted: a reload rotates it for new connections and leaves
+//! established ones open. The client's verdict, though, is not fixed for
+//! the connection's life: it is cached with the material it was checked
+//! against and the certificate's expiry, and checked again on the next call
+//! after a reload (a removed CA refuses the connection's calls at once) or
+//! once the certificate has expired. Connections are also closed after
+//! [`MAX_CONNECTION_AGE`], so every client re-handshakes regularly.
 
 use std::fmt;
 use std::io;
@@ -34,19 +39,26 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tonic::transport::server::Connected;
 
+use std::net::SocketAddr;
+
 use crate::auth::{CertNames, ClientCert, Peer, Transport};
 use crate::metrics::Metrics;
 
 /// How long a client has to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handshakes in progress at once; beyond it new connections are closed
 /// (counted as `busy`) so a flood of half-open connections cannot exhaust
 /// memory.
 const MAX_HANDSHAKES: usize = 4096;
-
-/// Refuses a private file (key, token) that others could read: its mode
-/// must be 0600 or stricter.
-pub use medic_proto::secret_file::check as check_private_file;
+/// Handshakes in progress at once from one address, so one machine cannot
+/// take every slot (slowloris) and lock agents and operators out.
+const MAX_HANDSHAKES_PER_IP: u32 = 64;
+/// Connections are closed (gracefully) after this long, so clients
+/// re-handshake against the certificates and CAs in force.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
+/// Longest certificate name kept (SANs, subjects); longer ones are cut, so
+/// a caller cannot make the coordinator log or remember megabytes.
+const MAX_NAME_LEN: usize = 256;
 
 fn read(errs: &mut Errors, key: &str, path: &Path) -> Option<Vec<u8>> {
     match std::fs::read(path) {
@@ -148,6 +160,9 @@ pub struct TlsMaterial {
     operator_verifier: Option<Arc<dyn ClientCertVerifier>>,
     /// SHA-256 over every file read: equal material compares equal.
     digest: Vec<u8>,
+    /// The first 8 bytes of `digest`: which material a cached client
+    /// verdict was reached with.
+    id: u64,
 }
 
 impl fmt::Debug for TlsMaterial {
@@ -187,12 +202,12 @@ impl TlsMaterial {
             digest.update(&b);
             certificates(errs, "tls.cert", cert, &b)
         });
-        let private = match check_private_file(key) {
+        let private = match medic_proto::secret_file::read(key) {
             Err(e) => {
                 errs.push("tls.key", e);
                 None
             }
-            Ok(()) => read(errs, "tls.key", key).and_then(|b| {
+            Ok(b) => Some(b).and_then(|b| {
                 digest.update(&b);
                 match PrivateKeyDer::from_pem_slice(&b) {
                     Ok(k) => Some(k),
@@ -279,32 +294,62 @@ impl TlsMaterial {
             }
         };
         server.alpn_protocols = vec![b"h2".to_vec()];
-        Some(Self {
-            cert: cert.to_owned(),
-            key: key.to_owned(),
-            client_ca: client_ca.to_owned(),
-            operator_ca: operator_ca.map(Path::to_owned),
-            not_after,
-            server: Arc::new(server),
-            client_verifier,
-            operator_verifier,
-            digest: digest.finish().as_ref().to_vec(),
-        })
+        Some(
+            Self {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+                client_ca: client_ca.to_owned(),
+                operator_ca: operator_ca.map(Path::to_owned),
+                not_after,
+                server: Arc::new(server),
+                client_verifier,
+                operator_verifier,
+                id: 0,
+                digest: digest.finish().as_ref().to_vec(),
+            }
+            .with_id(),
+        )
+    }
+
+    fn with_id(mut self) -> Self {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.digest[..8]);
+        self.id = u64::from_be_bytes(first);
+        self
     }
 
     /// What a client's certificate chain proves, checked against the CAs at
     /// `now`.
     pub fn classify(&self, chain: Option<&[CertificateDer<'_>]>, now: SystemTime) -> ClientCert {
+        self.verdict(chain, now).0
+    }
+
+    /// [`Self::classify`], and until when the verdict holds (the end-entity
+    /// certificate's expiry for a verified one).
+    fn verdict(
+        &self,
+        chain: Option<&[CertificateDer<'_>]>,
+        now: SystemTime,
+    ) -> (ClientCert, SystemTime) {
+        let forever = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 4);
         let Some((end_entity, intermediates)) = chain.and_then(|c| c.split_first()) else {
-            return ClientCert::None;
+            return (ClientCert::None, forever);
         };
-        let names = match x509_parser::parse_x509_certificate(end_entity) {
-            Ok((_, c)) => names_of(&c),
+        let (names, until) = match x509_parser::parse_x509_certificate(end_entity) {
+            Ok((_, c)) => {
+                let t = c.validity().not_after.timestamp();
+                let until =
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0));
+                (names_of(&c), until)
+            }
             Err(e) => {
-                return ClientCert::Rejected {
-                    name: "?".to_owned(),
-                    why: format!("it cannot be parsed: {e}"),
-                };
+                return (
+                    ClientCert::Rejected {
+                        name: "?".to_owned(),
+                        why: format!("it cannot be parsed: {e}"),
+                    },
+                    forever,
+                );
             }
         };
         let at = UnixTime::since_unix_epoch(
@@ -325,16 +370,22 @@ impl TlsMaterial {
                 (Err(e), None | Some(Ok(_))) | (_, Some(Err(e))) => e,
                 (Ok(_), _) => rustls::Error::General("unreachable".to_owned()),
             };
-            return ClientCert::Rejected {
-                name: names.display_name().to_owned(),
-                why: describe(&err, &self.client_ca, self.operator_ca.as_deref()),
-            };
+            return (
+                ClientCert::Rejected {
+                    name: names.display_name().to_owned(),
+                    why: describe(&err, &self.client_ca, self.operator_ca.as_deref()),
+                },
+                forever,
+            );
         }
-        ClientCert::Verified(Arc::new(CertNames {
-            by_client_ca,
-            by_operator_ca,
-            ..names
-        }))
+        (
+            ClientCert::Verified(Arc::new(CertNames {
+                by_client_ca,
+                by_operator_ca,
+                ..names
+            })),
+            until,
+        )
     }
 
     fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
@@ -345,20 +396,40 @@ impl TlsMaterial {
 fn names_of(c: &x509_parser::certificate::X509Certificate<'_>) -> CertNames {
     use x509_parser::extensions::GeneralName;
     let mut names = CertNames {
-        subject: c.subject().to_string(),
+        subject: bounded(&c.subject().to_string()),
         ..CertNames::default()
     };
     if let Ok(Some(san)) = c.subject_alternative_name() {
-        for n in &san.value.general_names {
+        for n in san.value.general_names.iter().take(64) {
             match n {
-                GeneralName::DNSName(d) => names.dns.push((*d).to_owned()),
-                GeneralName::URI(u) => names.uris.push((*u).to_owned()),
-                GeneralName::RFC822Name(m) => names.emails.push((*m).to_owned()),
+                GeneralName::DNSName(d) => names.dns.push(bounded(d)),
+                GeneralName::URI(u) => names.uris.push(bounded(u)),
+                GeneralName::RFC822Name(m) => names.emails.push(bounded(m)),
                 _ => {}
             }
         }
     }
     names
+}
+
+/// A certificate name as it may be kept, logged and compared: control
+/// characters become `?` and it is cut at [`MAX_NAME_LEN`] bytes (marked
+/// `…`). A changed name can never equal a host id (those have no control
+/// characters and at most 253 bytes).
+fn bounded(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if out.len() > MAX_NAME_LEN {
+        let mut end = MAX_NAME_LEN;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
 }
 
 fn describe(e: &rustls::Error, client_ca: &Path, operator_ca: Option<&Path>) -> String {
@@ -452,23 +523,125 @@ enum Io {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
-/// An accepted connection, with what its client proved.
+/// An accepted connection.
 pub struct Conn {
     io: Io,
-    peer: Peer,
+    info: ConnInfo,
 }
 
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Conn").field("peer", &self.peer).finish()
+        f.debug_struct("Conn").field("info", &self.info).finish()
     }
 }
 
 impl Connected for Conn {
-    type ConnectInfo = Peer;
+    type ConnectInfo = ConnInfo;
 
-    fn connect_info(&self) -> Peer {
-        self.peer.clone()
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+/// What a connection carries into every call on it (a request extension):
+/// the client's address and, over TLS, its certificate chain with the
+/// verdict cached.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    addr: Option<SocketAddr>,
+    tls: Option<Arc<TlsClient>>,
+}
+
+#[derive(Debug)]
+struct TlsClient {
+    chain: Vec<CertificateDer<'static>>,
+    cached: std::sync::Mutex<Verdict>,
+}
+
+#[derive(Clone, Debug)]
+struct Verdict {
+    /// [`TlsMaterial::id`] it was reached with.
+    material: u64,
+    /// When it lapses (the certificate's expiry).
+    until: SystemTime,
+    cert: ClientCert,
+}
+
+impl ConnInfo {
+    /// A plaintext connection from `addr`.
+    pub fn plaintext(addr: Option<SocketAddr>) -> Self {
+        Self { addr, tls: None }
+    }
+
+    /// Who is calling on this connection, as of `now` and the TLS material
+    /// in force: the cached verdict while it holds, else the chain checked
+    /// again (after a reload, or once the certificate has expired).
+    pub fn peer(&self, current: Option<&TlsMaterial>, now: SystemTime) -> Peer {
+        let Some(tls) = &self.tls else {
+            return Peer::plaintext(self.addr);
+        };
+        let mut cached = tls
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(m) = current
+            && (cached.material != m.id || now >= cached.until)
+        {
+            let chain = (!tls.chain.is_empty()).then_some(tls.chain.as_slice());
+            let (cert, until) = m.verdict(chain, now);
+            *cached = Verdict {
+                material: m.id,
+                until,
+                cert,
+            };
+        }
+        Peer {
+            addr: self.addr,
+            transport: Transport::Tls(cached.cert.clone()),
+        }
+    }
+}
+
+/// Counts handshakes in progress per address; the guard gives the slot back.
+#[derive(Debug, Default)]
+struct PerIp(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>);
+
+struct PerIpSlot {
+    table: Arc<PerIp>,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn take(table: &Arc<PerIp>, ip: std::net::IpAddr) -> Option<PerIpSlot> {
+        let mut t = table
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = t.entry(ip).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(PerIpSlot {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        let mut t = self
+            .table
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -545,6 +718,7 @@ pub fn accept(
 ) -> mpsc::Receiver<Result<Conn, io::Error>> {
     let (tx, rx) = mpsc::channel(256);
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let per_ip = Arc::new(PerIp::default());
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -566,7 +740,7 @@ pub fn accept(
                 None => {
                     let conn = Conn {
                         io: Io::Plain(stream),
-                        peer: Peer::plaintext(Some(addr)),
+                        info: ConnInfo::plaintext(Some(addr)),
                     };
                     if tx.send(Ok(conn)).await.is_err() {
                         return;
@@ -577,10 +751,15 @@ pub fn accept(
                         metrics.handshake("busy");
                         continue;
                     };
+                    let Some(slot) = PerIp::take(&per_ip, addr.ip()) else {
+                        metrics.handshake("busy");
+                        continue;
+                    };
                     let tx = tx.clone();
                     let metrics = metrics.clone();
                     tokio::spawn(async move {
                         let _permit = permit;
+                        let _slot = slot;
                         let tls = tokio::time::timeout(
                             HANDSHAKE_TIMEOUT,
                             material.acceptor().accept(stream),
@@ -600,16 +779,30 @@ pub fn accept(
                             }
                         };
                         metrics.handshake("ok");
-                        let client = material
-                            .classify(tls.get_ref().1.peer_certificates(), SystemTime::now());
-                        let peer = Peer {
+                        let chain: Vec<CertificateDer<'static>> = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+                            .unwrap_or_default();
+                        let now = SystemTime::now();
+                        let (cert, until) =
+                            material.verdict((!chain.is_empty()).then_some(chain.as_slice()), now);
+                        let info = ConnInfo {
                             addr: Some(addr),
-                            transport: Transport::Tls(client),
+                            tls: Some(Arc::new(TlsClient {
+                                chain,
+                                cached: std::sync::Mutex::new(Verdict {
+                                    material: material.id,
+                                    until,
+                                    cert,
+                                }),
+                            })),
                         };
                         let _ = tx
                             .send(Ok(Conn {
                                 io: Io::Tls(Box::new(tls)),
-                                peer,
+                                info,
                             }))
                             .await;
                     });

@@ -514,13 +514,41 @@ async fn a_flood_from_one_identity_does_not_starve_the_others() {
 }
 
 #[tokio::test]
-async fn certificates_rotate_on_reload_without_dropping_connections() {
+async fn certificates_rotate_on_reload_and_established_connections_are_checked_again() {
     let s = setup("").await;
     let mut old_conn = s.admin(Some("operator")).await;
     old_conn.get_status(pb::GetStatusRequest {}).await.unwrap();
 
-    // Keep the old set, then write a whole new CA and server certificate
-    // over the files the config names, and SIGHUP.
+    // 1. A new server certificate from the same CA: established
+    // connections carry on, new ones get it.
+    let ca = Ca::from_pem(
+        &std::fs::read_to_string(s.certs.join("ca.pem")).unwrap(),
+        &std::fs::read_to_string(s.certs.join("ca.key")).unwrap(),
+    )
+    .unwrap();
+    let mut leaf = Leaf::new("medic-coordinator-2", true, Duration::from_secs(86400));
+    leaf.dns.push("localhost".to_owned());
+    let renewed = ca.issue(&leaf).unwrap();
+    std::fs::write(s.certs.join("server.pem"), &renewed.cert_pem).unwrap();
+    write_private(&s.certs.join("server.key"), &renewed.key_pem);
+    s.server.reload().await;
+    let mut served = None;
+    for _ in 0..100 {
+        let mut fresh = s.admin(Some("operator")).await;
+        fresh.get_status(pb::GetStatusRequest {}).await.unwrap();
+        // The certificate this connection got is the renewed one once the
+        // reload has landed.
+        let metrics = scrape(s.server.metrics_addr).await;
+        if metrics.contains("medic_config_reloads_total{result=\"ok\"} 1") {
+            served = Some(fresh);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    served.expect("the reload applied");
+    old_conn.get_status(pb::GetStatusRequest {}).await.unwrap();
+
+    // 2. A whole new CA. Keep the old set to try it afterwards.
     let old = s.dir.join("old");
     std::fs::create_dir_all(&old).unwrap();
     for f in ["ca.pem", "operator.pem", "operator.key"] {
@@ -539,8 +567,15 @@ async fn certificates_rotate_on_reload_without_dropping_connections() {
             .await,
     );
     new_conn.get_status(pb::GetStatusRequest {}).await.unwrap();
-    // The established connection keeps working.
-    old_conn.get_status(pb::GetStatusRequest {}).await.unwrap();
+    // The established connection stays open, but its certificate is checked
+    // against the CAs now in force on its next call: a removed CA revokes
+    // at once.
+    let (c, m) = code(old_conn.get_status(pb::GetStatusRequest {}).await);
+    assert_eq!(c, Code::Unauthenticated, "{m}");
+    assert!(
+        m.contains("not signed by a CA this coordinator trusts"),
+        "{m}"
+    );
     // The old CA no longer verifies the server.
     let stale = Channel::from_shared(format!("https://{}", s.server.addr))
         .unwrap()

@@ -11,13 +11,34 @@
 
 use std::path::Path;
 
+/// Reads a private file after checking it with [`check`]'s rule. The file is
+/// opened once and the mode checked on that open file, so what is read is
+/// what was checked (no window to swap the file in between).
+pub fn read(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    judge(path, &meta)?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(out)
+}
+
 /// `Ok` if `path` is a regular file with mode 0600 or stricter (or, owned
 /// by root, 0640 or stricter); else why not, naming the file, its mode and
 /// the fix.
 pub fn check(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta =
         std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    judge(path, &meta)
+}
+
+fn judge(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
     }
@@ -64,6 +85,7 @@ mod tests {
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
             let r = check(&f);
             assert_eq!(r.is_ok(), ok, "mode {mode:o}: {r:?}");
+            assert_eq!(read(&f).is_ok(), ok, "read, mode {mode:o}");
             if !ok {
                 let e = r.unwrap_err();
                 assert!(
