@@ -378,7 +378,9 @@ impl EtcdStore {
     pub fn leader_name(&self) -> Result<Option<String>, StoreError> {
         let key = self.keys.leader();
         let resp = self.conn.run(move |mut c| async move {
-            c.get(key, None).await.map_err(etcd_err("read the leader key"))
+            c.get(key, None)
+                .await
+                .map_err(etcd_err("read the leader key"))
         })?;
         Ok(resp
             .kvs()

@@ -241,6 +241,26 @@ pub trait Store: Send + Sync + 'static {
     fn compact(&self, retention: Retention, now: Time) -> Result<u64, StoreError>;
 }
 
+/// A shared store is a store: the replicated coordinator polls the leader
+/// key through the same `EtcdStore` that its core writes with.
+impl<T: Store> Store for std::sync::Arc<T> {
+    fn load(&self) -> Result<Loaded, StoreError> {
+        (**self).load()
+    }
+    fn append(&self, records: Vec<(Time, Record)>) -> Result<Vec<Entry>, StoreError> {
+        (**self).append(records)
+    }
+    fn snapshot(&self, state: &DurableState, upto: u64) -> Result<(), StoreError> {
+        (**self).snapshot(state, upto)
+    }
+    fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        (**self).history(query)
+    }
+    fn compact(&self, retention: Retention, now: Time) -> Result<u64, StoreError> {
+        (**self).compact(retention, now)
+    }
+}
+
 /// `ConfigError` (from `medic-policy`, which has no serde on it) as a list of
 /// `{path, message}`.
 mod config_errors {

@@ -101,7 +101,11 @@ fn deposed_leader_cannot_write_and_the_new_leader_continues_the_ids() {
     // paused or partitioned): etcd deletes A's leader key, B takes over.
     let lease = leader_a.fence().lease;
     server.with_client(async |c| c.lease_revoke(lease).await);
-    assert_eq!(b.leader_name().unwrap(), None, "nobody leads once the lease is gone");
+    assert_eq!(
+        b.leader_name().unwrap(),
+        None,
+        "nobody leads once the lease is gone"
+    );
     let leader_b = Leader::campaign(&b, "coordinator-b", Duration::from_secs(5)).unwrap();
     b.set_fence(Some(leader_b.fence().clone()));
     assert_eq!(a.leader_name().unwrap().as_deref(), Some("coordinator-b"));
