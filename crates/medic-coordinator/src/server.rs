@@ -284,13 +284,13 @@ pub(crate) async fn serve<S: Store + Debug>(
     let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel::<String>();
     let watchdog = lost.map(|lost| {
         let core = core.clone();
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             let why = lost.await;
             core.fatal
                 .send_replace(Some(format!("this replica lost its leadership ({why})")));
             tracing::error!(reason = %why, "lost leadership: refusing every decision and stopping");
             let _ = lost_tx.send(why);
-        })
+        }))
     });
     agents.lead(
         pb::remediation_server::RemediationServer::new(AgentService::new(
@@ -308,7 +308,11 @@ pub(crate) async fn serve<S: Store + Debug>(
             .set_service_status(name, ServingStatus::Serving)
             .await;
     }
-    let background = tokio::spawn(background(core.clone(), admit.clone(), tick_interval));
+    let background = AbortOnDrop(tokio::spawn(background(
+        core.clone(),
+        admit.clone(),
+        tick_interval,
+    )));
     tracing::info!(
         %addrs,
         summary = %core.config().summary(),
@@ -344,6 +348,7 @@ pub(crate) async fn serve<S: Store + Debug>(
                 match (r, why) {
                     (_, Some(why)) => match lost_rx.try_recv() {
                         Ok(lost) => break Err(RunError::LostLeadership(lost)),
+                        Err(_) if core.deposed() => break Err(RunError::LostLeadership(why)),
                         Err(_) => break Err(RunError::StoreFailed(why)),
                     },
                     (Err(_), None) => break Ok(()),
@@ -353,15 +358,15 @@ pub(crate) async fn serve<S: Store + Debug>(
         }
     };
 
-    background.abort();
+    drop(background);
     // Long-lived streams (WatchEvents) end first, or the drain would wait
     // for them the whole grace period.
     core.draining.send_replace(true);
     stop_serving(&health, &stop_tx, grpc, http, grace).await;
     core.close().await;
-    if let Some(w) = watchdog {
-        w.abort();
-        let _ = w.await;
+    if let Some(mut w) = watchdog {
+        w.0.abort();
+        let _ = (&mut w.0).await;
     }
     drop(core);
     // Hand leadership over at once rather than after the lease's TTL.
@@ -370,6 +375,17 @@ pub(crate) async fn serve<S: Store + Debug>(
     }
     tracing::info!("stopped");
     outcome
+}
+
+/// A task that ends with the future that owns it, so a `run` that is
+/// dropped (aborted) leaves no ticking engine or leadership watchdog
+/// behind.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Drain: tell load balancers and probes first, then stop accepting and

@@ -24,6 +24,10 @@ use medic_policy::{Action, ConfigError, Denial, DurableState, Event, HostId, Per
 use serde::{Deserialize, Serialize};
 
 pub use error::StoreError;
+/// The etcd client this store uses, for tests and tools that act as another
+/// party on the same etcd (revoking a leader's lease, reading its key).
+#[cfg(feature = "etcd")]
+pub use etcd_client;
 #[cfg(feature = "etcd")]
 pub use etcd_store::{EtcdConfig, EtcdStore, Fence, Leader};
 pub use redb_store::RedbStore;
