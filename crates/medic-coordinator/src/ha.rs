@@ -95,7 +95,11 @@ pub async fn run_replicated(
         listeners,
         control,
         clock,
-        Leadership { leader, elected },
+        Leadership {
+            leader,
+            follow: true,
+            elected,
+        },
     )
     .await
 }

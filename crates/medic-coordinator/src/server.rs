@@ -103,6 +103,7 @@ pub async fn run<S: Store + Debug>(
         clock,
         Leadership {
             leader: watch::channel(None).0,
+            follow: false,
             elected,
         },
     )
@@ -126,6 +127,10 @@ pub(crate) struct Elected<S> {
 pub(crate) struct Leadership<S> {
     /// The leader's advertised URL while this replica follows, if known.
     pub(crate) leader: watch::Sender<Option<String>>,
+    /// Whether the port serves before the election (as a follower). The
+    /// embedded store is elected at once, and its port serves only once
+    /// the state is loaded, as before replication existed.
+    pub(crate) follow: bool,
     /// Resolves once this replica leads.
     pub(crate) elected: Pin<Box<dyn Future<Output = Result<Elected<S>, RunError>> + Send>>,
 }
@@ -171,9 +176,38 @@ pub(crate) async fn serve<S: Store + Debug>(
         .build_v1()
         .map_err(|e| RunError::Serve(format!("reflection: {e}")))?;
 
+    let mut elected = leadership.elected;
+    let early = if leadership.follow {
+        None
+    } else {
+        let e = (&mut elected).await;
+        Some(start_core(e, &initial, config_path.clone(), &metrics, clock.clone()).await?)
+    };
     let slot: Arc<OnceLock<Arc<Core<S>>>> = Arc::new(OnceLock::new());
     let agents = Switch::new(leadership.leader.subscribe());
     let admins = Switch::new(leadership.leader.subscribe());
+    let lead = |core: &Arc<Core<S>>| {
+        agents.lead(
+            pb::remediation_server::RemediationServer::new(AgentService::new(
+                core.clone(),
+                admit.clone(),
+            ))
+            .max_decoding_message_size(max_message),
+        );
+        admins.lead(
+            pb::admin_server::AdminServer::new(AdminService::new(core.clone(), admit.clone()))
+                .max_decoding_message_size(max_message),
+        );
+    };
+    if let Some((core, ..)) = &early {
+        let _ = slot.set(core.clone());
+        lead(core);
+        for name in ["medic.v1.Remediation", "medic.v1.Admin"] {
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc_addr = listeners.grpc.local_addr().ok();
     let metrics_addr = listeners.metrics.local_addr().ok();
@@ -225,56 +259,39 @@ pub(crate) async fn serve<S: Store + Debug>(
     if security == TransportSecurity::Insecure {
         tokio::spawn(insecure_warnings(stop_rx.clone()));
     }
-    let addrs = format!(
-        "grpc {}, metrics {}",
-        grpc_addr.map_or_else(|| "?".to_owned(), |a| a.to_string()),
-        metrics_addr.map_or_else(|| "?".to_owned(), |a| a.to_string()),
-    );
+    let grpc_addr = grpc_addr.map_or_else(|| "?".to_owned(), |a| a.to_string());
+    let metrics_addr = metrics_addr.map_or_else(|| "?".to_owned(), |a| a.to_string());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
-    // Follow until elected (at once with the embedded store).
-    let mut elected = leadership.elected;
-    let elected = loop {
-        tokio::select! {
-            r = &mut elected => break r,
-            c = control.recv() => match c {
-                Some(Control::Reload) => tracing::info!(
-                    "following: SIGHUP ignored; a follower decides nothing, and reads the \
-                     config file again when it restarts"
-                ),
-                Some(Control::Shutdown) | None => break Err(RunError::Stopped),
-            },
-        }
-    };
-    let (core, lost, resign) = match elected {
-        Ok(e) => match Core::start(
-            (*initial).clone(),
-            config_path,
-            e.store,
-            metrics.clone(),
-            clock,
-        )
-        .await
-        {
-            Ok(core) => (Some(core), e.lost, e.resign),
-            Err(err) => {
-                if let Some(resign) = e.resign {
-                    let _ = tokio::task::spawn_blocking(resign).await;
+    // Follow until elected (the embedded store was elected above).
+    let (core, lost, resign) = match early {
+        Some(started) => started,
+        None => {
+            let outcome = loop {
+                tokio::select! {
+                    r = &mut elected => break r,
+                    c = control.recv() => match c {
+                        Some(Control::Reload) => tracing::info!(
+                            "following: SIGHUP ignored; a follower decides nothing, and reads \
+                             the config file again when it restarts"
+                        ),
+                        Some(Control::Shutdown) | None => break Err(RunError::Stopped),
+                    },
                 }
-                stop_serving(&health, &stop_tx, grpc, http, grace).await;
-                return Err(err.into());
+            };
+            match start_core(outcome, &initial, config_path, &metrics, clock).await {
+                Ok(started) => started,
+                Err(RunError::Stopped) => {
+                    stop_serving(&health, &stop_tx, grpc, http, grace).await;
+                    tracing::info!("stopped");
+                    return Ok(());
+                }
+                Err(err) => {
+                    stop_serving(&health, &stop_tx, grpc, http, grace).await;
+                    return Err(err);
+                }
             }
-        },
-        Err(RunError::Stopped) => (None, None, None),
-        Err(err) => {
-            stop_serving(&health, &stop_tx, grpc, http, grace).await;
-            return Err(err);
         }
-    };
-    let Some(core) = core else {
-        stop_serving(&health, &stop_tx, grpc, http, grace).await;
-        tracing::info!("stopped");
-        return Ok(());
     };
     let _ = slot.set(core.clone());
     let _ = failing.set(core.fatal.subscribe());
@@ -292,17 +309,7 @@ pub(crate) async fn serve<S: Store + Debug>(
             let _ = lost_tx.send(why);
         }))
     });
-    agents.lead(
-        pb::remediation_server::RemediationServer::new(AgentService::new(
-            core.clone(),
-            admit.clone(),
-        ))
-        .max_decoding_message_size(max_message),
-    );
-    admins.lead(
-        pb::admin_server::AdminServer::new(AdminService::new(core.clone(), admit.clone()))
-            .max_decoding_message_size(max_message),
-    );
+    lead(&core);
     for name in ["medic.v1.Remediation", "medic.v1.Admin"] {
         health
             .set_service_status(name, ServingStatus::Serving)
@@ -314,7 +321,8 @@ pub(crate) async fn serve<S: Store + Debug>(
         tick_interval,
     )));
     tracing::info!(
-        %addrs,
+        grpc = %grpc_addr,
+        metrics = %metrics_addr,
         summary = %core.config().summary(),
         "medic coordinator serving; warming up for {}",
         humantime::format_duration(core.config().policy.fleet.warmup)
@@ -375,6 +383,37 @@ pub(crate) async fn serve<S: Store + Debug>(
     }
     tracing::info!("stopped");
     outcome
+}
+
+/// What an election and a loaded core give `serve`.
+type Started<S> = (Arc<Core<S>>, Option<Lost>, Option<Box<dyn FnOnce() + Send>>);
+
+/// Loads the state (warm-up begins) once elected; resigns if that fails.
+async fn start_core<S: Store + Debug>(
+    elected: Result<Elected<S>, RunError>,
+    config: &Arc<CoordinatorConfig>,
+    config_path: Option<PathBuf>,
+    metrics: &Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+) -> Result<Started<S>, RunError> {
+    let e = elected?;
+    match Core::start(
+        (**config).clone(),
+        config_path,
+        e.store,
+        metrics.clone(),
+        clock,
+    )
+    .await
+    {
+        Ok(core) => Ok((core, e.lost, e.resign)),
+        Err(err) => {
+            if let Some(resign) = e.resign {
+                let _ = tokio::task::spawn_blocking(resign).await;
+            }
+            Err(err.into())
+        }
+    }
 }
 
 /// A task that ends with the future that owns it, so a `run` that is
