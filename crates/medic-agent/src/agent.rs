@@ -346,7 +346,7 @@ impl<H: Host> Agent<H> {
         self.metrics.heartbeats.inc();
         match self
             .coordinators
-            .call(|mut c| async move { c.heartbeat(req).await })
+            .call(req, |mut c, req| async move { c.heartbeat(req).await })
             .await
         {
             Ok(reply) => {
@@ -434,7 +434,7 @@ impl<H: Host> Agent<H> {
         self.metrics.permit_requests.inc();
         match self
             .coordinators
-            .call(|mut c| async move { c.request_permit(req).await })
+            .call(req, |mut c, req| async move { c.request_permit(req).await })
             .await
         {
             Err(CallError::Unavailable(e)) => {
@@ -531,7 +531,7 @@ impl<H: Host> Agent<H> {
             let sent = Instant::now();
             match self
                 .coordinators
-                .call(|mut c| async move { c.renew_permit(req).await })
+                .call(req, |mut c, req| async move { c.renew_permit(req).await })
                 .await
             {
                 Ok(_) => held.renewed = sent,
@@ -776,7 +776,7 @@ impl<H: Host> Agent<H> {
             };
             match self
                 .coordinators
-                .call(|mut c| async move { c.report_outcome(req).await })
+                .call(req, |mut c, req| async move { c.report_outcome(req).await })
                 .await
             {
                 Ok(_) => return,

@@ -21,6 +21,25 @@ pub enum CallError {
     Refused(Status),
 }
 
+/// The metadata key in which a follower names the leader (the
+/// coordinator's `server::LEADER_METADATA`).
+pub const LEADER_METADATA: &str = "medic-leader";
+
+/// How one attempt failed: redirected to the configured endpoint at this
+/// index, or not.
+enum Redirect {
+    To(usize, CallError),
+    No(CallError),
+}
+
+impl Redirect {
+    fn into_error(self) -> CallError {
+        match self {
+            Redirect::To(_, e) | Redirect::No(e) => e,
+        }
+    }
+}
+
 /// Connections to the coordinators.
 #[derive(Debug)]
 pub struct Coordinators {
@@ -76,21 +95,55 @@ impl Coordinators {
         Err(CallError::Unavailable(last))
     }
 
-    /// Runs one call; on a transport failure or UNAVAILABLE, forgets the
-    /// connection so the next call tries the endpoints again.
-    pub async fn call<T, F, Fut>(&mut self, f: F) -> Result<T, CallError>
+    /// Runs one call with `req`; on a transport failure or UNAVAILABLE,
+    /// forgets the connection so the next call tries the endpoints again.
+    ///
+    /// A coordinator replica that follows answers UNAVAILABLE naming the
+    /// leader (`medic-leader` metadata): when that is one of the configured
+    /// endpoints, the call is retried once there at once; a leader that is
+    /// not configured is never followed (a follower cannot send an agent
+    /// anywhere its operators did not list).
+    pub async fn call<R, T, F, Fut>(&mut self, req: R, f: F) -> Result<T, CallError>
     where
-        F: FnOnce(RemediationClient<Channel>) -> Fut,
+        R: Clone,
+        F: Fn(RemediationClient<Channel>, R) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let client = self.client().await?;
-        match tokio::time::timeout(self.timeout, f(client)).await {
+        match self.call_once(req.clone(), &f).await {
+            Err(Redirect::To(i, _)) => {
+                self.switch_to(i);
+                match self.call_once(req, &f).await {
+                    Err(Redirect::To(i, e)) => {
+                        // Leadership moved again: go there next time.
+                        self.switch_to(i);
+                        Err(e)
+                    }
+                    r => r.map_err(Redirect::into_error),
+                }
+            }
+            r => r.map_err(Redirect::into_error),
+        }
+    }
+
+    fn switch_to(&mut self, i: usize) {
+        tracing::info!(coordinator = %self.endpoints[i], "following the coordinators' leader");
+        self.current = i;
+        self.client = None;
+    }
+
+    async fn call_once<R, T, F, Fut>(&mut self, req: R, f: &F) -> Result<T, Redirect>
+    where
+        F: Fn(RemediationClient<Channel>, R) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let client = self.client().await.map_err(Redirect::No)?;
+        match tokio::time::timeout(self.timeout, f(client, req)).await {
             Err(_) => {
                 self.drop_connection();
-                Err(CallError::Unavailable(format!(
+                Err(Redirect::No(CallError::Unavailable(format!(
                     "no answer within {}",
                     humantime::format_duration(self.timeout)
-                )))
+                ))))
             }
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(s))
@@ -99,15 +152,41 @@ impl Coordinators {
                     Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled
                 ) =>
             {
+                let error = CallError::Unavailable(format!("{}: {}", s.code(), s.message()));
+                if s.code() == Code::Unavailable
+                    && let Some(i) = self.leader_index(&s)
+                    && i != self.current
+                {
+                    return Err(Redirect::To(i, error));
+                }
                 self.drop_connection();
-                Err(CallError::Unavailable(format!(
-                    "{}: {}",
-                    s.code(),
-                    s.message()
-                )))
+                Err(Redirect::No(error))
             }
-            Ok(Err(s)) => Err(CallError::Refused(s)),
+            Ok(Err(s)) => Err(Redirect::No(CallError::Refused(s))),
         }
+    }
+
+    /// The configured endpoint a follower's answer names as the leader.
+    fn leader_index(&self, s: &Status) -> Option<usize> {
+        let leader = s.metadata().get(LEADER_METADATA)?.to_str().ok()?;
+        let leader = leader.trim_end_matches('/');
+        let found = self
+            .endpoints
+            .iter()
+            .position(|e| e.trim_end_matches('/') == leader);
+        if found.is_none() {
+            tracing::warn!(
+                leader,
+                "a coordinator names a leader that is not among the configured coordinators; \
+                 not following it"
+            );
+        }
+        found
+    }
+
+    /// The endpoint calls go to now.
+    pub fn current(&self) -> &str {
+        self.endpoints.get(self.current).map_or("", String::as_str)
     }
 
     fn drop_connection(&mut self) {
@@ -174,5 +253,182 @@ pub fn after_denial(retry_after: Option<Duration>, idle: Duration) -> Duration {
     match retry_after {
         Some(d) => d.max(Duration::from_secs(1)) + jitter(d / 5, 1.0),
         None => idle,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::{Request, Response};
+
+    use super::*;
+
+    /// A coordinator that answers every call as a follower naming
+    /// `leader` (`None`: as the leader, with an empty reply), counting
+    /// the calls it gets.
+    #[derive(Clone)]
+    struct Fake {
+        leader: Option<String>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl Fake {
+        fn answer<T: Default>(&self) -> Result<Response<T>, Status> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            match &self.leader {
+                None => Ok(Response::new(T::default())),
+                Some(url) => {
+                    let mut s = Status::unavailable(format!("follower; the leader is {url}"));
+                    s.metadata_mut()
+                        .insert(LEADER_METADATA, url.parse().unwrap());
+                    Err(s)
+                }
+            }
+        }
+    }
+
+    #[tonic::async_trait]
+    impl pb::remediation_server::Remediation for Fake {
+        async fn heartbeat(
+            &self,
+            _: Request<pb::HeartbeatRequest>,
+        ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+            self.answer()
+        }
+        async fn request_permit(
+            &self,
+            _: Request<pb::RequestPermitRequest>,
+        ) -> Result<Response<pb::RequestPermitResponse>, Status> {
+            self.answer()
+        }
+        async fn renew_permit(
+            &self,
+            _: Request<pb::RenewPermitRequest>,
+        ) -> Result<Response<pb::RenewPermitResponse>, Status> {
+            self.answer()
+        }
+        async fn report_outcome(
+            &self,
+            _: Request<pb::ReportOutcomeRequest>,
+        ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
+            self.answer()
+        }
+    }
+
+    /// Serves `fake` on a loopback port; returns its URL.
+    async fn serve(fake: Fake) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(pb::remediation_server::RemediationServer::new(fake))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        url
+    }
+
+    fn fake(leader: Option<String>) -> (Fake, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        (
+            Fake {
+                leader,
+                calls: calls.clone(),
+            },
+            calls,
+        )
+    }
+
+    async fn heartbeat(c: &mut Coordinators) -> Result<pb::HeartbeatResponse, CallError> {
+        c.call(pb::HeartbeatRequest::default(), |mut c, req| async move {
+            c.heartbeat(req).await
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_follower_redirect_to_a_configured_coordinator_is_followed_at_once() {
+        let (leader, leader_calls) = fake(None);
+        let leader_url = serve(leader).await;
+        let (follower, follower_calls) = fake(Some(leader_url.clone()));
+        let follower_url = serve(follower).await;
+        // The follower first, as after an election moved the leadership.
+        let mut c = Coordinators::new(
+            vec![follower_url, leader_url.clone()],
+            Duration::from_secs(5),
+            None,
+        );
+        heartbeat(&mut c).await.unwrap();
+        assert_eq!(c.current(), leader_url);
+        assert_eq!(follower_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(leader_calls.load(Ordering::SeqCst), 1);
+        // Later calls go straight to the leader.
+        heartbeat(&mut c).await.unwrap();
+        assert_eq!(follower_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(leader_calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_an_unconfigured_address_is_never_followed() {
+        let (elsewhere, elsewhere_calls) = fake(None);
+        let elsewhere_url = serve(elsewhere).await;
+        let (follower, follower_calls) = fake(Some(elsewhere_url));
+        let follower_url = serve(follower).await;
+        let mut c = Coordinators::new(vec![follower_url], Duration::from_secs(5), None);
+        match heartbeat(&mut c).await {
+            Err(CallError::Unavailable(e)) => assert!(e.contains("follower"), "{e}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert_eq!(follower_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(elsewhere_calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_retried_once_only() {
+        // Two followers naming each other: one retry, then the error.
+        let (a, a_calls) = fake(None);
+        let (b, b_calls) = fake(None);
+        let (a_url, b_url) = {
+            let la = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let lb = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let (ua, ub) = (
+                format!("http://{}", la.local_addr().unwrap()),
+                format!("http://{}", lb.local_addr().unwrap()),
+            );
+            for (l, f) in [
+                (
+                    la,
+                    Fake {
+                        leader: Some(ub.clone()),
+                        ..a
+                    },
+                ),
+                (
+                    lb,
+                    Fake {
+                        leader: Some(ua.clone()),
+                        ..b
+                    },
+                ),
+            ] {
+                tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(pb::remediation_server::RemediationServer::new(f))
+                        .serve_with_incoming(TcpListenerStream::new(l)),
+                );
+            }
+            (ua, ub)
+        };
+        let mut c = Coordinators::new(vec![a_url.clone(), b_url], Duration::from_secs(5), None);
+        assert!(matches!(
+            heartbeat(&mut c).await,
+            Err(CallError::Unavailable(_))
+        ));
+        assert_eq!(a_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(b_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(c.current(), a_url, "the last redirect is remembered");
     }
 }

@@ -208,6 +208,8 @@ fn sample(key: &str) -> Option<&'static str> {
         "auth.tokens[].name" => r#""deploy-bot""#,
         "auth.tokens[].file" => r#""@FIXTURE@/token""#,
         "auth.tokens[].role" => r#""read-only""#,
+        "store.endpoints" => r#"["http://127.0.0.1:2379"]"#,
+        "store.advertise" => r#""http://127.0.0.1:7470""#,
         // both: a matching pair that names the agent's sample host_id
         "tls.cert" => r#""@FIXTURE@/agent.pem""#,
         "tls.key" => r#""@FIXTURE@/agent.key""#,
@@ -249,6 +251,13 @@ fn skeleton(file: File, key: &str) -> Vec<(&'static str, &'static str)> {
                 out.push(("coordinators", r#"["https://localhost:7470"]"#));
             }
         }
+    }
+    // The etcd store's keys are only accepted with kind = "etcd", which
+    // needs endpoints and advertise.
+    if key.starts_with("store.") && key != "store.kind" {
+        out.push(("store.kind", r#""etcd""#));
+        out.push(("store.endpoints", r#"["http://127.0.0.1:2379"]"#));
+        out.push(("store.advertise", r#""http://127.0.0.1:7470""#));
     }
     if key == "auth.agent_spiffe_prefix" {
         out.push(("auth.agent_identity", r#""spiffe""#));

@@ -27,6 +27,7 @@ struct RawCoordinator {
     auth: RawAuth,
     audit: RawAudit,
     notify: RawNotify,
+    store: RawStore,
     // The policy sections (see medic-policy's config module).
     mode: Option<String>,
     fleet: RawFleet,
@@ -47,6 +48,16 @@ struct RawServer {
     insecure: Option<bool>,
     max_message_bytes: Option<i64>,
     request_timeout: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawStore {
+    kind: Option<String>,
+    endpoints: Option<Vec<String>>,
+    prefix: Option<String>,
+    lease_ttl: Option<String>,
+    advertise: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -123,6 +134,8 @@ pub struct CoordinatorConfig {
     pub audit: AuditConfig,
     /// Webhook notifications.
     pub notify: NotifyConfig,
+    /// `[store]`: where the durable state lives.
+    pub store: StoreConfig,
     /// The rules' limits.
     pub policy: PolicyConfig,
 }
@@ -151,6 +164,35 @@ pub struct ServerConfig {
     /// (a client's own shorter deadline gives DEADLINE_EXCEEDED first).
     /// Default 30s.
     pub request_timeout: Duration,
+}
+
+/// `[store]`: where the durable state lives. Restart-only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// One coordinator, state in a redb file in `server.state_dir`
+    /// (`kind = "embedded"`, the default).
+    Embedded,
+    /// Replicated coordinators on etcd (`kind = "etcd"`): one leader
+    /// grants, the others redirect callers to it.
+    Etcd(EtcdSettings),
+}
+
+/// `[store]` with `kind = "etcd"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdSettings {
+    /// etcd client URLs (`http://10.0.0.1:2379`). Required.
+    pub endpoints: Vec<String>,
+    /// Key prefix of this deployment: replicas of one fleet share it, two
+    /// fleets on one etcd need two. Default `/medic`.
+    pub prefix: String,
+    /// The leader's lease: a leader that dies is replaced after at most
+    /// this long (plus the new leader's warm-up). Whole seconds, 2s to
+    /// 60s. Default 10s.
+    pub lease_ttl: Duration,
+    /// This replica's gRPC URL as agents reach it; followers hand it to
+    /// callers as the leader's address, and agents follow it only if it is
+    /// one of their configured `coordinators`. Required.
+    pub advertise: String,
 }
 
 /// How the gRPC port is protected, as `medicctl status` shows it.
@@ -312,12 +354,14 @@ impl CoordinatorConfig {
         check_transport(&mut errs, &server, raw.tls.is_some());
         let audit = raw.audit.validate(&mut errs);
         let notify = raw.notify.validate(&mut errs);
+        let store = raw.store.validate(&mut errs);
         errs.finish(Self {
             server,
             tls,
             auth,
             audit,
             notify,
+            store,
             policy,
         })
     }
@@ -379,10 +423,32 @@ impl CoordinatorConfig {
             humantime::format_duration(new.server.request_timeout).to_string(),
         );
         fixed(
+            "store",
+            format!("{:?}", self.store),
+            format!("{:?}", new.store),
+        );
+        fixed(
             "server.state_dir",
             self.server.state_dir.display().to_string(),
             new.server.state_dir.display().to_string(),
         );
+        out
+    }
+
+    /// What this build cannot do of what the config asks: a file is valid
+    /// or not whatever the build, but `store.kind = "etcd"` needs a
+    /// coordinator built with the `etcd` feature. `check-config` and `run`
+    /// report these like config errors.
+    pub fn build_errors(&self) -> Vec<medic_policy::ConfigError> {
+        let mut out = Vec::new();
+        if matches!(self.store, StoreConfig::Etcd(_)) && !cfg!(feature = "etcd") {
+            out.push(medic_policy::ConfigError {
+                path: "store.kind".to_owned(),
+                message: "\"etcd\" needs a medic-coordinator built with the `etcd` feature \
+                          (cargo build --features etcd); this one has only the embedded store"
+                    .to_owned(),
+            });
+        }
         out
     }
 
@@ -426,7 +492,15 @@ impl CoordinatorConfig {
                 TransportSecurity::Insecure => "INSECURE plaintext",
             },
             self.server.metrics_listen,
-            self.server.state_dir.display(),
+            match &self.store {
+                StoreConfig::Embedded => self.server.state_dir.display().to_string(),
+                StoreConfig::Etcd(e) => format!(
+                    "etcd {} at {} (advertised as {})",
+                    e.prefix,
+                    e.endpoints.join(","),
+                    e.advertise
+                ),
+            },
             caps.join(", ")
         )
     }
@@ -890,6 +964,127 @@ impl RawAudit {
             max_entries,
             denial_sample_interval,
             snapshot_every,
+        }
+    }
+}
+
+/// An `http://HOST:PORT` URL (or `https://` when `https` is allowed).
+fn url_error(u: &str, https: bool) -> Option<String> {
+    match u.parse::<hyper::Uri>() {
+        Ok(uri)
+            if (uri.scheme_str() == Some("http")
+                || (https && uri.scheme_str() == Some("https")))
+                && uri.host().is_some_and(|h| !h.is_empty())
+                && uri.path() == "/"
+                && !u.ends_with('/') =>
+        {
+            None
+        }
+        _ => Some(format!(
+            "{u:?} is not {} URL with a host and no path (for example http://10.0.0.1:2379)",
+            if https {
+                "an http:// or https://"
+            } else {
+                "an http://"
+            }
+        )),
+    }
+}
+
+impl RawStore {
+    fn validate(&self, errs: &mut Errors) -> StoreConfig {
+        match self.kind.as_deref() {
+            None | Some("embedded") => {
+                for (key, set) in [
+                    ("endpoints", self.endpoints.is_some()),
+                    ("prefix", self.prefix.is_some()),
+                    ("lease_ttl", self.lease_ttl.is_some()),
+                    ("advertise", self.advertise.is_some()),
+                ] {
+                    if set {
+                        errs.push(
+                            format!("store.{key}"),
+                            "is only used with kind = \"etcd\" (the embedded store lives in \
+                             server.state_dir)",
+                        );
+                    }
+                }
+                StoreConfig::Embedded
+            }
+            Some("etcd") => {
+                let endpoints = self.endpoints.clone().unwrap_or_default();
+                if endpoints.is_empty() {
+                    errs.push(
+                        "store.endpoints",
+                        "is required with kind = \"etcd\": the etcd members' client URLs, \
+                         for example [\"http://10.0.0.1:2379\"]",
+                    );
+                }
+                for (i, e) in endpoints.iter().enumerate() {
+                    if let Some(mut m) = url_error(e, false) {
+                        if e.starts_with("https://") {
+                            m = format!(
+                                "{e:?}: TLS to etcd is not supported yet; use http:// on a \
+                                 network only the coordinators and etcd can reach"
+                            );
+                        }
+                        errs.push(format!("store.endpoints[{i}]"), m);
+                    }
+                }
+                let prefix = self.prefix.clone().unwrap_or_else(|| "/medic".to_owned());
+                if !prefix.starts_with('/') || prefix.trim_end_matches('/').is_empty() {
+                    errs.push(
+                        "store.prefix",
+                        format!("must start with \"/\" and name something, got {prefix:?}"),
+                    );
+                }
+                let lease_ttl = errs.positive_duration(
+                    "store.lease_ttl",
+                    self.lease_ttl.as_deref(),
+                    Duration::from_secs(10),
+                );
+                if !lease_ttl.is_zero()
+                    && (lease_ttl.subsec_nanos() != 0
+                        || lease_ttl < Duration::from_secs(2)
+                        || lease_ttl > Duration::from_secs(60))
+                {
+                    errs.push(
+                        "store.lease_ttl",
+                        "must be whole seconds from 2s (etcd's shortest lease) to 60s (how long \
+                         the fleet may wait for a new leader)",
+                    );
+                }
+                let advertise = match self.advertise.as_deref() {
+                    None | Some("") => {
+                        errs.push(
+                            "store.advertise",
+                            "is required with kind = \"etcd\": this replica's gRPC URL as \
+                             agents reach it (one of their coordinators), for example \
+                             \"https://coord-1.example.net:7470\"",
+                        );
+                        String::new()
+                    }
+                    Some(a) => {
+                        if let Some(m) = url_error(a, true) {
+                            errs.push("store.advertise", m);
+                        }
+                        a.to_owned()
+                    }
+                };
+                StoreConfig::Etcd(EtcdSettings {
+                    endpoints,
+                    prefix,
+                    lease_ttl,
+                    advertise,
+                })
+            }
+            Some(other) => {
+                errs.push(
+                    "store.kind",
+                    format!("must be \"embedded\" or \"etcd\", got {other:?}"),
+                );
+                StoreConfig::Embedded
+            }
         }
     }
 }

@@ -65,6 +65,10 @@ pub struct Core<S: Store> {
     pub fatal: watch::Sender<Option<String>>,
     /// Set when the server starts draining: long-lived streams end.
     pub draining: watch::Sender<bool>,
+    /// Set when a commit failed because this replica no longer leads
+    /// (`StoreError::NotLeader`): the fence did its work before the
+    /// leadership watchdog noticed.
+    deposed: std::sync::atomic::AtomicBool,
     notifier: Notifier,
 }
 
@@ -117,6 +121,7 @@ impl<S: Store> Core<S> {
             clock,
             fatal,
             draining,
+            deposed: std::sync::atomic::AtomicBool::new(false),
             notifier,
         });
         tokio::spawn(committer(core.clone(), rx, loaded.last_id));
@@ -141,6 +146,11 @@ impl<S: Store> Core<S> {
     /// When the configuration in force was loaded.
     pub fn config_loaded_at(&self) -> SystemTime {
         *lock(&self.config_loaded_at)
+    }
+
+    /// Whether a write was refused because this replica no longer leads.
+    pub fn deposed(&self) -> bool {
+        self.deposed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The store, for reads (history).
@@ -564,6 +574,10 @@ async fn flush<S: Store>(
             true
         }
         Err(e) => {
+            if matches!(e, StoreError::NotLeader { .. }) {
+                core.deposed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             let why = e.to_string();
             tracing::error!(error = %why, "store commit failed; the coordinator stops (the durable state is the truth at the next start)");
             core.fatal.send_replace(Some(why.clone()));

@@ -11,6 +11,8 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod devcerts;
+#[cfg(feature = "etcd")]
+pub mod ha;
 pub mod metrics;
 pub mod notify;
 pub mod server;

@@ -6,11 +6,16 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::sync::Arc;
 
+use medic_coordinator::config::StoreConfig;
 use medic_coordinator::{CoordinatorConfig, Listeners, RunError, SystemClock, run, signal};
 use medic_store::RedbStore;
 
 const EXIT_USAGE: u8 = 64;
 const EXIT_CONFIG: u8 = 78;
+/// A replica that lost its leadership: restarted (`Restart=on-failure`)
+/// to follow; the same value as `medic_coordinator::ha::EXIT_LOST_LEADERSHIP`,
+/// which builds without the `etcd` feature do not have.
+const EXIT_LOST_LEADERSHIP: u8 = 75;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -82,19 +87,24 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::CheckConfig { file } => match CoordinatorConfig::load(&file) {
-            Ok(c) => {
-                println!("{}: ok: {}", file.display(), c.summary());
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                for e in &errors.0 {
-                    eprintln!("{}: {e}", file.display());
+        Command::CheckConfig { file } => {
+            match CoordinatorConfig::load(&file).and_then(|c| match c.build_errors() {
+                e if e.is_empty() => Ok(c),
+                e => Err(medic_policy::config::ConfigErrors(e)),
+            }) {
+                Ok(c) => {
+                    println!("{}: ok: {}", file.display(), c.summary());
+                    ExitCode::SUCCESS
                 }
-                eprintln!("{}: {} error(s)", file.display(), errors.0.len());
-                ExitCode::from(EXIT_CONFIG)
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("{}: {e}", file.display());
+                    }
+                    eprintln!("{}: {} error(s)", file.display(), errors.0.len());
+                    ExitCode::from(EXIT_CONFIG)
+                }
             }
-        },
+        }
         Command::DevCerts {
             out,
             hosts,
@@ -147,6 +157,13 @@ fn main() -> ExitCode {
                     }
                 },
             };
+            let unsupported = cfg.build_errors();
+            if !unsupported.is_empty() {
+                for e in &unsupported {
+                    tracing::error!("{e}");
+                }
+                return ExitCode::from(EXIT_CONFIG);
+            }
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -161,7 +178,11 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
-                    ExitCode::FAILURE
+                    match e.downcast_ref::<RunError>() {
+                        Some(RunError::LostLeadership(_)) => ExitCode::from(EXIT_LOST_LEADERSHIP),
+                        Some(RunError::Config { .. }) => ExitCode::from(EXIT_CONFIG),
+                        _ => ExitCode::FAILURE,
+                    }
                 }
             }
         }
@@ -170,7 +191,6 @@ fn main() -> ExitCode {
 
 async fn serve(cfg: CoordinatorConfig, path: Option<PathBuf>) -> anyhow::Result<()> {
     use anyhow::Context;
-    let store = RedbStore::open(&cfg.server.state_dir).map_err(RunError::from)?;
     let grpc = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on server.listen {}", cfg.server.listen))?;
@@ -183,15 +203,27 @@ async fn serve(cfg: CoordinatorConfig, path: Option<PathBuf>) -> anyhow::Result<
             )
         })?;
     let control = signal::listen().context("cannot install signal handlers")?;
-    run(
-        cfg,
-        path,
-        store,
-        Listeners { grpc, metrics },
-        control,
-        Arc::new(SystemClock),
-    )
-    .await?;
+    let listeners = Listeners { grpc, metrics };
+    match &cfg.store {
+        StoreConfig::Embedded => {
+            let store = RedbStore::open(&cfg.server.state_dir).map_err(RunError::from)?;
+            run(cfg, path, store, listeners, control, Arc::new(SystemClock)).await?;
+        }
+        #[cfg(feature = "etcd")]
+        StoreConfig::Etcd(_) => {
+            medic_coordinator::ha::run_replicated(
+                cfg,
+                path,
+                listeners,
+                control,
+                Arc::new(SystemClock),
+            )
+            .await?;
+        }
+        // Refused before the runtime started (`build_errors`).
+        #[cfg(not(feature = "etcd"))]
+        StoreConfig::Etcd(_) => {}
+    }
     Ok(())
 }
 

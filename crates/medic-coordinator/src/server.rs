@@ -2,8 +2,10 @@
 //! stop, so tests run the whole server in-process on port 0.
 
 use std::fmt::Debug;
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -15,6 +17,7 @@ use medic_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
 use tonic_health::ServingStatus;
 
 use crate::clock::Clock;
@@ -53,6 +56,24 @@ pub enum RunError {
     /// The gRPC or HTTP server failed.
     #[error("server: {0}")]
     Serve(String),
+    /// This replica led and lost its leadership (its etcd lease could not
+    /// be renewed in time, or was revoked). It refused every decision from
+    /// that moment; restart it, and it follows (or campaigns) afresh.
+    #[error(
+        "lost leadership of the replicated coordinators: {0}; restart to follow the new leader"
+    )]
+    LostLeadership(String),
+    /// The config asks for something this build or setting cannot do.
+    #[error("{path}: {message}")]
+    Config {
+        /// The key path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Told to stop before it was elected (internal: `run` returns `Ok`).
+    #[error("stopped before being elected")]
+    Stopped,
 }
 
 /// Serves until `control` says `Shutdown` (or is closed): health goes
@@ -64,8 +85,67 @@ pub async fn run<S: Store + Debug>(
     config_path: Option<PathBuf>,
     store: S,
     listeners: Listeners,
+    control: mpsc::Receiver<Control>,
+    clock: Arc<dyn Clock>,
+) -> Result<(), RunError> {
+    let elected = Box::pin(async move {
+        Ok(Elected {
+            store,
+            lost: None,
+            resign: None,
+        })
+    });
+    serve(
+        config,
+        config_path,
+        listeners,
+        control,
+        clock,
+        Leadership {
+            leader: watch::channel(None).0,
+            follow: false,
+            elected,
+        },
+    )
+    .await
+}
+
+/// A future that resolves, with the reason, when leadership is lost.
+pub(crate) type Lost = Pin<Box<dyn Future<Output = String> + Send>>;
+
+/// What an election yields: the store to decide with, and (replicated
+/// coordinators only) the watchdog of the leadership and how to hand it
+/// over on a clean shutdown.
+pub(crate) struct Elected<S> {
+    pub(crate) store: S,
+    pub(crate) lost: Option<Lost>,
+    pub(crate) resign: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// How this replica comes to decide. The embedded store decides at once;
+/// a replica on etcd first follows, telling callers where the leader is.
+pub(crate) struct Leadership<S> {
+    /// The leader's advertised URL while this replica follows, if known.
+    pub(crate) leader: watch::Sender<Option<String>>,
+    /// Whether the port serves before the election (as a follower). The
+    /// embedded store is elected at once, and its port serves only once
+    /// the state is loaded, as before replication existed.
+    pub(crate) follow: bool,
+    /// Resolves once this replica leads.
+    pub(crate) elected: Pin<Box<dyn Future<Output = Result<Elected<S>, RunError>> + Send>>,
+}
+
+/// The serving part of [`run`], also used by the replicated coordinator:
+/// binds the services to the listener at once, answers as a follower until
+/// `leadership` elects this replica, then starts the core (load, warm-up)
+/// and decides until shut down or deposed.
+pub(crate) async fn serve<S: Store + Debug>(
+    config: CoordinatorConfig,
+    config_path: Option<PathBuf>,
+    listeners: Listeners,
     mut control: mpsc::Receiver<Control>,
     clock: Arc<dyn Clock>,
+    leadership: Leadership<S>,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let grace = config.server.shutdown_grace;
@@ -75,18 +155,19 @@ pub async fn run<S: Store + Debug>(
         config.server.max_message_bytes,
         config.server.request_timeout,
     );
-    let core = Core::start(config, config_path, store, metrics.clone(), clock).await?;
-    metrics.dry_run.set(i64::from(core.config().policy.dry_run));
-    let security = core.config().transport_security();
+    let initial = Arc::new(config);
+    metrics.dry_run.set(i64::from(initial.policy.dry_run));
+    let security = initial.transport_security();
     metrics
         .insecure
         .set(i64::from(security == TransportSecurity::Insecure));
-    set_cert_expiry(&metrics, &core.config());
+    set_cert_expiry(&metrics, &initial);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in ["", "medic.v1.Remediation", "medic.v1.Admin"] {
+    health.set_service_status("", ServingStatus::Serving).await;
+    for name in ["medic.v1.Remediation", "medic.v1.Admin"] {
         health
-            .set_service_status(name, ServingStatus::Serving)
+            .set_service_status(name, ServingStatus::NotServing)
             .await;
     }
     let reflection = tonic_reflection::server::Builder::configure()
@@ -95,14 +176,49 @@ pub async fn run<S: Store + Debug>(
         .build_v1()
         .map_err(|e| RunError::Serve(format!("reflection: {e}")))?;
 
+    let mut elected = leadership.elected;
+    let early = if leadership.follow {
+        None
+    } else {
+        let e = (&mut elected).await;
+        Some(start_core(e, &initial, config_path.clone(), &metrics, clock.clone()).await?)
+    };
+    let slot: Arc<OnceLock<Arc<Core<S>>>> = Arc::new(OnceLock::new());
+    let agents = Switch::new(leadership.leader.subscribe());
+    let admins = Switch::new(leadership.leader.subscribe());
+    let lead = |core: &Arc<Core<S>>| {
+        agents.lead(
+            pb::remediation_server::RemediationServer::new(AgentService::new(
+                core.clone(),
+                admit.clone(),
+            ))
+            .max_decoding_message_size(max_message),
+        );
+        admins.lead(
+            pb::admin_server::AdminServer::new(AdminService::new(core.clone(), admit.clone()))
+                .max_decoding_message_size(max_message),
+        );
+    };
+    if let Some((core, ..)) = &early {
+        let _ = slot.set(core.clone());
+        lead(core);
+        for name in ["medic.v1.Remediation", "medic.v1.Admin"] {
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc_addr = listeners.grpc.local_addr().ok();
     let metrics_addr = listeners.metrics.local_addr().ok();
     let grpc = {
         let mut stop = stop_rx.clone();
         let current: crate::tls::CurrentTls = {
-            let core = core.clone();
-            Arc::new(move || core.config().tls.clone())
+            let (slot, initial) = (slot.clone(), initial.clone());
+            Arc::new(move || {
+                slot.get()
+                    .map_or_else(|| initial.tls.clone(), |core| core.config().tls.clone())
+            })
         };
         let incoming =
             crate::tls::accept(listeners.grpc, current, metrics.clone(), stop_rx.clone());
@@ -114,23 +230,15 @@ pub async fn run<S: Store + Debug>(
             .max_connection_age(crate::tls::MAX_CONNECTION_AGE)
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(
-                pb::remediation_server::RemediationServer::new(AgentService::new(
-                    core.clone(),
-                    admit.clone(),
-                ))
-                .max_decoding_message_size(max_message),
-            )
-            .add_service(
-                pb::admin_server::AdminServer::new(AdminService::new(core.clone(), admit.clone()))
-                    .max_decoding_message_size(max_message),
-            )
+            .add_service(agents.clone())
+            .add_service(admins.clone())
             .serve_with_incoming_shutdown(ReceiverStream::new(incoming), async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
     };
     let grpc = tokio::spawn(grpc);
 
+    let failing: Arc<OnceLock<watch::Receiver<Option<String>>>> = Arc::new(OnceLock::new());
     let http = {
         let mut stop = stop_rx.clone();
         let app = axum::Router::new()
@@ -139,7 +247,7 @@ pub async fn run<S: Store + Debug>(
             .with_state(HttpState {
                 metrics: metrics.clone(),
                 healthy: stop_rx.clone(),
-                fatal: core.fatal.subscribe(),
+                fatal: failing.clone(),
             });
         tokio::spawn(async move {
             axum::serve(listeners.metrics, app)
@@ -149,20 +257,77 @@ pub async fn run<S: Store + Debug>(
                 .await
         })
     };
-
-    let background = tokio::spawn(background(core.clone(), admit.clone(), tick_interval));
     if security == TransportSecurity::Insecure {
         tokio::spawn(insecure_warnings(stop_rx.clone()));
     }
+    let grpc_addr = grpc_addr.map_or_else(|| "?".to_owned(), |a| a.to_string());
+    let metrics_addr = metrics_addr.map_or_else(|| "?".to_owned(), |a| a.to_string());
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
+    // Follow until elected (the embedded store was elected above).
+    let (core, lost, resign) = match early {
+        Some(started) => started,
+        None => {
+            let outcome = loop {
+                tokio::select! {
+                    r = &mut elected => break r,
+                    c = control.recv() => match c {
+                        Some(Control::Reload) => tracing::info!(
+                            "following: SIGHUP ignored; a follower decides nothing, and reads \
+                             the config file again when it restarts"
+                        ),
+                        Some(Control::Shutdown) | None => break Err(RunError::Stopped),
+                    },
+                }
+            };
+            match start_core(outcome, &initial, config_path, &metrics, clock).await {
+                Ok(started) => started,
+                Err(RunError::Stopped) => {
+                    stop_serving(&health, &stop_tx, grpc, http, grace).await;
+                    tracing::info!("stopped");
+                    return Ok(());
+                }
+                Err(err) => {
+                    stop_serving(&health, &stop_tx, grpc, http, grace).await;
+                    return Err(err);
+                }
+            }
+        }
+    };
+    let _ = slot.set(core.clone());
+    let _ = failing.set(core.fatal.subscribe());
+
+    // Leadership lost: refuse every decision at once (the core's fatal
+    // flag), then leave `run` so the process restarts as a follower.
+    let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel::<String>();
+    let watchdog = lost.map(|lost| {
+        let core = core.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            let why = lost.await;
+            core.fatal
+                .send_replace(Some(format!("this replica lost its leadership ({why})")));
+            tracing::error!(reason = %why, "lost leadership: refusing every decision and stopping");
+            let _ = lost_tx.send(why);
+        }))
+    });
+    lead(&core);
+    for name in ["medic.v1.Remediation", "medic.v1.Admin"] {
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    let background = AbortOnDrop(tokio::spawn(background(
+        core.clone(),
+        admit.clone(),
+        tick_interval,
+    )));
     tracing::info!(
-        grpc = %grpc_addr.map_or_else(|| "?".to_owned(), |a| a.to_string()),
-        metrics = %metrics_addr.map_or_else(|| "?".to_owned(), |a| a.to_string()),
+        grpc = %grpc_addr,
+        metrics = %metrics_addr,
         summary = %core.config().summary(),
         "medic coordinator serving; warming up for {}",
         humantime::format_duration(core.config().policy.fleet.warmup)
     );
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     let mut fatal = core.fatal.subscribe();
     let outcome = loop {
@@ -182,10 +347,19 @@ pub async fn run<S: Store + Debug>(
                 }
                 Some(Control::Shutdown) | None => break Ok(()),
             },
+            why = &mut lost_rx, if watchdog.is_some() => {
+                if let Ok(why) = why {
+                    break Err(RunError::LostLeadership(why));
+                }
+            }
             r = fatal.changed() => {
                 let why = fatal.borrow_and_update().clone();
                 match (r, why) {
-                    (_, Some(why)) => break Err(RunError::StoreFailed(why)),
+                    (_, Some(why)) => match lost_rx.try_recv() {
+                        Ok(lost) => break Err(RunError::LostLeadership(lost)),
+                        Err(_) if core.deposed() => break Err(RunError::LostLeadership(why)),
+                        Err(_) => break Err(RunError::StoreFailed(why)),
+                    },
                     (Err(_), None) => break Ok(()),
                     (Ok(()), None) => {}
                 }
@@ -193,7 +367,76 @@ pub async fn run<S: Store + Debug>(
         }
     };
 
-    // Drain: tell load balancers and probes first, then stop accepting.
+    drop(background);
+    // Long-lived streams (WatchEvents) end first, or the drain would wait
+    // for them the whole grace period.
+    core.draining.send_replace(true);
+    stop_serving(&health, &stop_tx, grpc, http, grace).await;
+    core.close().await;
+    if let Some(mut w) = watchdog {
+        w.0.abort();
+        let _ = (&mut w.0).await;
+    }
+    drop(core);
+    // Hand leadership over at once rather than after the lease's TTL.
+    if let Some(resign) = resign {
+        let _ = tokio::task::spawn_blocking(resign).await;
+    }
+    tracing::info!("stopped");
+    outcome
+}
+
+/// What an election and a loaded core give `serve`.
+type Started<S> = (Arc<Core<S>>, Option<Lost>, Option<Box<dyn FnOnce() + Send>>);
+
+/// Loads the state (warm-up begins) once elected; resigns if that fails.
+async fn start_core<S: Store + Debug>(
+    elected: Result<Elected<S>, RunError>,
+    config: &Arc<CoordinatorConfig>,
+    config_path: Option<PathBuf>,
+    metrics: &Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+) -> Result<Started<S>, RunError> {
+    let e = elected?;
+    match Core::start(
+        (**config).clone(),
+        config_path,
+        e.store,
+        metrics.clone(),
+        clock,
+    )
+    .await
+    {
+        Ok(core) => Ok((core, e.lost, e.resign)),
+        Err(err) => {
+            if let Some(resign) = e.resign {
+                let _ = tokio::task::spawn_blocking(resign).await;
+            }
+            Err(err.into())
+        }
+    }
+}
+
+/// A task that ends with the future that owns it, so a `run` that is
+/// dropped (aborted) leaves no ticking engine or leadership watchdog
+/// behind.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Drain: tell load balancers and probes first, then stop accepting and
+/// give in-flight calls the grace period.
+async fn stop_serving(
+    health: &tonic_health::server::HealthReporter,
+    stop_tx: &watch::Sender<bool>,
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+) {
     tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     for name in ["", "medic.v1.Remediation", "medic.v1.Admin"] {
@@ -201,9 +444,7 @@ pub async fn run<S: Store + Debug>(
             .set_service_status(name, ServingStatus::NotServing)
             .await;
     }
-    core.draining.send_replace(true);
     let _ = stop_tx.send(true);
-    background.abort();
     match tokio::time::timeout(grace, grpc).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server error"),
@@ -214,10 +455,107 @@ pub async fn run<S: Store + Debug>(
         ),
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
-    core.close().await;
-    drop(core);
-    tracing::info!("stopped");
-    outcome
+}
+
+// === impl Switch ===
+
+/// A gRPC service that answers as a follower until this replica leads,
+/// then is the real service. Both phases share one listener and one
+/// server: nothing is rebound or drained when leadership arrives, and a
+/// connection an agent opened to a follower is served by the leader on
+/// its next call. There is no way back: a replica that loses leadership
+/// refuses everything (the core's fatal flag) and its `run` ends.
+#[derive(Debug)]
+pub struct Switch<T> {
+    inner: Arc<OnceLock<T>>,
+    leader: watch::Receiver<Option<String>>,
+}
+
+impl<T> Clone for Switch<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            leader: self.leader.clone(),
+        }
+    }
+}
+
+/// The metadata key naming the leader in a follower's UNAVAILABLE.
+pub const LEADER_METADATA: &str = "medic-leader";
+
+/// A follower's answer: UNAVAILABLE, naming the leader when it is known
+/// (message and `medic-leader` metadata).
+pub fn follower_status(leader: Option<&str>) -> Status {
+    match leader {
+        Some(url) => {
+            let mut status = Status::unavailable(format!(
+                "this coordinator replica is a follower; the leader is {url} (agents that list \
+                 it among their coordinators switch to it)"
+            ));
+            if let Ok(v) = url.parse() {
+                status.metadata_mut().insert(LEADER_METADATA, v);
+            }
+            status
+        }
+        None => Status::unavailable(
+            "this coordinator replica is a follower and no leader is elected yet; retry shortly",
+        ),
+    }
+}
+
+impl<T> Switch<T> {
+    fn new(leader: watch::Receiver<Option<String>>) -> Self {
+        Self {
+            inner: Arc::new(OnceLock::new()),
+            leader,
+        }
+    }
+
+    fn lead(&self, service: T) {
+        let _ = self.inner.set(service);
+    }
+}
+
+impl<T: tonic::server::NamedService> tonic::server::NamedService for Switch<T> {
+    const NAME: &'static str = T::NAME;
+}
+
+impl<T> tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for Switch<T>
+where
+    T: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    T::Future: Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // The generated servers are always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        match self.inner.get() {
+            Some(inner) => {
+                let mut inner = inner.clone();
+                Box::pin(async move { inner.call(req).await })
+            }
+            None => {
+                let status = follower_status(self.leader.borrow().as_deref());
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
 }
 
 /// Exports when the serving certificate expires (0 without TLS).
@@ -276,7 +614,8 @@ async fn background<S: Store + Debug>(core: Arc<Core<S>>, admit: Arc<Admit>, tic
 struct HttpState {
     metrics: Arc<Metrics>,
     healthy: watch::Receiver<bool>,
-    fatal: watch::Receiver<Option<String>>,
+    /// The core's fatal flag, once there is a core (a follower has none).
+    fatal: Arc<OnceLock<watch::Receiver<Option<String>>>>,
 }
 
 async fn metrics_handler(State(s): State<HttpState>) -> impl IntoResponse {
@@ -290,7 +629,7 @@ async fn metrics_handler(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn healthz_handler(State(s): State<HttpState>) -> impl IntoResponse {
-    if let Some(why) = s.fatal.borrow().clone() {
+    if let Some(why) = s.fatal.get().and_then(|f| f.borrow().clone()) {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("failing: {why}\n"));
     }
     if *s.healthy.borrow() {

@@ -371,6 +371,23 @@ impl EtcdStore {
         lock(&self.fence).clone()
     }
 
+    /// The name the current leader campaigned with (its advertised
+    /// address), or `None` while nobody leads. Needs no leadership:
+    /// followers read it to redirect callers, and poll it to notice when
+    /// the leader key goes.
+    pub fn leader_name(&self) -> Result<Option<String>, StoreError> {
+        let key = self.keys.leader();
+        let resp = self.conn.run(move |mut c| async move {
+            c.get(key, None)
+                .await
+                .map_err(etcd_err("read the leader key"))
+        })?;
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
     /// Where the state lives, as errors name it.
     pub fn location(&self) -> &std::path::Path {
         &self.location

@@ -24,6 +24,10 @@ use medic_policy::{Action, ConfigError, Denial, DurableState, Event, HostId, Per
 use serde::{Deserialize, Serialize};
 
 pub use error::StoreError;
+/// The etcd client this store uses, for tests and tools that act as another
+/// party on the same etcd (revoking a leader's lease, reading its key).
+#[cfg(feature = "etcd")]
+pub use etcd_client;
 #[cfg(feature = "etcd")]
 pub use etcd_store::{EtcdConfig, EtcdStore, Fence, Leader};
 pub use redb_store::RedbStore;
@@ -239,6 +243,26 @@ pub trait Store: Send + Sync + 'static {
     /// that is young enough and within `max_entries`, so the log stays one
     /// contiguous run of ids.
     fn compact(&self, retention: Retention, now: Time) -> Result<u64, StoreError>;
+}
+
+/// A shared store is a store: the replicated coordinator polls the leader
+/// key through the same `EtcdStore` that its core writes with.
+impl<T: Store> Store for std::sync::Arc<T> {
+    fn load(&self) -> Result<Loaded, StoreError> {
+        (**self).load()
+    }
+    fn append(&self, records: Vec<(Time, Record)>) -> Result<Vec<Entry>, StoreError> {
+        (**self).append(records)
+    }
+    fn snapshot(&self, state: &DurableState, upto: u64) -> Result<(), StoreError> {
+        (**self).snapshot(state, upto)
+    }
+    fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        (**self).history(query)
+    }
+    fn compact(&self, retention: Retention, now: Time) -> Result<u64, StoreError> {
+        (**self).compact(retention, now)
+    }
 }
 
 /// `ConfigError` (from `medic-policy`, which has no serde on it) as a list of

@@ -95,13 +95,20 @@ fn deposed_leader_cannot_write_and_the_new_leader_continues_the_ids() {
         "A leads: B cannot"
     );
     assert_not_leader(b.append(batch(&["b0"])));
+    assert_eq!(b.leader_name().unwrap().as_deref(), Some("coordinator-a"));
 
     // A's lease ends behind its back (as when it expires while A is
     // paused or partitioned): etcd deletes A's leader key, B takes over.
     let lease = leader_a.fence().lease;
     server.with_client(async |c| c.lease_revoke(lease).await);
+    assert_eq!(
+        b.leader_name().unwrap(),
+        None,
+        "nobody leads once the lease is gone"
+    );
     let leader_b = Leader::campaign(&b, "coordinator-b", Duration::from_secs(5)).unwrap();
     b.set_fence(Some(leader_b.fence().clone()));
+    assert_eq!(a.leader_name().unwrap().as_deref(), Some("coordinator-b"));
     assert_ne!(leader_b.fence().revision, leader_a.fence().revision);
 
     // A's store still carries A's fence: the etcd transaction refuses it,

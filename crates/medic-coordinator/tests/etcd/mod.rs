@@ -1,0 +1,159 @@
+//! (A copy of medic-store's `tests/common/mod.rs`, with etcd-client
+//! through medic-store.)
+//!
+//! Throwaway etcd servers for tests: one `etcd` process on loopback ports
+//! with a temporary data directory, killed when its guard drops (also when
+//! the test panics).
+//!
+//! A missing `etcd` binary fails the test with instructions; only
+//! `MEDIC_SKIP_ETCD=1` turns that into a loud skip (`start` returns `None`).
+//! `scripts/test` installs etcd (Debian's `etcd-server`) when missing, so CI
+//! never skips.
+
+#![allow(dead_code, unreachable_pub)]
+
+use medic_store::etcd_client;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running etcd, killed on drop.
+pub struct EtcdServer {
+    child: Child,
+    /// Its client URL (`http://127.0.0.1:PORT`).
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        // A stopped (SIGSTOP) process still dies of SIGKILL.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"))
+}
+
+fn etcd_binary() -> String {
+    std::env::var("MEDIC_ETCD_BIN").unwrap_or_else(|_| "etcd".to_owned())
+}
+
+impl EtcdServer {
+    /// Starts an etcd, or returns `None` (after saying so loudly) when
+    /// `MEDIC_SKIP_ETCD=1`. Panics when etcd is missing or does not start.
+    pub fn start() -> Option<EtcdServer> {
+        if std::env::var("MEDIC_SKIP_ETCD").is_ok_and(|v| v == "1") {
+            eprintln!(
+                "\n!!! MEDIC_SKIP_ETCD=1: SKIPPING the etcd part of this test. \
+                 The etcd backend is NOT tested in this run. !!!\n"
+            );
+            return None;
+        }
+        let bin = etcd_binary();
+        if Command::new(&bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            panic!(
+                "etcd ({bin}) is not installed: the etcd backend's tests need a real etcd. \
+                 Install it (`apt-get install etcd-server`, which scripts/test does), point \
+                 MEDIC_ETCD_BIN at one, or set MEDIC_SKIP_ETCD=1 to skip these tests knowingly"
+            );
+        }
+        // The ports are free when picked and taken by etcd a moment later;
+        // another process may win one in between, so a failed start retries.
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            match Self::try_start(&bin) {
+                Ok(server) => return Some(server),
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("etcd did not start: {last_error}");
+    }
+
+    fn try_start(bin: &str) -> Result<EtcdServer, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).map_err(|e| e.to_string())?;
+        let mut child = Command::new(bin)
+            .args(["--name", "medic-test"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &endpoint])
+            .args(["--advertise-client-urls", &endpoint])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("medic-test={peer_url}")])
+            .args(["--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot run {bin}: {e}"))?;
+        let started = Instant::now();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default();
+                return Err(format!("etcd exited with {status}: {log}"));
+            }
+            let ready = rt.block_on(async {
+                let options = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_millis(200))
+                    .with_timeout(Duration::from_millis(500));
+                let mut c = etcd_client::Client::connect([&endpoint], Some(options)).await?;
+                c.get("medic-test-ready", None).await
+            });
+            if ready.is_ok() {
+                return Ok(EtcdServer {
+                    child,
+                    endpoint,
+                    _dir: dir,
+                });
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("etcd not ready after 20 s: {ready:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The etcd process id (to stop it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs `f` with a fresh client to this etcd, outside any store: the
+    /// tests' way to act as another party (revoke a lease, plant keys).
+    pub fn with_client<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut etcd_client::Client) -> Result<T, etcd_client::Error>,
+    ) -> T {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let mut c = etcd_client::Client::connect([&self.endpoint], None)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            f(&mut c).await.unwrap_or_else(|e| panic!("{e}"))
+        })
+    }
+}
