@@ -348,7 +348,16 @@ impl<S: Store + std::fmt::Debug> AdminService<S> {
                 self.admit.check(&op.actor)?;
                 Ok(op)
             }
-            Err(r) => Err(refuse(&self.core, &r, "admin", call, None, &peer)),
+            Err(r) => {
+                let status = refuse(&self.core, &r, "admin", call, None, &peer);
+                if r.code == tonic::Code::Unauthenticated {
+                    // Guessing tokens spends the guessing address's own
+                    // admission budget (authenticated callers have theirs).
+                    let ip = peer.addr.map(|a| a.ip().to_string()).unwrap_or_default();
+                    self.admit.check(&format!("unauthenticated@{ip}"))?;
+                }
+                Err(status)
+            }
         }
     }
 

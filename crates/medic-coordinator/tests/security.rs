@@ -635,3 +635,26 @@ async fn watch_streams_outlive_the_request_timeout() {
         .expect("the stream is still open");
     assert_eq!(e.event.unwrap().kind, pb::EventKind::Pause as i32);
 }
+
+#[tokio::test]
+async fn guessing_bearer_tokens_is_throttled_per_address() {
+    let s = setup("[server]\nadmission = { per_second = 5, burst = 5 }\n").await;
+    let channel = s.channel(None).await;
+    let with = |token: &'static str| {
+        let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+        Admin::with_interceptor(channel.clone(), move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", value.clone());
+            Ok(r)
+        })
+    };
+    let mut guesser = with("not-the-token-not-the-token-not-the-token");
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        codes.push(code(guesser.get_status(pb::GetStatusRequest {}).await).0);
+    }
+    assert_eq!(codes[0], Code::Unauthenticated);
+    assert!(codes.contains(&Code::ResourceExhausted), "{codes:?}");
+    // The real token, from the same address, has its own budget.
+    let mut right = with(TOKEN);
+    right.get_status(pb::GetStatusRequest {}).await.unwrap();
+}
