@@ -7,6 +7,8 @@
 #![cfg(feature = "etcd")]
 #![allow(clippy::unwrap_used)]
 
+// medic-store's throwaway etcd servers, shared rather than copied.
+#[path = "../../medic-store/tests/common/mod.rs"]
 mod etcd;
 
 use std::collections::BTreeSet;

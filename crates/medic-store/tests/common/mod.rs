@@ -5,9 +5,13 @@
 //! A missing `etcd` binary fails the test with instructions; only
 //! `MEDIC_SKIP_ETCD=1` turns that into a loud skip (`start` returns `None`).
 //! `scripts/test` installs etcd (Debian's `etcd-server`) when missing, so CI
-//! never skips.
+//! never skips. medic-coordinator's `tests/ha.rs` uses this same file.
 
 #![allow(dead_code, unreachable_pub)]
+
+// The coordinator's HA tests include this file too (by path), so etcd-client
+// is reached through medic-store's re-export, which both crates see.
+use medic_store::etcd_client;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
