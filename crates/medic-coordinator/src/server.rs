@@ -283,7 +283,7 @@ pub(crate) async fn serve<S: Store + Debug>(
                     c = control.recv() => match c {
                         Some(Control::Reload) => {
                             let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                            if let Some(new) = reload_following(&source, &following, &metrics).await {
+                            if let Some(new) = reload_following(&source, &following, &metrics, true).await {
                                 admit.update(new.server.admission);
                                 set_cert_expiry(&metrics, &new);
                             }
@@ -296,7 +296,7 @@ pub(crate) async fn serve<S: Store + Debug>(
             // Elected: decide with the fleet config as it is now in etcd,
             // not as it was when this replica started following.
             let config = match outcome {
-                Ok(_) => match reload_following(&source, &following, &metrics).await {
+                Ok(_) => match reload_following(&source, &following, &metrics, false).await {
                     Some(new) => new,
                     None => {
                         let kept = lock(&following).clone();
@@ -443,14 +443,16 @@ async fn start_core<S: Store + Debug>(
     }
 }
 
-/// Re-reads the configuration while following (SIGHUP), and once more
-/// when elected: a valid one that changes nothing restart-only replaces
+/// Re-reads the configuration while following (SIGHUP, `reload`), and
+/// once more when elected (counted in `medic_config_reloads_total` only
+/// when it fails): a valid one that changes nothing restart-only replaces
 /// `following`; errors are logged and counted, and the last valid one
 /// stays. A follower decides nothing, so there is nothing to audit.
 async fn reload_following(
     source: &Arc<dyn ConfigSource>,
     following: &Arc<std::sync::Mutex<Arc<CoordinatorConfig>>>,
     metrics: &Metrics,
+    reload: bool,
 ) -> Option<Arc<CoordinatorConfig>> {
     let loaded = {
         let source = source.clone();
@@ -473,7 +475,9 @@ async fn reload_following(
     };
     match result {
         Ok(new) => {
-            metrics.config_reloads.get_or_create(&label("ok")).inc();
+            if reload {
+                metrics.config_reloads.get_or_create(&label("ok")).inc();
+            }
             metrics
                 .fleet_config_revision
                 .set(new.fleet_revision.unwrap_or(0));
@@ -484,6 +488,8 @@ async fn reload_following(
             Some(new)
         }
         Err(errors) => {
+            // Counted on election too: the replica decides with an older
+            // configuration than etcd's.
             metrics.config_reloads.get_or_create(&label("error")).inc();
             for e in &errors {
                 tracing::error!(error = %e, "configuration rejected; the last valid one stays");
