@@ -93,16 +93,16 @@ pub async fn run_replicated(
     );
     // The fleet-wide part of the configuration is in etcd: read it now, so
     // that a replica that cannot use it says so at start.
-    let source: Arc<dyn ConfigSource> = Arc::new(ReplicatedSource {
+    let source = Arc::new(ReplicatedSource {
         path: config_path,
         replica: config,
         store: store.clone(),
     });
     let config = {
         let source = source.clone();
-        tokio::task::spawn_blocking(move || source.load())
+        tokio::task::spawn_blocking(move || source.read())
             .await
-            .map_err(|e| StoreError::Backend(format!("config task failed: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("config task failed: {e}")))??
     };
     let config = match config {
         Ok(c) => c,
@@ -120,6 +120,7 @@ pub async fn run_replicated(
     tracing::info!(summary = %config.summary(), "configuration read");
     let (leader, _) = watch::channel(None);
     let elected = Box::pin(campaign(store, settings, leader.clone()));
+    let source: Arc<dyn ConfigSource> = source;
     serve(
         config,
         source,
