@@ -119,6 +119,7 @@ pub async fn run_replicated(
     };
     tracing::info!(summary = %config.summary(), "configuration read");
     let (leader, _) = watch::channel(None);
+    let observed = store.clone();
     let elected = Box::pin(campaign(store, settings, leader.clone()));
     let source: Arc<dyn ConfigSource> = source;
     serve(
@@ -131,9 +132,25 @@ pub async fn run_replicated(
             leader,
             follow: true,
             elected,
+            observe: Some(Box::new(move |metrics| {
+                tokio::spawn(stored_revision(observed, metrics))
+            })),
         },
     )
     .await
+}
+
+/// Keeps `medic_fleet_config_stored_revision` current, so that a push
+/// nobody applied shows (and alerts) beside `medic_fleet_config_revision`.
+async fn stored_revision(store: Arc<EtcdStore>, metrics: Arc<crate::metrics::Metrics>) {
+    loop {
+        if let Ok(stored) = blocking(&store, |s| s.fleet_config()).await {
+            metrics
+                .fleet_config_stored_revision
+                .set(stored.map_or(0, |(_, revision)| revision));
+        }
+        tokio::time::sleep(crate::metrics::FLEET_CONFIG_POLL).await;
+    }
 }
 
 /// Follows (publishing the leader's URL to `leader`) until this replica is

@@ -105,6 +105,7 @@ pub async fn run<S: Store + Debug>(
             leader: watch::channel(None).0,
             follow: false,
             elected,
+            observe: None,
         },
     )
     .await
@@ -133,7 +134,13 @@ pub(crate) struct Leadership<S> {
     pub(crate) follow: bool,
     /// Resolves once this replica leads.
     pub(crate) elected: Pin<Box<dyn Future<Output = Result<Elected<S>, RunError>> + Send>>,
+    /// Started once the metrics exist, for as long as `serve` runs:
+    /// replicas on etcd watch what etcd stores beside what they run.
+    pub(crate) observe: Option<Observer>,
 }
+
+/// See [`Leadership::observe`].
+pub(crate) type Observer = Box<dyn FnOnce(Arc<Metrics>) -> tokio::task::JoinHandle<()> + Send>;
 
 /// The serving part of [`run`], also used by the replicated coordinator:
 /// binds the services to the listener at once, answers as a follower until
@@ -165,6 +172,9 @@ pub(crate) async fn serve<S: Store + Debug>(
         .insecure
         .set(i64::from(security == TransportSecurity::Insecure));
     set_cert_expiry(&metrics, &initial);
+    let _observer = leadership
+        .observe
+        .map(|start| AbortOnDrop(start(metrics.clone())));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
