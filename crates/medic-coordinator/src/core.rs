@@ -69,6 +69,12 @@ pub struct Core<S: Store> {
     /// leadership watchdog noticed.
     deposed: std::sync::atomic::AtomicBool,
     notifier: Notifier,
+    /// Append jobs sent to the committer so far.
+    submitted: std::sync::atomic::AtomicU64,
+    /// Append jobs durable so far (in the order they were sent), and
+    /// whether the committer stopped: what an answer that produced no
+    /// events of its own waits for (see [`Core::apply`]).
+    durable: watch::Sender<(u64, bool)>,
 }
 
 impl std::fmt::Debug for Job {
@@ -122,6 +128,8 @@ impl<S: Store> Core<S> {
             draining,
             deposed: std::sync::atomic::AtomicBool::new(false),
             notifier,
+            submitted: std::sync::atomic::AtomicU64::new(0),
+            durable: watch::channel((0, false)).0,
         });
         tokio::spawn(committer(core.clone(), rx, loaded.last_id));
         Ok(core)
@@ -159,6 +167,13 @@ impl<S: Store> Core<S> {
 
     /// Runs `f` on the engine; queues the events it produced (in order,
     /// under the lock) and waits until they are durable before returning.
+    ///
+    /// A call that produced no events of its own still answers from state
+    /// that earlier calls changed, which may not be durable yet: a request
+    /// replayed while its grant is being written, an outcome reported
+    /// twice. It waits until everything queued before it is durable, so
+    /// that no answer ever rests on a write that could still fail (I6);
+    /// when nothing is in flight, that costs nothing.
     pub async fn apply<T>(&self, f: impl FnOnce(&mut Engine, Time) -> T) -> Result<T, CoreError> {
         self.check_fatal()?;
         let (value, wait) = {
@@ -166,16 +181,31 @@ impl<S: Store> Core<S> {
             let value = f(&mut engine, self.clock.now());
             let events = engine.take_events();
             let wait = if events.is_empty() {
-                None
+                Err(self.submitted.load(std::sync::atomic::Ordering::SeqCst))
             } else {
-                Some(self.queue(events, true))
+                Ok(self.queue(events, true))
             };
             (value, wait)
         };
-        if let Some(rx) = wait.flatten() {
-            match rx.await {
-                Ok(r) => r?,
-                Err(_) => return Err(CoreError::Store("committer stopped".to_owned())),
+        match wait {
+            Ok(rx) => {
+                if let Some(rx) = rx {
+                    match rx.await {
+                        Ok(r) => r?,
+                        Err(_) => return Err(CoreError::Store("committer stopped".to_owned())),
+                    }
+                }
+            }
+            Err(queued) => {
+                let mut durable = self.durable.subscribe();
+                let written = durable
+                    .wait_for(|&(n, stopped)| stopped || n >= queued)
+                    .await
+                    .is_ok_and(|d| d.0 >= queued);
+                if !written {
+                    self.check_fatal()?;
+                    return Err(CoreError::Store("committer stopped".to_owned()));
+                }
             }
         }
         Ok(value)
@@ -237,6 +267,8 @@ impl<S: Store> Core<S> {
         };
         // The committer lives as long as the core; if it is gone the
         // receiver reports it.
+        self.submitted
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _ = self.jobs.send(Job::Append { records, done: tx });
         rx
     }
@@ -456,6 +488,15 @@ async fn committer<S: Store>(
     mut last_id: u64,
 ) {
     const MAX_BATCH: usize = 1024;
+    /// However the committer ends, nothing more becomes durable: callers
+    /// waiting for earlier writes are told.
+    struct Stopped(watch::Sender<(u64, bool)>);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            self.0.send_modify(|d| d.1 = true);
+        }
+    }
+    let _stopped = Stopped(core.durable.clone());
     let mut since_snapshot = 0u64;
     let mut crash = CrashPoint::from_env();
     while let Some(first) = rx.recv().await {
@@ -563,6 +604,7 @@ async fn flush<S: Store>(
                 *last_id = last.id;
             }
             *since_snapshot += n as u64;
+            core.durable.send_modify(|d| d.0 += batch.len() as u64);
             for (_, done) in batch {
                 if let Some(done) = done {
                     let _ = done.send(Ok(()));
@@ -582,6 +624,7 @@ async fn flush<S: Store>(
             let why = e.to_string();
             tracing::error!(error = %why, "store commit failed; the coordinator stops (the durable state is the truth at the next start)");
             core.fatal.send_replace(Some(why.clone()));
+            core.durable.send_modify(|d| d.1 = true);
             for (_, done) in batch {
                 if let Some(done) = done {
                     let _ = done.send(Err(CoreError::Store(why.clone())));

@@ -348,10 +348,11 @@ pub(crate) async fn serve<S: Store + Debug>(
         AbortOnDrop(tokio::spawn(async move {
             let why = lost.await;
             core.metrics.leader.set(0);
+            tracing::error!(reason = %why, "lost leadership: refusing every decision and stopping");
+            // Before `fatal`: the loop that sees `fatal` looks here for why.
+            let _ = lost_tx.send(why.clone());
             core.fatal
                 .send_replace(Some(format!("this replica lost its leadership ({why})")));
-            tracing::error!(reason = %why, "lost leadership: refusing every decision and stopping");
-            let _ = lost_tx.send(why);
         }))
     });
     lead(&core);
