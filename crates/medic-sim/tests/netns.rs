@@ -1410,12 +1410,15 @@ async fn leader_cut_off_from_etcd_stops_granting_within_its_lease_and_is_replace
         Some(75),
         "the cut-off leader exits with EX_TEMPFAIL (75), not as a crash: {status:?}"
     );
+    let since_cut = |t: SystemTime| match t.duration_since(cut_at) {
+        Ok(d) => format!("{:+.3} s", d.as_secs_f64()),
+        Err(e) => format!("{:+.3} s", -e.duration().as_secs_f64()),
+    };
     println!(
-        "cut at 0: old leader's last grant at {:?}, exit (75) at {:?}, new leader elected at \
-         {:?}",
-        last.duration_since(cut_at).ok(),
-        exited_at.duration_since(cut_at).ok(),
-        next.started_at.duration_since(cut_at).ok()
+        "from the cut: old leader's last grant {}, its exit (75) {}, new leader elected {}",
+        since_cut(last),
+        since_cut(exited_at),
+        since_cut(next.started_at)
     );
 }
 
