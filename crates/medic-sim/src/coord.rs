@@ -325,12 +325,24 @@ pub async fn connect(url: &str, tls: Option<&TlsFiles>) -> Result<Channel, SimEr
 }
 
 /// The hidden `medic-sim coordinator --config FILE` subcommand: serves like
-/// the real binary (same `run`, same store, system clock) on loopback port
-/// 0 and prints `grpc=ADDR` on stdout, for a parent that may SIGKILL it.
+/// the real binary (same `run`, same store, system clock) and prints
+/// `grpc=ADDR` on stdout, for a parent that may SIGKILL it.
+///
+/// With the embedded store it binds loopback port 0. With `[store] kind =
+/// "etcd"` it is one replica of several (`ha::run_replicated`, in a build
+/// with the `etcd` feature): it binds `server.listen` and
+/// `server.metrics_listen` as configured, since the URL it advertises names
+/// that address, and takes SIGHUP and SIGTERM as the real binary does. A
+/// replica that loses its leadership exits with code 75
+/// (`ha::EXIT_LOST_LEADERSHIP`), as `medic-coordinator` does, so that a
+/// supervisor restarts it as a follower.
 pub async fn serve_child(config_path: &Path) -> Result<(), SimError> {
     let text = std::fs::read_to_string(config_path)?;
     let config = CoordinatorConfig::from_toml(&text)
         .map_err(|e| SimError::Config(format!("coordinator: {e}")))?;
+    if let medic_coordinator::config::StoreConfig::Etcd(_) = &config.store {
+        return serve_replica(config, config_path).await;
+    }
     let store = RedbStore::open(&config.server.state_dir)
         .map_err(|e| SimError::Coordinator(e.to_string()))?;
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -357,4 +369,50 @@ pub async fn serve_child(config_path: &Path) -> Result<(), SimError> {
     )
     .await;
     r.map_err(|e| SimError::Coordinator(e.to_string()))
+}
+
+/// [`serve_child`] for `[store] kind = "etcd"`.
+#[cfg(feature = "etcd")]
+async fn serve_replica(config: CoordinatorConfig, config_path: &Path) -> Result<(), SimError> {
+    let errors = config.build_errors();
+    if !errors.is_empty() {
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        return Err(SimError::Config(format!(
+            "coordinator: {}",
+            errors.join("; ")
+        )));
+    }
+    let grpc = tokio::net::TcpListener::bind(config.server.listen).await?;
+    let metrics = tokio::net::TcpListener::bind(config.server.metrics_listen).await?;
+    println!("grpc={}", grpc.local_addr()?);
+    let control = medic_coordinator::signal::listen()?;
+    match medic_coordinator::ha::run_replicated(
+        config,
+        Some(config_path.to_owned()),
+        Listeners { grpc, metrics },
+        control,
+        Arc::new(SystemClock),
+    )
+    .await
+    {
+        Ok(()) => Ok(()),
+        Err(RunError::LostLeadership(why)) => {
+            // `main` maps every error to exit code 1; a deposed replica
+            // must say 75, as `medic-coordinator` does, and this hidden
+            // subcommand is a process entry point of its own.
+            eprintln!("medic-sim coordinator: lost leadership: {why}");
+            std::process::exit(i32::from(medic_coordinator::ha::EXIT_LOST_LEADERSHIP));
+        }
+        Err(e) => Err(SimError::Coordinator(e.to_string())),
+    }
+}
+
+/// [`serve_child`] for `[store] kind = "etcd"` in a build without the
+/// `etcd` feature: refused.
+#[cfg(not(feature = "etcd"))]
+async fn serve_replica(_config: CoordinatorConfig, config_path: &Path) -> Result<(), SimError> {
+    Err(SimError::Config(format!(
+        "{}: [store] kind = \"etcd\" needs medic-sim built with the `etcd` feature",
+        config_path.display()
+    )))
 }

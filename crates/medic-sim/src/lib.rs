@@ -15,6 +15,8 @@ pub mod error;
 pub mod host;
 pub mod legacy;
 pub mod model;
+#[cfg(target_os = "linux")]
+pub mod netns;
 pub mod proxy;
 pub mod record;
 pub mod report;
