@@ -210,6 +210,10 @@ fn sample(key: &str) -> Option<&'static str> {
         "auth.tokens[].role" => r#""read-only""#,
         "store.endpoints" => r#"["http://127.0.0.1:2379"]"#,
         "store.advertise" => r#""http://127.0.0.1:7470""#,
+        "store.tls.ca" => r#""@FIXTURE@/ca.pem""#,
+        "store.tls.cert" => r#""@FIXTURE@/agent.pem""#,
+        "store.tls.key" => r#""@FIXTURE@/agent.key""#,
+        "store.tls.server_name" => r#""localhost""#,
         // both: a matching pair that names the agent's sample host_id
         "tls.cert" => r#""@FIXTURE@/agent.pem""#,
         "tls.key" => r#""@FIXTURE@/agent.key""#,
@@ -256,8 +260,18 @@ fn skeleton(file: File, key: &str) -> Vec<(&'static str, &'static str)> {
     // needs endpoints and advertise.
     if key.starts_with("store.") && key != "store.kind" {
         out.push(("store.kind", r#""etcd""#));
-        out.push(("store.endpoints", r#"["http://127.0.0.1:2379"]"#));
         out.push(("store.advertise", r#""http://127.0.0.1:7470""#));
+        // [store.tls] goes with https:// endpoints, and at least a CA.
+        if key.starts_with("store.tls.") {
+            out.push(("store.endpoints", r#"["https://127.0.0.1:2379"]"#));
+            out.push(("store.tls.ca", r#""@FIXTURE@/ca.pem""#));
+            if key == "store.tls.cert" || key == "store.tls.key" {
+                out.push(("store.tls.cert", r#""@FIXTURE@/agent.pem""#));
+                out.push(("store.tls.key", r#""@FIXTURE@/agent.key""#));
+            }
+        } else {
+            out.push(("store.endpoints", r#"["http://127.0.0.1:2379"]"#));
+        }
     }
     if key == "auth.agent_spiffe_prefix" {
         out.push(("auth.agent_identity", r#""spiffe""#));

@@ -58,6 +58,16 @@ struct RawStore {
     prefix: Option<String>,
     lease_ttl: Option<String>,
     advertise: Option<String>,
+    tls: Option<RawEtcdTls>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawEtcdTls {
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    server_name: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -138,6 +148,87 @@ pub struct CoordinatorConfig {
     pub store: StoreConfig,
     /// The rules' limits.
     pub policy: PolicyConfig,
+    /// With `[store] kind = "etcd"`: the etcd revision of the fleet config
+    /// in force (`policy`, `audit`, `notify` come from it), `None` while
+    /// none was ever pushed (the embedded defaults apply). Always `None`
+    /// for the embedded store, whose file holds everything.
+    pub fleet_revision: Option<i64>,
+}
+
+/// The top-level sections that are fleet-wide: with `[store] kind =
+/// "etcd"` they live in etcd (`medic-coordinator config push`), so that
+/// replicas cannot disagree on limits; each replica's own file holds the
+/// rest (`server`, `tls`, `auth`, `store`), which name its addresses and
+/// files.
+pub const FLEET_SECTIONS: [&str; 7] = [
+    "mode",
+    "fleet",
+    "breaker",
+    "limits",
+    "idempotency",
+    "audit",
+    "notify",
+];
+
+/// The fleet-wide part of the configuration (see [`FLEET_SECTIONS`]), as
+/// pushed to etcd for replicated coordinators.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetConfig {
+    /// The rules' limits.
+    pub policy: PolicyConfig,
+    /// Audit history settings.
+    pub audit: AuditConfig,
+    /// Webhook notifications.
+    pub notify: NotifyConfig,
+}
+
+impl FleetConfig {
+    /// Reads and validates a fleet config file: only the fleet-wide
+    /// sections, each checked as in `coordinator.toml`.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
+        let mut table = match text.parse::<toml::Table>() {
+            Ok(t) => t,
+            // The full parser words syntax errors with their line.
+            Err(e) => {
+                return Err(CoordinatorConfig::from_toml(text).err().unwrap_or_else(|| {
+                    ConfigErrors(vec![medic_policy::ConfigError {
+                        path: String::new(),
+                        message: e.to_string(),
+                    }])
+                }));
+            }
+        };
+        let mut errs = Errors::default();
+        table.retain(|key, _| {
+            let fleet = FLEET_SECTIONS.contains(&key);
+            if !fleet {
+                errs.push(
+                    key,
+                    format!(
+                        "is not fleet-wide: each replica sets [{key}] in its own \
+                         coordinator.toml. A fleet config holds only {}",
+                        FLEET_SECTIONS.join(", ")
+                    ),
+                );
+            }
+            fleet
+        });
+        let mut all = errs_into_vec(errs);
+        // Only the fleet sections are validated: the others are refused
+        // above, whatever they hold.
+        match CoordinatorConfig::from_toml(&table.to_string()) {
+            Err(e) => {
+                all.extend(e.0);
+                Err(ConfigErrors(all))
+            }
+            Ok(_) if !all.is_empty() => Err(ConfigErrors(all)),
+            Ok(c) => Ok(FleetConfig {
+                policy: c.policy,
+                audit: c.audit,
+                notify: c.notify,
+            }),
+        }
+    }
 }
 
 /// `[server]`.
@@ -193,6 +284,23 @@ pub struct EtcdSettings {
     /// callers as the leader's address, and agents follow it only if it is
     /// one of their configured `coordinators`. Required.
     pub advertise: String,
+    /// `[store.tls]`: TLS to etcd, required with `https://` endpoints.
+    pub tls: Option<EtcdTlsFiles>,
+}
+
+/// `[store.tls]`: the files for TLS to etcd, checked when the config is
+/// loaded and read again when connecting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdTlsFiles {
+    /// CA certificate(s) etcd's server certificates chain to, PEM.
+    pub ca: PathBuf,
+    /// Client certificate for etcd's `--client-cert-auth`, PEM.
+    pub cert: Option<PathBuf>,
+    /// Its private key, PEM, mode 0600 (or root-owned 0640).
+    pub key: Option<PathBuf>,
+    /// The name etcd's certificate must carry, when it is not the
+    /// endpoints' host.
+    pub server_name: Option<String>,
 }
 
 /// How the gRPC port is protected, as `medicctl status` shows it.
@@ -320,6 +428,32 @@ impl Default for CoordinatorConfig {
     }
 }
 
+/// Where a running coordinator reads its configuration again: on SIGHUP,
+/// on `medicctl reload`, and (replicas on etcd) when elected.
+pub trait ConfigSource: Send + Sync + std::fmt::Debug {
+    /// Reads and validates the whole configuration. May block: it reads
+    /// files, and etcd.
+    fn load(&self) -> Result<CoordinatorConfig, Vec<medic_policy::ConfigError>>;
+}
+
+/// A single coordinator's config file; `None` when it runs on the embedded
+/// defaults, which leaves nothing to re-read.
+#[derive(Debug)]
+pub struct FileSource(pub Option<PathBuf>);
+
+impl ConfigSource for FileSource {
+    fn load(&self) -> Result<CoordinatorConfig, Vec<medic_policy::ConfigError>> {
+        match &self.0 {
+            None => Err(vec![medic_policy::ConfigError {
+                path: String::new(),
+                message: "the coordinator was started without a config file; nothing to reload"
+                    .to_owned(),
+            }]),
+            Some(path) => CoordinatorConfig::load(path).map_err(|e| e.0),
+        }
+    }
+}
+
 impl CoordinatorConfig {
     /// Reads and validates a whole `coordinator.toml`.
     pub fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
@@ -355,6 +489,20 @@ impl CoordinatorConfig {
         let audit = raw.audit.validate(&mut errs);
         let notify = raw.notify.validate(&mut errs);
         let store = raw.store.validate(&mut errs);
+        if matches!(store, StoreConfig::Etcd(_))
+            && let Ok(table) = text.parse::<toml::Table>()
+        {
+            for key in FLEET_SECTIONS {
+                if table.contains_key(key) {
+                    errs.push(
+                        key,
+                        "is fleet-wide with [store] kind = \"etcd\": replicas share it through \
+                         etcd so that they cannot disagree. Move it to a fleet config file and \
+                         push that with `medic-coordinator config push`",
+                    );
+                }
+            }
+        }
         errs.finish(Self {
             server,
             tls,
@@ -363,7 +511,19 @@ impl CoordinatorConfig {
             notify,
             store,
             policy,
+            fleet_revision: None,
         })
+    }
+
+    /// This replica's config with the fleet-wide part replaced by `fleet`
+    /// (etcd revision `revision`; `None`: nothing pushed yet, `fleet` is
+    /// the defaults).
+    pub fn with_fleet(mut self, fleet: FleetConfig, revision: Option<i64>) -> Self {
+        self.policy = fleet.policy;
+        self.audit = fleet.audit;
+        self.notify = fleet.notify;
+        self.fleet_revision = revision;
+        self
     }
 
     /// Reads and validates a file. I/O errors are reported like config
@@ -463,8 +623,17 @@ impl CoordinatorConfig {
         }
     }
 
-    /// A one-line summary for `check-config` and logs.
-    pub fn summary(&self) -> String {
+    /// How the gRPC port is protected, in words.
+    pub fn transport_summary(&self) -> &'static str {
+        match self.transport_security() {
+            TransportSecurity::MutualTls => "mutual TLS",
+            TransportSecurity::PlaintextLoopback => "plaintext, loopback only",
+            TransportSecurity::Insecure => "INSECURE plaintext",
+        }
+    }
+
+    /// The actions' caps and rates, for summaries.
+    pub fn limits_summary(&self) -> String {
         let p = &self.policy;
         let caps: Vec<String> = medic_policy::Action::ALL
             .iter()
@@ -482,26 +651,32 @@ impl CoordinatorConfig {
                 )
             })
             .collect();
+        caps.join(", ")
+    }
+
+    /// A one-line summary for `check-config` and logs.
+    pub fn summary(&self) -> String {
+        let p = &self.policy;
         format!(
             "mode {}, listen {} ({}), metrics {}, state {}, {}",
             if p.dry_run { "dry-run" } else { "enforce" },
             self.server.listen,
-            match self.transport_security() {
-                TransportSecurity::MutualTls => "mutual TLS",
-                TransportSecurity::PlaintextLoopback => "plaintext, loopback only",
-                TransportSecurity::Insecure => "INSECURE plaintext",
-            },
+            self.transport_summary(),
             self.server.metrics_listen,
             match &self.store {
                 StoreConfig::Embedded => self.server.state_dir.display().to_string(),
                 StoreConfig::Etcd(e) => format!(
-                    "etcd {} at {} (advertised as {})",
+                    "etcd {} at {} (advertised as {}), fleet config {}",
                     e.prefix,
                     e.endpoints.join(","),
-                    e.advertise
+                    e.advertise,
+                    self.fleet_revision.map_or_else(
+                        || "not from etcd (embedded defaults)".to_owned(),
+                        |r| format!("etcd revision {r}")
+                    )
                 ),
             },
-            caps.join(", ")
+            self.limits_summary()
         )
     }
 }
@@ -991,6 +1166,54 @@ fn url_error(u: &str, https: bool) -> Option<String> {
     }
 }
 
+impl RawEtcdTls {
+    fn validate(&self, errs: &mut Errors) -> Option<EtcdTlsFiles> {
+        let path = |v: &Option<String>| v.as_deref().filter(|p| !p.is_empty()).map(PathBuf::from);
+        let Some(ca) = path(&self.ca) else {
+            errs.push(
+                "store.tls.ca",
+                "is required with [store.tls]: the CA of etcd's server certificates, PEM",
+            );
+            return None;
+        };
+        let (cert, key) = (path(&self.cert), path(&self.key));
+        if cert.is_some() != key.is_some() {
+            errs.push(
+                if cert.is_some() {
+                    "store.tls.key"
+                } else {
+                    "store.tls.cert"
+                },
+                "store.tls.cert and store.tls.key go together: the client certificate \
+                 etcd's --client-cert-auth asks for, and its private key",
+            );
+            return None;
+        }
+        let before = errs.len();
+        crate::tls::check_client_files(
+            errs,
+            ("store.tls.ca", &ca),
+            cert.as_deref()
+                .zip(key.as_deref())
+                .map(|(c, k)| (("store.tls.cert", c), ("store.tls.key", k))),
+        );
+        if let Some(name) = &self.server_name
+            && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            errs.push(
+                "store.tls.server_name",
+                format!("{name:?} is not a DNS name or IP address"),
+            );
+        }
+        (errs.len() == before).then_some(EtcdTlsFiles {
+            ca,
+            cert,
+            key,
+            server_name: self.server_name.clone(),
+        })
+    }
+}
+
 impl RawStore {
     fn validate(&self, errs: &mut Errors) -> StoreConfig {
         match self.kind.as_deref() {
@@ -1000,6 +1223,7 @@ impl RawStore {
                     ("prefix", self.prefix.is_some()),
                     ("lease_ttl", self.lease_ttl.is_some()),
                     ("advertise", self.advertise.is_some()),
+                    ("tls", self.tls.is_some()),
                 ] {
                     if set {
                         errs.push(
@@ -1021,16 +1245,40 @@ impl RawStore {
                     );
                 }
                 for (i, e) in endpoints.iter().enumerate() {
-                    if let Some(mut m) = url_error(e, false) {
-                        if e.starts_with("https://") {
-                            m = format!(
-                                "{e:?}: TLS to etcd is not supported yet; use http:// on a \
-                                 network only the coordinators and etcd can reach"
-                            );
-                        }
+                    if let Some(m) = url_error(e, true) {
                         errs.push(format!("store.endpoints[{i}]"), m);
                     }
                 }
+                let https = endpoints
+                    .iter()
+                    .filter(|e| e.starts_with("https://"))
+                    .count();
+                if https > 0 && https < endpoints.len() {
+                    errs.push(
+                        "store.endpoints",
+                        "mixes http:// and https://: every etcd member is reached the same way",
+                    );
+                }
+                let tls = match (&self.tls, https > 0) {
+                    (None, true) => {
+                        errs.push(
+                            "store.tls",
+                            "is required with https:// endpoints: at least `ca`, the CA of \
+                             etcd's server certificates",
+                        );
+                        None
+                    }
+                    (Some(_), false) if !endpoints.is_empty() => {
+                        errs.push(
+                            "store.tls",
+                            "is set but the endpoints are http://: write them as https:// \
+                             (or remove [store.tls])",
+                        );
+                        None
+                    }
+                    (Some(t), _) => t.validate(errs),
+                    (None, false) => None,
+                };
                 let prefix = self.prefix.clone().unwrap_or_else(|| "/medic".to_owned());
                 if !prefix.starts_with('/') || prefix.trim_end_matches('/').is_empty() {
                     errs.push(
@@ -1076,6 +1324,7 @@ impl RawStore {
                     prefix,
                     lease_ttl,
                     advertise,
+                    tls,
                 })
             }
             Some(other) => {

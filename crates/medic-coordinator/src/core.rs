@@ -10,7 +10,6 @@
 //! durable state is the truth at the next start.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,7 +19,7 @@ use medic_store::{Entry, Record, Retention, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::clock::Clock;
-use crate::config::CoordinatorConfig;
+use crate::config::{ConfigSource, CoordinatorConfig};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::notify::Notifier;
 
@@ -55,7 +54,7 @@ pub struct Core<S: Store> {
     /// The metrics.
     pub metrics: Arc<Metrics>,
     config: Mutex<Arc<CoordinatorConfig>>,
-    config_path: Option<PathBuf>,
+    source: Arc<dyn ConfigSource>,
     config_loaded_at: Mutex<SystemTime>,
     denials: Mutex<DenialSampler>,
     refusals: Mutex<RefusalSampler>,
@@ -87,7 +86,7 @@ impl<S: Store> Core<S> {
     /// Warm-up begins now.
     pub async fn start(
         config: CoordinatorConfig,
-        config_path: Option<PathBuf>,
+        source: Arc<dyn ConfigSource>,
         store: S,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
@@ -115,7 +114,7 @@ impl<S: Store> Core<S> {
             denials: Mutex::new(DenialSampler::new(config.audit.denial_sample_interval)),
             refusals: Mutex::new(RefusalSampler::new(config.audit.denial_sample_interval)),
             config: Mutex::new(Arc::new(config)),
-            config_path,
+            source,
             config_loaded_at: Mutex::new(now),
             started_at: now,
             clock,
@@ -331,24 +330,23 @@ impl<S: Store> Core<S> {
         actor: &str,
         reason: &str,
     ) -> Result<Result<Arc<CoordinatorConfig>, Vec<medic_policy::ConfigError>>, CoreError> {
-        let result = match &self.config_path {
-            None => Err(vec![medic_policy::ConfigError {
-                path: String::new(),
-                message: "the coordinator was started without a config file; nothing to reload"
-                    .to_owned(),
-            }]),
-            Some(path) => match CoordinatorConfig::load(path) {
-                Err(e) => Err(e.0),
-                Ok(new) => {
-                    let fixed = self.config().reload_errors(&new);
-                    if fixed.is_empty() {
-                        Ok(new)
-                    } else {
-                        Err(fixed)
-                    }
-                }
-            },
-        };
+        let source = self.source.clone();
+        let loaded = tokio::task::spawn_blocking(move || source.load())
+            .await
+            .unwrap_or_else(|e| {
+                Err(vec![medic_policy::ConfigError {
+                    path: String::new(),
+                    message: format!("the task reading the configuration failed: {e}"),
+                }])
+            });
+        let result = loaded.and_then(|new| {
+            let fixed = self.config().reload_errors(&new);
+            if fixed.is_empty() {
+                Ok(new)
+            } else {
+                Err(fixed)
+            }
+        });
         match result {
             Ok(new) => {
                 let new = Arc::new(new);
@@ -366,6 +364,9 @@ impl<S: Store> Core<S> {
                     })
                     .inc();
                 self.metrics.dry_run.set(i64::from(new.policy.dry_run));
+                self.metrics
+                    .fleet_config_revision
+                    .set(new.fleet_revision.unwrap_or(0));
                 tracing::info!(%actor, %reason, summary = %new.summary(), "configuration reloaded");
                 self.audit_reload(actor, reason, Vec::new()).await?;
                 Ok(Ok(new))

@@ -45,11 +45,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medic_store::{EtcdConfig, EtcdStore, Leader, StoreError};
+use medic_store::{EtcdStore, Leader, StoreError};
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
-use crate::config::{CoordinatorConfig, EtcdSettings, StoreConfig};
+use crate::config::{ConfigSource, CoordinatorConfig, EtcdSettings, StoreConfig};
+use crate::fleet::ReplicatedSource;
 use crate::server::{Elected, Leadership, Listeners, Lost, serve};
 use crate::{Control, RunError};
 
@@ -76,7 +77,10 @@ pub async fn run_replicated(
             message: "run_replicated needs kind = \"etcd\"".to_owned(),
         });
     };
-    let etcd = EtcdConfig::new(settings.endpoints.clone(), settings.prefix.clone());
+    let etcd = crate::fleet::etcd_config(&settings).map_err(|message| RunError::Config {
+        path: "store.tls".to_owned(),
+        message,
+    })?;
     // `connect` blocks on the store's own runtime: not on this one.
     let store = tokio::task::spawn_blocking(move || EtcdStore::connect(&etcd))
         .await
@@ -87,11 +91,38 @@ pub async fn run_replicated(
         advertise = %settings.advertise,
         "connected to etcd; following until elected"
     );
+    // The fleet-wide part of the configuration is in etcd: read it now, so
+    // that a replica that cannot use it says so at start.
+    let source: Arc<dyn ConfigSource> = Arc::new(ReplicatedSource {
+        path: config_path,
+        replica: config,
+        store: store.clone(),
+    });
+    let config = {
+        let source = source.clone();
+        tokio::task::spawn_blocking(move || source.load())
+            .await
+            .map_err(|e| StoreError::Backend(format!("config task failed: {e}")))?
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(mut errors) => {
+            let first = errors.remove(0);
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            return Err(RunError::Config {
+                path: first.path,
+                message: first.message,
+            });
+        }
+    };
+    tracing::info!(summary = %config.summary(), "configuration read");
     let (leader, _) = watch::channel(None);
     let elected = Box::pin(campaign(store, settings, leader.clone()));
     serve(
         config,
-        config_path,
+        source,
         listeners,
         control,
         clock,

@@ -12,6 +12,8 @@ pub mod config;
 pub mod core;
 pub mod devcerts;
 #[cfg(feature = "etcd")]
+pub mod fleet;
+#[cfg(feature = "etcd")]
 pub mod ha;
 pub mod metrics;
 pub mod notify;

@@ -46,6 +46,11 @@ enum Command {
         /// The config file.
         file: PathBuf,
     },
+    /// The fleet-wide configuration of replicated coordinators, in etcd.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
     /// Write a CA and certificates for trying medic with mutual TLS: the
     /// coordinator's (localhost and --server-names), one per agent host,
     /// an admin operator's (operator.pem) and a read-only one's
@@ -71,6 +76,41 @@ enum Command {
     },
 }
 
+/// `medic-coordinator config ...`: the fleet-wide configuration of
+/// replicated coordinators, kept in etcd.
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate a fleet config file (only the fleet-wide sections: mode,
+    /// fleet, breaker, limits, idempotency, audit, notify) without storing
+    /// it: every error with its key path (exit 78), or a summary (exit 0).
+    Check {
+        /// The fleet config file.
+        file: PathBuf,
+    },
+    /// Validate a fleet config file and store it in the etcd of the
+    /// replica config's [store]. The leader applies it on SIGHUP (or
+    /// `medicctl reload`); a replica elected later reads it when elected.
+    Push {
+        /// A replica's coordinator.toml, for [store] (etcd endpoints,
+        /// prefix, TLS).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The fleet config file.
+        file: PathBuf,
+        /// Store it only if the stored config is still at this etcd
+        /// revision (as `config show` printed it; 0: none pushed yet), so
+        /// that a push made meanwhile by someone else is not undone.
+        #[arg(long, value_name = "REVISION")]
+        expect_revision: Option<i64>,
+    },
+    /// Print the fleet config stored in etcd, and its revision (on stderr).
+    Show {
+        /// A replica's coordinator.toml, for [store].
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
     Text,
@@ -92,6 +132,17 @@ fn main() -> ExitCode {
                 e if e.is_empty() => Ok(c),
                 e => Err(medic_policy::config::ConfigErrors(e)),
             }) {
+                Ok(c) if matches!(c.store, StoreConfig::Etcd(_)) => {
+                    println!(
+                        "{}: ok: a replica's config (listen {}, {}); the fleet-wide limits are \
+                         in etcd: `medic-coordinator config show` prints them, `config check` \
+                         validates a new fleet config file",
+                        file.display(),
+                        c.server.listen,
+                        c.transport_summary()
+                    );
+                    ExitCode::SUCCESS
+                }
                 Ok(c) => {
                     println!("{}: ok: {}", file.display(), c.summary());
                     ExitCode::SUCCESS
@@ -105,6 +156,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Config { action } => fleet_command(action),
         Command::DevCerts {
             out,
             hosts,
@@ -187,6 +239,129 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn print_errors(file: &std::path::Path, errors: &[medic_policy::ConfigError]) -> ExitCode {
+    for e in errors {
+        eprintln!("{}: {e}", file.display());
+    }
+    eprintln!("{}: {} error(s)", file.display(), errors.len());
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn fleet_command(action: ConfigCommand) -> ExitCode {
+    use medic_coordinator::config::FleetConfig;
+    let read = |file: &std::path::Path| {
+        std::fs::read_to_string(file).map_err(|e| {
+            vec![medic_policy::ConfigError {
+                path: String::new(),
+                message: format!("cannot read {}: {e}", file.display()),
+            }]
+        })
+    };
+    let (replica_path, file, expected) = match action {
+        ConfigCommand::Check { file } => {
+            return match read(&file).and_then(|t| FleetConfig::from_toml(&t).map_err(|e| e.0)) {
+                Ok(fleet) => {
+                    let c = CoordinatorConfig::default().with_fleet(fleet, None);
+                    println!(
+                        "{}: ok: mode {}, {}",
+                        file.display(),
+                        if c.policy.dry_run {
+                            "dry-run"
+                        } else {
+                            "enforce"
+                        },
+                        c.limits_summary()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => print_errors(&file, &errors),
+            };
+        }
+        ConfigCommand::Push {
+            config,
+            file,
+            expect_revision,
+        } => (config, Some(file), expect_revision),
+        ConfigCommand::Show { config } => (config, None, None),
+    };
+    let replica = match CoordinatorConfig::load(&replica_path) {
+        Ok(c) => c,
+        Err(errors) => return print_errors(&replica_path, &errors.0),
+    };
+    let unsupported = replica.build_errors();
+    if !unsupported.is_empty() {
+        return print_errors(&replica_path, &unsupported);
+    }
+    fleet_etcd(&replica, &replica_path, file.as_deref(), expected, read)
+}
+
+#[cfg(feature = "etcd")]
+fn fleet_etcd(
+    replica: &CoordinatorConfig,
+    replica_path: &std::path::Path,
+    file: Option<&std::path::Path>,
+    expected: Option<i64>,
+    read: impl Fn(&std::path::Path) -> Result<String, Vec<medic_policy::ConfigError>>,
+) -> ExitCode {
+    use medic_coordinator::fleet::{self, FleetError};
+    let failed = |e: FleetError| {
+        match e {
+            FleetError::Invalid(errors) => {
+                return print_errors(file.unwrap_or(replica_path), &errors.0);
+            }
+            FleetError::NotReplicated => eprintln!("{}: {e}", replica_path.display()),
+            e => eprintln!("config: {e}"),
+        }
+        ExitCode::FAILURE
+    };
+    let Some(file) = file else {
+        return match fleet::show(replica) {
+            Ok(Some((text, revision))) => {
+                eprintln!("# fleet config at etcd revision {revision}");
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Ok(None) => {
+                eprintln!("no fleet config was pushed: the replicas run on the embedded defaults");
+                ExitCode::SUCCESS
+            }
+            Err(e) => failed(e),
+        };
+    };
+    let text = match read(file) {
+        Ok(t) => t,
+        Err(errors) => return print_errors(file, &errors),
+    };
+    match fleet::push_expecting(replica, &text, expected) {
+        Ok(revision) => {
+            println!(
+                "{}: stored as the fleet config at etcd revision {revision}. The leader applies \
+                 it on SIGHUP (systemctl reload medic-coordinator on every replica, or \
+                 medicctl reload); a replica elected later reads it when elected",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(e),
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+fn fleet_etcd(
+    _: &CoordinatorConfig,
+    replica_path: &std::path::Path,
+    _: Option<&std::path::Path>,
+    _: Option<i64>,
+    _: impl Fn(&std::path::Path) -> Result<String, Vec<medic_policy::ConfigError>>,
+) -> ExitCode {
+    eprintln!(
+        "{}: [store] kind = \"embedded\": a fleet config is for replicated coordinators on \
+         etcd (a single coordinator reads everything from its own file)",
+        replica_path.display()
+    );
+    ExitCode::from(EXIT_CONFIG)
 }
 
 async fn serve(cfg: CoordinatorConfig, path: Option<PathBuf>) -> anyhow::Result<()> {

@@ -119,6 +119,12 @@ pub struct Metrics {
     /// 1 while serving plaintext on a non-loopback address
     /// (`server.insecure = true`).
     pub insecure: Gauge,
+    /// 1 while this coordinator decides (the embedded store's, or the
+    /// elected replica on etcd), 0 while it follows.
+    pub leader: Gauge,
+    /// The etcd revision of the fleet config in force (replicas on etcd);
+    /// 0 when none was pushed, or with the embedded store.
+    pub fleet_config_revision: Gauge,
     /// The decision counters, created up front: the hot path only clones
     /// an `Arc`, it never allocates label strings.
     decision_counters: HashMap<(Action, &'static str), Counter>,
@@ -286,6 +292,16 @@ impl Metrics {
             "insecure",
             "1 while the coordinator serves plaintext gRPC on a non-loopback address (server.insecure = true)",
         );
+        let leader = gauge(
+            &mut registry,
+            "leader",
+            "1 while this coordinator decides (embedded store, or the elected replica on etcd); 0 while it follows",
+        );
+        let fleet_config_revision = gauge(
+            &mut registry,
+            "fleet_config_revision",
+            "etcd revision of the fleet config in force (replicas on etcd); 0 when none was pushed or with the embedded store",
+        );
         for result in ["ok", "failed", "timeout", "busy"] {
             let _ = tls_handshakes.get_or_create(&ResultLabel {
                 result: result.to_owned(),
@@ -344,6 +360,8 @@ impl Metrics {
             auth_refused,
             tls_cert_expiry,
             insecure,
+            leader,
+            fleet_config_revision,
             notifications_sent,
             notification_retries,
             notifications_dropped,

@@ -21,7 +21,7 @@ use tonic::Status;
 use tonic_health::ServingStatus;
 
 use crate::clock::Clock;
-use crate::config::{CoordinatorConfig, TransportSecurity};
+use crate::config::{ConfigSource, CoordinatorConfig, FileSource, TransportSecurity};
 use crate::core::Core;
 use crate::metrics::Metrics;
 use crate::service::{AdminService, Admit, AgentService};
@@ -97,7 +97,7 @@ pub async fn run<S: Store + Debug>(
     });
     serve(
         config,
-        config_path,
+        Arc::new(FileSource(config_path)),
         listeners,
         control,
         clock,
@@ -141,7 +141,7 @@ pub(crate) struct Leadership<S> {
 /// and decides until shut down or deposed.
 pub(crate) async fn serve<S: Store + Debug>(
     config: CoordinatorConfig,
-    config_path: Option<PathBuf>,
+    source: Arc<dyn ConfigSource>,
     listeners: Listeners,
     mut control: mpsc::Receiver<Control>,
     clock: Arc<dyn Clock>,
@@ -157,6 +157,9 @@ pub(crate) async fn serve<S: Store + Debug>(
     );
     let initial = Arc::new(config);
     metrics.dry_run.set(i64::from(initial.policy.dry_run));
+    metrics
+        .fleet_config_revision
+        .set(initial.fleet_revision.unwrap_or(0));
     let security = initial.transport_security();
     metrics
         .insecure
@@ -181,9 +184,13 @@ pub(crate) async fn serve<S: Store + Debug>(
         None
     } else {
         let e = (&mut elected).await;
-        Some(start_core(e, &initial, config_path.clone(), &metrics, clock.clone()).await?)
+        Some(start_core(e, &initial, source.clone(), &metrics, clock.clone()).await?)
     };
     let slot: Arc<OnceLock<Arc<Core<S>>>> = Arc::new(OnceLock::new());
+    // The configuration while following: the file's at start, then each
+    // SIGHUP's that is valid (new TLS certificates included); the elected
+    // replica reads it afresh.
+    let following = Arc::new(std::sync::Mutex::new(initial.clone()));
     let agents = Switch::new(leadership.leader.subscribe());
     let admins = Switch::new(leadership.leader.subscribe());
     let lead = |core: &Arc<Core<S>>| {
@@ -214,10 +221,12 @@ pub(crate) async fn serve<S: Store + Debug>(
     let grpc = {
         let mut stop = stop_rx.clone();
         let current: crate::tls::CurrentTls = {
-            let (slot, initial) = (slot.clone(), initial.clone());
+            let (slot, following) = (slot.clone(), following.clone());
             Arc::new(move || {
-                slot.get()
-                    .map_or_else(|| initial.tls.clone(), |core| core.config().tls.clone())
+                slot.get().map_or_else(
+                    || lock(&following).tls.clone(),
+                    |core| core.config().tls.clone(),
+                )
             })
         };
         let incoming =
@@ -272,15 +281,38 @@ pub(crate) async fn serve<S: Store + Debug>(
                 tokio::select! {
                     r = &mut elected => break r,
                     c = control.recv() => match c {
-                        Some(Control::Reload) => tracing::info!(
-                            "following: SIGHUP ignored; a follower decides nothing, and reads \
-                             the config file again when it restarts"
-                        ),
+                        Some(Control::Reload) => {
+                            let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                            if let Some(new) = reload_following(&source, &following, &metrics).await {
+                                admit.update(new.server.admission);
+                                set_cert_expiry(&metrics, &new);
+                            }
+                            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                        }
                         Some(Control::Shutdown) | None => break Err(RunError::Stopped),
                     },
                 }
             };
-            match start_core(outcome, &initial, config_path, &metrics, clock).await {
+            // Elected: decide with the fleet config as it is now in etcd,
+            // not as it was when this replica started following.
+            let config = match outcome {
+                Ok(_) => match reload_following(&source, &following, &metrics).await {
+                    Some(new) => new,
+                    None => {
+                        let kept = lock(&following).clone();
+                        tracing::error!(
+                            summary = %kept.summary(),
+                            "elected with the last valid configuration this replica read; \
+                             fix the errors above and reload"
+                        );
+                        kept
+                    }
+                },
+                Err(_) => initial.clone(),
+            };
+            admit.update(config.server.admission);
+            set_cert_expiry(&metrics, &config);
+            match start_core(outcome, &config, source, &metrics, clock).await {
                 Ok(started) => started,
                 Err(RunError::Stopped) => {
                     stop_serving(&health, &stop_tx, grpc, http, grace).await;
@@ -296,6 +328,7 @@ pub(crate) async fn serve<S: Store + Debug>(
     };
     let _ = slot.set(core.clone());
     let _ = failing.set(core.fatal.subscribe());
+    metrics.leader.set(1);
 
     // Leadership lost: refuse every decision at once (the core's fatal
     // flag), then leave `run` so the process restarts as a follower.
@@ -304,6 +337,7 @@ pub(crate) async fn serve<S: Store + Debug>(
         let core = core.clone();
         AbortOnDrop(tokio::spawn(async move {
             let why = lost.await;
+            core.metrics.leader.set(0);
             core.fatal
                 .send_replace(Some(format!("this replica lost its leadership ({why})")));
             tracing::error!(reason = %why, "lost leadership: refusing every decision and stopping");
@@ -393,20 +427,12 @@ type Started<S> = (Arc<Core<S>>, Option<Lost>, Option<Box<dyn FnOnce() + Send>>)
 async fn start_core<S: Store + Debug>(
     elected: Result<Elected<S>, RunError>,
     config: &Arc<CoordinatorConfig>,
-    config_path: Option<PathBuf>,
+    source: Arc<dyn ConfigSource>,
     metrics: &Arc<Metrics>,
     clock: Arc<dyn Clock>,
 ) -> Result<Started<S>, RunError> {
     let e = elected?;
-    match Core::start(
-        (**config).clone(),
-        config_path,
-        e.store,
-        metrics.clone(),
-        clock,
-    )
-    .await
-    {
+    match Core::start((**config).clone(), source, e.store, metrics.clone(), clock).await {
         Ok(core) => Ok((core, e.lost, e.resign)),
         Err(err) => {
             if let Some(resign) = e.resign {
@@ -415,6 +441,60 @@ async fn start_core<S: Store + Debug>(
             Err(err.into())
         }
     }
+}
+
+/// Re-reads the configuration while following (SIGHUP), and once more
+/// when elected: a valid one that changes nothing restart-only replaces
+/// `following`; errors are logged and counted, and the last valid one
+/// stays. A follower decides nothing, so there is nothing to audit.
+async fn reload_following(
+    source: &Arc<dyn ConfigSource>,
+    following: &Arc<std::sync::Mutex<Arc<CoordinatorConfig>>>,
+    metrics: &Metrics,
+) -> Option<Arc<CoordinatorConfig>> {
+    let loaded = {
+        let source = source.clone();
+        tokio::task::spawn_blocking(move || source.load())
+            .await
+            .unwrap_or_else(|e| {
+                Err(vec![medic_policy::ConfigError {
+                    path: String::new(),
+                    message: format!("the task reading the configuration failed: {e}"),
+                }])
+            })
+    };
+    let current = lock(following).clone();
+    let result = loaded.and_then(|new| match current.reload_errors(&new) {
+        e if e.is_empty() => Ok(new),
+        e => Err(e),
+    });
+    let label = |result: &str| crate::metrics::ResultLabel {
+        result: result.to_owned(),
+    };
+    match result {
+        Ok(new) => {
+            metrics.config_reloads.get_or_create(&label("ok")).inc();
+            metrics
+                .fleet_config_revision
+                .set(new.fleet_revision.unwrap_or(0));
+            metrics.dry_run.set(i64::from(new.policy.dry_run));
+            tracing::info!(summary = %new.summary(), "configuration read");
+            let new = Arc::new(new);
+            *lock(following) = new.clone();
+            Some(new)
+        }
+        Err(errors) => {
+            metrics.config_reloads.get_or_create(&label("error")).inc();
+            for e in &errors {
+                tracing::error!(error = %e, "configuration rejected; the last valid one stays");
+            }
+            None
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A task that ends with the future that owns it, so a `run` that is

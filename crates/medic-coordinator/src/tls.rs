@@ -102,6 +102,37 @@ fn certificates(
     }
 }
 
+/// A config key and the file it names.
+pub(crate) type KeyedPath<'a> = (&'a str, &'a Path);
+
+/// Checks the files of a TLS client (this coordinator as etcd's client):
+/// the CA must hold certificates, the certificate too, and the key must be
+/// private (see `medic_proto::secret_file`) and a PEM private key. Each
+/// problem is pushed under the key (first of each pair) naming the file.
+pub(crate) fn check_client_files(
+    errs: &mut Errors,
+    ca: KeyedPath<'_>,
+    identity: Option<(KeyedPath<'_>, KeyedPath<'_>)>,
+) {
+    let _ = roots(errs, ca.0, ca.1);
+    if let Some(((cert_key, cert), (key_key, key))) = identity {
+        if let Some(b) = read(errs, cert_key, cert) {
+            let _ = certificates(errs, cert_key, cert, &b);
+        }
+        match medic_proto::secret_file::read(key) {
+            Err(e) => errs.push(key_key, e),
+            Ok(b) => {
+                if let Err(e) = PrivateKeyDer::from_pem_slice(&b) {
+                    errs.push(
+                        key_key,
+                        format!("{}: no usable PEM private key: {e}", key.display()),
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn roots(errs: &mut Errors, key: &str, path: &Path) -> Option<Arc<RootCertStore>> {
     let bytes = read(errs, key, path)?;
     let certs = certificates(errs, key, path, &bytes)?;

@@ -289,3 +289,159 @@ fn bad_usage_exits_64() {
         .expect("run");
     assert_eq!(out.status.code(), Some(64));
 }
+
+const REPLICA: &str = "[store]\nkind = \"etcd\"\nendpoints = [\"http://10.0.0.1:2379\"]\n\
+                       advertise = \"http://10.0.0.2:7470\"\n";
+
+#[test]
+fn a_replica_file_on_etcd_refuses_the_fleet_wide_sections_naming_each() {
+    let text = format!(
+        "mode = \"dry-run\"\n{REPLICA}[limits.reboot_host]\nmax_in_flight = 2\n[notify]\nqueue = 5\n"
+    );
+    let e = CoordinatorConfig::from_toml(&text)
+        .expect_err("refused")
+        .to_string();
+    for section in ["mode", "limits", "notify"] {
+        assert!(
+            e.contains(&format!(
+                "{section}: is fleet-wide with [store] kind = \"etcd\""
+            )),
+            "{section} in:\n{e}"
+        );
+    }
+    assert!(e.contains("medic-coordinator config push"), "{e}");
+    assert!(!e.contains("server"), "{e}");
+    // Without them it is a valid replica file; the embedded store's file
+    // still holds everything.
+    CoordinatorConfig::from_toml(REPLICA).unwrap();
+    CoordinatorConfig::from_toml("mode = \"dry-run\"\n[limits.reboot_host]\nmax_in_flight = 2\n")
+        .unwrap();
+}
+
+#[test]
+fn a_fleet_config_holds_only_fleet_wide_sections_each_validated() {
+    use medic_coordinator::config::FleetConfig;
+    let fleet =
+        FleetConfig::from_toml("mode = \"dry-run\"\n[limits.reboot_host]\nmax_in_flight = 2\n")
+            .unwrap();
+    assert!(fleet.policy.dry_run);
+    assert_eq!(
+        fleet
+            .policy
+            .limits(medic_policy::Action::RebootHost)
+            .max_in_flight,
+        2
+    );
+    let e = FleetConfig::from_toml(
+        "[server]\nlisten = \"0.0.0.0:7470\"\n[store]\nkind = \"etcd\"\n\
+         [limits.reboot_host]\nmax_in_flight = -1\n",
+    )
+    .expect_err("refused")
+    .to_string();
+    for want in [
+        "server: is not fleet-wide: each replica sets [server] in its own coordinator.toml",
+        "store: is not fleet-wide",
+        "limits.reboot_host.max_in_flight:",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn etcd_tls_settings_are_checked_with_their_key_paths() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path(), &["etcd-client"]);
+    let https = REPLICA.replace("http://10.0.0.1:2379", "https://10.0.0.1:2379");
+    let e = CoordinatorConfig::from_toml(&https)
+        .expect_err("https needs [store.tls]")
+        .to_string();
+    assert!(
+        e.contains("store.tls: is required with https:// endpoints"),
+        "{e}"
+    );
+    let e = CoordinatorConfig::from_toml(&format!(
+        "{REPLICA}[store.tls]\nca = \"{}/ca.pem\"\n",
+        certs.display()
+    ))
+    .expect_err("tls with http endpoints")
+    .to_string();
+    assert!(
+        e.contains("store.tls: is set but the endpoints are http://"),
+        "{e}"
+    );
+    let key = certs.join("agents/etcd-client.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = CoordinatorConfig::from_toml(&format!(
+        "{https}[store.tls]\nca = \"{c}/missing.pem\"\ncert = \"{c}/agents/etcd-client.pem\"\n\
+         key = \"{}\"\n",
+        key.display(),
+        c = certs.display()
+    ))
+    .expect_err("bad files")
+    .to_string();
+    assert!(e.contains("store.tls.ca: cannot read"), "{e}");
+    assert!(
+        e.contains("store.tls.key:") && e.contains("mode 0644"),
+        "{e}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ok = CoordinatorConfig::from_toml(&format!(
+        "{https}[store.tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/agents/etcd-client.pem\"\n\
+         key = \"{}\"\nserver_name = \"localhost\"\n",
+        key.display(),
+        c = certs.display()
+    ));
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
+fn check_config_on_a_replica_file_says_the_limits_are_in_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("replica.toml");
+    std::fs::write(&file, REPLICA).unwrap();
+    let out = check_config(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if cfg!(feature = "etcd") {
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        assert!(
+            stdout.contains("the fleet-wide limits are in etcd"),
+            "{stdout}"
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(78), "{stdout}");
+    }
+}
+
+#[test]
+fn config_check_validates_a_fleet_file_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("fleet.toml");
+    std::fs::write(&good, "[limits.reboot_host]\nmax_in_flight = 2\n").unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"0.0.0.0:1\"\n[breaker]\nfailure_percent = 0\n",
+    )
+    .unwrap();
+    let run = |f: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_medic-coordinator"))
+            .args(["config", "check"])
+            .arg(f)
+            .output()
+            .unwrap()
+    };
+    let out = run(&good);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("ok: mode enforce") && stdout.contains("reboot_host max 2"),
+        "{stdout}"
+    );
+    let out = run(&bad);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("server: is not fleet-wide"), "{stderr}");
+    assert!(stderr.contains("breaker.failure_percent"), "{stderr}");
+    assert!(stderr.contains("2 error(s)"), "{stderr}");
+}

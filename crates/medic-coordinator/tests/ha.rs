@@ -32,14 +32,37 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 struct Replica {
     url: String,
     handle: JoinHandle<Result<(), RunError>>,
-    _control: mpsc::Sender<Control>,
+    control: mpsc::Sender<Control>,
 }
 
-async fn start(endpoint: &str, prefix: &str) -> Replica {
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", grpc.local_addr().unwrap());
-    let toml = format!(
+/// The fleet-wide limits these tests push: caps far above what they ask
+/// for, so that only leadership decides.
+const FLEET: &str = r#"
+[fleet]
+heartbeat_interval = "1s"
+host_ttl = "60s"
+warmup = "1s"
+min_fleet_size = 1
+[breaker]
+unhealthy_percent = 100
+[limits.restart_job]
+max_in_flight = 1000
+permit_ttl = "300s"
+cooldown = "0s"
+rate = { count = 10000, per = "1h", burst = 1000 }
+"#;
+
+/// The same, with `max_in_flight` restart permits at once.
+fn fleet_capped(max_in_flight: u32) -> String {
+    FLEET.replace(
+        "max_in_flight = 1000",
+        &format!("max_in_flight = {max_in_flight}"),
+    )
+}
+
+/// A replica's own file: its addresses and the etcd it shares.
+fn replica_toml(endpoint: &str, prefix: &str, url: &str) -> String {
+    format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
@@ -52,21 +75,41 @@ endpoints = ["{endpoint}"]
 prefix = "{prefix}"
 lease_ttl = "2s"
 advertise = "{url}"
-[fleet]
-heartbeat_interval = "1s"
-host_ttl = "60s"
-warmup = "1s"
-min_fleet_size = 1
-[breaker]
-unhealthy_percent = 100
-[limits.restart_job]
-max_in_flight = 1000
-permit_ttl = "300s"
-cooldown = "0s"
-rate = {{ count = 10000, per = "1h", burst = 1000 }}
 "#
-    );
-    let config = CoordinatorConfig::from_toml(&toml).unwrap();
+    )
+}
+
+/// Validates and stores `fleet` as the fleet config of `prefix`.
+async fn push(endpoint: &str, prefix: &str, fleet: &str) -> i64 {
+    let replica =
+        CoordinatorConfig::from_toml(&replica_toml(endpoint, prefix, "http://127.0.0.1:1"))
+            .unwrap();
+    let fleet = fleet.to_owned();
+    tokio::task::spawn_blocking(move || medic_coordinator::fleet::push(&replica, &fleet))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Starts a replica, pushing [`FLEET`] first if nothing was pushed yet.
+async fn start(endpoint: &str, prefix: &str) -> Replica {
+    let config = EtcdConfig::new(vec![endpoint.to_owned()], prefix);
+    let pushed = tokio::task::spawn_blocking(move || {
+        EtcdStore::connect(&config).unwrap().fleet_config().unwrap()
+    })
+    .await
+    .unwrap();
+    if pushed.is_none() {
+        push(endpoint, prefix, FLEET).await;
+    }
+    start_replica(endpoint, prefix).await
+}
+
+async fn start_replica(endpoint: &str, prefix: &str) -> Replica {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", grpc.local_addr().unwrap());
+    let config = CoordinatorConfig::from_toml(&replica_toml(endpoint, prefix, &url)).unwrap();
     let (control, rx) = mpsc::channel(4);
     let handle = tokio::spawn(run_replicated(
         config,
@@ -78,7 +121,7 @@ rate = {{ count = 10000, per = "1h", burst = 1000 }}
     Replica {
         url,
         handle,
-        _control: control,
+        control,
     }
 }
 
@@ -447,4 +490,296 @@ async fn a_leader_whose_lease_is_revoked_refuses_every_decision_and_stops() {
         before,
         "no grant was written after the revocation"
     );
+}
+
+/// Asks once through `c`: granted (`true`) or denied (`false`); anything
+/// else fails the test.
+async fn asks(c: &mut Coordinators, host: &str, request_id: &str) -> bool {
+    c.call(
+        heartbeat(host),
+        |mut c, r| async move { c.heartbeat(r).await },
+    )
+    .await
+    .unwrap();
+    let r = c
+        .call(permit(host, request_id), |mut c, r| async move {
+            c.request_permit(r).await
+        })
+        .await
+        .unwrap();
+    match r.decision {
+        Some(pb::request_permit_response::Decision::Granted(_)) => true,
+        Some(pb::request_permit_response::Decision::Denied(_)) => false,
+        other => panic!("{request_id}: neither granted nor denied: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pushed_fleet_config_applies_on_sighup_and_when_a_new_leader_is_elected() {
+    let Some(server) = etcd().await else { return };
+    let prefix = "/medic/fleet-config";
+    push(&server.endpoint, prefix, &fleet_capped(1)).await;
+    let mut replicas = vec![
+        start_replica(&server.endpoint, prefix).await,
+        start_replica(&server.endpoint, prefix).await,
+    ];
+    let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
+    let mut c = Coordinators::new(urls.clone(), Duration::from_secs(5), None);
+    granted(&mut c, "host-1", "req-1").await;
+    assert!(!asks(&mut c, "host-2", "req-2").await, "cap 1 holds");
+
+    // Stored, but the leader keeps its limits until told to reload.
+    push(&server.endpoint, prefix, &fleet_capped(2)).await;
+    assert!(
+        !asks(&mut c, "host-2", "req-2b").await,
+        "a push alone changes nothing"
+    );
+    let refs: Vec<&Replica> = replicas.iter().collect();
+    let leader = leader_of(&refs).await;
+    for r in &replicas {
+        r.control.send(Control::Reload).await.unwrap();
+    }
+    let start = Instant::now();
+    while !asks(&mut c, "host-2", "req-2c").await {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "cap 2 never applied after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!asks(&mut c, "host-3", "req-3").await, "cap 2 holds");
+
+    // A replica elected later reads what etcd holds then.
+    push(&server.endpoint, prefix, &fleet_capped(3)).await;
+    let killed = replicas.remove(leader);
+    killed.handle.abort();
+    let _ = killed.handle.await;
+    let mut c = Coordinators::new(urls, Duration::from_secs(5), None);
+    granted(&mut c, "host-3", "req-3b").await;
+    assert!(
+        !asks(&mut c, "host-4", "req-4").await,
+        "the new leader's cap is 3, with host-1 and host-2 still in flight"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_config_this_replica_cannot_read_is_rejected_and_the_last_valid_one_stays() {
+    let Some(server) = etcd().await else { return };
+    let prefix = "/medic/fleet-invalid";
+    push(&server.endpoint, prefix, &fleet_capped(1)).await;
+    let replica = start_replica(&server.endpoint, prefix).await;
+    let mut c = Coordinators::new(vec![replica.url.clone()], Duration::from_secs(5), None);
+    granted(&mut c, "host-1", "req-1").await;
+
+    // As a newer medic might write it: `config push` would refuse it.
+    let config = EtcdConfig::new(vec![server.endpoint.clone()], prefix);
+    let invalid = fleet_capped(1).replace("max_in_flight = 1", "max_in_flight = \"lots\"");
+    assert!(medic_coordinator::config::FleetConfig::from_toml(&invalid).is_err());
+    tokio::task::spawn_blocking(move || {
+        EtcdStore::connect(&config)
+            .unwrap()
+            .put_fleet_config(&invalid, None)
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    replica.control.send(Control::Reload).await.unwrap();
+    // The reload is audited as rejected, naming the fleet config's key.
+    let start = Instant::now();
+    let rejected = loop {
+        let history = tokio::task::spawn_blocking({
+            let config = EtcdConfig::new(vec![server.endpoint.clone()], prefix);
+            move || {
+                EtcdStore::connect(&config)
+                    .unwrap()
+                    .history(&HistoryQuery {
+                        limit: 1000,
+                        ..Default::default()
+                    })
+                    .unwrap()
+                    .entries
+            }
+        })
+        .await
+        .unwrap();
+        let found = history.into_iter().find_map(|e| match e.record {
+            Record::ConfigReloaded { errors, .. } if !errors.is_empty() => Some(errors),
+            _ => None,
+        });
+        if let Some(errors) = found {
+            break errors;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "no rejected reload in the history"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        rejected.iter().any(|e| {
+            let e = e.to_string();
+            e.contains("fleet config (etcd revision") && e.contains("max_in_flight")
+        }),
+        "{rejected:?}"
+    );
+    assert!(!asks(&mut c, "host-2", "req-2").await, "cap 1 still holds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_reach_etcd_over_mutual_tls_and_a_replica_without_a_client_certificate_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = medic_coordinator::testing::dev_certs(dir.path(), &["etcd-client"]);
+    let tls = etcd::Tls {
+        ca: certs.join("ca.pem"),
+        server: (certs.join("server.pem"), certs.join("server.key")),
+        client: (
+            certs.join("agents/etcd-client.pem"),
+            certs.join("agents/etcd-client.key"),
+        ),
+    };
+    let Some(server) = tokio::task::spawn_blocking(move || EtcdServer::start_tls(&tls))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    assert!(server.endpoint.starts_with("https://"));
+    let prefix = "/medic/tls";
+    let replica_toml = |url: &str, identity: bool| {
+        let mut t = replica_toml(&server.endpoint, prefix, url);
+        t.push_str(&format!(
+            "[store.tls]\nca = \"{c}/ca.pem\"\nserver_name = \"localhost\"\n",
+            c = certs.display()
+        ));
+        if identity {
+            t.push_str(&format!(
+                "cert = \"{c}/agents/etcd-client.pem\"\nkey = \"{c}/agents/etcd-client.key\"\n",
+                c = certs.display()
+            ));
+        }
+        CoordinatorConfig::from_toml(&t).unwrap()
+    };
+
+    let pusher = replica_toml("http://127.0.0.1:1", true);
+    let revision =
+        tokio::task::spawn_blocking(move || medic_coordinator::fleet::push(&pusher, FLEET))
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(revision > 0);
+
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", grpc.local_addr().unwrap());
+    let (_control, rx) = mpsc::channel(4);
+    let handle = tokio::spawn(run_replicated(
+        replica_toml(&url, true),
+        None,
+        Listeners { grpc, metrics },
+        rx,
+        Arc::new(SystemClock),
+    ));
+    let mut c = Coordinators::new(vec![url], Duration::from_secs(5), None);
+    granted(&mut c, "host-1", "req-1").await;
+    handle.abort();
+
+    // etcd's --client-cert-auth refuses a client without a certificate.
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", grpc.local_addr().unwrap());
+    let (_control, rx) = mpsc::channel(4);
+    let refused = tokio::time::timeout(
+        TIMEOUT,
+        run_replicated(
+            replica_toml(&url, false),
+            None,
+            Listeners { grpc, metrics },
+            rx,
+            Arc::new(SystemClock),
+        ),
+    )
+    .await
+    .expect("a replica etcd refuses stops at once");
+    let e = refused.expect_err("refused").to_string();
+    assert!(e.contains("etcd"), "{e}");
+}
+
+#[test]
+fn config_push_and_show_from_the_command_line() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let replica = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &replica,
+        replica_toml(&server.endpoint, "/medic/cli", "http://127.0.0.1:7470"),
+    )
+    .unwrap();
+    let fleet = dir.path().join("fleet.toml");
+    let text = format!("# the fleet's limits\n{}", fleet_capped(7));
+    std::fs::write(&fleet, &text).unwrap();
+    let (r, f) = (replica.to_str().unwrap(), fleet.to_str().unwrap());
+    let cli = |args: &[&str]| {
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| match *a {
+                "REPLICA" => r,
+                "FLEET" => f,
+                a => a,
+            })
+            .collect();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_medic-coordinator"))
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let show = ["config", "show", "--config", "REPLICA"];
+    let push = ["config", "push", "--config", "REPLICA", "FLEET"];
+
+    let (code, _, err) = cli(&show);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("no fleet config was pushed"), "{err}");
+
+    let (code, out, err) = cli(&push);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("stored as the fleet config at etcd revision"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&show);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, text, "stored as written, comments included");
+    let revision: i64 = err
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no revision in {err:?}"));
+
+    // A stale --expect-revision stores nothing.
+    std::fs::write(&fleet, fleet_capped(8)).unwrap();
+    let (code, _, err) = cli(&[&push[..], &["--expect-revision", "1"]].concat());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("someone pushed in between"), "{err}");
+    assert_eq!(cli(&show).1, text);
+
+    // An invalid file: every error with its key path, exit 78.
+    std::fs::write(
+        &fleet,
+        "[server]\nlisten = \"0.0.0.0:1\"\n[fleet]\nwarmup = \"soon\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = cli(&push);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("server: is not fleet-wide"), "{err}");
+    assert!(err.contains("fleet.warmup: invalid duration"), "{err}");
+    let (_, out, err) = cli(&show);
+    assert_eq!(out, text, "nothing stored");
+    assert!(err.contains(&format!("revision {revision}")), "{err}");
 }

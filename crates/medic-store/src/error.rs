@@ -72,6 +72,13 @@ pub enum StoreError {
         /// What the store found instead of this coordinator's leadership.
         detail: String,
     },
+    /// A compare-and-swap write found the value changed since it was read
+    /// (another writer in between). Nothing was written.
+    #[error("{detail}; nothing was written")]
+    Conflict {
+        /// What was found instead of what was expected.
+        detail: String,
+    },
     /// One record or snapshot piece larger than a single etcd request may
     /// carry. Nothing was written.
     #[error("{detail}; nothing was written")]

@@ -14,6 +14,9 @@
 //! - `P/snap/<generation, 20 digits>/<n, 6 digits>`: the current snapshot's
 //!   JSON, in pieces (a 50,000-host state is larger than one etcd request).
 //! - `P/leader`: the leader key, put with the leader's lease ([`Leader`]).
+//! - `P/config/fleet`: the fleet-wide configuration every replica applies
+//!   (TOML text, [`EtcdStore::fleet_config`]); written by operators, not
+//!   by the leader, so not fenced.
 //!
 //! # Fencing
 //!
@@ -114,6 +117,32 @@ pub struct EtcdConfig {
     /// Most bytes of one request: etcd's `--max-request-bytes`, default
     /// 1.5 MiB.
     pub max_txn_bytes: usize,
+    /// TLS to etcd (`https://` endpoints); `None` for plaintext.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd: the CA etcd's server certificates chain to, and the client
+/// certificate etcd's `--client-cert-auth` asks for.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// PEM CA certificate(s) of etcd's server certificates.
+    pub ca_pem: Vec<u8>,
+    /// PEM client certificate and its PEM private key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name etcd's certificate must carry, when it is not the
+    /// endpoints' host name.
+    pub server_name: Option<String>,
+}
+
+impl fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key.
+        f.debug_struct("EtcdTls")
+            .field("ca_pem", &format_args!("{} bytes", self.ca_pem.len()))
+            .field("client_certificate", &self.identity.is_some())
+            .field("server_name", &self.server_name)
+            .finish()
+    }
 }
 
 impl EtcdConfig {
@@ -126,6 +155,7 @@ impl EtcdConfig {
             request_timeout: Duration::from_secs(5),
             max_txn_ops: 128,
             max_txn_bytes: 1536 * 1024,
+            tls: None,
         }
     }
 }
@@ -217,6 +247,9 @@ impl Keys {
     }
     fn leader(&self) -> String {
         format!("{}/leader", self.prefix)
+    }
+    fn fleet_config(&self) -> String {
+        format!("{}/config/fleet", self.prefix)
     }
 }
 
@@ -334,9 +367,25 @@ impl EtcdStore {
                 path: location.clone(),
                 source,
             })?;
-        let options = ConnectOptions::new()
+        // `require_leader`: a member cut off from its cluster's quorum
+        // answers at once that it has no leader, rather than serving
+        // stale reads (a follower would redirect to a leader that is gone)
+        // or hanging until the request timeout.
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
-            .with_timeout(config.request_timeout);
+            .with_timeout(config.request_timeout)
+            .with_require_leader(true);
+        if let Some(tls) = &config.tls {
+            let mut t = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.identity {
+                t = t.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            if let Some(name) = &tls.server_name {
+                t = t.domain_name(name.clone());
+            }
+            options = options.with_tls(t);
+        }
         let endpoints = config.endpoints.clone();
         let client = rt
             .block_on(Client::connect(endpoints, Some(options)))
@@ -356,8 +405,23 @@ impl EtcdStore {
             history_scan_limit: HISTORY_SCAN_LIMIT,
             compact_batch: COMPACT_BATCH,
         };
-        store.check_meta()?;
-        Ok(store)
+        match store.check_meta() {
+            Err(StoreError::Backend(e)) => Err(StoreError::Backend(format!(
+                "{e} (the first request to {} failed: {})",
+                store.config.endpoints.join(","),
+                if store.config.tls.is_some() {
+                    "is each endpoint an etcd member speaking TLS, with a certificate for its \
+                     name (or store.tls.server_name) signed by store.tls.ca? With \
+                     --client-cert-auth, etcd closes connections whose client certificate \
+                     (store.tls.cert) it does not trust"
+                } else {
+                    "is each endpoint an etcd member's client URL, reachable from here? An etcd \
+                     that serves TLS needs https:// endpoints and [store.tls]"
+                }
+            ))),
+            Err(e) => Err(e),
+            Ok(()) => Ok(store),
+        }
     }
 
     /// Sets (or, with `None`, clears) the leadership this store's writes
@@ -386,6 +450,73 @@ impl EtcdStore {
             .kvs()
             .first()
             .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
+    /// The fleet-wide configuration pushed by operators: its TOML text and
+    /// the etcd revision that last changed it, or `None` if none was ever
+    /// pushed. Needs no leadership.
+    pub fn fleet_config(&self) -> Result<Option<(String, i64)>, StoreError> {
+        let key = self.keys.fleet_config();
+        let resp = self.conn.run(move |mut c| async move {
+            c.get(key, None)
+                .await
+                .map_err(etcd_err("read the fleet config"))
+        })?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(None);
+        };
+        let text = String::from_utf8(kv.value().to_vec()).map_err(|_| {
+            self.corrupt(format!(
+                "{} is not UTF-8 text: not a config medic pushed",
+                self.keys.fleet_config()
+            ))
+        })?;
+        Ok(Some((text, kv.mod_revision())))
+    }
+
+    /// Stores the fleet-wide configuration (already validated by the
+    /// caller) and returns the etcd revision of the write. With
+    /// `expected`, only if the stored config is still at that revision (0:
+    /// only if none was ever pushed), so that two operators pushing at once
+    /// cannot silently undo each other: a stale `expected` fails with
+    /// [`StoreError::Conflict`].
+    pub fn put_fleet_config(&self, text: &str, expected: Option<i64>) -> Result<i64, StoreError> {
+        let key = self.keys.fleet_config();
+        let text = text.to_owned();
+        let resp = self.conn.run(move |mut c| async move {
+            let compare = expected
+                .map(|rev| Compare::mod_revision(key.clone(), CompareOp::Equal, rev))
+                .into_iter()
+                .collect::<Vec<_>>();
+            c.txn(
+                Txn::new()
+                    .when(compare)
+                    .and_then([TxnOp::put(key.clone(), text, None)])
+                    .or_else([TxnOp::get(key, None)]),
+            )
+            .await
+            .map_err(etcd_err("write the fleet config"))
+        })?;
+        if !resp.succeeded() {
+            let now = resp
+                .op_responses()
+                .into_iter()
+                .find_map(|r| match r {
+                    TxnOpResponse::Get(g) => {
+                        Some(g.kvs().first().map_or(0, |kv| kv.mod_revision()))
+                    }
+                    _ => None,
+                })
+                .unwrap_or(0);
+            return Err(StoreError::Conflict {
+                detail: format!(
+                    "the fleet config is at revision {now}, not {} as expected: someone \
+                     pushed in between; look at it and push again",
+                    expected.unwrap_or(0)
+                ),
+            });
+        }
+        Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
     /// Where the state lives, as errors name it.

@@ -29,7 +29,7 @@ pub use error::StoreError;
 #[cfg(feature = "etcd")]
 pub use etcd_client;
 #[cfg(feature = "etcd")]
-pub use etcd_store::{EtcdConfig, EtcdStore, Fence, Leader};
+pub use etcd_store::{EtcdConfig, EtcdStore, EtcdTls, Fence, Leader};
 pub use redb_store::RedbStore;
 
 /// The schema version this build writes and reads. A file with a newer one

@@ -17,6 +17,32 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The files of an etcd that speaks TLS, and of a client it accepts.
+pub struct Tls {
+    /// CA of both certificates.
+    pub ca: std::path::PathBuf,
+    /// etcd's certificate and key (for `localhost`).
+    pub server: (std::path::PathBuf, std::path::PathBuf),
+    /// A client certificate and key it accepts.
+    pub client: (std::path::PathBuf, std::path::PathBuf),
+}
+
+impl Tls {
+    /// etcd-client's TLS options for the client certificate.
+    pub fn client_options(&self) -> etcd_client::TlsOptions {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        };
+        etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&self.ca)))
+            .identity(etcd_client::Identity::from_pem(
+                read(&self.client.0),
+                read(&self.client.1),
+            ))
+            .domain_name("localhost")
+    }
+}
+
 /// A running etcd, killed on drop.
 pub struct EtcdServer {
     child: Child,
@@ -48,6 +74,12 @@ impl EtcdServer {
     /// Starts an etcd, or returns `None` (after saying so loudly) when
     /// `MEDIC_SKIP_ETCD=1`. Panics when etcd is missing or does not start.
     pub fn start() -> Option<EtcdServer> {
+        let bin = Self::precheck()?;
+        Self::start_with(&bin, None)
+    }
+
+    /// The etcd binary, after the skip rule and a check that it runs.
+    fn precheck() -> Option<String> {
         if std::env::var("MEDIC_SKIP_ETCD").is_ok_and(|v| v == "1") {
             eprintln!(
                 "\n!!! MEDIC_SKIP_ETCD=1: SKIPPING the etcd part of this test. \
@@ -68,11 +100,24 @@ impl EtcdServer {
                  MEDIC_ETCD_BIN at one, or set MEDIC_SKIP_ETCD=1 to skip these tests knowingly"
             );
         }
+        Some(bin)
+    }
+
+    /// Starts an etcd that speaks only TLS and asks clients for a
+    /// certificate (`--client-cert-auth`): its certificate and key are
+    /// `tls.server` (for `localhost`), clients' certificates must chain to
+    /// `tls.ca`. `None` as [`EtcdServer::start`].
+    pub fn start_tls(tls: &Tls) -> Option<EtcdServer> {
+        let bin = Self::precheck()?;
+        Self::start_with(&bin, Some(tls))
+    }
+
+    fn start_with(bin: &str, tls: Option<&Tls>) -> Option<EtcdServer> {
         // The ports are free when picked and taken by etcd a moment later;
         // another process may win one in between, so a failed start retries.
         let mut last_error = String::new();
         for _ in 0..3 {
-            match Self::try_start(&bin) {
+            match Self::try_start(bin, tls) {
                 Ok(server) => return Some(server),
                 Err(e) => last_error = e,
             }
@@ -80,13 +125,25 @@ impl EtcdServer {
         panic!("etcd did not start: {last_error}");
     }
 
-    fn try_start(bin: &str) -> Result<EtcdServer, String> {
+    fn try_start(bin: &str, tls: Option<&Tls>) -> Result<EtcdServer, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).map_err(|e| e.to_string())?;
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if let Some(t) = tls {
+            command
+                .arg("--cert-file")
+                .arg(&t.server.0)
+                .arg("--key-file")
+                .arg(&t.server.1)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        let mut child = command
             .args(["--name", "medic-test"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
@@ -111,9 +168,12 @@ impl EtcdServer {
                 return Err(format!("etcd exited with {status}: {log}"));
             }
             let ready = rt.block_on(async {
-                let options = etcd_client::ConnectOptions::new()
+                let mut options = etcd_client::ConnectOptions::new()
                     .with_connect_timeout(Duration::from_millis(200))
                     .with_timeout(Duration::from_millis(500));
+                if let Some(t) = tls {
+                    options = options.with_tls(t.client_options());
+                }
                 let mut c = etcd_client::Client::connect([&endpoint], Some(options)).await?;
                 c.get("medic-test-ready", None).await
             });

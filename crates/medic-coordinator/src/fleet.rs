@@ -1,0 +1,158 @@
+//! Fleet-wide configuration in etcd, for replicated coordinators.
+//!
+//! With `[store] kind = "etcd"`, each replica's `coordinator.toml` holds only
+//! what is its own (`[server]`, `[tls]`, `[auth]`, `[store]`: addresses and
+//! files), and the sections that set limits ([`FLEET_SECTIONS`]) live once,
+//! in etcd, at `PREFIX/config/fleet`: replicas cannot disagree on limits,
+//! because there is one copy. An operator validates and stores it with
+//! `medic-coordinator config push --config coordinator.toml fleet.toml`
+//! ([`push`]); the leader applies it on SIGHUP (or `medicctl reload`), and a
+//! replica elected later reads it when elected. Until a config is pushed,
+//! the embedded defaults apply, and the replicas say so in their logs and
+//! in `medic_fleet_config_revision` (0).
+//!
+//! The text is stored as pushed (comments included), so `config show`
+//! prints what the operator wrote; it is validated again by every replica
+//! that reads it, and a replica keeps its last valid configuration when a
+//! newer medic pushed something it does not understand.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use medic_policy::ConfigError;
+use medic_policy::config::ConfigErrors;
+use medic_store::{EtcdConfig, EtcdStore, EtcdTls, StoreError};
+
+use crate::config::{ConfigSource, CoordinatorConfig, EtcdSettings, FleetConfig, StoreConfig};
+
+pub use crate::config::FLEET_SECTIONS;
+
+/// Why a fleet config could not be pushed or read.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The fleet config file is invalid: every problem, with its key path.
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    /// The replica's config does not use etcd.
+    #[error(
+        "the replica config has [store] kind = \"embedded\": a fleet config is for replicated \
+         coordinators on etcd (a single coordinator reads everything from its own file)"
+    )]
+    NotReplicated,
+    /// etcd refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The TLS files for etcd could not be read.
+    #[error("store.tls: {0}")]
+    Tls(String),
+}
+
+/// The store settings for `settings`, with `[store.tls]` read.
+pub fn etcd_config(settings: &EtcdSettings) -> Result<EtcdConfig, String> {
+    let mut config = EtcdConfig::new(settings.endpoints.clone(), settings.prefix.clone());
+    if let Some(t) = &settings.tls {
+        let ca_pem =
+            std::fs::read(&t.ca).map_err(|e| format!("cannot read ca {}: {e}", t.ca.display()))?;
+        let identity = match (&t.cert, &t.key) {
+            (Some(cert), Some(key)) => Some((
+                std::fs::read(cert)
+                    .map_err(|e| format!("cannot read cert {}: {e}", cert.display()))?,
+                medic_proto::secret_file::read(key)?,
+            )),
+            _ => None,
+        };
+        config.tls = Some(EtcdTls {
+            ca_pem,
+            identity,
+            server_name: t.server_name.clone(),
+        });
+    }
+    Ok(config)
+}
+
+/// Connects to the etcd of a replica's config (blocking).
+pub fn connect(replica: &CoordinatorConfig) -> Result<EtcdStore, FleetError> {
+    let StoreConfig::Etcd(settings) = &replica.store else {
+        return Err(FleetError::NotReplicated);
+    };
+    let config = etcd_config(settings).map_err(FleetError::Tls)?;
+    Ok(EtcdStore::connect(&config)?)
+}
+
+/// Validates `fleet_toml` and stores it as the fleet config of `replica`'s
+/// deployment; returns the etcd revision of the write. Blocking: from async
+/// code, call it in `spawn_blocking`.
+pub fn push(replica: &CoordinatorConfig, fleet_toml: &str) -> Result<i64, FleetError> {
+    push_expecting(replica, fleet_toml, None)
+}
+
+/// [`push`], only if the stored config is still at revision `expected` (0:
+/// none pushed yet): two operators pushing at once cannot undo each other
+/// unknowingly.
+pub fn push_expecting(
+    replica: &CoordinatorConfig,
+    fleet_toml: &str,
+    expected: Option<i64>,
+) -> Result<i64, FleetError> {
+    FleetConfig::from_toml(fleet_toml).map_err(FleetError::Invalid)?;
+    let store = connect(replica)?;
+    Ok(store.put_fleet_config(fleet_toml, expected)?)
+}
+
+/// The stored fleet config's text and revision, `None` if none was pushed.
+pub fn show(replica: &CoordinatorConfig) -> Result<Option<(String, i64)>, FleetError> {
+    Ok(connect(replica)?.fleet_config()?)
+}
+
+/// A replica's configuration: its own file (or, without one, the config it
+/// started with) and the fleet config in etcd.
+#[derive(Debug)]
+pub struct ReplicatedSource {
+    /// The replica's file.
+    pub path: Option<PathBuf>,
+    /// Used when there is no file (tests, embedding).
+    pub replica: CoordinatorConfig,
+    /// Where the fleet config is.
+    pub store: Arc<EtcdStore>,
+}
+
+impl ConfigSource for ReplicatedSource {
+    fn load(&self) -> Result<CoordinatorConfig, Vec<ConfigError>> {
+        let replica = match &self.path {
+            Some(p) => CoordinatorConfig::load(p).map_err(|e| e.0)?,
+            None => self.replica.clone(),
+        };
+        let fail = |message: String| {
+            vec![ConfigError {
+                path: String::new(),
+                message,
+            }]
+        };
+        match self.store.fleet_config() {
+            Err(e) => Err(fail(format!("cannot read the fleet config from etcd: {e}"))),
+            Ok(None) => {
+                tracing::warn!(
+                    "no fleet config was pushed to etcd: the embedded defaults apply; push one \
+                     with `medic-coordinator config push`"
+                );
+                let defaults = FleetConfig::from_toml("").map_err(|e| e.0)?;
+                Ok(replica.with_fleet(defaults, None))
+            }
+            Ok(Some((text, revision))) => match FleetConfig::from_toml(&text) {
+                Ok(fleet) => Ok(replica.with_fleet(fleet, Some(revision))),
+                Err(e) => Err(e
+                    .0
+                    .into_iter()
+                    .map(|e| ConfigError {
+                        path: format!(
+                            "fleet config (etcd revision {revision}){}{}",
+                            if e.path.is_empty() { "" } else { " " },
+                            e.path
+                        ),
+                        message: e.message,
+                    })
+                    .collect()),
+            },
+        }
+    }
+}
