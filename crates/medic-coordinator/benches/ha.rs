@@ -67,8 +67,9 @@ const SEMAPHORE_SLOTS: u64 = 10_000;
 
 // === config ===
 
-/// The per-replica file: what only this replica knows (its ports, its
-/// advertised URL) and how it reaches etcd.
+/// The replica's own file: what only this replica knows (its ports, its
+/// advertised URL) and how it reaches etcd. The policy is not here: with
+/// `[store] kind = "etcd"` it lives once in etcd ([`fleet_toml`]).
 fn replica_toml(endpoint: &str, grpc: u16, metrics: u16) -> String {
     format!(
         r#"[server]
@@ -88,9 +89,9 @@ advertise = "http://127.0.0.1:{grpc}"
     )
 }
 
-/// The fleet-wide policy, the same for every replica: caps, rates and
-/// budgets far above anything the bench asks for, so no request is denied
-/// once the warm-up is over.
+/// The fleet-wide policy, pushed to etcd once for every replica: caps,
+/// rates and budgets far above anything the bench asks for, so no request
+/// is denied once the warm-up is over.
 fn fleet_toml() -> String {
     format!(
         r#"[fleet]
@@ -115,23 +116,35 @@ host_budget = {{ max_attempts = 1000000, per = "1h" }}
     )
 }
 
-/// Writes every replica's file (and, once the policy lives in etcd, pushes
-/// it there): the one place that knows where the two halves go.
+/// Writes every replica's file and pushes the fleet-wide policy to etcd
+/// with the binary's `config push`, as an operator would, before any
+/// replica starts.
 fn write_configs(dir: &Path, endpoint: &str, ports: &[(u16, u16)]) -> Vec<PathBuf> {
-    ports
+    let replicas: Vec<PathBuf> = ports
         .iter()
         .enumerate()
         .map(|(i, &(grpc, metrics))| {
             let path = dir.join(format!("replica-{}.toml", name(i)));
-            let text = format!(
-                "{}\n{}",
-                replica_toml(endpoint, grpc, metrics),
-                fleet_toml()
-            );
-            std::fs::write(&path, text).unwrap();
+            std::fs::write(&path, replica_toml(endpoint, grpc, metrics)).unwrap();
             path
         })
-        .collect()
+        .collect();
+    let fleet = dir.join("fleet.toml");
+    std::fs::write(&fleet, fleet_toml()).unwrap();
+    let out = Command::new(EXE)
+        .args(["config", "push", "--config"])
+        .arg(&replicas[0])
+        .arg(&fleet)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {EXE} config push: {e}"));
+    assert!(
+        out.status.success(),
+        "config push failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    replicas
 }
 
 fn name(i: usize) -> char {
