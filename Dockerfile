@@ -18,8 +18,15 @@ ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY . .
-# --locked: exactly the dependency versions CI tested. protoc is vendored by
-# medic-proto, so the image needs no protobuf compiler. The cache mounts keep
+# The coordinator is built with the `etcd` feature (replicated coordinators,
+# [store] kind = "etcd"), whose etcd-client compiles etcd's .proto files
+# with a system protoc; medic's own protos use the protoc medic-proto
+# vendors. Versions are not pinned: see the agent stage.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends protobuf-compiler \
+    && rm -rf /var/lib/apt/lists/*
+# --locked: exactly the dependency versions CI tested. The cache mounts keep
 # the registry and target directory between builds (not in the image), so the
 # binaries are copied out of target/ in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -27,6 +34,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
         -p medic-coordinator -p medic-agent -p medic-cli \
+        --features medic-coordinator/etcd \
     && mkdir -p /out/bin /out/state \
     && cp target/release/medic-coordinator target/release/medic-agent \
           target/release/medicctl /out/bin/

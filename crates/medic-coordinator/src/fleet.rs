@@ -6,8 +6,10 @@
 //! in etcd, at `PREFIX/config/fleet`: replicas cannot disagree on limits,
 //! because there is one copy. An operator validates and stores it with
 //! `medic-coordinator config push --config coordinator.toml fleet.toml`
-//! ([`push`]); the leader applies it on SIGHUP (or `medicctl reload`), and a
-//! replica elected later reads it when elected. Until a config is pushed,
+//! ([`push`]); every replica re-reads it on SIGHUP (the leader applies it,
+//! a follower validates it and keeps it for when it is elected; `medicctl
+//! reload` reaches only the leader), and a replica elected later reads it
+//! when elected. Until a config is pushed,
 //! the embedded defaults apply, and the replicas say so in their logs and
 //! in `medic_fleet_config_revision` (0).
 //!
@@ -116,29 +118,30 @@ pub struct ReplicatedSource {
     pub store: Arc<EtcdStore>,
 }
 
-impl ConfigSource for ReplicatedSource {
-    fn load(&self) -> Result<CoordinatorConfig, Vec<ConfigError>> {
+impl ReplicatedSource {
+    /// [`ConfigSource::load`], with etcd's own failure apart: at start-up
+    /// that is an unreachable store (exit 1, restarted), not a config
+    /// error (exit 78, which systemd does not restart).
+    pub fn read(&self) -> Result<Result<CoordinatorConfig, Vec<ConfigError>>, StoreError> {
+        let fleet = self.store.fleet_config()?;
         let replica = match &self.path {
-            Some(p) => CoordinatorConfig::load(p).map_err(|e| e.0)?,
+            Some(p) => match CoordinatorConfig::load(p) {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e.0)),
+            },
             None => self.replica.clone(),
         };
-        let fail = |message: String| {
-            vec![ConfigError {
-                path: String::new(),
-                message,
-            }]
-        };
-        match self.store.fleet_config() {
-            Err(e) => Err(fail(format!("cannot read the fleet config from etcd: {e}"))),
-            Ok(None) => {
+        Ok(match fleet {
+            None => {
                 tracing::warn!(
                     "no fleet config was pushed to etcd: the embedded defaults apply; push one \
                      with `medic-coordinator config push`"
                 );
-                let defaults = FleetConfig::from_toml("").map_err(|e| e.0)?;
-                Ok(replica.with_fleet(defaults, None))
+                FleetConfig::from_toml("")
+                    .map(|defaults| replica.with_fleet(defaults, None))
+                    .map_err(|e| e.0)
             }
-            Ok(Some((text, revision))) => match FleetConfig::from_toml(&text) {
+            Some((text, revision)) => match FleetConfig::from_toml(&text) {
                 Ok(fleet) => Ok(replica.with_fleet(fleet, Some(revision))),
                 Err(e) => Err(e
                     .0
@@ -153,6 +156,17 @@ impl ConfigSource for ReplicatedSource {
                     })
                     .collect()),
             },
-        }
+        })
+    }
+}
+
+impl ConfigSource for ReplicatedSource {
+    fn load(&self) -> Result<CoordinatorConfig, Vec<ConfigError>> {
+        self.read().unwrap_or_else(|e| {
+            Err(vec![ConfigError {
+                path: String::new(),
+                message: format!("cannot read the fleet config from etcd: {e}"),
+            }])
+        })
     }
 }

@@ -93,16 +93,16 @@ pub async fn run_replicated(
     );
     // The fleet-wide part of the configuration is in etcd: read it now, so
     // that a replica that cannot use it says so at start.
-    let source: Arc<dyn ConfigSource> = Arc::new(ReplicatedSource {
+    let source = Arc::new(ReplicatedSource {
         path: config_path,
         replica: config,
         store: store.clone(),
     });
     let config = {
         let source = source.clone();
-        tokio::task::spawn_blocking(move || source.load())
+        tokio::task::spawn_blocking(move || source.read())
             .await
-            .map_err(|e| StoreError::Backend(format!("config task failed: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("config task failed: {e}")))??
     };
     let config = match config {
         Ok(c) => c,
@@ -119,7 +119,9 @@ pub async fn run_replicated(
     };
     tracing::info!(summary = %config.summary(), "configuration read");
     let (leader, _) = watch::channel(None);
+    let observed = store.clone();
     let elected = Box::pin(campaign(store, settings, leader.clone()));
+    let source: Arc<dyn ConfigSource> = source;
     serve(
         config,
         source,
@@ -130,9 +132,25 @@ pub async fn run_replicated(
             leader,
             follow: true,
             elected,
+            observe: Some(Box::new(move |metrics| {
+                tokio::spawn(stored_revision(observed, metrics))
+            })),
         },
     )
     .await
+}
+
+/// Keeps `medic_fleet_config_stored_revision` current, so that a push
+/// nobody applied shows (and alerts) beside `medic_fleet_config_revision`.
+async fn stored_revision(store: Arc<EtcdStore>, metrics: Arc<crate::metrics::Metrics>) {
+    loop {
+        if let Ok(stored) = blocking(&store, |s| s.fleet_config()).await {
+            metrics
+                .fleet_config_stored_revision
+                .set(stored.map_or(0, |(_, revision)| revision));
+        }
+        tokio::time::sleep(crate::metrics::FLEET_CONFIG_POLL).await;
+    }
 }
 
 /// Follows (publishing the leader's URL to `leader`) until this replica is

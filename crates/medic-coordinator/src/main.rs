@@ -88,8 +88,9 @@ enum ConfigCommand {
         file: PathBuf,
     },
     /// Validate a fleet config file and store it in the etcd of the
-    /// replica config's [store]. The leader applies it on SIGHUP (or
-    /// `medicctl reload`); a replica elected later reads it when elected.
+    /// replica config's [store]. Every replica re-reads it on SIGHUP
+    /// (`systemctl reload medic-coordinator`): the leader applies it; a
+    /// replica elected later reads it when elected.
     Push {
         /// A replica's coordinator.toml, for [store] (etcd endpoints,
         /// prefix, TLS).
@@ -338,8 +339,9 @@ fn fleet_etcd(
         Ok(revision) => {
             println!(
                 "{}: stored as the fleet config at etcd revision {revision}. The leader applies \
-                 it on SIGHUP (systemctl reload medic-coordinator on every replica, or \
-                 medicctl reload); a replica elected later reads it when elected",
+                 it on SIGHUP: run `systemctl reload medic-coordinator` on every replica \
+                 (medicctl reload reaches only the leader, and the followers would lag); a \
+                 replica elected later reads it when elected",
                 file.display()
             );
             ExitCode::SUCCESS

@@ -11,6 +11,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// How often replicas on etcd read the revision of the stored fleet
+/// config (`medic_fleet_config_stored_revision`).
+pub const FLEET_CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Labels: an action.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabel {
@@ -125,6 +129,10 @@ pub struct Metrics {
     /// The etcd revision of the fleet config in force (replicas on etcd);
     /// 0 when none was pushed, or with the embedded store.
     pub fleet_config_revision: Gauge,
+    /// The etcd revision of the fleet config stored in etcd, read every
+    /// [`FLEET_CONFIG_POLL`] (replicas on etcd); above
+    /// `fleet_config_revision` while a push waits for a SIGHUP.
+    pub fleet_config_stored_revision: Gauge,
     /// The decision counters, created up front: the hot path only clones
     /// an `Arc`, it never allocates label strings.
     decision_counters: HashMap<(Action, &'static str), Counter>,
@@ -302,6 +310,11 @@ impl Metrics {
             "fleet_config_revision",
             "etcd revision of the fleet config in force (replicas on etcd); 0 when none was pushed or with the embedded store",
         );
+        let fleet_config_stored_revision = gauge(
+            &mut registry,
+            "fleet_config_stored_revision",
+            "etcd revision of the fleet config stored in etcd, read every 30s (replicas on etcd); above medic_fleet_config_revision while a push waits for a SIGHUP",
+        );
         for result in ["ok", "failed", "timeout", "busy"] {
             let _ = tls_handshakes.get_or_create(&ResultLabel {
                 result: result.to_owned(),
@@ -362,6 +375,7 @@ impl Metrics {
             insecure,
             leader,
             fleet_config_revision,
+            fleet_config_stored_revision,
             notifications_sent,
             notification_retries,
             notifications_dropped,

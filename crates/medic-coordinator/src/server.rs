@@ -105,6 +105,7 @@ pub async fn run<S: Store + Debug>(
             leader: watch::channel(None).0,
             follow: false,
             elected,
+            observe: None,
         },
     )
     .await
@@ -133,7 +134,13 @@ pub(crate) struct Leadership<S> {
     pub(crate) follow: bool,
     /// Resolves once this replica leads.
     pub(crate) elected: Pin<Box<dyn Future<Output = Result<Elected<S>, RunError>> + Send>>,
+    /// Started once the metrics exist, for as long as `serve` runs:
+    /// replicas on etcd watch what etcd stores beside what they run.
+    pub(crate) observe: Option<Observer>,
 }
+
+/// See [`Leadership::observe`].
+pub(crate) type Observer = Box<dyn FnOnce(Arc<Metrics>) -> tokio::task::JoinHandle<()> + Send>;
 
 /// The serving part of [`run`], also used by the replicated coordinator:
 /// binds the services to the listener at once, answers as a follower until
@@ -165,6 +172,9 @@ pub(crate) async fn serve<S: Store + Debug>(
         .insecure
         .set(i64::from(security == TransportSecurity::Insecure));
     set_cert_expiry(&metrics, &initial);
+    let _observer = leadership
+        .observe
+        .map(|start| AbortOnDrop(start(metrics.clone())));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
@@ -283,7 +293,7 @@ pub(crate) async fn serve<S: Store + Debug>(
                     c = control.recv() => match c {
                         Some(Control::Reload) => {
                             let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                            if let Some(new) = reload_following(&source, &following, &metrics).await {
+                            if let Some(new) = reload_following(&source, &following, &metrics, true).await {
                                 admit.update(new.server.admission);
                                 set_cert_expiry(&metrics, &new);
                             }
@@ -296,7 +306,7 @@ pub(crate) async fn serve<S: Store + Debug>(
             // Elected: decide with the fleet config as it is now in etcd,
             // not as it was when this replica started following.
             let config = match outcome {
-                Ok(_) => match reload_following(&source, &following, &metrics).await {
+                Ok(_) => match reload_following(&source, &following, &metrics, false).await {
                     Some(new) => new,
                     None => {
                         let kept = lock(&following).clone();
@@ -443,14 +453,16 @@ async fn start_core<S: Store + Debug>(
     }
 }
 
-/// Re-reads the configuration while following (SIGHUP), and once more
-/// when elected: a valid one that changes nothing restart-only replaces
+/// Re-reads the configuration while following (SIGHUP, `reload`), and
+/// once more when elected (counted in `medic_config_reloads_total` only
+/// when it fails): a valid one that changes nothing restart-only replaces
 /// `following`; errors are logged and counted, and the last valid one
 /// stays. A follower decides nothing, so there is nothing to audit.
 async fn reload_following(
     source: &Arc<dyn ConfigSource>,
     following: &Arc<std::sync::Mutex<Arc<CoordinatorConfig>>>,
     metrics: &Metrics,
+    reload: bool,
 ) -> Option<Arc<CoordinatorConfig>> {
     let loaded = {
         let source = source.clone();
@@ -473,7 +485,9 @@ async fn reload_following(
     };
     match result {
         Ok(new) => {
-            metrics.config_reloads.get_or_create(&label("ok")).inc();
+            if reload {
+                metrics.config_reloads.get_or_create(&label("ok")).inc();
+            }
             metrics
                 .fleet_config_revision
                 .set(new.fleet_revision.unwrap_or(0));
@@ -484,6 +498,8 @@ async fn reload_following(
             Some(new)
         }
         Err(errors) => {
+            // Counted on election too: the replica decides with an older
+            // configuration than etcd's.
             metrics.config_reloads.get_or_create(&label("error")).inc();
             for e in &errors {
                 tracing::error!(error = %e, "configuration rejected; the last valid one stays");

@@ -122,6 +122,10 @@ fn build_stage_compiles_every_shipped_binary_from_the_lock_file() {
     assert!(build.from.starts_with("rust:") && build.from.ends_with("-bookworm"));
     let run = build.all("RUN").join(" ");
     assert!(run.contains("cargo build --release --locked"), "{run}");
+    // Replicated coordinators work from the image: the etcd feature, and
+    // the protoc its etcd-client needs.
+    assert!(run.contains("--features medic-coordinator/etcd"), "{run}");
+    assert!(run.contains("protobuf-compiler"), "{run}");
     let bins = workspace_binaries();
     for (package, bin) in [
         ("medic-coordinator", "medic-coordinator"),

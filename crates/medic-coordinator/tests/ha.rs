@@ -31,6 +31,8 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Replica {
     url: String,
+    /// `/metrics` address.
+    metrics: std::net::SocketAddr,
     handle: JoinHandle<Result<(), RunError>>,
     control: mpsc::Sender<Control>,
 }
@@ -109,6 +111,7 @@ async fn start_replica(endpoint: &str, prefix: &str) -> Replica {
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", grpc.local_addr().unwrap());
+    let metrics_addr = metrics.local_addr().unwrap();
     let config = CoordinatorConfig::from_toml(&replica_toml(endpoint, prefix, &url)).unwrap();
     let (control, rx) = mpsc::channel(4);
     let handle = tokio::spawn(run_replicated(
@@ -120,6 +123,7 @@ async fn start_replica(endpoint: &str, prefix: &str) -> Replica {
     ));
     Replica {
         url,
+        metrics: metrics_addr,
         handle,
         control,
     }
@@ -492,6 +496,22 @@ async fn a_leader_whose_lease_is_revoked_refuses_every_decision_and_stops() {
     );
 }
 
+/// One gauge of a replica's `/metrics`.
+async fn gauge(replica: &Replica, name: &str) -> i64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(replica.metrics)
+        .await
+        .unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await.unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+}
+
 /// Asks once through `c`: granted (`true`) or denied (`false`); anything
 /// else fails the test.
 async fn asks(c: &mut Coordinators, host: &str, request_id: &str) -> bool {
@@ -518,7 +538,7 @@ async fn asks(c: &mut Coordinators, host: &str, request_id: &str) -> bool {
 async fn a_pushed_fleet_config_applies_on_sighup_and_when_a_new_leader_is_elected() {
     let Some(server) = etcd().await else { return };
     let prefix = "/medic/fleet-config";
-    push(&server.endpoint, prefix, &fleet_capped(1)).await;
+    let first = push(&server.endpoint, prefix, &fleet_capped(1)).await;
     let mut replicas = vec![
         start_replica(&server.endpoint, prefix).await,
         start_replica(&server.endpoint, prefix).await,
@@ -526,6 +546,14 @@ async fn a_pushed_fleet_config_applies_on_sighup_and_when_a_new_leader_is_electe
     let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
     let mut c = Coordinators::new(urls.clone(), Duration::from_secs(5), None);
     granted(&mut c, "host-1", "req-1").await;
+    for r in &replicas {
+        assert_eq!(gauge(r, "medic_fleet_config_revision").await, first);
+        assert_eq!(gauge(r, "medic_fleet_config_stored_revision").await, first);
+    }
+    let leader = leader_of(&replicas.iter().collect::<Vec<_>>()).await;
+    for (i, r) in replicas.iter().enumerate() {
+        assert_eq!(gauge(r, "medic_leader").await, i64::from(i == leader));
+    }
     assert!(!asks(&mut c, "host-2", "req-2").await, "cap 1 holds");
 
     // Stored, but the leader keeps its limits until told to reload.
