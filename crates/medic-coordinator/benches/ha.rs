@@ -1215,10 +1215,12 @@ async fn throughput(dir: &Path, endpoint: &str, clients: &[usize], length: Durat
     );
     println!("{FAILOVER_HEADER}");
     for (k, grants, snapshot, entries, f) in after {
-        println!(
-            "  K={k}: {grants} grants in (a); snapshot {:.1} MB, log {entries} entries",
-            snapshot as f64 / 1e6
-        );
+        let snapshot = if snapshot == 0 {
+            "no snapshot yet".to_owned()
+        } else {
+            format!("snapshot {:.1} MB", snapshot as f64 / 1e6)
+        };
+        println!("  K={k}: {grants} grants in (a); {snapshot}, log {entries} entries");
         match f {
             Ok(f) => println!("{}", failover_row("", &f, goal)),
             Err(e) => println!("        FAILED: {e}"),
