@@ -689,6 +689,10 @@ impl EtcdStore {
         mut f: impl FnMut(&KeyValue) -> Result<bool, StoreError>,
     ) -> Result<bool, StoreError> {
         let (mut start, mut end) = (start, end);
+        // etcd-client refuses responses over 4 MiB. A page of large values
+        // (snapshot pieces of up to `max_txn_bytes`, big log entries) can
+        // be larger: the page halves until it fits, down to one key.
+        let mut page = PAGE;
         loop {
             if start >= end {
                 return Ok(false);
@@ -697,15 +701,32 @@ impl EtcdStore {
             let resp = self.conn.run(move |mut c| async move {
                 let mut options = GetOptions::new()
                     .with_range(e)
-                    .with_limit(PAGE)
+                    .with_limit(page)
                     .with_revision(revision);
                 if descending {
                     options = options.with_sort(SortTarget::Key, SortOrder::Descend);
                 }
-                c.get(s, Some(options))
-                    .await
-                    .map_err(etcd_err("read a range"))
+                match c.get(s, Some(options)).await {
+                    Ok(r) => Ok(Some(r)),
+                    Err(etcd_client::Error::GRpcStatus(status))
+                        if status.message().contains("message length too large") =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(etcd_err("read a range")(e)),
+                }
             })?;
+            let Some(resp) = resp else {
+                if page == 1 {
+                    return Err(StoreError::Backend(format!(
+                        "etcd: one key under {} is larger than a response may be (4 MiB); \
+                         was etcd's --max-request-bytes raised above it?",
+                        String::from_utf8_lossy(&start)
+                    )));
+                }
+                page = (page / 2).max(1);
+                continue;
+            };
             let kvs = resp.kvs();
             for (i, kv) in kvs.iter().enumerate() {
                 if !f(kv)? {

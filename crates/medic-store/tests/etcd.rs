@@ -491,3 +491,40 @@ fn durable_appends_per_second_etcd_against_redb() {
     }
     assert_eq!(etcd.load().unwrap().last_id, N as u64);
 }
+
+/// etcd-client refuses responses over 4 MiB: state larger than that, in
+/// one page of the log or in the snapshot's pieces, still loads (a fleet
+/// reaches it after some thousands of grants in a day).
+#[test]
+fn state_larger_than_one_etcd_response_loads_whole() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let (store, _leader) = leading(&server, "/medic/large", "a");
+    let reason = "x".repeat(100 * 1024);
+    let records: Vec<(Time, Record)> = (0..60)
+        .map(|i| {
+            (
+                t0(),
+                Record::Policy(Event::HostQuarantined(Quarantine {
+                    host: HostId::new(format!("h{i}")).unwrap(),
+                    cause: QuarantineCause::Manual,
+                    actor: "alice".into(),
+                    reason: reason.clone(),
+                    since: t0(),
+                })),
+            )
+        })
+        .collect();
+    // 60 entries of 100 KiB: one page of the log is 6 MB.
+    for chunk in records.chunks(10) {
+        store.append(chunk.to_vec()).unwrap();
+    }
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.last_id, 60);
+    assert_eq!(loaded.state.quarantines.len(), 60);
+    // The same state as a snapshot: pieces of up to 1.5 MiB, 6 MB in all.
+    store.snapshot(&loaded.state, 60).unwrap();
+    let again = store.load().unwrap();
+    assert_eq!(again, loaded);
+}
