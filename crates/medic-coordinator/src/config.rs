@@ -538,6 +538,26 @@ impl CoordinatorConfig {
         Self::from_toml(&text)
     }
 
+    /// Reads only the `[store]` section of a file (the rest defaults):
+    /// what tools that reach a deployment's etcd need, without the
+    /// replica's own keys and certificates.
+    pub fn load_store_section(path: &Path) -> Result<Self, ConfigErrors> {
+        let fail = |message: String| {
+            ConfigErrors(vec![medic_policy::ConfigError {
+                path: String::new(),
+                message,
+            }])
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+        let mut table = match text.parse::<toml::Table>() {
+            Ok(t) => t,
+            Err(_) => return Self::from_toml(&text),
+        };
+        table.retain(|key, _| key == "store");
+        Self::from_toml(&table.to_string())
+    }
+
     /// The errors a reload to `new` would have beyond validation: settings
     /// that only a restart can change.
     pub fn reload_errors(&self, new: &CoordinatorConfig) -> Vec<medic_policy::ConfigError> {

@@ -75,6 +75,10 @@ pub struct Core<S: Store> {
     /// whether the committer stopped: what an answer that produced no
     /// events of its own waits for (see [`Core::apply`]).
     durable: watch::Sender<(u64, bool)>,
+    /// One reload at a time (SIGHUP and `Admin.ReloadConfig` may race):
+    /// the engine's limits and the rest of the config always come from the
+    /// same read (I10).
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Job {
@@ -130,6 +134,7 @@ impl<S: Store> Core<S> {
             notifier,
             submitted: std::sync::atomic::AtomicU64::new(0),
             durable: watch::channel((0, false)).0,
+            reloading: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(committer(core.clone(), rx, loaded.last_id));
         Ok(core)
@@ -330,6 +335,24 @@ impl<S: Store> Core<S> {
     }
 
     /// Records a reload attempt in the audit history (durably).
+    /// Records in the audit history the configuration a newly elected
+    /// replica decides with (I9): where it came from, and the errors of a
+    /// fleet config it could not use (then it runs its last valid one).
+    pub async fn audit_election_config(
+        &self,
+        errors: Vec<medic_policy::ConfigError>,
+    ) -> Result<(), CoreError> {
+        let c = self.config();
+        let reason = match (errors.is_empty(), c.fleet_revision) {
+            (true, Some(r)) => format!("elected: fleet config of etcd revision {r}"),
+            (true, None) => "elected: no fleet config pushed, the embedded defaults".to_owned(),
+            (false, _) => "elected: the fleet config in etcd was rejected; deciding with the \
+                           last valid configuration this replica read"
+                .to_owned(),
+        };
+        self.audit_reload("election", &reason, errors).await
+    }
+
     async fn audit_reload(
         &self,
         actor: &str,
@@ -362,6 +385,7 @@ impl<S: Store> Core<S> {
         actor: &str,
         reason: &str,
     ) -> Result<Result<Arc<CoordinatorConfig>, Vec<medic_policy::ConfigError>>, CoreError> {
+        let _one = self.reloading.lock().await;
         let source = self.source.clone();
         let loaded = tokio::task::spawn_blocking(move || source.load())
             .await
@@ -490,13 +514,22 @@ async fn committer<S: Store>(
     const MAX_BATCH: usize = 1024;
     /// However the committer ends, nothing more becomes durable: callers
     /// waiting for earlier writes are told.
-    struct Stopped(watch::Sender<(u64, bool)>);
+    /// A committer that ends other than by Close (a panic) also stops the
+    /// coordinator, which could decide nothing durable any more.
+    struct Stopped(watch::Sender<(u64, bool)>, watch::Sender<Option<String>>);
     impl Drop for Stopped {
         fn drop(&mut self) {
             self.0.send_modify(|d| d.1 = true);
+            if std::thread::panicking() {
+                self.1.send_if_modified(|f| {
+                    f.is_none()
+                        .then(|| *f = Some("the committer failed".to_owned()))
+                        .is_some()
+                });
+            }
         }
     }
-    let _stopped = Stopped(core.durable.clone());
+    let _stopped = Stopped(core.durable.clone(), core.fatal.clone());
     let mut since_snapshot = 0u64;
     let mut crash = CrashPoint::from_env();
     while let Some(first) = rx.recv().await {

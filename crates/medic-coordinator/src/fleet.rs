@@ -29,6 +29,10 @@ use crate::config::{ConfigSource, CoordinatorConfig, EtcdSettings, FleetConfig, 
 
 pub use crate::config::FLEET_SECTIONS;
 
+/// How the key paths of errors in the fleet config begin, so that they
+/// name where the config came from.
+pub const FLEET_ERROR: &str = "fleet config (etcd revision";
+
 /// Why a fleet config could not be pushed or read.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -72,12 +76,14 @@ pub fn etcd_config(settings: &EtcdSettings) -> Result<EtcdConfig, String> {
     Ok(config)
 }
 
-/// Connects to the etcd of a replica's config (blocking).
-pub fn connect(replica: &CoordinatorConfig) -> Result<EtcdStore, FleetError> {
+/// Connects to the etcd of a replica's config (blocking); with `create`
+/// false, only to a deployment whose state exists already.
+pub fn connect(replica: &CoordinatorConfig, create: bool) -> Result<EtcdStore, FleetError> {
     let StoreConfig::Etcd(settings) = &replica.store else {
         return Err(FleetError::NotReplicated);
     };
-    let config = etcd_config(settings).map_err(FleetError::Tls)?;
+    let mut config = etcd_config(settings).map_err(FleetError::Tls)?;
+    config.create = create;
     Ok(EtcdStore::connect(&config)?)
 }
 
@@ -85,25 +91,27 @@ pub fn connect(replica: &CoordinatorConfig) -> Result<EtcdStore, FleetError> {
 /// deployment; returns the etcd revision of the write. Blocking: from async
 /// code, call it in `spawn_blocking`.
 pub fn push(replica: &CoordinatorConfig, fleet_toml: &str) -> Result<i64, FleetError> {
-    push_expecting(replica, fleet_toml, None)
+    push_expecting(replica, fleet_toml, None, true)
 }
 
 /// [`push`], only if the stored config is still at revision `expected` (0:
 /// none pushed yet): two operators pushing at once cannot undo each other
-/// unknowingly.
+/// unknowingly. With `create` false, only into a deployment whose state
+/// exists (a mistyped prefix is an error).
 pub fn push_expecting(
     replica: &CoordinatorConfig,
     fleet_toml: &str,
     expected: Option<i64>,
+    create: bool,
 ) -> Result<i64, FleetError> {
     FleetConfig::from_toml(fleet_toml).map_err(FleetError::Invalid)?;
-    let store = connect(replica)?;
+    let store = connect(replica, create)?;
     Ok(store.put_fleet_config(fleet_toml, expected)?)
 }
 
 /// The stored fleet config's text and revision, `None` if none was pushed.
 pub fn show(replica: &CoordinatorConfig) -> Result<Option<(String, i64)>, FleetError> {
-    Ok(connect(replica)?.fleet_config()?)
+    Ok(connect(replica, false)?.fleet_config()?)
 }
 
 /// A replica's configuration: its own file (or, without one, the config it
@@ -148,7 +156,7 @@ impl ReplicatedSource {
                     .into_iter()
                     .map(|e| ConfigError {
                         path: format!(
-                            "fleet config (etcd revision {revision}){}{}",
+                            "{FLEET_ERROR} {revision}){}{}",
                             if e.path.is_empty() { "" } else { " " },
                             e.path
                         ),

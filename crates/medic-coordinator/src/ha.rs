@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
 use crate::config::{ConfigSource, CoordinatorConfig, EtcdSettings, StoreConfig};
-use crate::fleet::ReplicatedSource;
+use crate::fleet::{FLEET_ERROR, ReplicatedSource};
 use crate::server::{Elected, Leadership, Listeners, Lost, serve};
 use crate::{Control, RunError};
 
@@ -106,6 +106,21 @@ pub async fn run_replicated(
     };
     let config = match config {
         Ok(c) => c,
+        // The fleet config in etcd is shared: a replica that cannot use
+        // it stops with a failure that systemd retries (exit 1), unlike an
+        // error in its own file (exit 78), so that pushing a valid one is
+        // enough to bring every replica back.
+        Err(errors) if errors.iter().any(|e| e.path.starts_with(FLEET_ERROR)) => {
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            return Err(RunError::Serve(format!(
+                "the fleet config in etcd cannot be used ({} error(s) above); push a valid \
+                 one (`medic-coordinator config check` validates it), and this replica starts \
+                 when restarted",
+                errors.len()
+            )));
+        }
         Err(mut errors) => {
             let first = errors.remove(0);
             for e in &errors {
@@ -246,7 +261,9 @@ fn watchdog(leader: Arc<Leader>) -> Lost {
     Box::pin(async move {
         loop {
             let Some(until) = leader.valid_until() else {
-                return "etcd no longer knows its lease (revoked or expired)".to_owned();
+                return "its lease is gone: etcd revoked or expired it, or no renewal was \
+                        answered before the lease's local deadline"
+                    .to_owned();
             };
             let now = Instant::now();
             if now >= until {

@@ -103,6 +103,12 @@ enum ConfigCommand {
         /// that a push made meanwhile by someone else is not undone.
         #[arg(long, value_name = "REVISION")]
         expect_revision: Option<i64>,
+        /// Push into a prefix that holds no medic state yet (before the
+        /// deployment's first replica starts); without it, that is an
+        /// error, so that a mistyped prefix does not start a new, empty
+        /// deployment nobody reads.
+        #[arg(long)]
+        init: bool,
     },
     /// Print the fleet config stored in etcd, and its revision (on stderr).
     Show {
@@ -260,7 +266,7 @@ fn fleet_command(action: ConfigCommand) -> ExitCode {
             }]
         })
     };
-    let (replica_path, file, expected) = match action {
+    let (replica_path, file, expected, init) = match action {
         ConfigCommand::Check { file } => {
             return match read(&file).and_then(|t| FleetConfig::from_toml(&t).map_err(|e| e.0)) {
                 Ok(fleet) => {
@@ -284,10 +290,13 @@ fn fleet_command(action: ConfigCommand) -> ExitCode {
             config,
             file,
             expect_revision,
-        } => (config, Some(file), expect_revision),
-        ConfigCommand::Show { config } => (config, None, None),
+            init,
+        } => (config, Some(file), expect_revision, init),
+        ConfigCommand::Show { config } => (config, None, None, false),
     };
-    let replica = match CoordinatorConfig::load(&replica_path) {
+    // Only [store] of the replica's file: these commands need etcd, not
+    // the replica's own keys and certificates.
+    let replica = match CoordinatorConfig::load_store_section(&replica_path) {
         Ok(c) => c,
         Err(errors) => return print_errors(&replica_path, &errors.0),
     };
@@ -295,7 +304,14 @@ fn fleet_command(action: ConfigCommand) -> ExitCode {
     if !unsupported.is_empty() {
         return print_errors(&replica_path, &unsupported);
     }
-    fleet_etcd(&replica, &replica_path, file.as_deref(), expected, read)
+    fleet_etcd(
+        &replica,
+        &replica_path,
+        file.as_deref(),
+        expected,
+        init,
+        read,
+    )
 }
 
 #[cfg(feature = "etcd")]
@@ -304,6 +320,7 @@ fn fleet_etcd(
     replica_path: &std::path::Path,
     file: Option<&std::path::Path>,
     expected: Option<i64>,
+    init: bool,
     read: impl Fn(&std::path::Path) -> Result<String, Vec<medic_policy::ConfigError>>,
 ) -> ExitCode {
     use medic_coordinator::fleet::{self, FleetError};
@@ -335,7 +352,7 @@ fn fleet_etcd(
         Ok(t) => t,
         Err(errors) => return print_errors(file, &errors),
     };
-    match fleet::push_expecting(replica, &text, expected) {
+    match fleet::push_expecting(replica, &text, expected, init) {
         Ok(revision) => {
             println!(
                 "{}: stored as the fleet config at etcd revision {revision}. The leader applies \
@@ -356,6 +373,7 @@ fn fleet_etcd(
     replica_path: &std::path::Path,
     _: Option<&std::path::Path>,
     _: Option<i64>,
+    _: bool,
     _: impl Fn(&std::path::Path) -> Result<String, Vec<medic_policy::ConfigError>>,
 ) -> ExitCode {
     eprintln!(

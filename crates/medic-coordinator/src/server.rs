@@ -283,7 +283,9 @@ pub(crate) async fn serve<S: Store + Debug>(
     let metrics_addr = metrics_addr.map_or_else(|| "?".to_owned(), |a| a.to_string());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
-    // Follow until elected (the embedded store was elected above).
+    // Follow until elected (the embedded store was elected above). An
+    // elected replica records the configuration it decides with (I9).
+    let mut election_errors: Option<Vec<medic_policy::ConfigError>> = None;
     let (core, lost, resign) = match early {
         Some(started) => started,
         None => {
@@ -293,7 +295,7 @@ pub(crate) async fn serve<S: Store + Debug>(
                     c = control.recv() => match c {
                         Some(Control::Reload) => {
                             let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                            if let Some(new) = reload_following(&source, &following, &metrics, true).await {
+                            if let Ok(new) = reload_following(&source, &following, &metrics, true).await {
                                 admit.update(new.server.admission);
                                 set_cert_expiry(&metrics, &new);
                             }
@@ -307,14 +309,15 @@ pub(crate) async fn serve<S: Store + Debug>(
             // not as it was when this replica started following.
             let config = match outcome {
                 Ok(_) => match reload_following(&source, &following, &metrics, false).await {
-                    Some(new) => new,
-                    None => {
+                    Ok(new) => new,
+                    Err(errors) => {
                         let kept = lock(&following).clone();
                         tracing::error!(
                             summary = %kept.summary(),
                             "elected with the last valid configuration this replica read; \
                              fix the errors above and reload"
                         );
+                        election_errors = Some(errors);
                         kept
                     }
                 },
@@ -339,6 +342,13 @@ pub(crate) async fn serve<S: Store + Debug>(
     let _ = slot.set(core.clone());
     let _ = failing.set(core.fatal.subscribe());
     metrics.leader.set(1);
+    if leadership.follow
+        && let Err(e) = core
+            .audit_election_config(election_errors.take().unwrap_or_default())
+            .await
+    {
+        tracing::error!(error = %e, "could not record the configuration in force");
+    }
 
     // Leadership lost: refuse every decision at once (the core's fatal
     // flag), then leave `run` so the process restarts as a follower.
@@ -375,6 +385,7 @@ pub(crate) async fn serve<S: Store + Debug>(
     );
 
     let mut fatal = core.fatal.subscribe();
+    let mut lost_done = false;
     let outcome = loop {
         tokio::select! {
             c = control.recv() => match c {
@@ -392,9 +403,12 @@ pub(crate) async fn serve<S: Store + Debug>(
                 }
                 Some(Control::Shutdown) | None => break Ok(()),
             },
-            why = &mut lost_rx, if watchdog.is_some() => {
-                if let Ok(why) = why {
-                    break Err(RunError::LostLeadership(why));
+            why = &mut lost_rx, if watchdog.is_some() && !lost_done => {
+                match why {
+                    Ok(why) => break Err(RunError::LostLeadership(why)),
+                    // The watchdog ended without a word (it cannot, short
+                    // of a panic): never poll a finished receiver again.
+                    Err(_) => lost_done = true,
                 }
             }
             r = fatal.changed() => {
@@ -464,7 +478,7 @@ async fn reload_following(
     following: &Arc<std::sync::Mutex<Arc<CoordinatorConfig>>>,
     metrics: &Metrics,
     reload: bool,
-) -> Option<Arc<CoordinatorConfig>> {
+) -> Result<Arc<CoordinatorConfig>, Vec<medic_policy::ConfigError>> {
     let loaded = {
         let source = source.clone();
         tokio::task::spawn_blocking(move || source.load())
@@ -496,7 +510,7 @@ async fn reload_following(
             tracing::info!(summary = %new.summary(), "configuration read");
             let new = Arc::new(new);
             *lock(following) = new.clone();
-            Some(new)
+            Ok(new)
         }
         Err(errors) => {
             // Counted on election too: the replica decides with an older
@@ -505,7 +519,7 @@ async fn reload_following(
             for e in &errors {
                 tracing::error!(error = %e, "configuration rejected; the last valid one stays");
             }
-            None
+            Err(errors)
         }
     }
 }

@@ -588,6 +588,35 @@ async fn a_pushed_fleet_config_applies_on_sighup_and_when_a_new_leader_is_electe
         !asks(&mut c, "host-4", "req-4").await,
         "the new leader's cap is 3, with host-1 and host-2 still in flight"
     );
+    // Each election recorded the configuration it decides with (I9).
+    let config = EtcdConfig::new(vec![server.endpoint.clone()], prefix);
+    let elections: Vec<String> = tokio::task::spawn_blocking(move || {
+        EtcdStore::connect(&config)
+            .unwrap()
+            .history(&HistoryQuery {
+                limit: 1000,
+                ..Default::default()
+            })
+            .unwrap()
+            .entries
+    })
+    .await
+    .unwrap()
+    .into_iter()
+    .filter_map(|e| match e.record {
+        Record::ConfigReloaded {
+            actor,
+            reason,
+            errors,
+        } if actor == "election" && errors.is_empty() => Some(reason),
+        _ => None,
+    })
+    .collect();
+    assert_eq!(elections.len(), 2, "{elections:?}");
+    assert!(
+        elections[1].starts_with("elected: fleet config of etcd revision"),
+        "{elections:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -770,11 +799,16 @@ fn config_push_and_show_from_the_command_line() {
     let show = ["config", "show", "--config", "REPLICA"];
     let push = ["config", "push", "--config", "REPLICA", "FLEET"];
 
-    let (code, _, err) = cli(&show);
-    assert_eq!(code, Some(0), "{err}");
-    assert!(err.contains("no fleet config was pushed"), "{err}");
-
-    let (code, out, err) = cli(&push);
+    // A prefix without medic state is a mistake unless told otherwise.
+    for args in [&show[..], &push[..]] {
+        let (code, _, err) = cli(args);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("holds no medic state under /medic/cli"),
+            "{err}"
+        );
+    }
+    let (code, out, err) = cli(&[&push[..], &["--init"]].concat());
     assert_eq!(code, Some(0), "{err}");
     assert!(
         out.contains("stored as the fleet config at etcd revision"),

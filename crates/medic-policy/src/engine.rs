@@ -1283,8 +1283,14 @@ impl Engine {
 }
 
 /// Durations in messages: whole seconds are enough for humans.
+/// A duration as messages print it: whole seconds, or milliseconds under
+/// ten seconds (so that short warm-ups and retries never read "0s").
 fn trunc(d: Duration) -> Duration {
-    Duration::from_secs(d.as_secs())
+    if d < Duration::from_secs(10) {
+        Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    } else {
+        Duration::from_secs(d.as_secs())
+    }
 }
 
 fn cap_message(action: Action, active: u32, cap: u32, limits: &ActionLimits, live: u32) -> String {

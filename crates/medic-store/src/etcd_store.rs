@@ -119,6 +119,11 @@ pub struct EtcdConfig {
     pub max_txn_bytes: usize,
     /// TLS to etcd (`https://` endpoints); `None` for plaintext.
     pub tls: Option<EtcdTls>,
+    /// Whether [`EtcdStore::connect`] creates an empty store under a
+    /// prefix that holds none (default `true`). Tools that only read or
+    /// change settings of an existing deployment set it `false`, so that a
+    /// mistyped prefix is an error, not a new, empty deployment.
+    pub create: bool,
 }
 
 /// TLS to etcd: the CA etcd's server certificates chain to, and the client
@@ -156,6 +161,7 @@ impl EtcdConfig {
             max_txn_ops: 128,
             max_txn_bytes: 1536 * 1024,
             tls: None,
+            create: true,
         }
     }
 }
@@ -575,6 +581,14 @@ impl EtcdStore {
         })?;
 
         let Some(schema) = schema else {
+            if others == 0 && !self.config.create {
+                return Err(StoreError::Backend(format!(
+                    "etcd at {} holds no medic state under {}: is the prefix right? A \
+                     deployment's state is created when its first replica starts",
+                    self.config.endpoints.join(","),
+                    self.config.prefix
+                )));
+            }
             if others > 0 {
                 return Err(self.corrupt(format!(
                     "{others} keys of medic state under the prefix but no schema version: \
@@ -727,6 +741,8 @@ impl EtcdStore {
                 page = (page / 2).max(1);
                 continue;
             };
+            // Back to full pages once past the large values.
+            page = (page * 2).min(PAGE);
             let kvs = resp.kvs();
             for (i, kv) in kvs.iter().enumerate() {
                 if !f(kv)? {
