@@ -60,7 +60,8 @@ pub struct Cli {
 /// Flags every subcommand accepts.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// The coordinator's gRPC URL (https:// for TLS)
+    /// The coordinator's gRPC URL (https:// for TLS); for replicas on
+    /// etcd, every replica's, comma-separated: medicctl talks to the leader
     #[arg(
         long,
         global = true,

@@ -83,20 +83,35 @@ pub struct Target {
     pub tls: TlsFiles,
     /// `--token-file`: a bearer token for the Admin API.
     pub token_file: Option<PathBuf>,
+    /// Every URL of `--coordinator URL,URL,...` (replicated coordinators):
+    /// [`Target::connect`] talks to the one that leads. `url` is the first.
+    pub candidates: Vec<String>,
 }
 
 impl Target {
     /// The target the global flags describe. `$USER` names the caller when
     /// `--as` does not.
     pub fn from_args(g: &GlobalArgs) -> Self {
-        let url = g.coordinator.trim().to_owned();
-        let url = if url.contains("://") {
-            url
-        } else {
-            format!("http://{url}")
-        };
+        let candidates: Vec<String> = g
+            .coordinator
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                if u.contains("://") {
+                    u.to_owned()
+                } else {
+                    format!("http://{u}")
+                }
+            })
+            .collect();
+        let url = candidates
+            .first()
+            .cloned()
+            .unwrap_or_else(|| g.coordinator.trim().to_owned());
         Target {
             url,
+            candidates,
             timeout: g.timeout,
             actor: g
                 .actor
@@ -256,7 +271,45 @@ impl Target {
     }
 
     /// Connects (within `timeout`) and returns a client for the Admin API.
+    /// Given several URLs (replicas on etcd), it asks each for the status
+    /// in turn and keeps the first that answers other than UNAVAILABLE:
+    /// the leader, since followers answer every call UNAVAILABLE. When none
+    /// does, the first URL's connection is returned, and the command's own
+    /// call reports why (no leader elected, unreachable).
     pub async fn connect(&self) -> Result<Connection, Error> {
+        if self.candidates.len() <= 1 {
+            return self.connect_one().await;
+        }
+        for url in &self.candidates {
+            let one = Target {
+                url: url.clone(),
+                candidates: vec![url.clone()],
+                ..self.clone()
+            };
+            let Ok(mut conn) = one.connect_one().await else {
+                continue;
+            };
+            let probe = tokio::time::timeout(
+                self.timeout,
+                conn.admin
+                    .get_status(medic_proto::pb::v1::GetStatusRequest::default()),
+            )
+            .await;
+            match probe {
+                Ok(Err(s)) if s.code() == tonic::Code::Unavailable => {}
+                Ok(_) => return Ok(conn),
+                Err(_) => {}
+            }
+        }
+        Target {
+            candidates: vec![self.url.clone()],
+            ..self.clone()
+        }
+        .connect_one()
+        .await
+    }
+
+    async fn connect_one(&self) -> Result<Connection, Error> {
         let endpoint = self.endpoint()?;
         let header = self.actor_header()?;
         let channel = match tokio::time::timeout(self.timeout, endpoint.connect()).await {

@@ -967,3 +967,22 @@ async fn status_shows_an_insecure_coordinator() {
     assert_eq!(json["transport_security"], "insecure");
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn several_coordinators_are_tried_in_turn_until_one_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), FAST).await;
+    // A port nobody listens on: closed by the time medicctl tries it.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone_url = format!("http://{}", gone.local_addr().unwrap());
+    drop(gone);
+    let list = format!("{gone_url},{}", server.url());
+    let s = medicctl_raw(&["--coordinator", &list, "status", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(s["mode"], "enforce", "{s}");
+    // Alone, the same dead URL is reported as unreachable (exit 2).
+    let alone = medicctl_raw(&["--coordinator", &gone_url, "status"]).await;
+    assert_eq!(alone.code, 2, "{alone:#?}");
+    server.stop().await.unwrap();
+}

@@ -330,6 +330,9 @@ fn fleet_etcd(
                 return print_errors(file.unwrap_or(replica_path), &errors.0);
             }
             FleetError::NotReplicated => eprintln!("{}: {e}", replica_path.display()),
+            FleetError::Store(medic_store::StoreError::Missing { .. }) if file.is_some() => {
+                eprintln!("config: {e}; to push before it has, add --init");
+            }
             e => eprintln!("config: {e}"),
         }
         ExitCode::FAILURE

@@ -800,8 +800,9 @@ fn config_push_and_show_from_the_command_line() {
     let push = ["config", "push", "--config", "REPLICA", "FLEET"];
 
     // A prefix without medic state is a mistake unless told otherwise.
-    for args in [&show[..], &push[..]] {
+    for (args, hint) in [(&show[..], false), (&push[..], true)] {
         let (code, _, err) = cli(args);
+        assert_eq!(err.contains("add --init"), hint, "{err}");
         assert_eq!(code, Some(1), "{err}");
         assert!(
             err.contains("holds no medic state under /medic/cli"),

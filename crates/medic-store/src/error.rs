@@ -72,6 +72,13 @@ pub enum StoreError {
         /// What the store found instead of this coordinator's leadership.
         detail: String,
     },
+    /// No medic state where some was expected (an etcd prefix that holds
+    /// none, opened without creating it).
+    #[error("{detail}")]
+    Missing {
+        /// Where, and what to check.
+        detail: String,
+    },
     /// A compare-and-swap write found the value changed since it was read
     /// (another writer in between). Nothing was written.
     #[error("{detail}; nothing was written")]

@@ -582,12 +582,14 @@ impl EtcdStore {
 
         let Some(schema) = schema else {
             if others == 0 && !self.config.create {
-                return Err(StoreError::Backend(format!(
-                    "etcd at {} holds no medic state under {}: is the prefix right? A \
-                     deployment's state is created when its first replica starts",
-                    self.config.endpoints.join(","),
-                    self.config.prefix
-                )));
+                return Err(StoreError::Missing {
+                    detail: format!(
+                        "etcd at {} holds no medic state under {}: is the prefix right? A \
+                         deployment's state is created when its first replica starts",
+                        self.config.endpoints.join(","),
+                        self.config.prefix
+                    ),
+                });
             }
             if others > 0 {
                 return Err(self.corrupt(format!(
