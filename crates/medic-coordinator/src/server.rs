@@ -437,8 +437,12 @@ pub(crate) async fn serve<S: Store + Debug>(
         let _ = (&mut w.0).await;
     }
     drop(core);
-    // Hand leadership over at once rather than after the lease's TTL.
-    if let Some(resign) = resign {
+    // Hand leadership over at once rather than after the lease's TTL;
+    // not after losing it: the lease is gone already, or etcd is out of
+    // reach and the attempt would only delay the exit by a request timeout.
+    if let Some(resign) = resign
+        && !matches!(outcome, Err(RunError::LostLeadership(_)))
+    {
         let _ = tokio::task::spawn_blocking(resign).await;
     }
     tracing::info!("stopped");
