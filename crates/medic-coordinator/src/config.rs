@@ -436,6 +436,21 @@ pub trait ConfigSource: Send + Sync + std::fmt::Debug {
     fn load(&self) -> Result<CoordinatorConfig, Vec<medic_policy::ConfigError>>;
 }
 
+/// [`ConfigSource::load`] on a blocking thread: it reads files and etcd.
+pub async fn load_blocking(
+    source: &Arc<dyn ConfigSource>,
+) -> Result<CoordinatorConfig, Vec<medic_policy::ConfigError>> {
+    let source = source.clone();
+    tokio::task::spawn_blocking(move || source.load())
+        .await
+        .unwrap_or_else(|e| {
+            Err(vec![medic_policy::ConfigError {
+                path: String::new(),
+                message: format!("the task reading the configuration failed: {e}"),
+            }])
+        })
+}
+
 /// A single coordinator's config file; `None` when it runs on the embedded
 /// defaults, which leaves nothing to re-read.
 #[derive(Debug)]

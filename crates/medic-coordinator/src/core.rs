@@ -34,7 +34,6 @@ pub enum CoreError {
 enum Job {
     Append {
         records: Vec<(Time, Record)>,
-        done: Option<oneshot::Sender<Result<(), CoreError>>>,
     },
     Snapshot {
         state: Box<medic_policy::DurableState>,
@@ -69,11 +68,11 @@ pub struct Core<S: Store> {
     /// leadership watchdog noticed.
     deposed: std::sync::atomic::AtomicBool,
     notifier: Notifier,
-    /// Append jobs sent to the committer so far.
+    /// Append jobs sent to the committer so far: each job's number.
     submitted: std::sync::atomic::AtomicU64,
     /// Append jobs durable so far (in the order they were sent), and
-    /// whether the committer stopped: what an answer that produced no
-    /// events of its own waits for (see [`Core::apply`]).
+    /// whether the committer stopped: what every answer waits for (see
+    /// [`Core::wait_durable`]).
     durable: watch::Sender<(u64, bool)>,
     /// One reload at a time (SIGHUP and `Admin.ReloadConfig` may race):
     /// the engine's limits and the rest of the config always come from the
@@ -181,39 +180,37 @@ impl<S: Store> Core<S> {
     /// when nothing is in flight, that costs nothing.
     pub async fn apply<T>(&self, f: impl FnOnce(&mut Engine, Time) -> T) -> Result<T, CoreError> {
         self.check_fatal()?;
-        let (value, wait) = {
+        let (value, upto) = {
             let mut engine = lock(&self.engine);
             let value = f(&mut engine, self.clock.now());
             let events = engine.take_events();
-            let wait = if events.is_empty() {
-                Err(self.submitted.load(std::sync::atomic::Ordering::SeqCst))
-            } else {
-                Ok(self.queue(events, true))
-            };
-            (value, wait)
+            if !events.is_empty() {
+                self.queue(events);
+            }
+            // Its own events if any, and everything queued before them.
+            (
+                value,
+                self.submitted.load(std::sync::atomic::Ordering::SeqCst),
+            )
         };
-        match wait {
-            Ok(rx) => {
-                if let Some(rx) = rx {
-                    match rx.await {
-                        Ok(r) => r?,
-                        Err(_) => return Err(CoreError::Store("committer stopped".to_owned())),
-                    }
-                }
-            }
-            Err(queued) => {
-                let mut durable = self.durable.subscribe();
-                let written = durable
-                    .wait_for(|&(n, stopped)| stopped || n >= queued)
-                    .await
-                    .is_ok_and(|d| d.0 >= queued);
-                if !written {
-                    self.check_fatal()?;
-                    return Err(CoreError::Store("committer stopped".to_owned()));
-                }
-            }
-        }
+        self.wait_durable(upto).await?;
         Ok(value)
+    }
+
+    /// Waits until the Append jobs numbered up to `upto` are durable; the
+    /// store's error if the committer failed first.
+    async fn wait_durable(&self, upto: u64) -> Result<(), CoreError> {
+        let mut durable = self.durable.subscribe();
+        let written = durable
+            .wait_for(|&(n, stopped)| stopped || n >= upto)
+            .await
+            .is_ok_and(|d| d.0 >= upto);
+        if written {
+            return Ok(());
+        }
+        // A failed commit sets `fatal` (with why) before the committer stops.
+        self.check_fatal()?;
+        Err(CoreError::Store("committer stopped".to_owned()))
     }
 
     /// Reads the engine (and lets time pass in it): events that time
@@ -224,7 +221,7 @@ impl<S: Store> Core<S> {
         let value = f(&mut engine, self.clock.now());
         let events = engine.take_events();
         if !events.is_empty() {
-            self.queue(events, false);
+            self.queue(events);
         }
         Ok(value)
     }
@@ -236,11 +233,8 @@ impl<S: Store> Core<S> {
         }
     }
 
-    fn queue(
-        &self,
-        events: Vec<Event>,
-        wait: bool,
-    ) -> Option<oneshot::Receiver<Result<(), CoreError>>> {
+    /// Queues `events` for the committer; returns the job's number.
+    fn queue(&self, events: Vec<Event>) -> u64 {
         for e in &events {
             if matches!(
                 e,
@@ -256,26 +250,19 @@ impl<S: Store> Core<S> {
             .into_iter()
             .map(|e| (e.at(), Record::Policy(e)))
             .collect();
-        self.submit(records, wait)
+        self.submit(records)
     }
 
-    fn submit(
-        &self,
-        records: Vec<(Time, Record)>,
-        wait: bool,
-    ) -> Option<oneshot::Receiver<Result<(), CoreError>>> {
-        let (tx, rx) = if wait {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        // The committer lives as long as the core; if it is gone the
-        // receiver reports it.
-        self.submitted
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let _ = self.jobs.send(Job::Append { records, done: tx });
-        rx
+    /// Sends `records` to the committer; returns the job's number, for
+    /// [`Core::wait_durable`]. If the committer is gone, the job is lost
+    /// and waiting for it reports that.
+    fn submit(&self, records: Vec<(Time, Record)>) -> u64 {
+        let n = self
+            .submitted
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let _ = self.jobs.send(Job::Append { records });
+        n
     }
 
     /// Counts a denial and, if it is the first for this host and reason in
@@ -285,18 +272,15 @@ impl<S: Store> Core<S> {
         let sample = lock(&self.denials).observe(host, action, denial, now);
         if let Some(count) = sample {
             self.metrics.denials_sampled.inc();
-            self.submit(
-                vec![(
-                    now,
-                    Record::Denied {
-                        host: host.clone(),
-                        action,
-                        denial: denial.clone(),
-                        count,
-                    },
-                )],
-                false,
-            );
+            self.submit(vec![(
+                now,
+                Record::Denied {
+                    host: host.clone(),
+                    action,
+                    denial: denial.clone(),
+                    count,
+                },
+            )]);
         }
     }
 
@@ -316,25 +300,21 @@ impl<S: Store> Core<S> {
             return false;
         };
         if refusal.audited() {
-            self.submit(
-                vec![(
-                    now,
-                    Record::AccessDenied {
-                        identity: refusal.identity.clone(),
-                        call: call.to_owned(),
-                        host: host.cloned(),
-                        peer,
-                        reason: refusal.message.clone(),
-                        count,
-                    },
-                )],
-                false,
-            );
+            self.submit(vec![(
+                now,
+                Record::AccessDenied {
+                    identity: refusal.identity.clone(),
+                    call: call.to_owned(),
+                    host: host.cloned(),
+                    peer,
+                    reason: refusal.message.clone(),
+                    count,
+                },
+            )]);
         }
         true
     }
 
-    /// Records a reload attempt in the audit history (durably).
     /// Records in the audit history the configuration a newly elected
     /// replica decides with (I9): where it came from, and the errors of a
     /// fleet config it could not use (then it runs its last valid one).
@@ -353,28 +333,22 @@ impl<S: Store> Core<S> {
         self.audit_reload("election", &reason, errors).await
     }
 
+    /// Records a reload attempt in the audit history (durably).
     async fn audit_reload(
         &self,
         actor: &str,
         reason: &str,
         errors: Vec<medic_policy::ConfigError>,
     ) -> Result<(), CoreError> {
-        let rx = self.submit(
-            vec![(
-                self.clock.now(),
-                Record::ConfigReloaded {
-                    actor: actor.to_owned(),
-                    reason: reason.to_owned(),
-                    errors,
-                },
-            )],
-            true,
-        );
-        if let Some(rx) = rx {
-            rx.await
-                .map_err(|_| CoreError::Store("committer stopped".to_owned()))??;
-        }
-        Ok(())
+        let n = self.submit(vec![(
+            self.clock.now(),
+            Record::ConfigReloaded {
+                actor: actor.to_owned(),
+                reason: reason.to_owned(),
+                errors,
+            },
+        )]);
+        self.wait_durable(n).await
     }
 
     /// Re-reads the config file and applies it all-or-nothing (I10). SIGHUP
@@ -386,15 +360,7 @@ impl<S: Store> Core<S> {
         reason: &str,
     ) -> Result<Result<Arc<CoordinatorConfig>, Vec<medic_policy::ConfigError>>, CoreError> {
         let _one = self.reloading.lock().await;
-        let source = self.source.clone();
-        let loaded = tokio::task::spawn_blocking(move || source.load())
-            .await
-            .unwrap_or_else(|e| {
-                Err(vec![medic_policy::ConfigError {
-                    path: String::new(),
-                    message: format!("the task reading the configuration failed: {e}"),
-                }])
-            });
+        let loaded = crate::config::load_blocking(&self.source).await;
         let result = loaded.and_then(|new| {
             let fixed = self.config().reload_errors(&new);
             if fixed.is_empty() {
@@ -513,9 +479,9 @@ async fn committer<S: Store>(
 ) {
     const MAX_BATCH: usize = 1024;
     /// However the committer ends, nothing more becomes durable: callers
-    /// waiting for earlier writes are told.
-    /// A committer that ends other than by Close (a panic) also stops the
-    /// coordinator, which could decide nothing durable any more.
+    /// waiting for earlier writes are told. One that ends other than by
+    /// Close (a panic) also stops the coordinator, which could decide
+    /// nothing durable any more.
     struct Stopped(watch::Sender<(u64, bool)>, watch::Sender<Option<String>>);
     impl Drop for Stopped {
         fn drop(&mut self) {
@@ -557,7 +523,7 @@ async fn committer<S: Store>(
                     let _ = done.send(());
                     return;
                 }
-                Job::Append { records, done } => pending.push((records, done)),
+                Job::Append { records } => pending.push(records),
                 Job::Snapshot { state } => {
                     if !flush(
                         &core,
@@ -601,10 +567,8 @@ async fn committer<S: Store>(
     }
 }
 
-type Pending = Vec<(
-    Vec<(Time, Record)>,
-    Option<oneshot::Sender<Result<(), CoreError>>>,
-)>;
+/// The records of Append jobs, one entry per job.
+type Pending = Vec<Vec<(Time, Record)>>;
 
 /// Appends `pending` as one batch. Returns false if the store failed (the
 /// coordinator is then stopping).
@@ -619,7 +583,8 @@ async fn flush<S: Store>(
         return true;
     }
     let batch: Pending = std::mem::take(pending);
-    let records: Vec<(Time, Record)> = batch.iter().flat_map(|(r, _)| r.iter().cloned()).collect();
+    let jobs = batch.len() as u64;
+    let records: Vec<(Time, Record)> = batch.into_iter().flatten().collect();
     let n = records.len();
     let store = core.store.clone();
     let started = Instant::now();
@@ -637,12 +602,8 @@ async fn flush<S: Store>(
                 *last_id = last.id;
             }
             *since_snapshot += n as u64;
-            core.durable.send_modify(|d| d.0 += batch.len() as u64);
-            for (_, done) in batch {
-                if let Some(done) = done {
-                    let _ = done.send(Ok(()));
-                }
-            }
+            // Releases the replies that waited for these jobs.
+            core.durable.send_modify(|d| d.0 += jobs);
             for entry in entries {
                 core.notifier.offer(&entry);
                 let _ = core.events.send(to_wire(entry));
@@ -656,13 +617,8 @@ async fn flush<S: Store>(
             }
             let why = e.to_string();
             tracing::error!(error = %why, "store commit failed; the coordinator stops (the durable state is the truth at the next start)");
-            core.fatal.send_replace(Some(why.clone()));
+            core.fatal.send_replace(Some(why));
             core.durable.send_modify(|d| d.1 = true);
-            for (_, done) in batch {
-                if let Some(done) = done {
-                    let _ = done.send(Err(CoreError::Store(why.clone())));
-                }
-            }
             false
         }
     }

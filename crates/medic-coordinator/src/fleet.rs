@@ -29,10 +29,6 @@ use crate::config::{ConfigSource, CoordinatorConfig, EtcdSettings, FleetConfig, 
 
 pub use crate::config::FLEET_SECTIONS;
 
-/// How the key paths of errors in the fleet config begin, so that they
-/// name where the config came from.
-pub const FLEET_ERROR: &str = "fleet config (etcd revision";
-
 /// Why a fleet config could not be pushed or read.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -126,20 +122,42 @@ pub struct ReplicatedSource {
     pub store: Arc<EtcdStore>,
 }
 
+/// Why [`ReplicatedSource::read`] found no configuration to use.
+#[derive(Debug)]
+pub enum ReadError {
+    /// etcd could not be read.
+    Store(StoreError),
+    /// The replica's own file is invalid.
+    Replica(Vec<ConfigError>),
+    /// The fleet config in etcd is invalid (for this build); each error's
+    /// path names its etcd revision.
+    Fleet(Vec<ConfigError>),
+}
+
+impl ReadError {
+    /// As config errors, for reloads.
+    pub fn into_errors(self) -> Vec<ConfigError> {
+        match self {
+            ReadError::Store(e) => vec![ConfigError {
+                path: String::new(),
+                message: format!("cannot read the fleet config from etcd: {e}"),
+            }],
+            ReadError::Replica(errors) | ReadError::Fleet(errors) => errors,
+        }
+    }
+}
+
 impl ReplicatedSource {
-    /// [`ConfigSource::load`], with etcd's own failure apart: at start-up
-    /// that is an unreachable store (exit 1, restarted), not a config
-    /// error (exit 78, which systemd does not restart).
-    pub fn read(&self) -> Result<Result<CoordinatorConfig, Vec<ConfigError>>, StoreError> {
-        let fleet = self.store.fleet_config()?;
+    /// [`ConfigSource::load`], telling apart where it failed: at start-up
+    /// an unreachable etcd or an unusable fleet config is retried (exit 1),
+    /// an error in the replica's own file is not (exit 78).
+    pub fn read(&self) -> Result<CoordinatorConfig, ReadError> {
+        let fleet = self.store.fleet_config().map_err(ReadError::Store)?;
         let replica = match &self.path {
-            Some(p) => match CoordinatorConfig::load(p) {
-                Ok(c) => c,
-                Err(e) => return Ok(Err(e.0)),
-            },
+            Some(p) => CoordinatorConfig::load(p).map_err(|e| ReadError::Replica(e.0))?,
             None => self.replica.clone(),
         };
-        Ok(match fleet {
+        match fleet {
             None => {
                 tracing::warn!(
                     "no fleet config was pushed to etcd: the embedded defaults apply; push one \
@@ -147,34 +165,29 @@ impl ReplicatedSource {
                 );
                 FleetConfig::from_toml("")
                     .map(|defaults| replica.with_fleet(defaults, None))
-                    .map_err(|e| e.0)
+                    .map_err(|e| ReadError::Fleet(e.0))
             }
             Some((text, revision)) => match FleetConfig::from_toml(&text) {
                 Ok(fleet) => Ok(replica.with_fleet(fleet, Some(revision))),
-                Err(e) => Err(e
-                    .0
-                    .into_iter()
-                    .map(|e| ConfigError {
-                        path: format!(
-                            "{FLEET_ERROR} {revision}){}{}",
-                            if e.path.is_empty() { "" } else { " " },
-                            e.path
-                        ),
-                        message: e.message,
-                    })
-                    .collect()),
+                Err(e) => Err(ReadError::Fleet(
+                    e.0.into_iter()
+                        .map(|e| ConfigError {
+                            path: format!(
+                                "fleet config (etcd revision {revision}){}{}",
+                                if e.path.is_empty() { "" } else { " " },
+                                e.path
+                            ),
+                            message: e.message,
+                        })
+                        .collect(),
+                )),
             },
-        })
+        }
     }
 }
 
 impl ConfigSource for ReplicatedSource {
     fn load(&self) -> Result<CoordinatorConfig, Vec<ConfigError>> {
-        self.read().unwrap_or_else(|e| {
-            Err(vec![ConfigError {
-                path: String::new(),
-                message: format!("cannot read the fleet config from etcd: {e}"),
-            }])
-        })
+        self.read().map_err(ReadError::into_errors)
     }
 }

@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
 use crate::config::{ConfigSource, CoordinatorConfig, EtcdSettings, StoreConfig};
-use crate::fleet::{FLEET_ERROR, ReplicatedSource};
+use crate::fleet::{ReadError, ReplicatedSource};
 use crate::server::{Elected, Leadership, Listeners, Lost, serve};
 use crate::{Control, RunError};
 
@@ -98,19 +98,20 @@ pub async fn run_replicated(
         replica: config,
         store: store.clone(),
     });
-    let config = {
+    let read = {
         let source = source.clone();
         tokio::task::spawn_blocking(move || source.read())
             .await
-            .map_err(|e| StoreError::Backend(format!("config task failed: {e}")))??
+            .map_err(|e| StoreError::Backend(format!("config task failed: {e}")))?
     };
-    let config = match config {
+    let config = match read {
         Ok(c) => c,
+        Err(ReadError::Store(e)) => return Err(e.into()),
         // The fleet config in etcd is shared: a replica that cannot use
         // it stops with a failure that systemd retries (exit 1), unlike an
         // error in its own file (exit 78), so that pushing a valid one is
         // enough to bring every replica back.
-        Err(errors) if errors.iter().any(|e| e.path.starts_with(FLEET_ERROR)) => {
+        Err(ReadError::Fleet(errors)) => {
             for e in &errors {
                 tracing::error!("{e}");
             }
@@ -121,7 +122,7 @@ pub async fn run_replicated(
                 errors.len()
             )));
         }
-        Err(mut errors) => {
+        Err(ReadError::Replica(mut errors)) => {
             let first = errors.remove(0);
             for e in &errors {
                 tracing::error!("{e}");

@@ -154,13 +154,7 @@ fn main() -> ExitCode {
                     println!("{}: ok: {}", file.display(), c.summary());
                     ExitCode::SUCCESS
                 }
-                Err(errors) => {
-                    for e in &errors.0 {
-                        eprintln!("{}: {e}", file.display());
-                    }
-                    eprintln!("{}: {} error(s)", file.display(), errors.0.len());
-                    ExitCode::from(EXIT_CONFIG)
-                }
+                Err(errors) => print_errors(&file, &errors.0),
             }
         }
         Command::Config { action } => fleet_command(action),

@@ -285,7 +285,7 @@ pub(crate) async fn serve<S: Store + Debug>(
 
     // Follow until elected (the embedded store was elected above). An
     // elected replica records the configuration it decides with (I9).
-    let mut election_errors: Option<Vec<medic_policy::ConfigError>> = None;
+    let mut election_errors = Vec::new();
     let (core, lost, resign) = match early {
         Some(started) => started,
         None => {
@@ -295,10 +295,7 @@ pub(crate) async fn serve<S: Store + Debug>(
                     c = control.recv() => match c {
                         Some(Control::Reload) => {
                             let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                            if let Ok(new) = reload_following(&source, &following, &metrics, true).await {
-                                admit.update(new.server.admission);
-                                set_cert_expiry(&metrics, &new);
-                            }
+                            let _ = reload_following(&source, &following, &metrics, &admit, true).await;
                             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                         }
                         Some(Control::Shutdown) | None => break Err(RunError::Stopped),
@@ -308,7 +305,8 @@ pub(crate) async fn serve<S: Store + Debug>(
             // Elected: decide with the fleet config as it is now in etcd,
             // not as it was when this replica started following.
             let config = match outcome {
-                Ok(_) => match reload_following(&source, &following, &metrics, false).await {
+                Ok(_) => match reload_following(&source, &following, &metrics, &admit, false).await
+                {
                     Ok(new) => new,
                     Err(errors) => {
                         let kept = lock(&following).clone();
@@ -317,14 +315,12 @@ pub(crate) async fn serve<S: Store + Debug>(
                             "elected with the last valid configuration this replica read; \
                              fix the errors above and reload"
                         );
-                        election_errors = Some(errors);
+                        election_errors = errors;
                         kept
                     }
                 },
                 Err(_) => initial.clone(),
             };
-            admit.update(config.server.admission);
-            set_cert_expiry(&metrics, &config);
             match start_core(outcome, &config, source, &metrics, clock).await {
                 Ok(started) => started,
                 Err(RunError::Stopped) => {
@@ -343,9 +339,7 @@ pub(crate) async fn serve<S: Store + Debug>(
     let _ = failing.set(core.fatal.subscribe());
     metrics.leader.set(1);
     if leadership.follow
-        && let Err(e) = core
-            .audit_election_config(election_errors.take().unwrap_or_default())
-            .await
+        && let Err(e) = core.audit_election_config(election_errors).await
     {
         tracing::error!(error = %e, "could not record the configuration in force");
     }
@@ -481,19 +475,10 @@ async fn reload_following(
     source: &Arc<dyn ConfigSource>,
     following: &Arc<std::sync::Mutex<Arc<CoordinatorConfig>>>,
     metrics: &Metrics,
+    admit: &Admit,
     reload: bool,
 ) -> Result<Arc<CoordinatorConfig>, Vec<medic_policy::ConfigError>> {
-    let loaded = {
-        let source = source.clone();
-        tokio::task::spawn_blocking(move || source.load())
-            .await
-            .unwrap_or_else(|e| {
-                Err(vec![medic_policy::ConfigError {
-                    path: String::new(),
-                    message: format!("the task reading the configuration failed: {e}"),
-                }])
-            })
-    };
+    let loaded = crate::config::load_blocking(source).await;
     let current = lock(following).clone();
     let result = loaded.and_then(|new| match current.reload_errors(&new) {
         e if e.is_empty() => Ok(new),
@@ -511,6 +496,8 @@ async fn reload_following(
                 .fleet_config_revision
                 .set(new.fleet_revision.unwrap_or(0));
             metrics.dry_run.set(i64::from(new.policy.dry_run));
+            admit.update(new.server.admission);
+            set_cert_expiry(metrics, &new);
             tracing::info!(summary = %new.summary(), "configuration read");
             let new = Arc::new(new);
             *lock(following) = new.clone();

@@ -93,14 +93,35 @@ async fn push(endpoint: &str, prefix: &str, fleet: &str) -> i64 {
         .unwrap()
 }
 
-/// Starts a replica, pushing [`FLEET`] first if nothing was pushed yet.
-async fn start(endpoint: &str, prefix: &str) -> Replica {
+/// Runs `f` on a fresh store on `prefix`, off the async runtime: the
+/// tests' way to read and plant state as another party would.
+async fn with_store<T: Send + 'static>(
+    endpoint: &str,
+    prefix: &str,
+    f: impl FnOnce(&EtcdStore) -> T + Send + 'static,
+) -> T {
     let config = EtcdConfig::new(vec![endpoint.to_owned()], prefix);
-    let pushed = tokio::task::spawn_blocking(move || {
-        EtcdStore::connect(&config).unwrap().fleet_config().unwrap()
+    tokio::task::spawn_blocking(move || f(&EtcdStore::connect(&config).unwrap()))
+        .await
+        .unwrap()
+}
+
+/// The whole audit history of `prefix`.
+async fn history(endpoint: &str, prefix: &str) -> Vec<medic_store::Entry> {
+    with_store(endpoint, prefix, |s| {
+        s.history(&HistoryQuery {
+            limit: 100_000,
+            ..Default::default()
+        })
+        .unwrap()
+        .entries
     })
     .await
-    .unwrap();
+}
+
+/// Starts a replica, pushing [`FLEET`] first if nothing was pushed yet.
+async fn start(endpoint: &str, prefix: &str) -> Replica {
+    let pushed = with_store(endpoint, prefix, |s| s.fleet_config().unwrap()).await;
     if pushed.is_none() {
         push(endpoint, prefix, FLEET).await;
     }
@@ -212,29 +233,18 @@ async fn granted(c: &mut Coordinators, host: &str, request_id: &str) -> pb::Perm
 /// Every grant in the audit history, in log order: (request id, permit id,
 /// fencing token).
 async fn grants_in_history(endpoint: &str, prefix: &str) -> Vec<(String, String, u64)> {
-    let config = EtcdConfig::new(vec![endpoint.to_owned()], prefix);
-    tokio::task::spawn_blocking(move || {
-        let store = EtcdStore::connect(&config).unwrap();
-        store
-            .history(&HistoryQuery {
-                limit: 100_000,
-                ..Default::default()
-            })
-            .unwrap()
-            .entries
-            .into_iter()
-            .filter_map(|e| match e.record {
-                Record::Policy(Event::PermitGranted { permit }) => Some((
-                    permit.request_id.to_string(),
-                    permit.id.to_string(),
-                    permit.token.0,
-                )),
-                _ => None,
-            })
-            .collect()
-    })
-    .await
-    .unwrap()
+    history(endpoint, prefix)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.record {
+            Record::Policy(Event::PermitGranted { permit }) => Some((
+                permit.request_id.to_string(),
+                permit.id.to_string(),
+                permit.token.0,
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -589,29 +599,18 @@ async fn a_pushed_fleet_config_applies_on_sighup_and_when_a_new_leader_is_electe
         "the new leader's cap is 3, with host-1 and host-2 still in flight"
     );
     // Each election recorded the configuration it decides with (I9).
-    let config = EtcdConfig::new(vec![server.endpoint.clone()], prefix);
-    let elections: Vec<String> = tokio::task::spawn_blocking(move || {
-        EtcdStore::connect(&config)
-            .unwrap()
-            .history(&HistoryQuery {
-                limit: 1000,
-                ..Default::default()
-            })
-            .unwrap()
-            .entries
-    })
-    .await
-    .unwrap()
-    .into_iter()
-    .filter_map(|e| match e.record {
-        Record::ConfigReloaded {
-            actor,
-            reason,
-            errors,
-        } if actor == "election" && errors.is_empty() => Some(reason),
-        _ => None,
-    })
-    .collect();
+    let elections: Vec<String> = history(&server.endpoint, prefix)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.record {
+            Record::ConfigReloaded {
+                actor,
+                reason,
+                errors,
+            } if actor == "election" && errors.is_empty() => Some(reason),
+            _ => None,
+        })
+        .collect();
     assert_eq!(elections.len(), 2, "{elections:?}");
     assert!(
         elections[1].starts_with("elected: fleet config of etcd revision"),
@@ -629,40 +628,23 @@ async fn a_fleet_config_this_replica_cannot_read_is_rejected_and_the_last_valid_
     granted(&mut c, "host-1", "req-1").await;
 
     // As a newer medic might write it: `config push` would refuse it.
-    let config = EtcdConfig::new(vec![server.endpoint.clone()], prefix);
     let invalid = fleet_capped(1).replace("max_in_flight = 1", "max_in_flight = \"lots\"");
     assert!(medic_coordinator::config::FleetConfig::from_toml(&invalid).is_err());
-    tokio::task::spawn_blocking(move || {
-        EtcdStore::connect(&config)
-            .unwrap()
-            .put_fleet_config(&invalid, None)
-            .unwrap()
+    with_store(&server.endpoint, prefix, move |s| {
+        s.put_fleet_config(&invalid, None).unwrap()
     })
-    .await
-    .unwrap();
+    .await;
     replica.control.send(Control::Reload).await.unwrap();
     // The reload is audited as rejected, naming the fleet config's key.
     let start = Instant::now();
     let rejected = loop {
-        let history = tokio::task::spawn_blocking({
-            let config = EtcdConfig::new(vec![server.endpoint.clone()], prefix);
-            move || {
-                EtcdStore::connect(&config)
-                    .unwrap()
-                    .history(&HistoryQuery {
-                        limit: 1000,
-                        ..Default::default()
-                    })
-                    .unwrap()
-                    .entries
-            }
-        })
-        .await
-        .unwrap();
-        let found = history.into_iter().find_map(|e| match e.record {
-            Record::ConfigReloaded { errors, .. } if !errors.is_empty() => Some(errors),
-            _ => None,
-        });
+        let found = history(&server.endpoint, prefix)
+            .await
+            .into_iter()
+            .find_map(|e| match e.record {
+                Record::ConfigReloaded { errors, .. } if !errors.is_empty() => Some(errors),
+                _ => None,
+            });
         if let Some(errors) = found {
             break errors;
         }
