@@ -378,7 +378,13 @@ pub(crate) async fn serve<S: Store + Debug>(
         humantime::format_duration(core.config().policy.fleet.warmup)
     );
 
+    // The core may have failed already (the election's audit write above,
+    // or a write queued before this loop began): `subscribe` would count
+    // that as seen and wait for a later change that never comes, leaving a
+    // leader that refuses everything and never steps down. So the current
+    // value is looked at first.
     let mut fatal = core.fatal.subscribe();
+    fatal.mark_changed();
     let mut lost_done = false;
     let outcome = loop {
         tokio::select! {

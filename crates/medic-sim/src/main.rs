@@ -156,13 +156,12 @@ async fn dispatch(command: Command) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Coordinator { config } => match medic_sim::coord::serve_child(&config).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("medic-sim coordinator: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Coordinator { config } => {
+            // Test builds only: faults named in FAILPOINTS (tests/netns.rs).
+            #[cfg(feature = "failpoints")]
+            let _faults = fail::FailScenario::setup();
+            serve_coordinator(&config).await
+        }
         Command::Bench {
             hosts,
             agents,
@@ -252,6 +251,17 @@ async fn dispatch(command: Command) -> ExitCode {
             } else {
                 ExitCode::SUCCESS
             }
+        }
+    }
+}
+
+/// `medic-sim coordinator`.
+async fn serve_coordinator(config: &std::path::Path) -> ExitCode {
+    match medic_sim::coord::serve_child(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("medic-sim coordinator: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -71,6 +71,7 @@ use std::fmt;
 use std::future::Future;
 use std::ops::Bound;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -180,11 +181,11 @@ impl Drop for Runtime {
     }
 }
 
-/// A client and the runtime that drives it.
+/// The members' clients and the runtime that drives them.
 #[derive(Clone)]
 struct Conn {
     rt: Arc<Runtime>,
-    client: Client,
+    members: Arc<Members>,
 }
 
 impl Conn {
@@ -192,28 +193,214 @@ impl Conn {
         self.rt.0.as_ref().map(|rt| rt.handle())
     }
 
-    /// Runs `f(client)` on the store's runtime and waits for it.
-    fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f(client)` on the store's runtime, on one member after another
+    /// as [`Members::call`] allows, and waits for it. `what` names the
+    /// request in errors.
+    fn run<T, F, Fut>(&self, call: Call, what: &'static str, f: F) -> Result<T, Failure>
     where
-        F: FnOnce(Client) -> Fut,
-        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        F: Fn(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
         T: Send + 'static,
     {
         let handle = self
             .handle()
-            .ok_or_else(|| StoreError::Backend("the etcd runtime has shut down".into()))?;
+            .ok_or_else(|| Failure::failed("the etcd runtime has shut down"))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let fut = f(self.client.clone());
+        let members = self.members.clone();
         handle.spawn(async move {
-            let _ = tx.send(fut.await);
+            let _ = tx.send(members.call(call, what, f).await);
         });
         rx.recv()
-            .map_err(|_| StoreError::Backend("the etcd runtime stopped during a request".into()))?
+            .map_err(|_| Failure::failed("the etcd runtime stopped during a request"))?
     }
 }
 
-fn etcd_err(what: &str) -> impl FnOnce(etcd_client::Error) -> StoreError + '_ {
-    move |e| StoreError::Backend(format!("etcd: {what}: {e}"))
+/// Whether a request may be sent to another member after a failure that
+/// leaves its effect unknown (the connection broke, or the request timed
+/// out, after it was sent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Call {
+    /// Reads, watches, keep-alives and revocations: sending one twice has
+    /// the effect of sending it once.
+    Idempotent,
+    /// Writes: sent to another member only when the failure proves that
+    /// etcd never received it (the member could not be connected to, or
+    /// refused it for having no raft leader). An unknown outcome is
+    /// returned to the caller, who can find out what happened.
+    Write,
+}
+
+/// A request that failed on every member it could be sent to.
+#[derive(Debug)]
+struct Failure {
+    /// Whether a write may have taken effect (see [`Call::Write`]).
+    unknown: bool,
+    message: String,
+}
+
+impl Failure {
+    fn failed(message: impl Into<String>) -> Failure {
+        Failure {
+            unknown: false,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Failure> for StoreError {
+    fn from(f: Failure) -> StoreError {
+        StoreError::Backend(f.message)
+    }
+}
+
+/// What became of a fenced transaction.
+enum Written {
+    /// Its comparisons held and it was applied.
+    Yes(TxnResponse),
+    /// The fence held but `last_id` was this, not as compared.
+    Conflict(u64),
+    /// The member broke off before answering (the message says how).
+    Unknown(String),
+}
+
+/// How a failed request failed, as far as the member's answer tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failed {
+    /// Never reached etcd's state machine: another member can be asked.
+    NotSent,
+    /// Sent, and the connection broke or the deadline passed first.
+    Unknown,
+    /// etcd answered (a comparison, a compacted revision, a quota): every
+    /// member would answer the same.
+    Answered,
+}
+
+fn classify(e: &etcd_client::Error) -> Failed {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            // tonic keeps the error that made the status as its source: a
+            // connection that could not be made is `ConnectError`.
+            let mut source = std::error::Error::source(status);
+            while let Some(s) = source {
+                if s.is::<tonic::ConnectError>() {
+                    return Failed::NotSent;
+                }
+                source = s.source();
+            }
+            match status.code() {
+                // `require_leader`: refused before it was proposed.
+                tonic::Code::Unavailable if status.message().contains("no leader") => {
+                    Failed::NotSent
+                }
+                tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Internal => Failed::Unknown,
+                _ => Failed::Answered,
+            }
+        }
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => Failed::Unknown,
+        etcd_client::Error::WatchError(_) | etcd_client::Error::LeaseKeepAliveError(_) => {
+            Failed::Unknown
+        }
+        _ => Failed::Answered,
+    }
+}
+
+/// One client per listed member, so that one member's death costs only the
+/// requests in flight to it. etcd-client's own client balances over every
+/// endpoint and keeps sending to a dead one (a `tcp connect error` for about
+/// a third of the requests with one member of three down); here a request
+/// goes to the member that answered last and moves on to the next one when
+/// that member cannot take it.
+struct Members {
+    endpoints: Vec<String>,
+    /// Each connects on first use, and again after its connection breaks.
+    clients: Vec<Client>,
+    /// Where requests go first.
+    current: AtomicUsize,
+}
+
+impl Members {
+    /// Clients for `endpoints`; connects to none yet.
+    async fn new(endpoints: &[String], options: &ConnectOptions) -> Result<Members, String> {
+        let mut clients = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            clients.push(
+                Client::connect([e.as_str()], Some(options.clone()))
+                    .await
+                    .map_err(|err| format!("{e}: {err}"))?,
+            );
+        }
+        Ok(Members {
+            endpoints: endpoints.to_vec(),
+            clients,
+            current: AtomicUsize::new(0),
+        })
+    }
+
+    /// The member to use now, and its client.
+    fn current(&self) -> (usize, Client) {
+        let i = self.current.load(Ordering::Relaxed) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// Moves on from member `i` (unless another request already did).
+    fn failed(&self, i: usize, why: &dyn fmt::Display) {
+        let next = (i + 1) % self.clients.len();
+        if self
+            .current
+            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+            && next != i
+        {
+            tracing::warn!(
+                failed = %self.endpoints[i],
+                next = %self.endpoints[next],
+                error = %why,
+                "etcd member unavailable; using the next endpoint"
+            );
+        }
+    }
+
+    /// Sends `f` to the current member, then to each other member in turn
+    /// while the failure allows ([`Call`]); fails naming every endpoint
+    /// tried and why it failed.
+    async fn call<T, F, Fut>(&self, call: Call, what: &str, f: F) -> Result<T, Failure>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut tried = Vec::new();
+        for _ in 0..self.clients.len() {
+            let (i, client) = self.current();
+            let err = match f(client).await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let class = classify(&err);
+            if class == Failed::Answered {
+                return Err(Failure::failed(format!("etcd: {what}: {err}")));
+            }
+            tried.push(format!("{}: {err}", self.endpoints[i]));
+            if class == Failed::Unknown && call == Call::Write {
+                return Err(Failure {
+                    unknown: true,
+                    message: format!(
+                        "etcd: {what}: {} (whether it was written is unknown)",
+                        tried.join("; ")
+                    ),
+                });
+            }
+            self.failed(i, &err);
+        }
+        Err(Failure::failed(format!(
+            "etcd: {what}: no member could take it; tried each of the {} endpoints: {}",
+            self.clients.len(),
+            tried.join("; ")
+        )))
+    }
 }
 
 // === Keys ===
@@ -392,14 +579,13 @@ impl EtcdStore {
             }
             options = options.with_tls(t);
         }
-        let endpoints = config.endpoints.clone();
-        let client = rt
-            .block_on(Client::connect(endpoints, Some(options)))
-            .map_err(etcd_err("cannot connect"))?;
+        let members = rt
+            .block_on(Members::new(&config.endpoints, &options))
+            .map_err(|e| StoreError::Backend(format!("etcd: cannot make a client: {e}")))?;
         let store = EtcdStore {
             conn: Conn {
                 rt: Arc::new(Runtime(Some(rt))),
-                client,
+                members: Arc::new(members),
             },
             keys: Keys {
                 prefix: config.prefix.clone(),
@@ -447,11 +633,12 @@ impl EtcdStore {
     /// the leader key goes.
     pub fn leader_name(&self) -> Result<Option<String>, StoreError> {
         let key = self.keys.leader();
-        let resp = self.conn.run(move |mut c| async move {
-            c.get(key, None)
-                .await
-                .map_err(etcd_err("read the leader key"))
-        })?;
+        let resp = self
+            .conn
+            .run(Call::Idempotent, "read the leader key", move |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })?;
         Ok(resp
             .kvs()
             .first()
@@ -463,11 +650,12 @@ impl EtcdStore {
     /// pushed. Needs no leadership.
     pub fn fleet_config(&self) -> Result<Option<(String, i64)>, StoreError> {
         let key = self.keys.fleet_config();
-        let resp = self.conn.run(move |mut c| async move {
-            c.get(key, None)
-                .await
-                .map_err(etcd_err("read the fleet config"))
-        })?;
+        let resp = self
+            .conn
+            .run(Call::Idempotent, "read the fleet config", move |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })?;
         let Some(kv) = resp.kvs().first() else {
             return Ok(None);
         };
@@ -489,20 +677,19 @@ impl EtcdStore {
     pub fn put_fleet_config(&self, text: &str, expected: Option<i64>) -> Result<i64, StoreError> {
         let key = self.keys.fleet_config();
         let text = text.to_owned();
-        let resp = self.conn.run(move |mut c| async move {
-            let compare = expected
-                .map(|rev| Compare::mod_revision(key.clone(), CompareOp::Equal, rev))
-                .into_iter()
-                .collect::<Vec<_>>();
-            c.txn(
-                Txn::new()
+        let resp = self
+            .conn
+            .run(Call::Write, "write the fleet config", move |mut c| {
+                let compare = expected
+                    .map(|rev| Compare::mod_revision(key.clone(), CompareOp::Equal, rev))
+                    .into_iter()
+                    .collect::<Vec<_>>();
+                let txn = Txn::new()
                     .when(compare)
-                    .and_then([TxnOp::put(key.clone(), text, None)])
-                    .or_else([TxnOp::get(key, None)]),
-            )
-            .await
-            .map_err(etcd_err("write the fleet config"))
-        })?;
+                    .and_then([TxnOp::put(key.clone(), text.clone(), None)])
+                    .or_else([TxnOp::get(key.clone(), None)]);
+                async move { c.txn(txn).await }
+            })?;
         if !resp.succeeded() {
             let now = resp
                 .op_responses()
@@ -546,39 +733,41 @@ impl EtcdStore {
     /// Checks the schema of existing state, or creates an empty store.
     fn check_meta(&self) -> Result<(), StoreError> {
         let keys = self.keys.clone();
-        let (schema, last, others) = self.conn.run(|mut c| async move {
-            let meta = c
-                .get(
-                    keys.meta(),
-                    Some(GetOptions::new().with_range(prefix_end(&keys.meta()))),
-                )
-                .await
-                .map_err(etcd_err("read meta"))?;
-            let find = |k: &str| {
-                meta.kvs()
-                    .iter()
-                    .find(|kv| kv.key() == k.as_bytes())
-                    .map(|kv| kv.value().to_vec())
-            };
-            let schema = find(&keys.schema());
-            let last = find(&keys.last_id());
-            let mut others = meta.kvs().len() as i64;
-            for dir in [keys.log_dir(), keys.snap_dir()] {
-                let n = c
-                    .get(
-                        dir.clone(),
-                        Some(
-                            GetOptions::new()
-                                .with_range(prefix_end(&dir))
-                                .with_count_only(),
-                        ),
-                    )
-                    .await
-                    .map_err(etcd_err("count keys"))?;
-                others += n.count();
-            }
-            Ok((schema, last, others))
-        })?;
+        let (schema, last, others) =
+            self.conn.run(Call::Idempotent, "read meta", move |mut c| {
+                let keys = keys.clone();
+                async move {
+                    let meta = c
+                        .get(
+                            keys.meta(),
+                            Some(GetOptions::new().with_range(prefix_end(&keys.meta()))),
+                        )
+                        .await?;
+                    let find = |k: &str| {
+                        meta.kvs()
+                            .iter()
+                            .find(|kv| kv.key() == k.as_bytes())
+                            .map(|kv| kv.value().to_vec())
+                    };
+                    let schema = find(&keys.schema());
+                    let last = find(&keys.last_id());
+                    let mut others = meta.kvs().len() as i64;
+                    for dir in [keys.log_dir(), keys.snap_dir()] {
+                        let n = c
+                            .get(
+                                dir.clone(),
+                                Some(
+                                    GetOptions::new()
+                                        .with_range(prefix_end(&dir))
+                                        .with_count_only(),
+                                ),
+                            )
+                            .await?;
+                        others += n.count();
+                    }
+                    Ok((schema, last, others))
+                }
+            })?;
 
         let Some(schema) = schema else {
             if others == 0 && !self.config.create {
@@ -600,18 +789,24 @@ impl EtcdStore {
             let keys = self.keys.clone();
             // Created only if still absent; a racing replica's creation wins
             // and is checked below like any existing store.
-            self.conn.run(|mut c| async move {
-                c.txn(
-                    Txn::new()
+            // A write whose outcome is unknown is looked at again below,
+            // like a racing replica's.
+            let created = self
+                .conn
+                .run(Call::Write, "create the store", move |mut c| {
+                    let txn = Txn::new()
                         .when([Compare::create_revision(keys.schema(), CompareOp::Equal, 0)])
                         .and_then([
                             TxnOp::put(keys.schema(), SCHEMA_VERSION.to_string(), None),
                             TxnOp::put(keys.last_id(), pad(0), None),
-                        ]),
-                )
-                .await
-                .map_err(etcd_err("create the store"))
-            })?;
+                        ]);
+                    async move { c.txn(txn).await }
+                });
+            if let Err(f) = created
+                && !f.unknown
+            {
+                return Err(f.into());
+            }
             return self.check_meta();
         };
         let version: u64 = std::str::from_utf8(&schema)
@@ -658,13 +853,9 @@ impl EtcdStore {
     /// Reads the meta keys at one revision.
     fn read_meta(&self) -> Result<Meta, StoreError> {
         let keys = self.keys.clone();
-        let resp = self.conn.run(|mut c| async move {
-            c.get(
-                keys.meta(),
-                Some(GetOptions::new().with_range(prefix_end(&keys.meta()))),
-            )
-            .await
-            .map_err(etcd_err("read meta"))
+        let resp = self.conn.run(Call::Idempotent, "read meta", move |mut c| {
+            let (meta, end) = (keys.meta(), prefix_end(&keys.meta()));
+            async move { c.get(meta, Some(GetOptions::new().with_range(end))).await }
         })?;
         self.meta_from(&resp)
     }
@@ -714,24 +905,29 @@ impl EtcdStore {
                 return Ok(false);
             }
             let (s, e) = (start.clone(), end.clone());
-            let resp = self.conn.run(move |mut c| async move {
-                let mut options = GetOptions::new()
-                    .with_range(e)
-                    .with_limit(page)
-                    .with_revision(revision);
-                if descending {
-                    options = options.with_sort(SortTarget::Key, SortOrder::Descend);
-                }
-                match c.get(s, Some(options)).await {
-                    Ok(r) => Ok(Some(r)),
-                    Err(etcd_client::Error::GRpcStatus(status))
-                        if status.message().contains("message length too large") =>
-                    {
-                        Ok(None)
+            let resp = self
+                .conn
+                .run(Call::Idempotent, "read a range", move |mut c| {
+                    let mut options = GetOptions::new()
+                        .with_range(e.clone())
+                        .with_limit(page)
+                        .with_revision(revision);
+                    if descending {
+                        options = options.with_sort(SortTarget::Key, SortOrder::Descend);
                     }
-                    Err(e) => Err(etcd_err("read a range")(e)),
-                }
-            })?;
+                    let s = s.clone();
+                    async move {
+                        match c.get(s, Some(options)).await {
+                            Ok(r) => Ok(Some(r)),
+                            Err(etcd_client::Error::GRpcStatus(status))
+                                if status.message().contains("message length too large") =>
+                            {
+                                Ok(None)
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                })?;
             let Some(resp) = resp else {
                 if page == 1 {
                     return Err(StoreError::Backend(format!(
@@ -786,7 +982,8 @@ impl EtcdStore {
     /// Runs a fenced transaction: `compares` after the fence's, `ops` if all
     /// hold. On failure, tells why: [`StoreError::NotLeader`] when the
     /// leader key is not the fence's, else `Ok(Err(last_id))`, the
-    /// `last_id` found (another writer with the same fence moved it).
+    /// `last_id` found (another writer with the same fence moved it). A
+    /// transaction whose outcome is unknown is an error.
     fn fenced(
         &self,
         fence: &Fence,
@@ -794,23 +991,43 @@ impl EtcdStore {
         ops: Vec<TxnOp>,
         what: &'static str,
     ) -> Result<Result<TxnResponse, u64>, StoreError> {
+        match self.fenced_write(fence, compares, ops, what)? {
+            Written::Yes(resp) => Ok(Ok(resp)),
+            Written::Conflict(found) => Ok(Err(found)),
+            Written::Unknown(message) => Err(StoreError::Backend(message)),
+        }
+    }
+
+    /// [`EtcdStore::fenced`], telling an unknown outcome apart.
+    fn fenced_write(
+        &self,
+        fence: &Fence,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+        what: &'static str,
+    ) -> Result<Written, StoreError> {
+        fail::fail_point!("medic-store::etcd::write", |why| {
+            Err(StoreError::Backend(format!(
+                "etcd: {what}: failpoint medic-store::etcd::write: {}",
+                why.unwrap_or_default()
+            )))
+        });
         let mut all = vec![fence.compare()];
         all.extend(compares);
-        let keys = self.keys.clone();
-        let resp = self.conn.run(move |mut c| async move {
-            c.txn(Txn::new().when(all).and_then(ops).or_else([
-                TxnOp::get(keys.leader(), None),
-                TxnOp::get(keys.last_id(), None),
-            ]))
-            .await
-            .map_err(|e| {
-                StoreError::Backend(format!(
-                    "etcd: {what}: {e} (whether it was written is unknown)"
-                ))
-            })
-        })?;
+        let txn = Txn::new().when(all).and_then(ops).or_else([
+            TxnOp::get(self.keys.leader(), None),
+            TxnOp::get(self.keys.last_id(), None),
+        ]);
+        let resp = match self.conn.run(Call::Write, what, move |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        }) {
+            Ok(resp) => resp,
+            Err(f) if f.unknown => return Ok(Written::Unknown(f.message)),
+            Err(f) => return Err(f.into()),
+        };
         if resp.succeeded() {
-            return Ok(Ok(resp));
+            return Ok(Written::Yes(resp));
         }
         let mut found = resp.op_responses().into_iter().map(|r| match r {
             TxnOpResponse::Get(g) => g.kvs().first().cloned(),
@@ -842,9 +1059,34 @@ impl EtcdStore {
             }
         }
         match last {
-            Some(kv) => Ok(Err(self.parse_last_id(kv.value())?)),
+            Some(kv) => Ok(Written::Conflict(self.parse_last_id(kv.value())?)),
             None => Err(self.corrupt("the meta keys have no last_id")),
         }
+    }
+
+    /// Whether the append of `entries` after `last` is in etcd: `last_id`
+    /// moved to its last entry, and that entry holds `bytes`. A linearizable
+    /// read, so it sees every write etcd acknowledged to anyone.
+    fn appended(&self, last: u64, count: u64, bytes: &[u8]) -> Result<Option<u64>, StoreError> {
+        let meta = self.read_meta()?;
+        let new_last = last + count;
+        if meta.last_id != new_last {
+            return Ok(Some(meta.last_id));
+        }
+        let key = self.keys.log(new_last);
+        let resp = self
+            .conn
+            .run(Call::Idempotent, "read back an entry", move |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })?;
+        Ok(
+            if resp.kvs().first().is_some_and(|kv| kv.value() == bytes) {
+                None
+            } else {
+                Some(meta.last_id)
+            },
+        )
     }
 
     /// Groups `puts` into transactions within etcd's limits, keeping room
@@ -913,14 +1155,64 @@ impl EtcdStore {
             entries.push(entry);
         }
         let new_last = last + records.len() as u64;
+        let final_bytes = puts.last().map(|(_, b)| b.clone()).unwrap_or_default();
         let mut groups = self.group(puts, 1);
         if let Some(g) = groups.last_mut() {
             g.push(TxnOp::put(self.keys.last_id(), pad(new_last), None));
         }
-        for ops in groups {
-            let unchanged = Compare::value(self.keys.last_id(), CompareOp::Equal, pad(last));
-            if let Err(found) = self.fenced(fence, vec![unchanged], ops, "append")? {
-                return Ok(Err(found));
+        let n = groups.len();
+        let started = Instant::now();
+        // Whether an earlier attempt at the last transaction may have gone
+        // in: then a conflict may be that attempt's own success.
+        let mut maybe_in = false;
+        for (g, ops) in groups.into_iter().enumerate() {
+            loop {
+                let unchanged = Compare::value(self.keys.last_id(), CompareOp::Equal, pad(last));
+                match self.fenced_write(fence, vec![unchanged], ops.clone(), "append")? {
+                    Written::Yes(_) => break,
+                    Written::Conflict(found) if maybe_in && found == new_last => {
+                        return match self.appended(last, records.len() as u64, &final_bytes)? {
+                            None => Ok(Ok(entries)),
+                            Some(found) => Ok(Err(found)),
+                        };
+                    }
+                    Written::Conflict(found) => return Ok(Err(found)),
+                    // The member broke off mid-request. The pieces before
+                    // the last lie past `last_id`, unseen: writing them
+                    // again is harmless. The last one moves `last_id`: it
+                    // went in if `last_id` moved to this batch's end with
+                    // this batch's entry there; if `last_id` has not moved
+                    // it is sent again, and its comparison keeps a late
+                    // arrival of the first attempt from applying twice.
+                    // The read-back is always made; sending again stops
+                    // after two request timeouts (a raft election in etcd
+                    // takes about one election timeout, a request to the
+                    // member that lost its leader up to a request timeout).
+                    Written::Unknown(message) => {
+                        let give_up = started.elapsed() >= 2 * self.config.request_timeout;
+                        if g + 1 < n {
+                            if give_up {
+                                return Err(StoreError::Backend(message));
+                            }
+                            continue;
+                        }
+                        maybe_in = true;
+                        match self.appended(last, records.len() as u64, &final_bytes)? {
+                            None => return Ok(Ok(entries)),
+                            Some(found) if found == last && !give_up => {
+                                tracing::warn!(
+                                    error = %message,
+                                    "etcd: an append's outcome was unknown and it is not in \
+                                     etcd; sending it again"
+                                );
+                            }
+                            Some(found) if found == last => {
+                                return Err(StoreError::Backend(message));
+                            }
+                            Some(found) => return Ok(Err(found)),
+                        }
+                    }
+                }
             }
         }
         Ok(Ok(entries))
@@ -1159,19 +1451,16 @@ impl Store for EtcdStore {
             let upto = meta.snapshot.map_or(0, |p| p.upto);
             let (first, end) = (self.keys.log_dir(), self.keys.log(meta.last_id + 1));
             let revision = meta.revision;
-            let count = self.conn.run(move |mut c| async move {
-                c.get(
-                    first,
-                    Some(
-                        GetOptions::new()
-                            .with_range(end)
-                            .with_count_only()
-                            .with_revision(revision),
-                    ),
-                )
-                .await
-                .map_err(etcd_err("count log entries"))
-            })?;
+            let count = self
+                .conn
+                .run(Call::Idempotent, "count log entries", move |mut c| {
+                    let options = GetOptions::new()
+                        .with_range(end.clone())
+                        .with_count_only()
+                        .with_revision(revision);
+                    let first = first.clone();
+                    async move { c.get(first, Some(options)).await }
+                })?;
             let mut len = u64::try_from(count.count()).unwrap_or(0);
             let mut doomed: Option<u64> = None;
             let mut n = 0;
@@ -1283,26 +1572,31 @@ impl Leader {
             let key = store.keys.leader();
             // Until the key is deleted, or a TTL passes (then look again: a
             // watch can miss nothing, but a look costs little).
-            store.conn.run(move |mut c| async move {
-                let wait = async {
-                    let options = WatchOptions::new().with_start_revision(revision + 1);
-                    let mut stream = c.watch(key, Some(options)).await?;
-                    while let Some(resp) = stream.message().await? {
-                        if resp
-                            .events()
-                            .iter()
-                            .any(|e| e.event_type() == EventType::Delete)
-                        {
-                            break;
+            store
+                .conn
+                .run(Call::Idempotent, "watch the leader key", move |mut c| {
+                    let key = key.clone();
+                    async move {
+                        let wait = async {
+                            let options = WatchOptions::new().with_start_revision(revision + 1);
+                            let mut stream = c.watch(key, Some(options)).await?;
+                            while let Some(resp) = stream.message().await? {
+                                if resp
+                                    .events()
+                                    .iter()
+                                    .any(|e| e.event_type() == EventType::Delete)
+                                {
+                                    break;
+                                }
+                            }
+                            Ok::<(), etcd_client::Error>(())
+                        };
+                        match tokio::time::timeout(ttl, wait).await {
+                            Ok(r) => r,
+                            Err(_) => Ok(()),
                         }
                     }
-                    Ok::<(), etcd_client::Error>(())
-                };
-                match tokio::time::timeout(ttl, wait).await {
-                    Ok(r) => r.map_err(etcd_err("watch the leader key")),
-                    Err(_) => Ok(()),
-                }
-            })?;
+                })?;
         }
     }
 
@@ -1317,27 +1611,31 @@ impl Leader {
         let key = store.keys.leader();
         let value = candidate.to_owned();
         let sent = Instant::now();
-        let (lease, granted, outcome) = store.conn.run(move |mut c| async move {
-            let grant = c
-                .lease_grant(i64::try_from(requested).unwrap_or(i64::MAX), None)
-                .await
-                .map_err(etcd_err("grant a lease"))?;
-            let lease = grant.id();
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(
-                    key.clone(),
-                    value,
-                    Some(PutOptions::new().with_lease(lease)),
-                )])
-                .or_else([TxnOp::get(key, None)]);
-            let resp = c.txn(txn).await.map_err(etcd_err("campaign"))?;
-            let revision = resp.header().map_or(0, |h| h.revision());
-            if !resp.succeeded() {
-                let _ = c.lease_revoke(lease).await;
-                return Ok((lease, grant.ttl(), Err(revision)));
+        // A lease granted by a first attempt that then failed is not
+        // revoked: nothing uses it, and it expires after `ttl`.
+        let (lease, granted, outcome) = store.conn.run(Call::Write, "campaign", move |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                let grant = c
+                    .lease_grant(i64::try_from(requested).unwrap_or(i64::MAX), None)
+                    .await?;
+                let lease = grant.id();
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        key.clone(),
+                        value,
+                        Some(PutOptions::new().with_lease(lease)),
+                    )])
+                    .or_else([TxnOp::get(key, None)]);
+                let resp = c.txn(txn).await?;
+                let revision = resp.header().map_or(0, |h| h.revision());
+                if !resp.succeeded() {
+                    let _ = c.lease_revoke(lease).await;
+                    return Ok((lease, grant.ttl(), Err(revision)));
+                }
+                Ok((lease, grant.ttl(), Ok(revision)))
             }
-            Ok((lease, grant.ttl(), Ok(revision)))
         })?;
         let revision = match outcome {
             Ok(revision) => revision,
@@ -1355,7 +1653,7 @@ impl Leader {
         let conn = store.conn.clone();
         let task = conn
             .handle()
-            .map(|h| h.spawn(keep_alive(conn.client.clone(), lease, ttl, state.clone())));
+            .map(|h| h.spawn(keep_alive(conn.members.clone(), lease, ttl, state.clone())));
         Ok(Ok(Leader {
             fence,
             state,
@@ -1386,12 +1684,13 @@ impl Leader {
     pub fn resign(mut self) -> Result<(), StoreError> {
         self.stop();
         let lease = self.fence.lease;
-        self.conn.run(move |mut c| async move {
-            c.lease_revoke(lease)
-                .await
-                .map(|_| ())
-                .map_err(etcd_err("revoke the lease"))
-        })
+        self.conn
+            .run(
+                Call::Idempotent,
+                "revoke the lease",
+                move |mut c| async move { c.lease_revoke(lease).await.map(|_| ()) },
+            )
+            .map_err(StoreError::from)
     }
 
     fn stop(&mut self) {
@@ -1411,10 +1710,14 @@ impl Drop for Leader {
         }
         self.stop();
         let lease = self.fence.lease;
-        let mut client = self.conn.client.clone();
+        let members = self.conn.members.clone();
         if let Some(h) = self.conn.handle() {
             h.spawn(async move {
-                let _ = client.lease_revoke(lease).await;
+                let _ = members
+                    .call(Call::Idempotent, "revoke the lease", |mut c| async move {
+                        c.lease_revoke(lease).await
+                    })
+                    .await;
             });
         }
     }
@@ -1423,19 +1726,29 @@ impl Drop for Leader {
 /// Keeps the lease alive every `ttl / 3`, moving the local deadline forward
 /// on each renewal etcd confirms; marks leadership lost (for good) when the
 /// deadline passes or etcd answers that the lease is gone.
+///
+/// A lease belongs to the cluster, not to a member: when the member the
+/// keep-alive stream goes to fails, the stream is opened again at once on
+/// the next member (see [`Members`]), so that one member's death costs a
+/// renewal or two, well inside the lease.
 async fn keep_alive(
-    mut client: Client,
+    members: Arc<Members>,
     lease: i64,
     ttl: Duration,
     state: Arc<Mutex<Option<Instant>>>,
 ) {
     let interval = ttl / 3;
-    let mut keeper = None;
+    // The member the stream is open on, the stream's two ends.
+    let mut open: Option<(usize, etcd_client::LeaseKeeper)> = None;
     let mut responses = None;
     // Send times of renewals not yet answered, oldest first: an answer is
     // credited to the oldest, the most cautious reading.
     let mut outstanding: VecDeque<Instant> = VecDeque::new();
     let mut next_send = tokio::time::Instant::now() + interval;
+    // Streams that failed in a row: once every member has had its turn,
+    // wait a little between attempts instead of spinning.
+    let mut failures = 0usize;
+    let n = members.clients.len();
     loop {
         let Some(deadline) = *lock(&state) else {
             return;
@@ -1453,30 +1766,44 @@ async fn keep_alive(
             }
             _ = tokio::time::sleep_until(next_send) => {
                 next_send = tokio::time::Instant::now() + interval;
-                if keeper.is_none() {
+                if open.is_none() {
+                    let (i, mut client) = members.current();
                     match tokio::time::timeout(interval, client.lease_keep_alive(lease)).await {
                         Ok(Ok((k, r))) => {
-                            keeper = Some(k);
+                            open = Some((i, k));
                             responses = Some(r);
                             outstanding.clear();
                         }
-                        _ => continue,
+                        Ok(Err(e)) => {
+                            members.failed(i, &e);
+                            failures += 1;
+                            next_send = tokio::time::Instant::now() + retry_pause(failures, n, interval);
+                            continue;
+                        }
+                        Err(_) => {
+                            members.failed(i, &"no keep-alive stream within a third of the lease");
+                            failures += 1;
+                            continue;
+                        }
                     }
                 }
                 let sent = Instant::now();
-                let ok = match keeper.as_mut() {
-                    Some(k) => k.keep_alive().await.is_ok(),
+                let ok = match open.as_mut() {
+                    Some((_, k)) => k.keep_alive().await.is_ok(),
                     None => false,
                 };
                 if ok {
                     outstanding.push_back(sent);
-                } else {
-                    keeper = None;
+                } else if let Some((i, _)) = open.take() {
+                    members.failed(i, &"the keep-alive stream closed");
                     responses = None;
+                    failures += 1;
+                    next_send = tokio::time::Instant::now() + retry_pause(failures, n, interval);
                 }
             }
             msg = recv => match msg {
                 Ok(Some(resp)) if resp.ttl() > 0 => {
+                    failures = 0;
                     if let Some(sent) = outstanding.pop_front() {
                         let granted = Duration::from_secs(u64::try_from(resp.ttl()).unwrap_or(0));
                         let until = sent + local_validity(granted.min(ttl));
@@ -1492,10 +1819,27 @@ async fn keep_alive(
                     return;
                 }
                 Ok(None) | Err(_) => {
-                    keeper = None;
+                    // The member went away: renew through the next one now,
+                    // rather than a third of the lease later.
+                    if let Some((i, _)) = open.take() {
+                        members.failed(i, &"the keep-alive stream broke");
+                    }
                     responses = None;
+                    failures += 1;
+                    next_send = tokio::time::Instant::now() + retry_pause(failures, n, interval);
                 }
             }
         }
+    }
+}
+
+/// How long to wait before opening a keep-alive stream again after a
+/// failure: nothing while other members are left to try, a little once the
+/// attempts have gone round every member (all down, or none with a leader).
+fn retry_pause(failures: usize, members: usize, interval: Duration) -> Duration {
+    if failures < members {
+        Duration::ZERO
+    } else {
+        interval / 4
     }
 }

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::EtcdServer;
+use common::{EtcdCluster, EtcdServer};
 use medic_policy::{Event, HostId, Quarantine, QuarantineCause, Time};
 use medic_store::{
     EtcdConfig, EtcdStore, HistoryQuery, Leader, Record, SCHEMA_VERSION, Store, StoreError,
@@ -527,4 +527,90 @@ fn state_larger_than_one_etcd_response_loads_whole() {
     store.snapshot(&loaded.state, 60).unwrap();
     let again = store.load().unwrap();
     assert_eq!(again, loaded);
+}
+
+/// Loses member `down` of a three-member cluster and checks that a store
+/// listing all three keeps working: the leader made before the loss keeps
+/// its lease through two TTLs (renewals through another member), appends
+/// and reads go on, and a store connected while the member is down starts.
+fn survives_the_loss_of(cluster: &mut EtcdCluster, down: usize) {
+    let prefix = format!("/medic/member-down-{down}");
+    let ttl = Duration::from_secs(2);
+    let mut config = EtcdConfig::new(cluster.endpoints(), prefix.clone());
+    config.connect_timeout = Duration::from_millis(500);
+    config.request_timeout = Duration::from_secs(2);
+    let store = EtcdStore::connect(&config).unwrap();
+    let leader = Leader::campaign(&store, "a", ttl).unwrap();
+    store.set_fence(Some(leader.fence().clone()));
+    store.append(batch(&["before"])).unwrap();
+
+    cluster.kill(down);
+    let killed = Instant::now();
+    // Writes and reads in a loop for two lease TTLs: none fails, and the
+    // leadership never lapses.
+    let mut n = 0;
+    while killed.elapsed() < 2 * ttl {
+        n += 1;
+        store
+            .append(batch(&[&format!("during-{n}")]))
+            .unwrap_or_else(|e| panic!("append {n} with member {down} down: {e}"));
+        assert!(
+            leader.is_leader(),
+            "leadership lapsed {:?} after member {down} died",
+            killed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(all_ids(&store).len(), n + 1);
+    // A replica (re)started now connects, loads and reads.
+    let late = EtcdStore::connect(&config)
+        .unwrap_or_else(|e| panic!("connect with member {down} down: {e}"));
+    assert_eq!(late.load().unwrap().last_id, n as u64 + 1);
+    assert_eq!(late.leader_name().unwrap().as_deref(), Some("a"));
+
+    cluster.restart(down);
+    store.append(batch(&["after"])).unwrap();
+    assert!(leader.is_leader());
+    assert_eq!(late.load().unwrap().last_id, n as u64 + 2);
+    println!(
+        "member {down} down: {n} appends in {:?}, leadership kept",
+        2 * ttl
+    );
+}
+
+#[test]
+fn losing_any_one_member_of_three_keeps_reads_writes_and_the_lease() {
+    let Some(mut cluster) = EtcdCluster::start() else {
+        return;
+    };
+    // The first listed endpoint (where requests start), the middle, the last.
+    for down in 0..3 {
+        survives_the_loss_of(&mut cluster, down);
+    }
+}
+
+#[test]
+fn with_quorum_lost_an_error_names_every_endpoint_tried() {
+    let Some(mut cluster) = EtcdCluster::start() else {
+        return;
+    };
+    let endpoints = cluster.endpoints();
+    cluster.kill(0);
+    cluster.kill(1);
+    let mut config = EtcdConfig::new(endpoints.clone(), "/medic/quorum-lost");
+    config.connect_timeout = Duration::from_millis(300);
+    config.request_timeout = Duration::from_millis(1000);
+    let started = Instant::now();
+    let err = match EtcdStore::connect(&config) {
+        Err(StoreError::Backend(e)) => e,
+        other => panic!("expected a backend error, got {other:?}"),
+    };
+    assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+    for e in &endpoints {
+        assert!(err.contains(e.as_str()), "{e} not named in: {err}");
+    }
+    // The dead members refuse the connection; the survivor, alone, has no
+    // leader (or times out before it notices): each is said.
+    assert!(err.contains("tried each of the 3 endpoints"), "{err}");
+    assert!(err.contains("Connection refused"), "{err}");
 }

@@ -216,3 +216,144 @@ impl EtcdServer {
         })
     }
 }
+
+/// Three etcd members on loopback forming one cluster, each killed on drop:
+/// for the loss of a member (a minority) while the others keep quorum.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    initial_cluster: String,
+    bin: String,
+    dir: tempfile::TempDir,
+}
+
+struct Member {
+    name: String,
+    client: String,
+    peer: String,
+    child: Option<Child>,
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+impl EtcdCluster {
+    /// Starts three members and waits until the cluster serves a
+    /// linearizable read; `None` as [`EtcdServer::start`].
+    pub fn start() -> Option<EtcdCluster> {
+        let bin = EtcdServer::precheck()?;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let members: Vec<Member> = (0..3)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: format!("http://127.0.0.1:{}", free_port()),
+                peer: format!("http://127.0.0.1:{}", free_port()),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = EtcdCluster {
+            members,
+            initial_cluster,
+            bin,
+            dir,
+        };
+        for i in 0..3 {
+            cluster.spawn(i);
+        }
+        let all = cluster.endpoints();
+        cluster.wait_ready(&all);
+        Some(cluster)
+    }
+
+    /// Every member's client URL, in member order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client.clone()).collect()
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let data = self.dir.path().join(format!("m{i}"));
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("m{i}.log")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let m = &mut self.members[i];
+        let child = Command::new(&self.bin)
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--listen-client-urls", &m.client])
+            .args(["--advertise-client-urls", &m.client])
+            .args(["--listen-peer-urls", &m.peer])
+            .args(["--initial-advertise-peer-urls", &m.peer])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "medic-test-cluster"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin));
+        m.child = Some(child);
+    }
+
+    /// SIGKILLs member `i` and waits for it to be gone.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data and waits until it serves a
+    /// linearizable read itself (it rejoined and caught up).
+    pub fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        let one = vec![self.members[i].client.clone()];
+        self.wait_ready(&one);
+    }
+
+    fn wait_ready(&self, endpoints: &[String]) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let started = Instant::now();
+        loop {
+            let ready = rt.block_on(async {
+                for e in endpoints {
+                    let options = etcd_client::ConnectOptions::new()
+                        .with_connect_timeout(Duration::from_millis(200))
+                        .with_timeout(Duration::from_millis(500))
+                        .with_require_leader(true);
+                    let mut c = etcd_client::Client::connect([e], Some(options)).await?;
+                    c.get("medic-test-ready", None).await?;
+                }
+                Ok::<(), etcd_client::Error>(())
+            });
+            match ready {
+                Ok(()) => return,
+                Err(e) if started.elapsed() > Duration::from_secs(30) => {
+                    let logs: Vec<String> = (0..self.members.len())
+                        .map(|i| {
+                            std::fs::read_to_string(self.dir.path().join(format!("m{i}.log")))
+                                .unwrap_or_default()
+                        })
+                        .collect();
+                    panic!("etcd cluster not ready after 30 s: {e}; logs: {logs:#?}");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
