@@ -506,6 +506,41 @@ async fn a_leader_whose_lease_is_revoked_refuses_every_decision_and_stops() {
     );
 }
 
+/// The election's first write (the audit of the configuration it decides
+/// with) fails: the core is failed before the serve loop looks at it. The
+/// replica must still step down: refuse, give up its lease (the leader key
+/// goes at once, not after the TTL) and return `StoreFailed`.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_whose_first_write_after_election_fails_steps_down_at_once() {
+    let Some(server) = etcd().await else { return };
+    let prefix = "/medic/first-write";
+    push(&server.endpoint, prefix, FLEET).await;
+    // Only this test's process: nextest runs each test in its own.
+    fail::cfg("medic-store::etcd::write", "1*return(injected)").unwrap();
+    let started = Instant::now();
+    let replica = start_replica(&server.endpoint, prefix).await;
+    let bound = Duration::from_secs(5);
+    let outcome = tokio::time::timeout(bound, replica.handle)
+        .await
+        .unwrap_or_else(|_| panic!("still leading {bound:?} after its first write failed"))
+        .unwrap();
+    let took = started.elapsed();
+    fail::remove("medic-store::etcd::write");
+    match outcome {
+        Err(RunError::StoreFailed(why)) => assert!(why.contains("failpoint"), "{why}"),
+        other => panic!("expected StoreFailed, got {other:?}"),
+    }
+    // It resigned: the key is gone well before its 2 s lease could expire.
+    let leader = with_store(&server.endpoint, prefix, |s| s.leader_name().unwrap()).await;
+    assert_eq!(leader, None, "the failed leader still holds the leader key");
+    println!("first write failed -> stepped down and resigned after {took:?}");
+    // The next replica leads and grants.
+    let next = start(&server.endpoint, prefix).await;
+    let mut c = Coordinators::new(vec![next.url.clone()], Duration::from_secs(5), None);
+    granted(&mut c, "host-0", "req-0").await;
+}
+
 /// One gauge of a replica's `/metrics`.
 async fn gauge(replica: &Replica, name: &str) -> i64 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
