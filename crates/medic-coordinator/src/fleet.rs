@@ -52,6 +52,12 @@ pub enum FleetError {
 /// The store settings for `settings`, with `[store.tls]` read.
 pub fn etcd_config(settings: &EtcdSettings) -> Result<EtcdConfig, String> {
     let mut config = EtcdConfig::new(settings.endpoints.clone(), settings.prefix.clone());
+    // A request to etcd may not outlast half the lease (1 s to 5 s): a
+    // leader whose write hangs longer is as good as one without a lease,
+    // and a member that stopped answering is left for the next one while
+    // the lease still holds.
+    config.request_timeout = etcd_request_timeout(settings.lease_ttl);
+    config.connect_timeout = config.request_timeout;
     if let Some(t) = &settings.tls {
         let ca_pem =
             std::fs::read(&t.ca).map_err(|e| format!("cannot read ca {}: {e}", t.ca.display()))?;
@@ -70,6 +76,15 @@ pub fn etcd_config(settings: &EtcdSettings) -> Result<EtcdConfig, String> {
         });
     }
     Ok(config)
+}
+
+/// The time one etcd request may take for a replica with `lease_ttl`:
+/// half of it, at least 1 s and at most 5 s.
+pub fn etcd_request_timeout(lease_ttl: std::time::Duration) -> std::time::Duration {
+    (lease_ttl / 2).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(5),
+    )
 }
 
 /// Connects to the etcd of a replica's config (blocking); with `create`

@@ -213,7 +213,7 @@ async fn campaign(
                                 // The watchdog has ended: this is the last
                                 // reference unless a task leaked one.
                                 if let Some(l) = Arc::into_inner(won)
-                                    && let Err(e) = l.resign()
+                                    && let Err(e) = l.resign_within(ttl)
                                 {
                                     tracing::warn!(error = %e, "could not resign; the lease expires on its own");
                                 }

@@ -437,12 +437,11 @@ pub(crate) async fn serve<S: Store + Debug>(
         let _ = (&mut w.0).await;
     }
     drop(core);
-    // Hand leadership over at once rather than after the lease's TTL;
-    // not after losing it: the lease is gone already, or etcd is out of
-    // reach and the attempt would only delay the exit by a request timeout.
-    if let Some(resign) = resign
-        && !matches!(outcome, Err(RunError::LostLeadership(_)))
-    {
+    // Hand leadership over at once rather than after the lease's TTL,
+    // also after losing it locally: etcd may have been electing a raft
+    // leader, which refreshes every lease, and be back now. The attempt is
+    // bounded by the lease's TTL; this replica refuses everything meanwhile.
+    if let Some(resign) = resign {
         let _ = tokio::task::spawn_blocking(resign).await;
     }
     tracing::info!("stopped");

@@ -334,6 +334,57 @@ async fn etcd_ready(endpoints: Vec<String>) -> Result<(), String> {
     Ok(())
 }
 
+/// etcd's raft: each member's id (in member order) and the leader's id,
+/// as the members' status says.
+async fn raft(endpoints: Vec<String>) -> Result<(Vec<u64>, u64), String> {
+    let mut ids = Vec::new();
+    let mut leader = 0;
+    for e in endpoints {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_millis(300))
+            .with_timeout(Duration::from_millis(1000));
+        let mut c = etcd_client::Client::connect([e], Some(options))
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = c.status().await.map_err(|e| e.to_string())?;
+        ids.push(status.header().map_or(0, |h| h.member_id()));
+        leader = status.leader();
+    }
+    Ok((ids, leader))
+}
+
+/// Makes sure member `not` does not lead etcd's raft (moving leadership to
+/// the next member if it does), so that killing it tests a member's loss
+/// alone, not also an election inside etcd.
+async fn raft_leader_elsewhere(endpoints: Vec<String>, not: usize) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let (ids, leader) = raft(endpoints.clone()).await?;
+        if leader != ids[not] && leader != 0 {
+            return Ok(());
+        }
+        if start.elapsed() > DEADLINE {
+            return Err(format!("etcd{not} still leads the raft"));
+        }
+        let target = ids[(not + 1) % ids.len()];
+        let options = etcd_client::ConnectOptions::new().with_timeout(Duration::from_secs(5));
+        if let Ok(mut c) =
+            etcd_client::Client::connect([endpoints[not].clone()], Some(options)).await
+        {
+            let _ = c.move_leader(target).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The index of the member leading etcd's raft.
+async fn raft_leader(endpoints: Vec<String>) -> Result<usize, String> {
+    let (ids, leader) = raft(endpoints).await?;
+    ids.iter()
+        .position(|id| *id == leader)
+        .ok_or_else(|| "no member leads the raft".to_owned())
+}
+
 // === Replicas ===
 
 /// What a replica's supervisor saw.
@@ -343,6 +394,10 @@ struct ReplicaState {
     pid: Option<u32>,
     /// Every exit: when, and how.
     exits: Vec<(SystemTime, ExitStatus)>,
+    /// Not restarted while set (a machine that stays down).
+    hold: bool,
+    /// `FAILPOINTS` for the next start (test builds of medic-sim read it).
+    faults: Option<String>,
 }
 
 /// A coordinator replica: `medic-sim coordinator --config FILE` under
@@ -395,6 +450,20 @@ impl Replica {
     fn exits(&self) -> Vec<(SystemTime, ExitStatus)> {
         lock(&self.state).exits.clone()
     }
+
+    /// Keeps it down after its next exit (or lets it start again).
+    fn hold(&self, hold: bool) {
+        lock(&self.state).hold = hold;
+    }
+
+    /// Starts it with `FAILPOINTS=faults` from its next start on.
+    fn set_faults(&self, faults: Option<&str>) {
+        lock(&self.state).faults = faults.map(str::to_owned);
+    }
+
+    fn running(&self) -> bool {
+        lock(&self.state).pid.is_some()
+    }
 }
 
 impl Drop for Replica {
@@ -419,12 +488,20 @@ async fn supervise(
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
     while !stop.load(Ordering::SeqCst) {
+        if lock(&state).hold {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
         let file = std::fs::File::options()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
         cmd.stderr(file);
+        match lock(&state).faults.clone() {
+            Some(f) => cmd.env("FAILPOINTS", f),
+            None => cmd.env_remove("FAILPOINTS"),
+        };
         let mut child = cmd.spawn().unwrap();
         lock(&state).pid = child.id();
         let status = child.wait().await.unwrap();
@@ -1547,5 +1624,270 @@ async fn etcd_members_restarted_one_by_one_break_no_limit_and_the_storm_goes_on(
     println!(
         "leaderships {}, replica restarts {restarts:?} over three etcd restarts",
         v.terms.len()
+    );
+}
+
+/// One failover, as measured (docs/operations.md, "Failover timing"): the
+/// dead leader's lease runs out (up to `LEASE_TTL`, plus etcd's expiry
+/// check every 500 ms), a follower sees the key gone (its poll, 100 ms
+/// here) and campaigns, loads the state and warms up (`WARMUP`); 500 ms of
+/// slack for a loaded machine.
+const FAILOVER: Duration = Duration::from_millis(
+    LEASE_TTL.as_millis() as u64 + 500 + 100 + WARMUP.as_millis() as u64 + 500,
+);
+/// The longest etcd itself can be without a raft leader after its leader
+/// dies: twice the members' `--election-timeout` (a randomized timeout, then
+/// the vote).
+const ETCD_ELECTION: Duration = Duration::from_secs(2);
+
+impl Cluster {
+    /// Kills etcd member `i` (SIGKILL), waits for `n` grants decided after
+    /// the kill and returns how long after it the first one came.
+    async fn kill_member(&mut self, storm: &Storm, i: usize, n: usize) -> Duration {
+        let killed_at = SystemTime::now();
+        tokio::task::block_in_place(|| {
+            self.etcd[i].stop(nix::sys::signal::Signal::SIGKILL);
+        });
+        storm
+            .at_least(n, &format!("with etcd{i} dead"), |g| {
+                g.granted_at > killed_at
+            })
+            .await;
+        let first = storm
+            .grants()
+            .iter()
+            .filter(|g| g.granted_at > killed_at)
+            .map(|g| g.granted_at)
+            .min()
+            .unwrap();
+        first.duration_since(killed_at).unwrap()
+    }
+
+    /// Starts etcd member `i` again and waits until it serves on its own.
+    async fn revive_member(&mut self, i: usize) {
+        let bin = self.etcd_bin.clone();
+        self.etcd[i].spawn(&self.net, &bin);
+        let url = self.etcd[i].url();
+        let back = self
+            .ops
+            .spawn(async move {
+                let start = Instant::now();
+                while start.elapsed() < DEADLINE {
+                    if etcd_ready(vec![url.clone()]).await.is_ok() {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                false
+            })
+            .await
+            .unwrap();
+        assert!(back, "etcd{i} rejoined the cluster");
+    }
+
+    fn etcd_urls(&self) -> Vec<String> {
+        self.etcd.iter().map(EtcdMember::url).collect()
+    }
+
+    /// Exits of replicas that were not SIGKILLed by the test.
+    fn own_exits(&self) -> Vec<String> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .flat_map(|(r, rep)| {
+                rep.exits()
+                    .into_iter()
+                    .filter(|(_, s)| std::os::unix::process::ExitStatusExt::signal(s).is_none())
+                    .map(move |(_, s)| format!("replica{r}: {s}"))
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_etcd_member_killed_in_each_position_and_grants_go_on_within_one_failover() {
+    let case = "one_etcd_member_killed_in_each_position";
+    let Some(mut cluster) = Cluster::start(case, 45).await else {
+        return;
+    };
+    let storm = cluster.storm();
+    storm
+        .at_least(8, "(the storm is under way)", |_| true)
+        .await;
+    let mut report = Vec::new();
+    // Every replica lists the members in the same order: 0 is where each
+    // one's requests start, 2 the last it would try. Losing a member that
+    // does not lead etcd's raft must cost nothing: no replica exits, and
+    // grants go on well within one failover.
+    for i in 0..cluster.etcd.len() {
+        let urls = cluster.etcd_urls();
+        cluster
+            .ops
+            .spawn(raft_leader_elsewhere(urls, i))
+            .await
+            .unwrap()
+            .unwrap();
+        let gap = cluster.kill_member(&storm, i, 4).await;
+        assert!(
+            gap <= FAILOVER,
+            "with etcd{i} dead the first grant came {gap:?} after the kill (one failover: \
+             {FAILOVER:?})"
+        );
+        // A replica (re)started while the member is down starts and
+        // follows: SIGKILL a follower and let its next life run 3 s.
+        let leader = cluster.leader().await;
+        let follower = (leader + 1) % cluster.replicas.len();
+        let exits_before = cluster.replicas[follower].exits().len();
+        cluster.replicas[follower].signal(nix::sys::signal::Signal::SIGKILL);
+        until("the killed follower is restarted", || {
+            (cluster.replicas[follower].exits().len() > exits_before
+                && cluster.replicas[follower].running())
+            .then_some(())
+        })
+        .await;
+        let restarted_at = Instant::now();
+        until("the restarted follower has run 3 s", || {
+            (restarted_at.elapsed() >= Duration::from_secs(3)).then_some(())
+        })
+        .await;
+        let exits = cluster.replicas[follower].exits();
+        assert_eq!(
+            exits.len(),
+            exits_before + 1,
+            "replica{follower}, started with etcd{i} down, exited again: {exits:?}"
+        );
+        let own = cluster.own_exits();
+        assert!(
+            own.is_empty(),
+            "with etcd{i} dead, replicas exited: {own:?}"
+        );
+        cluster.revive_member(i).await;
+        let rejoined_at = SystemTime::now();
+        storm
+            .at_least(2, &format!("after etcd{i} rejoined"), |g| {
+                g.granted_at > rejoined_at
+            })
+            .await;
+        report.push(format!("etcd{i}: first grant {gap:?} after the kill"));
+    }
+    // The member leading etcd's raft: etcd itself is unavailable until it
+    // elects another (up to ETCD_ELECTION), longer than this test's 2 s
+    // lease can wait, so the coordinators' leader may lose its lease. Then
+    // it gives the lease up as soon as etcd is back, and a follower takes
+    // over: grants resume within etcd's election plus one failover.
+    let urls = cluster.etcd_urls();
+    let raft_leader = cluster.ops.spawn(raft_leader(urls)).await.unwrap().unwrap();
+    let gap = cluster.kill_member(&storm, raft_leader, 4).await;
+    assert!(
+        gap <= ETCD_ELECTION + FAILOVER,
+        "with etcd's raft leader (etcd{raft_leader}) dead the first grant came {gap:?} after \
+         the kill (etcd's election plus one failover: {:?})",
+        ETCD_ELECTION + FAILOVER
+    );
+    let own = cluster.own_exits();
+    assert!(
+        own.iter().all(|e| e.contains("75")) && own.len() <= 1,
+        "after etcd's raft leader died, replicas exited: {own:?}"
+    );
+    report.push(format!(
+        "etcd{raft_leader} (raft leader): first grant {gap:?} after the kill, replica exits \
+         {own:?}"
+    ));
+    cluster.revive_member(raft_leader).await;
+    let v = cluster.finish(storm).await;
+    println!("{}; leaderships {}", report.join("; "), v.terms.len());
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_first_write_after_election_fails_steps_down_within_the_bound() {
+    let case = "a_leader_whose_first_write_fails";
+    let Some(cluster) = Cluster::start(case, 46).await else {
+        return;
+    };
+    let storm = cluster.storm();
+    storm
+        .at_least(8, "(the storm is under way)", |_| true)
+        .await;
+    let old = cluster.leader().await;
+    let target = (old + 1) % cluster.replicas.len();
+    let other = (old + 2) % cluster.replicas.len();
+    let killed = |r: usize, n: usize| {
+        let replica = &cluster.replicas[r];
+        async move {
+            until(&format!("replica{r} exits"), || {
+                (replica.exits().len() >= n).then_some(())
+            })
+            .await;
+        }
+    };
+    // The third replica stays down, so that the target is elected next.
+    cluster.replicas[other].hold(true);
+    cluster.replicas[other].signal(nix::sys::signal::Signal::SIGKILL);
+    killed(other, 1).await;
+    // The target's next life fails its first etcd write.
+    cluster.replicas[target].set_faults(Some("medic-store::etcd::write=1*return(injected)"));
+    cluster.replicas[target].signal(nix::sys::signal::Signal::SIGKILL);
+    killed(target, 1).await;
+    until("the target runs with the fault", || {
+        cluster.replicas[target].running().then_some(())
+    })
+    .await;
+    cluster.replicas[target].set_faults(None);
+    // The leader goes and stays down: the target is the only candidate.
+    cluster.replicas[old].hold(true);
+    let killed_at = SystemTime::now();
+    cluster.replicas[old].signal(nix::sys::signal::Signal::SIGKILL);
+
+    // Elected, its first write (the audit of its configuration) fails: it
+    // must give up its lease and exit 1 (a store failure, restarted by
+    // systemd), within the lease's wait plus a second, not hold the key.
+    let bound = FAILOVER + Duration::from_secs(1);
+    let (exited_at, status) = until("the target steps down", || {
+        cluster.replicas[target].exits().get(1).copied()
+    })
+    .await;
+    let after = exited_at.duration_since(killed_at).unwrap();
+    assert!(
+        after <= bound,
+        "the failing leader exited {after:?} after the old leader's kill (bound {bound:?})"
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a store failure exits 1: {status:?}"
+    );
+    let log = std::fs::read_to_string(&cluster.replicas[target].log).unwrap();
+    assert!(
+        log.contains("failpoint medic-store::etcd::write"),
+        "the target's log says why it stopped"
+    );
+    // It resigned, so its next life is elected at once (the other two are
+    // down) and grants.
+    let next = cluster.term_after(exited_at).await;
+    assert_eq!(next.replica, target);
+    storm
+        .at_least(4, "by the target's next life", |g| {
+            g.granted_at > next.started_at
+        })
+        .await;
+    let resigned = next.started_at.duration_since(exited_at).unwrap();
+    cluster.replicas[old].hold(false);
+    cluster.replicas[other].hold(false);
+    let v = cluster.finish(storm).await;
+    // Nothing was granted while the failed leader held the key.
+    let gap: Vec<_> = v
+        .grants()
+        .into_iter()
+        .filter(|p| p.granted_at > killed_at && p.granted_at < next.started_at + WARMUP)
+        .map(|p| p.id.to_string())
+        .collect();
+    assert!(
+        gap.is_empty(),
+        "granted between the kill and the next term: {gap:?}"
+    );
+    println!(
+        "old leader killed -> failing leader exited 1 after {after:?}; its next life \
+         elected {resigned:?} later (lease given up, not expired)"
     );
 }

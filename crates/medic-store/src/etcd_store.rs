@@ -1681,16 +1681,43 @@ impl Leader {
 
     /// Gives leadership up at once: revokes the lease, which deletes the
     /// leader key, so another candidate can take over without waiting.
-    pub fn resign(mut self) -> Result<(), StoreError> {
+    pub fn resign(self) -> Result<(), StoreError> {
+        self.resign_within(Duration::ZERO)
+    }
+
+    /// [`Leader::resign`], trying again (every 100 ms) for up to `within`
+    /// while etcd cannot take the revocation: a leader that lost its lease
+    /// locally because etcd was electing a raft leader finds etcd back a
+    /// moment later, and its lease, refreshed by that election, would
+    /// otherwise keep the next leader waiting for a whole TTL. A lease etcd
+    /// no longer knows counts as given up.
+    pub fn resign_within(mut self, within: Duration) -> Result<(), StoreError> {
         self.stop();
         let lease = self.fence.lease;
-        self.conn
-            .run(
+        let started = Instant::now();
+        loop {
+            let r = self.conn.run(
                 Call::Idempotent,
                 "revoke the lease",
-                move |mut c| async move { c.lease_revoke(lease).await.map(|_| ()) },
-            )
-            .map_err(StoreError::from)
+                move |mut c| async move {
+                    match c.lease_revoke(lease).await {
+                        Err(etcd_client::Error::GRpcStatus(s))
+                            if s.code() == tonic::Code::NotFound =>
+                        {
+                            Ok(())
+                        }
+                        r => r.map(|_| ()),
+                    }
+                },
+            );
+            match r {
+                Ok(()) => return Ok(()),
+                Err(_) if started.elapsed() + Duration::from_millis(100) < within => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(f) => return Err(f.into()),
+            }
+        }
     }
 
     fn stop(&mut self) {
