@@ -26,6 +26,12 @@
 //! (add `-- --kills N` to change the number of kills, default 20, 0 skips
 //! phase 1; `--seconds S` the length of each throughput measurement,
 //! default 10, 0 skips phase 2; `--clients 1,8,32` the values of K).
+//!
+//! With `--cluster`, etcd is three members on loopback instead of one, and
+//! every replica lists all three: both phases run with all members up,
+//! then again, in the same run, with the first listed member SIGKILLed (a
+//! minority lost; every replica's requests start at that member and must
+//! move on to the next).
 //! Needs `etcd` on the PATH (or `MEDIC_ETCD_BIN`). Every child process is
 //! killed on exit, on a panic, and on SIGINT or SIGTERM; the replicas' logs
 //! are kept when the run fails.
@@ -43,7 +49,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use etcd::EtcdServer;
+use etcd::{EtcdCluster, EtcdServer};
 use medic_agent::client::{CallError, Coordinators};
 use medic_proto::pb::v1 as pb;
 use medic_store::etcd_client::{self, Compare, CompareOp, EventType, Txn, TxnOp};
@@ -94,12 +100,17 @@ admission = {{ per_second = 1000000, burst = 1000000 }}
 
 [store]
 kind = "etcd"
-endpoints = ["{endpoint}"]
+endpoints = [{endpoints}]
 prefix = "{prefix}"
 lease_ttl = "{lease}s"
 advertise = "http://127.0.0.1:{grpc}"
 "#,
-        lease = lease_ttl.as_secs()
+        lease = lease_ttl.as_secs(),
+        endpoints = endpoint
+            .split(',')
+            .map(|e| format!("{e:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -381,9 +392,7 @@ async fn watch_leader_key(
     events: Arc<Mutex<Vec<KeyEvent>>>,
     watching: tokio::sync::oneshot::Sender<()>,
 ) {
-    let mut c = etcd_client::Client::connect([endpoint], None)
-        .await
-        .unwrap();
+    let mut c = etcd_client(&endpoint).await;
     let mut stream = c.watch(key, None).await.unwrap();
     let _ = watching.send(());
     while let Ok(Some(resp)) = stream.message().await {
@@ -708,8 +717,9 @@ fn failover_row(label: &str, f: &Failover, goal: Duration) -> String {
 }
 
 /// Phase 1.
-async fn failovers(dir: &Path, endpoint: &str, kills: usize) {
-    let mut d = Deployment::start(dir, endpoint, "/medic/failover", LEASE_TTL).await;
+async fn failovers(dir: &Path, endpoint: &str, kills: usize, label: &str) {
+    let mut d =
+        Deployment::start(dir, endpoint, &format!("/medic/{label}failover"), LEASE_TTL).await;
     let goal = goal(LEASE_TTL);
     println!(
         "failover under SIGKILL: leader killed -> first grant by another replica; goal \
@@ -970,7 +980,20 @@ async fn swap(
     }
 }
 
-async fn etcd_client(endpoint: &str) -> etcd_client::Client {
+/// A client of the first of `endpoints` (comma-separated) that answers:
+/// the baselines and the bench's own watch use one live member.
+async fn etcd_client(endpoints: &str) -> etcd_client::Client {
+    for e in endpoints.split(',') {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_millis(300))
+            .with_timeout(Duration::from_secs(10));
+        if let Ok(mut c) = etcd_client::Client::connect([e], Some(options)).await
+            && c.get("medic-bench-probe", None).await.is_ok()
+        {
+            return c;
+        }
+    }
+    let endpoint = endpoints.split(',').next().unwrap_or_default();
     etcd_client::Client::connect([endpoint], None)
         .await
         .unwrap()
@@ -1135,7 +1158,7 @@ async fn state_size(endpoint: &str, prefix: &str) -> (usize, u64) {
 }
 
 /// Phase 2.
-async fn throughput(dir: &Path, endpoint: &str, clients: &[usize], length: Duration) {
+async fn throughput(dir: &Path, endpoint: &str, clients: &[usize], length: Duration, label: &str) {
     println!(
         "throughput, same etcd, {} s per measurement, a fresh deployment per K (lease_ttl {} s); \
          (a) the coordinator: grant + outcome per op; (b) airlock-style CAS on one key: \
@@ -1153,7 +1176,7 @@ async fn throughput(dir: &Path, endpoint: &str, clients: &[usize], length: Durat
         let mut d = Deployment::start(
             dir,
             endpoint,
-            &format!("/medic/throughput-{k}"),
+            &format!("/medic/{label}throughput-{k}"),
             THROUGHPUT_LEASE_TTL,
         )
         .await;
@@ -1231,6 +1254,7 @@ async fn throughput(dir: &Path, endpoint: &str, clients: &[usize], length: Durat
 // === main ===
 
 struct Args {
+    cluster: bool,
     kills: usize,
     seconds: u64,
     clients: Vec<usize>,
@@ -1250,6 +1274,7 @@ fn args() -> Option<Args> {
             .cloned()
     };
     Some(Args {
+        cluster: args.iter().any(|a| a == "--cluster"),
         kills: value("--kills").map_or(20, |v| v.parse().unwrap()),
         seconds: value("--seconds").map_or(10, |v| v.parse().unwrap()),
         clients: value("--clients").map_or_else(
@@ -1281,9 +1306,47 @@ async fn interrupted() {
     }
 }
 
+/// etcd for the run: one member, or three ([`Args::cluster`]).
+enum Etcd {
+    One(EtcdServer),
+    Three(EtcdCluster),
+}
+
+impl Etcd {
+    fn endpoints(&self) -> String {
+        match self {
+            Etcd::One(s) => s.endpoint.clone(),
+            Etcd::Three(c) => c.endpoints().join(","),
+        }
+    }
+}
+
+/// Both phases against `endpoints`, their deployments' prefixes under
+/// `label`.
+async fn phases(dir: &Path, endpoints: &str, args: &Args, label: &str) {
+    if args.kills > 0 {
+        failovers(dir, endpoints, args.kills, label).await;
+    }
+    if args.seconds > 0 {
+        throughput(
+            dir,
+            endpoints,
+            &args.clients,
+            Duration::from_secs(args.seconds),
+            label,
+        )
+        .await;
+    }
+}
+
 fn main() {
     let Some(args) = args() else { return };
-    let Some(server) = EtcdServer::start() else {
+    let started = if args.cluster {
+        EtcdCluster::start().map(Etcd::Three)
+    } else {
+        EtcdServer::start().map(Etcd::One)
+    };
+    let Some(mut server) = started else {
         return;
     };
     let dir = tempfile::Builder::new()
@@ -1291,10 +1354,15 @@ fn main() {
         .tempdir()
         .unwrap();
     println!(
-        "{} on loopback (one member, data on this machine's disk); {REPLICAS} replicas of the \
+        "{} on loopback ({}, data on this machine's disk); {REPLICAS} replicas of the \
          release binary as child processes; heartbeat_interval {} s, warmup {} s, tick 100 ms; \
          logs in {} (kept if the run fails)",
         etcd_version(),
+        if args.cluster {
+            "three members"
+        } else {
+            "one member"
+        },
         HEARTBEAT_INTERVAL.as_secs(),
         WARMUP.as_secs(),
         dir.path().display()
@@ -1308,22 +1376,25 @@ fn main() {
     // killed as they drop; etcd goes when `server` drops.
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rt.block_on(async {
-            let phases = async {
-                if args.kills > 0 {
-                    failovers(dir.path(), &server.endpoint, args.kills).await;
+            let all = async {
+                let endpoints = server.endpoints();
+                if !args.cluster {
+                    phases(dir.path(), &endpoints, &args, "").await;
+                    return;
                 }
-                if args.seconds > 0 {
-                    throughput(
-                        dir.path(),
-                        &server.endpoint,
-                        &args.clients,
-                        Duration::from_secs(args.seconds),
-                    )
-                    .await;
+                println!("== all three etcd members up");
+                phases(dir.path(), &endpoints, &args, "up-").await;
+                if let Etcd::Three(c) = &mut server {
+                    c.kill(0);
                 }
+                println!(
+                    "== etcd member 0 SIGKILLed (the first endpoint every replica lists); \
+                     two of three up"
+                );
+                phases(dir.path(), &endpoints, &args, "down-").await;
             };
             tokio::select! {
-                () = phases => true,
+                () = all => true,
                 () = interrupted() => false,
             }
         })

@@ -198,7 +198,7 @@ impl Conn {
     /// request in errors.
     fn run<T, F, Fut>(&self, call: Call, what: &'static str, f: F) -> Result<T, Failure>
     where
-        F: Fn(Client) -> Fut + Send + 'static,
+        F: Fn(Client) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
         T: Send + 'static,
     {
@@ -320,11 +320,18 @@ struct Members {
     clients: Vec<Client>,
     /// Where requests go first.
     current: AtomicUsize,
+    /// How long one request may go round the members.
+    retry_for: Duration,
 }
 
 impl Members {
-    /// Clients for `endpoints`; connects to none yet.
-    async fn new(endpoints: &[String], options: &ConnectOptions) -> Result<Members, String> {
+    /// Clients for `endpoints`; connects to none yet. A request goes round
+    /// the members again while `retry_for` lasts.
+    async fn new(
+        endpoints: &[String],
+        options: &ConnectOptions,
+        retry_for: Duration,
+    ) -> Result<Members, String> {
         let mut clients = Vec::with_capacity(endpoints.len());
         for e in endpoints {
             clients.push(
@@ -337,6 +344,7 @@ impl Members {
             endpoints: endpoints.to_vec(),
             clients,
             current: AtomicUsize::new(0),
+            retry_for,
         })
     }
 
@@ -369,14 +377,48 @@ impl Members {
     /// tried and why it failed.
     async fn call<T, F, Fut>(&self, call: Call, what: &str, f: F) -> Result<T, Failure>
     where
-        F: Fn(Client) -> Fut,
+        F: Fn(Client) -> Fut + Sync,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
+        let started = tokio::time::Instant::now();
         let mut tried = Vec::new();
+        loop {
+            if let Some(v) = self.round(call, what, &f, &mut tried).await? {
+                return Ok(v);
+            }
+            // Every member failed without taking it: etcd may be electing
+            // a raft leader (each member says "no leader") or members may
+            // be restarting. Go round again while the request's time lasts.
+            if started.elapsed() + ROUND_PAUSE >= self.retry_for {
+                break;
+            }
+            tokio::time::sleep(ROUND_PAUSE).await;
+            tried.clear();
+        }
+        Err(Failure::failed(format!(
+            "etcd: {what}: no member could take it; tried each of the {} endpoints: {}",
+            self.clients.len(),
+            tried.join("; ")
+        )))
+    }
+
+    /// One try on every member in turn: `Some` on success, `None` when each
+    /// failed in a way that allows asking again (`tried` says how).
+    async fn round<T, F, Fut>(
+        &self,
+        call: Call,
+        what: &str,
+        f: &F,
+        tried: &mut Vec<String>,
+    ) -> Result<Option<T>, Failure>
+    where
+        F: Fn(Client) -> Fut + Sync,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
         for _ in 0..self.clients.len() {
             let (i, client) = self.current();
             let err = match f(client).await {
-                Ok(v) => return Ok(v),
+                Ok(v) => return Ok(Some(v)),
                 Err(e) => e,
             };
             let class = classify(&err);
@@ -395,13 +437,12 @@ impl Members {
             }
             self.failed(i, &err);
         }
-        Err(Failure::failed(format!(
-            "etcd: {what}: no member could take it; tried each of the {} endpoints: {}",
-            self.clients.len(),
-            tried.join("; ")
-        )))
+        Ok(None)
     }
 }
+
+/// Between two rounds over every member.
+const ROUND_PAUSE: Duration = Duration::from_millis(100);
 
 // === Keys ===
 
@@ -580,7 +621,11 @@ impl EtcdStore {
             options = options.with_tls(t);
         }
         let members = rt
-            .block_on(Members::new(&config.endpoints, &options))
+            .block_on(Members::new(
+                &config.endpoints,
+                &options,
+                config.request_timeout,
+            ))
             .map_err(|e| StoreError::Backend(format!("etcd: cannot make a client: {e}")))?;
         let store = EtcdStore {
             conn: Conn {

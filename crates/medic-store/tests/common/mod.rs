@@ -307,6 +307,29 @@ impl EtcdCluster {
         m.child = Some(child);
     }
 
+    /// The member leading etcd's raft, as the members' status says.
+    pub fn raft_leader(&self) -> usize {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let mut ids = Vec::new();
+            let mut leader = 0;
+            for m in &self.members {
+                let mut c = etcd_client::Client::connect([&m.client], None)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let status = c.status().await.unwrap_or_else(|e| panic!("{e}"));
+                ids.push(status.header().map_or(0, |h| h.member_id()));
+                leader = status.leader();
+            }
+            ids.iter()
+                .position(|id| *id == leader)
+                .unwrap_or_else(|| panic!("no member leads etcd's raft"))
+        })
+    }
+
     /// SIGKILLs member `i` and waits for it to be gone.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {
