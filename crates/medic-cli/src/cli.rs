@@ -182,7 +182,8 @@ Relative times are counted on the coordinator's clock.",
         long_about = "\
 Stop grants: fleet-wide, for hosts matching a label selector, for one action,
 or a selector and an action. Permits already granted stay valid (see `revoke`).
-Pauses survive coordinator restarts and last until resumed, or for --for.",
+Pauses survive coordinator restarts and last until resumed, or for --for
+(at most 366 days; leave it out to pause until resumed).",
         after_help = "\
 Examples:
   medicctl pause --reason 'db-3 failover, INC-1234'

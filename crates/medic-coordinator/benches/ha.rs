@@ -186,7 +186,7 @@ impl Deployment {
         let fleet = dir.join("fleet.toml");
         std::fs::write(&fleet, fleet_toml()).unwrap();
         let push = Command::new(EXE)
-            .args(["config", "push", "--config"])
+            .args(["config", "push", "--init", "--config"])
             .arg(&replicas[0].config)
             .arg(&fleet)
             .output();

@@ -77,6 +77,14 @@ pub const MAX_OUTCOME_DETAIL_LEN: usize = 4096;
 /// with a ticket id, kept whole in the audit history.
 pub const MAX_REASON_LEN: usize = 1024;
 
+// === Durations of operator requests ===
+
+/// Longest timed pause (`PauseRequest.duration`): 366 days. A pause meant
+/// to last longer is one without a duration, ended by a resume; a longer
+/// duration is a typo (`--for 8000y`), and its end would lie past the
+/// dates the audit history and messages can print.
+pub const MAX_PAUSE_DURATION: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
 // === Queries ===
 
 /// Most entries of a repeated filter (`ListPermitsRequest.states`,

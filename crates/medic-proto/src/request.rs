@@ -201,6 +201,12 @@ impl TryFrom<pb::PauseRequest> for PauseCommand {
                     "must be positive when set (leave it unset to pause until resumed)",
                 ));
             }
+            if duration.is_some_and(|d| d > crate::limits::MAX_PAUSE_DURATION) {
+                return Err(InvalidInput::new(
+                    "duration",
+                    "must be at most 366 days (leave it unset to pause until resumed)",
+                ));
+            }
             Ok(Self {
                 scope: bounded_scope_or_fleet("scope", r.scope)?,
                 reason: reason(r.reason)?,
@@ -682,6 +688,27 @@ mod tests {
             PauseCommand::try_from(wire),
             "request.duration: must be positive when set (leave it unset to pause until resumed)",
         );
+    }
+
+    #[test]
+    fn pause_for_longer_than_a_year_is_rejected_before_it_can_overflow_a_date() {
+        // `medicctl pause --for 8000y` once saved a pause ending past year
+        // 9999, which every later message then failed to print.
+        let wire = pb::PauseRequest {
+            scope: None,
+            reason: "db-3 failover".to_owned(),
+            duration: Some(to_duration(Duration::from_secs(8000 * 365 * 86_400))),
+        };
+        assert_error(
+            PauseCommand::try_from(wire),
+            "request.duration: must be at most 366 days (leave it unset to pause until resumed)",
+        );
+        let year = pb::PauseRequest {
+            scope: None,
+            reason: "long freeze".to_owned(),
+            duration: Some(to_duration(crate::limits::MAX_PAUSE_DURATION)),
+        };
+        assert!(PauseCommand::try_from(year).is_ok());
     }
 
     #[test]
