@@ -1590,29 +1590,12 @@ async fn etcd_members_restarted_one_by_one_break_no_limit_and_the_storm_goes_on(
         .await;
     for i in 0..cluster.etcd.len() {
         let stopped_at = SystemTime::now();
-        let bin = cluster.etcd_bin.clone();
         // A clean stop (systemctl restart), waited for off the runtime.
         tokio::task::block_in_place(|| {
             cluster.etcd[i].stop(nix::sys::signal::Signal::SIGTERM);
         });
-        cluster.etcd[i].spawn(&cluster.net, &bin);
         // It rejoins: it serves a linearizable read on its own.
-        let url = cluster.etcd[i].url();
-        let back = cluster
-            .ops
-            .spawn(async move {
-                let start = Instant::now();
-                while start.elapsed() < DEADLINE {
-                    if etcd_ready(vec![url.clone()]).await.is_ok() {
-                        return true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                false
-            })
-            .await
-            .unwrap();
-        assert!(back, "etcd{i} rejoined the cluster");
+        cluster.revive_member(i).await;
         storm
             .at_least(4, &format!("after etcd{i} restarted"), |g| {
                 g.granted_at > stopped_at

@@ -71,7 +71,7 @@ use std::fmt;
 use std::future::Future;
 use std::ops::Bound;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -275,6 +275,28 @@ enum Failed {
     Answered,
 }
 
+/// A member's failure in a few words: the status's message and code, and
+/// the innermost cause (`Connection refused (os error 111)`), rather than
+/// etcd-client's debug dump of the whole chain.
+fn describe(e: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return e.to_string();
+    };
+    let mut out = format!("{} ({:?})", status.message(), status.code());
+    let mut root = None;
+    let mut source = std::error::Error::source(status);
+    while let Some(s) = source {
+        root = Some(s);
+        source = s.source();
+    }
+    if let Some(root) = root.map(ToString::to_string)
+        && !out.contains(&root)
+    {
+        out = format!("{out}: {root}");
+    }
+    out
+}
+
 fn classify(e: &etcd_client::Error) -> Failed {
     match e {
         etcd_client::Error::GRpcStatus(status) => {
@@ -320,6 +342,9 @@ struct Members {
     clients: Vec<Client>,
     /// Where requests go first.
     current: AtomicUsize,
+    /// Per member, whether its last request failed: the log says when a
+    /// member stops and starts answering, not every request it fails.
+    down: Vec<AtomicBool>,
     /// How long one request may go round the members.
     retry_for: Duration,
 }
@@ -332,6 +357,9 @@ impl Members {
         options: &ConnectOptions,
         retry_for: Duration,
     ) -> Result<Members, String> {
+        if endpoints.is_empty() {
+            return Err("no endpoints are listed".to_owned());
+        }
         let mut clients = Vec::with_capacity(endpoints.len());
         for e in endpoints {
             clients.push(
@@ -344,6 +372,7 @@ impl Members {
             endpoints: endpoints.to_vec(),
             clients,
             current: AtomicUsize::new(0),
+            down: endpoints.iter().map(|_| AtomicBool::new(false)).collect(),
             retry_for,
         })
     }
@@ -357,18 +386,23 @@ impl Members {
     /// Moves on from member `i` (unless another request already did).
     fn failed(&self, i: usize, why: &dyn fmt::Display) {
         let next = (i + 1) % self.clients.len();
-        if self
+        let _ = self
             .current
-            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-            && next != i
-        {
+            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed);
+        if !self.down[i].swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 failed = %self.endpoints[i],
                 next = %self.endpoints[next],
                 error = %why,
                 "etcd member unavailable; using the next endpoint"
             );
+        }
+    }
+
+    /// Member `i` answered.
+    fn answered(&self, i: usize) {
+        if self.down[i].swap(false, Ordering::Relaxed) {
+            tracing::info!(endpoint = %self.endpoints[i], "etcd member answers again");
         }
     }
 
@@ -418,13 +452,19 @@ impl Members {
         for _ in 0..self.clients.len() {
             let (i, client) = self.current();
             let err = match f(client).await {
-                Ok(v) => return Ok(Some(v)),
+                Ok(v) => {
+                    self.answered(i);
+                    return Ok(Some(v));
+                }
                 Err(e) => e,
             };
             let class = classify(&err);
+            let described = describe(&err);
             if class == Failed::Answered {
-                return Err(Failure::failed(format!("etcd: {what}: {err}")));
+                self.answered(i);
+                return Err(Failure::failed(format!("etcd: {what}: {described}")));
             }
+            let err = described;
             tried.push(format!("{}: {err}", self.endpoints[i]));
             if class == Failed::Unknown && call == Call::Write {
                 return Err(Failure {
@@ -644,8 +684,7 @@ impl EtcdStore {
         };
         match store.check_meta() {
             Err(StoreError::Backend(e)) => Err(StoreError::Backend(format!(
-                "{e} (the first request to {} failed: {})",
-                store.config.endpoints.join(","),
+                "{e} (no member answered at start: {})",
                 if store.config.tls.is_some() {
                     "is each endpoint an etcd member speaking TLS, with a certificate for its \
                      name (or store.tls.server_name) signed by store.tls.ca? With \
@@ -677,13 +716,7 @@ impl EtcdStore {
     /// followers read it to redirect callers, and poll it to notice when
     /// the leader key goes.
     pub fn leader_name(&self) -> Result<Option<String>, StoreError> {
-        let key = self.keys.leader();
-        let resp = self
-            .conn
-            .run(Call::Idempotent, "read the leader key", move |mut c| {
-                let key = key.clone();
-                async move { c.get(key, None).await }
-            })?;
+        let resp = self.get(self.keys.leader(), "read the leader key")?;
         Ok(resp
             .kvs()
             .first()
@@ -694,13 +727,7 @@ impl EtcdStore {
     /// the etcd revision that last changed it, or `None` if none was ever
     /// pushed. Needs no leadership.
     pub fn fleet_config(&self) -> Result<Option<(String, i64)>, StoreError> {
-        let key = self.keys.fleet_config();
-        let resp = self
-            .conn
-            .run(Call::Idempotent, "read the fleet config", move |mut c| {
-                let key = key.clone();
-                async move { c.get(key, None).await }
-            })?;
+        let resp = self.get(self.keys.fleet_config(), "read the fleet config")?;
         let Some(kv) = resp.kvs().first() else {
             return Ok(None);
         };
@@ -755,6 +782,14 @@ impl EtcdStore {
             });
         }
         Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Reads one key (linearizable), from whichever member answers.
+    fn get(&self, key: String, what: &'static str) -> Result<GetResponse, StoreError> {
+        Ok(self.conn.run(Call::Idempotent, what, move |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })?)
     }
 
     /// Where the state lives, as errors name it.
@@ -1118,13 +1153,7 @@ impl EtcdStore {
         if meta.last_id != new_last {
             return Ok(Some(meta.last_id));
         }
-        let key = self.keys.log(new_last);
-        let resp = self
-            .conn
-            .run(Call::Idempotent, "read back an entry", move |mut c| {
-                let key = key.clone();
-                async move { c.get(key, None).await }
-            })?;
+        let resp = self.get(self.keys.log(new_last), "read back an entry")?;
         Ok(
             if resp.kvs().first().is_some_and(|kv| kv.value() == bytes) {
                 None
@@ -1842,6 +1871,7 @@ async fn keep_alive(
                     let (i, mut client) = members.current();
                     match tokio::time::timeout(interval, client.lease_keep_alive(lease)).await {
                         Ok(Ok((k, r))) => {
+                            members.answered(i);
                             open = Some((i, k));
                             responses = Some(r);
                             outstanding.clear();

@@ -617,4 +617,5 @@ fn with_quorum_lost_an_error_names_every_endpoint_tried() {
     // leader (or times out before it notices): each is said.
     assert!(err.contains("tried each of the 3 endpoints"), "{err}");
     assert!(err.contains("Connection refused"), "{err}");
+    println!("quorum lost: {err}");
 }
