@@ -1086,11 +1086,18 @@ impl EtcdStore {
         ops: Vec<TxnOp>,
         what: &'static str,
     ) -> Result<Written, StoreError> {
+        // Test builds: fail the write before it is sent, as a refusal, or
+        // (argument `unknown`) as an outcome the caller must find out.
         fail::fail_point!("medic-store::etcd::write", |why| {
-            Err(StoreError::Backend(format!(
+            let message = format!(
                 "etcd: {what}: failpoint medic-store::etcd::write: {}",
-                why.unwrap_or_default()
-            )))
+                why.clone().unwrap_or_default()
+            );
+            if why.as_deref() == Some("unknown") {
+                Ok(Written::Unknown(message))
+            } else {
+                Err(StoreError::Backend(message))
+            }
         });
         let mut all = vec![fence.compare()];
         all.extend(compares);
@@ -1106,6 +1113,12 @@ impl EtcdStore {
             Err(f) if f.unknown => return Ok(Written::Unknown(f.message)),
             Err(f) => return Err(f.into()),
         };
+        // Test builds: the write went in and its answer was lost.
+        fail::fail_point!("medic-store::etcd::reply-lost", |_| {
+            Ok(Written::Unknown(format!(
+                "etcd: {what}: failpoint medic-store::etcd::reply-lost"
+            )))
+        });
         if resp.succeeded() {
             return Ok(Written::Yes(resp));
         }

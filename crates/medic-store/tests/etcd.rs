@@ -619,3 +619,43 @@ fn with_quorum_lost_an_error_names_every_endpoint_tried() {
     assert!(err.contains("Connection refused"), "{err}");
     println!("quorum lost: {err}");
 }
+
+/// The append's transaction went in and its answer was lost: the store
+/// reads back, finds its own entries and returns them; nothing is written
+/// twice (I6: the grant is durable once, under the ids returned).
+#[cfg(feature = "failpoints")]
+#[test]
+fn an_append_whose_reply_was_lost_is_found_in_etcd_and_not_written_twice() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let (store, _leader) = leading(&server, "/medic/reply-lost", "a");
+    store.append(batch(&["first"])).unwrap();
+    // Only this test's process: nextest runs each test in its own.
+    fail::cfg("medic-store::etcd::reply-lost", "1*return").unwrap();
+    let entries = store.append(batch(&["second", "third"]));
+    fail::remove("medic-store::etcd::reply-lost");
+    let ids: Vec<u64> = entries.unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![2, 3]);
+    assert_eq!(all_ids(&store), vec![1, 2, 3]);
+    store.append(batch(&["fourth"])).unwrap();
+    assert_eq!(all_ids(&store), vec![1, 2, 3, 4]);
+}
+
+/// The outcome is unknown and the transaction never went in: the read-back
+/// finds `last_id` unmoved and the store sends it again, once.
+#[cfg(feature = "failpoints")]
+#[test]
+fn an_append_whose_outcome_was_unknown_and_did_not_land_is_sent_again_once() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let (store, _leader) = leading(&server, "/medic/unknown-unsent", "a");
+    store.append(batch(&["first"])).unwrap();
+    fail::cfg("medic-store::etcd::write", "1*return(unknown)").unwrap();
+    let entries = store.append(batch(&["second", "third"]));
+    fail::remove("medic-store::etcd::write");
+    let ids: Vec<u64> = entries.unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![2, 3]);
+    assert_eq!(all_ids(&store), vec![1, 2, 3]);
+}
