@@ -1755,8 +1755,10 @@ async fn one_etcd_member_killed_in_each_position_and_grants_go_on_within_one_fai
     }
     // The member leading etcd's raft: etcd itself is unavailable until it
     // elects another (up to ETCD_ELECTION), longer than this test's 2 s
-    // lease can wait, so the coordinators' leader may lose its lease. Then
-    // it gives the lease up as soon as etcd is back, and a follower takes
+    // lease can wait, so the coordinators' leader may lose its lease (exit
+    // 75), or, on a loaded machine, see a write fail for its whole 1 s
+    // request time first (exit 1, "the state store failed"). Either way it
+    // gives the lease up as soon as etcd is back, and a follower takes
     // over: grants resume within etcd's election plus one failover.
     let urls = cluster.etcd_urls();
     let raft_leader = cluster.ops.spawn(raft_leader(urls)).await.unwrap().unwrap();
@@ -1769,7 +1771,9 @@ async fn one_etcd_member_killed_in_each_position_and_grants_go_on_within_one_fai
     );
     let own = cluster.own_exits();
     assert!(
-        own.iter().all(|e| e.contains("75")) && own.len() <= 1,
+        own.iter()
+            .all(|e| e.ends_with("exit status: 75") || e.ends_with("exit status: 1"))
+            && own.len() <= 1,
         "after etcd's raft leader died, replicas exited: {own:?}"
     );
     report.push(format!(
