@@ -421,6 +421,18 @@ impl<S: Store> Core<S> {
         self.metrics.set_status(&status);
         lock(&self.denials).prune(self.clock.now());
         lock(&self.refusals).prune(self.clock.now());
+        // An idle coordinator must notice too that its state file was
+        // deleted or replaced: nothing it acknowledged after would survive.
+        let store = self.store.clone();
+        let verified = tokio::task::spawn_blocking(move || store.verify())
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Backend(format!("store check failed: {e}"))));
+        if let Err(e) = verified {
+            let why = e.to_string();
+            tracing::error!(error = %why, "the state store cannot keep writes; the coordinator stops");
+            self.fatal.send_replace(Some(why.clone()));
+            return Err(CoreError::Store(why));
+        }
         Ok(())
     }
 

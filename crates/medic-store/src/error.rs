@@ -41,6 +41,20 @@ pub enum StoreError {
         /// What was found wrong.
         detail: String,
     },
+    /// The state file is gone, empty, or not a file, where medic state was
+    /// (or had been) kept: before start-up, or while the coordinator ran.
+    #[error(
+        "state file {path}: {detail}. Refusing to go on, because an empty state would refill \
+         budgets and forget quarantines and pauses. {remedy}"
+    )]
+    Lost {
+        /// The state file.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+        /// What the operator can do.
+        remedy: String,
+    },
     /// An I/O error on the state directory or file.
     #[error("state directory {path}: {source}")]
     Io {

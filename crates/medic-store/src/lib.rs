@@ -243,6 +243,15 @@ pub trait Store: Send + Sync + 'static {
     /// that is young enough and within `max_entries`, so the log stays one
     /// contiguous run of ids.
     fn compact(&self, retention: Retention, now: Time) -> Result<u64, StoreError>;
+
+    /// Checks that the store can still take writes that last: for the
+    /// embedded store, that its file is still the one it opened (not
+    /// deleted, not replaced). The coordinator calls it every tick, so an
+    /// idle coordinator notices too; a store without such a check answers
+    /// `Ok`.
+    fn verify(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A shared store is a store: the replicated coordinator polls the leader
@@ -262,6 +271,9 @@ impl<T: Store> Store for std::sync::Arc<T> {
     }
     fn compact(&self, retention: Retention, now: Time) -> Result<u64, StoreError> {
         (**self).compact(retention, now)
+    }
+    fn verify(&self) -> Result<(), StoreError> {
+        (**self).verify()
     }
 }
 

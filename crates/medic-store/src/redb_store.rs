@@ -66,6 +66,7 @@ pub struct RedbStore {
     // keeps other coordinators out is released.
     db: Database,
     path: PathBuf,
+    watched: Watched,
     history_scan_limit: usize,
     compact_batch: usize,
     _lock: File,
@@ -95,33 +96,18 @@ impl RedbStore {
     /// file: about 0.1 s for 140 MB of history from the page cache.
     pub fn open(state_dir: &Path) -> Result<RedbStore, StoreError> {
         create_private_dir(state_dir)?;
-        let lock = lock_dir(state_dir)?;
+        let (lock, lock_existed) = lock_dir(state_dir)?;
         let path = state_dir.join(STATE_FILE);
-        // Only a file that did not exist may start empty. An existing file
-        // that opens with no tables was damaged (or redb's recovery fell
-        // back to its first, empty commit): starting from nothing would
-        // refill budgets and forget quarantines.
-        let existed = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
-        if !existed {
-            // A new file is born complete: created and initialised under a
-            // temporary name, then renamed into place, so a crash during
-            // creation never leaves a file without medic's tables.
-            let fresh = state_dir.join(format!("{STATE_FILE}.new"));
-            let _ = std::fs::remove_file(&fresh);
-            {
-                let db = Database::create(&fresh).map_err(|e| db_error(&fresh, e))?;
-                init(&db).map_err(|e| db_error(&fresh, e))?;
-            }
-            std::fs::rename(&fresh, &path).map_err(|source| StoreError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            std::fs::File::open(state_dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|source| StoreError::Io {
-                    path: state_dir.to_owned(),
-                    source,
-                })?;
+        // Only a directory that never held medic state may start empty. A
+        // file that is missing, emptied, or a link to nothing where state
+        // was kept is refused: starting from nothing would refill budgets
+        // and forget quarantines.
+        if examine(state_dir, &path, lock_existed)? == Found::Nothing {
+            create_new(state_dir, &path)?;
+            tracing::warn!(
+                path = %path.display(),
+                "initialised a new, empty state file: this directory never held medic state"
+            );
         }
         // redb trusts a cleanly closed file and reads pages without checking
         // their checksums; a file damaged since (disk, a stray write, a bad
@@ -131,9 +117,11 @@ impl RedbStore {
             .set_check_integrity_on_open(true)
             .create(&path)
             .map_err(|e| db_error(&path, e))?;
+        let watched = Watched::open(&path)?;
         let store = RedbStore {
             db,
             path,
+            watched,
             history_scan_limit: HISTORY_SCAN_LIMIT,
             compact_batch: COMPACT_BATCH,
             _lock: lock,
@@ -416,6 +404,9 @@ impl Store for RedbStore {
                 .map_err(|e| self.db_err(e))?;
         }
         txn.commit().map_err(|e| self.db_err(e))?;
+        // A commit into a file that was deleted or replaced is durable in
+        // nothing a restart would read: it is not acknowledged.
+        self.watched.check(&self.path)?;
         Ok(entries)
     }
 
@@ -452,7 +443,8 @@ impl Store for RedbStore {
                 .insert(upto, bytes.as_slice())
                 .map_err(|e| self.db_err(e))?;
         }
-        txn.commit().map_err(|e| self.db_err(e))
+        txn.commit().map_err(|e| self.db_err(e))?;
+        self.watched.check(&self.path)
     }
 
     fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
@@ -481,6 +473,10 @@ impl Store for RedbStore {
                 return Ok(removed);
             }
         }
+    }
+
+    fn verify(&self) -> Result<(), StoreError> {
+        self.watched.check(&self.path)
     }
 }
 
@@ -598,6 +594,304 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     }
 }
 
+/// What [`examine`] found where the state file belongs.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// No file, in a directory that never held medic state: a first start.
+    Nothing,
+    /// A non-empty file (or a link to one), for redb and `check_meta`.
+    File,
+}
+
+/// The prefix of copies that [`Watched::check`] saves.
+const RESCUED: &str = "medic.redb.rescued";
+
+/// What to do about a state file that is lost, empty or not a file.
+const REMEDY: &str = "Restore the state file from a backup (see the runbook, \"A lost or damaged \
+                      state file\"), or, to start with no history on purpose, move everything \
+                      in the state directory away (keep it for the post-mortem) and start again";
+
+/// Looks at where the state file belongs before redb does: redb would
+/// create a missing file, and treat an empty one as a new database.
+fn examine(dir: &Path, path: &Path, lock_existed: bool) -> Result<Found, StoreError> {
+    let lost = |detail: String| StoreError::Lost {
+        path: path.to_owned(),
+        detail,
+        remedy: REMEDY.to_owned(),
+    };
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut traces = leftovers(dir)?;
+            if lock_existed {
+                traces.insert(0, LOCK_FILE.to_owned());
+            }
+            if traces.is_empty() {
+                return Ok(Found::Nothing);
+            }
+            return Err(StoreError::Lost {
+                path: path.to_owned(),
+                detail: format!(
+                    "it does not exist, but the directory has held medic state (it has {})",
+                    traces.join(", ")
+                ),
+                remedy: format!(
+                    "{REMEDY}. If the only trace is {LOCK_FILE} and medic never ran here \
+                     before (a first start cut short), remove {LOCK_FILE}"
+                ),
+            });
+        }
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    let (meta, what) = if meta.file_type().is_symlink() {
+        let target = fs::read_link(path)
+            .map_or_else(|_| "?".to_owned(), |t| t.display().to_string());
+        match fs::metadata(path) {
+            Ok(m) => (m, format!("a symbolic link to {target}, which is")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(lost(format!(
+                    "it is a symbolic link to {target}, which does not exist"
+                )));
+            }
+            Err(e) => return Err(io_error(path)(e)),
+        }
+    } else {
+        (meta, "it is".to_owned())
+    };
+    if !meta.is_file() {
+        return Err(lost(format!("{what} {}, not a file", kind(&meta))));
+    }
+    if meta.len() == 0 {
+        return Err(lost(format!(
+            "{what} empty (0 bytes): it was emptied or truncated; medic never leaves an empty \
+             state file"
+        )));
+    }
+    // A coordinator whose file was deleted or replaced under it left its
+    // state beside it: which of the two is the truth, only an operator
+    // can say.
+    let rescued: Vec<String> = leftovers(dir)?
+        .into_iter()
+        .filter(|n| n.starts_with(RESCUED))
+        .collect();
+    if !rescued.is_empty() {
+        return Err(StoreError::Lost {
+            path: path.to_owned(),
+            detail: format!(
+                "{} beside it holds what a coordinator acknowledged after its state file was \
+                 deleted or replaced under it",
+                rescued.join(", ")
+            ),
+            remedy: "Keep the file that is the truth as medic.redb (usually the rescued copy: \
+                     see the runbook, \"A lost or damaged state file\") and move the other out \
+                     of the state directory"
+                .to_owned(),
+        });
+    }
+    Ok(Found::File)
+}
+
+/// medic's files other than the state file and its lock, in `dir`: traces
+/// that it held state.
+fn leftovers(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let name = entry.map_err(io_error(dir))?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(STATE_FILE) {
+            found.push(name.into_owned());
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// A file type in words.
+fn kind(meta: &fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_fifo() {
+            return "a named pipe";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if meta.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Creates a new state file, complete: created (owner-only) and
+/// initialised under a temporary name, then renamed into place, so a crash
+/// during creation never leaves a file without medic's tables.
+fn create_new(dir: &Path, path: &Path) -> Result<(), StoreError> {
+    let fresh = dir.join(format!("{STATE_FILE}.new"));
+    let _ = fs::remove_file(&fresh);
+    {
+        let db = Database::create(&fresh).map_err(|e| db_error(&fresh, e))?;
+        init(&db).map_err(|e| db_error(&fresh, e))?;
+    }
+    // The state names every host and holds every operator's reasons: owner
+    // only, like its directory, whatever the umask.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o600))
+            .map_err(io_error(&fresh))?;
+    }
+    fs::rename(&fresh, path).map_err(io_error(path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// The state file as opened: its identity, and a handle that keeps its
+/// content readable after it is deleted.
+///
+/// redb keeps writing into the file it opened. If the file is deleted, or
+/// replaced under its name, commits still succeed, into a file that no
+/// restart would read. [`Watched::check`] runs after every commit and
+/// every tick: it turns that into [`StoreError::Lost`], and first copies
+/// what the open file holds (everything acknowledged) next to it, once.
+struct Watched {
+    file: File,
+    id: (u64, u64),
+    rescued: std::sync::Mutex<Option<Result<PathBuf, String>>>,
+}
+
+impl Watched {
+    fn open(path: &Path) -> Result<Watched, StoreError> {
+        let file = File::open(path).map_err(io_error(path))?;
+        let id = identity(&file.metadata().map_err(io_error(path))?);
+        Ok(Watched {
+            file,
+            id,
+            rescued: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// `Ok` while `path` names the file this store opened.
+    fn check(&self, path: &Path) -> Result<(), StoreError> {
+        let detail = match fs::metadata(path) {
+            Ok(m) if identity(&m) == self.id => return Ok(()),
+            Ok(_) => "it was replaced by another file while the coordinator ran",
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let own = self.file.metadata().map_err(io_error(path))?;
+                if links(&own) == 0 {
+                    "it was deleted while the coordinator ran"
+                } else {
+                    "it was moved away while the coordinator ran"
+                }
+            }
+            Err(e) => return Err(io_error(path)(e)),
+        };
+        let mut rescued = self
+            .rescued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rescued = rescued.get_or_insert_with(|| {
+            let to = rescue(&self.file, path);
+            match &to {
+                Ok(to) => tracing::error!(
+                    path = %path.display(), copy = %to.display(),
+                    "{detail}; copied the state this coordinator still had open"
+                ),
+                Err(e) => tracing::error!(
+                    path = %path.display(), error = %e,
+                    "{detail}; could not copy the state this coordinator still had open"
+                ),
+            }
+            to
+        });
+        let remedy = match rescued {
+            Ok(to) => format!(
+                "Everything acknowledged until now was still in the file this coordinator had \
+                 open, and is copied to {}. Stop the coordinator, make sure nothing else uses \
+                 the directory, move that copy to {} and start again",
+                to.display(),
+                path.display()
+            ),
+            Err(e) => format!(
+                "Copying the file this coordinator still has open failed ({e}): while it \
+                 runs, its content is readable under /proc/{}/fd/; copy it from there before \
+                 stopping the coordinator. {REMEDY}",
+                std::process::id()
+            ),
+        };
+        Err(StoreError::Lost {
+            path: path.to_owned(),
+            detail: detail.to_owned(),
+            remedy,
+        })
+    }
+}
+
+/// Copies the open state file to a new file beside `path`
+/// (`medic.redb.rescued`, or `.rescued-N` when that exists), durably.
+fn rescue(file: &File, path: &Path) -> Result<PathBuf, String> {
+    use std::io::{Seek, SeekFrom};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut n = 0;
+    let (to, mut out) = loop {
+        let to = dir.join(match n {
+            0 => RESCUED.to_owned(),
+            n => format!("{RESCUED}-{n}"),
+        });
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        match options.open(&to) {
+            Ok(out) => break (to, out),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+            Err(e) => return Err(format!("{}: {e}", to.display())),
+        }
+    };
+    let mut from = file;
+    from.seek(SeekFrom::Start(0))
+        .and_then(|_| io::copy(&mut from, &mut out))
+        .and_then(|_| out.sync_all())
+        .and_then(|()| File::open(dir)?.sync_all())
+        .map_err(|e| format!("{}: {e}", to.display()))?;
+    Ok(to)
+}
+
+#[cfg(unix)]
+fn identity(m: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+#[cfg(not(unix))]
+fn identity(_: &fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+#[cfg(unix)]
+fn links(m: &fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    m.nlink()
+}
+
+#[cfg(not(unix))]
+fn links(_: &fs::Metadata) -> u64 {
+    1
+}
+
 /// Creates `dir` (and missing parents) readable by its owner only: the
 /// state holds every host name and operator reason.
 fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
@@ -616,7 +910,7 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
 ///
 /// The lock is `flock(2)` on Unix: it belongs to the open file, so a second
 /// open in the same process is refused too.
-fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+fn lock_dir(dir: &Path) -> Result<(File, bool), StoreError> {
     let path = dir.join(LOCK_FILE);
     let mut options = OpenOptions::new();
     // Not truncated on open: until we hold the lock, the pid in it is the
@@ -627,6 +921,11 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
+    let existed = match fs::symlink_metadata(&path) {
+        Ok(_) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(io_error(&path)(e)),
+    };
     let mut file = options.open(&path).map_err(io_error(&path))?;
     // Called through the trait: in method syntax, std's inherent
     // `File::try_lock` (Rust 1.89) would be picked instead of fs4's.
@@ -648,7 +947,7 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     file.set_len(0).map_err(io_error(&path))?;
     writeln!(file, "{}", std::process::id()).map_err(io_error(&path))?;
     file.sync_data().map_err(io_error(&path))?;
-    Ok(file)
+    Ok((file, existed))
 }
 
 #[cfg(test)]

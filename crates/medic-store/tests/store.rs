@@ -1088,3 +1088,194 @@ fn entries_round_trip_every_record_kind() {
         .unwrap();
     assert_eq!(page.entries, written);
 }
+
+// === The state file is the truth, and its absence is an error ===
+
+/// A store with a pause and a quarantine in it, closed.
+fn store_with_state(dir: &Path) {
+    let store = open(dir);
+    append_each(
+        &store,
+        t0(),
+        vec![
+            Record::Policy(pause_event(1, None, t0())),
+            Record::Policy(quarantine_event("web-1", t0())),
+        ],
+    );
+}
+
+fn assert_lost(result: Result<impl std::fmt::Debug, StoreError>, mentions: &str) -> String {
+    match result {
+        Err(e @ StoreError::Lost { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(mentions),
+                "the error should say {mentions:?}: {text}"
+            );
+            assert!(text.contains("Refusing to go on"), "{text}");
+            text
+        }
+        other => panic!("expected Lost, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_emptied_state_file_is_refused_not_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_state(dir.path());
+    let path = dir.path().join("medic.redb");
+    std::fs::write(&path, b"").unwrap();
+    assert_lost(RedbStore::open(dir.path()), "empty (0 bytes)");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as found");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_state_file_linked_to_dev_null_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_state(dir.path());
+    let path = dir.path().join("medic.redb");
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink("/dev/null", &path).unwrap();
+    assert_lost(
+        RedbStore::open(dir.path()),
+        "a symbolic link to /dev/null, which is a character device, not a file",
+    );
+    assert!(
+        std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link is left as found"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_dangling_state_file_link_is_refused_even_in_a_new_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("medic.redb");
+    std::os::unix::fs::symlink(dir.path().join("elsewhere/medic.redb"), &path).unwrap();
+    assert_lost(RedbStore::open(dir.path()), "which does not exist");
+    assert!(!dir.path().join("elsewhere").exists());
+}
+
+#[test]
+fn a_missing_state_file_beside_its_lock_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_state(dir.path());
+    std::fs::remove_file(dir.path().join("medic.redb")).unwrap();
+    let text = assert_lost(RedbStore::open(dir.path()), "it does not exist");
+    assert!(text.contains("(it has LOCK)"), "{text}");
+    assert!(!dir.path().join("medic.redb").exists(), "nothing created");
+    // Refused again: the failed open left no file behind.
+    assert_lost(RedbStore::open(dir.path()), "it does not exist");
+}
+
+#[test]
+fn a_missing_state_file_beside_a_rescued_copy_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("medic.redb.rescued"), b"x").unwrap();
+    let text = assert_lost(RedbStore::open(dir.path()), "medic.redb.rescued");
+    assert!(text.contains("Restore the state file"), "{text}");
+}
+
+#[test]
+fn a_directory_in_place_of_the_state_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("medic.redb")).unwrap();
+    assert_lost(RedbStore::open(dir.path()), "it is a directory, not a file");
+}
+
+/// A state directory on its own file system starts with `lost+found`; only
+/// medic's own files count as traces of earlier state.
+#[test]
+fn a_directory_that_never_held_medic_state_starts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("lost+found")).unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.load().unwrap().last_id, 0);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_state_file_is_created_for_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let mode = std::fs::metadata(dir.path().join("medic.redb"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_state_file_deleted_while_open_fails_the_next_write_and_keeps_a_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("medic.redb");
+    let store = open(dir.path());
+    append_each(
+        &store,
+        t0(),
+        vec![
+            Record::Policy(pause_event(1, None, t0())),
+            Record::Policy(quarantine_event("web-1", t0())),
+        ],
+    );
+    store.verify().unwrap();
+    std::fs::remove_file(&path).unwrap();
+
+    let text = assert_lost(store.verify(), "deleted while the coordinator ran");
+    let rescued = dir.path().join("medic.redb.rescued");
+    assert!(text.contains(&rescued.display().to_string()), "{text}");
+    // The next write is not acknowledged either, and names the same copy.
+    let write = store.append(vec![(t0(), Record::Policy(quarantine_event("web-2", t0())))]);
+    let text = assert_lost(write, "deleted while the coordinator ran");
+    assert!(text.contains("medic.redb.rescued"), "{text}");
+    assert!(!dir.path().join("medic.redb.rescued-1").exists(), "one copy");
+    drop(store);
+
+    // The copy holds everything acknowledged; moved back, it opens.
+    assert_lost(RedbStore::open(dir.path()), "medic.redb.rescued");
+    std::fs::rename(&rescued, &path).unwrap();
+    let loaded = open(dir.path()).load().unwrap();
+    assert_eq!(loaded.state.pauses.len(), 1);
+    assert!(loaded.state.quarantines.contains_key(&host("web-1")));
+}
+
+#[test]
+fn a_state_file_replaced_while_open_is_noticed_and_the_open_one_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("medic.redb");
+    let store = open(dir.path());
+    append_each(
+        &store,
+        t0(),
+        vec![Record::Policy(quarantine_event("web-1", t0()))],
+    );
+    // An older backup copied over the live file's name.
+    let other = dir.path().join("backup.redb");
+    std::fs::copy(&path, &other).unwrap();
+    std::fs::rename(&other, &path).unwrap();
+
+    assert_lost(store.verify(), "replaced by another file");
+    drop(store);
+    // The next start may not pick the replacement silently.
+    assert_lost(RedbStore::open(dir.path()), "medic.redb.rescued beside it");
+    let rescued = RedbStore::open(&{
+        let d = dir.path().join("check");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::rename(dir.path().join("medic.redb.rescued"), d.join("medic.redb")).unwrap();
+        d
+    })
+    .unwrap();
+    assert!(
+        rescued
+            .load()
+            .unwrap()
+            .state
+            .quarantines
+            .contains_key(&host("web-1"))
+    );
+}
