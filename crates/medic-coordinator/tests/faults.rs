@@ -1,0 +1,358 @@
+//! Faults injected into the real binary from outside, as an operator's
+//! mistakes and a host's accidents would: the state file emptied,
+//! truncated, deleted, replaced or linked away. Each case checks that the
+//! coordinator says what happened, and that nothing it acknowledged is
+//! lost: every grant an agent saw replays, by its request id, as the same
+//! permit after the file is put right.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use medic_proto::pb::v1 as pb;
+use pb::request_permit_response::Decision;
+use tonic::transport::Channel;
+
+const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+state_dir = "STATE"
+[fleet]
+heartbeat_interval = "1s"
+host_ttl = "60s"
+warmup = "1s"
+[breaker]
+unhealthy_percent = 100
+failure_percent = 100
+[limits.restart_job]
+max_in_flight = 1000
+permit_ttl = "10m"
+cooldown = "0s"
+rate = { count = 100000, per = "1h", burst = 100000 }
+host_budget = { max_attempts = 100000, per = "1h" }
+"#;
+
+/// The coordinator binary, run on `dir/state`, its log kept.
+struct Coordinator {
+    child: Child,
+    addr: Option<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Coordinator {
+    /// Starts it; `addr` is set once it serves (within 20 s), `None` when it
+    /// exits first.
+    fn start(dir: &Path) -> Coordinator {
+        let config = dir.join("coordinator.toml");
+        std::fs::write(
+            &config,
+            CONFIG.replace("STATE", &dir.join("state").display().to_string()),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_medic-coordinator"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env_remove("MEDIC_CRASH_AFTER_COMMITS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("grpc=") {
+                    let addr: String = line[i + 5..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace())
+                        .collect();
+                    let _ = tx.send(Some(addr));
+                }
+                lines.lock().unwrap().push(line);
+            }
+            let _ = tx.send(None);
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the coordinator serves or exits within 20s");
+        Coordinator { child, addr, log }
+    }
+
+    fn addr(&self) -> &str {
+        self.addr
+            .as_deref()
+            .unwrap_or_else(|| panic!("the coordinator did not serve:\n{}", self.log()))
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits up to `limit` for the process to exit on its own.
+    fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The reader thread drains the rest of the pipe.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, and the clean exit that follows.
+    fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = self.exit_within(Duration::from_secs(20));
+        assert!(status.success(), "{status}:\n{}", self.log());
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A start that must fail: its exit code and log.
+fn refused_start(dir: &Path) -> (Option<i32>, String) {
+    let mut c = Coordinator::start(dir);
+    assert!(c.addr.is_none(), "it served:\n{}", c.log());
+    let status = c.exit_within(Duration::from_secs(20));
+    (status.code(), c.log())
+}
+
+async fn connect(addr: &str) -> Channel {
+    let url = format!("http://{addr}");
+    for _ in 0..200 {
+        if let Ok(c) = Channel::from_shared(url.clone()).unwrap().connect().await {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("cannot connect to {url}");
+}
+
+/// An agent that heartbeats for `hosts` hosts past the warm-up.
+async fn agent(addr: &str, hosts: usize) -> pb::remediation_client::RemediationClient<Channel> {
+    let mut agent = pb::remediation_client::RemediationClient::new(connect(addr).await);
+    for round in 0..2 {
+        if round == 1 {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+        for h in 0..hosts {
+            agent
+                .heartbeat(pb::HeartbeatRequest {
+                    host_id: format!("h{h}"),
+                    agent_version: "fault-test".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    }
+    agent
+}
+
+/// Asks for a restart permit: the permit id if granted, the status if the
+/// call failed.
+async fn request(
+    agent: &mut pb::remediation_client::RemediationClient<Channel>,
+    host: &str,
+    request_id: &str,
+) -> Result<String, tonic::Status> {
+    let reply = agent
+        .request_permit(pb::RequestPermitRequest {
+            request_id: request_id.into(),
+            host_id: host.into(),
+            action: pb::Action::RestartJob.into(),
+            job: "ingest".into(),
+            reason: "fault test".into(),
+        })
+        .await?
+        .into_inner();
+    match reply.decision {
+        Some(Decision::Granted(g)) => Ok(g.permit.unwrap().permit_id),
+        other => panic!("{host}/{request_id}: expected a grant, got {other:?}"),
+    }
+}
+
+/// Grants for hosts h0..h{n}, one each: (host, request id, permit id).
+async fn grant_each(addr: &str, n: usize, tag: &str) -> Vec<(String, String, String)> {
+    let mut agent = agent(addr, n).await;
+    let mut out = Vec::new();
+    for h in 0..n {
+        let (host, rid) = (format!("h{h}"), format!("{tag}-{h}"));
+        let permit = request(&mut agent, &host, &rid).await.unwrap();
+        out.push((host, rid, permit));
+    }
+    out
+}
+
+/// Every acknowledged grant replays as the same permit (I7): nothing was
+/// lost, and nothing was granted twice.
+async fn assert_all_replay(addr: &str, grants: &[(String, String, String)]) {
+    let mut agent = agent(addr, grants.len()).await;
+    for (host, rid, permit) in grants {
+        let again = request(&mut agent, host, rid).await.unwrap();
+        assert_eq!(&again, permit, "{host}/{rid} replayed as another permit");
+    }
+}
+
+fn state_file(dir: &Path) -> PathBuf {
+    dir.join("state/medic.redb")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_or_linked_away_state_files_stop_start_up_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path());
+    let grants = grant_each(c.addr(), 6, "before").await;
+    c.stop();
+    let file = state_file(dir.path());
+    let good = std::fs::read(&file).unwrap();
+
+    type Damage = fn(&Path);
+    let cases: [(&str, Damage, &str); 5] = [
+        ("emptied", |f| std::fs::write(f, b"").unwrap(), "empty (0 bytes)"),
+        (
+            "truncated to half",
+            |f| {
+                let len = std::fs::metadata(f).unwrap().len();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(f)
+                    .unwrap()
+                    .set_len(len / 2)
+                    .unwrap();
+            },
+            "corrupt",
+        ),
+        (
+            "linked to /dev/null",
+            |f| {
+                std::fs::remove_file(f).unwrap();
+                std::os::unix::fs::symlink("/dev/null", f).unwrap();
+            },
+            "a symbolic link to /dev/null, which is a character device",
+        ),
+        (
+            "a dangling link",
+            |f| {
+                std::fs::remove_file(f).unwrap();
+                std::os::unix::fs::symlink("/nonexistent/medic.redb", f).unwrap();
+            },
+            "which does not exist",
+        ),
+        (
+            "deleted beside its LOCK",
+            |f| std::fs::remove_file(f).unwrap(),
+            "it does not exist, but the directory has held medic state (it has LOCK)",
+        ),
+    ];
+    for (name, damage, says) in cases {
+        damage(&file);
+        let (code, log) = refused_start(dir.path());
+        assert_eq!(code, Some(1), "{name}:\n{log}");
+        assert!(log.contains(says), "{name}: the log should say {says:?}:\n{log}");
+        assert!(
+            log.contains("Restore the state file") || log.contains("Restore it from a backup"),
+            "{name}: the log should say what to do:\n{log}"
+        );
+        // Put right from the copy, everything acknowledged is there.
+        let _ = std::fs::remove_file(&file);
+        std::fs::write(&file, &good).unwrap();
+    }
+    let c = Coordinator::start(dir.path());
+    assert_all_replay(c.addr(), &grants).await;
+    c.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_deleted_while_serving_stops_it_and_the_rescued_copy_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Coordinator::start(dir.path());
+    let grants = grant_each(c.addr(), 5, "live").await;
+    std::fs::remove_file(state_file(dir.path())).unwrap();
+
+    // Idle, it notices within a tick or two and stops.
+    let status = c.exit_within(Duration::from_secs(10));
+    let log = c.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("deleted while the coordinator ran"), "{log}");
+    assert!(log.contains("medic.redb.rescued"), "{log}");
+    drop(c);
+
+    // The next start refuses, and points at the copy.
+    let (code, log) = refused_start(dir.path());
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("medic.redb.rescued"), "{log}");
+
+    // Moved back as the message says, it holds every grant.
+    std::fs::rename(
+        dir.path().join("state/medic.redb.rescued"),
+        state_file(dir.path()),
+    )
+    .unwrap();
+    let c = Coordinator::start(dir.path());
+    assert_all_replay(c.addr(), &grants).await;
+    c.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_replaced_while_serving_is_never_picked_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path());
+    let early = grant_each(c.addr(), 2, "early").await;
+    let backup = dir.path().join("backup.redb");
+    std::fs::copy(state_file(dir.path()), &backup).unwrap();
+    let mut agent = agent(c.addr(), 4).await;
+    let late = request(&mut agent, "h3", "late-3").await.unwrap();
+
+    // An old backup moved over the live file, while it serves.
+    std::fs::rename(&backup, state_file(dir.path())).unwrap();
+    let next = request(&mut agent, "h2", "late-2").await;
+    assert!(next.is_err(), "a grant into the replaced file: {next:?}");
+    let mut c = c;
+    let status = c.exit_within(Duration::from_secs(10));
+    let log = c.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("replaced by another file"), "{log}");
+    drop(c);
+
+    // Restarting on the old backup would lose `late`: refused.
+    let (code, log) = refused_start(dir.path());
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("medic.redb.rescued beside it"), "{log}");
+
+    std::fs::rename(
+        dir.path().join("state/medic.redb.rescued"),
+        state_file(dir.path()),
+    )
+    .unwrap();
+    let c = Coordinator::start(dir.path());
+    let mut all = early;
+    all.push(("h3".into(), "late-3".into(), late));
+    assert_all_replay(c.addr(), &all).await;
+    c.stop();
+}
