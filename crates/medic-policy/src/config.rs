@@ -17,6 +17,32 @@ use serde::Deserialize;
 
 use crate::types::Action;
 
+// === Bounds ===
+
+/// The longest duration any key of either config file accepts: 10 years
+/// (humantime's `"10y"`, 3652.5 days). Every instant the coordinator
+/// computes is a time plus a few such durations, so none can overflow or
+/// pass year 9999 (the last one dates print).
+pub const MAX_DURATION: Duration = Duration::from_secs(315_576_000);
+
+/// The largest count of grants, permits, hosts or samples a key accepts:
+/// one million, more than one coordinator serves, and small enough that
+/// sums and products of counts and durations cannot overflow.
+pub const MAX_COUNT: u32 = 1_000_000;
+
+/// The shortest heartbeat interval (`fleet.heartbeat_interval`, and the
+/// agent's own): 10 ms. Production fleets use seconds; the simulator
+/// compresses time and goes this low.
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The longest heartbeat interval: an hour. A host that is not heard from
+/// for longer is not being watched.
+pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The shortest rate window (`limits.<action>.rate.per`): a second. A
+/// shorter window cannot space remediations apart.
+pub const MIN_RATE_PER: Duration = Duration::from_secs(1);
+
 // === Errors ===
 
 /// One problem in a config file.
@@ -88,21 +114,34 @@ impl Errors {
     }
 
     /// Parses a humantime duration (`"15m"`, `"1h 30m"`), or records why not.
+    /// Every duration is at most [`MAX_DURATION`] (10 years): a longer one is
+    /// a typo, and would let the times computed from it overflow or pass
+    /// what a date can print.
     pub fn duration(&mut self, path: &str, raw: Option<&str>, default: Duration) -> Duration {
         match raw {
             None => default,
-            Some(s) => {
-                match humantime::parse_duration(s) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        self.push(
+            Some(s) => match humantime::parse_duration(s) {
+                Ok(d) if d > MAX_DURATION => {
+                    self.push(
                         path,
-                        format!("invalid duration {s:?} ({e}); use forms like \"30s\", \"15m\", \"2h\""),
+                        format!(
+                            "must be at most {} (\"10y\"), got {s:?}",
+                            humantime::format_duration(MAX_DURATION)
+                        ),
                     );
-                        default
-                    }
+                    default
                 }
-            }
+                Ok(d) => d,
+                Err(e) => {
+                    self.push(
+                        path,
+                        format!(
+                            "invalid duration {s:?} ({e}); use forms like \"30s\", \"15m\", \"2h\""
+                        ),
+                    );
+                    default
+                }
+            },
         }
     }
 
@@ -120,9 +159,68 @@ impl Errors {
         d
     }
 
+    /// Parses a duration in `range` (`default` when absent). Outside it,
+    /// records why, with `why` (a reason, may be empty) appended, and
+    /// returns `default`.
+    pub fn duration_in(
+        &mut self,
+        path: &str,
+        raw: Option<&str>,
+        default: Duration,
+        range: std::ops::RangeInclusive<Duration>,
+        why: &str,
+    ) -> Duration {
+        let before = self.len();
+        let d = self.duration(path, raw, default);
+        if raw.is_none() || self.len() > before {
+            return d;
+        }
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!("; {why}")
+        };
+        let fmt = humantime::format_duration;
+        if d.is_zero() && !range.start().is_zero() {
+            self.push(path, format!("must be longer than zero{why}"));
+            default
+        } else if d < *range.start() {
+            self.push(
+                path,
+                format!(
+                    "must be at least {}, got {}{why}",
+                    fmt(*range.start()),
+                    fmt(d)
+                ),
+            );
+            default
+        } else if d > *range.end() {
+            self.push(
+                path,
+                format!("must be at most {}, got {}{why}", fmt(*range.end()), fmt(d)),
+            );
+            default
+        } else {
+            d
+        }
+    }
+
     /// Reads a whole number of at least `min` (`default` when absent), or
     /// records why not.
     pub fn count(&mut self, path: &str, raw: Option<i64>, default: u32, min: u32) -> u32 {
+        self.count_in(path, raw, default, min, u32::MAX)
+    }
+
+    /// Reads a whole number from `min` to `max` (`default` when absent), or
+    /// records why not (and returns `default`).
+    pub fn count_in(
+        &mut self,
+        path: &str,
+        raw: Option<i64>,
+        default: u32,
+        min: u32,
+        max: u32,
+    ) -> u32 {
         match raw {
             None => default,
             Some(v) if v < i64::from(min) => {
@@ -132,10 +230,11 @@ impl Errors {
                 );
                 default
             }
-            Some(v) => u32::try_from(v).unwrap_or_else(|_| {
-                self.push(path, format!("must be at most {}, got {v}", u32::MAX));
+            Some(v) if v > i64::from(max) => {
+                self.push(path, format!("must be at most {max}, got {v}"));
                 default
-            }),
+            }
+            Some(v) => u32::try_from(v).unwrap_or(default),
         }
     }
 
@@ -168,7 +267,7 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, errs: &mut Errors)
     let mut track = serde_path_to_error::Track::new();
     let result = serde_ignored::deserialize(
         serde_path_to_error::Deserializer::new(de, &mut track),
-        |path| unknown.push(path.to_string()),
+        |path| unknown.push(ignored_key_path(&path)),
     );
     for path in unknown {
         errs.push(path, "unknown key");
@@ -176,12 +275,52 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, errs: &mut Errors)
     match result {
         Ok(v) => Some(v),
         Err(e) => {
-            let path = track.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            errs.push(path, toml_message(&e));
+            errs.push(error_key_path(&track.path()), toml_message(&e));
             None
         }
     }
+}
+
+/// An unknown key's path as the docs write it (`jobs[0].restart.colour`,
+/// `limits.restart_job.rate.extra`): serde_ignored's own text marks every
+/// optional value on the way with `?` and writes indices as keys.
+fn ignored_key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", ignored_key_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = ignored_key_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_key_path(parent),
+    }
+}
+
+/// The path of a value of the wrong type, in the same form, leaving out
+/// the segments serde cannot name.
+fn error_key_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
 }
 
 fn toml_message(e: &toml::de::Error) -> String {
@@ -450,6 +589,20 @@ impl Rate {
     pub fn interval(&self) -> Duration {
         self.per / self.count.max(1)
     }
+
+    /// How far ahead of now GCRA lets the next conforming grant be
+    /// (`interval × burst`); saturates instead of overflowing.
+    pub fn tolerance(&self) -> Duration {
+        self.interval().saturating_mul(self.burst)
+    }
+
+    /// How far back a budget check may look at grants
+    /// (`per + interval × (burst + 1)`); saturates instead of overflowing.
+    /// Validation keeps it within [`MAX_DURATION`].
+    pub fn lookback(&self) -> Duration {
+        self.per
+            .saturating_add(self.interval().saturating_mul(self.burst.saturating_add(1)))
+    }
 }
 
 /// At most `max_attempts` grants of an action per host per `per`; a host that
@@ -599,6 +752,20 @@ impl RawPolicy {
             raw.validate(errs, &p(&format!("limits.{}", a.as_str())), a, &fleet)
         });
 
+        let reachable = most_outcomes_within(breaker.window, &limits);
+        if u64::from(breaker.min_samples) > reachable {
+            errs.push(
+                p("breaker.min_samples"),
+                format!(
+                    "must be at most {reachable}, got {}: no more remediations than that can \
+                     end within breaker.window ({}) under the limits' rates and caps, so the \
+                     failure breaker could never open",
+                    breaker.min_samples,
+                    humantime::format_duration(breaker.window)
+                ),
+            );
+        }
+
         let idempotency_retention = errs.positive_duration(
             &p("idempotency.retention"),
             self.idempotency.retention.as_deref(),
@@ -628,30 +795,54 @@ impl RawPolicy {
     }
 }
 
+/// The most remediations that can end within any `window`: per action
+/// that is not disabled, the grants its rate allows in `window` (at most
+/// `count + burst` in each of the `ceil(window / per)` rate windows that
+/// cover it) plus the permits already active when it began (at most
+/// `max_in_flight`).
+fn most_outcomes_within(window: Duration, limits: &[ActionLimits; 2]) -> u64 {
+    let total = limits
+        .iter()
+        .filter(|l| l.max_in_flight > 0)
+        .map(|l| {
+            let windows = window.as_nanos().div_ceil(l.rate.per.as_nanos().max(1));
+            windows
+                .saturating_mul(u128::from(l.rate.limit()))
+                .saturating_add(u128::from(l.max_in_flight))
+        })
+        .fold(0u128, u128::saturating_add);
+    u64::try_from(total).unwrap_or(u64::MAX)
+}
+
 fn label_key_ok(errs: &mut Errors, path: &str, key: &str) {
     if key.is_empty()
         || key
             .chars()
-            .any(|c| c.is_whitespace() || c == '=' || c == ',')
+            .any(|c| c.is_whitespace() || c == '=' || c == ',' || crate::text::is_hidden(c))
     {
         errs.push(
             path,
-            format!("label name {key:?} must be non-empty, without spaces, '=' or ','"),
+            format!(
+                "label name {key:?} must be non-empty, without spaces, '=', ',' or invisible \
+                 (control or format) characters"
+            ),
         );
     }
 }
 
 impl RawFleet {
     fn validate(&self, errs: &mut Errors, path: &str) -> FleetConfig {
-        let heartbeat_interval = errs.positive_duration(
+        let heartbeat_interval = errs.duration_in(
             &format!("{path}.heartbeat_interval"),
             self.heartbeat_interval.as_deref(),
             Duration::from_secs(10),
+            MIN_HEARTBEAT_INTERVAL..=MAX_HEARTBEAT_INTERVAL,
+            "every agent calls this often, and a host unheard of for longer is not watched",
         );
         let host_ttl = errs.positive_duration(
             &format!("{path}.host_ttl"),
             self.host_ttl.as_deref(),
-            heartbeat_interval * 3,
+            heartbeat_interval.saturating_mul(3),
         );
         if host_ttl <= heartbeat_interval {
             errs.push(
@@ -676,8 +867,13 @@ impl RawFleet {
                 ),
             );
         }
-        let min_fleet_size =
-            errs.count(&format!("{path}.min_fleet_size"), self.min_fleet_size, 1, 1);
+        let min_fleet_size = errs.count_in(
+            &format!("{path}.min_fleet_size"),
+            self.min_fleet_size,
+            1,
+            1,
+            MAX_COUNT,
+        );
         FleetConfig {
             heartbeat_interval,
             host_ttl,
@@ -704,7 +900,15 @@ impl RawBreaker {
             self.window.as_deref(),
             Duration::from_secs(30 * 60),
         );
-        let min_samples = errs.count(&format!("{path}.min_samples"), self.min_samples, 5, 1);
+        // Whether the window can hold this many is checked against the
+        // limits, in `RawPolicy::validate_into`.
+        let min_samples = errs.count_in(
+            &format!("{path}.min_samples"),
+            self.min_samples,
+            5,
+            1,
+            MAX_COUNT,
+        );
         let auto_close_after = match self.auto_close_after.as_deref() {
             Some("never") => None,
             raw => Some(errs.positive_duration(
@@ -724,7 +928,7 @@ impl RawBreaker {
                     50.0
                 }
             };
-            let min_hosts = errs.count(&format!("{dp}.min_hosts"), d.min_hosts, 3, 1);
+            let min_hosts = errs.count_in(&format!("{dp}.min_hosts"), d.min_hosts, 3, 1, MAX_COUNT);
             domains.insert(
                 label.clone(),
                 DomainBreakerConfig {
@@ -801,7 +1005,13 @@ impl RawLimits {
     ) -> ActionLimits {
         let d = action_defaults(action);
         let k = |key: &str| format!("{path}.{key}");
-        let max_in_flight = errs.count(&k("max_in_flight"), self.max_in_flight, d.max_in_flight, 0);
+        let max_in_flight = errs.count_in(
+            &k("max_in_flight"),
+            self.max_in_flight,
+            d.max_in_flight,
+            0,
+            MAX_COUNT,
+        );
         let max_in_flight_percent = match self.max_in_flight_percent {
             Some(n) => Some(errs.percent(&k("max_in_flight_percent"), Some(n.as_f64()), 1.0)),
             // An explicit absolute cap without a percentage means exactly that cap.
@@ -810,13 +1020,13 @@ impl RawLimits {
         };
         let permit_ttl =
             errs.positive_duration(&k("permit_ttl"), self.permit_ttl.as_deref(), d.permit_ttl);
-        if permit_ttl < fleet.heartbeat_interval * 3 {
+        if permit_ttl < fleet.heartbeat_interval.saturating_mul(3) {
             errs.push(
                 k("permit_ttl"),
                 format!(
                     "must be at least 3 × fleet.heartbeat_interval ({}), got {}; \
                      agents renew at a third of the TTL",
-                    humantime::format_duration(fleet.heartbeat_interval * 3),
+                    humantime::format_duration(fleet.heartbeat_interval.saturating_mul(3)),
                     humantime::format_duration(permit_ttl)
                 ),
             );
@@ -825,20 +1035,45 @@ impl RawLimits {
 
         let rate = match &self.rate {
             None => d.rate,
-            Some(r) => Rate {
-                count: errs.count(&k("rate.count"), r.count, d.rate.count, 1),
-                per: errs.positive_duration(&k("rate.per"), r.per.as_deref(), d.rate.per),
-                burst: errs.count(&k("rate.burst"), r.burst, d.rate.burst, 0),
-            },
+            Some(r) => {
+                let before = errs.len();
+                let rate = Rate {
+                    count: errs.count_in(&k("rate.count"), r.count, d.rate.count, 1, MAX_COUNT),
+                    per: errs.duration_in(
+                        &k("rate.per"),
+                        r.per.as_deref(),
+                        d.rate.per,
+                        MIN_RATE_PER..=MAX_DURATION,
+                        "",
+                    ),
+                    burst: errs.count_in(&k("rate.burst"), r.burst, d.rate.burst, 0, MAX_COUNT),
+                };
+                if errs.len() == before && rate.lookback() > MAX_DURATION {
+                    errs.push(
+                        k("rate"),
+                        format!(
+                            "looks back rate.per + rate.per / rate.count × (rate.burst + 1) = {}, \
+                             more than {} (\"10y\"); lower rate.burst or rate.per, or raise \
+                             rate.count",
+                            humantime::format_duration(rate.lookback()),
+                            humantime::format_duration(MAX_DURATION)
+                        ),
+                    );
+                    d.rate
+                } else {
+                    rate
+                }
+            }
         };
         let host_budget = match &self.host_budget {
             None => d.host_budget,
             Some(b) => HostBudget {
-                max_attempts: errs.count(
+                max_attempts: errs.count_in(
                     &k("host_budget.max_attempts"),
                     b.max_attempts,
                     d.host_budget.max_attempts,
                     1,
+                    MAX_COUNT,
                 ),
                 per: errs.positive_duration(
                     &k("host_budget.per"),
@@ -875,7 +1110,7 @@ impl RawLimits {
             label_key_ok(errs, &gp, label);
             let max_in_flight = g
                 .max_in_flight
-                .map(|v| errs.count(&format!("{gp}.max_in_flight"), Some(v), 1, 1));
+                .map(|v| errs.count_in(&format!("{gp}.max_in_flight"), Some(v), 1, 1, MAX_COUNT));
             let max_in_flight_percent = g.max_in_flight_percent.map(|n| {
                 errs.percent(
                     &format!("{gp}.max_in_flight_percent"),

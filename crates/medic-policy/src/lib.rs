@@ -48,6 +48,7 @@ mod engine;
 mod error;
 mod rate;
 mod state;
+pub mod text;
 mod types;
 mod view;
 mod window;

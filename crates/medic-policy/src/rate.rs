@@ -5,8 +5,17 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::config::Rate;
+use crate::config::{MAX_DURATION, Rate};
 use crate::types::Time;
+
+/// `t + d`, never panicking: a sum past what a time can hold is taken as
+/// far as it can go (at most [`MAX_DURATION`] later, which validation keeps
+/// every `d` within), so a budget never loosens on overflow.
+fn later(t: Time, d: Duration) -> Time {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(d.min(MAX_DURATION)))
+        .unwrap_or(t)
+}
 
 /// Grant times of one action and the GCRA state derived from them.
 #[derive(Debug, Default, Clone)]
@@ -34,13 +43,13 @@ impl RateState {
             Some(tat) if tat > now => tat,
             _ => now,
         };
-        self.tat = Some(base + t);
+        self.tat = Some(later(base, t));
         self.log.push_back(now);
     }
 
     /// Drops grants no check can look at any more.
     pub(crate) fn prune(&mut self, rate: &Rate, now: Time) {
-        let keep = rate.per + rate.interval() * (rate.burst + 1);
+        let keep = rate.lookback();
         while let Some(&front) = self.log.front() {
             if now.duration_since(front).unwrap_or_default() > keep {
                 self.log.pop_front();
@@ -63,7 +72,7 @@ impl RateState {
 
     /// `Ok` if a grant at `now` fits the budget, else how long until one does.
     pub(crate) fn check(&self, rate: &Rate, now: Time) -> Result<(), Duration> {
-        let tolerance = rate.interval() * rate.burst;
+        let tolerance = rate.tolerance();
         let mut wait = Duration::ZERO;
         if let Some(tat) = self.tat {
             // Conforming iff now >= tat - tolerance.
@@ -81,7 +90,7 @@ impl RateState {
             let leaves = self
                 .log
                 .get(self.log.len().saturating_sub(limit.max(1)))
-                .map_or(now, |&t| t + rate.per);
+                .map_or(now, |&t| later(t, rate.per));
             wait = wait.max(leaves.duration_since(now).unwrap_or_default());
         }
         if wait.is_zero() { Ok(()) } else { Err(wait) }
@@ -89,7 +98,7 @@ impl RateState {
 
     /// When the next grant fits, if not now.
     pub(crate) fn next_at(&self, rate: &Rate, now: Time) -> Option<Time> {
-        self.check(rate, now).err().map(|w| now + w)
+        self.check(rate, now).err().map(|w| later(now, w))
     }
 }
 
@@ -137,6 +146,26 @@ mod tests {
             let in_window = grants[i..].iter().take_while(|&&x| x < g + 100).count();
             assert!(in_window <= 8, "window at {g} holds {in_window} grants");
         }
+    }
+
+    #[test]
+    fn rates_past_the_bounds_saturate_instead_of_panicking() {
+        // What validation refuses: had one got through, the rule would
+        // still answer (denying for as long as a time can say).
+        let r = Rate {
+            count: 1,
+            per: Duration::from_secs(100_000_000_000),
+            burst: u32::MAX,
+        };
+        assert_eq!(r.tolerance(), Duration::MAX);
+        assert_eq!(r.lookback(), Duration::MAX);
+        let mut s = RateState::default();
+        for _ in 0..3 {
+            s.record(&r, t(0));
+        }
+        s.prune(&r, t(1));
+        assert_eq!(s.used(&r, t(1)), 3);
+        assert_eq!(s.next_at(&r, t(1)).is_some(), s.check(&r, t(1)).is_err());
     }
 
     #[test]

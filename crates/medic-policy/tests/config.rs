@@ -196,3 +196,190 @@ fn unknown_keys_and_invalid_values_are_reported_together() {
     let e = errors("colour = 1\nmode = \"yolo\"\n");
     assert_eq!(paths(&e), vec!["colour", "mode"], "{e}");
 }
+
+// === Every value has a bound ===
+
+/// The one error at `path`, or a panic listing what there was.
+fn error_at(toml: &str, path: &str) -> String {
+    let e = errors(toml);
+    e.0.iter()
+        .find(|e| e.path == path)
+        .map(|e| e.message.clone())
+        .unwrap_or_else(|| panic!("no error at {path}; got:\n{e}"))
+}
+
+#[test]
+fn a_duration_longer_than_ten_years_is_refused_naming_the_key() {
+    // 7e18 s fits a Duration, but 3 × it (the default host_ttl) did not:
+    // this file used to make check-config panic.
+    let m = error_at(
+        "[fleet]\nheartbeat_interval = \"7000000000000000000s\"\n",
+        "fleet.heartbeat_interval",
+    );
+    assert!(m.contains("must be at most"), "{m}");
+    for key in [
+        "[fleet]\nwarmup",
+        "[breaker]\nwindow",
+        "[breaker]\nauto_close_after",
+        "[limits.restart_job]\npermit_ttl",
+        "[limits.restart_job]\ncooldown",
+        "[idempotency]\nretention",
+    ] {
+        let path = key.replace(['[', ']'], "").replace('\n', ".");
+        let m = error_at(&format!("{key} = \"11y\"\n"), &path);
+        assert!(m.contains("must be at most 10years"), "{path}: {m}");
+    }
+    // Ten years itself is allowed.
+    PolicyConfig::from_toml("[limits.restart_job]\ncooldown = \"10y\"\n").expect("10y is valid");
+}
+
+#[test]
+fn heartbeat_interval_below_ten_milliseconds_or_above_an_hour_is_refused_naming_the_key() {
+    let m = error_at(
+        "[fleet]\nheartbeat_interval = \"1ms\"\n",
+        "fleet.heartbeat_interval",
+    );
+    assert!(m.contains("must be at least 10ms, got 1ms"), "{m}");
+    let m = error_at(
+        "[fleet]\nheartbeat_interval = \"2h\"\nhost_ttl = \"6h\"\n",
+        "fleet.heartbeat_interval",
+    );
+    assert!(m.contains("must be at most 1h, got 2h"), "{m}");
+    PolicyConfig::from_toml("[fleet]\nheartbeat_interval = \"10ms\"\nhost_ttl = \"30ms\"\n")
+        .expect("10ms is the floor");
+}
+
+#[test]
+fn a_rate_whose_window_would_overflow_is_refused() {
+    // The rate of the report: a window of 3,000 years and a burst of 4e9
+    // passed check-config, then every RequestPermit and GetStatus panicked.
+    let e = errors(
+        "[limits.restart_job]\nrate = { count = 1, per = \"100000000000s\", burst = 4294967295 }\n",
+    );
+    let p = paths(&e);
+    assert!(p.contains(&"limits.restart_job.rate.per"), "{e}");
+    assert!(p.contains(&"limits.restart_job.rate.burst"), "{e}");
+    // Each value in bounds, the product not: a grant every year with a
+    // burst of a million looks back a million years.
+    let m = error_at(
+        "[limits.restart_job]\nrate = { count = 1, per = \"1y\", burst = 1000000 }\n",
+        "limits.restart_job.rate",
+    );
+    assert!(
+        m.contains("looks back rate.per + rate.per / rate.count"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_rate_window_shorter_than_a_second_is_refused_naming_the_key() {
+    let m = error_at(
+        "[limits.reboot_host]\nrate = { count = 1, per = \"100ms\" }\n",
+        "limits.reboot_host.rate.per",
+    );
+    assert!(m.contains("must be at least 1s, got 100ms"), "{m}");
+}
+
+#[test]
+fn counts_above_a_million_are_refused_naming_the_key() {
+    for (toml, path) in [
+        (
+            "[fleet]\nmin_fleet_size = 1000001\n",
+            "fleet.min_fleet_size",
+        ),
+        (
+            "[breaker]\nmin_samples = 4294967295\n",
+            "breaker.min_samples",
+        ),
+        (
+            "[breaker.domains.rack]\nunhealthy_percent = 50\nmin_hosts = 1000001\n",
+            "breaker.domains.rack.min_hosts",
+        ),
+        (
+            "[limits.restart_job]\nmax_in_flight = 1000001\n",
+            "limits.restart_job.max_in_flight",
+        ),
+        (
+            "[limits.restart_job]\nrate = { count = 1000001 }\n",
+            "limits.restart_job.rate.count",
+        ),
+        (
+            "[limits.restart_job]\nrate = { burst = 1000001 }\n",
+            "limits.restart_job.rate.burst",
+        ),
+        (
+            "[limits.restart_job]\nhost_budget = { max_attempts = 1000001 }\n",
+            "limits.restart_job.host_budget.max_attempts",
+        ),
+        (
+            "[limits.restart_job.groups.rack]\nmax_in_flight = 1000001\n",
+            "limits.restart_job.groups.rack.max_in_flight",
+        ),
+    ] {
+        let m = error_at(toml, path);
+        assert!(m.contains("must be at most 1000000"), "{path}: {m}");
+    }
+    // A million is allowed (the benchmarks use it).
+    PolicyConfig::from_toml(
+        "[limits.restart_job]\nrate = { count = 1000000, per = \"1h\", burst = 1000000 }\n\
+         host_budget = { max_attempts = 1000000, per = \"1h\" }\n",
+    )
+    .expect("a million is the bound");
+}
+
+#[test]
+fn a_breaker_that_needs_more_samples_than_its_window_can_hold_is_refused() {
+    // The defaults: restarts 60 + 10 per 10m, reboots 20 + 5 per 1h, caps
+    // 50 and 10, a 30m window: at most 3 × 70 + 50 + 1 × 25 + 10 = 295
+    // remediations can end in it.
+    let m = error_at("[breaker]\nmin_samples = 296\n", "breaker.min_samples");
+    assert!(
+        m.contains("must be at most 295, got 296") && m.contains("could never open"),
+        "{m}"
+    );
+    PolicyConfig::from_toml("[breaker]\nmin_samples = 295\n").expect("295 can be reached");
+    // A disabled action adds nothing.
+    let m = error_at(
+        "[breaker]\nmin_samples = 100\n[limits.restart_job]\nmax_in_flight = 0\n",
+        "breaker.min_samples",
+    );
+    assert!(m.contains("must be at most 35"), "{m}");
+}
+
+#[test]
+fn an_unknown_key_in_an_inline_table_is_named_by_its_path() {
+    let e = errors(
+        "[limits.restart_job]\nrate = { count = 1, extra = 2 }\nhost_budget = { per = \"1h\", x = 1 }\n",
+    );
+    let p = paths(&e);
+    assert!(p.contains(&"limits.restart_job.rate.extra"), "{e}");
+    assert!(p.contains(&"limits.restart_job.host_budget.x"), "{e}");
+    assert!(!e.to_string().contains('?'), "{e}");
+}
+
+#[test]
+fn an_unknown_key_in_an_array_of_tables_is_named_with_its_index() {
+    let e = errors(
+        "[limits.reboot_host]\nwindows = [{ days = [\"sat\"], start = \"22:00\", end = \"06:00\", colour = 1 }]\n",
+    );
+    assert_eq!(
+        paths(&e),
+        vec!["limits.reboot_host.windows[0].colour"],
+        "{e}"
+    );
+}
+
+#[test]
+fn a_wrong_type_inside_an_inline_table_is_named_by_its_path() {
+    let e = errors("[limits.restart_job]\nrate = { count = \"many\" }\n");
+    assert_eq!(paths(&e), vec!["limits.restart_job.rate.count"], "{e}");
+}
+
+#[test]
+fn label_names_with_invisible_characters_are_refused() {
+    let m = error_at(
+        "[limits.reboot_host.groups.\"ra\u{200B}ck\"]\nmax_in_flight = 1\n",
+        "limits.reboot_host.groups.ra\u{200B}ck",
+    );
+    assert!(m.contains("invisible"), "{m}");
+}
