@@ -536,6 +536,8 @@ pub enum KindArg {
     Renew,
     /// An authenticated caller was refused (PERMISSION_DENIED).
     Access,
+    /// The wall clock was checked at start-up, or found stepped.
+    Clock,
 }
 
 impl From<KindArg> for pb::EventKind {
@@ -551,6 +553,7 @@ impl From<KindArg> for pb::EventKind {
             KindArg::Config => pb::EventKind::Config,
             KindArg::Renew => pb::EventKind::Renew,
             KindArg::Access => pb::EventKind::Access,
+            KindArg::Clock => pb::EventKind::Clock,
         }
     }
 }

@@ -127,6 +127,21 @@ pub(crate) async fn status(ctx: &mut Ctx<'_>) -> Result<(), Error> {
     if !r.caller.is_empty() {
         writeln!(out, "you are      {} ({})", r.caller, r.caller_role)?;
     }
+    if let Some(c) = &r.last_clock_step {
+        writeln!(
+            out,
+            "clock        STEPPED {} {} {} ({} step{} since start): {}",
+            if c.forward { "ahead" } else { "back" },
+            c.by.as_ref().map_or_else(
+                || "?".to_owned(),
+                |d| format::duration(format::std_duration(d))
+            ),
+            format::opt_time(c.at.as_ref(), now, "-"),
+            r.clock_steps,
+            if r.clock_steps == 1 { "" } else { "s" },
+            c.detail
+        )?;
+    }
     writeln!(out, "granting     {}", granting(&s))?;
     writeln!(
         out,
@@ -762,6 +777,20 @@ pub(crate) fn summary(e: &pb::Event) -> String {
             format!("breaker {} closed", json::breaker_scope(b.scope.as_ref())),
             &b.reason,
         ),
+        Some(P::ClockChecked(c)) => match &c.step {
+            Some(step) => with_reason(
+                format!(
+                    "CLOCK STEPPED {} {}; recorded times moved with it",
+                    if step.forward { "ahead" } else { "back" },
+                    step.by.as_ref().map_or_else(
+                        || "?".to_owned(),
+                        |d| format::duration(format::std_duration(d))
+                    )
+                ),
+                &c.detail,
+            ),
+            None => with_reason("clock checked".to_owned(), &c.detail),
+        },
         Some(P::Denied(d)) => {
             let denial = d.denial.clone().unwrap_or_default();
             with_reason(

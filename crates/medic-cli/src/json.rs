@@ -161,6 +161,23 @@ pub struct Status {
     pub breakers: Vec<Breaker>,
     /// Per action: slots and budget.
     pub actions: Vec<ActionStatus>,
+    /// Wall-clock steps the coordinator found since it started.
+    pub clock_steps: u64,
+    /// The latest of them; `null`: none.
+    pub last_clock_step: Option<ClockStep>,
+}
+
+/// A wall-clock step in [`Status`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ClockStep {
+    /// `ahead` or `back`.
+    pub direction: &'static str,
+    /// How far, in seconds.
+    pub seconds: Option<f64>,
+    /// When it was found.
+    pub at: Option<String>,
+    /// How it was found.
+    pub detail: String,
 }
 
 /// Host counts in [`Status`].
@@ -210,6 +227,13 @@ impl From<&pb::GetStatusResponse> for Status {
             transport_security: transport_security(r.transport_security),
             caller: r.caller.clone(),
             caller_role: r.caller_role.clone(),
+            clock_steps: r.clock_steps,
+            last_clock_step: r.last_clock_step.as_ref().map(|c| ClockStep {
+                direction: if c.forward { "ahead" } else { "back" },
+                seconds: seconds(c.by.as_ref()),
+                at: time(c.at.as_ref()),
+                detail: c.detail.clone(),
+            }),
             server_time: time(r.server_time.as_ref()),
             started_at: time(r.started_at.as_ref()),
             config_loaded_at: time(r.config_loaded_at.as_ref()),
@@ -673,6 +697,17 @@ pub enum Payload {
         /// Refusals this event stands for.
         count: u64,
     },
+    /// The wall clock was checked, and perhaps found stepped.
+    ClockChecked {
+        /// `ahead` or `back`; absent without a step.
+        step_direction: Option<&'static str>,
+        /// How far it jumped, in seconds.
+        step_seconds: Option<f64>,
+        /// How it was found.
+        detail: String,
+        /// When.
+        at: Option<String>,
+    },
     /// A payload this medicctl does not know (a newer coordinator).
     Unknown,
 }
@@ -744,6 +779,15 @@ impl From<&pb::Event> for Event {
                 host_id: non_empty(&a.host_id),
                 peer: a.peer.clone(),
                 count: a.count,
+            },
+            Some(P::ClockChecked(c)) => Payload::ClockChecked {
+                step_direction: c
+                    .step
+                    .as_ref()
+                    .map(|s| if s.forward { "ahead" } else { "back" }),
+                step_seconds: c.step.as_ref().and_then(|s| seconds(s.by.as_ref())),
+                detail: c.detail.clone(),
+                at: time(c.at.as_ref()),
             },
             None => Payload::Unknown,
         };

@@ -13,12 +13,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use medic_policy::{Action, Denial, DenyReason, Engine, Event, HostId, Time};
+use medic_policy::{
+    Action, ClockMark, ClockStep, Denial, DenyReason, DurableState, Engine, Event, HostId, Time,
+};
 use medic_proto::pb::v1 as pb;
 use medic_store::{Entry, Record, Retention, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, STEP_THRESHOLD, StepWatch};
 use crate::config::{ConfigSource, CoordinatorConfig};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::notify::Notifier;
@@ -59,6 +61,11 @@ pub struct Core<S: Store> {
     refusals: Mutex<RefusalSampler>,
     started_at: SystemTime,
     clock: Arc<dyn Clock>,
+    /// The last reading of the wall and boot clocks, to find steps between
+    /// readings. Locked inside the engine's lock.
+    steps: Mutex<StepWatch>,
+    /// Steps found since start, for `status`.
+    stepped: Mutex<ClockSteps>,
     /// Set when the store failed: handlers refuse, the server stops.
     pub fatal: watch::Sender<Option<String>>,
     /// Set when the server starts draining: long-lived streams end.
@@ -107,8 +114,22 @@ impl<S: Store> Core<S> {
                 .await
                 .map_err(|e| StoreError::Backend(format!("loading task failed: {e}")))??
         };
-        let now = clock.now();
-        let engine = Engine::restore(config.policy.clone(), loaded.state, now);
+        // A step of the wall clock while the coordinator was stopped is
+        // found first: the state is restored as of the clock it was
+        // recorded in, then moved with the step.
+        let mark = clock.mark();
+        let now = mark.wall;
+        let (step, detail) = start_check(&loaded.state, &mark);
+        let restore_at = step.map_or(now, |s| s.inverse().shift(now));
+        let mut engine = Engine::restore(config.policy.clone(), loaded.state, restore_at);
+        let mut stepped = ClockSteps::default();
+        if let Some(detail) = detail {
+            if let Some(step) = step {
+                stepped.found(step, now, &detail, &metrics);
+            }
+            engine.clock_checked(step, detail, mark.clone(), now);
+        }
+        let checked = engine.take_events();
         let (jobs, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
         let (fatal, _) = watch::channel(None);
@@ -127,6 +148,8 @@ impl<S: Store> Core<S> {
             config_loaded_at: Mutex::new(now),
             started_at: now,
             clock,
+            steps: Mutex::new(StepWatch::new(mark)),
+            stepped: Mutex::new(stepped),
             fatal,
             draining,
             deposed: std::sync::atomic::AtomicBool::new(false),
@@ -136,7 +159,34 @@ impl<S: Store> Core<S> {
             reloading: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(committer(core.clone(), rx, loaded.last_id));
+        if !checked.is_empty() {
+            core.queue(checked);
+        }
         Ok(core)
+    }
+
+    /// The wall clock, checked against the boot clock: a step found since
+    /// the last reading is recorded (the engine moves every recorded time
+    /// with it) before anything is decided at the new time. Called under
+    /// the engine's lock.
+    fn now_checked(&self, engine: &mut Engine) -> Time {
+        let mark = self.clock.mark();
+        let now = mark.wall;
+        let Some(step) = lock(&self.steps).observe(mark.clone()) else {
+            return now;
+        };
+        let detail = format!(
+            "seen live: between two readings the wall clock moved {step} against the boot clock"
+        );
+        lock(&self.stepped).found(step, now, &detail, &self.metrics);
+        engine.clock_checked(Some(step), detail, mark, now);
+        now
+    }
+
+    /// Wall-clock steps found since start: how many, and the latest.
+    pub fn clock_steps(&self) -> (u64, Option<(ClockStep, SystemTime, String)>) {
+        let s = lock(&self.stepped);
+        (s.count, s.last.clone())
     }
 
     /// The configuration in force.
@@ -182,7 +232,8 @@ impl<S: Store> Core<S> {
         self.check_fatal()?;
         let (value, upto) = {
             let mut engine = lock(&self.engine);
-            let value = f(&mut engine, self.clock.now());
+            let now = self.now_checked(&mut engine);
+            let value = f(&mut engine, now);
             let events = engine.take_events();
             if !events.is_empty() {
                 self.queue(events);
@@ -218,7 +269,8 @@ impl<S: Store> Core<S> {
     pub fn read<T>(&self, f: impl FnOnce(&mut Engine, Time) -> T) -> Result<T, CoreError> {
         self.check_fatal()?;
         let mut engine = lock(&self.engine);
-        let value = f(&mut engine, self.clock.now());
+        let now = self.now_checked(&mut engine);
+        let value = f(&mut engine, now);
         let events = engine.take_events();
         if !events.is_empty() {
             self.queue(events);
@@ -473,6 +525,73 @@ impl<S: Store> Core<S> {
         .map_err(|e| StoreError::Backend(format!("compaction task failed: {e}")))??;
         self.metrics.audit_compacted.inc_by(removed);
         Ok(removed)
+    }
+}
+
+/// Steps found since start.
+#[derive(Debug, Default)]
+struct ClockSteps {
+    count: u64,
+    last: Option<(ClockStep, SystemTime, String)>,
+}
+
+impl ClockSteps {
+    fn found(&mut self, step: ClockStep, at: SystemTime, detail: &str, metrics: &Metrics) {
+        tracing::warn!(
+            step = %step,
+            detail,
+            "the wall clock was stepped {step}; every recorded time (permits, pauses, \
+             quarantines, breakers, budgets) moves with it, so no expiry, window or budget \
+             takes the jump for time passing"
+        );
+        metrics
+            .clock_steps
+            .get_or_create(&crate::metrics::DirectionLabel {
+                direction: if step.forward { "ahead" } else { "back" }.to_owned(),
+            })
+            .inc();
+        self.count += 1;
+        self.last = Some((step, at, detail.to_owned()));
+    }
+}
+
+/// What start-up makes of the wall clock against the state's last mark:
+/// the step found (if any), and the detail of the `ClockChecked` event to
+/// record (`None`: nothing to record, the mark in the state stays good).
+fn start_check(state: &DurableState, now: &ClockMark) -> (Option<ClockStep>, Option<String>) {
+    let at = |t: Time| humantime::format_rfc3339_seconds(t.min(medic_policy::latest_time()));
+    match &state.clock {
+        Some(prev) if prev.boot == now.boot => match prev.step_to(now) {
+            Some(step) if step.by >= STEP_THRESHOLD => (
+                Some(step),
+                Some(format!(
+                    "at start-up: since the mark of {} (same boot), the wall clock moved {step} \
+                     against the boot clock",
+                    at(prev.wall)
+                )),
+            ),
+            _ => (None, None),
+        },
+        _ => match state.latest_recorded() {
+            // Another boot: the time spent stopped is unknown, but a wall
+            // clock behind the latest record was certainly stepped back.
+            Some(latest) if now.wall + STEP_THRESHOLD < latest => {
+                let step = ClockStep::between(latest, now.wall);
+                (
+                    Some(step),
+                    Some(format!(
+                        "at start-up: the wall clock reads {}, before the latest record ({}); \
+                         the time spent stopped counts as none",
+                        at(now.wall),
+                        at(latest)
+                    )),
+                )
+            }
+            _ => (
+                None,
+                Some("at start-up: first mark of this boot; no step can be measured".to_owned()),
+            ),
+        },
     }
 }
 

@@ -52,6 +52,13 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Labels: which way the wall clock was stepped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `ahead` or `back`.
+    pub direction: String,
+}
+
 /// Labels: a refused call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
@@ -113,6 +120,9 @@ pub struct Metrics {
     pub notification_retries: Counter,
     /// Webhook notifications dropped, by reason (`queue_full`, `failed`).
     pub notifications_dropped: Family<ReasonLabel, Counter>,
+    /// Wall-clock steps found (live and at start-up), by direction
+    /// (`ahead`, `back`).
+    pub clock_steps: Family<DirectionLabel, Counter>,
     /// TLS handshakes on the gRPC port by result (`ok`, `failed`,
     /// `timeout`, `busy`).
     pub tls_handshakes: Family<ResultLabel, Counter>,
@@ -272,6 +282,18 @@ impl Metrics {
             "notification_retries",
             "Webhook delivery attempts that failed and were retried",
         );
+        let clock_steps = Family::<DirectionLabel, Counter>::default();
+        registry.register(
+            "clock_steps",
+            "Wall-clock steps found by comparing it with the boot clock (recorded times moved \
+             with each)",
+            clock_steps.clone(),
+        );
+        for direction in ["ahead", "back"] {
+            let _ = clock_steps.get_or_create(&DirectionLabel {
+                direction: direction.to_owned(),
+            });
+        }
         let notifications_dropped = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "notifications_dropped",
@@ -379,6 +401,7 @@ impl Metrics {
             notifications_sent,
             notification_retries,
             notifications_dropped,
+            clock_steps,
             decision_counters,
             rpc_histograms: std::sync::RwLock::default(),
             registry,

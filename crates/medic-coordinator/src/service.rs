@@ -445,6 +445,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
                 .map_err(core_status)?;
             self.core.metrics.set_status(&status);
             let cfg = self.core.config();
+            let (clock_steps, last_step) = self.core.clock_steps();
             Ok(Response::new(pb::GetStatusResponse {
                 status: Some(status.into()),
                 version: VERSION.to_owned(),
@@ -463,6 +464,13 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
                 .into(),
                 caller: caller.actor,
                 caller_role: caller.role.as_str().to_owned(),
+                clock_steps,
+                last_clock_step: last_step.map(|(step, at, detail)| pb::ClockStepSeen {
+                    forward: step.forward,
+                    by: Some(to_duration(step.by)),
+                    at: Some(to_timestamp(at)),
+                    detail,
+                }),
             }))
         }
         .await;
@@ -874,5 +882,6 @@ fn record_kind(k: pb::EventKind) -> Option<RecordKind> {
         pb::EventKind::Config => RecordKind::Config,
         pb::EventKind::Renew => RecordKind::Renew,
         pb::EventKind::Access => RecordKind::Access,
+        pb::EventKind::Clock => RecordKind::Clock,
     })
 }

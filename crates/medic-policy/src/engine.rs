@@ -17,10 +17,10 @@ use crate::error::{PolicyError, ScopeSuffix};
 use crate::rate::RateState;
 use crate::state::DurableState;
 use crate::types::{
-    Action, BreakerCause, BreakerScope, BreakerTrip, COORDINATOR_ACTOR, Decision, Denial,
-    DenyReason, Event, FencingToken, Heartbeat, HeartbeatReply, HostId, Labels, Outcome, Pause,
-    Permit, PermitId, PermitRef, PermitRequest, PermitState, Problem, Quarantine, QuarantineCause,
-    Scope, Time, host_actor,
+    Action, BreakerCause, BreakerScope, BreakerTrip, COORDINATOR_ACTOR, ClockMark, ClockStep,
+    Decision, Denial, DenyReason, Event, FencingToken, Heartbeat, HeartbeatReply, HostId, Labels,
+    Outcome, Pause, Permit, PermitId, PermitRef, PermitRequest, PermitState, Problem, Quarantine,
+    QuarantineCause, Scope, Time, host_actor,
 };
 use crate::view::{ActionStatus, Explanation, HostView, Status};
 use crate::window;
@@ -162,6 +162,48 @@ impl Engine {
         let now = self.observe(now);
         self.config = config;
         self.rebuild_indexes();
+        self.advance(now);
+    }
+
+    /// Records a check of the wall clock. With a `step`, everything the
+    /// engine remembers in wall time (permits and their expiries, pauses,
+    /// quarantines, breakers, budgets' grant times, liveness, warm-up)
+    /// moves with the clock: expiries, windows and silences stay judged on
+    /// the time that actually passed. The coordinator detects steps by
+    /// comparing the wall clock with the boot clock, live and across
+    /// restarts; the engine only trusts what it is told.
+    pub fn clock_checked(
+        &mut self,
+        step: Option<ClockStep>,
+        detail: String,
+        mark: ClockMark,
+        now: Time,
+    ) {
+        if let Some(step) = step {
+            self.started_at = step.shift(self.started_at);
+            self.clock = step.shift(self.clock);
+            for slot in &mut self.hosts {
+                if let Some(hb) = &mut slot.last_heartbeat {
+                    *hb = step.shift(*hb);
+                }
+                for p in &mut slot.problems {
+                    p.since = step.shift(p.since);
+                }
+            }
+            for t in self.breaker_clear_since.values_mut() {
+                *t = step.shift(*t);
+            }
+        }
+        let now = self.observe(now);
+        self.emit(Event::ClockChecked {
+            step,
+            detail,
+            mark,
+            at: now,
+        });
+        if step.is_some() {
+            self.rebuild_indexes();
+        }
         self.advance(now);
     }
 

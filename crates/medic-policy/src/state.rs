@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PolicyConfig;
 use crate::types::{
-    Action, BreakerScope, BreakerTrip, Event, FencingToken, HostId, Pause, Permit, PermitId,
-    PermitState, Quarantine, RequestId, Time,
+    Action, BreakerScope, BreakerTrip, ClockMark, ClockStep, Event, FencingToken, HostId, Pause,
+    Permit, PermitId, PermitState, Quarantine, RequestId, Time,
 };
 
 /// One grant, as the rate and attempt budgets remember it.
@@ -75,6 +75,10 @@ pub struct DurableState {
     /// Granted requests by request_id, for idempotent retries (I7). The
     /// permit is as granted, with its state updated when it ends.
     pub requests: BTreeMap<RequestId, Permit>,
+    /// The latest clock mark ([`Event::ClockChecked`]): what tells a
+    /// wall-clock step across a restart from time passing.
+    #[serde(default)]
+    pub clock: Option<ClockMark>,
 }
 
 impl DurableState {
@@ -148,7 +152,58 @@ impl DurableState {
                     self.breaker_reset_seq = seq;
                 }
             }
+            Event::ClockChecked { step, mark, .. } => {
+                if let Some(step) = step {
+                    self.shift(*step);
+                }
+                self.clock = Some(mark.clone());
+            }
         }
+    }
+
+    /// Moves every recorded time with a clock step: what was 10 minutes
+    /// ago, or 10 minutes ahead, still is.
+    fn shift(&mut self, step: ClockStep) {
+        let s = |t: &mut Time| *t = step.shift(*t);
+        let permit = |p: &mut Permit| {
+            s(&mut p.granted_at);
+            s(&mut p.expires_at);
+        };
+        self.permits.values_mut().for_each(permit);
+        self.requests.values_mut().for_each(permit);
+        for p in self.pauses.values_mut() {
+            s(&mut p.since);
+            if let Some(u) = &mut p.until {
+                s(u);
+            }
+        }
+        self.quarantines.values_mut().for_each(|q| s(&mut q.since));
+        self.breakers.values_mut().for_each(|b| s(&mut b.since));
+        self.grants.iter_mut().for_each(|g| s(&mut g.at));
+        self.endings.iter_mut().for_each(|e| s(&mut e.at));
+        self.released.values_mut().for_each(|r| s(&mut r.1));
+    }
+
+    /// The latest time at which something was recorded (not an expiry,
+    /// which lies ahead): a wall clock behind it was stepped back.
+    pub fn latest_recorded(&self) -> Option<Time> {
+        let permits = self.permits.values().map(|p| p.granted_at);
+        let pauses = self.pauses.values().map(|p| p.since);
+        let quarantines = self.quarantines.values().map(|q| q.since);
+        let breakers = self.breakers.values().map(|b| b.since);
+        let grants = self.grants.iter().map(|g| g.at);
+        let endings = self.endings.iter().map(|e| e.at);
+        let released = self.released.values().map(|r| r.1);
+        let mark = self.clock.iter().map(|m| m.wall);
+        permits
+            .chain(pauses)
+            .chain(quarantines)
+            .chain(breakers)
+            .chain(grants)
+            .chain(endings)
+            .chain(released)
+            .chain(mark)
+            .max()
     }
 
     /// Drops records that no rule can look at any more under `config` at

@@ -642,6 +642,109 @@ pub struct BreakerTrip {
     pub detail: String,
 }
 
+// === Clock steps ===
+
+/// Where the wall clock stood against the host's boot clock, which counts
+/// time asleep and never steps: the two move apart only when the wall clock
+/// is stepped. Two marks of the same boot measure the steps between them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockMark {
+    /// The wall clock.
+    pub wall: Time,
+    /// Time since boot at the same instant (`CLOCK_BOOTTIME`).
+    pub since_boot: Duration,
+    /// The boot it was taken in; marks of different boots compare nothing.
+    pub boot: String,
+}
+
+impl ClockMark {
+    /// The wall-clock step between `self` and a later mark of the same
+    /// boot; `None` for marks of different boots.
+    pub fn step_to(&self, later: &ClockMark) -> Option<ClockStep> {
+        if self.boot != later.boot {
+            return None;
+        }
+        let wall = signed(later.wall.duration_since(self.wall));
+        let elapsed = i128::try_from(later.since_boot.as_nanos()).unwrap_or(i128::MAX)
+            - i128::try_from(self.since_boot.as_nanos()).unwrap_or(i128::MAX);
+        Some(ClockStep::from_nanos(wall - elapsed))
+    }
+}
+
+/// The nanoseconds from one wall time to another, signed.
+fn signed(d: Result<Duration, std::time::SystemTimeError>) -> i128 {
+    match d {
+        Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
+        Err(e) => -i128::try_from(e.duration().as_nanos()).unwrap_or(i128::MAX),
+    }
+}
+
+/// A step of the wall clock: it jumped `by`, ahead or back, without that
+/// time passing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockStep {
+    /// Ahead (true) or back.
+    pub forward: bool,
+    /// How far.
+    pub by: Duration,
+}
+
+impl ClockStep {
+    /// The step of `nanos` signed nanoseconds (positive: ahead).
+    pub fn from_nanos(nanos: i128) -> ClockStep {
+        let by = u64::try_from(nanos.unsigned_abs()).unwrap_or(u64::MAX);
+        ClockStep {
+            forward: nanos >= 0,
+            by: Duration::from_nanos(by),
+        }
+    }
+
+    /// The step from what the wall clock should read (`expected`) to what
+    /// it reads (`actual`).
+    pub fn between(expected: Time, actual: Time) -> ClockStep {
+        ClockStep::from_nanos(signed(actual.duration_since(expected)))
+    }
+
+    /// The step that undoes this one.
+    pub fn inverse(self) -> ClockStep {
+        ClockStep {
+            forward: !self.forward,
+            by: self.by,
+        }
+    }
+
+    /// `t` moved with the clock, so that the time elapsed since (or left
+    /// until) it is what it was before the step. Saturates at the epoch
+    /// and at the latest time the store can hold.
+    pub fn shift(self, t: Time) -> Time {
+        if self.forward {
+            t.checked_add(self.by).unwrap_or(t).min(latest_time())
+        } else {
+            t.checked_sub(self.by)
+                .unwrap_or(Time::UNIX_EPOCH)
+                .max(Time::UNIX_EPOCH)
+        }
+    }
+}
+
+impl fmt::Display for ClockStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let by = Duration::from_millis(u64::try_from(self.by.as_millis()).unwrap_or(u64::MAX));
+        write!(
+            f,
+            "{} {}",
+            if self.forward { "ahead" } else { "back" },
+            humantime::format_duration(by)
+        )
+    }
+}
+
+/// The latest time medic records or prints: the end of year 9999 (RFC 3339
+/// has four-digit years).
+pub fn latest_time() -> Time {
+    Time::UNIX_EPOCH + Duration::from_secs(253_402_300_799)
+}
+
 // === Events ===
 
 /// A durable change of the engine's state. Every mutation of durable state is
@@ -708,6 +811,20 @@ pub enum Event {
     },
     /// A breaker opened.
     BreakerOpened(BreakerTrip),
+    /// The wall clock was checked against the boot clock: at start-up,
+    /// and whenever it was found stepped. A step moves every recorded time
+    /// with it, so that a jump of the clock is never taken for time passing
+    /// (no mass expiry, no frozen budget).
+    ClockChecked {
+        /// The step found, if any.
+        step: Option<ClockStep>,
+        /// How it was found, for a human.
+        detail: String,
+        /// The mark later checks compare with.
+        mark: ClockMark,
+        /// When (after the step).
+        at: Time,
+    },
     /// A breaker closed, by reset or by `auto_close_after`.
     BreakerClosed {
         /// Which breaker.
@@ -730,6 +847,7 @@ impl Event {
             | Event::PermitEnded { at, .. }
             | Event::HostReleased { at, .. }
             | Event::Resumed { at, .. }
+            | Event::ClockChecked { at, .. }
             | Event::BreakerClosed { at, .. } => *at,
             Event::HostQuarantined(q) => q.since,
             Event::Paused(p) => p.since,
@@ -747,6 +865,7 @@ impl Event {
             | Event::Paused(_)
             | Event::Resumed { .. }
             | Event::BreakerOpened(_)
+            | Event::ClockChecked { .. }
             | Event::BreakerClosed { .. } => None,
         }
     }

@@ -19,10 +19,11 @@
 use std::time::Duration;
 
 use medic_policy::{
-    Action, BreakerCause, BreakerScope, Decision, Denial, DenyReason, DurableState, Engine, Event,
-    Explanation, FencingToken, Heartbeat, HeartbeatReply, HostId, HostView, Labels, Outcome,
-    Permit, PermitId, PermitRef, PermitRequest, PermitState, PolicyConfig, PolicyError, Problem,
-    QuarantineCause, RequestId, ResumeTarget, Scope, Status, Time,
+    Action, BreakerCause, BreakerScope, ClockMark, ClockStep, Decision, Denial, DenyReason,
+    DurableState, Engine, Event, Explanation, FencingToken, Heartbeat, HeartbeatReply, HostId,
+    HostView, Labels, Outcome, Permit, PermitId, PermitRef, PermitRequest, PermitState,
+    PolicyConfig, PolicyError, Problem, QuarantineCause, RequestId, ResumeTarget, Scope, Status,
+    Time,
 };
 
 // === Fixture ===
@@ -302,6 +303,19 @@ impl Fleet {
             .into_iter()
             .find(|v| v.host == id)
             .unwrap_or_else(|| panic!("engine does not know {name}"))
+    }
+
+    /// The wall clock jumps by `step` without time passing, and the
+    /// coordinator, having noticed, tells the engine.
+    fn step_clock(&mut self, step: ClockStep) {
+        self.now = step.shift(self.now);
+        let mark = ClockMark {
+            wall: self.now,
+            since_boot: secs(3600),
+            boot: "test-boot".into(),
+        };
+        self.engine
+            .clock_checked(Some(step), "seen live".into(), mark, self.now);
     }
 
     /// A coordinator restarted now from this one's durable state (as the
@@ -2721,4 +2735,142 @@ fn denials_carry_retry_after() {
             "auto_close_after = {close}"
         );
     }
+}
+
+// === Clock steps: time is what passed, not what the wall clock says ===
+
+const STEPPED: &str = r#"
+[fleet]
+warmup = "30s"
+[breaker]
+unhealthy_percent = 100
+failure_percent = 30
+[limits.restart_job]
+max_in_flight = 10
+permit_ttl = "10m"
+cooldown = "0s"
+rate = { count = 1, per = "1h", burst = 2 }
+"#;
+
+fn ahead(by: Duration) -> ClockStep {
+    ClockStep { forward: true, by }
+}
+
+fn back(by: Duration) -> ClockStep {
+    ClockStep { forward: false, by }
+}
+
+/// The danger the check exists for: the same jump, unnoticed, is an hour
+/// passing, and every permit expires at once, quarantining every holder.
+#[test]
+fn an_unnoticed_forward_jump_would_expire_every_permit_at_once() {
+    let mut f = Fleet::ready(STEPPED, 4);
+    for h in ["h1", "h2", "h3"] {
+        f.grant(h, Action::RestartJob);
+    }
+    f.advance(mins(60));
+    assert_eq!(f.status().quarantined_hosts, 3);
+}
+
+#[test]
+fn a_forward_clock_step_expires_nothing_and_quarantines_no_one() {
+    let mut f = Fleet::ready(STEPPED, 4);
+    let permits: Vec<Permit> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|h| f.grant(h, Action::RestartJob))
+        .collect();
+    f.advance(mins(2));
+    f.step_clock(ahead(mins(60)));
+    f.advance(secs(5));
+    f.engine.tick(f.now);
+    let status = f.status();
+    assert_eq!(status.quarantined_hosts, 0);
+    assert!(status.breakers.is_empty(), "{:?}", status.breakers);
+    assert_eq!(status.action(Action::RestartJob).unwrap().active, 3);
+    // Each permit still has the 8 minutes it had left, from the new "now".
+    let active = &f.engine.durable().permits[&permits[0].id];
+    let left = active.expires_at.duration_since(f.now).unwrap();
+    assert!(left > mins(7) && left <= mins(8), "{left:?} left");
+    // They expire when their time has passed.
+    f.advance(mins(9));
+    assert_eq!(f.status().quarantined_hosts, 3);
+}
+
+#[test]
+fn a_backward_clock_step_leaves_the_rate_budget_as_it_was() {
+    let mut f = Fleet::ready(STEPPED, 4);
+    let p = f.grant("h1", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+    f.advance(mins(10));
+    f.step_clock(back(mins(180)));
+    f.advance(secs(1));
+    let status = f.status();
+    let restart = status.action(Action::RestartJob).unwrap();
+    assert_eq!(
+        restart.rate_used, 1,
+        "the grant 10 minutes ago still counts"
+    );
+    // Two grants left, not a budget frozen for three hours.
+    let p = f.grant("h2", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+    f.grant("h3", Action::RestartJob);
+    let d = f.deny("h4", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::RateLimited);
+    let wait = d.retry_after.unwrap();
+    assert!(
+        wait <= mins(60),
+        "one grant per hour: the next within the hour, not in {wait:?}"
+    );
+}
+
+#[test]
+fn a_pause_lasts_as_long_as_set_across_a_backward_step() {
+    let mut f = Fleet::ready(STEPPED, 2);
+    f.engine.pause(
+        Scope::default(),
+        "alice",
+        "db maintenance",
+        Some(f.now + mins(30)),
+        f.now,
+    );
+    f.advance(mins(10));
+    f.step_clock(back(mins(180)));
+    f.advance(mins(19));
+    assert_eq!(f.status().pauses.len(), 1, "20 of its 30 minutes left");
+    f.advance(mins(2));
+    assert!(f.status().pauses.is_empty(), "ended after 30 minutes");
+}
+
+#[test]
+fn a_breaker_opened_before_a_step_is_dated_in_the_new_time() {
+    let toml = STEPPED.replace("[breaker]", "[breaker]\nmin_samples = 2");
+    let mut f = Fleet::ready(&toml, 4);
+    for h in ["h1", "h2"] {
+        let p = f.grant(h, Action::RestartJob);
+        f.finish(&p, Outcome::Failed);
+    }
+    let opened = f.status().breakers[0].since;
+    let before = f.now;
+    f.step_clock(ahead(mins(60)));
+    let since = f.status().breakers[0].since;
+    assert_eq!(since, opened + mins(60));
+    assert!(since <= f.now && before < since);
+}
+
+#[test]
+fn a_restored_engine_sees_the_step_its_events_recorded() {
+    let mut f = Fleet::ready(STEPPED, 3);
+    f.grant("h1", Action::RestartJob);
+    f.step_clock(back(mins(180)));
+    let mut replayed = DurableState::default();
+    let mut g = Fleet::ready(STEPPED, 3);
+    g.grant("h1", Action::RestartJob);
+    g.step_clock(back(mins(180)));
+    for e in g.engine.take_events() {
+        replayed.apply(&e);
+    }
+    assert_eq!(&replayed, f.engine.durable());
+    assert!(replayed.clock.is_some());
+    let restarted = f.restarted();
+    assert_eq!(restarted.engine.durable().permits.len(), 1);
 }

@@ -82,6 +82,8 @@ impl AuditEntry {
             Some(Event::HostReleased { host, .. }) => format!("RELEASE {host}"),
             Some(Event::Paused(p)) => format!("PAUSE #{}", p.id),
             Some(Event::Resumed { pause, .. }) => format!("RESUME #{}", pause.id),
+            Some(Event::ClockChecked { step: Some(s), .. }) => format!("CLOCK STEPPED {s}"),
+            Some(Event::ClockChecked { step: None, .. }) => "CLOCK CHECKED".to_owned(),
             None => format!("{:?} {}", self.kind, self.host),
         };
         format!(
@@ -454,6 +456,29 @@ pub fn check(history: &[AuditEntry], actions: &[ActionRecord], cx: &Context<'_>)
             }
             Event::Resumed { pause, .. } => {
                 pauses.remove(&pause.id);
+            }
+            // A step moved every recorded time with the clock: so do the
+            // times this replay holds, or the windows after it would be
+            // judged across the jump.
+            Event::ClockChecked { step: None, .. } => {}
+            Event::ClockChecked {
+                step: Some(step), ..
+            } => {
+                let s = |t: &mut SystemTime| *t = step.shift(*t);
+                for a in active.values_mut() {
+                    s(&mut a.expires_at);
+                }
+                for (t, _) in ended.values_mut().chain(last_end.values_mut()) {
+                    s(t);
+                }
+                for times in &mut grant_times {
+                    times.iter_mut().for_each(|(t, _)| s(t));
+                }
+                for (p, _) in pauses.values_mut() {
+                    if let Some(u) = &mut p.until {
+                        s(u);
+                    }
+                }
             }
         }
     }

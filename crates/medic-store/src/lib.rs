@@ -104,6 +104,8 @@ pub enum RecordKind {
     Renew,
     /// An authenticated caller was refused.
     Access,
+    /// The wall clock was checked (at start-up) or found stepped.
+    Clock,
 }
 
 impl Record {
@@ -121,6 +123,7 @@ impl Record {
                 Event::HostQuarantined(_) | Event::HostReleased { .. } => RecordKind::Quarantine,
                 Event::Paused(_) | Event::Resumed { .. } => RecordKind::Pause,
                 Event::BreakerOpened(_) | Event::BreakerClosed { .. } => RecordKind::Breaker,
+                Event::ClockChecked { .. } => RecordKind::Clock,
             },
             Record::Denied { .. } => RecordKind::Deny,
             Record::ConfigReloaded { .. } => RecordKind::Config,

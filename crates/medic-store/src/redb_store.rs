@@ -644,8 +644,8 @@ fn examine(dir: &Path, path: &Path, lock_existed: bool) -> Result<Found, StoreEr
         Err(e) => return Err(io_error(path)(e)),
     };
     let (meta, what) = if meta.file_type().is_symlink() {
-        let target = fs::read_link(path)
-            .map_or_else(|_| "?".to_owned(), |t| t.display().to_string());
+        let target =
+            fs::read_link(path).map_or_else(|_| "?".to_owned(), |t| t.display().to_string());
         match fs::metadata(path) {
             Ok(m) => (m, format!("a symbolic link to {target}, which is")),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -747,8 +747,7 @@ fn create_new(dir: &Path, path: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o600))
-            .map_err(io_error(&fresh))?;
+        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o600)).map_err(io_error(&fresh))?;
     }
     fs::rename(&fresh, path).map_err(io_error(path))?;
     File::open(dir)

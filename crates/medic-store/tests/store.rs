@@ -1230,10 +1230,16 @@ fn a_state_file_deleted_while_open_fails_the_next_write_and_keeps_a_copy() {
     let rescued = dir.path().join("medic.redb.rescued");
     assert!(text.contains(&rescued.display().to_string()), "{text}");
     // The next write is not acknowledged either, and names the same copy.
-    let write = store.append(vec![(t0(), Record::Policy(quarantine_event("web-2", t0())))]);
+    let write = store.append(vec![(
+        t0(),
+        Record::Policy(quarantine_event("web-2", t0())),
+    )]);
     let text = assert_lost(write, "deleted while the coordinator ran");
     assert!(text.contains("medic.redb.rescued"), "{text}");
-    assert!(!dir.path().join("medic.redb.rescued-1").exists(), "one copy");
+    assert!(
+        !dir.path().join("medic.redb.rescued-1").exists(),
+        "one copy"
+    );
     drop(store);
 
     // The copy holds everything acknowledged; moved back, it opens.

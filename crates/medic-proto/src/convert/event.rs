@@ -4,12 +4,13 @@
 use std::time::SystemTime;
 
 use medic_policy::{
-    Action, COORDINATOR_ACTOR, Denial, Event, HostId, InvalidInput, PermitState, host_actor,
+    Action, COORDINATOR_ACTOR, ClockMark, ClockStep, Denial, Event, HostId, InvalidInput,
+    PermitState, host_actor,
 };
 
 use super::{
-    host_id, permit_id, required, required_enum, required_msg, required_time, to_timestamp,
-    wire_enum,
+    host_id, permit_id, required, required_duration, required_enum, required_msg, required_time,
+    to_duration, to_timestamp, wire_enum,
 };
 use crate::pb::v1 as pb;
 use pb::event::Payload;
@@ -30,6 +31,7 @@ impl From<&Event> for pb::EventKind {
             Event::HostQuarantined(_) | Event::HostReleased { .. } => Self::Quarantine,
             Event::Paused(_) | Event::Resumed { .. } => Self::Pause,
             Event::BreakerOpened(_) | Event::BreakerClosed { .. } => Self::Breaker,
+            Event::ClockChecked { .. } => Self::Clock,
         }
     }
 }
@@ -59,6 +61,13 @@ impl pb::Event {
             | Event::Resumed { actor, reason, .. }
             | Event::BreakerClosed { actor, reason, .. } => (actor.clone(), reason.clone()),
             Event::BreakerOpened(t) => (COORDINATOR_ACTOR.to_owned(), t.detail.clone()),
+            Event::ClockChecked { step, detail, .. } => (
+                COORDINATOR_ACTOR.to_owned(),
+                match step {
+                    Some(step) => format!("wall clock stepped {step}: {detail}"),
+                    None => detail.clone(),
+                },
+            ),
         };
         Self {
             id,
@@ -221,6 +230,22 @@ impl From<Event> for Payload {
                 reason,
                 at: Some(to_timestamp(at)),
             }),
+            Event::ClockChecked {
+                step,
+                detail,
+                mark,
+                at,
+            } => Payload::ClockChecked(w::ClockChecked {
+                step: step.map(|s| w::ClockStep {
+                    forward: s.forward,
+                    by: Some(to_duration(s.by)),
+                }),
+                detail,
+                mark_wall: Some(to_timestamp(mark.wall)),
+                mark_since_boot: Some(to_duration(mark.since_boot)),
+                mark_boot: mark.boot,
+                at: Some(to_timestamp(at)),
+            }),
         }
     }
 }
@@ -247,6 +272,7 @@ impl TryFrom<Payload> for Event {
             Payload::Resumed(r) => ("resumed", resumed(r)),
             Payload::BreakerOpened(t) => ("breaker_opened", t.try_into().map(Event::BreakerOpened)),
             Payload::BreakerClosed(c) => ("breaker_closed", breaker_closed(c)),
+            Payload::ClockChecked(c) => ("clock_checked", clock_checked(c)),
             Payload::Denied(_) => return Err(not_a_policy_event("denied")),
             Payload::ConfigReloaded(_) => return Err(not_a_policy_event("config_reloaded")),
             Payload::AccessDenied(_) => return Err(not_a_policy_event("access_denied")),
@@ -318,6 +344,26 @@ fn breaker_closed(c: pb::event::BreakerClosed) -> Result<Event, InvalidInput> {
         scope: required_msg("scope", c.scope)?,
         actor: c.actor,
         reason: c.reason,
+        at: required_time("at", c.at)?,
+    })
+}
+
+fn clock_checked(c: pb::event::ClockChecked) -> Result<Event, InvalidInput> {
+    let step = match c.step {
+        None => None,
+        Some(s) => Some(ClockStep {
+            forward: s.forward,
+            by: required_duration("step.by", s.by)?,
+        }),
+    };
+    Ok(Event::ClockChecked {
+        step,
+        detail: c.detail,
+        mark: ClockMark {
+            wall: required_time("mark_wall", c.mark_wall)?,
+            since_boot: required_duration("mark_since_boot", c.mark_since_boot)?,
+            boot: c.mark_boot,
+        },
         at: required_time("at", c.at)?,
     })
 }

@@ -36,7 +36,9 @@ use crate::limits::{MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS};
 
 pub(crate) use admin::scope_or_fleet;
 pub use time::{MAX_DURATION_SECS, from_duration, from_timestamp, to_duration, to_timestamp};
-pub(crate) use time::{optional_duration, optional_time, positive_duration, required_time};
+pub(crate) use time::{
+    optional_duration, optional_time, positive_duration, required_duration, required_time,
+};
 
 // === Errors ===
 
