@@ -52,9 +52,19 @@ pub fn relative(t: SystemTime, now: SystemTime) -> String {
 
 /// An instant in UTC to the second: `2026-11-26 17:42:01Z`.
 pub fn absolute(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t)
+    humantime::format_rfc3339_seconds(printable(t))
         .to_string()
         .replacen('T', " ", 1)
+}
+
+/// The last second RFC 3339 can print (four-digit years).
+const LAST_PRINTABLE: Duration = Duration::from_secs(253_402_300_799);
+
+/// `t` within what the RFC 3339 formatters print (they panic past year
+/// 9999): a coordinator never sends such times, but medicctl must not
+/// crash on one.
+pub fn printable(t: SystemTime) -> SystemTime {
+    t.min(UNIX_EPOCH + LAST_PRINTABLE)
 }
 
 /// Absolute and relative: `2026-11-26 17:42:01Z (3m ago)`.
@@ -71,7 +81,7 @@ pub fn opt_time(t: Option<&prost_types::Timestamp>, now: SystemTime, absent: &st
 /// ones; anything out of range saturates at the epoch rather than failing.
 pub fn system_time(t: &prost_types::Timestamp) -> SystemTime {
     let nanos = u32::try_from(t.nanos).unwrap_or(0).min(999_999_999);
-    match u64::try_from(t.seconds) {
+    let t = match u64::try_from(t.seconds) {
         Ok(s) => UNIX_EPOCH
             .checked_add(Duration::new(s, nanos))
             .unwrap_or(UNIX_EPOCH),
@@ -79,7 +89,8 @@ pub fn system_time(t: &prost_types::Timestamp) -> SystemTime {
             .checked_sub(Duration::from_secs(t.seconds.unsigned_abs()))
             .and_then(|t| t.checked_add(Duration::from_nanos(u64::from(nanos))))
             .unwrap_or(UNIX_EPOCH),
-    }
+    };
+    printable(t)
 }
 
 /// A wire duration as a [`Duration`]; negative ones (never sent) as zero.
@@ -174,6 +185,17 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timestamp_past_year_9999_prints_instead_of_panicking() {
+        let far = prost_types::Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        };
+        assert_eq!(absolute(system_time(&far)), "9999-12-31 23:59:59Z");
+        let json = crate::json::time(Some(&far)).unwrap();
+        assert!(json.starts_with("9999-12-31T23:59:59"), "{json}");
+    }
 
     #[test]
     fn durations_read_like_people_write_them() {

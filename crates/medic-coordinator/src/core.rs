@@ -559,7 +559,7 @@ impl ClockSteps {
 /// the step found (if any), and the detail of the `ClockChecked` event to
 /// record (`None`: nothing to record, the mark in the state stays good).
 fn start_check(state: &DurableState, now: &ClockMark) -> (Option<ClockStep>, Option<String>) {
-    let at = |t: Time| humantime::format_rfc3339_seconds(t.min(medic_policy::latest_time()));
+    let at = medic_policy::rfc3339;
     match &state.clock {
         Some(prev) if prev.boot == now.boot => match prev.step_to(now) {
             Some(step) if step.by >= STEP_THRESHOLD => (

@@ -53,7 +53,7 @@ pub struct Notification {
 impl Notification {
     /// The notification an audit entry warrants, if any.
     pub fn from_entry(entry: &Entry) -> Option<(NotifyKind, Notification)> {
-        let time = humantime::format_rfc3339_seconds(entry.at).to_string();
+        let time = medic_policy::rfc3339(entry.at);
         let n = |kind: NotifyKind,
                  summary: String,
                  actor: &str,
@@ -114,7 +114,7 @@ impl Notification {
                     p.reason,
                     p.until.map_or_else(
                         || ", until resumed".to_owned(),
-                        |u| format!(", until {}", humantime::format_rfc3339_seconds(u))
+                        |u| format!(", until {}", medic_policy::rfc3339(u))
                     )
                 ),
                 &p.actor,
@@ -123,7 +123,7 @@ impl Notification {
                 serde_json::json!({
                     "pause_id": p.id,
                     "scope": p.scope.to_string(),
-                    "until": p.until.map(|u| humantime::format_rfc3339_seconds(u).to_string()),
+                    "until": p.until.map(|u| medic_policy::rfc3339(u)),
                 }),
             )),
             Record::Policy(Event::Resumed {

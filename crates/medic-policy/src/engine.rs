@@ -496,7 +496,7 @@ impl Engine {
             let (host, action, job) = (p.host.clone(), p.action, p.job.clone());
             let detail = format!(
                 "no outcome before the permit expired at {}",
-                humantime::format_rfc3339_seconds(p.expires_at)
+                crate::types::rfc3339(p.expires_at)
             );
             self.end_permit(&id, PermitState::Expired, COORDINATOR_ACTOR, &detail, now);
             if !self.durable.quarantines.contains_key(&host) {
@@ -1115,10 +1115,10 @@ impl Engine {
                     "paused ({}) by {} since {}: {:?}{}{}",
                     p.scope,
                     p.actor,
-                    humantime::format_rfc3339_seconds(p.since),
+                    crate::types::rfc3339(p.since),
                     p.reason,
                     match p.until {
-                        Some(u) => format!(", until {}", humantime::format_rfc3339_seconds(u)),
+                        Some(u) => format!(", until {}", crate::types::rfc3339(u)),
                         None => ", until resumed".to_owned(),
                     },
                     if pauses.len() > 1 {
@@ -1157,7 +1157,7 @@ impl Engine {
                     format!(
                         "{} since {}: {}",
                         t.scope,
-                        humantime::format_rfc3339_seconds(t.since),
+                        crate::types::rfc3339(t.since),
                         t.detail
                     )
                 })
@@ -1194,7 +1194,7 @@ impl Engine {
                      A human must release it (medicctl unquarantine)",
                     q.cause.as_str(),
                     q.actor,
-                    humantime::format_rfc3339_seconds(q.since),
+                    crate::types::rfc3339(q.since),
                     q.reason
                 ),
             }));

@@ -745,6 +745,13 @@ pub fn latest_time() -> Time {
     Time::UNIX_EPOCH + Duration::from_secs(253_402_300_799)
 }
 
+/// `t` as RFC 3339 to the second, never panicking: times past
+/// [`latest_time`] (which inputs are bounded to stay before) print as it,
+/// times before the epoch as the epoch.
+pub fn rfc3339(t: Time) -> String {
+    humantime::format_rfc3339_seconds(t.clamp(Time::UNIX_EPOCH, latest_time())).to_string()
+}
+
 // === Events ===
 
 /// A durable change of the engine's state. Every mutation of durable state is

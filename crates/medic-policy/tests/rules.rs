@@ -2874,3 +2874,32 @@ fn a_restored_engine_sees_the_step_its_events_recorded() {
     let restarted = f.restarted();
     assert_eq!(restarted.engine.durable().permits.len(), 1);
 }
+
+#[test]
+fn times_past_year_9999_print_instead_of_panicking() {
+    let far = Time::UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+    assert_eq!(medic_policy::rfc3339(far), "9999-12-31T23:59:59Z");
+    // A step can never carry a time past what prints.
+    let stepped = ClockStep {
+        forward: true,
+        by: Duration::from_secs(u64::MAX / 4),
+    }
+    .shift(t0());
+    assert_eq!(stepped, medic_policy::latest_time());
+}
+
+/// A state saved by an older medic, which took pauses of any length: a
+/// pause until the year 10000 must explain and deny, not panic.
+#[test]
+fn a_stored_pause_past_year_9999_is_explained_without_panicking() {
+    let mut f = Fleet::ready(STEPPED, 2);
+    let far = Time::UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+    f.engine
+        .pause(Scope::default(), "alice", "forever", Some(far), f.now);
+    let restarted = f.restarted();
+    let mut f = restarted;
+    f.advance(mins(1));
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::Paused);
+    assert!(d.message.contains("9999-12-31T23:59:59Z"), "{}", d.message);
+}
