@@ -355,6 +355,14 @@ impl<H: Host> Agent<H> {
                     .heartbeat_interval
                     .as_ref()
                     .and_then(|d| Duration::try_from(*d).ok().filter(|d| !d.is_zero()))
+                    // Within the bounds a config may set, whatever the
+                    // coordinator sends: `now + d` must not overflow.
+                    .map(|d| {
+                        d.clamp(
+                            medic_policy::config::MIN_HEARTBEAT_INTERVAL,
+                            medic_policy::config::MAX_HEARTBEAT_INTERVAL,
+                        )
+                    })
                     && d != self.heartbeat_interval
                 {
                     tracing::info!(interval = %humantime::format_duration(d), "coordinator sets the heartbeat interval");

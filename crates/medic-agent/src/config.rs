@@ -6,7 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use medic_policy::config::{ConfigError, ConfigErrors, Errors, parse_toml};
+use medic_policy::config::{
+    ConfigError, ConfigErrors, Errors, MAX_COUNT, MAX_HEARTBEAT_INTERVAL, MIN_HEARTBEAT_INTERVAL,
+    parse_toml,
+};
+use medic_policy::text;
 use medic_policy::{HostId, Labels};
 use serde::Deserialize;
 
@@ -177,6 +181,28 @@ fn argv(errs: &mut Errors, path: &str, raw: &[String]) -> Vec<String> {
     raw.to_vec()
 }
 
+/// The shortest `check_interval`: 10 ms.
+pub const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The longest `check_interval`: an hour.
+pub const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The longest `request_timeout`: an hour.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Records that `value` (a host id, a label's name or value, a job name)
+/// holds an invisible character (see [`medic_policy::text`]).
+fn hidden(errs: &mut Errors, path: &str, what: &str, value: &str) {
+    let c = text::first_hidden(value).map_or_else(String::new, text::describe);
+    errs.push(
+        path,
+        format!(
+            "{what}must not contain invisible (control or format) characters such as \
+             bidirectional overrides or zero-width spaces, got {value:?} (holds {c})"
+        ),
+    );
+}
+
 fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -192,6 +218,10 @@ impl RawAgent {
                 HostId::new("unknown").unwrap_or_else(|_| unreachable!("a valid literal"))
             }
             Some(h) => match HostId::new(h) {
+                Ok(h) if text::first_hidden(h.as_str()).is_some() => {
+                    hidden(errs, "host_id", "", h.as_str());
+                    HostId::new("unknown").unwrap_or_else(|_| unreachable!("a valid literal"))
+                }
                 Ok(h) => h,
                 Err(e) => {
                     errs.push("host_id", e.message);
@@ -205,6 +235,10 @@ impl RawAgent {
                     format!("labels.{k}"),
                     "label names and values must be non-empty, without '=' or ','",
                 );
+            } else if text::first_hidden(k).is_some() {
+                hidden(errs, &format!("labels.{k}"), "name ", k);
+            } else if text::first_hidden(v).is_some() {
+                hidden(errs, &format!("labels.{k}"), "value ", v);
             }
         }
         let coordinators = self
@@ -236,26 +270,44 @@ impl RawAgent {
             }
         }
         let tls = self.tls.as_ref().and_then(|t| t.validate(errs, &host_id));
-        let check_interval = errs.positive_duration(
+        let check_interval = errs.duration_in(
             "check_interval",
             self.check_interval.as_deref(),
             Duration::from_secs(10),
+            MIN_CHECK_INTERVAL..=MAX_CHECK_INTERVAL,
+            "",
         );
-        let heartbeat_interval = errs.positive_duration(
+        let heartbeat_interval = errs.duration_in(
             "heartbeat_interval",
             self.heartbeat_interval.as_deref(),
             Duration::from_secs(10),
+            MIN_HEARTBEAT_INTERVAL..=MAX_HEARTBEAT_INTERVAL,
+            "",
         );
-        let request_timeout = errs.positive_duration(
+        let request_timeout = errs.duration_in(
             "request_timeout",
             self.request_timeout.as_deref(),
             Duration::from_secs(5),
+            Duration::from_millis(1)..=MAX_REQUEST_TIMEOUT,
+            "",
         );
         let state_dir = PathBuf::from(
             self.state_dir
                 .clone()
                 .unwrap_or_else(|| "/var/lib/medic-agent".to_owned()),
         );
+        if let Ok(meta) = std::fs::metadata(&state_dir)
+            && !meta.is_dir()
+        {
+            errs.push(
+                "state_dir",
+                format!(
+                    "{} exists and is not a directory; name a directory (it is created when \
+                     missing)",
+                    state_dir.display()
+                ),
+            );
+        }
         let safety_margin = errs.duration(
             "safety_margin",
             self.safety_margin.as_deref(),
@@ -338,7 +390,12 @@ impl RawJob {
                 errs.push(format!("{path}.name"), "is required");
                 String::new()
             }
-            Some(n) => n.to_owned(),
+            Some(n) => {
+                if text::first_hidden(n).is_some() {
+                    hidden(errs, &format!("{path}.name"), "", n);
+                }
+                n.to_owned()
+            }
         };
         let r = &self.restart;
         let restart = RestartConfig {
@@ -373,18 +430,20 @@ impl RawJob {
         );
         JobConfig {
             name,
-            confirm: errs.count(&format!("{path}.confirm"), self.confirm, 3, 1),
-            reboot_after_failed_restarts: errs.count(
+            confirm: errs.count_in(&format!("{path}.confirm"), self.confirm, 3, 1, MAX_COUNT),
+            reboot_after_failed_restarts: errs.count_in(
                 &format!("{path}.reboot_after_failed_restarts"),
                 self.reboot_after_failed_restarts,
                 2,
                 0,
+                MAX_COUNT,
             ),
-            give_up_after_failed_reboots: errs.count(
+            give_up_after_failed_reboots: errs.count_in(
                 &format!("{path}.give_up_after_failed_reboots"),
                 self.give_up_after_failed_reboots,
                 1,
                 0,
+                MAX_COUNT,
             ),
             restart,
             detectors,

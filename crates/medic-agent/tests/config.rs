@@ -130,3 +130,93 @@ fn https_and_tls_go_together() {
         "{e}"
     );
 }
+
+// === Every value has a bound (issue 14) ===
+
+/// The message of the error at `path`, or a panic listing what there was.
+fn error_at(toml: &str, path: &str) -> String {
+    let e = AgentConfig::from_toml(toml).expect_err("refused");
+    e.0.iter()
+        .find(|e| e.path == path)
+        .map(|e| e.message.clone())
+        .unwrap_or_else(|| panic!("no error at {path}; got:\n{e}"))
+}
+
+#[test]
+fn intervals_and_timeouts_past_their_bounds_are_refused_naming_the_key() {
+    for (toml, path, want) in [
+        (
+            "host_id = \"h\"\nheartbeat_interval = \"1ms\"\n",
+            "heartbeat_interval",
+            "must be at least 10ms, got 1ms",
+        ),
+        (
+            "host_id = \"h\"\nheartbeat_interval = \"2h\"\n",
+            "heartbeat_interval",
+            "must be at most 1h, got 2h",
+        ),
+        (
+            "host_id = \"h\"\ncheck_interval = \"1ms\"\n",
+            "check_interval",
+            "must be at least 10ms, got 1ms",
+        ),
+        (
+            "host_id = \"h\"\nrequest_timeout = \"2h\"\n",
+            "request_timeout",
+            "must be at most 1h, got 2h",
+        ),
+        (
+            "host_id = \"h\"\nsafety_margin = \"7000000000000000000s\"\n",
+            "safety_margin",
+            "must be at most 10years",
+        ),
+        (
+            "host_id = \"h\"\n[[jobs]]\nname = \"j\"\nheartbeat_file = { path = \"/run/j\", stale_after = \"11y\" }\n",
+            "jobs[0].heartbeat_file.stale_after",
+            "must be at most 10years",
+        ),
+        (
+            "host_id = \"h\"\n[[jobs]]\nname = \"j\"\nconfirm = 4294967295\nheartbeat_file = { path = \"/run/j\" }\n",
+            "jobs[0].confirm",
+            "must be at most 1000000",
+        ),
+    ] {
+        let m = error_at(toml, path);
+        assert!(m.contains(want), "{path}: {m}");
+    }
+}
+
+#[test]
+fn a_state_dir_that_exists_and_is_not_a_directory_is_refused_naming_the_key() {
+    let m = error_at("host_id = \"h\"\nstate_dir = \"/dev/null\"\n", "state_dir");
+    assert!(m.contains("/dev/null exists and is not a directory"), "{m}");
+}
+
+#[test]
+fn host_ids_labels_and_job_names_with_invisible_characters_are_refused() {
+    // A right-to-left override and a zero-width space: ids that print as
+    // something else, or like another host's.
+    let m = error_at("host_id = \"web-1\u{202E}\"\n", "host_id");
+    assert!(m.contains("invisible") && m.contains("U+202E"), "{m}");
+    let m = error_at("host_id = \"web\u{200B}-1\"\n", "host_id");
+    assert!(m.contains("U+200B"), "{m}");
+    let m = error_at(
+        "host_id = \"h\"\n[labels]\nrack = \"r1\u{2066}\"\n",
+        "labels.rack",
+    );
+    assert!(m.contains("value must not contain invisible"), "{m}");
+    let m = error_at(
+        "host_id = \"h\"\n[[jobs]]\nname = \"ingest\u{FEFF}\"\nheartbeat_file = { path = \"/run/j\" }\n",
+        "jobs[0].name",
+    );
+    assert!(m.contains("U+FEFF"), "{m}");
+}
+
+#[test]
+fn an_unknown_key_in_an_inline_detector_table_is_named_by_its_path() {
+    let m = error_at(
+        "host_id = \"h\"\n[[jobs]]\nname = \"j\"\nheartbeat_file = { path = \"/run/j\", colour = 1 }\n",
+        "jobs[0].heartbeat_file.colour",
+    );
+    assert_eq!(m, "unknown key");
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use medic_policy::config::{
-    ConfigErrors, Errors, RawBreaker, RawFleet, RawIdempotency, RawLimits, parse_toml,
+    ConfigErrors, Errors, MAX_COUNT, RawBreaker, RawFleet, RawIdempotency, RawLimits, parse_toml,
 };
 use medic_policy::{PolicyConfig, RawPolicy};
 use serde::Deserialize;
@@ -986,6 +986,50 @@ impl RawAuth {
     }
 }
 
+/// The shortest `server.tick_interval`: 10 ms. Every tick walks the
+/// permits, pauses and breakers; more often only burns CPU.
+pub const MIN_TICK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The longest `server.tick_interval`: 10 s, so that expiries and breakers
+/// are never judged late by more than that.
+pub const MAX_TICK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The longest `server.shutdown_grace`: an hour.
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
+
+/// The longest `server.request_timeout`: an hour.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The longest `notify.webhooks[].timeout`: 5 minutes.
+pub const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The most `notify.webhooks[].max_attempts`: 100 (backoff is at most a
+/// minute, so the last attempt is still within about 100 minutes).
+pub const MAX_WEBHOOK_ATTEMPTS: u32 = 100;
+
+/// The longest `audit.denial_sample_interval`: a day.
+pub const MAX_DENIAL_SAMPLE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// Records an error at `key` when `dir` exists and is not a directory
+/// (`/dev/null`, a regular file): the state directory is created when
+/// missing, but never in place of something else.
+pub(crate) fn not_a_file(errs: &mut Errors, key: &str, dir: &Path) {
+    if dir.as_os_str().is_empty() {
+        return;
+    }
+    if let Ok(meta) = std::fs::metadata(dir)
+        && !meta.is_dir()
+    {
+        errs.push(
+            key,
+            format!(
+                "{} exists and is not a directory; name a directory (it is created when missing)",
+                dir.display()
+            ),
+        );
+    }
+}
+
 impl RawServer {
     fn validate(&self, errs: &mut Errors) -> ServerConfig {
         let listen = addr(
@@ -1014,30 +1058,36 @@ impl RawServer {
             }
             Some(s) => PathBuf::from(s),
         };
-        let shutdown_grace = errs.duration(
+        not_a_file(errs, "server.state_dir", &state_dir);
+        let shutdown_grace = errs.duration_in(
             "server.shutdown_grace",
             self.shutdown_grace.as_deref(),
             Duration::from_secs(10),
+            Duration::ZERO..=MAX_SHUTDOWN_GRACE,
+            "a stop that waits longer is a hang",
         );
-        let tick_interval = errs.positive_duration(
+        let tick_interval = errs.duration_in(
             "server.tick_interval",
             self.tick_interval.as_deref(),
             Duration::from_secs(1),
+            MIN_TICK_INTERVAL..=MAX_TICK_INTERVAL,
+            "expiries and breakers are evaluated on it",
         );
-        if tick_interval > Duration::from_secs(10) {
-            errs.push(
-                "server.tick_interval",
-                "must be at most 10s: expiries and breakers are evaluated on it",
-            );
-        }
         let admission = Admission {
-            per_second: errs.count(
+            per_second: errs.count_in(
                 "server.admission.per_second",
                 self.admission.per_second,
                 20,
                 1,
+                MAX_COUNT,
             ),
-            burst: errs.count("server.admission.burst", self.admission.burst, 40, 1),
+            burst: errs.count_in(
+                "server.admission.burst",
+                self.admission.burst,
+                40,
+                1,
+                MAX_COUNT,
+            ),
         };
         let max_message_bytes = errs.count(
             "server.max_message_bytes",
@@ -1051,10 +1101,12 @@ impl RawServer {
                 "must be at most 16777216 (16 MiB)",
             );
         }
-        let request_timeout = errs.positive_duration(
+        let request_timeout = errs.duration_in(
             "server.request_timeout",
             self.request_timeout.as_deref(),
             Duration::from_secs(30),
+            Duration::from_millis(1)..=MAX_REQUEST_TIMEOUT,
+            "",
         );
         ServerConfig {
             listen,
@@ -1072,7 +1124,7 @@ impl RawServer {
 
 impl RawNotify {
     fn validate(&self, errs: &mut Errors) -> NotifyConfig {
-        let queue = errs.count("notify.queue", self.queue, 1000, 1) as usize;
+        let queue = errs.count_in("notify.queue", self.queue, 1000, 1, MAX_COUNT) as usize;
         let webhooks = self
             .webhooks
             .iter()
@@ -1137,12 +1189,20 @@ impl RawWebhook {
                 })
                 .collect(),
         };
-        let timeout = errs.positive_duration(
+        let timeout = errs.duration_in(
             &format!("{path}.timeout"),
             self.timeout.as_deref(),
             Duration::from_secs(5),
+            Duration::from_millis(1)..=MAX_WEBHOOK_TIMEOUT,
+            "",
         );
-        let max_attempts = errs.count(&format!("{path}.max_attempts"), self.max_attempts, 5, 1);
+        let max_attempts = errs.count_in(
+            &format!("{path}.max_attempts"),
+            self.max_attempts,
+            5,
+            1,
+            MAX_WEBHOOK_ATTEMPTS,
+        );
         Some(Webhook {
             url: url?,
             format,
@@ -1162,13 +1222,20 @@ impl RawAudit {
         );
         let max_entries =
             u64::from(errs.count("audit.max_entries", self.max_entries, 1_000_000, 1));
-        let denial_sample_interval = errs.positive_duration(
+        let denial_sample_interval = errs.duration_in(
             "audit.denial_sample_interval",
             self.denial_sample_interval.as_deref(),
             Duration::from_secs(60),
+            Duration::from_millis(1)..=MAX_DENIAL_SAMPLE_INTERVAL,
+            "denials are recorded at least once a day",
         );
-        let snapshot_every =
-            u64::from(errs.count("audit.snapshot_every", self.snapshot_every, 10_000, 1));
+        let snapshot_every = u64::from(errs.count_in(
+            "audit.snapshot_every",
+            self.snapshot_every,
+            10_000,
+            1,
+            MAX_COUNT,
+        ));
         AuditConfig {
             retention,
             max_entries,

@@ -445,3 +445,203 @@ fn config_check_validates_a_fleet_file_offline() {
     assert!(stderr.contains("breaker.failure_percent"), "{stderr}");
     assert!(stderr.contains("2 error(s)"), "{stderr}");
 }
+
+// === Every value has a bound (issue 14) ===
+
+/// The message of the error at `path`, or a panic listing what there was.
+fn error_at(toml: &str, path: &str) -> String {
+    let e = CoordinatorConfig::from_toml(toml).expect_err("refused");
+    e.0.iter()
+        .find(|e| e.path == path)
+        .map(|e| e.message.clone())
+        .unwrap_or_else(|| panic!("no error at {path}; got:\n{e}"))
+}
+
+/// The configs of the report that made the coordinator panic, or that it
+/// accepted although they cannot work: each now stops check-config with
+/// exit 78, naming the key.
+const CONFIGS_THAT_PANICKED: &[(&str, &[&str])] = &[
+    (
+        "[fleet]\nheartbeat_interval = \"7000000000000000000s\"\n",
+        &["fleet.heartbeat_interval: must be at most 10years"],
+    ),
+    (
+        "[limits.restart_job]\nrate = { count = 1, per = \"100000000000s\", burst = 4294967295 }\n",
+        &[
+            "limits.restart_job.rate.per: must be at most 10years",
+            "limits.restart_job.rate.burst: must be at most 1000000, got 4294967295",
+        ],
+    ),
+    (
+        "[limits.reboot_host]\nrate = { count = 1, per = \"1y\", burst = 1000000 }\n",
+        &["limits.reboot_host.rate: looks back"],
+    ),
+    (
+        "[audit]\ndenial_sample_interval = \"100000000000s\"\n",
+        &["audit.denial_sample_interval: must be at most 10years"],
+    ),
+    (
+        "[audit]\ndenial_sample_interval = \"2d\"\n",
+        &["audit.denial_sample_interval: must be at most 1day, got 2days"],
+    ),
+    (
+        "[server]\ntick_interval = \"1ns\"\n",
+        &["server.tick_interval: must be at least 10ms, got 1ns"],
+    ),
+    (
+        "[fleet]\nheartbeat_interval = \"1ms\"\n",
+        &["fleet.heartbeat_interval: must be at least 10ms, got 1ms"],
+    ),
+    (
+        "[breaker]\nmin_samples = 4294967295\n",
+        &["breaker.min_samples: must be at most 1000000, got 4294967295"],
+    ),
+    (
+        "[server]\nstate_dir = \"/dev/null\"\n",
+        &["server.state_dir: /dev/null exists and is not a directory"],
+    ),
+];
+
+#[test]
+fn check_config_refuses_every_config_that_used_to_panic_with_exit_78_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (text, wants)) in CONFIGS_THAT_PANICKED.iter().enumerate() {
+        let file = dir.path().join(format!("case-{i}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let out = check_config(&file);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "case {i} {text:?}: {stderr}");
+        for want in *wants {
+            assert!(
+                stderr.contains(want),
+                "case {i}: missing {want:?} in:\n{stderr}"
+            );
+        }
+        assert!(!stderr.contains("panicked"), "case {i}: {stderr}");
+    }
+}
+
+#[test]
+fn tick_interval_below_ten_milliseconds_is_refused_naming_the_key() {
+    let m = error_at(
+        "[server]\ntick_interval = \"9ms\"\n",
+        "server.tick_interval",
+    );
+    assert!(m.contains("must be at least 10ms, got 9ms"), "{m}");
+    let m = error_at(
+        "[server]\ntick_interval = \"11s\"\n",
+        "server.tick_interval",
+    );
+    assert!(m.contains("must be at most 10s, got 11s"), "{m}");
+    let c = CoordinatorConfig::from_toml("[server]\ntick_interval = \"10ms\"\n").unwrap();
+    assert_eq!(c.server.tick_interval, std::time::Duration::from_millis(10));
+}
+
+#[test]
+fn a_state_dir_that_exists_and_is_not_a_directory_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let m = error_at(
+        &format!("[server]\nstate_dir = \"{}\"\n", file.display()),
+        "server.state_dir",
+    );
+    assert!(m.contains("exists and is not a directory"), "{m}");
+    // A missing one is created at start; an existing directory is fine.
+    CoordinatorConfig::from_toml(&format!(
+        "[server]\nstate_dir = \"{}\"\n",
+        dir.path().join("new").display()
+    ))
+    .unwrap();
+    CoordinatorConfig::from_toml(&format!(
+        "[server]\nstate_dir = \"{}\"\n",
+        dir.path().display()
+    ))
+    .unwrap();
+}
+
+#[test]
+fn server_audit_and_notify_values_past_their_bounds_are_refused_naming_the_key() {
+    for (toml, path, want) in [
+        (
+            "[server]\nshutdown_grace = \"2h\"\n",
+            "server.shutdown_grace",
+            "must be at most 1h, got 2h",
+        ),
+        (
+            "[server]\nrequest_timeout = \"2h\"\n",
+            "server.request_timeout",
+            "must be at most 1h, got 2h",
+        ),
+        (
+            "[server]\nadmission = { per_second = 1000001 }\n",
+            "server.admission.per_second",
+            "must be at most 1000000",
+        ),
+        (
+            "[server]\nadmission = { burst = 1000001 }\n",
+            "server.admission.burst",
+            "must be at most 1000000",
+        ),
+        (
+            "[audit]\nretention = \"11y\"\n",
+            "audit.retention",
+            "must be at most 10years",
+        ),
+        (
+            "[audit]\nsnapshot_every = 1000001\n",
+            "audit.snapshot_every",
+            "must be at most 1000000",
+        ),
+        (
+            "[notify]\nqueue = 1000001\n",
+            "notify.queue",
+            "must be at most 1000000",
+        ),
+        (
+            "[[notify.webhooks]]\nurl = \"http://hooks.example\"\ntimeout = \"10m\"\n",
+            "notify.webhooks[0].timeout",
+            "must be at most 5m, got 10m",
+        ),
+        (
+            "[[notify.webhooks]]\nurl = \"http://hooks.example\"\nmax_attempts = 101\n",
+            "notify.webhooks[0].max_attempts",
+            "must be at most 100, got 101",
+        ),
+    ] {
+        let m = error_at(toml, path);
+        assert!(m.contains(want), "{path}: {m}");
+    }
+}
+
+#[test]
+fn an_unknown_key_in_an_inline_table_is_named_without_a_question_mark() {
+    let m = error_at(
+        "[limits.restart_job]\nrate = { count = 1, extra = 2 }\n",
+        "limits.restart_job.rate.extra",
+    );
+    assert_eq!(m, "unknown key");
+    let m = error_at(
+        "[[notify.webhooks]]\nurl = \"http://hooks.example\"\ncolour = 1\n",
+        "notify.webhooks[0].colour",
+    );
+    assert_eq!(m, "unknown key");
+}
+
+#[test]
+fn the_runbook_gives_the_tls_handshake_timeout_and_limit_the_code_uses() {
+    let runbook = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/operations.md"),
+    )
+    .unwrap();
+    let timeout = humantime::format_duration(medic_coordinator::tls::HANDSHAKE_TIMEOUT);
+    assert!(
+        runbook.contains(&format!("do not finish the handshake within {timeout}")),
+        "docs/operations.md must give the handshake timeout of the code ({timeout})"
+    );
+    let busy = medic_coordinator::tls::MAX_HANDSHAKES;
+    assert!(
+        runbook.contains(&format!("more than {busy} handshakes were in progress")),
+        "docs/operations.md must give the handshake limit of the code ({busy})"
+    );
+}

@@ -38,7 +38,7 @@ fn host(i: usize) -> HostId {
 
 /// Caps high enough for 1,000 active restarts, with rack and zone caps; the
 /// rate budget decides which path a request takes.
-fn config(rate_count: u32, burst: u32) -> PolicyConfig {
+fn config(rate_count: u32, per: &str, burst: u32) -> PolicyConfig {
     PolicyConfig::from_toml(&format!(
         r#"
         [breaker]
@@ -47,7 +47,7 @@ fn config(rate_count: u32, burst: u32) -> PolicyConfig {
         max_in_flight = 2000
         max_in_flight_percent = 5
         cooldown = "0s"
-        rate = {{ count = {rate_count}, per = "1h", burst = {burst} }}
+        rate = {{ count = {rate_count}, per = "{per}", burst = {burst} }}
         host_budget = {{ max_attempts = 1000000, per = "1h" }}
         [limits.restart_job.groups.rack]
         max_in_flight = 4
@@ -66,9 +66,9 @@ struct Fleet {
 }
 
 /// A warmed-up engine over the whole fleet with `ACTIVE` restart permits.
-fn fleet(rate_count: u32, burst: u32) -> Fleet {
+fn fleet(rate_count: u32, per: &str, burst: u32) -> Fleet {
     let start = Time::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
-    let mut engine = Engine::new(config(rate_count, burst), start);
+    let mut engine = Engine::new(config(rate_count, per, burst), start);
     // The fleet reports during warm-up, as it does after a real start.
     let reported = start + Duration::from_secs(5);
     let now = start + Duration::from_secs(31);
@@ -144,7 +144,7 @@ fn bench(c: &mut Criterion) {
 
     // What a request costs to build, before any decision.
     {
-        let f = fleet(ACTIVE as u32, ACTIVE as u32 - 1);
+        let f = fleet(ACTIVE as u32, "1h", ACTIVE as u32 - 1);
         let mut k = 0usize;
         g.bench_function("baseline/clone_request", |b| {
             b.iter(|| {
@@ -158,7 +158,7 @@ fn bench(c: &mut Criterion) {
     // grants) denies. The common path under load: no event, no write.
     // Time stands still so the budget stays spent.
     {
-        let mut f = fleet(ACTIVE as u32, ACTIVE as u32 - 1);
+        let mut f = fleet(ACTIVE as u32, "1h", ACTIVE as u32 - 1);
         let mut k = 0usize;
         let now = f.now;
         g.bench_function("request_permit/denied_by_last_rule", |b| {
@@ -174,7 +174,9 @@ fn bench(c: &mut Criterion) {
 
     // Grant, then report its outcome: the full lifecycle of one permit.
     {
-        let mut f = fleet(100_000_000, 100_000_000);
+        // A million a second (the most a rate may hold) while the clock
+        // moves a microsecond a grant: the budget never runs out.
+        let mut f = fleet(1_000_000, "1s", 1_000_000);
         let mut now = f.now;
         let mut k = 0u64;
         g.bench_function("request_permit/grant_then_outcome", |b| {
@@ -208,7 +210,7 @@ fn bench(c: &mut Criterion) {
 
     // Explain evaluates every rule and collects every denial.
     {
-        let mut f = fleet(ACTIVE as u32, ACTIVE as u32 - 1);
+        let mut f = fleet(ACTIVE as u32, "1h", ACTIVE as u32 - 1);
         let mut k = 0usize;
         g.bench_function("explain", |b| {
             b.iter(|| {
@@ -221,7 +223,7 @@ fn bench(c: &mut Criterion) {
 
     // Heartbeats of healthy hosts (the bulk of the coordinator's traffic).
     {
-        let mut f = fleet(ACTIVE as u32, ACTIVE as u32 - 1);
+        let mut f = fleet(ACTIVE as u32, "1h", ACTIVE as u32 - 1);
         let beats: Vec<Heartbeat> = (0..4096)
             .map(|k| {
                 let i = (k * 7919 + 1) % HOSTS;
