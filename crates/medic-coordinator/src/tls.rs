@@ -45,11 +45,11 @@ use crate::auth::{CertNames, ClientCert, Peer, Transport};
 use crate::metrics::Metrics;
 
 /// How long a client has to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handshakes in progress at once; beyond it new connections are closed
 /// (counted as `busy`) so a flood of half-open connections cannot exhaust
 /// memory.
-const MAX_HANDSHAKES: usize = 4096;
+pub const MAX_HANDSHAKES: usize = 4096;
 /// Handshakes in progress at once from one address, so one machine cannot
 /// take every slot (slowloris) and lock agents and operators out.
 const MAX_HANDSHAKES_PER_IP: u32 = 64;
