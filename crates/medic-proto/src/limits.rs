@@ -26,8 +26,16 @@
 //! Ids have their own bounds, kept by medic-policy's types and repeated here
 //! so that one place lists them all: [`MAX_HOST_ID_LEN`],
 //! [`MAX_REQUEST_ID_LEN`], [`MAX_PERMIT_ID_LEN`].
+//!
+//! Identifiers in a request (host ids, request ids, job and detector names,
+//! label names and values) must also be visible: no control or Unicode
+//! format characters, such as bidirectional overrides or zero-width spaces
+//! ([`medic_policy::text`]), which would make one id print as another:
+//!
+//! - `request.host_id: must not contain invisible characters (...), got
+//!   "web-1\u{202e}" (holds U+202E)`
 
-use medic_policy::{HostId, RequestId};
+use medic_policy::{HostId, InvalidInput, RequestId, text};
 
 // === Labels and selectors ===
 
@@ -107,3 +115,29 @@ pub const MAX_REQUEST_ID_LEN: usize = RequestId::MAX_LEN;
 /// Longest permit id, in bytes (what [`medic_policy::PermitId::parse`]
 /// accepts; the coordinator issues 14-byte ids like `p-000000000042`).
 pub const MAX_PERMIT_ID_LEN: usize = 64;
+
+// === Identifiers ===
+
+/// Rejects an identifier of a request that holds an invisible character
+/// (control or format, see [`medic_policy::text`]), naming the field and
+/// the character. Check its length first: the value is quoted.
+pub(crate) fn check_visible(field: &str, value: &str) -> Result<(), InvalidInput> {
+    match text::first_hidden(value) {
+        None => Ok(()),
+        Some(c) => Err(InvalidInput::new(
+            field,
+            format!(
+                "must not contain invisible characters (control or format characters such as \
+                 bidirectional overrides and zero-width spaces), got {value:?} (holds {})",
+                text::describe(c)
+            ),
+        )),
+    }
+}
+
+/// A host id in a request: valid ([`HostId::new`]) and visible.
+pub(crate) fn request_host_id(field: &str, value: String) -> Result<HostId, InvalidInput> {
+    let host = crate::convert::host_id(field, value)?;
+    check_visible(field, host.as_str())?;
+    Ok(host)
+}

@@ -22,12 +22,12 @@ use medic_policy::{
 
 use crate::convert::{
     bounded, bounded_labels, bounded_scope_or_fleet, check_count, check_labels, check_len,
-    from_duration, host_id, indexed, optional_enum, optional_msg, optional_time, permit_id,
-    required_enum, required_text, wire_enum,
+    from_duration, indexed, optional_enum, optional_msg, optional_time, permit_id, required_enum,
+    required_text, wire_enum,
 };
 use crate::limits::{
     MAX_FILTER_VALUES, MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN, MAX_OUTCOME_DETAIL_LEN,
-    MAX_PAGE_TOKEN_LEN, MAX_REASON_LEN,
+    MAX_PAGE_TOKEN_LEN, MAX_REASON_LEN, check_visible, request_host_id,
 };
 use crate::pb::v1 as pb;
 
@@ -46,7 +46,7 @@ fn host_filter(field: &str, value: String) -> Result<Option<HostId>, InvalidInpu
     if value.is_empty() {
         return Ok(None);
     }
-    host_id(field, value).map(Some)
+    request_host_id(field, value).map(Some)
 }
 
 /// An operator's reason: required, at most [`MAX_REASON_LEN`] bytes.
@@ -119,7 +119,7 @@ impl TryFrom<pb::RenewPermitRequest> for Renewal {
     fn try_from(r: pb::RenewPermitRequest) -> Result<Self, InvalidInput> {
         request(|| {
             Ok(Self {
-                host: host_id("host_id", r.host_id)?,
+                host: request_host_id("host_id", r.host_id)?,
                 permit: PermitRef {
                     id: permit_id("permit_id", r.permit_id)?,
                     token: FencingToken(r.fencing_token),
@@ -160,7 +160,7 @@ impl TryFrom<pb::ReportOutcomeRequest> for OutcomeReport {
     fn try_from(r: pb::ReportOutcomeRequest) -> Result<Self, InvalidInput> {
         request(|| {
             Ok(Self {
-                host: host_id("host_id", r.host_id)?,
+                host: request_host_id("host_id", r.host_id)?,
                 permit: PermitRef {
                     id: permit_id("permit_id", r.permit_id)?,
                     token: FencingToken(r.fencing_token),
@@ -303,7 +303,7 @@ impl TryFrom<pb::QuarantineRequest> for QuarantineCommand {
     fn try_from(r: pb::QuarantineRequest) -> Result<Self, InvalidInput> {
         request(|| {
             Ok(Self {
-                host: host_id("host_id", r.host_id)?,
+                host: request_host_id("host_id", r.host_id)?,
                 reason: reason(r.reason)?,
             })
         })
@@ -325,7 +325,7 @@ impl TryFrom<pb::UnquarantineRequest> for ReleaseCommand {
     fn try_from(r: pb::UnquarantineRequest) -> Result<Self, InvalidInput> {
         request(|| {
             Ok(Self {
-                host: host_id("host_id", r.host_id)?,
+                host: request_host_id("host_id", r.host_id)?,
                 reason: reason(r.reason)?,
             })
         })
@@ -354,6 +354,8 @@ impl TryFrom<pb::ResetBreakerRequest> for ResetBreakerCommand {
             {
                 check_len("scope.domain.label", &d.label, MAX_LABEL_KEY_LEN)?;
                 check_len("scope.domain.value", &d.value, MAX_LABEL_VALUE_LEN)?;
+                check_visible("scope.domain.label", &d.label)?;
+                check_visible("scope.domain.value", &d.value)?;
             }
             Ok(Self {
                 scope: optional_msg("scope", r.scope)?,
@@ -513,7 +515,7 @@ impl TryFrom<pb::ExplainRequest> for ExplainQuery {
     fn try_from(r: pb::ExplainRequest) -> Result<Self, InvalidInput> {
         request(|| {
             Ok(Self {
-                host: host_id("host_id", r.host_id)?,
+                host: request_host_id("host_id", r.host_id)?,
                 action: required_enum::<pb::Action, _>("action", r.action)?,
             })
         })
@@ -768,6 +770,56 @@ mod tests {
             RevokeCommand::try_from(wire),
             "request.reason: must not be empty",
         );
+    }
+
+    #[test]
+    fn operator_requests_with_invisible_characters_in_an_identifier_name_the_field() {
+        let hidden = "web-1\u{202E}";
+        assert_error(
+            QuarantineCommand::try_from(pb::QuarantineRequest {
+                host_id: hidden.to_owned(),
+                reason: "bad disk".to_owned(),
+            }),
+            "request.host_id: must not contain invisible characters (control or format \
+             characters such as bidirectional overrides and zero-width spaces), got \
+             \"web-1\\u{202e}\" (holds U+202E)",
+        );
+        for result in [
+            ReleaseCommand::try_from(pb::UnquarantineRequest {
+                host_id: hidden.to_owned(),
+                reason: "fixed".to_owned(),
+            })
+            .map(|_| ()),
+            ExplainQuery::try_from(pb::ExplainRequest {
+                host_id: hidden.to_owned(),
+                action: pb::Action::RestartJob.into(),
+            })
+            .map(|_| ()),
+            HostQuery::try_from(pb::ListHostsRequest {
+                selector: [("rack".to_owned(), "r1\u{200B}".to_owned())].into(),
+                ..Default::default()
+            })
+            .map(|_| ()),
+            PauseCommand::try_from(pb::PauseRequest {
+                scope: scope_with([("zo\u{2066}ne".to_owned(), "a".to_owned())].into()),
+                reason: "x".to_owned(),
+                ..Default::default()
+            })
+            .map(|_| ()),
+            ResetBreakerCommand::try_from(pb::ResetBreakerRequest {
+                scope: Some(pb::BreakerScope {
+                    kind: Some(pb::breaker_scope::Kind::Domain(pb::breaker_scope::Domain {
+                        label: "rack".to_owned(),
+                        value: "r1\u{FEFF}".to_owned(),
+                    })),
+                }),
+                reason: "x".to_owned(),
+            })
+            .map(|_| ()),
+        ] {
+            let e = result.expect_err("refused").to_string();
+            assert!(e.contains("must not contain invisible characters"), "{e}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::limits::{
     MAX_AGENT_VERSION_LEN, MAX_DETECTOR_LEN, MAX_JOB_LEN, MAX_PROBLEM_DETAIL_LEN, MAX_PROBLEMS,
-    MAX_REASON_LEN,
+    MAX_REASON_LEN, check_visible, request_host_id,
 };
 use crate::pb::v1 as pb;
 
@@ -94,6 +94,8 @@ fn bounded_problems(field: &str, problems: Vec<pb::Problem>) -> Result<Vec<Probl
             let checked = || -> Result<Problem, InvalidInput> {
                 check_len("job", &p.job, MAX_JOB_LEN)?;
                 check_len("detector", &p.detector, MAX_DETECTOR_LEN)?;
+                check_visible("job", &p.job)?;
+                check_visible("detector", &p.detector)?;
                 check_len("detail", &p.detail, MAX_PROBLEM_DETAIL_LEN)?;
                 Problem::try_from(p)
             };
@@ -147,7 +149,7 @@ impl TryFrom<pb::HeartbeatRequest> for Heartbeat {
     fn try_from(h: pb::HeartbeatRequest) -> Result<Self, InvalidInput> {
         let heartbeat = || -> Result<Self, InvalidInput> {
             Ok(Self {
-                host: host_id("host_id", h.host_id)?,
+                host: request_host_id("host_id", h.host_id)?,
                 labels: bounded_labels("labels", h.labels)?,
                 agent_version: bounded("agent_version", h.agent_version, MAX_AGENT_VERSION_LEN)?,
                 problems: bounded_problems("problems", h.problems)?,
@@ -219,10 +221,16 @@ impl TryFrom<pb::RequestPermitRequest> for PermitRequest {
     fn try_from(r: pb::RequestPermitRequest) -> Result<Self, InvalidInput> {
         let request = || -> Result<Self, InvalidInput> {
             Ok(Self {
-                request_id: request_id("request_id", r.request_id)?,
-                host: host_id("host_id", r.host_id)?,
+                request_id: request_id("request_id", r.request_id).and_then(|id| {
+                    check_visible("request_id", id.as_str())?;
+                    Ok(id)
+                })?,
+                host: request_host_id("host_id", r.host_id)?,
                 action: required_enum::<pb::Action, _>("action", r.action)?,
-                job: required_text("job", r.job, MAX_JOB_LEN)?,
+                job: required_text("job", r.job, MAX_JOB_LEN).and_then(|job| {
+                    check_visible("job", &job)?;
+                    Ok(job)
+                })?,
                 reason: required_text("reason", r.reason, MAX_REASON_LEN)?,
             })
         };

@@ -182,6 +182,8 @@ pub(crate) fn check_labels(
                 ),
             ));
         }
+        crate::limits::check_visible(&format!("{field}[{k:?}]"), k)?;
+        crate::limits::check_visible(&format!("{field}[{k:?}]"), v)?;
     }
     Ok(())
 }

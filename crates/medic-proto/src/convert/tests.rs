@@ -1331,3 +1331,119 @@ fn descriptor_set_describes_both_services() {
             .any(|f| f.name() == "google/protobuf/timestamp.proto")
     );
 }
+
+// === Identifiers must be visible (issue 14) ===
+
+/// The characters of the report: a right-to-left override, a zero-width
+/// space, a first-strong isolate, a byte-order mark.
+const INVISIBLE: [(char, &str); 4] = [
+    ('\u{202E}', "U+202E"),
+    ('\u{200B}', "U+200B"),
+    ('\u{2068}', "U+2068"),
+    ('\u{FEFF}', "U+FEFF"),
+];
+
+#[track_caller]
+fn assert_invisible_refused<T: std::fmt::Debug>(
+    result: Result<T, InvalidInput>,
+    field: &str,
+    code: &str,
+) {
+    match result {
+        Ok(v) => panic!("expected {field} refused for {code}, got {v:?}"),
+        Err(e) => {
+            let text = e.to_string();
+            assert!(
+                text.starts_with(&format!("{field}: must not contain invisible characters")),
+                "{text}"
+            );
+            assert!(text.contains(&format!("(holds {code})")), "{text}");
+        }
+    }
+}
+
+#[test]
+fn heartbeat_with_bidi_override_or_zero_width_characters_in_host_id_names_the_field() {
+    for (c, code) in INVISIBLE {
+        let wire = pb::HeartbeatRequest {
+            host_id: format!("web-1{c}.use1"),
+            ..wire_heartbeat()
+        };
+        assert_invisible_refused(Heartbeat::try_from(wire), "heartbeat.host_id", code);
+    }
+}
+
+#[test]
+fn heartbeat_with_invisible_characters_in_a_label_names_the_label() {
+    for (c, code) in INVISIBLE {
+        let mut wire = wire_heartbeat();
+        wire.labels.insert("rack".to_owned(), format!("r12{c}"));
+        assert_invisible_refused(
+            Heartbeat::try_from(wire),
+            "heartbeat.labels[\"rack\"]",
+            code,
+        );
+        let mut wire = wire_heartbeat();
+        wire.labels.insert(format!("ra{c}ck"), "r12".to_owned());
+        assert_invisible_refused(
+            Heartbeat::try_from(wire),
+            &format!("heartbeat.labels[{:?}]", format!("ra{c}ck")),
+            code,
+        );
+    }
+}
+
+#[test]
+fn heartbeat_problem_with_invisible_job_or_detector_names_its_index() {
+    let mut wire = wire_heartbeat();
+    wire.problems[1].job = "ingest\u{200D}".to_owned();
+    assert_invisible_refused(
+        Heartbeat::try_from(wire),
+        "heartbeat.problems[1].job",
+        "U+200D",
+    );
+    let mut wire = wire_heartbeat();
+    wire.problems[0].detector = "probe\u{2066}".to_owned();
+    assert_invisible_refused(
+        Heartbeat::try_from(wire),
+        "heartbeat.problems[0].detector",
+        "U+2066",
+    );
+}
+
+#[test]
+fn permit_request_with_invisible_characters_in_an_identifier_names_the_field() {
+    for (c, code) in INVISIBLE {
+        let wire = pb::RequestPermitRequest {
+            host_id: format!("{c}web-1.use1"),
+            ..wire_permit_request()
+        };
+        assert_invisible_refused(PermitRequest::try_from(wire), "request.host_id", code);
+        let wire = pb::RequestPermitRequest {
+            job: format!("ingest{c}"),
+            ..wire_permit_request()
+        };
+        assert_invisible_refused(PermitRequest::try_from(wire), "request.job", code);
+        let wire = pb::RequestPermitRequest {
+            request_id: format!("3f2a{c}-01"),
+            ..wire_permit_request()
+        };
+        assert_invisible_refused(PermitRequest::try_from(wire), "request.request_id", code);
+    }
+}
+
+#[test]
+fn free_text_may_hold_direction_marks_and_responses_are_read_as_sent() {
+    // A reason is prose, which right-to-left scripts write with marks.
+    let wire = pb::RequestPermitRequest {
+        reason: "\u{5D3}\u{5D9}\u{5E1}\u{5E7} \u{200F}full".to_owned(),
+        ..wire_permit_request()
+    };
+    PermitRequest::try_from(wire).expect("a reason may hold a direction mark");
+    // Responses are read without the request bounds, so a client keeps
+    // working with ids an older coordinator accepted.
+    let mut p = permit();
+    p.host = host("web-1\u{200B}.use1");
+    let back = Permit::try_from(pb::Permit::from(p.clone())).expect("responses are read");
+    assert_eq!(back, p);
+}
