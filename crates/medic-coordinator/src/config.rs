@@ -48,6 +48,12 @@ struct RawServer {
     insecure: Option<bool>,
     max_message_bytes: Option<i64>,
     request_timeout: Option<String>,
+    max_connections: Option<i64>,
+    max_connections_per_address: Option<i64>,
+    idle_timeout: Option<String>,
+    watch_streams: Option<i64>,
+    watch_streams_per_caller: Option<i64>,
+    watch_stall_timeout: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -255,6 +261,24 @@ pub struct ServerConfig {
     /// (a client's own shorter deadline gives DEADLINE_EXCEEDED first).
     /// Default 30s.
     pub request_timeout: Duration,
+    /// Most connections open at once (agents hold one each); past it new
+    /// ones are closed at once. Default 4096; lowered at start to fit the
+    /// process's open-file limit. Restart-only.
+    pub max_connections: u32,
+    /// Most connections open at once from one IP address. Default 1024
+    /// (agents behind one NAT address share it). Restart-only.
+    pub max_connections_per_address: u32,
+    /// A connection with no call in progress for this long is closed.
+    /// Default 5m (agents call every heartbeat interval). Restart-only.
+    pub idle_timeout: Duration,
+    /// Most `WatchEvents` streams open at once. Default 64.
+    pub watch_streams: u32,
+    /// Most `WatchEvents` streams one caller (identity, or address over
+    /// plaintext) may have open. Default 8.
+    pub watch_streams_per_caller: u32,
+    /// A watcher that reads nothing for this long while events wait is cut
+    /// off with RESOURCE_EXHAUSTED. Default 30s.
+    pub watch_stall_timeout: Duration,
 }
 
 /// `[store]`: where the durable state lives. Restart-only.
@@ -501,6 +525,19 @@ impl CoordinatorConfig {
                 .map(Arc::new),
         };
         check_transport(&mut errs, &server, raw.tls.is_some());
+        if raw.server.idle_timeout.is_some()
+            && server.idle_timeout <= policy.fleet.heartbeat_interval
+        {
+            errs.push(
+                "server.idle_timeout",
+                format!(
+                    "must be longer than fleet.heartbeat_interval ({}), got {}; agents would be \
+                     cut off between heartbeats",
+                    humantime::format_duration(policy.fleet.heartbeat_interval),
+                    humantime::format_duration(server.idle_timeout)
+                ),
+            );
+        }
         let audit = raw.audit.validate(&mut errs);
         let notify = raw.notify.validate(&mut errs);
         let store = raw.store.validate(&mut errs);
@@ -611,6 +648,25 @@ impl CoordinatorConfig {
             "server.max_message_bytes",
             self.server.max_message_bytes.to_string(),
             new.server.max_message_bytes.to_string(),
+        );
+        for (key, old, new) in [
+            (
+                "server.max_connections",
+                self.server.max_connections,
+                new.server.max_connections,
+            ),
+            (
+                "server.max_connections_per_address",
+                self.server.max_connections_per_address,
+                new.server.max_connections_per_address,
+            ),
+        ] {
+            fixed(key, old.to_string(), new.to_string());
+        }
+        fixed(
+            "server.idle_timeout",
+            humantime::format_duration(self.server.idle_timeout).to_string(),
+            humantime::format_duration(new.server.idle_timeout).to_string(),
         );
         fixed(
             "server.request_timeout",
@@ -1000,6 +1056,16 @@ pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
 /// The longest `server.request_timeout`: an hour.
 pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// The most `server.max_connections` (and per address): a million.
+pub const MAX_CONNECTIONS: u32 = 1_000_000;
+
+/// The longest `server.idle_timeout`: a day.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The most `server.watch_streams` (and per caller): each may buffer a
+/// few hundred events.
+pub const MAX_WATCH_STREAMS: u32 = 10_000;
+
 /// The longest `notify.webhooks[].timeout`: 5 minutes.
 pub const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -1108,6 +1174,59 @@ impl RawServer {
             Duration::from_millis(1)..=MAX_REQUEST_TIMEOUT,
             "",
         );
+        let max_connections = errs.count_in(
+            "server.max_connections",
+            self.max_connections,
+            4096,
+            16,
+            MAX_CONNECTIONS,
+        );
+        let max_connections_per_address = errs.count_in(
+            "server.max_connections_per_address",
+            self.max_connections_per_address,
+            1024,
+            1,
+            MAX_CONNECTIONS,
+        );
+        let idle_timeout = errs.duration_in(
+            "server.idle_timeout",
+            self.idle_timeout.as_deref(),
+            Duration::from_secs(300),
+            Duration::from_secs(1)..=MAX_IDLE_TIMEOUT,
+            "agents call at least every heartbeat interval",
+        );
+        if idle_timeout <= request_timeout {
+            errs.push(
+                "server.idle_timeout",
+                format!(
+                    "must be longer than server.request_timeout ({}), got {}; a call that runs \
+                     that long would see its connection closed under it",
+                    humantime::format_duration(request_timeout),
+                    humantime::format_duration(idle_timeout)
+                ),
+            );
+        }
+        let watch_streams = errs.count_in(
+            "server.watch_streams",
+            self.watch_streams,
+            64,
+            1,
+            MAX_WATCH_STREAMS,
+        );
+        let watch_streams_per_caller = errs.count_in(
+            "server.watch_streams_per_caller",
+            self.watch_streams_per_caller,
+            8,
+            1,
+            MAX_WATCH_STREAMS,
+        );
+        let watch_stall_timeout = errs.duration_in(
+            "server.watch_stall_timeout",
+            self.watch_stall_timeout.as_deref(),
+            Duration::from_secs(30),
+            Duration::from_secs(1)..=Duration::from_secs(3600),
+            "",
+        );
         ServerConfig {
             listen,
             metrics_listen,
@@ -1118,6 +1237,12 @@ impl RawServer {
             insecure: self.insecure.unwrap_or(false),
             max_message_bytes,
             request_timeout,
+            max_connections,
+            max_connections_per_address,
+            idle_timeout,
+            watch_streams,
+            watch_streams_per_caller,
+            watch_stall_timeout,
         }
     }
 }

@@ -160,7 +160,12 @@ impl<S: Store> Core<S> {
         });
         tokio::spawn(committer(core.clone(), rx, loaded.last_id));
         if !checked.is_empty() {
-            core.queue(checked);
+            // Durable before anything is decided on the times it moved,
+            // and a store that cannot write stops start-up here.
+            let upto = core.queue(checked);
+            core.wait_durable(upto)
+                .await
+                .map_err(|CoreError::Store(why)| StoreError::Backend(why))?;
         }
         Ok(core)
     }
@@ -869,8 +874,8 @@ impl RefusalSampler {
     /// counts included) after ten: refused callers choose their names, so
     /// nothing they cause may stay forever.
     fn prune(&mut self, now: SystemTime) {
-        let keep = self.interval * 2;
-        let at_most = self.interval * 10;
+        let keep = self.interval.saturating_mul(2);
+        let at_most = self.interval.saturating_mul(10);
         self.seen.retain(|_, (last, suppressed)| {
             let age = now.duration_since(*last).unwrap_or_default();
             age < at_most && (*suppressed > 0 || age < keep)
@@ -938,7 +943,7 @@ impl DenialSampler {
 
     /// Forgets hosts quiet for two intervals with nothing suppressed.
     fn prune(&mut self, now: SystemTime) {
-        let keep = self.interval * 2;
+        let keep = self.interval.saturating_mul(2);
         self.seen.retain(|_, slots| {
             slots.iter().flatten().any(|(last, suppressed)| {
                 *suppressed > 0 || now.duration_since(*last).map_or(true, |d| d < keep)

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod core;
 pub mod devcerts;
 #[cfg(feature = "etcd")]

@@ -120,6 +120,12 @@ pub struct Metrics {
     pub notification_retries: Counter,
     /// Webhook notifications dropped, by reason (`queue_full`, `failed`).
     pub notifications_dropped: Family<ReasonLabel, Counter>,
+    /// Connections open now.
+    pub connections_open: Gauge,
+    /// Connections closed at accept, by reason (`total`, `address`).
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    /// Connections closed for having no call for `server.idle_timeout`.
+    pub connections_closed_idle: Counter,
     /// Wall-clock steps found (live and at start-up), by direction
     /// (`ahead`, `back`).
     pub clock_steps: Family<DirectionLabel, Counter>,
@@ -282,6 +288,29 @@ impl Metrics {
             "notification_retries",
             "Webhook delivery attempts that failed and were retried",
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "gRPC connections open now",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept, past server.max_connections (reason total) or \
+             server.max_connections_per_address (reason address)",
+            connections_refused.clone(),
+        );
+        for reason in ["total", "address"] {
+            let _ = connections_refused.get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            });
+        }
+        let connections_closed_idle = counter(
+            &mut registry,
+            "connections_closed_idle",
+            "Connections closed after server.idle_timeout without a call or an open stream",
+        );
         let clock_steps = Family::<DirectionLabel, Counter>::default();
         registry.register(
             "clock_steps",
@@ -402,6 +431,9 @@ impl Metrics {
             notification_retries,
             notifications_dropped,
             clock_steps,
+            connections_open,
+            connections_refused,
+            connections_closed_idle,
             decision_counters,
             rpc_histograms: std::sync::RwLock::default(),
             registry,

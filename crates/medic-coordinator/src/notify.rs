@@ -123,7 +123,7 @@ impl Notification {
                 serde_json::json!({
                     "pause_id": p.id,
                     "scope": p.scope.to_string(),
-                    "until": p.until.map(|u| medic_policy::rfc3339(u)),
+                    "until": p.until.map(medic_policy::rfc3339),
                 }),
             )),
             Record::Policy(Event::Resumed {

@@ -239,8 +239,28 @@ pub(crate) async fn serve<S: Store + Debug>(
                 )
             })
         };
-        let incoming =
-            crate::tls::accept(listeners.grpc, current, metrics.clone(), stop_rx.clone());
+        let (limits, open_files) = crate::conn::ConnLimits {
+            total: initial.server.max_connections,
+            per_address: initial.server.max_connections_per_address,
+            idle: initial.server.idle_timeout,
+        }
+        .fitted_to_open_files();
+        if let Some(open_files) = open_files {
+            tracing::warn!(
+                configured = initial.server.max_connections,
+                effective = limits.total,
+                open_files,
+                "server.max_connections lowered to fit the open-file limit (raise LimitNOFILE to \
+                 serve more)"
+            );
+        }
+        let incoming = crate::tls::accept(
+            listeners.grpc,
+            current,
+            metrics.clone(),
+            stop_rx.clone(),
+            limits,
+        );
         tonic::transport::Server::builder()
             .timeout(request_timeout)
             .max_concurrent_streams(Some(256))

@@ -115,7 +115,13 @@ fn limiter(a: Admission) -> DefaultKeyedRateLimiter<String> {
 fn peer_of<S: Store + std::fmt::Debug, T>(core: &Core<S>, req: &Request<T>) -> Peer {
     let config = core.config();
     match req.extensions().get::<crate::tls::ConnInfo>() {
-        Some(info) => info.peer(config.tls.as_deref(), std::time::SystemTime::now()),
+        Some(info) => {
+            // Every call keeps its connection from being closed as idle.
+            if let Some(a) = info.activity() {
+                a.touch();
+            }
+            info.peer(config.tls.as_deref(), std::time::SystemTime::now())
+        }
         None if config.tls.is_some() => Peer {
             addr: req.remote_addr(),
             transport: crate::auth::Transport::Tls(crate::auth::ClientCert::None),
@@ -320,12 +326,17 @@ impl<S: Store + std::fmt::Debug> pb::remediation_server::Remediation for AgentSe
 pub struct AdminService<S: Store> {
     core: Arc<Core<S>>,
     admit: Arc<Admit>,
+    watchers: Arc<Watchers>,
 }
 
 impl<S: Store + std::fmt::Debug> AdminService<S> {
     /// The service over `core`.
     pub fn new(core: Arc<Core<S>>, admit: Arc<Admit>) -> Self {
-        Self { core, admit }
+        Self {
+            core,
+            admit,
+            watchers: Arc::default(),
+        }
     }
 
     /// Who is calling (the audit actor), whether they may make `call`, and
@@ -772,101 +783,250 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
         &self,
         req: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        self.caller(&req, "Admin/WatchEvents", Access::Read)?;
+        let caller = self.caller(&req, "Admin/WatchEvents", Access::Read)?;
+        let key = watcher_key(&caller, &peer_of(&self.core, &req));
+        // An open stream keeps its connection from being closed as idle.
+        let busy = req
+            .extensions()
+            .get::<crate::tls::ConnInfo>()
+            .and_then(|i| i.activity().map(crate::conn::Activity::stream));
         let filter = rq::WatchFilter::try_from(req.into_inner()).map_err(invalid)?;
+        let config = self.core.config();
+        let mut slot = self.watchers.admit(
+            key,
+            config.server.watch_streams_per_caller as usize,
+            config.server.watch_streams as usize,
+        )?;
+        slot.busy = busy;
+        let stall = config.server.watch_stall_timeout;
         // Subscribe before reading the backlog, so nothing falls between.
         let live = self.core.events.subscribe();
         let store = self.core.store().clone();
-        let backlog = match filter.after_id {
-            None => Vec::new(),
-            Some(after) => {
-                let query = HistoryQuery {
-                    cursor: Some(after),
-                    limit: 10_000,
-                    ..HistoryQuery::default()
-                };
-                tokio::task::spawn_blocking(move || store.history(&query))
-                    .await
-                    .map_err(|e| Status::internal(format!("history task failed: {e}")))?
-                    .map_err(|e| Status::unavailable(e.to_string()))?
-                    .entries
-                    .into_iter()
-                    .map(to_wire)
-                    .collect()
-            }
-        };
-        let stream = watch_stream(filter, backlog, live, self.core.draining.subscribe());
+        let stream = watch_stream(
+            filter,
+            store,
+            live,
+            self.core.draining.subscribe(),
+            slot,
+            stall,
+        );
         Ok(Response::new(stream))
     }
 }
 
-/// The `WatchEvents` stream: the backlog, then live events (skipping ids
-/// already sent), filtered. A watcher that falls behind is told so and the
-/// stream ends; it may reconnect with `after_id`.
-fn watch_stream(
+/// Events one watch stream buffers for its reader (beside one page of
+/// backlog read from the history): what a reader that does not read costs.
+const WATCH_BUFFER: usize = 256;
+
+/// History entries one backlog read takes.
+const WATCH_PAGE: usize = 256;
+
+/// Whom a watch stream counts against: an authenticated identity, or over
+/// plaintext (where names are only claimed) the address.
+fn watcher_key(caller: &Operator, peer: &Peer) -> String {
+    if caller.actor.starts_with("cert:") || caller.actor.starts_with("token:") {
+        caller.actor.clone()
+    } else {
+        peer.addr
+            .map_or_else(|| caller.actor.clone(), |a| format!("address:{}", a.ip()))
+    }
+}
+
+/// Open `WatchEvents` streams, per caller and in total.
+#[derive(Debug, Default)]
+pub struct Watchers {
+    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl Watchers {
+    /// A slot for one more stream of `key`, or why not.
+    fn admit(
+        self: &Arc<Self>,
+        key: String,
+        per_caller: usize,
+        most: usize,
+    ) -> Result<WatchSlot, Status> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total: usize = open.values().sum();
+        let mine = open.get(&key).copied().unwrap_or(0);
+        if mine >= per_caller {
+            return Err(Status::resource_exhausted(format!(
+                "{key} has {mine} WatchEvents streams open, the most one caller may; close one \
+                 first"
+            )));
+        }
+        if total >= most {
+            return Err(Status::resource_exhausted(format!(
+                "{total} WatchEvents streams are open, the most this coordinator serves; retry \
+                 later"
+            )));
+        }
+        *open.entry(key.clone()).or_default() += 1;
+        Ok(WatchSlot {
+            watchers: self.clone(),
+            key,
+            busy: None,
+        })
+    }
+
+    /// Streams open now.
+    pub fn open(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .sum()
+    }
+}
+
+/// One open stream; gives its place back when the stream's task ends.
+#[derive(Debug)]
+struct WatchSlot {
+    watchers: Arc<Watchers>,
+    key: String,
+    /// Holds the stream's connection busy while the stream lives.
+    busy: Option<crate::conn::StreamGuard>,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .watchers
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The `WatchEvents` stream: the backlog (read from the history a page at
+/// a time, as the reader takes it), then live events (skipping ids already
+/// sent), filtered. A watcher that falls behind the live events is told so
+/// and the stream ends; it may reconnect with `after_id`. One that reads
+/// nothing for `stall` while events wait is cut off.
+fn watch_stream<S: Store>(
     filter: rq::WatchFilter,
-    backlog: Vec<pb::Event>,
+    store: Arc<S>,
     mut live: broadcast::Receiver<pb::Event>,
     mut draining: watch::Receiver<bool>,
+    slot: WatchSlot,
+    stall: std::time::Duration,
 ) -> Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send + 'static>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    use tokio::sync::mpsc::error::SendTimeoutError;
+    use tokio_stream::StreamExt;
+
+    let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+    let (end_tx, end_rx) = tokio::sync::oneshot::channel::<Status>();
     tokio::spawn(async move {
-        let mut last_sent = 0u64;
-        for e in backlog {
-            last_sent = e.id;
-            if filter.matches(&e)
-                && tx
-                    .send(Ok(pb::WatchEventsResponse { event: Some(e) }))
+        let _slot = slot;
+        let mut last_sent = filter.after_id.unwrap_or(0);
+        // Sends one event; `Err` ends the stream, with the status to end it
+        // with (none when the reader went away).
+        let send = |tx: &tokio::sync::mpsc::Sender<_>, e: pb::Event, last: u64| {
+            let tx = tx.clone();
+            async move {
+                match tx
+                    .send_timeout(Ok(pb::WatchEventsResponse { event: Some(e) }), stall)
                     .await
-                    .is_err()
-            {
-                return;
-            }
-        }
-        loop {
-            let next = tokio::select! {
-                r = live.recv() => Some(r),
-                () = tx.closed() => return,
-                r = draining.wait_for(|d| *d) => {
-                    drop(r);
-                    None
-                }
-            };
-            let Some(next) = next else {
-                let _ = tx
-                    .send(Err(Status::unavailable(format!(
-                        "the coordinator is shutting down; reconnect with after_id = {last_sent}"
-                    ))))
-                    .await;
-                return;
-            };
-            match next {
-                Ok(e) if e.id > last_sent => {
-                    last_sent = e.id;
-                    if filter.matches(&e)
-                        && tx
-                            .send(Ok(pb::WatchEventsResponse { event: Some(e) }))
-                            .await
-                            .is_err()
-                    {
-                        return;
+                {
+                    Ok(()) => Ok(()),
+                    Err(SendTimeoutError::Closed(_)) => Err(None),
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        Err(Some(Status::resource_exhausted(format!(
+                            "this watcher read nothing for {}s with {WATCH_BUFFER} events \
+                             waiting and was cut off; reconnect with after_id = {last}",
+                            stall.as_secs()
+                        ))))
                     }
                 }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    let _ = tx
-                        .send(Err(Status::data_loss(format!(
-                            "this watcher fell {n} events behind and was dropped; reconnect with \
-                             after_id = {last_sent} to resume from the history"
-                        ))))
-                        .await;
-                    return;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
             }
+        };
+        let ended = async {
+            if filter.after_id.is_some() {
+                loop {
+                    let query = HistoryQuery {
+                        cursor: Some(last_sent),
+                        limit: WATCH_PAGE,
+                        ..HistoryQuery::default()
+                    };
+                    let store = store.clone();
+                    let page = tokio::task::spawn_blocking(move || store.history(&query))
+                        .await
+                        .map_err(|e| Some(Status::internal(format!("history task failed: {e}"))))?
+                        .map_err(|e| Some(Status::unavailable(e.to_string())))?;
+                    let more = page.next_cursor;
+                    for entry in page.entries {
+                        let e = to_wire(entry);
+                        let id = e.id;
+                        if filter.matches(&e) {
+                            send(&tx, e, last_sent).await?;
+                        }
+                        last_sent = id;
+                    }
+                    match more {
+                        Some(cursor) => last_sent = last_sent.max(cursor),
+                        None => break,
+                    }
+                }
+            }
+            loop {
+                let next = tokio::select! {
+                    r = live.recv() => r,
+                    () = tx.closed() => return Err(None),
+                    r = draining.wait_for(|d| *d) => {
+                        drop(r);
+                        return Err(Some(Status::unavailable(format!(
+                            "the coordinator is shutting down; reconnect with after_id = \
+                             {last_sent}"
+                        ))));
+                    }
+                };
+                match next {
+                    Ok(e) if e.id > last_sent => {
+                        let id = e.id;
+                        if filter.matches(&e) {
+                            send(&tx, e, last_sent).await?;
+                        }
+                        last_sent = id;
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        return Err(Some(Status::data_loss(format!(
+                            "this watcher fell {n} events behind and was dropped; reconnect \
+                             with after_id = {last_sent} to resume from the history"
+                        ))));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Err(None),
+                }
+            }
+        };
+        let result: Result<(), Option<Status>> = ended.await;
+        if let Err(Some(status)) = result {
+            // Said after everything buffered, however full the buffer.
+            let _ = end_tx.send(status);
         }
     });
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    let tail = ending(end_rx);
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx).chain(tail))
+}
+
+/// The status the stream's task ended with, as a last item (none if it
+/// ended because the reader left).
+fn ending(
+    end: tokio::sync::oneshot::Receiver<Status>,
+) -> impl Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send + 'static {
+    use tokio_stream::StreamExt;
+    tokio_stream::once(end)
+        .then(|end| async move { end.await.ok() })
+        .filter_map(|status| status.map(Err))
 }
 
 fn record_kind(k: pb::EventKind) -> Option<RecordKind> {

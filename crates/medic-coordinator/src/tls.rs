@@ -42,6 +42,7 @@ use tonic::transport::server::Connected;
 use std::net::SocketAddr;
 
 use crate::auth::{CertNames, ClientCert, Peer, Transport};
+use crate::conn::{Activity, ConnLimits, ConnSlot, IdleTimer, OpenConns};
 use crate::metrics::Metrics;
 
 /// How long a client has to finish its TLS handshake.
@@ -558,6 +559,8 @@ enum Io {
 pub struct Conn {
     io: Io,
     info: ConnInfo,
+    idle: IdleTimer,
+    _slot: ConnSlot,
 }
 
 impl fmt::Debug for Conn {
@@ -581,6 +584,7 @@ impl Connected for Conn {
 pub struct ConnInfo {
     addr: Option<SocketAddr>,
     tls: Option<Arc<TlsClient>>,
+    activity: Option<Arc<Activity>>,
 }
 
 #[derive(Debug)]
@@ -601,7 +605,17 @@ struct Verdict {
 impl ConnInfo {
     /// A plaintext connection from `addr`.
     pub fn plaintext(addr: Option<SocketAddr>) -> Self {
-        Self { addr, tls: None }
+        Self {
+            addr,
+            tls: None,
+            activity: None,
+        }
+    }
+
+    /// The connection's activity record: handlers touch it, streams hold
+    /// it busy.
+    pub fn activity(&self) -> Option<&Arc<Activity>> {
+        self.activity.as_ref()
     }
 
     /// Who is calling on this connection, as of `now` and the TLS material
@@ -682,10 +696,17 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        let read = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        if read.is_pending()
+            && let Poll::Ready(e) = this.idle.poll_idle(cx)
+        {
+            return Poll::Ready(Err(e));
         }
+        read
     }
 }
 
@@ -746,10 +767,13 @@ pub fn accept(
     current: CurrentTls,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
+    limits: ConnLimits,
 ) -> mpsc::Receiver<Result<Conn, io::Error>> {
     let (tx, rx) = mpsc::channel(256);
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let per_ip = Arc::new(PerIp::default());
+    let open = Arc::new(OpenConns::default());
+    let mut accept_errors = LogEvery::new(Duration::from_secs(10));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -760,18 +784,45 @@ pub fn accept(
             let (stream, addr) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE and friends: back off instead of spinning,
+                    // and say so once in a while, not 20 times a second.
+                    if let Some(suppressed) = accept_errors.due() {
+                        tracing::warn!(
+                            error = %e,
+                            suppressed,
+                            "accept failed (server.max_connections bounds what clients can hold)"
+                        );
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
+            let slot = match open.take(addr.ip(), limits, &metrics) {
+                Ok(slot) => slot,
+                Err(reason) => {
+                    metrics
+                        .connections_refused
+                        .get_or_create(&crate::metrics::ReasonLabel {
+                            reason: reason.to_owned(),
+                        })
+                        .inc();
+                    continue;
+                }
+            };
+            let activity = Activity::new();
+            let idle = IdleTimer::new(activity.clone(), limits.idle, metrics.clone());
             let _ = stream.set_nodelay(true);
             match current() {
                 None => {
                     let conn = Conn {
                         io: Io::Plain(stream),
-                        info: ConnInfo::plaintext(Some(addr)),
+                        info: ConnInfo {
+                            addr: Some(addr),
+                            tls: None,
+                            activity: Some(activity),
+                        },
+                        idle,
+                        _slot: slot,
                     };
                     if tx.send(Ok(conn)).await.is_err() {
                         return;
@@ -782,7 +833,7 @@ pub fn accept(
                         metrics.handshake("busy");
                         continue;
                     };
-                    let Some(slot) = PerIp::take(&per_ip, addr.ip()) else {
+                    let Some(handshaking) = PerIp::take(&per_ip, addr.ip()) else {
                         metrics.handshake("busy");
                         continue;
                     };
@@ -790,7 +841,7 @@ pub fn accept(
                     let metrics = metrics.clone();
                     tokio::spawn(async move {
                         let _permit = permit;
-                        let _slot = slot;
+                        let _handshaking = handshaking;
                         let tls = tokio::time::timeout(
                             HANDSHAKE_TIMEOUT,
                             material.acceptor().accept(stream),
@@ -829,11 +880,14 @@ pub fn accept(
                                     cert,
                                 }),
                             })),
+                            activity: Some(activity),
                         };
                         let _ = tx
                             .send(Ok(Conn {
                                 io: Io::Tls(Box::new(tls)),
                                 info,
+                                idle,
+                                _slot: slot,
                             }))
                             .await;
                     });
@@ -842,4 +896,36 @@ pub fn accept(
         }
     });
     rx
+}
+
+/// Lets a repeated message through once per period, counting the rest.
+#[derive(Debug)]
+struct LogEvery {
+    period: Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogEvery {
+    fn new(period: Duration) -> Self {
+        Self {
+            period,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed since the last one)` when the message is due.
+    fn due(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l) < self.period)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }

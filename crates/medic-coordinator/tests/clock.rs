@@ -217,18 +217,16 @@ async fn a_backward_step_across_a_restart_leaves_budgets_and_pauses_as_set() {
 async fn a_forward_step_across_a_restart_expires_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(start_time()));
-    let (server, mut agent, mut admin) = ready(dir.path(), &clock).await;
+    let (server, mut agent, _) = ready(dir.path(), &clock).await;
     granted(request(&mut agent, "h1", RestartJob, "a").await);
     server.stop().await.unwrap();
 
     clock.step(ahead(hour()));
-    let (server, _agent, mut admin2) = ready(dir.path(), &clock).await;
-    drop(admin);
-    let s = status(&mut admin2).await;
+    let (server, _agent, mut admin) = ready(dir.path(), &clock).await;
+    let s = status(&mut admin).await;
     assert_eq!(s.clock_steps, 1);
     assert_eq!(s.status.unwrap().quarantined_hosts, 0);
-    assert_eq!(active_permits(&mut admin2).await, 1);
-    drop(agent);
+    assert_eq!(active_permits(&mut admin).await, 1);
     server.stop().await.unwrap();
 }
 

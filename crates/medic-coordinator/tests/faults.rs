@@ -234,7 +234,11 @@ async fn damaged_or_linked_away_state_files_stop_start_up_and_lose_nothing() {
 
     type Damage = fn(&Path);
     let cases: [(&str, Damage, &str); 5] = [
-        ("emptied", |f| std::fs::write(f, b"").unwrap(), "empty (0 bytes)"),
+        (
+            "emptied",
+            |f| std::fs::write(f, b"").unwrap(),
+            "empty (0 bytes)",
+        ),
         (
             "truncated to half",
             |f| {
@@ -274,7 +278,10 @@ async fn damaged_or_linked_away_state_files_stop_start_up_and_lose_nothing() {
         damage(&file);
         let (code, log) = refused_start(dir.path());
         assert_eq!(code, Some(1), "{name}:\n{log}");
-        assert!(log.contains(says), "{name}: the log should say {says:?}:\n{log}");
+        assert!(
+            log.contains(says),
+            "{name}: the log should say {says:?}:\n{log}"
+        );
         assert!(
             log.contains("Restore the state file") || log.contains("Restore it from a backup"),
             "{name}: the log should say what to do:\n{log}"

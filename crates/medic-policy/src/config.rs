@@ -25,6 +25,9 @@ use crate::types::Action;
 /// pass year 9999 (the last one dates print).
 pub const MAX_DURATION: Duration = Duration::from_secs(315_576_000);
 
+/// The longest `fleet.forget_hosts_after`: a year.
+pub const MAX_FORGET_HOSTS_AFTER: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// The largest count of grants, permits, hosts or samples a key accepts:
 /// one million, more than one coordinator serves, and small enough that
 /// sums and products of counts and durations cannot overflow.
@@ -379,6 +382,8 @@ pub struct RawFleet {
     pub warmup: Option<String>,
     /// No grants while fewer hosts than this are live.
     pub min_fleet_size: Option<i64>,
+    /// A host unheard of for this long, holding nothing, is forgotten.
+    pub forget_hosts_after: Option<String>,
 }
 
 /// `[breaker]`.
@@ -516,6 +521,10 @@ pub struct FleetConfig {
     pub warmup: Duration,
     /// No grants while fewer hosts are live. Default 1.
     pub min_fleet_size: u32,
+    /// A host unheard of for this long that holds no permit and is not
+    /// quarantined is forgotten: its labels, version and problems are
+    /// dropped (its budgets live on in the grant records). Default 24h.
+    pub forget_hosts_after: Duration,
 }
 
 /// The circuit breaker (rule 2).
@@ -874,11 +883,19 @@ impl RawFleet {
             1,
             MAX_COUNT,
         );
+        let forget_hosts_after = errs.duration_in(
+            &format!("{path}.forget_hosts_after"),
+            self.forget_hosts_after.as_deref(),
+            Duration::from_secs(24 * 3600).max(host_ttl),
+            host_ttl..=MAX_FORGET_HOSTS_AFTER,
+            "a host is forgotten only after it stopped being live",
+        );
         FleetConfig {
             heartbeat_interval,
             host_ttl,
             warmup,
             min_fleet_size,
+            forget_hosts_after,
         }
     }
 }

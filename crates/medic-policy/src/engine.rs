@@ -23,6 +23,15 @@ use crate::types::{
     QuarantineCause, Scope, Time, host_actor,
 };
 use crate::view::{ActionStatus, Explanation, HostView, Status};
+
+/// `t + d`, saturating at the latest time medic records: a permit's stored
+/// TTL (from a state written before durations were bounded) must not
+/// overflow a time, nor carry a date past what prints.
+fn later(t: Time, d: Duration) -> Time {
+    t.checked_add(d)
+        .unwrap_or_else(crate::types::latest_time)
+        .min(crate::types::latest_time().max(t))
+}
 use crate::window;
 
 /// Live, unhealthy and active counts of the fleet or of one group value.
@@ -352,7 +361,7 @@ impl Engine {
             return;
         }
         if let Some(hb) = slot.last_heartbeat {
-            let deadline = hb + self.config.fleet.host_ttl;
+            let deadline = later(hb, self.config.fleet.host_ttl);
             if deadline > self.clock {
                 slot.liveness_queued = true;
                 self.liveness.push(Reverse((deadline, i)));
@@ -607,10 +616,39 @@ impl Engine {
         }
         self.permit_requests
             .retain(|_, rid| self.durable.requests.contains_key(rid));
+        self.forget_silent_hosts(now);
+    }
+
+    /// Drops the slots of hosts unheard of for `fleet.forget_hosts_after`
+    /// that hold no permit and are not quarantined: made-up or retired
+    /// host ids must not hold memory until a restart. Nothing durable is
+    /// lost: a host that comes back gets its budgets from the grant
+    /// records again.
+    fn forget_silent_hosts(&mut self, now: Time) {
+        let keep = self.config.fleet.forget_hosts_after;
+        let quarantines = &self.durable.quarantines;
+        let forgotten = |s: &HostSlot| {
+            !s.live
+                && s.active_permit.is_none()
+                && !quarantines.contains_key(&s.id)
+                && s.last_heartbeat
+                    .is_none_or(|hb| now.duration_since(hb).is_ok_and(|d| d >= keep))
+        };
+        if !self.hosts.iter().any(forgotten) {
+            return;
+        }
+        self.hosts.retain(|s| !forgotten(s));
+        self.host_index = self
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        self.rebuild_indexes();
     }
 
     fn warming_up(&self, now: Time) -> Option<Duration> {
-        let ends = self.started_at + self.config.fleet.warmup;
+        let ends = later(self.started_at, self.config.fleet.warmup);
         ends.duration_since(now).ok().filter(|d| !d.is_zero())
     }
 
@@ -895,7 +933,7 @@ impl Engine {
             labels: self.hosts[i].labels.clone(),
             dry_run: self.config.dry_run,
             granted_at: now,
-            expires_at: now + ttl,
+            expires_at: later(now, ttl),
             ttl,
             state: PermitState::Active,
         };
@@ -962,7 +1000,7 @@ impl Engine {
         let now = self.observe(now);
         self.advance(now);
         let p = self.active_permit_of(host, r)?;
-        let expires_at = now + p.ttl;
+        let expires_at = later(now, p.ttl);
         let token = p.token;
         self.emit(Event::PermitRenewed {
             id: r.id.clone(),
@@ -1592,7 +1630,7 @@ impl Engine {
             dry_run: self.config.dry_run,
             warming_up_until: self
                 .warming_up(now)
-                .map(|_| self.started_at + self.config.fleet.warmup),
+                .map(|_| later(self.started_at, self.config.fleet.warmup)),
             known_hosts: u32::try_from(self.hosts.len()).unwrap_or(u32::MAX),
             live_hosts: self.fleet.live,
             unhealthy_hosts: self.fleet.unhealthy,

@@ -213,7 +213,7 @@ impl DurableState {
 
         let grant_keep = Action::ALL.map(|a| {
             let l = config.limits(a);
-            let rate_keep = l.rate.per + l.rate.interval() * (l.rate.burst + 1);
+            let rate_keep = l.rate.lookback();
             rate_keep.max(l.host_budget.per)
         });
         self.grants

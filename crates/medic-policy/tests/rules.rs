@@ -2903,3 +2903,40 @@ fn a_stored_pause_past_year_9999_is_explained_without_panicking() {
     assert_eq!(d.reason, DenyReason::Paused);
     assert!(d.message.contains("9999-12-31T23:59:59Z"), "{}", d.message);
 }
+
+#[test]
+fn hosts_unheard_of_for_the_retention_are_forgotten_but_not_their_budgets() {
+    let toml = r#"
+        [fleet]
+        forget_hosts_after = "1h"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        cooldown = "0s"
+        host_budget = { max_attempts = 2, per = "1d" }
+    "#;
+    let mut f = Fleet::ready(toml, 3);
+    let p = f.grant("h1", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+    f.silence("h1");
+    f.silence("h2");
+    f.advance(mins(59));
+    f.engine.tick(f.now);
+    assert_eq!(f.status().known_hosts, 3, "not yet");
+    f.advance(mins(2));
+    f.engine.tick(f.now);
+    assert_eq!(
+        f.status().known_hosts,
+        1,
+        "h1 and h2 forgotten, h3 heartbeats"
+    );
+    // h1 comes back: its attempt of the day still counts.
+    f.wake("h1");
+    let p = f.grant("h1", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::AttemptBudgetExhausted, "{d:?}");
+    f.advance(mins(1));
+    f.engine.tick(f.now);
+    assert_eq!(f.status().known_hosts, 2);
+}

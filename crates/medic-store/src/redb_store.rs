@@ -607,9 +607,10 @@ enum Found {
 const RESCUED: &str = "medic.redb.rescued";
 
 /// What to do about a state file that is lost, empty or not a file.
-const REMEDY: &str = "Restore the state file from a backup (see the runbook, \"A lost or damaged \
-                      state file\"), or, to start with no history on purpose, move everything \
-                      in the state directory away (keep it for the post-mortem) and start again";
+const REMEDY: &str = "Restore the state file from a backup (see the runbook, \"Recovering a \
+                      lost or damaged state directory\"), or, to start with no history on \
+                      purpose, move everything in the state directory away (keep it for the \
+                      post-mortem) and start again";
 
 /// Looks at where the state file belongs before redb does: redb would
 /// create a missing file, and treat an empty one as a new database.
@@ -683,8 +684,8 @@ fn examine(dir: &Path, path: &Path, lock_existed: bool) -> Result<Found, StoreEr
                 rescued.join(", ")
             ),
             remedy: "Keep the file that is the truth as medic.redb (usually the rescued copy: \
-                     see the runbook, \"A lost or damaged state file\") and move the other out \
-                     of the state directory"
+                     see the runbook, \"Recovering a lost or damaged state directory\") and move \
+                     the other out of the state directory"
                 .to_owned(),
         });
     }
