@@ -278,6 +278,7 @@ pub(crate) async fn serve<S: Store + Debug>(
     let grpc = tokio::spawn(grpc);
 
     let failing: Arc<OnceLock<watch::Receiver<Option<String>>>> = Arc::new(OnceLock::new());
+    let ticked = Arc::new(Ticked::new(tick_interval));
     let http = {
         let mut stop = stop_rx.clone();
         let app = axum::Router::new()
@@ -287,6 +288,7 @@ pub(crate) async fn serve<S: Store + Debug>(
                 metrics: metrics.clone(),
                 healthy: stop_rx.clone(),
                 fatal: failing.clone(),
+                ticked: ticked.clone(),
             });
         tokio::spawn(async move {
             axum::serve(listeners.metrics, app)
@@ -389,6 +391,7 @@ pub(crate) async fn serve<S: Store + Debug>(
         core.clone(),
         admit.clone(),
         tick_interval,
+        ticked.clone(),
     )));
     tracing::info!(
         grpc = %grpc_addr,
@@ -711,8 +714,50 @@ async fn insecure_warnings(mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// When the background tick last finished, for `/healthz`: a tick that
+/// stops finishing (a frozen disk under a commit, a hung store) leaves the
+/// coordinator up but deciding on stale time, and is reported.
+#[derive(Debug)]
+struct Ticked {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Older than this, the tick is stuck.
+    stuck_after: Duration,
+}
+
+impl Ticked {
+    fn new(tick: Duration) -> Self {
+        Self {
+            last: std::sync::Mutex::new(None),
+            stuck_after: tick.saturating_mul(10).max(Duration::from_secs(10)),
+        }
+    }
+
+    fn done(&self) {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
+    }
+
+    /// How long since the last tick finished, when that is too long.
+    fn stuck(&self) -> Option<Duration> {
+        let last = *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.map(|l| l.elapsed())
+            .filter(|age| *age > self.stuck_after)
+    }
+}
+
 /// Ticks the engine, compacts the history, trims the admission limiter.
-async fn background<S: Store + Debug>(core: Arc<Core<S>>, admit: Arc<Admit>, tick: Duration) {
+async fn background<S: Store + Debug>(
+    core: Arc<Core<S>>,
+    admit: Arc<Admit>,
+    tick: Duration,
+    ticked: Arc<Ticked>,
+) {
+    ticked.done();
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut upkeep = tokio::time::interval(Duration::from_secs(60));
@@ -724,6 +769,7 @@ async fn background<S: Store + Debug>(core: Arc<Core<S>>, admit: Arc<Admit>, tic
                     tracing::error!(error = %e, "tick failed");
                     return;
                 }
+                ticked.done();
             }
             _ = upkeep.tick() => {
                 admit.shrink();
@@ -743,6 +789,7 @@ struct HttpState {
     healthy: watch::Receiver<bool>,
     /// The core's fatal flag, once there is a core (a follower has none).
     fatal: Arc<OnceLock<watch::Receiver<Option<String>>>>,
+    ticked: Arc<Ticked>,
 }
 
 async fn metrics_handler(State(s): State<HttpState>) -> impl IntoResponse {
@@ -761,6 +808,16 @@ async fn healthz_handler(State(s): State<HttpState>) -> impl IntoResponse {
     }
     if *s.healthy.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned());
+    }
+    if let Some(age) = s.ticked.stuck() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "stuck: the last tick finished {}s ago (expiries and breakers are not being \
+                 evaluated; a frozen disk or a hung store holds a commit)\n",
+                age.as_secs()
+            ),
+        );
     }
     (StatusCode::OK, "ok\n".to_owned())
 }

@@ -326,3 +326,126 @@ async fn metrics_text(server: &TestServer) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+/// The embedded store, whose writes can be frozen, as a frozen disk would.
+#[derive(Debug)]
+struct Freezable {
+    inner: medic_store::RedbStore,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl medic_store::Store for Freezable {
+    fn load(&self) -> Result<medic_store::Loaded, medic_store::StoreError> {
+        self.inner.load()
+    }
+    fn append(
+        &self,
+        records: Vec<(medic_policy::Time, medic_store::Record)>,
+    ) -> Result<Vec<medic_store::Entry>, medic_store::StoreError> {
+        while self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.inner.append(records)
+    }
+    fn snapshot(
+        &self,
+        state: &medic_policy::DurableState,
+        upto: u64,
+    ) -> Result<(), medic_store::StoreError> {
+        self.inner.snapshot(state, upto)
+    }
+    fn history(
+        &self,
+        query: &medic_store::HistoryQuery,
+    ) -> Result<medic_store::HistoryPage, medic_store::StoreError> {
+        self.inner.history(query)
+    }
+    fn compact(
+        &self,
+        retention: medic_store::Retention,
+        now: medic_policy::Time,
+    ) -> Result<u64, medic_store::StoreError> {
+        self.inner.compact(retention, now)
+    }
+}
+
+async fn healthz(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn healthz_reports_a_tick_stuck_behind_a_frozen_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = medic_coordinator::CoordinatorConfig::from_toml(&format!(
+        "[server]\ntick_interval = \"100ms\"\n{FAST}"
+    ))
+    .unwrap();
+    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = Freezable {
+        inner: medic_store::RedbStore::open(&dir.path().join("state")).unwrap(),
+        frozen: frozen.clone(),
+    };
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (grpc_addr, metrics_addr) = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());
+    let (control, rx) = tokio::sync::mpsc::channel(4);
+    let handle = tokio::spawn(medic_coordinator::run(
+        config,
+        None,
+        store,
+        medic_coordinator::Listeners { grpc, metrics },
+        rx,
+        std::sync::Arc::new(medic_coordinator::ManualClock::new(start_time())),
+    ));
+    let mut agent = Agent::new(
+        Endpoint::from_shared(format!("http://{grpc_addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    heartbeat(&mut agent, "h1", labels(&[]), false).await;
+    assert!(healthz(metrics_addr).await.contains("ok"));
+
+    // The disk freezes under a write: a pause waits for its commit, and so
+    // does every tick after it.
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut admin = Admin::new(
+        Endpoint::from_shared(format!("http://{grpc_addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let pausing = tokio::spawn(async move {
+        admin
+            .pause(pb::PauseRequest {
+                scope: None,
+                reason: "drill".into(),
+                duration: None,
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let body = healthz(metrics_addr).await;
+    assert!(body.starts_with("HTTP/1.1 503"), "{body}");
+    assert!(body.contains("stuck: the last tick finished"), "{body}");
+
+    // Thawed, it catches up and says ok again.
+    frozen.store(false, std::sync::atomic::Ordering::SeqCst);
+    pausing.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(healthz(metrics_addr).await.contains("ok"));
+    control
+        .send(medic_coordinator::Control::Shutdown)
+        .await
+        .unwrap();
+    handle.await.unwrap().unwrap();
+}
