@@ -48,22 +48,30 @@ impl Coordinator {
     /// Starts it; `addr` is set once it serves (within 20 s), `None` when it
     /// exits first.
     fn start(dir: &Path) -> Coordinator {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts it with `env` set (libfaketime's, for clock steps).
+    fn start_with(dir: &Path, env: &[(&str, String)]) -> Coordinator {
         let config = dir.join("coordinator.toml");
         std::fs::write(
             &config,
             CONFIG.replace("STATE", &dir.join("state").display().to_string()),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_medic-coordinator"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_medic-coordinator"));
+        command
             .arg("run")
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
             .env_remove("MEDIC_CRASH_AFTER_COMMITS")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -361,5 +369,266 @@ async fn a_state_file_replaced_while_serving_is_never_picked_silently() {
     let mut all = early;
     all.push(("h3".into(), "late-3".into(), late));
     assert_all_replay(c.addr(), &all).await;
+    c.stop();
+}
+
+// === Faults that need tools or root: libfaketime, a small tmpfs ===
+
+/// Whether a fault this machine cannot inject is a failure
+/// (`MEDIC_REQUIRE_FAULTS=1`, as scripts/test sets) or a loud skip.
+fn cannot_inject(what: &str) {
+    if std::env::var("MEDIC_REQUIRE_FAULTS").is_ok_and(|v| v == "1") {
+        panic!("MEDIC_REQUIRE_FAULTS=1, but {what}");
+    }
+    eprintln!("SKIPPED: {what}");
+}
+
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The wall clock of a process started with [`FakeClock::env`], stepped
+/// live through libfaketime's timestamp file; its boot clock is real.
+struct FakeClock(PathBuf);
+
+impl FakeClock {
+    fn new(dir: &Path) -> Option<FakeClock> {
+        if !Path::new(LIBFAKETIME).exists() {
+            cannot_inject(&format!(
+                "{LIBFAKETIME} is missing (Debian package faketime; scripts/test installs it)"
+            ));
+            return None;
+        }
+        let c = FakeClock(dir.join("faketime"));
+        c.set(0);
+        Some(c)
+    }
+
+    /// The wall clock reads `offset` seconds from the real time.
+    fn set(&self, offset: i64) {
+        std::fs::write(&self.0, format!("{offset:+}\n")).unwrap();
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LD_PRELOAD", LIBFAKETIME.to_owned()),
+            ("FAKETIME_TIMESTAMP_FILE", self.0.display().to_string()),
+            ("FAKETIME_NO_CACHE", "1".to_owned()),
+            ("DONT_FAKE_MONOTONIC", "1".to_owned()),
+        ]
+    }
+}
+
+async fn status(addr: &str) -> pb::GetStatusResponse {
+    pb::admin_client::AdminClient::new(connect(addr).await)
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn active_permits(addr: &str) -> usize {
+    pb::admin_client::AdminClient::new(connect(addr).await)
+        .list_permits(pb::ListPermitsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .permits
+        .len()
+}
+
+/// Waits until the coordinator has seen `n` clock steps.
+async fn steps_seen(addr: &str, n: u64) -> pb::GetStatusResponse {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status(addr).await;
+        if s.clock_steps >= n {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{n} step(s) not seen: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_takes_wall_clock_steps_live_and_across_a_restart_for_what_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(clock) = FakeClock::new(dir.path()) else {
+        return;
+    };
+    let c = Coordinator::start_with(dir.path(), &clock.env());
+    let grants = grant_each(c.addr(), 3, "before").await;
+
+    // An hour ahead, live: permits of 10 minutes do not expire, no holder
+    // is quarantined.
+    clock.set(3600);
+    let s = steps_seen(c.addr(), 1).await;
+    let step = s.last_clock_step.clone().unwrap();
+    assert!(step.forward && step.by.unwrap().seconds >= 3599, "{step:?}");
+    assert_eq!(s.status.unwrap().quarantined_hosts, 0);
+    assert_eq!(active_permits(c.addr()).await, 3);
+    assert!(
+        c.log().contains("the wall clock was stepped ahead 1h;"),
+        "{}",
+        c.log()
+    );
+
+    // Three hours behind the real time, live: the budget is not frozen.
+    clock.set(-3 * 3600);
+    steps_seen(c.addr(), 2).await;
+    let mut agent = agent(c.addr(), 4).await;
+    request(&mut agent, "h3", "after-back").await.unwrap();
+    c.stop();
+
+    // Stopped, then two hours ahead of the real time: the same boot, so
+    // the step across the restart is measured and taken out.
+    clock.set(2 * 3600);
+    let c = Coordinator::start_with(dir.path(), &clock.env());
+    let s = steps_seen(c.addr(), 1).await;
+    let step = s.last_clock_step.unwrap();
+    assert!(step.forward, "{step:?}");
+    assert!(step.detail.contains("at start-up"), "{step:?}");
+    assert_eq!(s.status.unwrap().quarantined_hosts, 0);
+    assert_eq!(active_permits(c.addr()).await, 4);
+    assert_all_replay(c.addr(), &grants).await;
+    c.stop();
+}
+
+/// A tmpfs of `size` mounted on `dir` for the test's life.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let uid = Command::new("id").arg("-u").output().unwrap().stdout;
+        if String::from_utf8_lossy(&uid).trim() != "0" {
+            eprintln!("SKIPPED: a full or read-only disk needs root to mount a tmpfs");
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            cannot_inject(&format!(
+                "mounting a tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+            return None;
+        }
+        Some(Tmpfs(dir.to_owned()))
+    }
+
+    fn remount(&self, how: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{how}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Asks for grants (each ended by its outcome) until a call fails: the
+/// grants acknowledged before.
+async fn grant_until_refused(addr: &str, tag: &str) -> Vec<(String, String, String)> {
+    let mut agent = pb::remediation_client::RemediationClient::new(connect(addr).await);
+    for h in 0..8 {
+        agent
+            .heartbeat(pb::HeartbeatRequest {
+                host_id: format!("{tag}{h}"),
+                agent_version: "fault-test".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let mut out = Vec::new();
+    for n in 0..5000 {
+        let (host, rid) = (format!("{tag}{}", n % 8), format!("{tag}-{n}"));
+        let reply = agent
+            .request_permit(pb::RequestPermitRequest {
+                request_id: rid.clone(),
+                host_id: host.clone(),
+                action: pb::Action::RestartJob.into(),
+                job: "ingest".into(),
+                reason: "fault test".into(),
+            })
+            .await;
+        let Ok(reply) = reply else { return out };
+        let Some(Decision::Granted(g)) = reply.into_inner().decision else {
+            panic!("{host}/{rid}: not granted");
+        };
+        let p = g.permit.unwrap();
+        out.push((host.clone(), rid, p.permit_id.clone()));
+        let ended = agent
+            .report_outcome(pb::ReportOutcomeRequest {
+                host_id: host,
+                permit_id: p.permit_id,
+                fencing_token: p.fencing_token,
+                outcome: pb::Outcome::Succeeded.into(),
+                detail: "ok".into(),
+            })
+            .await;
+        if ended.is_err() {
+            return out;
+        }
+    }
+    panic!("5000 grants and the disk never refused one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_or_read_only_state_disk_stops_it_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&dir.path().join("state"), "8m") else {
+        return;
+    };
+    let mut c = Coordinator::start(dir.path());
+    let mut acknowledged = grant_each(c.addr(), 4, "before").await;
+
+    // Full: a filler takes what is left.
+    let filler = dir.path().join("state/filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    acknowledged.extend(grant_until_refused(c.addr(), "full").await);
+    let status = c.exit_within(Duration::from_secs(10));
+    let log = c.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("No space left on device"), "{log}");
+    assert!(log.contains("the coordinator stops"), "{log}");
+    drop(c);
+
+    // Room again: everything acknowledged is there.
+    std::fs::remove_file(&filler).unwrap();
+    let c = Coordinator::start(dir.path());
+    assert_all_replay(c.addr(), &acknowledged).await;
+
+    // Read-only (as a file system with errors is remounted; a tmpfs with
+    // files open for writing cannot be, so it happens while stopped): the
+    // start refuses, naming it, and changes nothing.
+    c.stop();
+    disk.remount("ro");
+    let (code, log) = refused_start(dir.path());
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("Read-only file system"), "{log}");
+    disk.remount("rw");
+    let c = Coordinator::start(dir.path());
+    assert_all_replay(c.addr(), &acknowledged).await;
     c.stop();
 }

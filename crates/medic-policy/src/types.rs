@@ -729,7 +729,13 @@ impl ClockStep {
 
 impl fmt::Display for ClockStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let by = Duration::from_millis(u64::try_from(self.by.as_millis()).unwrap_or(u64::MAX));
+        // To the millisecond under 10 s, else to the nearest second: a
+        // step read off two clocks is never exact.
+        let by = if self.by < Duration::from_secs(10) {
+            Duration::from_millis(u64::try_from(self.by.as_millis()).unwrap_or(u64::MAX))
+        } else {
+            Duration::from_secs(self.by.as_secs() + u64::from(self.by.subsec_millis() >= 500))
+        };
         write!(
             f,
             "{} {}",
