@@ -153,25 +153,38 @@ impl Clock for ManualClock {
     }
 }
 
-/// The last reading of both clocks, to find steps between readings.
+/// The last reading of both clocks, to find steps between readings. A
+/// process lives in one boot, so readings carry no boot id: each costs two
+/// clock reads and no allocation.
 #[derive(Debug)]
 pub struct StepWatch {
-    last: ClockMark,
+    wall: SystemTime,
+    since_boot: Duration,
 }
 
 impl StepWatch {
     /// Starts from `mark`.
-    pub fn new(mark: ClockMark) -> Self {
-        Self { last: mark }
+    pub fn new(mark: &ClockMark) -> Self {
+        Self {
+            wall: mark.wall,
+            since_boot: mark.since_boot,
+        }
     }
 
-    /// Compares `now` with the last reading: the step between them if it
-    /// reaches [`STEP_THRESHOLD`]. `now` becomes the last reading either
+    /// Compares a reading with the last one: the step between them if it
+    /// reaches [`STEP_THRESHOLD`]. The reading becomes the last one either
     /// way, so slow drift never adds up to a false step.
-    pub fn observe(&mut self, now: ClockMark) -> Option<ClockStep> {
-        let step = self.last.step_to(&now);
-        self.last = now;
-        step.filter(|s| s.by >= STEP_THRESHOLD)
+    pub fn observe(&mut self, wall: SystemTime, since_boot: Duration) -> Option<ClockStep> {
+        let moved = |d: Result<Duration, std::time::SystemTimeError>| match d {
+            Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
+            Err(e) => -i128::try_from(e.duration().as_nanos()).unwrap_or(i128::MAX),
+        };
+        let wall_moved = moved(wall.duration_since(self.wall));
+        let boot_moved = i128::try_from(since_boot.as_nanos()).unwrap_or(i128::MAX)
+            - i128::try_from(self.since_boot.as_nanos()).unwrap_or(i128::MAX);
+        self.wall = wall;
+        self.since_boot = since_boot;
+        Some(ClockStep::from_nanos(wall_moved - boot_moved)).filter(|s| s.by >= STEP_THRESHOLD)
     }
 }
 
@@ -179,34 +192,38 @@ impl StepWatch {
 mod tests {
     use super::*;
 
+    fn read(watch: &mut StepWatch, clock: &ManualClock) -> Option<ClockStep> {
+        watch.observe(clock.now(), clock.since_boot())
+    }
+
     #[test]
     fn time_passing_is_not_a_step_and_a_jump_is() {
         let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-        let mut watch = StepWatch::new(clock.mark());
+        let mut watch = StepWatch::new(&clock.mark());
         clock.advance(Duration::from_secs(3600));
-        assert_eq!(watch.observe(clock.mark()), None);
+        assert_eq!(read(&mut watch, &clock), None);
         clock.step(ClockStep {
             forward: false,
             by: Duration::from_secs(10_800),
         });
         clock.advance(Duration::from_secs(1));
         assert_eq!(
-            watch.observe(clock.mark()),
+            read(&mut watch, &clock),
             Some(ClockStep {
                 forward: false,
                 by: Duration::from_secs(10_800)
             })
         );
-        assert_eq!(watch.observe(clock.mark()), None, "reported once");
+        assert_eq!(read(&mut watch, &clock), None, "reported once");
     }
 
     #[test]
-    fn readings_of_different_boots_show_no_step() {
+    fn marks_of_different_boots_show_no_step() {
         let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-        let mut watch = StepWatch::new(clock.mark());
+        let before = clock.mark();
         clock.reboot();
         clock.advance(Duration::from_secs(600));
-        assert_eq!(watch.observe(clock.mark()), None);
+        assert_eq!(before.step_to(&clock.mark()), None);
     }
 
     #[test]

@@ -148,7 +148,7 @@ impl<S: Store> Core<S> {
             config_loaded_at: Mutex::new(now),
             started_at: now,
             clock,
-            steps: Mutex::new(StepWatch::new(mark)),
+            steps: Mutex::new(StepWatch::new(&mark)),
             stepped: Mutex::new(stepped),
             fatal,
             draining,
@@ -175,10 +175,14 @@ impl<S: Store> Core<S> {
     /// with it) before anything is decided at the new time. Called under
     /// the engine's lock.
     fn now_checked(&self, engine: &mut Engine) -> Time {
-        let mark = self.clock.mark();
-        let now = mark.wall;
-        let Some(step) = lock(&self.steps).observe(mark.clone()) else {
+        let (now, since_boot) = (self.clock.now(), self.clock.since_boot());
+        let Some(step) = lock(&self.steps).observe(now, since_boot) else {
             return now;
+        };
+        let mark = ClockMark {
+            wall: now,
+            since_boot,
+            boot: self.clock.boot_id(),
         };
         let detail = format!(
             "seen live: between two readings the wall clock moved {step} against the boot clock"
