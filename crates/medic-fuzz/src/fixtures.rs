@@ -53,6 +53,17 @@ pub fn paths() -> &'static [String] {
     })
 }
 
+/// The fixture file called `name` (`server.pem`), or `name` itself when
+/// there is none.
+pub fn file(name: &str) -> String {
+    let suffix = format!("/{name}");
+    paths()
+        .iter()
+        .find(|p| p.ends_with(&suffix))
+        .cloned()
+        .unwrap_or_else(|| name.to_owned())
+}
+
 fn remove_stale(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;

@@ -7,6 +7,7 @@
 //! Each schema is a tree of [`Field`]s; [`document`] draws a document from
 //! it with a [`Gen`], so the input's bytes decide every key and value.
 
+use medic_policy::ConfigErrors;
 use toml::{Table, Value};
 
 use crate::choices::Gen;
@@ -28,6 +29,9 @@ pub enum Kind {
     /// A file path: the fixture files (real certificates, keys, a token
     /// file), missing files, directories.
     Path,
+    /// A file path, most often the fixture file named here (`server.pem`),
+    /// so that whole TLS setups validate now and then.
+    File(&'static str),
     /// An array of strings from a pool.
     Strs(&'static [&'static str]),
     /// A table of known fields.
@@ -445,7 +449,7 @@ const ADMISSION: &[Field] = &[f("per_second", Kind::Int), f("burst", Kind::Int)]
 const SERVER: &[Field] = &[
     f("listen", Kind::Str(ADDRS)),
     f("metrics_listen", Kind::Str(ADDRS)),
-    f("state_dir", Kind::Path),
+    f("state_dir", Kind::File("dir")),
     f("shutdown_grace", Kind::Dur),
     f("tick_interval", Kind::Dur),
     f("admission", Kind::Table(ADMISSION)),
@@ -454,19 +458,19 @@ const SERVER: &[Field] = &[
     f("request_timeout", Kind::Dur),
 ];
 const SERVER_TLS: &[Field] = &[
-    f("cert", Kind::Path),
-    f("key", Kind::Path),
-    f("client_ca", Kind::Path),
+    f("cert", Kind::File("server.pem")),
+    f("key", Kind::File("server.key")),
+    f("client_ca", Kind::File("ca.pem")),
 ];
 const TOKEN: &[Field] = &[
     f("name", Kind::Str(TOKEN_NAMES)),
-    f("file", Kind::Path),
+    f("file", Kind::File("token")),
     f("role", Kind::Str(ROLES)),
 ];
 const AUTH: &[Field] = &[
     f("agent_identity", Kind::Str(IDENTITIES)),
     f("agent_spiffe_prefix", Kind::Str(SPIFFE)),
-    f("operator_ca", Kind::Path),
+    f("operator_ca", Kind::File("ca.pem")),
     f("admin", Kind::Strs(OPERATORS)),
     f("read_only", Kind::Strs(OPERATORS)),
     f("tokens", Kind::Tables(TOKEN)),
@@ -486,9 +490,9 @@ const WEBHOOK: &[Field] = &[
 ];
 const NOTIFY: &[Field] = &[f("queue", Kind::Int), f("webhooks", Kind::Tables(WEBHOOK))];
 const ETCD_TLS: &[Field] = &[
-    f("ca", Kind::Path),
-    f("cert", Kind::Path),
-    f("key", Kind::Path),
+    f("ca", Kind::File("ca.pem")),
+    f("cert", Kind::File("agent.pem")),
+    f("key", Kind::File("agent.key")),
     f("server_name", Kind::Str(HOSTS)),
 ];
 const STORE: &[Field] = &[
@@ -516,9 +520,9 @@ pub const COORDINATOR: &[Field] = &[
 ];
 
 const AGENT_TLS: &[Field] = &[
-    f("ca", Kind::Path),
-    f("cert", Kind::Path),
-    f("key", Kind::Path),
+    f("ca", Kind::File("ca.pem")),
+    f("cert", Kind::File("agent.pem")),
+    f("key", Kind::File("agent.key")),
     f("server_name", Kind::Str(HOSTS)),
 ];
 const RESTART: &[Field] = &[
@@ -572,7 +576,7 @@ pub const AGENT: &[Field] = &[
     f("check_interval", Kind::Dur),
     f("heartbeat_interval", Kind::Dur),
     f("request_timeout", Kind::Dur),
-    f("state_dir", Kind::Path),
+    f("state_dir", Kind::File("dir")),
     f("dry_run", Kind::Bool),
     f("safety_margin", Kind::Dur),
     f("reboot_command", Kind::Strs(COMMANDS)),
@@ -621,6 +625,11 @@ fn value(g: &mut Gen, kind: &Kind, depth: usize) -> Value {
         Kind::Bool => Value::Boolean(g.chance(128)),
         Kind::Str(pool) => Value::String(string(g, pool)),
         Kind::Path => Value::String(path(g)),
+        Kind::File(name) => Value::String(if g.chance(160) {
+            fixtures::file(name)
+        } else {
+            path(g)
+        }),
         Kind::Strs(pool) => {
             let n = g.below(5);
             Value::Array((0..n).map(|_| Value::String(string(g, pool))).collect())
@@ -726,4 +735,85 @@ fn path(g: &mut Gen) -> String {
     }
     let paths = fixtures::paths();
     paths[g.below(paths.len())].clone()
+}
+
+// === Pruning to the valid part ===
+
+/// The part of a generated document that `parse` accepts: the keys its
+/// errors name are removed, a few rounds at most. Extreme values that
+/// validate survive, which is the point: a value that passes validation
+/// must not break what uses it later. `None` if no such part was found.
+pub fn valid_part<T>(
+    text: &str,
+    parse: impl Fn(&str) -> Result<T, ConfigErrors>,
+) -> Option<(String, T)> {
+    let mut table: Table = text.parse().ok()?;
+    for _ in 0..8 {
+        let text = table.to_string();
+        match parse(&text) {
+            Ok(v) => return Some((text, v)),
+            Err(e) => {
+                let mut removed = false;
+                for err in &e.0 {
+                    removed |= remove_path(&mut table, &err.path);
+                }
+                if !removed {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Removes what an error path names (`limits.restart_job.rate.per`,
+/// `jobs[0].restart.signal`, `coordinators[1]`), or the deepest part of
+/// the path that exists. Whether anything was removed.
+fn remove_path(table: &mut Table, path: &str) -> bool {
+    // `a.b[2].c` as keys and indices: a, b, [2], c.
+    let mut steps: Vec<(String, Option<usize>)> = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let mut pieces = part.split('[');
+        let key = pieces.next().unwrap_or("");
+        if !key.is_empty() {
+            steps.push((key.to_owned(), None));
+        }
+        for index in pieces {
+            let Ok(i) = index.trim_end_matches(']').parse::<usize>() else {
+                // A map key in brackets (`labels["x"]`): stop at its map.
+                break;
+            };
+            if let Some(last) = steps.last_mut()
+                && last.1.is_none()
+            {
+                last.1 = Some(i);
+                continue;
+            }
+            break;
+        }
+    }
+    remove_steps(table, &steps)
+}
+
+fn remove_steps(table: &mut Table, steps: &[(String, Option<usize>)]) -> bool {
+    let Some(((key, index), rest)) = steps.split_first() else {
+        return false;
+    };
+    match (index, table.get_mut(key)) {
+        (None, Some(Value::Table(inner))) if !rest.is_empty() => {
+            remove_steps(inner, rest) || table.remove(key).is_some()
+        }
+        (Some(i), Some(Value::Array(items))) if *i < items.len() => {
+            let descended = match &mut items[*i] {
+                Value::Table(inner) if !rest.is_empty() => remove_steps(inner, rest),
+                _ => false,
+            };
+            if !descended {
+                items.remove(*i);
+            }
+            true
+        }
+        (_, Some(_)) => table.remove(key).is_some(),
+        (_, None) => false,
+    }
 }

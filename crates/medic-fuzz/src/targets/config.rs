@@ -164,11 +164,35 @@ pub fn text_of(data: &[u8], schema: &[toml_gen::Field]) -> String {
 }
 
 fn describe_coordinator(data: &[u8]) -> String {
-    text_of(data, toml_gen::COORDINATOR)
+    describe_with(data, toml_gen::COORDINATOR, |t| {
+        CoordinatorConfig::from_toml(t).map(|_| ())
+    })
 }
 
 fn describe_agent(data: &[u8]) -> String {
-    text_of(data, toml_gen::AGENT)
+    describe_with(data, toml_gen::AGENT, |t| {
+        AgentConfig::from_toml(t).map(|_| ())
+    })
+}
+
+/// The text, and for a generated one that fails, the part that validates.
+fn describe_with(
+    data: &[u8],
+    schema: &[toml_gen::Field],
+    parse: impl Fn(&str) -> Result<(), ConfigErrors>,
+) -> String {
+    let text = text_of(data, schema);
+    let mut out = text.clone();
+    if generated(data) && parse(&text).is_err() {
+        match toml_gen::valid_part(&text, parse) {
+            Some((valid, ())) => {
+                out.push_str("\n--- with the keys that fail removed (valid):\n");
+                out.push_str(&valid);
+            }
+            None => out.push_str("\n--- (no valid part)\n"),
+        }
+    }
+    out
 }
 
 /// Every error has a message; the features are where and what.
@@ -190,11 +214,24 @@ fn errors(kind: &str, e: &ConfigErrors, features: &mut Features) {
 
 fn run_coordinator(data: &[u8], features: &mut Features) {
     let text = text_of(data, toml_gen::COORDINATOR);
-    check_coordinator(&text, features);
+    // For a generated file that fails, the part of it that validates too,
+    // extreme values and all.
+    if !check_coordinator(&text, features)
+        && generated(data)
+        && let Some((valid, _)) = toml_gen::valid_part(&text, CoordinatorConfig::from_toml)
+    {
+        features.add_parts(&["coordinator", "pruned"]);
+        check_coordinator(&valid, features);
+    }
 }
 
-/// Everything `coordinator.toml` text goes through.
-pub fn check_coordinator(text: &str, features: &mut Features) {
+/// Whether an input is a generated document (not raw text).
+fn generated(data: &[u8]) -> bool {
+    data.first().is_some_and(|mode| mode % 4 != 0)
+}
+
+/// Everything `coordinator.toml` text goes through. Whether it was valid.
+pub fn check_coordinator(text: &str, features: &mut Features) -> bool {
     let coordinator = CoordinatorConfig::from_toml(text);
     match &coordinator {
         Ok(c) => {
@@ -228,16 +265,26 @@ pub fn check_coordinator(text: &str, features: &mut Features) {
         }
         Err(e) => errors("policy", &e, features),
     }
+    coordinator.is_ok()
 }
 
 fn run_agent(data: &[u8], features: &mut Features) {
     let text = text_of(data, toml_gen::AGENT);
-    check_agent(&text, features);
+    // For a generated file that fails, the part of it that validates too,
+    // extreme values and all.
+    if !check_agent(&text, features)
+        && generated(data)
+        && let Some((valid, _)) = toml_gen::valid_part(&text, AgentConfig::from_toml)
+    {
+        features.add_parts(&["agent", "pruned"]);
+        check_agent(&valid, features);
+    }
 }
 
-/// Everything `agent.toml` text goes through.
-pub fn check_agent(text: &str, features: &mut Features) {
-    match AgentConfig::from_toml(text) {
+/// Everything `agent.toml` text goes through. Whether it was valid.
+pub fn check_agent(text: &str, features: &mut Features) -> bool {
+    let config = AgentConfig::from_toml(text);
+    match &config {
         Ok(c) => {
             features.add_parts(&["agent", "ok", &c.jobs.len().to_string()]);
             let _ = c.summary();
@@ -249,6 +296,7 @@ pub fn check_agent(text: &str, features: &mut Features) {
                 );
             }
         }
-        Err(e) => errors("agent", &e, features),
+        Err(e) => errors("agent", e, features),
     }
+    config.is_ok()
 }

@@ -388,48 +388,10 @@ fn decode(data: &[u8]) -> (PolicyChoice, Vec<Op>) {
     (policy, ops)
 }
 
-/// A policy from generated text: the keys that fail validation are
-/// removed, up to a few rounds; `None` if it still fails.
+/// A policy from generated text, with the keys that fail validation
+/// removed; `None` if that does not make it valid.
 fn generated_policy(text: &str) -> Option<PolicyConfig> {
-    let mut table: toml::Table = text.parse().ok()?;
-    for _ in 0..6 {
-        match PolicyConfig::from_toml(&table.to_string()) {
-            Ok(p) => return Some(p),
-            Err(e) => {
-                let mut removed = false;
-                for err in &e.0 {
-                    removed |= remove_path(&mut table, &err.path);
-                }
-                if !removed {
-                    return None;
-                }
-            }
-        }
-    }
-    None
-}
-
-/// Removes the key an error path names (`limits.restart_job.rate.per`;
-/// at an index, `windows[0].start`, the whole array). Whether it found it.
-fn remove_path(table: &mut toml::Table, path: &str) -> bool {
-    let mut parts: Vec<&str> = path.split('.').collect();
-    if let Some(i) = parts.iter().position(|p| p.contains('[')) {
-        parts.truncate(i + 1);
-        if let Some(last) = parts.last_mut() {
-            *last = last.split('[').next().unwrap_or(last);
-        }
-    }
-    let Some((last, parents)) = parts.split_last() else {
-        return false;
-    };
-    let mut t = table;
-    for p in parents {
-        match t.get_mut(*p) {
-            Some(toml::Value::Table(inner)) => t = inner,
-            _ => return false,
-        }
-    }
-    t.remove(*last).is_some()
+    toml_gen::valid_part(text, PolicyConfig::from_toml).map(|(_, p)| p)
 }
 
 fn policy_of(choice: &PolicyChoice) -> PolicyConfig {

@@ -40,8 +40,11 @@ pub(crate) fn place(path: &str) -> String {
     // input's own text: keep the shape, not the key.
     let mut out = String::new();
     let mut quoted = false;
+    let mut escaped = false;
     for c in path.chars().take(64) {
         match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
             '"' => {
                 quoted = !quoted;
                 if quoted {
@@ -50,18 +53,21 @@ pub(crate) fn place(path: &str) -> String {
             }
             _ if quoted => {}
             c if c.is_ascii_digit() => out.push('#'),
-            c if c.is_ascii_alphanumeric() || "._[]".contains(c) => out.push(c),
+            c if c.is_ascii_alphanumeric() || "._[] ".contains(c) => out.push(c),
             _ => out.push('?'),
         }
     }
     out
 }
 
-/// The first three words of an error message (values come later).
+/// The first three words of an error message (values mostly come later),
+/// folded like [`place`] (`unknown value 12` and `unknown value 7` are one).
 pub(crate) fn gist(message: &str) -> String {
-    message
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
+    place(
+        &message
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
