@@ -53,12 +53,14 @@ impl Coordinator {
 
     /// Starts it with `env` set (libfaketime's, for clock steps).
     fn start_with(dir: &Path, env: &[(&str, String)]) -> Coordinator {
+        Self::start_configured(dir, "", env)
+    }
+
+    /// Starts it with `server` lines added to `[server]`, and `env` set.
+    fn start_configured(dir: &Path, server: &str, env: &[(&str, String)]) -> Coordinator {
         let config = dir.join("coordinator.toml");
-        std::fs::write(
-            &config,
-            CONFIG.replace("STATE", &dir.join("state").display().to_string()),
-        )
-        .unwrap();
+        let state = format!("\"{}\"\n{server}", dir.join("state").display());
+        std::fs::write(&config, CONFIG.replace("\"STATE\"", &state)).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_medic-coordinator"));
         command
             .arg("run")
@@ -630,5 +632,89 @@ async fn a_full_or_read_only_state_disk_stops_it_and_loses_nothing_acknowledged(
     disk.remount("rw");
     let c = Coordinator::start(dir.path());
     assert_all_replay(c.addr(), &acknowledged).await;
+    c.stop();
+}
+
+/// Reads a raw TCP connection until the server closes it: `true` if it did
+/// within `limit`.
+async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_closes_idle_connections_and_cuts_off_watchers_that_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start_configured(
+        dir.path(),
+        "idle_timeout = \"2s\"\nrequest_timeout = \"1s\"\nwatch_streams_per_caller = 2\n\
+         watch_stall_timeout = \"1s\"\nadmission = { per_second = 10000, burst = 10000 }",
+        &[],
+    );
+    let addr = c.addr().to_owned();
+
+    // Forty connections that never say anything are closed after 2 s.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Enough history that a reader that does not read fills its stream's
+    // buffers (HTTP/2's send buffer, then the stream's 256 events).
+    let mut admin = pb::admin_client::AdminClient::new(connect(&addr).await);
+    for i in 0..600 {
+        admin
+            .pause(pb::PauseRequest {
+                scope: None,
+                reason: format!("drill {i}"),
+                duration: None,
+            })
+            .await
+            .unwrap();
+        admin
+            .resume(pb::ResumeRequest {
+                target: Some(pb::resume_request::Target::Scope(pb::Scope::default())),
+                reason: format!("drill {i} over"),
+            })
+            .await
+            .unwrap();
+    }
+    for s in &mut idle {
+        assert!(
+            closed_within(s, Duration::from_secs(5)).await,
+            "an idle connection lived on"
+        );
+    }
+
+    // Two watchers that never read are this caller's share; a third is
+    // refused; cut off after 1 s of stalling, their places come back.
+    let narrow = || async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .initial_stream_window_size(Some(1024))
+            .initial_connection_window_size(Some(1024))
+            .connect()
+            .await
+            .unwrap();
+        pb::admin_client::AdminClient::new(channel)
+            .watch_events(pb::WatchEventsRequest {
+                kinds: vec![],
+                after_id: Some(0),
+            })
+            .await
+    };
+    let _one = narrow().await.unwrap();
+    let _two = narrow().await.unwrap();
+    let three = narrow().await.unwrap_err();
+    assert_eq!(three.code(), tonic::Code::ResourceExhausted, "{three:?}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    narrow().await.unwrap();
     c.stop();
 }
