@@ -37,7 +37,8 @@ pub struct ConnLimits {
 
 impl ConnLimits {
     /// `self` with `total` lowered to fit the process's open-file limit
-    /// (less [`RESERVED_FDS`]), and the limit it fits, when it had to.
+    /// (less 64 descriptors for the state file, listeners and webhooks),
+    /// and the limit it fits, when it had to.
     pub fn fitted_to_open_files(self) -> (ConnLimits, Option<u64>) {
         let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map(|(soft, _)| soft)
