@@ -486,6 +486,9 @@ async fn start_core<S: Store + Debug>(
     match Core::start((**config).clone(), source, e.store, metrics.clone(), clock).await {
         Ok(core) => Ok((core, e.lost, e.resign)),
         Err(err) => {
+            // The watchdog holds the leadership too: resigning gives the
+            // lease up only once it is the last holder.
+            drop(e.lost);
             if let Some(resign) = e.resign {
                 let _ = tokio::task::spawn_blocking(resign).await;
             }
