@@ -154,20 +154,21 @@ impl Clock for ManualClock {
 }
 
 /// The last reading of both clocks, to find steps between readings. A
-/// process lives in one boot, so readings carry no boot id: each costs two
-/// clock reads and no allocation.
+/// process lives in one boot, so readings carry no boot id (an empty
+/// string, which allocates nothing): each costs two clock reads.
 #[derive(Debug)]
 pub struct StepWatch {
-    wall: SystemTime,
-    since_boot: Duration,
+    last: ClockMark,
 }
 
 impl StepWatch {
     /// Starts from `mark`.
     pub fn new(mark: &ClockMark) -> Self {
         Self {
-            wall: mark.wall,
-            since_boot: mark.since_boot,
+            last: ClockMark {
+                boot: String::new(),
+                ..mark.clone()
+            },
         }
     }
 
@@ -175,16 +176,14 @@ impl StepWatch {
     /// reaches [`STEP_THRESHOLD`]. The reading becomes the last one either
     /// way, so slow drift never adds up to a false step.
     pub fn observe(&mut self, wall: SystemTime, since_boot: Duration) -> Option<ClockStep> {
-        let moved = |d: Result<Duration, std::time::SystemTimeError>| match d {
-            Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
-            Err(e) => -i128::try_from(e.duration().as_nanos()).unwrap_or(i128::MAX),
+        let now = ClockMark {
+            wall,
+            since_boot,
+            boot: String::new(),
         };
-        let wall_moved = moved(wall.duration_since(self.wall));
-        let boot_moved = i128::try_from(since_boot.as_nanos()).unwrap_or(i128::MAX)
-            - i128::try_from(self.since_boot.as_nanos()).unwrap_or(i128::MAX);
-        self.wall = wall;
-        self.since_boot = since_boot;
-        Some(ClockStep::from_nanos(wall_moved - boot_moved)).filter(|s| s.by >= STEP_THRESHOLD)
+        let step = self.last.step_to(&now);
+        self.last = now;
+        step.filter(|s| s.by >= STEP_THRESHOLD)
     }
 }
 

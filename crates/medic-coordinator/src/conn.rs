@@ -215,3 +215,47 @@ impl IdleTimer {
         }
     }
 }
+
+/// Marks the connection of every call busy, whatever the service (agents,
+/// operators, health, reflection): under [`server.idle_timeout`], only a
+/// connection with no call for that long is closed.
+///
+/// [`server.idle_timeout`]: crate::config::ServerConfig::idle_timeout
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ActivityLayer;
+
+impl<S> tower_layer::Layer<S> for ActivityLayer {
+    type Service = MarkActivity<S>;
+
+    fn layer(&self, inner: S) -> MarkActivity<S> {
+        MarkActivity(inner)
+    }
+}
+
+/// See [`ActivityLayer`].
+#[derive(Clone, Debug)]
+pub struct MarkActivity<S>(S);
+
+impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for MarkActivity<S>
+where
+    S: tonic::codegen::Service<tonic::codegen::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> S::Future {
+        if let Some(a) = req
+            .extensions()
+            .get::<crate::tls::ConnInfo>()
+            .and_then(crate::tls::ConnInfo::activity)
+        {
+            a.touch();
+        }
+        self.0.call(req)
+    }
+}

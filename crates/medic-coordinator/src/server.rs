@@ -242,7 +242,13 @@ pub(crate) async fn serve<S: Store + Debug>(
         let (limits, open_files) = crate::conn::ConnLimits {
             total: initial.server.max_connections,
             per_address: initial.server.max_connections_per_address,
-            idle: initial.server.idle_timeout,
+            // The default (5m) must not cut off agents told to heartbeat
+            // less often (a fleet config may set a long interval): never
+            // less than three heartbeats.
+            idle: initial
+                .server
+                .idle_timeout
+                .max(initial.policy.fleet.heartbeat_interval.saturating_mul(3)),
         }
         .fitted_to_open_files();
         if let Some(open_files) = open_files {
@@ -267,6 +273,7 @@ pub(crate) async fn serve<S: Store + Debug>(
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .max_connection_age(crate::tls::MAX_CONNECTION_AGE)
+            .layer(crate::conn::ActivityLayer)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(agents.clone())

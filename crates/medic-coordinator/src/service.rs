@@ -115,13 +115,7 @@ fn limiter(a: Admission) -> DefaultKeyedRateLimiter<String> {
 fn peer_of<S: Store + std::fmt::Debug, T>(core: &Core<S>, req: &Request<T>) -> Peer {
     let config = core.config();
     match req.extensions().get::<crate::tls::ConnInfo>() {
-        Some(info) => {
-            // Every call keeps its connection from being closed as idle.
-            if let Some(a) = info.activity() {
-                a.touch();
-            }
-            info.peer(config.tls.as_deref(), std::time::SystemTime::now())
-        }
+        Some(info) => info.peer(config.tls.as_deref(), std::time::SystemTime::now()),
         None if config.tls.is_some() => Peer {
             addr: req.remote_addr(),
             transport: crate::auth::Transport::Tls(crate::auth::ClientCert::None),

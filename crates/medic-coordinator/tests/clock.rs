@@ -93,19 +93,6 @@ async fn active_permits(admin: &mut Admin) -> usize {
         .len()
 }
 
-async fn metrics(server: &TestServer) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(server.metrics_addr)
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test]
 async fn a_live_forward_step_expires_no_permit_and_is_reported() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,7 +123,7 @@ async fn a_live_forward_step_expires_no_permit_and_is_reported() {
         "{recorded:?}"
     );
     assert!(
-        metrics(&server)
+        http_get(server.metrics_addr, "/metrics")
             .await
             .contains("medic_clock_steps_total{direction=\"ahead\"} 1")
     );

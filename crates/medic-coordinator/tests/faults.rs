@@ -635,21 +635,6 @@ async fn a_full_or_read_only_state_disk_stops_it_and_loses_nothing_acknowledged(
     c.stop();
 }
 
-/// Reads a raw TCP connection until the server closes it: `true` if it did
-/// within `limit`.
-async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
-    use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_closes_idle_connections_and_cuts_off_watchers_that_never_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -688,7 +673,7 @@ async fn the_binary_closes_idle_connections_and_cuts_off_watchers_that_never_rea
     }
     for s in &mut idle {
         assert!(
-            closed_within(s, Duration::from_secs(5)).await,
+            medic_coordinator::testing::closed_within(s, Duration::from_secs(5)).await,
             "an idle connection lived on"
         );
     }

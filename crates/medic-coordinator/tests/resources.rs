@@ -213,21 +213,6 @@ async fn made_up_hosts_are_forgotten_after_the_retention() {
     server.stop().await.unwrap();
 }
 
-/// Reads from a raw TCP connection until the server closes it: `true` if it
-/// did within `limit`.
-async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
-    use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
 fn connection_config() -> String {
     format!(
         "[server]\nmax_connections_per_address = 3\nidle_timeout = \"2s\"\nrequest_timeout = \
@@ -253,7 +238,7 @@ async fn connections_past_the_per_address_limit_are_closed_at_once() {
         closed_within(&mut fourth, Duration::from_millis(1000)).await,
         "the fourth connection from one address is closed"
     );
-    let body = metrics_text(&server).await;
+    let body = http_get(server.metrics_addr, "/metrics").await;
     assert!(
         body.contains("medic_connections_refused_total{reason=\"address\"} 1"),
         "{body}"
@@ -306,25 +291,12 @@ async fn idle_connections_are_closed_and_busy_ones_kept() {
         .unwrap()
         .unwrap();
     assert!(e.event.is_some());
-    let body = metrics_text(&server).await;
+    let body = http_get(server.metrics_addr, "/metrics").await;
     assert!(
         body.contains("medic_connections_closed_idle_total 1"),
         "{body}"
     );
     server.stop().await.unwrap();
-}
-
-async fn metrics_text(server: &TestServer) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(server.metrics_addr)
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 /// The embedded store, whose writes can be frozen, as a frozen disk would.
@@ -369,17 +341,6 @@ impl medic_store::Store for Freezable {
     }
 }
 
-async fn healthz(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test]
 async fn healthz_reports_a_tick_stuck_behind_a_frozen_disk() {
     let dir = tempfile::tempdir().unwrap();
@@ -412,7 +373,7 @@ async fn healthz_reports_a_tick_stuck_behind_a_frozen_disk() {
             .unwrap(),
     );
     heartbeat(&mut agent, "h1", labels(&[]), false).await;
-    assert!(healthz(metrics_addr).await.contains("ok"));
+    assert!(http_get(metrics_addr, "/healthz").await.contains("ok"));
 
     // The disk freezes under a write: a pause waits for its commit, and so
     // does every tick after it.
@@ -434,7 +395,7 @@ async fn healthz_reports_a_tick_stuck_behind_a_frozen_disk() {
             .await
     });
     tokio::time::sleep(Duration::from_secs(11)).await;
-    let body = healthz(metrics_addr).await;
+    let body = http_get(metrics_addr, "/healthz").await;
     assert!(body.starts_with("HTTP/1.1 503"), "{body}");
     assert!(body.contains("stuck: the last tick finished"), "{body}");
 
@@ -442,7 +403,7 @@ async fn healthz_reports_a_tick_stuck_behind_a_frozen_disk() {
     frozen.store(false, std::sync::atomic::Ordering::SeqCst);
     pausing.await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(healthz(metrics_addr).await.contains("ok"));
+    assert!(http_get(metrics_addr, "/healthz").await.contains("ok"));
     control
         .send(medic_coordinator::Control::Shutdown)
         .await

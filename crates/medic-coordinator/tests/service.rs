@@ -612,18 +612,6 @@ async fn health_reflection_and_metrics_are_served() {
     server.stop().await.unwrap();
 }
 
-/// A minimal HTTP/1.1 GET over loopback.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test]
 async fn restart_keeps_permits_tokens_pauses_and_quarantines() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,6 +16,7 @@ use crate::config::{ActionLimits, PolicyConfig};
 use crate::error::{PolicyError, ScopeSuffix};
 use crate::rate::RateState;
 use crate::state::DurableState;
+use crate::types::later;
 use crate::types::{
     Action, BreakerCause, BreakerScope, BreakerTrip, COORDINATOR_ACTOR, ClockMark, ClockStep,
     Decision, Denial, DenyReason, Event, FencingToken, Heartbeat, HeartbeatReply, HostId, Labels,
@@ -23,15 +24,6 @@ use crate::types::{
     QuarantineCause, Scope, Time, host_actor,
 };
 use crate::view::{ActionStatus, Explanation, HostView, Status};
-
-/// `t + d`, saturating at the latest time medic records: a permit's stored
-/// TTL (from a state written before durations were bounded) must not
-/// overflow a time, nor carry a date past what prints.
-fn later(t: Time, d: Duration) -> Time {
-    t.checked_add(d)
-        .unwrap_or_else(crate::types::latest_time)
-        .min(crate::types::latest_time().max(t))
-}
 use crate::window;
 
 /// Live, unhealthy and active counts of the fleet or of one group value.

@@ -5,17 +5,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::config::{MAX_DURATION, Rate};
-use crate::types::Time;
-
-/// `t + d`, never panicking: a sum past what a time can hold is taken as
-/// far as it can go (at most [`MAX_DURATION`] later, which validation keeps
-/// every `d` within), so a budget never loosens on overflow.
-fn later(t: Time, d: Duration) -> Time {
-    t.checked_add(d)
-        .or_else(|| t.checked_add(d.min(MAX_DURATION)))
-        .unwrap_or(t)
-}
+use crate::config::Rate;
+use crate::types::{Time, later};
 
 /// Grant times of one action and the GCRA state derived from them.
 #[derive(Debug, Default, Clone)]

@@ -751,6 +751,15 @@ pub fn latest_time() -> Time {
     Time::UNIX_EPOCH + Duration::from_secs(253_402_300_799)
 }
 
+/// `t + d`, never panicking: a sum past [`latest_time`] is taken as it
+/// (a later time is the stricter one: a budget or expiry never loosens on
+/// overflow), and no stored date passes what prints.
+pub fn later(t: Time, d: Duration) -> Time {
+    t.checked_add(d)
+        .unwrap_or_else(latest_time)
+        .min(latest_time().max(t))
+}
+
 /// `t` as RFC 3339 to the second, never panicking: times past
 /// [`latest_time`] (which inputs are bounded to stay before) print as it,
 /// times before the epoch as the epoch.
