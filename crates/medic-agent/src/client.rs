@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use medic_proto::metadata;
 use medic_proto::pb::v1 as pb;
 use pb::remediation_client::RemediationClient;
 use rand::Rng;
@@ -20,10 +21,6 @@ pub enum CallError {
     #[error("{}: {}", .0.code(), .0.message())]
     Refused(Status),
 }
-
-/// The metadata key in which a follower names the leader (the
-/// coordinator's `server::LEADER_METADATA`).
-pub const LEADER_METADATA: &str = "medic-leader";
 
 /// How one attempt failed: redirected to the configured endpoint at this
 /// index, or not.
@@ -168,7 +165,7 @@ impl Coordinators {
 
     /// The configured endpoint a follower's answer names as the leader.
     fn leader_index(&self, s: &Status) -> Option<usize> {
-        let leader = s.metadata().get(LEADER_METADATA)?.to_str().ok()?;
+        let leader = s.metadata().get(metadata::LEADER)?.to_str().ok()?;
         let leader = leader.trim_end_matches('/');
         let found = self
             .endpoints
@@ -284,7 +281,7 @@ mod tests {
                 Some(url) => {
                     let mut s = Status::unavailable(format!("follower; the leader is {url}"));
                     s.metadata_mut()
-                        .insert(LEADER_METADATA, url.parse().unwrap());
+                        .insert(metadata::LEADER, url.parse().unwrap());
                     Err(s)
                 }
             }

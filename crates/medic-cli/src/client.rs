@@ -20,11 +20,7 @@ use crate::format;
 /// The admin client medicctl uses: every request carries the actor.
 pub type Admin = AdminClient<InterceptedService<Channel, ActorHeader>>;
 
-/// The metadata key the coordinator reads the caller's claimed name from.
-pub const ACTOR_KEY: &str = "medic-actor";
-
-/// The longest name the coordinator records (it ignores longer ones).
-const MAX_ACTOR_LEN: usize = 128;
+use medic_proto::metadata::{self, MAX_ACTOR_LEN};
 
 /// How often a call refused by the coordinator's admission control
 /// (RESOURCE_EXHAUSTED) is tried again before giving up.
@@ -50,10 +46,11 @@ impl std::fmt::Debug for ActorHeader {
 impl Interceptor for ActorHeader {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         if let Some(a) = &self.actor {
-            req.metadata_mut().insert(ACTOR_KEY, a.clone());
+            req.metadata_mut().insert(metadata::ACTOR, a.clone());
         }
         if let Some(b) = &self.bearer {
-            req.metadata_mut().insert("authorization", b.clone());
+            req.metadata_mut()
+                .insert(metadata::AUTHORIZATION, b.clone());
         }
         Ok(req)
     }
@@ -472,7 +469,7 @@ impl Connection {
 fn retry_hint(s: &Status) -> Duration {
     let ms = s
         .metadata()
-        .get("retry-after-ms")
+        .get(metadata::RETRY_AFTER_MS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(200);

@@ -8,12 +8,15 @@
 //! - [`request`]: validated forms of the requests that have no domain type.
 //! - [`limits`]: bounds on label counts, string and list lengths in requests.
 //! - [`error`]: medic's errors as gRPC statuses.
+//! - [`metadata`]: the metadata keys both ends use (`medic-leader`,
+//!   `medic-actor`, `retry-after-ms`, `authorization`).
 //! - [`FILE_DESCRIPTOR_SET`]: for gRPC server reflection.
 #![forbid(unsafe_code)]
 
 pub mod convert;
 pub mod error;
 pub mod limits;
+pub mod metadata;
 pub mod request;
 pub mod secret_file;
 

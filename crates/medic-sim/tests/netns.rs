@@ -1448,7 +1448,7 @@ async fn leader_cut_off_from_etcd_stops_granting_within_its_lease_and_is_replace
             while start.elapsed() < DEADLINE {
                 if let Err(s) = a.get_status(pb::GetStatusRequest {}).await
                     && s.metadata()
-                        .get("medic-leader")
+                        .get(medic_proto::metadata::LEADER)
                         .is_some_and(|l| l.to_str().ok() == Some(new_url.as_str()))
                 {
                     return true;
