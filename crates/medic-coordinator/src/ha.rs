@@ -24,7 +24,7 @@
 //! started on the spot. So an agent whose connection landed on a follower
 //! is served on its next call, with nothing rebound or drained. Once
 //! elected the replica fences its store ([`EtcdStore::set_fence`]), loads
-//! the state and warms up exactly as after a restart (DESIGN.md rule 9),
+//! the state and warms up exactly as after a restart (ARCHITECTURE.md, rule 9),
 //! then grants.
 //!
 //! There is no way back from leader to follower inside one process: a

@@ -3,7 +3,7 @@
 //! Pure and synchronous: no I/O and no clock of its own (every call takes
 //! `now`). Everything that decides "may host H do action A now?" lives here:
 //! the fleet view, pauses, breakers, quarantines, per-host budgets,
-//! concurrency caps, rate budgets, windows, warm-up and dry-run (DESIGN.md,
+//! concurrency caps, rate budgets, windows, warm-up and dry-run (ARCHITECTURE.md,
 //! "The coordinator's rules" 1–10).
 //!
 //! ```

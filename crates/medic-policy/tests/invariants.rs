@@ -1,6 +1,6 @@
 //! Model-based property test: random sequences of heartbeats, requests,
 //! retries, renewals, outcomes, expiries, pauses, quarantines, breaker
-//! resets, config changes, restarts and time jumps, with DESIGN.md's
+//! resets, config changes, restarts and time jumps, with ARCHITECTURE.md's
 //! invariants I1–I5 and I7 checked after every step against an independent
 //! model of the fleet kept by the test (not against the engine's own counts).
 //! On failure proptest shrinks to a minimal sequence and prints it.

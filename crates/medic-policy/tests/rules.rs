@@ -1,4 +1,4 @@
-//! The coordinator's rules (DESIGN.md, "The coordinator's rules" 1–10 and the
+//! The coordinator's rules (ARCHITECTURE.md, "The coordinator's rules" 1–10 and the
 //! invariants they uphold), one or more tests per rule, through the public
 //! API only.
 //!

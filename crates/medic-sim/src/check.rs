@@ -1,4 +1,4 @@
-//! The invariant checker: DESIGN.md's I1–I9 over what a run left behind,
+//! The invariant checker: ARCHITECTURE.md's I1–I9 over what a run left behind,
 //! the coordinator's audit history and the hosts' own action records.
 //!
 //! It replays the history in id order, keeping the permits that are active

@@ -1,6 +1,6 @@
 //! medic-sim: a simulated fleet running the real medic agent against a real
 //! coordinator, incidents replayed on a timeline, the legacy reboot script
-//! as a baseline over the same failures, DESIGN.md's invariants checked on
+//! as a baseline over the same failures, ARCHITECTURE.md's invariants checked on
 //! everything that happened, and reports (terminal and HTML) and load
 //! benchmarks.
 //!

@@ -1,5 +1,5 @@
 //! The replicated backend: medic's log, snapshot and meta in etcd, every
-//! write fenced by the leader key (DESIGN.md "State and scale", issue 9).
+//! write fenced by the leader key (ARCHITECTURE.md "High availability", issue 9).
 //!
 //! Layout under the configured prefix `P` (schema version 1, the same
 //! records as [`crate::RedbStore`], as the same JSON):

@@ -170,8 +170,8 @@ fn resigning_hands_leadership_over_at_once() {
     assert_not_leader(a.append(batch(&["h3"])));
 }
 
-/// DESIGN.md: a leader that loses its etcd session stops granting at once,
-/// before its lease could have expired on the etcd side.
+/// ARCHITECTURE.md, "High availability": a leader that loses its etcd session
+/// stops granting at once, before its lease could have expired on the etcd side.
 #[test]
 fn leader_that_cannot_renew_stops_believing_before_its_lease_could_expire() {
     let Some(server) = EtcdServer::start() else {

@@ -1,6 +1,6 @@
 //! Detectors: does a job look stuck right now?
 //!
-//! Four kinds, any of which may be combined for one job (DESIGN.md "The
+//! Four kinds, any of which may be combined for one job (ARCHITECTURE.md "The
 //! agent"): a heartbeat file's age, the job's process as /proc shows it, a
 //! probe command, and the state of a systemd unit. [`JobDetectors::check`]
 //! runs them all once and answers [`Verdict::Stuck`] with the first one that
