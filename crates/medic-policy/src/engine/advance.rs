@@ -1,0 +1,193 @@
+//! Time passing: hosts go silent, permits and pauses expire, failure
+//! samples age out, breakers open and close, and `tick`'s housekeeping
+//! forgets what no rule needs any more.
+
+use std::cmp::Reverse;
+use std::time::Duration;
+
+use super::{Engine, HostActionHistory, HostSlot};
+use crate::types::{
+    Action, BreakerScope, COORDINATOR_ACTOR, Event, Pause, PermitId, PermitState, Quarantine,
+    QuarantineCause, Time, later,
+};
+
+// === impl Engine: time passing ===
+
+impl Engine {
+    /// Lets time pass to `now`: hosts go silent, permits and pauses expire,
+    /// breakers open or close. Cheap; every call runs it first.
+    pub(super) fn advance(&mut self, now: Time) {
+        while let Some(&Reverse((deadline, i))) = self.liveness.peek() {
+            if deadline > now {
+                break;
+            }
+            self.liveness.pop();
+            self.hosts[i].liveness_queued = false;
+            // Heartbeats since the entry was queued push the deadline out.
+            self.arm_liveness(i);
+            self.refresh(i, now);
+        }
+
+        while let Some(&Reverse((expires, token))) = self.permit_expiry.peek() {
+            if expires > now {
+                break;
+            }
+            self.permit_expiry.pop();
+            let id = PermitId::for_token(token);
+            let Some(p) = self.durable.permits.get(&id) else {
+                continue;
+            };
+            if p.expires_at > now {
+                continue; // renewed since; a newer heap entry exists
+            }
+            let (host, action, job) = (p.host.clone(), p.action, p.job.clone());
+            let detail = format!(
+                "no outcome before the permit expired at {}",
+                crate::types::rfc3339(p.expires_at)
+            );
+            self.end_permit(&id, PermitState::Expired, COORDINATOR_ACTOR, &detail, now);
+            if !self.durable.quarantines.contains_key(&host) {
+                self.emit(Event::HostQuarantined(Quarantine {
+                    host,
+                    cause: QuarantineCause::PermitExpired,
+                    actor: COORDINATOR_ACTOR.to_owned(),
+                    reason: format!(
+                        "{action} permit {id} for job {job:?} expired without an outcome: \
+                         the host went away mid-remediation"
+                    ),
+                    since: now,
+                }));
+            }
+        }
+
+        if self
+            .durable
+            .pauses
+            .values()
+            .any(|p| p.until.is_some_and(|u| u <= now))
+        {
+            let expired: Vec<Pause> = self
+                .durable
+                .pauses
+                .values()
+                .filter(|p| p.until.is_some_and(|u| u <= now))
+                .cloned()
+                .collect();
+            for pause in expired {
+                self.emit(Event::Resumed {
+                    pause,
+                    actor: COORDINATOR_ACTOR.to_owned(),
+                    reason: "pause expired".to_owned(),
+                    at: now,
+                });
+            }
+        }
+
+        let window = self.config.breaker.window;
+        while let Some(&(at, failed)) = self.outcomes.front() {
+            if now.duration_since(at).is_ok_and(|d| d > window) {
+                self.outcomes.pop_front();
+                if failed {
+                    self.outcomes_failed -= 1;
+                }
+            } else {
+                break;
+            }
+        }
+        self.evaluate_breaker(BreakerScope::Fleet, now);
+    }
+
+    /// Periodic housekeeping: everything `advance` does, plus every domain
+    /// breaker and compaction of records no rule needs. The coordinator calls
+    /// it on a timer (about once per second).
+    pub fn tick(&mut self, now: Time) {
+        let now = self.observe(now);
+        self.advance(now);
+        let domains: Vec<(usize, u32)> = self
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| self.config.breaker.domains.contains_key(&g.label))
+            .flat_map(|(gi, g)| (0..g.names.len()).map(move |v| (gi, v as u32)))
+            .collect();
+        for (gi, v) in domains {
+            let scope = BreakerScope::Domain {
+                label: self.groups[gi].label.clone(),
+                value: self.groups[gi].names[v as usize].clone(),
+            };
+            self.evaluate_breaker(scope, now);
+        }
+        // Breakers of domains that vanished from the config can still close.
+        let stale: Vec<BreakerScope> = self
+            .durable
+            .breakers
+            .keys()
+            .filter(|s| match s {
+                BreakerScope::Fleet => false,
+                BreakerScope::Domain { label, .. } => {
+                    !self.config.breaker.domains.contains_key(label)
+                }
+            })
+            .cloned()
+            .collect();
+        for scope in stale {
+            self.evaluate_breaker(scope, now);
+        }
+        self.durable.compact(&self.config, now);
+        let prune = |h: &mut HostActionHistory, keep: Duration| {
+            while h
+                .attempts
+                .front()
+                .is_some_and(|&t| now.duration_since(t).is_ok_and(|d| d >= keep))
+            {
+                h.attempts.pop_front();
+            }
+        };
+        let keeps = Action::ALL.map(|a| self.config.limits(a).host_budget.per);
+        for slot in &mut self.hosts {
+            for a in Action::ALL {
+                prune(&mut slot.history[a.index()], keeps[a.index()]);
+            }
+        }
+        for a in Action::ALL {
+            self.rate[a.index()].prune(&self.config.limits(a).rate, now);
+        }
+        self.permit_requests
+            .retain(|_, rid| self.durable.requests.contains_key(rid));
+        self.forget_silent_hosts(now);
+    }
+
+    /// Drops the slots of hosts unheard of for `fleet.forget_hosts_after`
+    /// that hold no permit and are not quarantined: made-up or retired
+    /// host ids must not hold memory until a restart. Nothing durable is
+    /// lost: a host that comes back gets its budgets from the grant
+    /// records again.
+    fn forget_silent_hosts(&mut self, now: Time) {
+        let keep = self.config.fleet.forget_hosts_after;
+        let quarantines = &self.durable.quarantines;
+        let forgotten = |s: &HostSlot| {
+            !s.live
+                && s.active_permit.is_none()
+                && !quarantines.contains_key(&s.id)
+                && s.last_heartbeat
+                    .is_none_or(|hb| now.duration_since(hb).is_ok_and(|d| d >= keep))
+        };
+        if !self.hosts.iter().any(forgotten) {
+            return;
+        }
+        self.hosts.retain(|s| !forgotten(s));
+        self.host_index = self
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        self.rebuild_indexes();
+    }
+
+    /// The time left in warm-up at `now`, if any (rule 9).
+    pub(super) fn warming_up(&self, now: Time) -> Option<Duration> {
+        let ends = later(self.started_at, self.config.fleet.warmup);
+        ends.duration_since(now).ok().filter(|d| !d.is_zero())
+    }
+}

@@ -1,0 +1,236 @@
+//! The derived counts and indexes: host slots, group values and their
+//! counts, budgets' histories, expiry and liveness queues. Rebuilt from the
+//! durable state and the configuration when either changes wholesale, then
+//! moved incrementally by every call, so a decision never scans the fleet.
+
+use std::cmp::Reverse;
+
+use super::{Counts, Engine, GroupIndex, HostActionHistory, HostSlot};
+use crate::rate::RateState;
+use crate::types::{Action, HostId, Labels, Permit, PermitId, PermitState, Time, later};
+
+// === impl Engine: rebuilding the indexes ===
+
+impl Engine {
+    /// Rebuilds every derived index from the durable state, the host slots
+    /// and the configuration.
+    pub(super) fn rebuild_indexes(&mut self) {
+        let now = self.clock;
+        self.groups = self
+            .config
+            .group_labels()
+            .into_iter()
+            .map(|label| GroupIndex {
+                label,
+                ..GroupIndex::default()
+            })
+            .collect();
+        self.fleet = Counts::default();
+        self.permit_expiry.clear();
+        self.liveness.clear();
+        self.permit_requests = self
+            .durable
+            .requests
+            .iter()
+            .map(|(rid, p)| (p.id.clone(), rid.clone()))
+            .collect();
+
+        // Hosts known only through permits get a slot with the permit's labels.
+        let holders: Vec<(HostId, Labels, PermitId)> = self
+            .durable
+            .permits
+            .values()
+            .map(|p| (p.host.clone(), p.labels.clone(), p.id.clone()))
+            .collect();
+        for (host, labels, _) in &holders {
+            if !self.host_index.contains_key(host) {
+                self.add_slot(host.clone(), labels.clone());
+            }
+        }
+        for slot in &mut self.hosts {
+            slot.live = false;
+            slot.unhealthy = false;
+            slot.liveness_queued = false;
+            slot.active_permit = None;
+            slot.history = Default::default();
+        }
+        for i in 0..self.hosts.len() {
+            let values = self.intern_values(&self.hosts[i].labels.clone());
+            self.hosts[i].group_values = values;
+        }
+        for (host, _, id) in holders {
+            let i = self.host_index[&host];
+            self.hosts[i].active_permit = Some(id);
+        }
+        let permits: Vec<Permit> = self.durable.permits.values().cloned().collect();
+        for p in &permits {
+            self.count_permit(p, 1);
+            self.permit_expiry.push(Reverse((p.expires_at, p.token)));
+        }
+
+        // Budgets from the grant log.
+        let mut per_action: [Vec<Time>; 2] = Default::default();
+        for g in &self.durable.grants {
+            per_action[g.action.index()].push(g.at);
+            if let Some(&i) = self.host_index.get(&g.host) {
+                let released = self.durable.released.get(&g.host).map(|r| r.0);
+                if released.is_none_or(|r| g.seq > r) {
+                    self.hosts[i].history[g.action.index()]
+                        .attempts
+                        .push_back(g.at);
+                }
+            }
+        }
+        self.rate = Action::ALL.map(|a| {
+            RateState::rebuild(
+                &self.config.limits(a).rate,
+                std::mem::take(&mut per_action[a.index()]),
+            )
+        });
+        self.outcomes.clear();
+        self.outcomes_failed = 0;
+        let ends: Vec<_> = self.durable.endings.clone();
+        for e in ends {
+            if let Some(&i) = self.host_index.get(&e.host) {
+                self.hosts[i].history[e.action.index()].last_end = Some(e.at);
+            }
+            if e.seq > self.durable.breaker_reset_seq {
+                self.record_outcome_sample(e.at, e.state);
+            }
+        }
+
+        for i in 0..self.hosts.len() {
+            self.arm_liveness(i);
+            self.refresh(i, now);
+        }
+    }
+
+    pub(super) fn intern_values(&mut self, labels: &Labels) -> Vec<Option<u32>> {
+        self.groups
+            .iter_mut()
+            .map(|g| labels.get(&g.label).map(|v| g.intern(v)))
+            .collect()
+    }
+
+    pub(super) fn add_slot(&mut self, id: HostId, labels: Labels) -> usize {
+        let group_values = self.intern_values(&labels);
+        let i = self.hosts.len();
+        // A host met for the first time may already have history (grants
+        // before a restart, before it heartbeated again).
+        let mut history: [HostActionHistory; 2] = Default::default();
+        let released = self.durable.released.get(&id).map(|r| r.0);
+        for g in self.durable.grants.iter().filter(|g| g.host == id) {
+            if released.is_none_or(|r| g.seq > r) {
+                history[g.action.index()].attempts.push_back(g.at);
+            }
+        }
+        for e in self.durable.endings.iter().filter(|e| e.host == id) {
+            history[e.action.index()].last_end = Some(e.at);
+        }
+        self.hosts.push(HostSlot {
+            id: id.clone(),
+            labels,
+            group_values,
+            agent_version: String::new(),
+            last_heartbeat: None,
+            problems: Vec::new(),
+            active_permit: None,
+            history,
+            live: false,
+            unhealthy: false,
+            liveness_queued: false,
+        });
+        self.host_index.insert(id, i);
+        i
+    }
+
+    /// Queues the moment host `i` stops being live by silence, unless an
+    /// entry is already queued (it re-arms itself when it comes due).
+    pub(super) fn arm_liveness(&mut self, i: usize) {
+        let slot = &mut self.hosts[i];
+        if slot.liveness_queued {
+            return;
+        }
+        if let Some(hb) = slot.last_heartbeat {
+            let deadline = later(hb, self.config.fleet.host_ttl);
+            if deadline > self.clock {
+                slot.liveness_queued = true;
+                self.liveness.push(Reverse((deadline, i)));
+            }
+        }
+    }
+}
+
+// === impl Engine: counts ===
+
+impl Engine {
+    /// Recomputes a host's live/unhealthy flags and moves the counts.
+    pub(super) fn refresh(&mut self, i: usize, now: Time) {
+        let ttl = self.config.fleet.host_ttl;
+        let slot = &self.hosts[i];
+        let heard = slot
+            .last_heartbeat
+            .is_some_and(|hb| now.duration_since(hb).map_or(true, |age| age < ttl));
+        let holds = slot.active_permit.is_some();
+        let live = heard || holds;
+        let unhealthy = live && (holds || !slot.problems.is_empty());
+        if live == slot.live && unhealthy == slot.unhealthy {
+            return;
+        }
+        let (old_live, old_unhealthy) = (slot.live, slot.unhealthy);
+        let values = slot.group_values.clone();
+        self.apply_flags(&values, old_live, old_unhealthy, -1);
+        self.apply_flags(&values, live, unhealthy, 1);
+        let slot = &mut self.hosts[i];
+        slot.live = live;
+        slot.unhealthy = unhealthy;
+    }
+
+    pub(super) fn apply_flags(
+        &mut self,
+        values: &[Option<u32>],
+        live: bool,
+        unhealthy: bool,
+        sign: i32,
+    ) {
+        let bump = |c: &mut Counts| {
+            if live {
+                c.live = c.live.saturating_add_signed(sign);
+            }
+            if unhealthy {
+                c.unhealthy = c.unhealthy.saturating_add_signed(sign);
+            }
+        };
+        bump(&mut self.fleet);
+        for (g, v) in self.groups.iter_mut().zip(values) {
+            if let Some(v) = v {
+                bump(&mut g.counts[*v as usize]);
+            }
+        }
+    }
+
+    /// Adds (`sign = 1`) or removes (`-1`) a permit from the active counts,
+    /// by the labels it was granted under.
+    pub(super) fn count_permit(&mut self, p: &Permit, sign: i32) {
+        let a = p.action.index();
+        self.fleet.active[a] = self.fleet.active[a].saturating_add_signed(sign);
+        for g in &mut self.groups {
+            if let Some(v) = p.labels.get(&g.label) {
+                let id = g.intern(v) as usize;
+                g.counts[id].active[a] = g.counts[id].active[a].saturating_add_signed(sign);
+            }
+        }
+    }
+
+    pub(super) fn record_outcome_sample(&mut self, at: Time, state: PermitState) {
+        let failed = match state {
+            PermitState::Succeeded => false,
+            PermitState::Failed | PermitState::Expired => true,
+            _ => return,
+        };
+        self.outcomes.push_back((at, failed));
+        if failed {
+            self.outcomes_failed += 1;
+        }
+    }
+}

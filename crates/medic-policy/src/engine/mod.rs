@@ -1,0 +1,267 @@
+//! The engine: the fleet view, the rules, and the permit lifecycle.
+//!
+//! Every public method takes `now`. Methods that change durable state record
+//! [`Event`]s; the caller drains them with [`Engine::take_events`] and makes
+//! them durable (before replying, for grants: I6). Counts that rules need
+//! (live hosts, unhealthy hosts, active permits, per group value) are kept
+//! incrementally, so a decision never scans the fleet.
+//!
+//! This file holds the engine's state and what every call shares (the
+//! clock, events). The rest, one concern per file:
+//!
+//! - `index`: the derived counts and indexes (hosts, group values, budgets),
+//!   rebuilt from durable state and then kept incrementally.
+//! - `advance`: time passing: silences, expiries, housekeeping (`tick`).
+//! - `breakers`: when a breaker opens and closes (rule 2).
+//! - `agent`: what agents call: heartbeats, permit requests, renewals,
+//!   outcomes.
+//! - `rules`: the rules, one check each, and the order they run in.
+//! - `operator`: what operators call: pauses, quarantines, revocations,
+//!   breaker resets.
+//! - `views`: answers for operators and metrics: explain, status, hosts,
+//!   counts.
+
+mod advance;
+mod agent;
+mod breakers;
+mod index;
+mod operator;
+mod rules;
+mod views;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+use crate::config::PolicyConfig;
+use crate::rate::RateState;
+use crate::state::DurableState;
+use crate::types::{
+    BreakerScope, ClockMark, ClockStep, Event, FencingToken, HostId, Labels, PermitId, Problem,
+    Time,
+};
+
+pub use operator::ResumeTarget;
+
+/// Live, unhealthy and active counts of the fleet or of one group value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    live: u32,
+    unhealthy: u32,
+    active: [u32; 2],
+}
+
+/// One configured group label (`rack`): its interned values and their counts.
+#[derive(Debug, Default)]
+struct GroupIndex {
+    label: String,
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+    counts: Vec<Counts>,
+}
+
+impl GroupIndex {
+    fn intern(&mut self, value: &str) -> u32 {
+        if let Some(&id) = self.ids.get(value) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.ids.insert(value.to_owned(), id);
+        self.names.push(value.to_owned());
+        self.counts.push(Counts::default());
+        id
+    }
+}
+
+/// Per host and action: what budgets remember.
+#[derive(Debug, Default, Clone)]
+struct HostActionHistory {
+    last_end: Option<Time>,
+    attempts: VecDeque<Time>,
+}
+
+/// What the engine knows of one host: reported, derived and remembered.
+#[derive(Debug)]
+struct HostSlot {
+    id: HostId,
+    labels: Labels,
+    /// Interned value per group label (index-aligned with `Engine::groups`).
+    group_values: Vec<Option<u32>>,
+    agent_version: String,
+    last_heartbeat: Option<Time>,
+    problems: Vec<Problem>,
+    active_permit: Option<PermitId>,
+    history: [HostActionHistory; 2],
+    live: bool,
+    unhealthy: bool,
+    /// Whether the liveness heap holds an entry for this host (at most one:
+    /// heartbeats do not push, the entry is re-armed when it comes due).
+    liveness_queued: bool,
+}
+
+/// The decision engine. See the crate docs.
+#[derive(Debug)]
+pub struct Engine {
+    config: PolicyConfig,
+    started_at: Time,
+    /// The latest `now` seen: time never runs backwards inside the engine,
+    /// whatever the caller's wall clock does.
+    clock: Time,
+    durable: DurableState,
+
+    hosts: Vec<HostSlot>,
+    host_index: HashMap<HostId, usize>,
+    groups: Vec<GroupIndex>,
+    fleet: Counts,
+    rate: [RateState; 2],
+    /// Outcome samples for the failure breaker: (when, failed).
+    outcomes: VecDeque<(Time, bool)>,
+    outcomes_failed: u32,
+    /// Request ids by permit, to answer about ended permits.
+    permit_requests: HashMap<PermitId, crate::types::RequestId>,
+    permit_expiry: BinaryHeap<Reverse<(Time, FencingToken)>>,
+    liveness: BinaryHeap<Reverse<(Time, usize)>>,
+    /// Since when each open breaker's condition has been clear.
+    breaker_clear_since: HashMap<BreakerScope, Time>,
+    events: Vec<Event>,
+}
+
+// === impl Engine: construction and configuration ===
+
+impl Engine {
+    /// A new engine with no history, started at `now` (warm-up begins).
+    pub fn new(config: PolicyConfig, now: Time) -> Self {
+        Self::restore(config, DurableState::default(), now)
+    }
+
+    /// An engine resuming from durable state after a restart at `now`.
+    /// Warm-up begins again: liveness is not durable, so the fleet is unknown.
+    pub fn restore(config: PolicyConfig, durable: DurableState, now: Time) -> Self {
+        let mut e = Self {
+            config,
+            started_at: now,
+            clock: now,
+            durable,
+            hosts: Vec::new(),
+            host_index: HashMap::new(),
+            groups: Vec::new(),
+            fleet: Counts::default(),
+            rate: Default::default(),
+            outcomes: VecDeque::new(),
+            outcomes_failed: 0,
+            permit_requests: HashMap::new(),
+            permit_expiry: BinaryHeap::new(),
+            liveness: BinaryHeap::new(),
+            breaker_clear_since: HashMap::new(),
+            events: Vec::new(),
+        };
+        e.rebuild_indexes();
+        e
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// The durable state, as the events emitted so far have shaped it.
+    pub fn durable(&self) -> &DurableState {
+        &self.durable
+    }
+
+    /// When this engine started (warm-up is measured from here).
+    pub fn started_at(&self) -> Time {
+        self.started_at
+    }
+
+    /// Swaps in a new, already validated configuration. Lowering a cap
+    /// revokes nothing: it only blocks new grants until the count is under it
+    /// (I10).
+    pub fn set_config(&mut self, config: PolicyConfig, now: Time) {
+        let now = self.observe(now);
+        self.config = config;
+        self.rebuild_indexes();
+        self.advance(now);
+    }
+
+    /// Records a check of the wall clock. With a `step`, everything the
+    /// engine remembers in wall time (permits and their expiries, pauses,
+    /// quarantines, breakers, budgets' grant times, liveness, warm-up)
+    /// moves with the clock: expiries, windows and silences stay judged on
+    /// the time that actually passed. The coordinator detects steps by
+    /// comparing the wall clock with the boot clock, live and across
+    /// restarts; the engine only trusts what it is told.
+    pub fn clock_checked(
+        &mut self,
+        step: Option<ClockStep>,
+        detail: String,
+        mark: ClockMark,
+        now: Time,
+    ) {
+        if let Some(step) = step {
+            self.started_at = step.shift(self.started_at);
+            self.clock = step.shift(self.clock);
+            for slot in &mut self.hosts {
+                if let Some(hb) = &mut slot.last_heartbeat {
+                    *hb = step.shift(*hb);
+                }
+                for p in &mut slot.problems {
+                    p.since = step.shift(p.since);
+                }
+            }
+            for t in self.breaker_clear_since.values_mut() {
+                *t = step.shift(*t);
+            }
+        }
+        let now = self.observe(now);
+        self.emit(Event::ClockChecked {
+            step,
+            detail,
+            mark,
+            at: now,
+        });
+        if step.is_some() {
+            self.rebuild_indexes();
+        }
+        self.advance(now);
+    }
+
+    /// Drains the events recorded since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Time never goes backwards inside the engine.
+    fn observe(&mut self, now: Time) -> Time {
+        if now > self.clock {
+            self.clock = now;
+        }
+        self.clock
+    }
+
+    /// Applies an event to the durable state, and to the derived state that
+    /// must forget with it, then records it for the store.
+    fn emit(&mut self, event: Event) {
+        self.durable.apply(&event);
+        match &event {
+            // Failure samples before a close of the fleet breaker stop
+            // counting (a restored engine sees the same through `seq`).
+            Event::BreakerClosed {
+                scope: BreakerScope::Fleet,
+                ..
+            } => {
+                self.outcomes.clear();
+                self.outcomes_failed = 0;
+            }
+            // A released host's attempt budget starts afresh.
+            Event::HostReleased { host, .. } => {
+                if let Some(&i) = self.host_index.get(host) {
+                    for h in &mut self.hosts[i].history {
+                        h.attempts.clear();
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.events.push(event);
+    }
+}

@@ -1,0 +1,199 @@
+//! What operators call: pauses, quarantines, revocations and breaker
+//! resets. Each is audited through the event it records, with its actor
+//! and reason.
+
+use super::Engine;
+use crate::error::{PolicyError, ScopeSuffix};
+use crate::types::{
+    BreakerScope, BreakerTrip, Event, HostId, Pause, Permit, PermitId, PermitState, Quarantine,
+    QuarantineCause, Scope, Time,
+};
+
+// === impl Engine: operator calls ===
+
+impl Engine {
+    /// Pauses grants in `scope` until resumed or until `until`.
+    pub fn pause(
+        &mut self,
+        scope: Scope,
+        actor: &str,
+        reason: &str,
+        until: Option<Time>,
+        now: Time,
+    ) -> Pause {
+        let now = self.observe(now);
+        self.advance(now);
+        let pause = Pause {
+            id: self.durable.last_pause_id + 1,
+            scope,
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            since: now,
+            until,
+        };
+        self.emit(Event::Paused(pause.clone()));
+        pause
+    }
+
+    /// Ends pauses: the one with `id`, or every pause with exactly `scope`.
+    /// Returns the pauses ended.
+    pub fn resume(
+        &mut self,
+        target: ResumeTarget,
+        actor: &str,
+        reason: &str,
+        now: Time,
+    ) -> Result<Vec<Pause>, PolicyError> {
+        let now = self.observe(now);
+        self.advance(now);
+        let ended: Vec<Pause> = match &target {
+            ResumeTarget::Id(id) => self.durable.pauses.get(id).cloned().into_iter().collect(),
+            ResumeTarget::Scope(s) => self
+                .durable
+                .pauses
+                .values()
+                .filter(|p| &p.scope == s)
+                .cloned()
+                .collect(),
+            ResumeTarget::All => self.durable.pauses.values().cloned().collect(),
+        };
+        if ended.is_empty() {
+            return Err(PolicyError::NoSuchPause(match target {
+                ResumeTarget::Id(id) => format!("id {id}"),
+                ResumeTarget::Scope(s) => format!("scope {s}"),
+                ResumeTarget::All => "any scope (nothing is paused)".to_owned(),
+            }));
+        }
+        for pause in &ended {
+            self.emit(Event::Resumed {
+                pause: pause.clone(),
+                actor: actor.to_owned(),
+                reason: reason.to_owned(),
+                at: now,
+            });
+        }
+        Ok(ended)
+    }
+
+    /// Quarantines a host by hand. Known or not: an operator may fence off a
+    /// host before its agent ever reports.
+    pub fn quarantine(
+        &mut self,
+        host: &HostId,
+        actor: &str,
+        reason: &str,
+        now: Time,
+    ) -> Result<Quarantine, PolicyError> {
+        let now = self.observe(now);
+        self.advance(now);
+        if self.durable.quarantines.contains_key(host) {
+            return Err(PolicyError::AlreadyQuarantined(host.clone()));
+        }
+        let q = Quarantine {
+            host: host.clone(),
+            cause: QuarantineCause::Manual,
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            since: now,
+        };
+        self.emit(Event::HostQuarantined(q.clone()));
+        Ok(q)
+    }
+
+    /// Releases a host from quarantine; its attempt budget starts afresh.
+    pub fn unquarantine(
+        &mut self,
+        host: &HostId,
+        actor: &str,
+        reason: &str,
+        now: Time,
+    ) -> Result<Quarantine, PolicyError> {
+        let now = self.observe(now);
+        self.advance(now);
+        let Some(q) = self.durable.quarantines.get(host).cloned() else {
+            return Err(PolicyError::NotQuarantined(host.clone()));
+        };
+        self.emit(Event::HostReleased {
+            host: host.clone(),
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            at: now,
+        });
+        Ok(q)
+    }
+
+    /// Revokes an active permit. The slot frees at once; the agent learns it
+    /// on its next renewal or heartbeat and aborts before any irreversible
+    /// step it has not begun.
+    pub fn revoke(
+        &mut self,
+        id: &PermitId,
+        actor: &str,
+        reason: &str,
+        now: Time,
+    ) -> Result<Permit, PolicyError> {
+        let now = self.observe(now);
+        self.advance(now);
+        if !self.durable.permits.contains_key(id) {
+            let ended = self
+                .permit_requests
+                .get(id)
+                .and_then(|rid| self.durable.requests.get(rid));
+            return Err(match ended {
+                Some(p) => PolicyError::PermitEnded {
+                    id: id.clone(),
+                    state: p.state,
+                },
+                None => PolicyError::UnknownPermit(id.clone()),
+            });
+        }
+        Ok(self.end_permit(id, PermitState::Revoked, actor, reason, now))
+    }
+
+    /// Closes open breakers: the one for `scope`, or all. Failure samples
+    /// before the reset stop counting. If the unhealthy condition still
+    /// holds, the breaker opens again at the next evaluation.
+    pub fn reset_breaker(
+        &mut self,
+        scope: Option<&BreakerScope>,
+        actor: &str,
+        reason: &str,
+        now: Time,
+    ) -> Result<Vec<BreakerTrip>, PolicyError> {
+        let now = self.observe(now);
+        self.advance(now);
+        let closing: Vec<BreakerTrip> = self
+            .durable
+            .breakers
+            .values()
+            .filter(|t| scope.is_none_or(|s| &t.scope == s))
+            .cloned()
+            .collect();
+        if closing.is_empty() {
+            return Err(PolicyError::NoOpenBreaker(ScopeSuffix(
+                scope.map(ToString::to_string),
+            )));
+        }
+        for t in &closing {
+            self.breaker_clear_since.remove(&t.scope);
+            self.emit(Event::BreakerClosed {
+                scope: t.scope.clone(),
+                actor: actor.to_owned(),
+                reason: reason.to_owned(),
+                at: now,
+            });
+        }
+        Ok(closing)
+    }
+}
+
+/// Which pauses `Engine::resume` ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResumeTarget {
+    /// The pause with this id.
+    Id(u64),
+    /// Every pause with exactly this scope.
+    Scope(Scope),
+    /// Every pause.
+    All,
+}

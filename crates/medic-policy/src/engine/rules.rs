@@ -1,0 +1,432 @@
+//! The rules (DESIGN.md, "The coordinator's rules"): one check per rule,
+//! each returning the denial it would give, or `None` when it passes, and
+//! [`Engine::evaluate`], which runs them in order.
+//!
+//! The order is behaviour: a request gets the first denial, so it is kept
+//! as it has always been, not by rule number: the fleet-wide rules first
+//! (warm-up and the fleet floor, pauses, breakers), then the host's own
+//! (quarantine, one at a time, cooldown, attempt budget), then windows,
+//! concurrency caps and the rate budget. Messages are built only when a
+//! rule denies: the deny path is hot, and a passing check allocates nothing.
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use humantime::format_duration;
+
+use super::{Engine, HostActionHistory, HostSlot};
+use crate::config::ActionLimits;
+use crate::types::{Action, BreakerTrip, Denial, DenyReason, HostId, Labels, Pause, Time};
+use crate::window;
+
+/// Where the checks' denials go: a request stops at the first one, an
+/// explanation collects them all.
+struct Denials<'a> {
+    out: &'a mut Vec<Denial>,
+    all: bool,
+}
+
+impl Denials<'_> {
+    /// Records `denial`, if there is one; `Break` when evaluation should
+    /// stop there.
+    fn check(&mut self, denial: Option<Denial>) -> ControlFlow<()> {
+        match denial {
+            Some(d) => self.deny(d),
+            None => ControlFlow::Continue(()),
+        }
+    }
+
+    fn deny(&mut self, denial: Denial) -> ControlFlow<()> {
+        self.out.push(denial);
+        if self.all {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    }
+}
+
+// === impl Engine: the order of the rules ===
+
+impl Engine {
+    /// Evaluates the rules in order for host slot `i` (or an unknown host)
+    /// and `action`, pushing denials. Stops at the first unless `all`.
+    pub(super) fn evaluate(
+        &self,
+        i: Option<usize>,
+        action: Action,
+        now: Time,
+        all: bool,
+        out: &mut Vec<Denial>,
+    ) {
+        let slot = i.map(|i| &self.hosts[i]);
+        // `Break` only says that evaluation stopped early; the denial that
+        // stopped it is already in `out`.
+        let _ = self.check_rules(slot, action, now, &mut Denials { out, all });
+    }
+
+    fn check_rules(
+        &self,
+        slot: Option<&HostSlot>,
+        action: Action,
+        now: Time,
+        denials: &mut Denials<'_>,
+    ) -> ControlFlow<()> {
+        let limits = self.config.limits(action);
+        let empty = Labels::new();
+        let labels = slot.map_or(&empty, |s| &s.labels);
+
+        // Rules that need nothing of the host but its labels.
+        denials.check(self.check_warm_up(now))?; // rule 9
+        denials.check(self.check_fleet_floor())?; // rule 9
+        denials.check(self.check_pauses(action, labels, now))?; // rule 1
+        denials.check(self.check_breakers(labels, now))?; // rule 2
+
+        let Some(slot) = slot else {
+            return ControlFlow::Continue(());
+        };
+        let host = &slot.id;
+        let history = &slot.history[action.index()];
+        denials.check(self.check_quarantine(host))?; // rule 3
+        denials.check(self.check_one_at_a_time(slot, now))?; // rule 4
+        denials.check(check_cooldown(host, history, action, limits, now))?; // rule 5
+        denials.check(check_attempt_budget(host, history, action, limits, now))?; // rule 5
+        denials.check(check_window(action, limits, now))?; // rule 8
+        denials.check(self.check_fleet_cap(action, limits))?; // rule 6
+        for denial in self.check_group_caps(slot, action, limits) {
+            denials.deny(denial)?; // rule 6
+        }
+        denials.check(self.check_rate_budget(action, limits, now)) // rule 7
+    }
+}
+
+// === impl Engine: one check per rule ===
+
+impl Engine {
+    /// Rule 9: no grants while warming up after start.
+    fn check_warm_up(&self, now: Time) -> Option<Denial> {
+        let left = self.warming_up(now)?;
+        Some(Denial {
+            reason: DenyReason::WarmingUp,
+            retry_after: Some(left),
+            message: format!(
+                "the coordinator started {} ago and is still learning the fleet \
+                 (warmup {}); no grants for another {}",
+                format_duration(trunc(
+                    now.duration_since(self.started_at).unwrap_or_default()
+                )),
+                format_duration(self.config.fleet.warmup),
+                format_duration(trunc(left))
+            ),
+        })
+    }
+
+    /// Rule 9: no grants while fewer than `min_fleet_size` hosts are live.
+    fn check_fleet_floor(&self) -> Option<Denial> {
+        let fleet = &self.config.fleet;
+        (self.fleet.live < fleet.min_fleet_size).then(|| Denial {
+            reason: DenyReason::FleetTooSmall,
+            retry_after: Some(fleet.heartbeat_interval),
+            message: format!(
+                "only {} hosts are live, fewer than fleet.min_fleet_size {}; \
+                 percentages over so small a fleet are guesses",
+                self.fleet.live, fleet.min_fleet_size
+            ),
+        })
+    }
+
+    /// Rule 1: no grant while a pause covers the action or the host's
+    /// labels. It clears when the last covering pause expires (never, if
+    /// one has no expiry).
+    fn check_pauses(&self, action: Action, labels: &Labels, now: Time) -> Option<Denial> {
+        let mut covering = self
+            .durable
+            .pauses
+            .values()
+            .filter(|p| p.scope.covers(action, labels))
+            .peekable();
+        covering.peek()?;
+        let pauses: Vec<&Pause> = covering.collect();
+        let retry_after = pauses
+            .iter()
+            .map(|p| p.until.map(|u| u.duration_since(now).unwrap_or_default()))
+            .try_fold(Duration::ZERO, |acc, d| d.map(|d| acc.max(d)));
+        let p = pauses[0];
+        Some(Denial {
+            reason: DenyReason::Paused,
+            retry_after,
+            message: format!(
+                "paused ({}) by {} since {}: {:?}{}{}",
+                p.scope,
+                p.actor,
+                crate::types::rfc3339(p.since),
+                p.reason,
+                match p.until {
+                    Some(u) => format!(", until {}", crate::types::rfc3339(u)),
+                    None => ", until resumed".to_owned(),
+                },
+                if pauses.len() > 1 {
+                    format!(" (and {} more pauses)", pauses.len() - 1)
+                } else {
+                    String::new()
+                }
+            ),
+        })
+    }
+
+    /// Rule 2: no grant while a breaker covering the host is open; every
+    /// one of them must close.
+    fn check_breakers(&self, labels: &Labels, now: Time) -> Option<Denial> {
+        let trips: Vec<&BreakerTrip> = self
+            .durable
+            .breakers
+            .values()
+            .filter(|t| t.scope.covers(labels))
+            .collect();
+        if trips.is_empty() {
+            return None;
+        }
+        let auto_close_after = self.config.breaker.auto_close_after;
+        let retry_after = auto_close_after.map(|after| {
+            trips
+                .iter()
+                .map(|t| {
+                    let clear = self.breaker_clear_since.get(&t.scope).copied();
+                    let elapsed = clear.map_or(Duration::ZERO, |c| {
+                        now.duration_since(c).unwrap_or_default()
+                    });
+                    after.saturating_sub(elapsed)
+                })
+                .max()
+                .unwrap_or_default()
+        });
+        let what: Vec<String> = trips
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} since {}: {}",
+                    t.scope,
+                    crate::types::rfc3339(t.since),
+                    t.detail
+                )
+            })
+            .collect();
+        Some(Denial {
+            reason: DenyReason::BreakerOpen,
+            retry_after,
+            message: format!(
+                "circuit breaker open for {}. The problem looks systemic; {}",
+                what.join("; and for "),
+                match auto_close_after {
+                    Some(a) => format!(
+                        "a breaker closes by itself once clear for {}, or by medicctl breaker reset",
+                        format_duration(a)
+                    ),
+                    None => "it closes by medicctl breaker reset".to_owned(),
+                }
+            ),
+        })
+    }
+
+    /// Rule 3: a quarantined host gets nothing until a human releases it.
+    fn check_quarantine(&self, host: &HostId) -> Option<Denial> {
+        let q = self.durable.quarantines.get(host)?;
+        Some(Denial {
+            reason: DenyReason::Quarantined,
+            retry_after: None,
+            message: format!(
+                "host {host} is quarantined ({}) by {} since {}: {}. \
+                 A human must release it (medicctl unquarantine)",
+                q.cause.as_str(),
+                q.actor,
+                crate::types::rfc3339(q.since),
+                q.reason
+            ),
+        })
+    }
+
+    /// Rule 4: a host holds at most one active permit.
+    fn check_one_at_a_time(&self, slot: &HostSlot, now: Time) -> Option<Denial> {
+        let pid = slot.active_permit.as_ref()?;
+        let p = &self.durable.permits[pid];
+        Some(Denial {
+            reason: DenyReason::HostBusy,
+            retry_after: Some(p.expires_at.duration_since(now).unwrap_or_default()),
+            message: format!(
+                "host {} already holds permit {pid} ({} of job {:?}); one at a time",
+                slot.id, p.action, p.job
+            ),
+        })
+    }
+
+    /// Rule 6: active permits of `action` stay within the fleet-wide cap.
+    fn check_fleet_cap(&self, action: Action, limits: &ActionLimits) -> Option<Denial> {
+        let active = self.fleet.active[action.index()];
+        let cap = limits.effective_cap(self.fleet.live);
+        (active >= cap).then(|| Denial {
+            reason: DenyReason::ConcurrencyCap,
+            // A disabled action stays disabled until the config changes.
+            retry_after: (limits.max_in_flight > 0).then_some(self.config.fleet.heartbeat_interval),
+            message: cap_message(action, active, cap, limits, self.fleet.live),
+        })
+    }
+
+    /// Rule 6: active permits of `action` stay within each group label's
+    /// cap for the host's value of it. Yields one denial per full group,
+    /// lazily: a request stops at the first.
+    fn check_group_caps<'a>(
+        &'a self,
+        slot: &'a HostSlot,
+        action: Action,
+        limits: &'a ActionLimits,
+    ) -> impl Iterator<Item = Denial> + 'a {
+        let retry_after = self.config.fleet.heartbeat_interval;
+        self.groups
+            .iter()
+            .zip(&slot.group_values)
+            .filter_map(move |(g, value)| {
+                let (Some(gcap), Some(v)) = (limits.groups.get(&g.label), value) else {
+                    return None;
+                };
+                let c = g.counts[*v as usize];
+                let cap = gcap.cap(c.live);
+                (c.active[action.index()] >= cap).then(|| Denial {
+                    reason: DenyReason::GroupCap,
+                    retry_after: Some(retry_after),
+                    message: format!(
+                        "{} of {} {action} permits active in {}={} ({} live hosts there); \
+                         a slot frees when one ends",
+                        c.active[action.index()],
+                        cap,
+                        g.label,
+                        g.names[*v as usize],
+                        c.live
+                    ),
+                })
+            })
+    }
+
+    /// Rule 7: grants of `action` stay within the rate budget.
+    fn check_rate_budget(
+        &self,
+        action: Action,
+        limits: &ActionLimits,
+        now: Time,
+    ) -> Option<Denial> {
+        let rate = &self.rate[action.index()];
+        let wait = rate.check(&limits.rate, now).err()?;
+        let r = limits.rate;
+        Some(Denial {
+            reason: DenyReason::RateLimited,
+            retry_after: Some(wait),
+            message: format!(
+                "{action} rate budget spent: {} granted in the last {} \
+                 (count {} per {} plus burst {}); next grant possible in {}",
+                rate.used(&r, now),
+                format_duration(r.per),
+                r.count,
+                format_duration(r.per),
+                r.burst,
+                format_duration(trunc(wait))
+            ),
+        })
+    }
+}
+
+/// Rule 5: a host waits `cooldown` after its last permit of `action` ended.
+fn check_cooldown(
+    host: &HostId,
+    history: &HostActionHistory,
+    action: Action,
+    limits: &ActionLimits,
+    now: Time,
+) -> Option<Denial> {
+    let since = now.duration_since(history.last_end?).unwrap_or_default();
+    if since >= limits.cooldown {
+        return None;
+    }
+    let left = limits.cooldown - since;
+    Some(Denial {
+        reason: DenyReason::Cooldown,
+        retry_after: Some(left),
+        message: format!(
+            "host {host}'s last {action} permit ended {} ago; cooldown is {}, {} left",
+            format_duration(trunc(since)),
+            format_duration(limits.cooldown),
+            format_duration(trunc(left))
+        ),
+    })
+}
+
+/// Rule 5: at most `host_budget.max_attempts` grants of `action` per host
+/// per `host_budget.per`. The caller quarantines a host this denies.
+fn check_attempt_budget(
+    host: &HostId,
+    history: &HostActionHistory,
+    action: Action,
+    limits: &ActionLimits,
+    now: Time,
+) -> Option<Denial> {
+    let b = limits.host_budget;
+    // Counted, not collected: this runs on every decision.
+    let recent = history
+        .attempts
+        .iter()
+        .filter(|&&t| now.duration_since(t).map_or(true, |d| d < b.per))
+        .count();
+    (recent >= b.max_attempts as usize).then(|| Denial {
+        reason: DenyReason::AttemptBudgetExhausted,
+        retry_after: None,
+        message: format!(
+            "host {host} already had {} {action} permits in the last {} \
+             (host_budget.max_attempts {}); remediation is not helping, so the host \
+             is quarantined for a human",
+            recent,
+            format_duration(b.per),
+            b.max_attempts
+        ),
+    })
+}
+
+/// Rule 8: `action` only inside its weekly windows, if it has any.
+fn check_window(action: Action, limits: &ActionLimits, now: Time) -> Option<Denial> {
+    let wait = window::check(&limits.windows, limits.timezone, now).err()?;
+    Some(Denial {
+        reason: DenyReason::OutsideWindow,
+        retry_after: wait,
+        message: format!(
+            "{action} is allowed only in its windows ({}); the next opens in {}",
+            limits.timezone,
+            wait.map_or_else(
+                || "never".to_owned(),
+                |w| format_duration(trunc(w)).to_string()
+            )
+        ),
+    })
+}
+
+/// A duration as messages print it: whole seconds, or milliseconds under
+/// ten seconds (so that short warm-ups and retries never read "0s").
+fn trunc(d: Duration) -> Duration {
+    if d < Duration::from_secs(10) {
+        Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    } else {
+        Duration::from_secs(d.as_secs())
+    }
+}
+
+fn cap_message(action: Action, active: u32, cap: u32, limits: &ActionLimits, live: u32) -> String {
+    if limits.max_in_flight == 0 {
+        return format!("{action} is disabled (limits.{action}.max_in_flight = 0)");
+    }
+    let how = match limits.max_in_flight_percent {
+        Some(p) => format!(
+            "min(max_in_flight {}, {p}% of {live} live hosts, at least 1)",
+            limits.max_in_flight
+        ),
+        None => format!("max_in_flight {}", limits.max_in_flight),
+    };
+    format!(
+        "{active} of {cap} {action} permits active fleet-wide (cap = {how}); a slot frees when one ends"
+    )
+}

@@ -1,0 +1,137 @@
+//! Answers for operators and metrics: explain, status, hosts, permits,
+//! counts. Asking records nothing; like every call, the ones that take
+//! `now` let time pass first (permits and pauses that are due expire,
+//! breakers that are due open or close).
+
+use super::Engine;
+use crate::types::{Action, HostId, Labels, Permit, Time, later};
+use crate::view::{ActionStatus, Explanation, HostView, Status};
+use crate::window;
+
+// === impl Engine: views ===
+
+impl Engine {
+    /// What would happen if `host` asked for `action` now: every rule that
+    /// would deny, each with when it would clear. Asking records nothing;
+    /// like every call, it lets time pass first, so permits and pauses that
+    /// are due expire and breakers that are due open or close.
+    pub fn explain(&mut self, host: &HostId, action: Action, now: Time) -> Explanation {
+        let now = self.observe(now);
+        self.advance(now);
+        let i = self.host_index.get(host).copied();
+        if let Some(i) = i {
+            // As a request would: its failure domains' breakers are current.
+            self.evaluate_domain_breakers(i, now);
+        }
+        let mut denials = Vec::new();
+        if i.is_none() {
+            denials.push(self.unknown_host(host));
+        }
+        self.evaluate(i, action, now, true, &mut denials);
+        Explanation {
+            host: host.clone(),
+            action,
+            denials,
+        }
+    }
+
+    /// The coordinator's state at a glance.
+    pub fn status(&mut self, now: Time) -> Status {
+        let now = self.observe(now);
+        self.advance(now);
+        let actions = Action::ALL
+            .iter()
+            .map(|&a| {
+                let l = self.config.limits(a);
+                let r = &self.rate[a.index()];
+                ActionStatus {
+                    action: a,
+                    active: self.fleet.active[a.index()],
+                    effective_cap: l.effective_cap(self.fleet.live),
+                    rate_limit: l.rate.limit(),
+                    rate_per: l.rate.per,
+                    rate_used: r.used(&l.rate, now),
+                    rate_next_at: r.next_at(&l.rate, now),
+                    in_window: window::check(&l.windows, l.timezone, now).is_ok(),
+                }
+            })
+            .collect();
+        Status {
+            dry_run: self.config.dry_run,
+            warming_up_until: self
+                .warming_up(now)
+                .map(|_| later(self.started_at, self.config.fleet.warmup)),
+            known_hosts: u32::try_from(self.hosts.len()).unwrap_or(u32::MAX),
+            live_hosts: self.fleet.live,
+            unhealthy_hosts: self.fleet.unhealthy,
+            quarantined_hosts: u32::try_from(self.durable.quarantines.len()).unwrap_or(u32::MAX),
+            min_fleet_size: self.config.fleet.min_fleet_size,
+            pauses: self.durable.pauses.values().cloned().collect(),
+            breakers: self.durable.breakers.values().cloned().collect(),
+            actions,
+        }
+    }
+
+    /// Every known host (and every quarantined one), sorted by id.
+    pub fn hosts(&mut self, now: Time) -> Vec<HostView> {
+        let now = self.observe(now);
+        self.advance(now);
+        let mut out: Vec<HostView> = self
+            .hosts
+            .iter()
+            .map(|s| HostView {
+                host: s.id.clone(),
+                labels: s.labels.clone(),
+                agent_version: s.agent_version.clone(),
+                live: s.live,
+                unhealthy: s.unhealthy,
+                last_heartbeat: s.last_heartbeat,
+                problems: s.problems.clone(),
+                active_permit: s.active_permit.clone(),
+                quarantine: self.durable.quarantines.get(&s.id).cloned(),
+            })
+            .collect();
+        for (host, q) in &self.durable.quarantines {
+            if !self.host_index.contains_key(host) {
+                out.push(HostView {
+                    host: host.clone(),
+                    labels: Labels::new(),
+                    agent_version: String::new(),
+                    live: false,
+                    unhealthy: false,
+                    last_heartbeat: None,
+                    problems: Vec::new(),
+                    active_permit: None,
+                    quarantine: Some(q.clone()),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.host.cmp(&b.host));
+        out
+    }
+
+    /// Active permits, in grant order.
+    pub fn permits(&self) -> impl Iterator<Item = &Permit> {
+        self.durable.permits.values()
+    }
+
+    /// Counts for invariant checks and metrics: (live, unhealthy, active per
+    /// action).
+    pub fn counts(&self) -> (u32, u32, [u32; 2]) {
+        (self.fleet.live, self.fleet.unhealthy, self.fleet.active)
+    }
+
+    /// Active permits of `action` in each value of group label `label`.
+    pub fn group_active(&self, label: &str, action: Action) -> Vec<(String, u32, u32)> {
+        self.groups
+            .iter()
+            .filter(|g| g.label == label)
+            .flat_map(|g| {
+                g.names
+                    .iter()
+                    .zip(&g.counts)
+                    .map(|(n, c)| (n.clone(), c.active[action.index()], c.live))
+            })
+            .collect()
+    }
+}
