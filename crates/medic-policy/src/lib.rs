@@ -1,5 +1,20 @@
 //! medic's decision engine.
 //!
+//! Modules, and what each holds:
+//!
+//! - [`config`]: the policy config: TOML in, every error by key path, a
+//!   validated [`PolicyConfig`] out; one file per section.
+//! - `engine`: [`Engine`]: the fleet view, the rules (one check each, in
+//!   `engine/rules.rs`), and the calls of agents and operators.
+//! - `error`: [`PolicyError`], calls that make no sense in the current state.
+//! - `rate`: the rate budget of one action (rule 7), rebuilt from grants.
+//! - `state`: [`DurableState`], what survives a restart, and the one
+//!   function that changes it.
+//! - [`text`]: characters an identifier must not hold.
+//! - `types`: the domain types: hosts, permits, decisions, events.
+//! - `view`: read-only views for operators: status, hosts, explanations.
+//! - `window`: weekly windows in a named time zone (rule 8).
+//!
 //! Pure and synchronous: no I/O and no clock of its own (every call takes
 //! `now`). Everything that decides "may host H do action A now?" lives here:
 //! the fleet view, pauses, breakers, quarantines, per-host budgets,

@@ -1,13 +1,13 @@
-//! The rules (DESIGN.md, "The coordinator's rules"): one check per rule,
-//! each returning the denial it would give, or `None` when it passes, and
-//! [`Engine::evaluate`], which runs them in order.
+//! The rules (ARCHITECTURE.md, "The coordinator's rules"): one check per
+//! rule, each returning the denial it would give, or `None` when it passes,
+//! and [`Engine::evaluate`], which runs them in order.
 //!
-//! The order is behaviour: a request gets the first denial, so it is kept
-//! as it has always been, not by rule number: the fleet-wide rules first
-//! (warm-up and the fleet floor, pauses, breakers), then the host's own
-//! (quarantine, one at a time, cooldown, attempt budget), then windows,
-//! concurrency caps and the rate budget. Messages are built only when a
-//! rule denies: the deny path is hot, and a passing check allocates nothing.
+//! The order is behaviour: a request gets the first denial. It is 9, 1, 2,
+//! 3, 4, 5, 8, 6, 7: the fleet-wide rules first (warm-up and the fleet
+//! floor, pauses, breakers), then the host's own (quarantine, one at a
+//! time, cooldown, attempt budget), then windows, concurrency caps and the
+//! rate budget. Messages are built only when a rule denies: the deny path
+//! is hot, and a passing check allocates nothing.
 
 use std::ops::ControlFlow;
 use std::time::Duration;
