@@ -8,11 +8,14 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use medic_policy::{Action, Outcome, PermitRef};
-use medic_proto::pb::v1 as pb;
+use medic_client::{CallError, Client, Endpoints, Settings};
+use medic_policy::{
+    Action, Decision, Heartbeat, Outcome, PermitRef, PermitRequest, Problem, RequestId,
+};
+use medic_proto::request::{OutcomeReport, Renewal};
 use tokio::sync::mpsc;
 
-use crate::client::{Backoff, CallError, Coordinators, after_denial};
+use crate::backoff::{Backoff, after_denial};
 use crate::config::{AgentConfig, JobConfig};
 use crate::detect::{JobDetectors, Verdict};
 use crate::effects::{Host, SystemHost};
@@ -75,7 +78,9 @@ pub struct Agent<H = SystemHost> {
     config: AgentConfig,
     env: Environment,
     jobs: Vec<Job>,
-    coordinators: Coordinators,
+    /// `None` only for a configuration that was not validated (its error
+    /// is logged): then no coordinator is reachable and nothing is done.
+    coordinators: Option<Client>,
     state_file: StateFile,
     /// `Err`: the state file is unusable; heartbeat, but never act.
     state: Result<AgentState, String>,
@@ -131,11 +136,7 @@ impl<H: Host> Agent<H> {
                 state: JobState::Healthy,
             })
             .collect();
-        let coordinators = Coordinators::new(
-            config.coordinators.clone(),
-            config.request_timeout,
-            config.tls.as_ref().map(crate::tls::AgentTls::client_config),
-        );
+        let coordinators = coordinators(&config);
         Self {
             heartbeat_interval: config.heartbeat_interval,
             next_heartbeat: Instant::now(),
@@ -231,11 +232,7 @@ impl<H: Host> Agent<H> {
             || config.request_timeout != self.config.request_timeout
             || config.tls != self.config.tls
         {
-            self.coordinators = Coordinators::new(
-                config.coordinators.clone(),
-                config.request_timeout,
-                config.tls.as_ref().map(crate::tls::AgentTls::client_config),
-            );
+            self.coordinators = coordinators(&config);
         }
         tracing::info!(summary = %config.summary(), "configuration reloaded");
         self.config = config;
@@ -313,17 +310,40 @@ impl<H: Host> Agent<H> {
         }
     }
 
+    /// The coordinators, or the error a configuration that was not
+    /// validated left instead.
+    fn client(&self) -> Result<&Client, CallError> {
+        self.coordinators.as_ref().ok_or(CallError::Unreachable {
+            attempts: Vec::new(),
+        })
+    }
+
+    /// Accounts for a call that got no usable answer: unreachable (fail
+    /// closed), refused, or a reply that cannot be used, which is an error
+    /// for the operator (counted, logged with its cause), never ignored.
+    fn call_failed(&mut self, call: &str, e: &CallError) {
+        if e.is_transient() {
+            self.note_reachable(false);
+            return;
+        }
+        self.note_reachable(true);
+        if let CallError::Malformed { .. } = e {
+            self.metrics.malformed_replies.inc();
+            tracing::error!(call, error = %e, "the coordinator's reply cannot be used; the call failed");
+        }
+    }
+
     /// Sends a heartbeat; adopts the coordinator's interval; notices a held
     /// permit that is no longer active.
     async fn heartbeat(&mut self) {
-        let problems: Vec<pb::Problem> = self
+        let problems: Vec<Problem> = self
             .jobs
             .iter()
             .filter_map(|j| {
-                j.state.stuck().map(|(e, since)| pb::Problem {
+                j.state.stuck().map(|(e, since)| Problem {
                     job: j.config.name.clone(),
                     detector: e.detector.to_owned(),
-                    since: Some(medic_proto::convert::to_timestamp(since)),
+                    since,
                     detail: e.detail.clone(),
                 })
             })
@@ -334,44 +354,37 @@ impl<H: Host> Agent<H> {
             Err(_) => None,
             Ok(s) => s.jobs.values().find_map(|c| c.gave_up.clone()),
         };
-        let req = pb::HeartbeatRequest {
-            host_id: self.config.host_id.to_string(),
+        let heartbeat = Heartbeat {
+            host: self.config.host_id.clone(),
             labels: self.config.labels.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             problems,
-            held_permit: self.held.as_ref().map(|h| h.permit.clone().into()),
+            held_permit: self.held.as_ref().map(|h| h.permit.clone()),
             needs_human,
         };
         self.next_heartbeat = Instant::now() + self.heartbeat_interval;
         self.metrics.heartbeats.inc();
-        match self
-            .coordinators
-            .call(req, |mut c, req| async move { c.heartbeat(req).await })
-            .await
-        {
+        let reply = match self.client() {
+            Ok(c) => c.heartbeat(heartbeat).await,
+            Err(e) => Err(e),
+        };
+        match reply {
             Ok(reply) => {
                 self.note_reachable(true);
-                if let Some(d) = reply
-                    .heartbeat_interval
-                    .as_ref()
-                    .and_then(|d| Duration::try_from(*d).ok().filter(|d| !d.is_zero()))
-                    // Within the bounds a config may set, whatever the
-                    // coordinator sends: `now + d` must not overflow.
-                    .map(|d| {
-                        d.clamp(
-                            medic_policy::config::MIN_HEARTBEAT_INTERVAL,
-                            medic_policy::config::MAX_HEARTBEAT_INTERVAL,
-                        )
-                    })
-                    && d != self.heartbeat_interval
-                {
+                // Within the bounds a config may set, whatever the
+                // coordinator sends: `now + d` must not overflow.
+                let d = reply.heartbeat_interval.clamp(
+                    medic_policy::config::MIN_HEARTBEAT_INTERVAL,
+                    medic_policy::config::MAX_HEARTBEAT_INTERVAL,
+                );
+                if d != self.heartbeat_interval {
                     tracing::info!(interval = %humantime::format_duration(d), "coordinator sets the heartbeat interval");
                     self.heartbeat_interval = d;
                     self.next_heartbeat = Instant::now() + d;
                 }
             }
             Err(e) => {
-                self.note_reachable(false);
+                self.call_failed("heartbeat", &e);
                 tracing::debug!(error = %e, "heartbeat failed");
             }
         }
@@ -428,78 +441,83 @@ impl<H: Host> Agent<H> {
         let reason = evidence
             .map(|e| format!("{}: {}", e.detector, e.detail))
             .unwrap_or_default();
-        let req = pb::RequestPermitRequest {
-            request_id,
-            host_id: self.config.host_id.to_string(),
-            action: pb::Action::from(action).into(),
-            job: name.clone(),
-            reason: format!(
-                "{reason} ({} failed restart(s), {} failed reboot(s))",
-                counters.failed_restarts, counters.failed_reboots
-            ),
+        let request = match RequestId::new(request_id) {
+            Ok(request_id) => PermitRequest {
+                request_id,
+                host: self.config.host_id.clone(),
+                action,
+                job: name.clone(),
+                reason: format!(
+                    "{reason} ({} failed restart(s), {} failed reboot(s))",
+                    counters.failed_restarts, counters.failed_reboots
+                ),
+            },
+            Err(e) => {
+                tracing::error!(job = %name, %action, error = %e, "cannot make a permit request id");
+                self.attempt = None;
+                self.next_request = Instant::now() + self.backoff.fail();
+                return;
+            }
         };
         let received = Instant::now();
         self.metrics.permit_requests.inc();
-        match self
-            .coordinators
-            .call(req, |mut c, req| async move { c.request_permit(req).await })
-            .await
-        {
-            Err(CallError::Unavailable(e)) => {
-                self.note_reachable(false);
+        let reply = match self.client() {
+            Ok(c) => c.request_permit(request).await,
+            Err(e) => Err(e),
+        };
+        match reply {
+            Err(e) if e.is_transient() => {
+                self.call_failed("request_permit", &e);
                 let wait = self.backoff.fail();
                 tracing::debug!(error = %e, wait = ?wait, "permit request failed; retrying later");
                 self.next_request = Instant::now() + wait;
             }
-            Err(e @ CallError::Refused(_)) => {
-                self.note_reachable(true);
-                tracing::error!(error = %e, job = %name, %action, "permit request refused");
-                self.attempt = None;
+            Err(e @ CallError::Malformed { .. }) => {
+                // The coordinator may have granted a permit this agent
+                // cannot use: it is not acted on, and the request is asked
+                // again with the same id, so that a coordinator that
+                // recovers replays its grant instead of making another.
+                self.call_failed("request_permit", &e);
+                tracing::error!(error = %e, job = %name, %action, "permit request failed: the coordinator's answer cannot be used");
                 self.next_request = Instant::now() + self.backoff.fail();
             }
-            Ok(reply) => {
+            Err(e) => {
+                self.call_failed("request_permit", &e);
+                tracing::error!(error = %e, job = %name, %action, "permit request refused");
+                self.attempt = None;
+                let wait = self.backoff.fail().max(e.retry_after().unwrap_or_default());
+                self.next_request = Instant::now() + wait;
+            }
+            Ok(decision) => {
                 self.note_reachable(true);
                 self.backoff.reset();
                 self.attempt = None;
-                match reply.decision {
-                    Some(pb::request_permit_response::Decision::Denied(d)) => {
-                        let retry = d.retry_after.and_then(|r| Duration::try_from(r).ok());
-                        let wait = after_denial(retry, Duration::from_secs(60));
+                match decision {
+                    Decision::Denied(d) => {
+                        let wait = after_denial(d.retry_after, Duration::from_secs(60));
                         self.metrics
                             .permit_denials
                             .get_or_create(&crate::metrics::ReasonLabel {
-                                reason: d
-                                    .reason()
-                                    .as_str_name()
-                                    .to_lowercase()
-                                    .replace("deny_reason_", ""),
+                                reason: d.reason.as_str().to_owned(),
                             })
                             .inc();
                         tracing::info!(
-                            job = %name, %action, reason = ?d.reason(), message = %d.message,
+                            job = %name, %action, reason = %d.reason, message = %d.message,
                             retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs())),
                             "permit denied; leaving the job alone"
                         );
                         self.next_request = Instant::now() + wait;
                     }
-                    Some(pb::request_permit_response::Decision::Granted(g)) => {
-                        let Some(p) = g.permit else { return };
-                        let ttl = p
-                            .ttl
-                            .and_then(|d| Duration::try_from(d).ok())
-                            .unwrap_or_default();
+                    Decision::Granted { permit, .. } => {
                         let held = Held {
                             permit: PermitRef {
-                                id: match medic_policy::PermitId::parse(p.permit_id.clone()) {
-                                    Ok(id) => id,
-                                    Err(_) => return,
-                                },
-                                token: medic_policy::FencingToken(p.fencing_token),
+                                id: permit.id,
+                                token: permit.token,
                             },
                             action,
                             job: name.clone(),
-                            dry_run: p.dry_run,
-                            ttl,
+                            dry_run: permit.dry_run,
+                            ttl: permit.ttl,
                             renewed: received,
                         };
                         tracing::warn!(job = %name, %action, permit = %held.permit.id, "permit granted");
@@ -509,7 +527,6 @@ impl<H: Host> Agent<H> {
                         self.held = None;
                         self.next_request = Instant::now();
                     }
-                    None => {}
                 }
             }
         }
@@ -531,23 +548,25 @@ impl<H: Host> Agent<H> {
     async fn renew_if(&mut self, held: &mut Held, always: bool) -> bool {
         let now = Instant::now();
         if always || now.duration_since(held.renewed) >= held.ttl / 3 {
-            let req = pb::RenewPermitRequest {
-                host_id: self.config.host_id.to_string(),
-                permit_id: held.permit.id.to_string(),
-                fencing_token: held.permit.token.0,
+            let renewal = Renewal {
+                host: self.config.host_id.clone(),
+                permit: held.permit.clone(),
             };
             let sent = Instant::now();
-            match self
-                .coordinators
-                .call(req, |mut c, req| async move { c.renew_permit(req).await })
-                .await
-            {
+            let reply = match self.client() {
+                Ok(c) => c.renew_permit(renewal).await,
+                Err(e) => Err(e),
+            };
+            match reply {
                 Ok(_) => held.renewed = sent,
-                Err(CallError::Refused(s)) => {
-                    tracing::warn!(permit = %held.permit.id, error = %s.message(), "permit no longer active; aborting");
+                Err(e @ CallError::Status { .. }) if !e.is_transient() => {
+                    tracing::warn!(permit = %held.permit.id, error = %e, "permit no longer active; aborting");
                     return false;
                 }
-                Err(CallError::Unavailable(e)) => {
+                // Unreachable, or a reply that cannot be used: whether the
+                // renewal took is unknown, so it is not counted.
+                Err(e) => {
+                    self.call_failed("renew_permit", &e);
                     tracing::warn!(error = %e, "cannot renew the permit; it stays valid only until its own expiry");
                 }
             }
@@ -775,32 +794,51 @@ impl<H: Host> Agent<H> {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let give_up = Instant::now() + Duration::from_secs(300);
         loop {
-            let req = pb::ReportOutcomeRequest {
-                host_id: self.config.host_id.to_string(),
-                permit_id: held.permit.id.to_string(),
-                fencing_token: held.permit.token.0,
-                outcome: pb::Outcome::from(outcome).into(),
+            let report = OutcomeReport {
+                host: self.config.host_id.clone(),
+                permit: held.permit.clone(),
+                outcome,
                 detail: detail.to_owned(),
             };
-            match self
-                .coordinators
-                .call(req, |mut c, req| async move { c.report_outcome(req).await })
-                .await
-            {
+            let reply = match self.client() {
+                Ok(c) => c.report_outcome(report).await,
+                Err(e) => Err(e),
+            };
+            match reply {
                 Ok(_) => return,
-                Err(CallError::Refused(s)) => {
-                    tracing::warn!(permit = %held.permit.id, error = %s.message(), "outcome not recorded");
-                    return;
-                }
-                Err(CallError::Unavailable(e)) if Instant::now() < give_up => {
+                Err(e) if e.is_transient() && Instant::now() < give_up => {
                     tracing::debug!(error = %e, "cannot report the outcome yet; retrying");
                     tokio::time::sleep(backoff.fail()).await;
                 }
-                Err(CallError::Unavailable(e)) => {
+                Err(e) if e.is_transient() => {
+                    self.call_failed("report_outcome", &e);
                     tracing::error!(error = %e, permit = %held.permit.id, "could not report the outcome; the permit will expire");
                     return;
                 }
+                // The coordinator answered: recorded (a reply that cannot
+                // be used is logged by `call_failed`) or refused.
+                Err(e) => {
+                    self.call_failed("report_outcome", &e);
+                    tracing::warn!(permit = %held.permit.id, error = %e, "outcome not recorded");
+                    return;
+                }
             }
+        }
+    }
+}
+
+/// The coordinators `config` names, with its TLS; `None` (logged) when the
+/// settings cannot work, which a validated configuration rules out.
+fn coordinators(config: &AgentConfig) -> Option<Client> {
+    let settings = Endpoints::new(config.coordinators.iter().cloned()).map(|endpoints| {
+        Settings::new(endpoints, config.request_timeout)
+            .tls(config.tls.as_ref().map(crate::tls::AgentTls::client_tls))
+    });
+    match settings.and_then(Client::new) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot use the configured coordinators; taking no action");
+            None
         }
     }
 }

@@ -254,6 +254,8 @@ impl RawAgent {
                     format!("coordinators[{i}]"),
                     format!("{c:?} is not an http:// or https:// URL"),
                 );
+            } else if let Err(e) = medic_client::endpoint::check(c) {
+                errs.push(format!("coordinators[{i}]"), e.to_string());
             } else if self.tls.is_some() && c.starts_with("http://") {
                 errs.push(
                     format!("coordinators[{i}]"),

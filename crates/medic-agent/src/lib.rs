@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
-pub mod client;
+pub mod backoff;
 pub mod config;
 pub mod detect;
 pub mod effects;

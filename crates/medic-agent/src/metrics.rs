@@ -49,6 +49,9 @@ pub struct AgentMetrics {
     pub coordinator_reachable: Gauge,
     /// Calls that reached no coordinator.
     pub coordinator_errors: Counter,
+    /// Replies that could not be used (a grant without a usable permit):
+    /// each is logged at error with its cause.
+    pub malformed_replies: Counter,
 }
 
 impl Default for AgentMetrics {
@@ -98,6 +101,12 @@ impl AgentMetrics {
             "coordinator_errors",
             "Calls that reached no coordinator",
         );
+        let malformed_replies = counter(
+            &mut r,
+            "malformed_replies",
+            "Coordinator replies the agent could not use (e.g. a grant without a usable permit); \
+             each is logged at error",
+        );
         Self {
             registry: r,
             checks,
@@ -109,6 +118,7 @@ impl AgentMetrics {
             actions,
             coordinator_reachable,
             coordinator_errors,
+            malformed_replies,
         }
     }
 

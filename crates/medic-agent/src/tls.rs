@@ -8,9 +8,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use medic_client::ClientTls;
+use medic_client::tls::{TlsFile, read_key, read_pem};
 use medic_policy::HostId;
 use medic_policy::config::Errors;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// The raw `[tls]` table.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -36,9 +37,7 @@ pub struct AgentTls {
     pub server_name: Option<String>,
     /// When the certificate expires.
     pub not_after: SystemTime,
-    ca_pem: Vec<u8>,
-    cert_pem: Vec<u8>,
-    key_pem: Vec<u8>,
+    material: ClientTls,
 }
 
 impl fmt::Debug for AgentTls {
@@ -54,37 +53,16 @@ impl fmt::Debug for AgentTls {
 }
 
 impl AgentTls {
-    /// The client TLS settings for the coordinator connections.
-    pub fn client_config(&self) -> ClientTlsConfig {
-        let mut c = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
-        if let Some(name) = &self.server_name {
-            c = c.domain_name(name.clone());
-        }
-        c
+    /// The client TLS material for the coordinator connections.
+    pub fn client_tls(&self) -> ClientTls {
+        self.material.clone()
     }
 }
 
-fn read_pem(errs: &mut Errors, key: &str, path: &Path, label: &str) -> Option<Vec<u8>> {
-    match std::fs::read(path) {
-        Err(e) => {
-            errs.push(key, format!("cannot read {}: {e}", path.display()));
-            None
-        }
-        Ok(b) => {
-            let text = String::from_utf8_lossy(&b);
-            if text
-                .lines()
-                .any(|l| l.starts_with("-----BEGIN ") && l.contains(label))
-            {
-                Some(b)
-            } else {
-                errs.push(key, format!("{} holds no PEM {label}", path.display()));
-                None
-            }
-        }
-    }
+/// Reads a file with medic-client's checks; its error, naming the file,
+/// is reported under `key`.
+fn read<T, E: ToString>(errs: &mut Errors, key: &str, r: Result<T, E>) -> Option<T> {
+    r.map_err(|e| errs.push(key, e.to_string())).ok()
 }
 
 impl RawTls {
@@ -113,29 +91,9 @@ impl RawTls {
         );
         let key = path("key", &self.key, "its private key, mode 0600");
         let (ca, cert, key) = (ca?, cert?, key?);
-        let ca_pem = read_pem(errs, "tls.ca", &ca, "CERTIFICATE");
-        let cert_pem = read_pem(errs, "tls.cert", &cert, "CERTIFICATE");
-        let key_pem = match medic_proto::secret_file::read(&key) {
-            Err(e) => {
-                errs.push("tls.key", e);
-                None
-            }
-            Ok(b) => {
-                let text = String::from_utf8_lossy(&b);
-                if text
-                    .lines()
-                    .any(|l| l.starts_with("-----BEGIN ") && l.contains("PRIVATE KEY"))
-                {
-                    Some(b)
-                } else {
-                    errs.push(
-                        "tls.key",
-                        format!("{} holds no PEM PRIVATE KEY", key.display()),
-                    );
-                    None
-                }
-            }
-        };
+        let ca_pem = read(errs, "tls.ca", read_pem(TlsFile::Ca, &ca));
+        let cert_pem = read(errs, "tls.cert", read_pem(TlsFile::Cert, &cert));
+        let key_pem = read(errs, "tls.key", read_key(&key));
         let not_after = cert_pem
             .as_deref()
             .and_then(|pem| check_certificate(errs, &cert, pem, host));
@@ -145,9 +103,8 @@ impl RawTls {
             key,
             server_name: self.server_name.clone().filter(|s| !s.is_empty()),
             not_after: not_after?,
-            ca_pem: ca_pem?,
-            cert_pem: cert_pem?,
-            key_pem: key_pem?,
+            material: ClientTls::from_pem(Some(ca_pem?), Some((cert_pem?, key_pem?)))
+                .with_server_name(self.server_name.clone()),
         })
     }
 }

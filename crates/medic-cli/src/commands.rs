@@ -863,7 +863,7 @@ pub(crate) async fn watch(ctx: &mut Ctx<'_>, a: WatchArgs) -> Result<(), Error> 
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     'reconnect: loop {
-        let mut admin = ctx.conn.admin();
+        let mut admin = ctx.conn.admin().await?;
         let req = pb::WatchEventsRequest {
             kinds: kinds.clone(),
             after_id: after,

@@ -8,26 +8,19 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use medic_client::{Client, Endpoints, Settings};
 use medic_coordinator::{Control, CoordinatorConfig, Listeners, RunError, SystemClock};
 use medic_proto::pb::v1 as pb;
 use medic_store::RedbStore;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
 use crate::error::SimError;
 
 /// PEM files for a TLS connection to an external coordinator.
-#[derive(Clone, Debug, Default)]
-pub struct TlsFiles {
-    /// CA certificate(s) the server's certificate must chain to.
-    pub ca: Option<PathBuf>,
-    /// Client certificate (mutual TLS).
-    pub cert: Option<PathBuf>,
-    /// Client key.
-    pub key: Option<PathBuf>,
-}
+pub use medic_client::TlsFiles;
 
 /// Where the coordinator runs.
 #[derive(Clone, Debug)]
@@ -297,31 +290,32 @@ impl Coordinator {
     }
 }
 
-/// Connects to `url`, with TLS when `tls` is given or the URL is https.
+/// A client for `url` (medic-client's: its endpoint checks, TLS from the
+/// files, deadlines, admission retries), with TLS when the URL is https.
+pub fn client(url: &str, tls: Option<&TlsFiles>) -> Result<Client, SimError> {
+    let coordinator = |e: &dyn std::fmt::Display| SimError::Coordinator(format!("{url}: {e}"));
+    let endpoints = Endpoints::new([url]).map_err(|e| coordinator(&e))?;
+    // The files are for `https://` only; a plaintext run ignores them.
+    let tls = if medic_client::endpoint::is_tls(url) {
+        let files = tls.cloned().unwrap_or_default();
+        Some(files.load().map_err(|e| coordinator(&e))?)
+    } else {
+        None
+    };
+    Client::new(
+        Settings::new(endpoints, Duration::from_secs(5))
+            .tls(tls)
+            .admission_retries(5),
+    )
+    .map_err(|e| coordinator(&e))
+}
+
+/// Connects to `url`, with TLS when the URL is https.
 pub async fn connect(url: &str, tls: Option<&TlsFiles>) -> Result<Channel, SimError> {
-    let mut ep = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| SimError::Coordinator(format!("{url}: {e}")))?
-        .connect_timeout(Duration::from_secs(5));
-    if url.starts_with("https://") {
-        let mut cfg = ClientTlsConfig::new();
-        if let Some(t) = tls {
-            if let Some(ca) = &t.ca {
-                cfg = cfg.ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
-            }
-            if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
-                cfg = cfg.identity(Identity::from_pem(
-                    std::fs::read(cert)?,
-                    std::fs::read(key)?,
-                ));
-            }
-        }
-        ep = ep
-            .tls_config(cfg)
-            .map_err(|e| SimError::Coordinator(format!("{url}: TLS: {e}")))?;
-    }
-    ep.connect()
+    client(url, tls)?
+        .channel()
         .await
-        .map_err(|e| SimError::Coordinator(format!("{url}: {e}")))
+        .map_err(|e| SimError::Coordinator(e.to_string()))
 }
 
 /// The hidden `medic-sim coordinator --config FILE` subcommand: serves like

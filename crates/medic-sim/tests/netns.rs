@@ -35,16 +35,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use medic_agent::client::{CallError, Coordinators};
+use medic_client::{CallError, Client, Endpoints, Settings};
 use medic_coordinator::CoordinatorConfig;
 use medic_coordinator::config::FleetConfig;
-use medic_policy::{Action, Event, Labels, PermitState, PolicyConfig};
+use medic_policy::{Action, Decision, Event, Labels, PermitState, PolicyConfig};
 use medic_proto::pb::v1 as pb;
 use medic_sim::check::{self, AuditEntry, Context};
 use medic_sim::netns::{Net, Node, NsRuntime};
 use medic_sim::record::ActionRecord;
 use medic_store::etcd_client;
-use pb::request_permit_response::Decision;
+
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
@@ -655,7 +655,8 @@ async fn host(
     mut stop: watch::Receiver<bool>,
     rec: Arc<Recorder>,
 ) {
-    let mut c = Coordinators::new(urls, CALL_TIMEOUT, None);
+    let c = Client::new(Settings::new(Endpoints::new(urls).unwrap(), CALL_TIMEOUT)).unwrap();
+    let host = medic_policy::HostId::new(id.clone()).unwrap();
     let anomaly = |what: String| lock(&rec.anomalies).push(what);
     let mut n = 0u32;
     let mut last_heartbeat: Option<Instant> = None;
@@ -677,81 +678,67 @@ async fn host(
             }
         }
         if last_heartbeat.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            let hb = pb::HeartbeatRequest {
-                host_id: id.clone(),
+            let hb = medic_policy::Heartbeat {
+                host: host.clone(),
                 labels: labels.clone().into_iter().collect(),
                 agent_version: "netns-test".into(),
-                ..Default::default()
+                problems: Vec::new(),
+                held_permit: None,
+                needs_human: None,
             };
-            if c.call(hb, |mut c, r| async move { c.heartbeat(r).await })
-                .await
-                .is_ok()
-            {
+            if c.heartbeat(hb).await.is_ok() {
                 last_heartbeat = Some(Instant::now());
             }
         }
         let request_id = format!("{id}-{n}");
-        let req = pb::RequestPermitRequest {
-            request_id: request_id.clone(),
-            host_id: id.clone(),
-            action: pb::Action::RestartJob.into(),
+        let req = medic_policy::PermitRequest {
+            request_id: medic_policy::RequestId::new(request_id.clone()).unwrap(),
+            host: host.clone(),
+            action: Action::RestartJob,
             job: "ingest".into(),
             reason: "stuck (storm)".into(),
         };
-        let wait = match c
-            .call(req, |mut c, r| async move { c.request_permit(r).await })
-            .await
-        {
-            Ok(r) => {
+        let wait = match c.request_permit(req).await {
+            Ok(decision) => {
                 unsure = false;
-                match r.decision {
-                    Some(Decision::Granted(g)) => {
-                        let Some(p) = g.permit else {
-                            anomaly(format!("{id}: a grant without a permit"));
-                            continue;
-                        };
-                        let ts = |t: Option<prost_types::Timestamp>| {
-                            t.and_then(|t| medic_proto::convert::from_timestamp("t", t).ok())
-                                .unwrap_or(SystemTime::UNIX_EPOCH)
-                        };
+                match decision {
+                    Decision::Granted {
+                        permit: p,
+                        replayed,
+                    } => {
                         lock(&rec.grants).push(Received {
                             host: id.clone(),
                             group,
                             request_id,
-                            permit_id: p.permit_id.clone(),
-                            token: p.fencing_token,
-                            granted_at: ts(p.granted_at),
+                            permit_id: p.id.to_string(),
+                            token: p.token.0,
+                            granted_at: p.granted_at,
                             received_at: SystemTime::now(),
-                            replayed: g.replayed,
-                            from: c.current().to_owned(),
+                            replayed,
+                            from: c.current(),
                         });
                         tokio::time::sleep(HOLD).await;
-                        report(&mut c, &id, &p, &anomaly).await;
+                        report(&c, &host, &p, &anomaly).await;
                         n += 1;
                         continue;
                     }
-                    Some(Decision::Denied(d)) => {
-                        if d.reason == pb::DenyReason::UnknownHost as i32 {
+                    Decision::Denied(d) => {
+                        if d.reason == medic_policy::DenyReason::UnknownHost {
                             last_heartbeat = None;
                         }
-                        let after = d
-                            .retry_after
-                            .and_then(|r| Duration::try_from(r).ok())
-                            .unwrap_or_default();
-                        medic_agent::client::jitter(after.min(Duration::from_millis(200)), 0.5)
-                    }
-                    None => {
-                        anomaly(format!("{id}: a decision that is neither grant nor denial"));
-                        Duration::from_millis(100)
+                        let after = d.retry_after.unwrap_or_default();
+                        medic_agent::backoff::jitter(after.min(Duration::from_millis(200)), 0.5)
                     }
                 }
             }
-            Err(CallError::Unavailable(_)) => {
+            Err(e) if e.is_transient() => {
                 unsure = true;
                 Duration::from_millis(100)
             }
-            Err(CallError::Refused(s)) => {
-                anomaly(format!("{id}: request {request_id} refused: {s}"));
+            // Refused, or a reply that does not convert (a grant without a
+            // usable permit, a decision that is neither grant nor denial).
+            Err(e) => {
+                anomaly(format!("{id}: request {request_id} failed: {e}"));
                 Duration::from_millis(100)
             }
         };
@@ -764,33 +751,38 @@ async fn host(
 
 /// Reports that the restart under `p` succeeded, until a coordinator takes
 /// it (through failovers and partitions: the permit outlives them).
-async fn report(c: &mut Coordinators, id: &str, p: &pb::Permit, anomaly: &impl Fn(String)) {
+async fn report(
+    c: &Client,
+    host: &medic_policy::HostId,
+    p: &medic_policy::Permit,
+    anomaly: &impl Fn(String),
+) {
     let start = Instant::now();
-    let req = pb::ReportOutcomeRequest {
-        host_id: id.to_owned(),
-        permit_id: p.permit_id.clone(),
-        fencing_token: p.fencing_token,
-        outcome: pb::Outcome::Succeeded.into(),
+    let req = medic_proto::request::OutcomeReport {
+        host: host.clone(),
+        permit: medic_policy::PermitRef {
+            id: p.id.clone(),
+            token: p.token,
+        },
+        outcome: medic_policy::Outcome::Succeeded,
         detail: "restarted".into(),
     };
     loop {
-        match c
-            .call(
-                req.clone(),
-                |mut c, r| async move { c.report_outcome(r).await },
-            )
-            .await
-        {
+        match c.report_outcome(req.clone()).await {
             Ok(_) => return,
-            Err(CallError::Refused(s)) => {
-                anomaly(format!("{id}: outcome of {} refused: {s}", p.permit_id));
-                return;
-            }
-            Err(CallError::Unavailable(e)) => {
+            Err(e) if e.is_transient() => {
                 if start.elapsed() > DEADLINE / 2 {
-                    anomaly(format!("{id}: outcome of {} never taken: {e}", p.permit_id));
+                    anomaly(format!("{host}: outcome of {} never taken: {e}", p.id));
                     return;
                 }
+            }
+            Err(e @ (CallError::Status { .. } | CallError::Malformed { .. })) => {
+                anomaly(format!("{host}: outcome of {} refused: {e}", p.id));
+                return;
+            }
+            Err(e) => {
+                anomaly(format!("{host}: outcome of {} failed: {e}", p.id));
+                return;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

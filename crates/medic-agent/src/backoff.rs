@@ -1,0 +1,90 @@
+//! The waits the agent keeps between calls to the coordinator: exponential
+//! backoff with jitter after failures, and the wait after a denial. (The
+//! calls themselves are `medic_client::Client`'s.)
+
+use std::time::Duration;
+
+use rand::Rng;
+
+/// Exponential backoff with full jitter between failed calls.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// Starts at `min`, doubles up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            next: min,
+            min,
+            max,
+        }
+    }
+
+    /// The wait before the next attempt (random in [next/2, next]), and
+    /// doubles the next one.
+    pub fn fail(&mut self) -> Duration {
+        let d = jitter(self.next, 0.5);
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    /// A call got through: start again from the minimum.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// `d` scaled by a random factor in `[1 - spread, 1]`, so a fleet told the
+/// same `retry_after` does not come back at the same instant.
+pub fn jitter(d: Duration, spread: f64) -> Duration {
+    let f = 1.0 - rand::rng().random_range(0.0..=spread);
+    d.mul_f64(f)
+}
+
+/// The wait after a denial: its `retry_after` plus up to 20% jitter; when a
+/// human must act (no `retry_after`), `idle`.
+pub fn after_denial(retry_after: Option<Duration>, idle: Duration) -> Duration {
+    match retry_after {
+        Some(d) => d.max(Duration::from_secs(1)) + jitter(d / 5, 1.0),
+        None => idle,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(4));
+        let waits: Vec<Duration> = (0..4).map(|_| b.fail()).collect();
+        let bounds = [1, 2, 4, 4];
+        for (w, max) in waits.iter().zip(bounds) {
+            let max = Duration::from_secs(max);
+            assert!(
+                *w <= max && *w >= max / 2,
+                "{w:?} not in [{:?}, {max:?}]",
+                max / 2
+            );
+        }
+        b.reset();
+        assert!(b.fail() <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_denial_waits_its_retry_after_plus_jitter_or_idles() {
+        let d = after_denial(Some(Duration::from_secs(10)), Duration::from_secs(60));
+        assert!(
+            d >= Duration::from_secs(10) && d <= Duration::from_secs(12),
+            "{d:?}"
+        );
+        assert_eq!(
+            after_denial(None, Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
+    }
+}
