@@ -268,67 +268,13 @@ impl RawLimits {
 
         let rate = match &self.rate {
             None => d.rate,
-            Some(r) => {
-                let before = errs.len();
-                let rate = Rate {
-                    count: errs.count_in(&k("rate.count"), r.count, d.rate.count, 1, MAX_COUNT),
-                    per: errs.duration_in(
-                        &k("rate.per"),
-                        r.per.as_deref(),
-                        d.rate.per,
-                        MIN_RATE_PER..=MAX_DURATION,
-                        "",
-                    ),
-                    burst: errs.count_in(&k("rate.burst"), r.burst, d.rate.burst, 0, MAX_COUNT),
-                };
-                if errs.len() == before && rate.lookback() > MAX_DURATION {
-                    errs.push(
-                        k("rate"),
-                        format!(
-                            "looks back rate.per + rate.per / rate.count × (rate.burst + 1) = {}, \
-                             more than {} (\"10y\"); lower rate.burst or rate.per, or raise \
-                             rate.count",
-                            humantime::format_duration(rate.lookback()),
-                            humantime::format_duration(MAX_DURATION)
-                        ),
-                    );
-                    d.rate
-                } else {
-                    rate
-                }
-            }
+            Some(r) => r.validate(errs, &k("rate"), d.rate),
         };
         let host_budget = match &self.host_budget {
             None => d.host_budget,
-            Some(b) => HostBudget {
-                max_attempts: errs.count_in(
-                    &k("host_budget.max_attempts"),
-                    b.max_attempts,
-                    d.host_budget.max_attempts,
-                    1,
-                    MAX_COUNT,
-                ),
-                per: errs.positive_duration(
-                    &k("host_budget.per"),
-                    b.per.as_deref(),
-                    d.host_budget.per,
-                ),
-            },
+            Some(b) => b.validate(errs, &k("host_budget"), d.host_budget),
         };
-
-        let timezone = match self.timezone.as_deref() {
-            None => chrono_tz::UTC,
-            Some(name) => match chrono_tz::Tz::from_str(name) {
-                Ok(tz) => tz,
-                Err(_) => {
-                    errs.push(
-                        k("timezone"),
-                        format!("unknown IANA time zone {name:?} (for example \"Europe/Berlin\", \"UTC\")"),
-                    );
-                    chrono_tz::UTC
-                }
-            },
-        };
+        let timezone = validate_timezone(errs, &k("timezone"), self.timezone.as_deref());
         let windows = self
             .windows
             .iter()
@@ -336,35 +282,14 @@ impl RawLimits {
             .enumerate()
             .filter_map(|(i, w)| w.validate(errs, &format!("{path}.windows[{i}]")))
             .collect();
-
-        let mut groups = BTreeMap::new();
-        for (label, g) in &self.groups {
-            let gp = format!("{path}.groups.{label}");
-            label_key_ok(errs, &gp, label);
-            let max_in_flight = g
-                .max_in_flight
-                .map(|v| errs.count_in(&format!("{gp}.max_in_flight"), Some(v), 1, 1, MAX_COUNT));
-            let max_in_flight_percent = g.max_in_flight_percent.map(|n| {
-                errs.percent(
-                    &format!("{gp}.max_in_flight_percent"),
-                    Some(n.as_f64()),
-                    100.0,
-                )
-            });
-            if max_in_flight.is_none() && max_in_flight_percent.is_none() {
-                errs.push(
-                    gp.clone(),
-                    "needs max_in_flight, max_in_flight_percent, or both",
-                );
-            }
-            groups.insert(
-                label.clone(),
-                GroupCap {
-                    max_in_flight,
-                    max_in_flight_percent,
-                },
-            );
-        }
+        let groups = self
+            .groups
+            .iter()
+            .map(|(label, g)| {
+                let cap = g.validate(errs, &format!("{path}.groups.{label}"), label);
+                (label.clone(), cap)
+            })
+            .collect();
 
         ActionLimits {
             max_in_flight,
@@ -377,5 +302,112 @@ impl RawLimits {
             windows,
             groups,
         }
+    }
+}
+
+impl RawRate {
+    /// `rate = { count, per, burst }` at `path`; what is not written comes
+    /// from `default`, and so does the whole rate if it looks back too far.
+    fn validate(&self, errs: &mut Errors, path: &str, default: Rate) -> Rate {
+        let before = errs.len();
+        let rate = Rate {
+            count: errs.count_in(
+                &format!("{path}.count"),
+                self.count,
+                default.count,
+                1,
+                MAX_COUNT,
+            ),
+            per: errs.duration_in(
+                &format!("{path}.per"),
+                self.per.as_deref(),
+                default.per,
+                MIN_RATE_PER..=MAX_DURATION,
+                "",
+            ),
+            burst: errs.count_in(
+                &format!("{path}.burst"),
+                self.burst,
+                default.burst,
+                0,
+                MAX_COUNT,
+            ),
+        };
+        if errs.len() == before && rate.lookback() > MAX_DURATION {
+            errs.push(
+                path,
+                format!(
+                    "looks back rate.per + rate.per / rate.count × (rate.burst + 1) = {}, \
+                     more than {} (\"10y\"); lower rate.burst or rate.per, or raise \
+                     rate.count",
+                    humantime::format_duration(rate.lookback()),
+                    humantime::format_duration(MAX_DURATION)
+                ),
+            );
+            default
+        } else {
+            rate
+        }
+    }
+}
+
+impl RawHostBudget {
+    /// `host_budget = { max_attempts, per }` at `path`; what is not written
+    /// comes from `default`.
+    fn validate(&self, errs: &mut Errors, path: &str, default: HostBudget) -> HostBudget {
+        HostBudget {
+            max_attempts: errs.count_in(
+                &format!("{path}.max_attempts"),
+                self.max_attempts,
+                default.max_attempts,
+                1,
+                MAX_COUNT,
+            ),
+            per: errs.positive_duration(&format!("{path}.per"), self.per.as_deref(), default.per),
+        }
+    }
+}
+
+impl RawGroupCap {
+    /// `[limits.<action>.groups.<label>]` at `path`: at least one of the
+    /// two caps.
+    fn validate(&self, errs: &mut Errors, path: &str, label: &str) -> GroupCap {
+        label_key_ok(errs, path, label);
+        let max_in_flight = self
+            .max_in_flight
+            .map(|v| errs.count_in(&format!("{path}.max_in_flight"), Some(v), 1, 1, MAX_COUNT));
+        let max_in_flight_percent = self.max_in_flight_percent.map(|n| {
+            errs.percent(
+                &format!("{path}.max_in_flight_percent"),
+                Some(n.as_f64()),
+                100.0,
+            )
+        });
+        if max_in_flight.is_none() && max_in_flight_percent.is_none() {
+            errs.push(path, "needs max_in_flight, max_in_flight_percent, or both");
+        }
+        GroupCap {
+            max_in_flight,
+            max_in_flight_percent,
+        }
+    }
+}
+
+/// The IANA time zone of an action's windows at `path` (UTC when absent).
+fn validate_timezone(errs: &mut Errors, path: &str, raw: Option<&str>) -> chrono_tz::Tz {
+    match raw {
+        None => chrono_tz::UTC,
+        Some(name) => match chrono_tz::Tz::from_str(name) {
+            Ok(tz) => tz,
+            Err(_) => {
+                errs.push(
+                    path,
+                    format!(
+                        "unknown IANA time zone {name:?} (for example \"Europe/Berlin\", \"UTC\")"
+                    ),
+                );
+                chrono_tz::UTC
+            }
+        },
     }
 }
