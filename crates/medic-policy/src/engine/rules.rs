@@ -28,7 +28,8 @@ struct Denials<'a> {
 
 impl Denials<'_> {
     /// Records `denial`, if there is one; `Break` when evaluation should
-    /// stop there.
+    /// stop there. Inlined: it runs once per rule on every decision.
+    #[inline]
     fn check(&mut self, denial: Option<Denial>) -> ControlFlow<()> {
         match denial {
             Some(d) => self.deny(d),
@@ -36,6 +37,7 @@ impl Denials<'_> {
         }
     }
 
+    #[inline]
     fn deny(&mut self, denial: Denial) -> ControlFlow<()> {
         self.out.push(denial);
         if self.all {
