@@ -17,6 +17,16 @@ impl Engine {
     /// Lets time pass to `now`: hosts go silent, permits and pauses expire,
     /// breakers open or close. Cheap; every call runs it first.
     pub(super) fn advance(&mut self, now: Time) {
+        self.expire_silent_hosts(now);
+        self.expire_permits(now);
+        self.expire_pauses(now);
+        self.age_outcome_samples(now);
+        self.evaluate_breaker(BreakerScope::Fleet, now);
+    }
+
+    /// Hosts unheard of for `host_ttl` stop being live, unless they hold a
+    /// permit.
+    fn expire_silent_hosts(&mut self, now: Time) {
         while let Some(&Reverse((deadline, i))) = self.liveness.peek() {
             if deadline > now {
                 break;
@@ -27,7 +37,11 @@ impl Engine {
             self.arm_liveness(i);
             self.refresh(i, now);
         }
+    }
 
+    /// Permits past their expiry end as expired, and their hosts are
+    /// quarantined: the host went away mid-remediation (rule 3).
+    fn expire_permits(&mut self, now: Time) {
         while let Some(&Reverse((expires, token))) = self.permit_expiry.peek() {
             if expires > now {
                 break;
@@ -59,7 +73,10 @@ impl Engine {
                 }));
             }
         }
+    }
 
+    /// Pauses past their `until` end, as if resumed by the coordinator.
+    fn expire_pauses(&mut self, now: Time) {
         if self
             .durable
             .pauses
@@ -82,7 +99,10 @@ impl Engine {
                 });
             }
         }
+    }
 
+    /// Outcome samples older than the breaker's `window` stop counting.
+    fn age_outcome_samples(&mut self, now: Time) {
         let window = self.config.breaker.window;
         while let Some(&(at, failed)) = self.outcomes.front() {
             if now.duration_since(at).is_ok_and(|d| d > window) {
@@ -94,7 +114,6 @@ impl Engine {
                 break;
             }
         }
-        self.evaluate_breaker(BreakerScope::Fleet, now);
     }
 
     /// Periodic housekeeping: everything `advance` does, plus every domain

@@ -34,8 +34,19 @@ impl Engine {
             .iter()
             .map(|(rid, p)| (p.id.clone(), rid.clone()))
             .collect();
+        self.reindex_hosts_and_permits();
+        self.rebuild_budgets();
+        self.replay_endings();
+        for i in 0..self.hosts.len() {
+            self.arm_liveness(i);
+            self.refresh(i, now);
+        }
+    }
 
-        // Hosts known only through permits get a slot with the permit's labels.
+    /// Resets every host slot to what durable state says (group values,
+    /// the permit it holds) and counts the active permits. Hosts known only
+    /// through permits get a slot with the permit's labels.
+    fn reindex_hosts_and_permits(&mut self) {
         let holders: Vec<(HostId, Labels, PermitId)> = self
             .durable
             .permits
@@ -67,8 +78,11 @@ impl Engine {
             self.count_permit(p, 1);
             self.permit_expiry.push(Reverse((p.expires_at, p.token)));
         }
+    }
 
-        // Budgets from the grant log.
+    /// The rate budgets and each host's attempts, from the grant log: a
+    /// restart does not refill them (rule 7).
+    fn rebuild_budgets(&mut self) {
         let mut per_action: [Vec<Time>; 2] = Default::default();
         for g in &self.durable.grants {
             per_action[g.action.index()].push(g.at);
@@ -87,6 +101,11 @@ impl Engine {
                 std::mem::take(&mut per_action[a.index()]),
             )
         });
+    }
+
+    /// Each host's last permit end (for cooldowns), and the failure
+    /// breaker's samples since its last reset, from the ended permits.
+    fn replay_endings(&mut self) {
         self.outcomes.clear();
         self.outcomes_failed = 0;
         let ends: Vec<_> = self.durable.endings.clone();
@@ -97,11 +116,6 @@ impl Engine {
             if e.seq > self.durable.breaker_reset_seq {
                 self.record_outcome_sample(e.at, e.state);
             }
-        }
-
-        for i in 0..self.hosts.len() {
-            self.arm_liveness(i);
-            self.refresh(i, now);
         }
     }
 
