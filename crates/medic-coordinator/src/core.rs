@@ -21,8 +21,9 @@ use medic_store::{Entry, Record, Retention, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::clock::{Clock, STEP_THRESHOLD, StepWatch};
-use crate::config::{ConfigSource, CoordinatorConfig};
-use crate::metrics::{Metrics, ResultLabel};
+use crate::config::CoordinatorConfig;
+use crate::live::Live;
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 
 /// Why a call could not be served.
@@ -54,9 +55,8 @@ pub struct Core<S: Store> {
     pub events: broadcast::Sender<pb::Event>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
-    config: Mutex<Arc<CoordinatorConfig>>,
-    source: Arc<dyn ConfigSource>,
-    config_loaded_at: Mutex<SystemTime>,
+    /// The configuration in force.
+    live: Arc<Live>,
     denials: Mutex<DenialSampler>,
     refusals: Mutex<RefusalSampler>,
     started_at: SystemTime,
@@ -81,10 +81,6 @@ pub struct Core<S: Store> {
     /// whether the committer stopped: what every answer waits for (see
     /// [`Core::wait_durable`]).
     durable: watch::Sender<(u64, bool)>,
-    /// One reload at a time (SIGHUP and `Admin.ReloadConfig` may race):
-    /// the engine's limits and the rest of the config always come from the
-    /// same read (I10).
-    reloading: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Job {
@@ -101,12 +97,12 @@ impl<S: Store> Core<S> {
     /// Loads the durable state from `store` and starts the committer task.
     /// Warm-up begins now.
     pub async fn start(
-        config: CoordinatorConfig,
-        source: Arc<dyn ConfigSource>,
+        live: Arc<Live>,
         store: S,
-        metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, StoreError> {
+        let config = live.current();
+        let metrics = live.metrics().clone();
         let store = Arc::new(store);
         let loaded = {
             let store = store.clone();
@@ -143,9 +139,7 @@ impl<S: Store> Core<S> {
             metrics,
             denials: Mutex::new(DenialSampler::new(config.audit.denial_sample_interval)),
             refusals: Mutex::new(RefusalSampler::new(config.audit.denial_sample_interval)),
-            config: Mutex::new(Arc::new(config)),
-            source,
-            config_loaded_at: Mutex::new(now),
+            live,
             started_at: now,
             clock,
             steps: Mutex::new(StepWatch::new(&mark)),
@@ -156,7 +150,6 @@ impl<S: Store> Core<S> {
             notifier,
             submitted: std::sync::atomic::AtomicU64::new(0),
             durable: watch::channel((0, false)).0,
-            reloading: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(committer(core.clone(), rx, loaded.last_id));
         if !checked.is_empty() {
@@ -200,7 +193,12 @@ impl<S: Store> Core<S> {
 
     /// The configuration in force.
     pub fn config(&self) -> Arc<CoordinatorConfig> {
-        lock(&self.config).clone()
+        self.live.current()
+    }
+
+    /// The configuration in force and what follows it.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
     }
 
     /// The coordinator's clock.
@@ -215,7 +213,7 @@ impl<S: Store> Core<S> {
 
     /// When the configuration in force was loaded.
     pub fn config_loaded_at(&self) -> SystemTime {
-        *lock(&self.config_loaded_at)
+        self.live.loaded_at()
     }
 
     /// Whether a write was refused because this replica no longer leads.
@@ -412,25 +410,18 @@ impl<S: Store> Core<S> {
         self.wait_durable(n).await
     }
 
-    /// Re-reads the config file and applies it all-or-nothing (I10). SIGHUP
-    /// and `Admin.ReloadConfig` both come here. Returns every error; the
-    /// running config stays in force when there is any.
+    /// Re-reads the config and applies it all-or-nothing (I10): to the
+    /// engine, the samplers and the notifier here, and to everything else
+    /// through [`Live::install`]. SIGHUP and `Admin.ReloadConfig` both come
+    /// here. Returns every error; the running config stays in force when
+    /// there is any.
     pub async fn reload(
         &self,
         actor: &str,
         reason: &str,
     ) -> Result<Result<Arc<CoordinatorConfig>, Vec<medic_policy::ConfigError>>, CoreError> {
-        let _one = self.reloading.lock().await;
-        let loaded = crate::config::load_blocking(&self.source).await;
-        let result = loaded.and_then(|new| {
-            let fixed = self.config().reload_errors(&new);
-            if fixed.is_empty() {
-                Ok(new)
-            } else {
-                Err(fixed)
-            }
-        });
-        match result {
+        let _one = self.live.reloading().await;
+        match self.live.read().await {
             Ok(new) => {
                 let new = Arc::new(new);
                 self.apply(|engine, now| engine.set_config(new.policy.clone(), now))
@@ -438,29 +429,14 @@ impl<S: Store> Core<S> {
                 lock(&self.denials).interval = new.audit.denial_sample_interval;
                 lock(&self.refusals).interval = new.audit.denial_sample_interval;
                 self.notifier.update(&new.notify);
-                *lock(&self.config) = new.clone();
-                *lock(&self.config_loaded_at) = self.clock.now();
-                self.metrics
-                    .config_reloads
-                    .get_or_create(&ResultLabel {
-                        result: "ok".to_owned(),
-                    })
-                    .inc();
-                self.metrics.dry_run.set(i64::from(new.policy.dry_run));
-                self.metrics
-                    .fleet_config_revision
-                    .set(new.fleet_revision.unwrap_or(0));
+                self.live.install(new.clone(), self.clock.now());
+                self.live.count_reload(true);
                 tracing::info!(%actor, %reason, summary = %new.summary(), "configuration reloaded");
                 self.audit_reload(actor, reason, Vec::new()).await?;
                 Ok(Ok(new))
             }
             Err(errors) => {
-                self.metrics
-                    .config_reloads
-                    .get_or_create(&ResultLabel {
-                        result: "error".to_owned(),
-                    })
-                    .inc();
+                self.live.count_reload(false);
                 for e in &errors {
                     tracing::error!(%actor, error = %e, "configuration reload rejected; the running configuration stays in force");
                 }
