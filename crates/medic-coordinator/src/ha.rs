@@ -56,9 +56,7 @@ use crate::role::{Election, Lease, Lost, Mandate};
 use crate::server::{Listeners, serve};
 use crate::{Control, RunError};
 
-/// Exit code of a replica that lost its leadership (EX_TEMPFAIL): not a
-/// config error (78), and `Restart=on-failure` restarts it.
-pub const EXIT_LOST_LEADERSHIP: u8 = 75;
+pub use crate::cli::EXIT_LOST_LEADERSHIP;
 
 /// How often the watchdog looks at the leadership at least.
 const WATCHDOG_PERIOD: Duration = Duration::from_millis(100);

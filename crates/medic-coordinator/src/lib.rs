@@ -8,6 +8,7 @@
 
 pub mod admit;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conn;

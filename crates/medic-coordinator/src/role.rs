@@ -61,6 +61,7 @@ pub(crate) enum Election<S> {
     Immediate(S),
     /// Replicated on etcd: it serves the port at once as a follower naming
     /// `leader`, until `campaign` elects it.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     Campaign {
         leader: watch::Receiver<Option<String>>,
         campaign: Campaign<S>,
