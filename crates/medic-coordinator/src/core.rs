@@ -9,14 +9,12 @@
 //! durable state: the coordinator stops serving at once and exits, and the
 //! durable state is the truth at the next start.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use medic_policy::{
-    Action, ClockMark, ClockStep, Denial, DenyReason, DurableState, Engine, Event, HostId, Time,
+    Action, ClockMark, ClockStep, Denial, DurableState, Engine, Event, HostId, Time,
 };
-use medic_proto::pb::v1 as pb;
 use medic_store::{Entry, Record, Retention, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -25,6 +23,7 @@ use crate::config::CoordinatorConfig;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::sample::{DenialSampler, RefusalSampler};
 
 /// Why a call could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +50,9 @@ pub struct Core<S: Store> {
     engine: Mutex<Engine>,
     store: Arc<S>,
     jobs: mpsc::UnboundedSender<Job>,
-    /// Audit events as they become durable, for `WatchEvents`.
-    pub events: broadcast::Sender<pb::Event>,
-    /// The metrics.
-    pub metrics: Arc<Metrics>,
+    /// History entries as they become durable, for `WatchEvents`.
+    events: broadcast::Sender<Entry>,
+    metrics: Arc<Metrics>,
     /// The configuration in force.
     live: Arc<Live>,
     denials: Mutex<DenialSampler>,
@@ -66,10 +64,11 @@ pub struct Core<S: Store> {
     steps: Mutex<StepWatch>,
     /// Steps found since start, for `status`.
     stepped: Mutex<ClockSteps>,
-    /// Set when the store failed: handlers refuse, the server stops.
-    pub fatal: watch::Sender<Option<String>>,
+    /// Set when the store failed or leadership was lost: handlers refuse,
+    /// the server stops.
+    fatal: watch::Sender<Option<String>>,
     /// Set when the server starts draining: long-lived streams end.
-    pub draining: watch::Sender<bool>,
+    draining: watch::Sender<bool>,
     /// Set when a commit failed because this replica no longer leads
     /// (`StoreError::NotLeader`): the fence did its work before the
     /// leadership watchdog noticed.
@@ -226,6 +225,38 @@ impl<S: Store> Core<S> {
         &self.store
     }
 
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// History entries from now on, as they become durable.
+    pub fn subscribe(&self) -> broadcast::Receiver<Entry> {
+        self.events.subscribe()
+    }
+
+    /// Why the core refuses every call, from the moment it does (`None`
+    /// while it decides).
+    pub fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.fatal.subscribe()
+    }
+
+    /// Refuses every call from now on, saying `why`: this replica no
+    /// longer leads.
+    pub fn fail(&self, why: String) {
+        self.fatal.send_replace(Some(why));
+    }
+
+    /// Tells long-lived streams to end: the server is draining.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Whether the server is draining, and when it starts.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
+    }
+
     /// Runs `f` on the engine; queues the events it produced (in order,
     /// under the lock) and waits until they are durable before returning.
     ///
@@ -328,7 +359,7 @@ impl<S: Store> Core<S> {
     /// the sampling interval, records it in the audit history.
     pub fn sample_denial(&self, host: &HostId, action: Action, denial: &Denial) {
         let now = self.clock.now();
-        let sample = lock(&self.denials).observe(host, action, denial, now);
+        let sample = lock(&self.denials).observe(host, denial, now);
         if let Some(count) = sample {
             self.metrics.denials_sampled.inc();
             self.submit(vec![(
@@ -722,7 +753,7 @@ async fn flush<S: Store>(
             core.durable.send_modify(|d| d.0 += jobs);
             for entry in entries {
                 core.notifier.offer(&entry);
-                let _ = core.events.send(to_wire(entry));
+                let _ = core.events.send(entry);
             }
             true
         }
@@ -768,166 +799,5 @@ impl CrashPoint {
                 std::process::abort();
             }
         }
-    }
-}
-
-/// A stored entry as the wire's audit event.
-pub fn to_wire(entry: Entry) -> pb::Event {
-    match entry.record {
-        Record::Policy(e) => pb::Event::from_policy(entry.id, e),
-        Record::Denied {
-            host,
-            action,
-            denial,
-            count,
-        } => pb::Event::denied(entry.id, entry.at, &host, action, denial, count),
-        Record::AccessDenied {
-            identity,
-            call,
-            host,
-            peer,
-            reason,
-            count,
-        } => pb::Event::access_denied(
-            entry.id, entry.at, identity, call, host, peer, reason, count,
-        ),
-        Record::ConfigReloaded {
-            actor,
-            reason,
-            errors,
-        } => pb::Event::config_reloaded(
-            entry.id,
-            entry.at,
-            actor,
-            reason,
-            errors
-                .into_iter()
-                .map(|e| pb::ConfigError {
-                    key: e.path,
-                    message: e.message,
-                })
-                .collect(),
-        ),
-    }
-}
-
-/// Samples refusals the way [`DenialSampler`] samples denials, keyed by
-/// identity and call.
-#[derive(Debug)]
-struct RefusalSampler {
-    interval: Duration,
-    seen: HashMap<String, (SystemTime, u64)>,
-}
-
-impl RefusalSampler {
-    fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            seen: HashMap::new(),
-        }
-    }
-
-    /// Identities tracked at most: refused callers choose their own names
-    /// (a rejected certificate's subject), so the map is bounded; beyond
-    /// it new identities are counted in metrics but not sampled.
-    const MAX_TRACKED: usize = 50_000;
-
-    fn observe(&mut self, key: String, now: SystemTime) -> Option<u64> {
-        if self.seen.len() >= Self::MAX_TRACKED && !self.seen.contains_key(&key) {
-            return None;
-        }
-        let interval = self.interval;
-        let (last, suppressed) = self.seen.entry(key).or_insert((SystemTime::UNIX_EPOCH, 0));
-        if *last != SystemTime::UNIX_EPOCH
-            && (now < *last || now.duration_since(*last).is_ok_and(|d| d < interval))
-        {
-            *suppressed += 1;
-            return None;
-        }
-        let count = *suppressed + 1;
-        *last = now;
-        *suppressed = 0;
-        Some(count)
-    }
-
-    /// Forgets identities quiet for two intervals, and any (suppressed
-    /// counts included) after ten: refused callers choose their names, so
-    /// nothing they cause may stay forever.
-    fn prune(&mut self, now: SystemTime) {
-        let keep = self.interval.saturating_mul(2);
-        let at_most = self.interval.saturating_mul(10);
-        self.seen.retain(|_, (last, suppressed)| {
-            let age = now.duration_since(*last).unwrap_or_default();
-            age < at_most && (*suppressed > 0 || age < keep)
-        });
-    }
-}
-
-/// Samples denials: the first per host and reason per interval is recorded,
-/// carrying the count of the ones suppressed since the last record.
-#[derive(Debug)]
-struct DenialSampler {
-    interval: Duration,
-    /// Per host, per reason (by `DenyReason::ALL` index): when the last
-    /// record was written and how many denials were suppressed since.
-    seen: HashMap<HostId, [Option<(SystemTime, u64)>; DenyReason::ALL.len()]>,
-}
-
-impl DenialSampler {
-    fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            seen: HashMap::new(),
-        }
-    }
-
-    /// Returns `Some(count)` when this denial must be recorded, standing for
-    /// `count` denials (itself and the ones suppressed before it).
-    fn observe(
-        &mut self,
-        host: &HostId,
-        _action: Action,
-        denial: &Denial,
-        now: SystemTime,
-    ) -> Option<u64> {
-        let i = DenyReason::ALL
-            .iter()
-            .position(|r| *r == denial.reason)
-            .unwrap_or(0);
-        let slots = match self.seen.get_mut(host) {
-            Some(slots) => slots,
-            None => self
-                .seen
-                .entry(host.clone())
-                .or_insert([None; DenyReason::ALL.len()]),
-        };
-        match &mut slots[i] {
-            Some((last, suppressed))
-                if now.duration_since(*last).is_ok_and(|d| d < self.interval) || now < *last =>
-            {
-                *suppressed += 1;
-                None
-            }
-            Some((last, suppressed)) => {
-                let count = *suppressed + 1;
-                *last = now;
-                *suppressed = 0;
-                Some(count)
-            }
-            slot @ None => {
-                *slot = Some((now, 0));
-                Some(1)
-            }
-        }
-    }
-
-    /// Forgets hosts quiet for two intervals with nothing suppressed.
-    fn prune(&mut self, now: SystemTime) {
-        let keep = self.interval.saturating_mul(2);
-        self.seen.retain(|_, slots| {
-            slots.iter().flatten().any(|(last, suppressed)| {
-                *suppressed > 0 || now.duration_since(*last).map_or(true, |d| d < keep)
-            })
-        });
     }
 }

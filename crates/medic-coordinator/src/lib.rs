@@ -22,6 +22,7 @@ pub mod live;
 pub mod metrics;
 pub mod notify;
 mod role;
+mod sample;
 pub mod server;
 pub mod service;
 pub mod shell;

@@ -177,12 +177,11 @@ pub(crate) fn watch_lease<S: Store + Debug>(
     let core = core.clone();
     let task = tokio::spawn(async move {
         let why = lost.await;
-        core.metrics.leader.set(0);
+        core.metrics().leader.set(0);
         tracing::error!(reason = %why, "lost leadership: refusing every decision and stopping");
         // Before `fatal`: the loop that sees `fatal` looks here for why.
         let _ = lost_tx.send(why.clone());
-        core.fatal
-            .send_replace(Some(format!("this replica lost its leadership ({why})")));
+        core.fail(format!("this replica lost its leadership ({why})"));
     });
     (AbortOnDrop(task), lost_rx)
 }
@@ -199,7 +198,7 @@ pub(crate) async fn lead<S: Store + Debug>(
     // as seen and wait for a later change that never comes, leaving a
     // leader that refuses everything and never steps down. So the current
     // value is looked at first.
-    let mut fatal = core.fatal.subscribe();
+    let mut fatal = core.failure();
     fatal.mark_changed();
     loop {
         tokio::select! {

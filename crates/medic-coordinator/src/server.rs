@@ -137,7 +137,7 @@ pub(crate) async fn serve<S: Store + Debug>(
             }
         }
     };
-    core.metrics.leader.set(1);
+    core.metrics().leader.set(1);
     let followed = election_errors.is_some();
     // An elected replica records the configuration it decides with (I9).
     if let Some(errors) = election_errors
@@ -175,7 +175,7 @@ pub(crate) async fn serve<S: Store + Debug>(
     drop(background);
     // Long-lived streams (WatchEvents) end first, or the drain would wait
     // for them the whole grace period.
-    core.draining.send_replace(true);
+    core.drain();
     shell.stop(grace).await;
     core.close().await;
     if let Some(watchdog) = watchdog {

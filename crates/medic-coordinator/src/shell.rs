@@ -220,7 +220,7 @@ struct Services<S: Store> {
 
 impl<S: Store + std::fmt::Debug> Services<S> {
     async fn lead(&self, core: &Arc<Core<S>>, health: &HealthReporter) {
-        let _ = self.fatal.set(core.fatal.subscribe());
+        let _ = self.fatal.set(core.failure());
         self.agents.lead(
             pb::remediation_server::RemediationServer::new(AgentService::new(core.clone()))
                 .max_decoding_message_size(self.max_message),

@@ -14,10 +14,10 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::watch::{Watchers, watch_stream, watcher_key};
-use super::{ApiError, method, peer_of, refuse};
+use super::{ApiError, method, peer_of, refuse, to_wire};
 use crate::auth::{Access, Credentials, Operator, authorize_operator};
 use crate::config::TransportSecurity;
-use crate::core::{Core, to_wire};
+use crate::core::Core;
 
 /// This build's version, reported by `GetStatus`.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -147,7 +147,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
             Access::Read,
             |caller, _: pb::GetStatusRequest| async move {
                 let status = self.core.read(|e, now| e.status(now))?;
-                self.core.metrics.set_status(&status);
+                self.core.metrics().set_status(&status);
                 let cfg = self.core.config();
                 let (clock_steps, last_step) = self.core.clock_steps();
                 Ok(pb::GetStatusResponse {
@@ -418,16 +418,9 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
         slot.busy = busy;
         let stall = config.server.watch_stall_timeout;
         // Subscribe before reading the backlog, so nothing falls between.
-        let live = self.core.events.subscribe();
+        let live = self.core.subscribe();
         let store = self.core.store().clone();
-        let stream = watch_stream(
-            filter,
-            store,
-            live,
-            self.core.draining.subscribe(),
-            slot,
-            stall,
-        );
+        let stream = watch_stream(filter, store, live, self.core.draining(), slot, stall);
         Ok(Response::new(stream))
     }
 }

@@ -15,7 +15,8 @@ pub mod watch;
 
 use medic_policy::{HostId, InvalidInput, PolicyError};
 use medic_proto::error::{invalid_input_status, policy_error_status};
-use medic_store::{Store, StoreError};
+use medic_proto::pb::v1 as pb;
+use medic_store::{Entry, Record, Store, StoreError};
 use tonic::{Request, Status};
 
 pub use admin::AdminService;
@@ -97,7 +98,7 @@ fn refuse<S: Store + std::fmt::Debug>(
     host: Option<&HostId>,
     peer: &Peer,
 ) -> Status {
-    core.metrics.refused(service, refusal.code);
+    core.metrics().refused(service, refusal.code);
     let addr = peer.addr.map(|a| a.to_string()).unwrap_or_default();
     if core.sample_refusal(refusal, call, host, addr.clone()) {
         let host = host.map(|h| h.as_str()).unwrap_or("");
@@ -108,4 +109,44 @@ fn refuse<S: Store + std::fmt::Debug>(
         }
     }
     refusal.status()
+}
+
+/// A stored entry as the wire's audit event.
+pub fn to_wire(entry: Entry) -> pb::Event {
+    match entry.record {
+        Record::Policy(e) => pb::Event::from_policy(entry.id, e),
+        Record::Denied {
+            host,
+            action,
+            denial,
+            count,
+        } => pb::Event::denied(entry.id, entry.at, &host, action, denial, count),
+        Record::AccessDenied {
+            identity,
+            call,
+            host,
+            peer,
+            reason,
+            count,
+        } => pb::Event::access_denied(
+            entry.id, entry.at, identity, call, host, peer, reason, count,
+        ),
+        Record::ConfigReloaded {
+            actor,
+            reason,
+            errors,
+        } => pb::Event::config_reloaded(
+            entry.id,
+            entry.at,
+            actor,
+            reason,
+            errors
+                .into_iter()
+                .map(|e| pb::ConfigError {
+                    key: e.path,
+                    message: e.message,
+                })
+                .collect(),
+        ),
+    }
 }

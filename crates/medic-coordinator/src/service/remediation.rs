@@ -109,17 +109,17 @@ impl<S: Store + std::fmt::Debug> pb::remediation_server::Remediation for AgentSe
                     replayed: false,
                     permit,
                 } => {
-                    self.core.metrics.decision(action, "granted");
+                    self.core.metrics().decision(action, "granted");
                     tracing::info!(
                         host = %host, %action, permit = %permit.id, token = permit.token.0,
                         dry_run = permit.dry_run, "permit granted"
                     );
                 }
                 Decision::Granted { replayed: true, .. } => {
-                    self.core.metrics.decision(action, "replayed");
+                    self.core.metrics().decision(action, "replayed");
                 }
                 Decision::Denied(d) => {
-                    self.core.metrics.decision(action, d.reason.as_str());
+                    self.core.metrics().decision(action, d.reason.as_str());
                     self.core.sample_denial(&host, action, d);
                 }
             }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use medic_proto::pb::v1 as pb;
 use medic_proto::request as rq;
-use medic_store::{HistoryQuery, Store};
+use medic_store::{Entry, HistoryQuery, Store};
 use tokio::sync::{broadcast, watch};
 use tokio_stream::Stream;
 use tonic::Status;
 
+use super::to_wire;
 use crate::auth::{Operator, Peer};
-use crate::core::to_wire;
 
 /// Events one watch stream buffers for its reader (beside one page of
 /// backlog read from the history): what a reader that does not read costs.
@@ -115,7 +115,7 @@ impl Drop for WatchSlot {
 pub(super) fn watch_stream<S: Store>(
     filter: rq::WatchFilter,
     store: Arc<S>,
-    mut live: broadcast::Receiver<pb::Event>,
+    mut live: broadcast::Receiver<Entry>,
     mut draining: watch::Receiver<bool>,
     slot: WatchSlot,
     stall: std::time::Duration,
@@ -190,7 +190,8 @@ pub(super) fn watch_stream<S: Store>(
                     }
                 };
                 match next {
-                    Ok(e) if e.id > last_sent => {
+                    Ok(entry) if entry.id > last_sent => {
+                        let e = to_wire(entry);
                         let id = e.id;
                         if filter.matches(&e) {
                             send(&tx, e, last_sent).await?;
