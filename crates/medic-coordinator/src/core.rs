@@ -9,21 +9,21 @@
 //! durable state: the coordinator stops serving at once and exits, and the
 //! durable state is the truth at the next start.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use medic_policy::{
-    Action, ClockMark, ClockStep, Denial, DenyReason, DurableState, Engine, Event, HostId, Time,
+    Action, ClockMark, ClockStep, Denial, DurableState, Engine, Event, HostId, Time,
 };
-use medic_proto::pb::v1 as pb;
 use medic_store::{Entry, Record, Retention, Store, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::clock::{Clock, STEP_THRESHOLD, StepWatch};
-use crate::config::{ConfigSource, CoordinatorConfig};
-use crate::metrics::{Metrics, ResultLabel};
+use crate::config::CoordinatorConfig;
+use crate::live::Live;
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::sample::{DenialSampler, RefusalSampler};
 
 /// Why a call could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -50,13 +50,11 @@ pub struct Core<S: Store> {
     engine: Mutex<Engine>,
     store: Arc<S>,
     jobs: mpsc::UnboundedSender<Job>,
-    /// Audit events as they become durable, for `WatchEvents`.
-    pub events: broadcast::Sender<pb::Event>,
-    /// The metrics.
-    pub metrics: Arc<Metrics>,
-    config: Mutex<Arc<CoordinatorConfig>>,
-    source: Arc<dyn ConfigSource>,
-    config_loaded_at: Mutex<SystemTime>,
+    /// History entries as they become durable, for `WatchEvents`.
+    events: broadcast::Sender<Entry>,
+    metrics: Arc<Metrics>,
+    /// The configuration in force.
+    live: Arc<Live>,
     denials: Mutex<DenialSampler>,
     refusals: Mutex<RefusalSampler>,
     started_at: SystemTime,
@@ -66,10 +64,11 @@ pub struct Core<S: Store> {
     steps: Mutex<StepWatch>,
     /// Steps found since start, for `status`.
     stepped: Mutex<ClockSteps>,
-    /// Set when the store failed: handlers refuse, the server stops.
-    pub fatal: watch::Sender<Option<String>>,
+    /// Set when the store failed or leadership was lost: handlers refuse,
+    /// the server stops.
+    fatal: watch::Sender<Option<String>>,
     /// Set when the server starts draining: long-lived streams end.
-    pub draining: watch::Sender<bool>,
+    draining: watch::Sender<bool>,
     /// Set when a commit failed because this replica no longer leads
     /// (`StoreError::NotLeader`): the fence did its work before the
     /// leadership watchdog noticed.
@@ -81,10 +80,6 @@ pub struct Core<S: Store> {
     /// whether the committer stopped: what every answer waits for (see
     /// [`Core::wait_durable`]).
     durable: watch::Sender<(u64, bool)>,
-    /// One reload at a time (SIGHUP and `Admin.ReloadConfig` may race):
-    /// the engine's limits and the rest of the config always come from the
-    /// same read (I10).
-    reloading: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Job {
@@ -101,12 +96,12 @@ impl<S: Store> Core<S> {
     /// Loads the durable state from `store` and starts the committer task.
     /// Warm-up begins now.
     pub async fn start(
-        config: CoordinatorConfig,
-        source: Arc<dyn ConfigSource>,
+        live: Arc<Live>,
         store: S,
-        metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, StoreError> {
+        let config = live.current();
+        let metrics = live.metrics().clone();
         let store = Arc::new(store);
         let loaded = {
             let store = store.clone();
@@ -143,9 +138,7 @@ impl<S: Store> Core<S> {
             metrics,
             denials: Mutex::new(DenialSampler::new(config.audit.denial_sample_interval)),
             refusals: Mutex::new(RefusalSampler::new(config.audit.denial_sample_interval)),
-            config: Mutex::new(Arc::new(config)),
-            source,
-            config_loaded_at: Mutex::new(now),
+            live,
             started_at: now,
             clock,
             steps: Mutex::new(StepWatch::new(&mark)),
@@ -156,7 +149,6 @@ impl<S: Store> Core<S> {
             notifier,
             submitted: std::sync::atomic::AtomicU64::new(0),
             durable: watch::channel((0, false)).0,
-            reloading: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(committer(core.clone(), rx, loaded.last_id));
         if !checked.is_empty() {
@@ -200,7 +192,12 @@ impl<S: Store> Core<S> {
 
     /// The configuration in force.
     pub fn config(&self) -> Arc<CoordinatorConfig> {
-        lock(&self.config).clone()
+        self.live.current()
+    }
+
+    /// The configuration in force and what follows it.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
     }
 
     /// The coordinator's clock.
@@ -215,7 +212,7 @@ impl<S: Store> Core<S> {
 
     /// When the configuration in force was loaded.
     pub fn config_loaded_at(&self) -> SystemTime {
-        *lock(&self.config_loaded_at)
+        self.live.loaded_at()
     }
 
     /// Whether a write was refused because this replica no longer leads.
@@ -226,6 +223,38 @@ impl<S: Store> Core<S> {
     /// The store, for reads (history).
     pub fn store(&self) -> &Arc<S> {
         &self.store
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// History entries from now on, as they become durable.
+    pub fn subscribe(&self) -> broadcast::Receiver<Entry> {
+        self.events.subscribe()
+    }
+
+    /// Why the core refuses every call, from the moment it does (`None`
+    /// while it decides).
+    pub fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.fatal.subscribe()
+    }
+
+    /// Refuses every call from now on, saying `why`: this replica no
+    /// longer leads.
+    pub fn fail(&self, why: String) {
+        self.fatal.send_replace(Some(why));
+    }
+
+    /// Tells long-lived streams to end: the server is draining.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Whether the server is draining, and when it starts.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
     }
 
     /// Runs `f` on the engine; queues the events it produced (in order,
@@ -330,7 +359,7 @@ impl<S: Store> Core<S> {
     /// the sampling interval, records it in the audit history.
     pub fn sample_denial(&self, host: &HostId, action: Action, denial: &Denial) {
         let now = self.clock.now();
-        let sample = lock(&self.denials).observe(host, action, denial, now);
+        let sample = lock(&self.denials).observe(host, denial, now);
         if let Some(count) = sample {
             self.metrics.denials_sampled.inc();
             self.submit(vec![(
@@ -412,25 +441,18 @@ impl<S: Store> Core<S> {
         self.wait_durable(n).await
     }
 
-    /// Re-reads the config file and applies it all-or-nothing (I10). SIGHUP
-    /// and `Admin.ReloadConfig` both come here. Returns every error; the
-    /// running config stays in force when there is any.
+    /// Re-reads the config and applies it all-or-nothing (I10): to the
+    /// engine, the samplers and the notifier here, and to everything else
+    /// through [`Live::install`]. SIGHUP and `Admin.ReloadConfig` both come
+    /// here. Returns every error; the running config stays in force when
+    /// there is any.
     pub async fn reload(
         &self,
         actor: &str,
         reason: &str,
     ) -> Result<Result<Arc<CoordinatorConfig>, Vec<medic_policy::ConfigError>>, CoreError> {
-        let _one = self.reloading.lock().await;
-        let loaded = crate::config::load_blocking(&self.source).await;
-        let result = loaded.and_then(|new| {
-            let fixed = self.config().reload_errors(&new);
-            if fixed.is_empty() {
-                Ok(new)
-            } else {
-                Err(fixed)
-            }
-        });
-        match result {
+        let _one = self.live.reloading().await;
+        match self.live.read().await {
             Ok(new) => {
                 let new = Arc::new(new);
                 self.apply(|engine, now| engine.set_config(new.policy.clone(), now))
@@ -438,29 +460,14 @@ impl<S: Store> Core<S> {
                 lock(&self.denials).interval = new.audit.denial_sample_interval;
                 lock(&self.refusals).interval = new.audit.denial_sample_interval;
                 self.notifier.update(&new.notify);
-                *lock(&self.config) = new.clone();
-                *lock(&self.config_loaded_at) = self.clock.now();
-                self.metrics
-                    .config_reloads
-                    .get_or_create(&ResultLabel {
-                        result: "ok".to_owned(),
-                    })
-                    .inc();
-                self.metrics.dry_run.set(i64::from(new.policy.dry_run));
-                self.metrics
-                    .fleet_config_revision
-                    .set(new.fleet_revision.unwrap_or(0));
+                self.live.install(new.clone(), self.clock.now());
+                self.live.count_reload(true);
                 tracing::info!(%actor, %reason, summary = %new.summary(), "configuration reloaded");
                 self.audit_reload(actor, reason, Vec::new()).await?;
                 Ok(Ok(new))
             }
             Err(errors) => {
-                self.metrics
-                    .config_reloads
-                    .get_or_create(&ResultLabel {
-                        result: "error".to_owned(),
-                    })
-                    .inc();
+                self.live.count_reload(false);
                 for e in &errors {
                     tracing::error!(%actor, error = %e, "configuration reload rejected; the running configuration stays in force");
                 }
@@ -746,7 +753,7 @@ async fn flush<S: Store>(
             core.durable.send_modify(|d| d.0 += jobs);
             for entry in entries {
                 core.notifier.offer(&entry);
-                let _ = core.events.send(to_wire(entry));
+                let _ = core.events.send(entry);
             }
             true
         }
@@ -792,166 +799,5 @@ impl CrashPoint {
                 std::process::abort();
             }
         }
-    }
-}
-
-/// A stored entry as the wire's audit event.
-pub fn to_wire(entry: Entry) -> pb::Event {
-    match entry.record {
-        Record::Policy(e) => pb::Event::from_policy(entry.id, e),
-        Record::Denied {
-            host,
-            action,
-            denial,
-            count,
-        } => pb::Event::denied(entry.id, entry.at, &host, action, denial, count),
-        Record::AccessDenied {
-            identity,
-            call,
-            host,
-            peer,
-            reason,
-            count,
-        } => pb::Event::access_denied(
-            entry.id, entry.at, identity, call, host, peer, reason, count,
-        ),
-        Record::ConfigReloaded {
-            actor,
-            reason,
-            errors,
-        } => pb::Event::config_reloaded(
-            entry.id,
-            entry.at,
-            actor,
-            reason,
-            errors
-                .into_iter()
-                .map(|e| pb::ConfigError {
-                    key: e.path,
-                    message: e.message,
-                })
-                .collect(),
-        ),
-    }
-}
-
-/// Samples refusals the way [`DenialSampler`] samples denials, keyed by
-/// identity and call.
-#[derive(Debug)]
-struct RefusalSampler {
-    interval: Duration,
-    seen: HashMap<String, (SystemTime, u64)>,
-}
-
-impl RefusalSampler {
-    fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            seen: HashMap::new(),
-        }
-    }
-
-    /// Identities tracked at most: refused callers choose their own names
-    /// (a rejected certificate's subject), so the map is bounded; beyond
-    /// it new identities are counted in metrics but not sampled.
-    const MAX_TRACKED: usize = 50_000;
-
-    fn observe(&mut self, key: String, now: SystemTime) -> Option<u64> {
-        if self.seen.len() >= Self::MAX_TRACKED && !self.seen.contains_key(&key) {
-            return None;
-        }
-        let interval = self.interval;
-        let (last, suppressed) = self.seen.entry(key).or_insert((SystemTime::UNIX_EPOCH, 0));
-        if *last != SystemTime::UNIX_EPOCH
-            && (now < *last || now.duration_since(*last).is_ok_and(|d| d < interval))
-        {
-            *suppressed += 1;
-            return None;
-        }
-        let count = *suppressed + 1;
-        *last = now;
-        *suppressed = 0;
-        Some(count)
-    }
-
-    /// Forgets identities quiet for two intervals, and any (suppressed
-    /// counts included) after ten: refused callers choose their names, so
-    /// nothing they cause may stay forever.
-    fn prune(&mut self, now: SystemTime) {
-        let keep = self.interval.saturating_mul(2);
-        let at_most = self.interval.saturating_mul(10);
-        self.seen.retain(|_, (last, suppressed)| {
-            let age = now.duration_since(*last).unwrap_or_default();
-            age < at_most && (*suppressed > 0 || age < keep)
-        });
-    }
-}
-
-/// Samples denials: the first per host and reason per interval is recorded,
-/// carrying the count of the ones suppressed since the last record.
-#[derive(Debug)]
-struct DenialSampler {
-    interval: Duration,
-    /// Per host, per reason (by `DenyReason::ALL` index): when the last
-    /// record was written and how many denials were suppressed since.
-    seen: HashMap<HostId, [Option<(SystemTime, u64)>; DenyReason::ALL.len()]>,
-}
-
-impl DenialSampler {
-    fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            seen: HashMap::new(),
-        }
-    }
-
-    /// Returns `Some(count)` when this denial must be recorded, standing for
-    /// `count` denials (itself and the ones suppressed before it).
-    fn observe(
-        &mut self,
-        host: &HostId,
-        _action: Action,
-        denial: &Denial,
-        now: SystemTime,
-    ) -> Option<u64> {
-        let i = DenyReason::ALL
-            .iter()
-            .position(|r| *r == denial.reason)
-            .unwrap_or(0);
-        let slots = match self.seen.get_mut(host) {
-            Some(slots) => slots,
-            None => self
-                .seen
-                .entry(host.clone())
-                .or_insert([None; DenyReason::ALL.len()]),
-        };
-        match &mut slots[i] {
-            Some((last, suppressed))
-                if now.duration_since(*last).is_ok_and(|d| d < self.interval) || now < *last =>
-            {
-                *suppressed += 1;
-                None
-            }
-            Some((last, suppressed)) => {
-                let count = *suppressed + 1;
-                *last = now;
-                *suppressed = 0;
-                Some(count)
-            }
-            slot @ None => {
-                *slot = Some((now, 0));
-                Some(1)
-            }
-        }
-    }
-
-    /// Forgets hosts quiet for two intervals with nothing suppressed.
-    fn prune(&mut self, now: SystemTime) {
-        let keep = self.interval.saturating_mul(2);
-        self.seen.retain(|_, slots| {
-            slots.iter().flatten().any(|(last, suppressed)| {
-                *suppressed > 0 || now.duration_since(*last).map_or(true, |d| d < keep)
-            })
-        });
     }
 }

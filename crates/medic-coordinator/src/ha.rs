@@ -19,7 +19,7 @@
 //! # From follower to leader
 //!
 //! One listener and one gRPC server for the replica's whole life: the
-//! services are switches ([`crate::server::Switch`]) that answer as a
+//! services are switches ([`crate::shell::Switch`]) that answer as a
 //! follower until the election, then are the real services over a core
 //! started on the spot. So an agent whose connection landed on a follower
 //! is served on its next call, with nothing rebound or drained. Once
@@ -51,12 +51,12 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::Clock;
 use crate::config::{ConfigSource, CoordinatorConfig, EtcdSettings, StoreConfig};
 use crate::fleet::{ReadError, ReplicatedSource};
-use crate::server::{Elected, Leadership, Listeners, Lost, serve};
+use crate::metrics::Metrics;
+use crate::role::{Election, Lease, Lost, Mandate};
+use crate::server::{Listeners, serve};
 use crate::{Control, RunError};
 
-/// Exit code of a replica that lost its leadership (EX_TEMPFAIL): not a
-/// config error (78), and `Restart=on-failure` restarts it.
-pub const EXIT_LOST_LEADERSHIP: u8 = 75;
+pub use crate::cli::EXIT_LOST_LEADERSHIP;
 
 /// How often the watchdog looks at the leadership at least.
 const WATCHDOG_PERIOD: Duration = Duration::from_millis(100);
@@ -134,9 +134,14 @@ pub async fn run_replicated(
         }
     };
     tracing::info!(summary = %config.summary(), "configuration read");
-    let (leader, _) = watch::channel(None);
-    let observed = store.clone();
-    let elected = Box::pin(campaign(store, settings, leader.clone()));
+    let (leader, following) = watch::channel(None);
+    let metrics = Arc::new(Metrics::new());
+    // For as long as this replica runs, whatever its role.
+    let _observer = crate::role::AbortOnDrop(tokio::spawn(stored_revision(
+        store.clone(),
+        metrics.clone(),
+    )));
+    let campaign = Box::pin(campaign(store, settings, leader));
     let source: Arc<dyn ConfigSource> = source;
     serve(
         config,
@@ -144,13 +149,10 @@ pub async fn run_replicated(
         listeners,
         control,
         clock,
-        Leadership {
-            leader,
-            follow: true,
-            elected,
-            observe: Some(Box::new(move |metrics| {
-                tokio::spawn(stored_revision(observed, metrics))
-            })),
+        metrics,
+        Election::Campaign {
+            leader: following,
+            campaign,
         },
     )
     .await
@@ -158,7 +160,7 @@ pub async fn run_replicated(
 
 /// Keeps `medic_fleet_config_stored_revision` current, so that a push
 /// nobody applied shows (and alerts) beside `medic_fleet_config_revision`.
-async fn stored_revision(store: Arc<EtcdStore>, metrics: Arc<crate::metrics::Metrics>) {
+async fn stored_revision(store: Arc<EtcdStore>, metrics: Arc<Metrics>) {
     loop {
         if let Ok(stored) = blocking(&store, |s| s.fleet_config()).await {
             metrics
@@ -175,7 +177,7 @@ async fn campaign(
     store: Arc<EtcdStore>,
     settings: EtcdSettings,
     leader: watch::Sender<Option<String>>,
-) -> Result<Elected<Arc<EtcdStore>>, RunError> {
+) -> Result<Mandate<Arc<EtcdStore>>, RunError> {
     let poll =
         (settings.lease_ttl / 20).clamp(Duration::from_millis(100), Duration::from_millis(500));
     let mut last_error: Option<String> = None;
@@ -206,23 +208,12 @@ async fn campaign(
                             fence = won.fence().revision,
                             "elected leader; loading the state"
                         );
-                        let won = Arc::new(won);
-                        let resign = {
-                            let won = won.clone();
-                            Box::new(move || {
-                                // The watchdog has ended: this is the last
-                                // reference unless a task leaked one.
-                                if let Some(l) = Arc::into_inner(won)
-                                    && let Err(e) = l.resign_within(ttl)
-                                {
-                                    tracing::warn!(error = %e, "could not resign; the lease expires on its own");
-                                }
-                            }) as Box<dyn FnOnce() + Send>
-                        };
-                        return Ok(Elected {
+                        return Ok(Mandate {
                             store,
-                            lost: Some(watchdog(won)),
-                            resign: Some(resign),
+                            lease: Some(Box::new(EtcdLease {
+                                leader: Arc::new(won),
+                                ttl,
+                            })),
                         });
                     }
                     Ok(None) => {}
@@ -253,6 +244,28 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&store))
         .await
         .map_err(|e| StoreError::Backend(format!("etcd task failed: {e}")))?
+}
+
+/// The leader key's lease, held while this replica leads.
+struct EtcdLease {
+    leader: Arc<Leader>,
+    ttl: Duration,
+}
+
+impl Lease for EtcdLease {
+    fn lost(&self) -> Lost {
+        watchdog(self.leader.clone())
+    }
+
+    fn resign(self: Box<Self>) {
+        // The watchdog has ended: this is the last reference unless a task
+        // leaked one.
+        if let Some(l) = Arc::into_inner(self.leader)
+            && let Err(e) = l.resign_within(self.ttl)
+        {
+            tracing::warn!(error = %e, "could not resign; the lease expires on its own");
+        }
+    }
 }
 
 /// Resolves when `leader` no longer leads: at the instant its local

@@ -6,7 +6,9 @@
 //! listeners and calls [`run`]; tests call [`run`] in-process on port 0.
 #![forbid(unsafe_code)]
 
+pub mod admit;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conn;
@@ -16,10 +18,14 @@ pub mod devcerts;
 pub mod fleet;
 #[cfg(feature = "etcd")]
 pub mod ha;
+pub mod live;
 pub mod metrics;
 pub mod notify;
+mod role;
+mod sample;
 pub mod server;
 pub mod service;
+pub mod shell;
 pub mod signal;
 pub mod testing;
 pub mod tls;

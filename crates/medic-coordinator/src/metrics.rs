@@ -152,7 +152,7 @@ pub struct Metrics {
     /// The decision counters, created up front: the hot path only clones
     /// an `Arc`, it never allocates label strings.
     decision_counters: HashMap<(Action, &'static str), Counter>,
-    rpc_histograms: std::sync::RwLock<HashMap<&'static str, Histogram>>,
+    rpc_histograms: std::sync::RwLock<HashMap<String, Histogram>>,
 }
 
 impl Default for Metrics {
@@ -512,7 +512,7 @@ impl Metrics {
     }
 
     /// Observes one RPC's duration.
-    pub fn rpc(&self, method: &'static str, seconds: f64) {
+    pub fn rpc(&self, method: &str, seconds: f64) {
         let cached = self
             .rpc_histograms
             .read()
@@ -531,7 +531,7 @@ impl Metrics {
                 self.rpc_histograms
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(method, h.clone());
+                    .insert(method.to_owned(), h.clone());
                 h
             }
         };

@@ -513,6 +513,58 @@ async fn a_flood_from_one_identity_does_not_starve_the_others() {
     assert!(limited > 0, "the flood was never limited");
 }
 
+/// `medic_tls_certificate_expiry_timestamp_seconds` from a scrape.
+fn cert_expiry(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("medic_tls_certificate_expiry_timestamp_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no certificate expiry in {metrics}"))
+}
+
+#[tokio::test]
+async fn a_certificate_rotated_with_medicctl_reload_updates_the_expiry_metric() {
+    let s = setup("").await;
+    let before = cert_expiry(&scrape(s.server.metrics_addr).await);
+    // A server certificate valid for a week, where the first was valid for
+    // a day.
+    let ca = Ca::from_pem(
+        &std::fs::read_to_string(s.certs.join("ca.pem")).unwrap(),
+        &std::fs::read_to_string(s.certs.join("ca.key")).unwrap(),
+    )
+    .unwrap();
+    let week = Duration::from_secs(7 * 86400);
+    let mut leaf = Leaf::new("medic-coordinator-2", true, week);
+    leaf.dns.push("localhost".to_owned());
+    let renewed = ca.issue(&leaf).unwrap();
+    std::fs::write(s.certs.join("server.pem"), &renewed.cert_pem).unwrap();
+    write_private(&s.certs.join("server.key"), &renewed.key_pem);
+
+    // Through the Admin API, not SIGHUP.
+    let mut admin = s.admin(Some("operator")).await;
+    let r = admin
+        .reload_config(pb::ReloadConfigRequest {
+            reason: "rotate the serving certificate".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.applied, "{r:?}");
+    let after = cert_expiry(&scrape(s.server.metrics_addr).await);
+    let in_a_week = (std::time::SystemTime::now() + week)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_ne!(
+        after, before,
+        "the expiry metric still shows the old certificate"
+    );
+    assert!(
+        after.abs_diff(in_a_week) < 3600,
+        "expiry {after}, the new certificate's is about {in_a_week}"
+    );
+}
+
 #[tokio::test]
 async fn certificates_rotate_on_reload_and_established_connections_are_checked_again() {
     let s = setup("").await;
