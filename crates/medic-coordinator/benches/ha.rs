@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use etcd::{EtcdCluster, EtcdServer};
-use medic_agent::client::{CallError, Coordinators};
+use medic_client::{Client, Endpoints, Settings};
 use medic_proto::pb::v1 as pb;
 use medic_store::etcd_client::{self, Compare, CompareOp, EventType, Txn, TxnOp};
 use pb::request_permit_response::Decision;
@@ -448,6 +448,11 @@ fn succeeded(host: &str, p: &pb::Permit) -> pb::ReportOutcomeRequest {
     }
 }
 
+/// A request as medic's type, for [`Client`].
+fn domain<W, D: TryFrom<W, Error = medic_policy::InvalidInput>>(wire: W) -> D {
+    D::try_from(wire).unwrap()
+}
+
 /// An agent that never stops asking, as the agent's own client does it:
 /// every `PROBE_EVERY` a heartbeat, then the outcome of the permit it holds
 /// (retried until some leader takes it) or a new request. A request
@@ -456,57 +461,46 @@ fn succeeded(host: &str, p: &pb::Permit) -> pb::ReportOutcomeRequest {
 /// is sent to `tx` with the replica that gave it.
 async fn probe(urls: Vec<String>, tx: mpsc::UnboundedSender<Granted>, stop: Arc<AtomicBool>) {
     const HOST: &str = "failover-probe";
-    let mut c = Coordinators::new(urls, Duration::from_secs(1), None);
+    let c = Client::new(Settings::new(
+        Endpoints::new(urls).unwrap(),
+        Duration::from_secs(1),
+    ))
+    .unwrap();
     let mut n = 0u64;
     let mut held: Option<pb::Permit> = None;
     while !stop.load(Ordering::Relaxed) {
-        let _ = c
-            .call(
-                heartbeat(HOST),
-                |mut c, r| async move { c.heartbeat(r).await },
-            )
-            .await;
+        let _ = c.heartbeat(domain(heartbeat(HOST))).await;
         if let Some(p) = &held {
-            match c
-                .call(succeeded(HOST, p), |mut c, r| async move {
-                    c.report_outcome(r).await
-                })
-                .await
-            {
+            match c.report_outcome(domain(succeeded(HOST, p))).await {
                 Ok(_) => held = None,
-                Err(CallError::Refused(s)) => {
-                    eprintln!("outcome of {} refused: {s}", p.permit_id);
+                Err(e) if e.is_transient() => {}
+                Err(e) => {
+                    eprintln!("outcome of {} refused: {e}", p.permit_id);
                     held = None;
                 }
-                Err(CallError::Unavailable(_)) => {}
             }
         } else {
             let req = permit(HOST, format!("probe-{n}"));
-            match c
-                .call(req, |mut c, r| async move { c.request_permit(r).await })
-                .await
-            {
-                Ok(pb::RequestPermitResponse {
-                    decision: Some(Decision::Granted(g)),
-                }) => {
-                    let p = g.permit.unwrap();
+            match c.request_permit(domain(req)).await {
+                Ok(medic_policy::Decision::Granted { permit, replayed }) => {
+                    let p = pb::Permit::from(permit);
                     let _ = tx.send(Granted {
                         at: Instant::now(),
-                        by: c.current().to_owned(),
+                        by: c.current(),
                         token: p.fencing_token,
-                        replayed: g.replayed,
+                        replayed,
                     });
                     held = Some(p);
                     n += 1;
                 }
                 // Denied (warming up): a new request next time, since a
                 // retry of this id would replay the denial.
-                Ok(_) => n += 1,
-                Err(CallError::Refused(s)) => {
-                    eprintln!("request probe-{n} refused: {s}");
+                Ok(medic_policy::Decision::Denied(_)) => n += 1,
+                Err(e) if e.is_transient() => {}
+                Err(e) => {
+                    eprintln!("request probe-{n} refused: {e}");
                     n += 1;
                 }
-                Err(CallError::Unavailable(_)) => {}
             }
         }
         tokio::time::sleep(PROBE_EVERY).await;
@@ -1086,31 +1080,21 @@ async fn floor(endpoint: &str, k: usize, length: Duration) -> Rate {
 /// election and the warm-up passed); returns the replica that granted.
 async fn ready_leader(d: &Deployment) -> String {
     let host = "ready-probe";
-    let mut c = Coordinators::new(d.urls(), Duration::from_secs(1), None);
+    let c = Client::new(Settings::new(
+        Endpoints::new(d.urls()).unwrap(),
+        Duration::from_secs(1),
+    ))
+    .unwrap();
     let started = Instant::now();
     for n in 0.. {
-        let _ = c
-            .call(
-                heartbeat(host),
-                |mut c, r| async move { c.heartbeat(r).await },
-            )
-            .await;
+        let _ = c.heartbeat(domain(heartbeat(host))).await;
         let r = c
-            .call(permit(host, format!("ready-{n}")), |mut c, r| async move {
-                c.request_permit(r).await
-            })
+            .request_permit(domain(permit(host, format!("ready-{n}"))))
             .await;
-        if let Ok(pb::RequestPermitResponse {
-            decision: Some(Decision::Granted(g)),
-        }) = r
-        {
-            let p = g.permit.unwrap();
-            let _ = c
-                .call(succeeded(host, &p), |mut c, r| async move {
-                    c.report_outcome(r).await
-                })
-                .await;
-            return c.current().to_owned();
+        if let Ok(medic_policy::Decision::Granted { permit, .. }) = r {
+            let p = pb::Permit::from(permit);
+            let _ = c.report_outcome(domain(succeeded(host, &p))).await;
+            return c.current();
         }
         assert!(
             started.elapsed() < GIVE_UP,

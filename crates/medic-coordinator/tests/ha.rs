@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd::EtcdServer;
-use medic_agent::client::{CallError, Coordinators};
+use medic_client::{Client, Endpoints, Settings};
 use medic_coordinator::ha::run_replicated;
 use medic_coordinator::{Control, CoordinatorConfig, Listeners, RunError, SystemClock};
-use medic_policy::Event;
+use medic_policy::{Decision, Event};
 use medic_proto::pb::v1 as pb;
 use medic_store::{EtcdConfig, EtcdStore, HistoryQuery, Record, Store};
 use tokio::net::TcpListener;
@@ -164,6 +164,20 @@ fn heartbeat(host: &str) -> pb::HeartbeatRequest {
     }
 }
 
+/// A client of `urls`, as an agent listing them.
+fn client(urls: Vec<String>) -> Client {
+    Client::new(Settings::new(
+        Endpoints::new(urls).unwrap(),
+        Duration::from_secs(5),
+    ))
+    .unwrap()
+}
+
+/// A request as medic's type, for [`Client`].
+fn domain<W, D: TryFrom<W, Error = medic_policy::InvalidInput>>(wire: W) -> D {
+    D::try_from(wire).unwrap()
+}
+
 fn permit(host: &str, request_id: &str) -> pb::RequestPermitRequest {
     pb::RequestPermitRequest {
         request_id: request_id.into(),
@@ -199,26 +213,13 @@ async fn leader_of(replicas: &[&Replica]) -> usize {
 
 /// Heartbeats and asks through `c` until granted (waiting out elections
 /// and warm-up); returns the grant.
-async fn granted(c: &mut Coordinators, host: &str, request_id: &str) -> pb::Permit {
+async fn granted(c: &Client, host: &str, request_id: &str) -> pb::Permit {
     let start = Instant::now();
     loop {
-        let last = match c
-            .call(
-                heartbeat(host),
-                |mut c, r| async move { c.heartbeat(r).await },
-            )
-            .await
-        {
+        let last = match c.heartbeat(domain(heartbeat(host))).await {
             Err(e) => format!("heartbeat: {e}"),
-            Ok(_) => match c
-                .call(permit(host, request_id), |mut c, r| async move {
-                    c.request_permit(r).await
-                })
-                .await
-            {
-                Ok(pb::RequestPermitResponse {
-                    decision: Some(pb::request_permit_response::Decision::Granted(g)),
-                }) => return g.permit.expect("a granted permit"),
+            Ok(_) => match c.request_permit(domain(permit(host, request_id))).await {
+                Ok(Decision::Granted { permit, .. }) => return permit.into(),
                 other => format!("{other:?}"),
             },
         };
@@ -332,24 +333,19 @@ async fn follower_redirects_and_an_agent_ends_up_granted_by_the_leader() {
     assert_eq!(health(leader.url.clone()).await, ServingStatus::Serving);
 
     // An agent listing both, the follower first, is granted by the leader.
-    let mut c = Coordinators::new(
-        vec![follower.url.clone(), leader.url.clone()],
-        Duration::from_secs(5),
-        None,
-    );
-    let grant = granted(&mut c, "web-1", "req-1").await;
+    let c = client(vec![follower.url.clone(), leader.url.clone()]);
+    let grant = granted(&c, "web-1", "req-1").await;
     assert_eq!(c.current(), leader.url);
     assert!(grant.fencing_token > 0);
 
     // An agent that lists only the follower is never sent elsewhere.
-    let mut only_follower =
-        Coordinators::new(vec![follower.url.clone()], Duration::from_secs(5), None);
-    let r = only_follower
-        .call(heartbeat("web-2"), |mut c, r| async move {
-            c.heartbeat(r).await
-        })
-        .await;
-    assert!(matches!(r, Err(CallError::Unavailable(_))), "{r:?}");
+    let only_follower = client(vec![follower.url.clone()]);
+    let r = only_follower.heartbeat(domain(heartbeat("web-2"))).await;
+    assert!(
+        r.as_ref()
+            .is_err_and(|e| e.status().map(tonic::Status::code) == Some(tonic::Code::Unavailable)),
+        "{r:?}"
+    );
     assert_eq!(only_follower.current(), follower.url);
 
     a.handle.abort();
@@ -365,12 +361,8 @@ async fn killed_leaders_are_replaced_and_no_grant_is_lost_or_duplicated() {
         start(&server.endpoint, prefix).await,
     ];
     let mut returned = Vec::new();
-    let mut c = Coordinators::new(
-        replicas.iter().map(|r| r.url.clone()).collect(),
-        Duration::from_secs(5),
-        None,
-    );
-    returned.push(("req-0".to_owned(), granted(&mut c, "host-0", "req-0").await));
+    let c = client(replicas.iter().map(|r| r.url.clone()).collect());
+    returned.push(("req-0".to_owned(), granted(&c, "host-0", "req-0").await));
     let mut failovers = Vec::new();
     const KILLS: usize = 5;
     for round in 1..=KILLS {
@@ -385,13 +377,9 @@ async fn killed_leaders_are_replaced_and_no_grant_is_lost_or_duplicated() {
         let _ = killed.handle.await;
         // Agents list every replica, as a fleet would (the one just killed
         // is replaced by a new one, as systemd restarts it).
-        let mut c = Coordinators::new(
-            replicas.iter().map(|r| r.url.clone()).collect(),
-            Duration::from_secs(5),
-            None,
-        );
+        let c = client(replicas.iter().map(|r| r.url.clone()).collect());
         let (host, request_id) = (format!("host-{round}"), format!("req-{round}"));
-        let g = granted(&mut c, &host, &request_id).await;
+        let g = granted(&c, &host, &request_id).await;
         failovers.push(killed_at.elapsed());
         returned.push((request_id, g));
         replicas.push(start(&server.endpoint, prefix).await);
@@ -431,8 +419,8 @@ async fn a_leader_whose_lease_is_revoked_refuses_every_decision_and_stops() {
     let Some(server) = etcd().await else { return };
     let prefix = "/medic/revoked";
     let replica = start(&server.endpoint, prefix).await;
-    let mut c = Coordinators::new(vec![replica.url.clone()], Duration::from_secs(5), None);
-    granted(&mut c, "host-0", "req-0").await;
+    let c = client(vec![replica.url.clone()]);
+    granted(&c, "host-0", "req-0").await;
     let before = grants_in_history(&server.endpoint, prefix).await.len();
     assert_eq!(before, 1);
 
@@ -540,8 +528,8 @@ async fn a_leader_whose_first_write_after_election_fails_steps_down_at_once() {
     println!("first write failed -> stepped down and resigned after {took:?}");
     // The next replica leads and grants.
     let next = start(&server.endpoint, prefix).await;
-    let mut c = Coordinators::new(vec![next.url.clone()], Duration::from_secs(5), None);
-    granted(&mut c, "host-0", "req-0").await;
+    let c = client(vec![next.url.clone()]);
+    granted(&c, "host-0", "req-0").await;
 }
 
 /// One gauge of a replica's `/metrics`.
@@ -562,23 +550,15 @@ async fn gauge(replica: &Replica, name: &str) -> i64 {
 
 /// Asks once through `c`: granted (`true`) or denied (`false`); anything
 /// else fails the test.
-async fn asks(c: &mut Coordinators, host: &str, request_id: &str) -> bool {
-    c.call(
-        heartbeat(host),
-        |mut c, r| async move { c.heartbeat(r).await },
-    )
-    .await
-    .unwrap();
-    let r = c
-        .call(permit(host, request_id), |mut c, r| async move {
-            c.request_permit(r).await
-        })
+async fn asks(c: &Client, host: &str, request_id: &str) -> bool {
+    c.heartbeat(domain(heartbeat(host))).await.unwrap();
+    match c
+        .request_permit(domain(permit(host, request_id)))
         .await
-        .unwrap();
-    match r.decision {
-        Some(pb::request_permit_response::Decision::Granted(_)) => true,
-        Some(pb::request_permit_response::Decision::Denied(_)) => false,
-        other => panic!("{request_id}: neither granted nor denied: {other:?}"),
+        .unwrap()
+    {
+        Decision::Granted { .. } => true,
+        Decision::Denied(_) => false,
     }
 }
 
@@ -592,8 +572,8 @@ async fn a_pushed_fleet_config_applies_on_sighup_and_when_a_new_leader_is_electe
         start_replica(&server.endpoint, prefix).await,
     ];
     let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
-    let mut c = Coordinators::new(urls.clone(), Duration::from_secs(5), None);
-    granted(&mut c, "host-1", "req-1").await;
+    let c = client(urls.clone());
+    granted(&c, "host-1", "req-1").await;
     for r in &replicas {
         assert_eq!(gauge(r, "medic_fleet_config_revision").await, first);
         assert_eq!(gauge(r, "medic_fleet_config_stored_revision").await, first);
@@ -602,12 +582,12 @@ async fn a_pushed_fleet_config_applies_on_sighup_and_when_a_new_leader_is_electe
     for (i, r) in replicas.iter().enumerate() {
         assert_eq!(gauge(r, "medic_leader").await, i64::from(i == leader));
     }
-    assert!(!asks(&mut c, "host-2", "req-2").await, "cap 1 holds");
+    assert!(!asks(&c, "host-2", "req-2").await, "cap 1 holds");
 
     // Stored, but the leader keeps its limits until told to reload.
     push(&server.endpoint, prefix, &fleet_capped(2)).await;
     assert!(
-        !asks(&mut c, "host-2", "req-2b").await,
+        !asks(&c, "host-2", "req-2b").await,
         "a push alone changes nothing"
     );
     let refs: Vec<&Replica> = replicas.iter().collect();
@@ -616,24 +596,24 @@ async fn a_pushed_fleet_config_applies_on_sighup_and_when_a_new_leader_is_electe
         r.control.send(Control::Reload).await.unwrap();
     }
     let start = Instant::now();
-    while !asks(&mut c, "host-2", "req-2c").await {
+    while !asks(&c, "host-2", "req-2c").await {
         assert!(
             start.elapsed() < TIMEOUT,
             "cap 2 never applied after SIGHUP"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(!asks(&mut c, "host-3", "req-3").await, "cap 2 holds");
+    assert!(!asks(&c, "host-3", "req-3").await, "cap 2 holds");
 
     // A replica elected later reads what etcd holds then.
     push(&server.endpoint, prefix, &fleet_capped(3)).await;
     let killed = replicas.remove(leader);
     killed.handle.abort();
     let _ = killed.handle.await;
-    let mut c = Coordinators::new(urls, Duration::from_secs(5), None);
-    granted(&mut c, "host-3", "req-3b").await;
+    let c = client(urls);
+    granted(&c, "host-3", "req-3b").await;
     assert!(
-        !asks(&mut c, "host-4", "req-4").await,
+        !asks(&c, "host-4", "req-4").await,
         "the new leader's cap is 3, with host-1 and host-2 still in flight"
     );
     // Each election recorded the configuration it decides with (I9).
@@ -662,8 +642,8 @@ async fn a_fleet_config_this_replica_cannot_read_is_rejected_and_the_last_valid_
     let prefix = "/medic/fleet-invalid";
     push(&server.endpoint, prefix, &fleet_capped(1)).await;
     let replica = start_replica(&server.endpoint, prefix).await;
-    let mut c = Coordinators::new(vec![replica.url.clone()], Duration::from_secs(5), None);
-    granted(&mut c, "host-1", "req-1").await;
+    let c = client(vec![replica.url.clone()]);
+    granted(&c, "host-1", "req-1").await;
 
     // As a newer medic might write it: `config push` would refuse it.
     let invalid = fleet_capped(1).replace("max_in_flight = 1", "max_in_flight = \"lots\"");
@@ -699,7 +679,7 @@ async fn a_fleet_config_this_replica_cannot_read_is_rejected_and_the_last_valid_
         }),
         "{rejected:?}"
     );
-    assert!(!asks(&mut c, "host-2", "req-2").await, "cap 1 still holds");
+    assert!(!asks(&c, "host-2", "req-2").await, "cap 1 still holds");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -756,8 +736,8 @@ async fn replicas_reach_etcd_over_mutual_tls_and_a_replica_without_a_client_cert
         rx,
         Arc::new(SystemClock),
     ));
-    let mut c = Coordinators::new(vec![url], Duration::from_secs(5), None);
-    granted(&mut c, "host-1", "req-1").await;
+    let c = client(vec![url]);
+    granted(&c, "host-1", "req-1").await;
     handle.abort();
 
     // etcd's --client-cert-auth refuses a client without a certificate.
