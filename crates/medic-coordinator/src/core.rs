@@ -28,12 +28,31 @@ use crate::sample::{DenialSampler, RefusalSampler};
 /// Why a call could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
-    /// The store failed; the coordinator is stopping.
+    /// The core stopped deciding; the coordinator is stopping.
     #[error("the coordinator cannot make decisions durable ({0}); it is stopping")]
-    Store(String),
+    Halted(Halt),
 }
 
-enum Job {
+/// Why the core refuses every call, from the moment it does.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Halt {
+    /// The store failed a write or its check: the in-memory engine may be
+    /// ahead of the durable state, which is the truth at the next start.
+    #[error("{0}")]
+    Store(Arc<StoreError>),
+    /// The committer task ended other than by `close` (a panic).
+    #[error("the committer failed")]
+    CommitterFailed,
+    /// `close` was called: the server is draining.
+    #[error("the coordinator is shutting down")]
+    ShuttingDown,
+    /// This replica's lease ended (why).
+    #[error("this replica lost its leadership ({0})")]
+    LostLeadership(String),
+}
+
+/// What the committer is asked to do, in order.
+enum Write {
     Append {
         records: Vec<(Time, Record)>,
     },
@@ -49,7 +68,7 @@ enum Job {
 pub struct Core<S: Store> {
     engine: Mutex<Engine>,
     store: Arc<S>,
-    jobs: mpsc::UnboundedSender<Job>,
+    writes: mpsc::UnboundedSender<Write>,
     /// History entries as they become durable, for `WatchEvents`.
     events: broadcast::Sender<Entry>,
     metrics: Arc<Metrics>,
@@ -66,7 +85,7 @@ pub struct Core<S: Store> {
     stepped: Mutex<ClockSteps>,
     /// Set when the store failed or leadership was lost: handlers refuse,
     /// the server stops.
-    fatal: watch::Sender<Option<String>>,
+    fatal: watch::Sender<Option<Halt>>,
     /// Set when the server starts draining: long-lived streams end.
     draining: watch::Sender<bool>,
     /// Set when a commit failed because this replica no longer leads
@@ -74,20 +93,20 @@ pub struct Core<S: Store> {
     /// leadership watchdog noticed.
     deposed: std::sync::atomic::AtomicBool,
     notifier: Notifier,
-    /// Append jobs sent to the committer so far: each job's number.
+    /// Append writes sent to the committer so far: each write's number.
     submitted: std::sync::atomic::AtomicU64,
-    /// Append jobs durable so far (in the order they were sent), and
+    /// Append writes durable so far (in the order they were sent), and
     /// whether the committer stopped: what every answer waits for (see
     /// [`Core::wait_durable`]).
     durable: watch::Sender<(u64, bool)>,
 }
 
-impl std::fmt::Debug for Job {
+impl std::fmt::Debug for Write {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Job::Append { records, .. } => write!(f, "Append({} records)", records.len()),
-            Job::Snapshot { .. } => f.write_str("Snapshot"),
-            Job::Close(_) => f.write_str("Close"),
+            Write::Append { records, .. } => write!(f, "Append({} records)", records.len()),
+            Write::Snapshot { .. } => f.write_str("Snapshot"),
+            Write::Close(_) => f.write_str("Close"),
         }
     }
 }
@@ -125,7 +144,7 @@ impl<S: Store> Core<S> {
             engine.clock_checked(step, detail, mark.clone(), now);
         }
         let checked = engine.take_events();
-        let (jobs, rx) = mpsc::unbounded_channel();
+        let (writes, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
         let (fatal, _) = watch::channel(None);
         let (draining, _) = watch::channel(false);
@@ -133,7 +152,7 @@ impl<S: Store> Core<S> {
         let core = Arc::new(Self {
             engine: Mutex::new(engine),
             store: store.clone(),
-            jobs,
+            writes,
             events,
             metrics,
             denials: Mutex::new(DenialSampler::new(config.audit.denial_sample_interval)),
@@ -157,7 +176,12 @@ impl<S: Store> Core<S> {
             let upto = core.queue(checked);
             core.wait_durable(upto)
                 .await
-                .map_err(|CoreError::Store(why)| StoreError::Backend(why))?;
+                .map_err(|CoreError::Halted(why)| match why {
+                    Halt::Store(e) => {
+                        Arc::try_unwrap(e).unwrap_or_else(|e| StoreError::Backend(e.to_string()))
+                    }
+                    other => StoreError::Backend(other.to_string()),
+                })?;
         }
         Ok(core)
     }
@@ -237,14 +261,14 @@ impl<S: Store> Core<S> {
 
     /// Why the core refuses every call, from the moment it does (`None`
     /// while it decides).
-    pub fn failure(&self) -> watch::Receiver<Option<String>> {
+    pub fn failure(&self) -> watch::Receiver<Option<Halt>> {
         self.fatal.subscribe()
     }
 
-    /// Refuses every call from now on, saying `why`: this replica no
-    /// longer leads.
-    pub fn fail(&self, why: String) {
-        self.fatal.send_replace(Some(why));
+    /// Refuses every call from now on: this replica no longer leads
+    /// (`why`).
+    pub fn lost_leadership(&self, why: String) {
+        self.fatal.send_replace(Some(Halt::LostLeadership(why)));
     }
 
     /// Tells long-lived streams to end: the server is draining.
@@ -286,7 +310,7 @@ impl<S: Store> Core<S> {
         Ok(value)
     }
 
-    /// Waits until the Append jobs numbered up to `upto` are durable; the
+    /// Waits until the Append writes numbered up to `upto` are durable; the
     /// store's error if the committer failed first.
     async fn wait_durable(&self, upto: u64) -> Result<(), CoreError> {
         let mut durable = self.durable.subscribe();
@@ -299,7 +323,7 @@ impl<S: Store> Core<S> {
         }
         // A failed commit sets `fatal` (with why) before the committer stops.
         self.check_fatal()?;
-        Err(CoreError::Store("committer stopped".to_owned()))
+        Err(CoreError::Halted(Halt::CommitterFailed))
     }
 
     /// Reads the engine (and lets time pass in it): events that time
@@ -318,12 +342,12 @@ impl<S: Store> Core<S> {
 
     fn check_fatal(&self) -> Result<(), CoreError> {
         match &*self.fatal.borrow() {
-            Some(why) => Err(CoreError::Store(why.clone())),
+            Some(why) => Err(CoreError::Halted(why.clone())),
             None => Ok(()),
         }
     }
 
-    /// Queues `events` for the committer; returns the job's number.
+    /// Queues `events` for the committer; returns the write's number.
     fn queue(&self, events: Vec<Event>) -> u64 {
         for e in &events {
             if matches!(
@@ -343,15 +367,15 @@ impl<S: Store> Core<S> {
         self.submit(records)
     }
 
-    /// Sends `records` to the committer; returns the job's number, for
-    /// [`Core::wait_durable`]. If the committer is gone, the job is lost
+    /// Sends `records` to the committer; returns the write's number, for
+    /// [`Core::wait_durable`]. If the committer is gone, the write is lost
     /// and waiting for it reports that.
     fn submit(&self, records: Vec<(Time, Record)>) -> u64 {
         let n = self
             .submitted
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1;
-        let _ = self.jobs.send(Job::Append { records });
+        let _ = self.writes.send(Write::Append { records });
         n
     }
 
@@ -496,10 +520,10 @@ impl<S: Store> Core<S> {
             .await
             .unwrap_or_else(|e| Err(StoreError::Backend(format!("store check failed: {e}"))));
         if let Err(e) = verified {
-            let why = e.to_string();
-            tracing::error!(error = %why, "the state store cannot keep writes; the coordinator stops");
+            tracing::error!(error = %e, "the state store cannot keep writes; the coordinator stops");
+            let why = Halt::Store(Arc::new(e));
             self.fatal.send_replace(Some(why.clone()));
-            return Err(CoreError::Store(why));
+            return Err(CoreError::Halted(why));
         }
         Ok(())
     }
@@ -509,16 +533,15 @@ impl<S: Store> Core<S> {
     pub fn snapshot(&self) {
         let engine = lock(&self.engine);
         let state = Box::new(engine.durable().clone());
-        let _ = self.jobs.send(Job::Snapshot { state });
+        let _ = self.writes.send(Write::Snapshot { state });
     }
 
     /// Makes everything queued durable and stops the committer; later calls
     /// fail. The store closes when the last reference to the core goes.
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
-        self.fatal
-            .send_replace(Some("the coordinator is shutting down".to_owned()));
-        if self.jobs.send(Job::Close(tx)).is_ok() {
+        self.fatal.send_replace(Some(Halt::ShuttingDown));
+        if self.writes.send(Write::Close(tx)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -621,7 +644,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// feeds watchers. Stops the coordinator on the first failure.
 async fn committer<S: Store>(
     core: Arc<Core<S>>,
-    mut rx: mpsc::UnboundedReceiver<Job>,
+    mut rx: mpsc::UnboundedReceiver<Write>,
     mut last_id: u64,
 ) {
     const MAX_BATCH: usize = 1024;
@@ -629,14 +652,14 @@ async fn committer<S: Store>(
     /// waiting for earlier writes are told. One that ends other than by
     /// Close (a panic) also stops the coordinator, which could decide
     /// nothing durable any more.
-    struct Stopped(watch::Sender<(u64, bool)>, watch::Sender<Option<String>>);
+    struct Stopped(watch::Sender<(u64, bool)>, watch::Sender<Option<Halt>>);
     impl Drop for Stopped {
         fn drop(&mut self) {
             self.0.send_modify(|d| d.1 = true);
             if std::thread::panicking() {
                 self.1.send_if_modified(|f| {
                     f.is_none()
-                        .then(|| *f = Some("the committer failed".to_owned()))
+                        .then(|| *f = Some(Halt::CommitterFailed))
                         .is_some()
                 });
             }
@@ -646,19 +669,19 @@ async fn committer<S: Store>(
     let mut since_snapshot = 0u64;
     let mut crash = CrashPoint::from_env();
     while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
+        let mut writes = vec![first];
+        while writes.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(j) => writes.push(j),
                 Err(_) => break,
             }
         }
-        // Appends up to the first snapshot job go in one batch; a snapshot
+        // Appends up to the first snapshot write go in one batch; a snapshot
         // is written after the batch before it.
         let mut pending = Vec::new();
-        for job in jobs {
-            match job {
-                Job::Close(done) => {
+        for write in writes {
+            match write {
+                Write::Close(done) => {
                     let _ = flush(
                         &core,
                         &mut pending,
@@ -670,8 +693,8 @@ async fn committer<S: Store>(
                     let _ = done.send(());
                     return;
                 }
-                Job::Append { records } => pending.push(records),
-                Job::Snapshot { state } => {
+                Write::Append { records } => pending.push(records),
+                Write::Snapshot { state } => {
                     if !flush(
                         &core,
                         &mut pending,
@@ -714,7 +737,7 @@ async fn committer<S: Store>(
     }
 }
 
-/// The records of Append jobs, one entry per job.
+/// The records of Append writes, one entry per write.
 type Pending = Vec<Vec<(Time, Record)>>;
 
 /// Appends `pending` as one batch. Returns false if the store failed (the
@@ -730,7 +753,7 @@ async fn flush<S: Store>(
         return true;
     }
     let batch: Pending = std::mem::take(pending);
-    let jobs = batch.len() as u64;
+    let writes = batch.len() as u64;
     let records: Vec<(Time, Record)> = batch.into_iter().flatten().collect();
     let n = records.len();
     let store = core.store.clone();
@@ -749,8 +772,8 @@ async fn flush<S: Store>(
                 *last_id = last.id;
             }
             *since_snapshot += n as u64;
-            // Releases the replies that waited for these jobs.
-            core.durable.send_modify(|d| d.0 += jobs);
+            // Releases the replies that waited for these writes.
+            core.durable.send_modify(|d| d.0 += writes);
             for entry in entries {
                 core.notifier.offer(&entry);
                 let _ = core.events.send(entry);
@@ -762,9 +785,8 @@ async fn flush<S: Store>(
                 core.deposed
                     .store(true, std::sync::atomic::Ordering::SeqCst);
             }
-            let why = e.to_string();
-            tracing::error!(error = %why, "store commit failed; the coordinator stops (the durable state is the truth at the next start)");
-            core.fatal.send_replace(Some(why));
+            tracing::error!(error = %e, "store commit failed; the coordinator stops (the durable state is the truth at the next start)");
+            core.fatal.send_replace(Some(Halt::Store(Arc::new(e))));
             core.durable.send_modify(|d| d.1 = true);
             false
         }

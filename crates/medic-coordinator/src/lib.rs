@@ -27,6 +27,7 @@ pub mod server;
 pub mod service;
 pub mod shell;
 pub mod signal;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
 

@@ -181,7 +181,7 @@ pub(crate) fn watch_lease<S: Store + Debug>(
         tracing::error!(reason = %why, "lost leadership: refusing every decision and stopping");
         // Before `fatal`: the loop that sees `fatal` looks here for why.
         let _ = lost_tx.send(why.clone());
-        core.fail(format!("this replica lost its leadership ({why})"));
+        core.lost_leadership(why);
     });
     (AbortOnDrop(task), lost_rx)
 }
@@ -232,7 +232,7 @@ pub(crate) async fn lead<S: Store + Debug>(
                     (_, Some(why)) => {
                         return Err(match lost.as_mut().map(oneshot::Receiver::try_recv) {
                             Some(Ok(lost)) => RunError::LostLeadership(lost),
-                            _ if core.deposed() => RunError::LostLeadership(why),
+                            _ if core.deposed() => RunError::LostLeadership(why.to_string()),
                             _ => RunError::StoreFailed(why),
                         });
                     }

@@ -46,7 +46,7 @@ pub enum RunError {
     Store(#[from] medic_store::StoreError),
     /// A commit failed while serving; the coordinator stopped.
     #[error("stopped because the state store failed: {0}")]
-    StoreFailed(String),
+    StoreFailed(crate::core::Halt),
     /// The gRPC or HTTP server failed.
     #[error("server: {0}")]
     Serve(String),

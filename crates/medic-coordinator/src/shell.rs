@@ -24,7 +24,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::config::TransportSecurity;
-use crate::core::Core;
+use crate::core::{Core, Halt};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::server::{Listeners, RunError};
@@ -214,7 +214,7 @@ struct Services<S: Store> {
     agents: Switch<Agents<S>>,
     admins: Switch<Admins<S>>,
     /// The leading core's fatal flag, for `/healthz`.
-    fatal: Arc<OnceLock<watch::Receiver<Option<String>>>>,
+    fatal: Arc<OnceLock<watch::Receiver<Option<Halt>>>>,
     max_message: usize,
 }
 
@@ -397,7 +397,7 @@ struct HttpState {
     metrics: Arc<Metrics>,
     draining: watch::Receiver<bool>,
     /// The core's fatal flag, once there is a core (a follower has none).
-    fatal: Arc<OnceLock<watch::Receiver<Option<String>>>>,
+    fatal: Arc<OnceLock<watch::Receiver<Option<Halt>>>>,
     ticked: Arc<Ticked>,
 }
 

@@ -518,7 +518,7 @@ async fn a_leader_whose_first_write_after_election_fails_steps_down_at_once() {
     // The first write is the clock mark of its start-up (stopping the
     // start) or a later one (stopping it serving): a store failure either way.
     match outcome {
-        Err(RunError::StoreFailed(why)) => assert!(why.contains("failpoint"), "{why}"),
+        Err(RunError::StoreFailed(why)) => assert!(why.to_string().contains("failpoint"), "{why}"),
         Err(e @ RunError::Store(_)) => assert!(e.to_string().contains("failpoint"), "{e}"),
         other => panic!("expected a store failure, got {other:?}"),
     }
