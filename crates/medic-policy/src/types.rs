@@ -769,6 +769,36 @@ pub fn rfc3339(t: Time) -> String {
 
 // === Events ===
 
+/// How the audit history groups its records, for filters (the wire's
+/// `medic.v1.EventKind`): the engine's events by [`Event::kind`], and the
+/// coordinator's own records (sampled denials, config reloads, refused
+/// calls) by theirs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RecordKind {
+    /// A permit was granted.
+    Grant,
+    /// Sampled denials.
+    Deny,
+    /// A permit ended by outcome or expiry.
+    Outcome,
+    /// An operator revoked a permit.
+    Admin,
+    /// A breaker opened or closed.
+    Breaker,
+    /// A host was quarantined or released.
+    Quarantine,
+    /// A pause began or ended.
+    Pause,
+    /// A config reload.
+    Config,
+    /// A permit was renewed.
+    Renew,
+    /// An authenticated caller was refused.
+    Access,
+    /// The wall clock was checked (at start-up) or found stepped.
+    Clock,
+}
+
 /// A durable change of the engine's state. Every mutation of durable state is
 /// one of these; the store persists them atomically, and
 /// [`crate::DurableState::apply`] rebuilds the state from them.
@@ -861,6 +891,23 @@ pub enum Event {
 }
 
 impl Event {
+    /// The kind the audit history files it under.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Event::PermitGranted { .. } => RecordKind::Grant,
+            Event::PermitRenewed { .. } => RecordKind::Renew,
+            Event::PermitEnded {
+                state: PermitState::Revoked,
+                ..
+            } => RecordKind::Admin,
+            Event::PermitEnded { .. } => RecordKind::Outcome,
+            Event::HostQuarantined(_) | Event::HostReleased { .. } => RecordKind::Quarantine,
+            Event::Paused(_) | Event::Resumed { .. } => RecordKind::Pause,
+            Event::BreakerOpened(_) | Event::BreakerClosed { .. } => RecordKind::Breaker,
+            Event::ClockChecked { .. } => RecordKind::Clock,
+        }
+    }
+
     /// When the event happened.
     pub fn at(&self) -> Time {
         match self {

@@ -20,7 +20,10 @@ mod redb_store;
 
 use std::time::Duration;
 
-use medic_policy::{Action, ConfigError, Denial, DurableState, Event, HostId, PermitState, Time};
+use medic_policy::{Action, ConfigError, Denial, DurableState, Event, HostId, Time};
+
+/// How history filters group records: medic-policy classifies them.
+pub use medic_policy::RecordKind;
 use serde::{Deserialize, Serialize};
 
 pub use error::StoreError;
@@ -81,50 +84,11 @@ pub enum Record {
     },
 }
 
-/// How history filters group records (mirrors `medic.v1.EventKind`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum RecordKind {
-    /// A permit was granted.
-    Grant,
-    /// Sampled denials.
-    Deny,
-    /// A permit ended by outcome or expiry.
-    Outcome,
-    /// An operator revoked a permit.
-    Admin,
-    /// A breaker opened or closed.
-    Breaker,
-    /// A host was quarantined or released.
-    Quarantine,
-    /// A pause began or ended.
-    Pause,
-    /// A config reload.
-    Config,
-    /// A permit was renewed.
-    Renew,
-    /// An authenticated caller was refused.
-    Access,
-    /// The wall clock was checked (at start-up) or found stepped.
-    Clock,
-}
-
 impl Record {
     /// The kind history filters see.
     pub fn kind(&self) -> RecordKind {
         match self {
-            Record::Policy(e) => match e {
-                Event::PermitGranted { .. } => RecordKind::Grant,
-                Event::PermitRenewed { .. } => RecordKind::Renew,
-                Event::PermitEnded {
-                    state: PermitState::Revoked,
-                    ..
-                } => RecordKind::Admin,
-                Event::PermitEnded { .. } => RecordKind::Outcome,
-                Event::HostQuarantined(_) | Event::HostReleased { .. } => RecordKind::Quarantine,
-                Event::Paused(_) | Event::Resumed { .. } => RecordKind::Pause,
-                Event::BreakerOpened(_) | Event::BreakerClosed { .. } => RecordKind::Breaker,
-                Event::ClockChecked { .. } => RecordKind::Clock,
-            },
+            Record::Policy(e) => e.kind(),
             Record::Denied { .. } => RecordKind::Deny,
             Record::ConfigReloaded { .. } => RecordKind::Config,
             Record::AccessDenied { .. } => RecordKind::Access,

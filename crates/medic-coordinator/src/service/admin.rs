@@ -5,11 +5,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use medic_policy::{PermitState, ResumeTarget};
-use medic_proto::convert::{to_duration, to_timestamp};
+use medic_proto::convert::{record_kind, to_duration, to_timestamp};
 use medic_proto::metadata;
 use medic_proto::pb::v1 as pb;
 use medic_proto::request as rq;
-use medic_store::{HistoryQuery, RecordKind, Store};
+
+use medic_store::{HistoryQuery, Store};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -444,21 +445,4 @@ fn page<T, W: From<T>>(
         out.push(item.into());
     }
     (out, String::new())
-}
-
-fn record_kind(k: pb::EventKind) -> Option<RecordKind> {
-    Some(match k {
-        pb::EventKind::Unspecified => return None,
-        pb::EventKind::Grant => RecordKind::Grant,
-        pb::EventKind::Deny => RecordKind::Deny,
-        pb::EventKind::Outcome => RecordKind::Outcome,
-        pb::EventKind::Admin => RecordKind::Admin,
-        pb::EventKind::Breaker => RecordKind::Breaker,
-        pb::EventKind::Quarantine => RecordKind::Quarantine,
-        pb::EventKind::Pause => RecordKind::Pause,
-        pb::EventKind::Config => RecordKind::Config,
-        pb::EventKind::Renew => RecordKind::Renew,
-        pb::EventKind::Access => RecordKind::Access,
-        pb::EventKind::Clock => RecordKind::Clock,
-    })
 }

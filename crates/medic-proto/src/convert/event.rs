@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use medic_policy::{
     Action, COORDINATOR_ACTOR, ClockMark, ClockStep, Denial, Event, HostId, InvalidInput,
-    PermitState, host_actor,
+    PermitState, RecordKind, host_actor,
 };
 
 use super::{
@@ -17,23 +17,47 @@ use pb::event::Payload;
 
 // === impl EventKind ===
 
-/// The kind a policy event is filed under.
+/// The kind a policy event is filed under ([`Event::kind`]).
 impl From<&Event> for pb::EventKind {
     fn from(e: &Event) -> Self {
-        match e {
-            Event::PermitGranted { .. } => Self::Grant,
-            Event::PermitRenewed { .. } => Self::Renew,
-            Event::PermitEnded {
-                state: PermitState::Revoked,
-                ..
-            } => Self::Admin,
-            Event::PermitEnded { .. } => Self::Outcome,
-            Event::HostQuarantined(_) | Event::HostReleased { .. } => Self::Quarantine,
-            Event::Paused(_) | Event::Resumed { .. } => Self::Pause,
-            Event::BreakerOpened(_) | Event::BreakerClosed { .. } => Self::Breaker,
-            Event::ClockChecked { .. } => Self::Clock,
+        e.kind().into()
+    }
+}
+
+impl From<RecordKind> for pb::EventKind {
+    fn from(k: RecordKind) -> Self {
+        match k {
+            RecordKind::Grant => Self::Grant,
+            RecordKind::Deny => Self::Deny,
+            RecordKind::Outcome => Self::Outcome,
+            RecordKind::Admin => Self::Admin,
+            RecordKind::Breaker => Self::Breaker,
+            RecordKind::Quarantine => Self::Quarantine,
+            RecordKind::Pause => Self::Pause,
+            RecordKind::Config => Self::Config,
+            RecordKind::Renew => Self::Renew,
+            RecordKind::Access => Self::Access,
+            RecordKind::Clock => Self::Clock,
         }
     }
+}
+
+/// The history kind a filter names; `None` for UNSPECIFIED.
+pub fn record_kind(k: pb::EventKind) -> Option<RecordKind> {
+    Some(match k {
+        pb::EventKind::Unspecified => return None,
+        pb::EventKind::Grant => RecordKind::Grant,
+        pb::EventKind::Deny => RecordKind::Deny,
+        pb::EventKind::Outcome => RecordKind::Outcome,
+        pb::EventKind::Admin => RecordKind::Admin,
+        pb::EventKind::Breaker => RecordKind::Breaker,
+        pb::EventKind::Quarantine => RecordKind::Quarantine,
+        pb::EventKind::Pause => RecordKind::Pause,
+        pb::EventKind::Config => RecordKind::Config,
+        pb::EventKind::Renew => RecordKind::Renew,
+        pb::EventKind::Access => RecordKind::Access,
+        pb::EventKind::Clock => RecordKind::Clock,
+    })
 }
 
 // === impl Event ===

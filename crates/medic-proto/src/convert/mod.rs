@@ -28,6 +28,8 @@ mod agent;
 mod event;
 mod time;
 
+pub use event::record_kind;
+
 use std::collections::BTreeMap;
 
 use medic_policy::{HostId, InvalidInput, Labels, PermitId, Scope};
