@@ -57,7 +57,7 @@ enum Write {
         records: Vec<(Time, Record)>,
     },
     Snapshot {
-        state: Box<medic_policy::DurableState>,
+        state: Box<DurableState>,
     },
     /// Commit what is queued, then stop.
     Close(oneshot::Sender<()>),
@@ -645,7 +645,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 async fn committer<S: Store>(
     core: Arc<Core<S>>,
     mut rx: mpsc::UnboundedReceiver<Write>,
-    mut last_id: u64,
+    last_id: u64,
 ) {
     const MAX_BATCH: usize = 1024;
     /// However the committer ends, nothing more becomes durable: callers
@@ -666,8 +666,13 @@ async fn committer<S: Store>(
         }
     }
     let _stopped = Stopped(core.durable.clone(), core.fatal.clone());
-    let mut since_snapshot = 0u64;
-    let mut crash = CrashPoint::from_env();
+    let mut c = Committer {
+        core,
+        pending: Vec::new(),
+        last_id,
+        since_snapshot: 0,
+        crash: CrashPoint::from_env(),
+    };
     while let Some(first) = rx.recv().await {
         let mut writes = vec![first];
         while writes.len() < MAX_BATCH {
@@ -678,117 +683,104 @@ async fn committer<S: Store>(
         }
         // Appends up to the first snapshot write go in one batch; a snapshot
         // is written after the batch before it.
-        let mut pending = Vec::new();
         for write in writes {
             match write {
                 Write::Close(done) => {
-                    let _ = flush(
-                        &core,
-                        &mut pending,
-                        &mut last_id,
-                        &mut since_snapshot,
-                        &mut crash,
-                    )
-                    .await;
+                    let _ = c.flush().await;
                     let _ = done.send(());
                     return;
                 }
-                Write::Append { records } => pending.push(records),
+                Write::Append { records } => c.pending.push(records),
                 Write::Snapshot { state } => {
-                    if !flush(
-                        &core,
-                        &mut pending,
-                        &mut last_id,
-                        &mut since_snapshot,
-                        &mut crash,
-                    )
-                    .await
-                    {
+                    if !c.flush().await {
                         return;
                     }
-                    let store = core.store.clone();
-                    let upto = last_id;
-                    let r = tokio::task::spawn_blocking(move || store.snapshot(&state, upto)).await;
-                    match r {
-                        Ok(Ok(())) => since_snapshot = 0,
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "snapshot failed; start-up will replay more of the log")
-                        }
-                        Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
-                    }
+                    c.snapshot(state).await;
                 }
             }
         }
-        if !flush(
-            &core,
-            &mut pending,
-            &mut last_id,
-            &mut since_snapshot,
-            &mut crash,
-        )
-        .await
-        {
+        if !c.flush().await {
             return;
         }
-        if since_snapshot >= core.config().audit.snapshot_every {
-            since_snapshot = 0;
-            core.snapshot();
+        if c.since_snapshot >= c.core.config().audit.snapshot_every {
+            c.since_snapshot = 0;
+            c.core.snapshot();
         }
     }
 }
 
-/// The records of Append writes, one entry per write.
-type Pending = Vec<Vec<(Time, Record)>>;
+/// The committer's state between batches.
+struct Committer<S: Store> {
+    core: Arc<Core<S>>,
+    /// The records of Append writes not yet appended, one entry per write.
+    pending: Vec<Vec<(Time, Record)>>,
+    /// The last id appended.
+    last_id: u64,
+    /// Records appended since the last snapshot.
+    since_snapshot: u64,
+    crash: CrashPoint,
+}
 
-/// Appends `pending` as one batch. Returns false if the store failed (the
-/// coordinator is then stopping).
-async fn flush<S: Store>(
-    core: &Arc<Core<S>>,
-    pending: &mut Pending,
-    last_id: &mut u64,
-    since_snapshot: &mut u64,
-    crash: &mut CrashPoint,
-) -> bool {
-    if pending.is_empty() {
-        return true;
-    }
-    let batch: Pending = std::mem::take(pending);
-    let writes = batch.len() as u64;
-    let records: Vec<(Time, Record)> = batch.into_iter().flatten().collect();
-    let n = records.len();
-    let store = core.store.clone();
-    let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || store.append(records))
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Backend(format!("commit task failed: {e}"))));
-    core.metrics
-        .store_commit_duration
-        .observe(started.elapsed().as_secs_f64());
-    core.metrics.store_commit_records.observe(n as f64);
-    match result {
-        Ok(entries) => {
-            crash.after_commit();
-            if let Some(last) = entries.last() {
-                *last_id = last.id;
-            }
-            *since_snapshot += n as u64;
-            // Releases the replies that waited for these writes.
-            core.durable.send_modify(|d| d.0 += writes);
-            for entry in entries {
-                core.notifier.offer(&entry);
-                let _ = core.events.send(entry);
-            }
-            true
+impl<S: Store> Committer<S> {
+    /// Appends what is pending as one batch. Returns false if the store
+    /// failed (the coordinator is then stopping).
+    async fn flush(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return true;
         }
-        Err(e) => {
-            if matches!(e, StoreError::NotLeader { .. }) {
-                core.deposed
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
+        let batch = std::mem::take(&mut self.pending);
+        let writes = batch.len() as u64;
+        let records: Vec<(Time, Record)> = batch.into_iter().flatten().collect();
+        let n = records.len();
+        let core = &self.core;
+        let store = core.store.clone();
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || store.append(records))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Backend(format!("commit task failed: {e}"))));
+        core.metrics
+            .store_commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        core.metrics.store_commit_records.observe(n as f64);
+        match result {
+            Ok(entries) => {
+                self.crash.after_commit();
+                if let Some(last) = entries.last() {
+                    self.last_id = last.id;
+                }
+                self.since_snapshot += n as u64;
+                // Releases the replies that waited for these writes.
+                core.durable.send_modify(|d| d.0 += writes);
+                for entry in entries {
+                    core.notifier.offer(&entry);
+                    let _ = core.events.send(entry);
+                }
+                true
             }
-            tracing::error!(error = %e, "store commit failed; the coordinator stops (the durable state is the truth at the next start)");
-            core.fatal.send_replace(Some(Halt::Store(Arc::new(e))));
-            core.durable.send_modify(|d| d.1 = true);
-            false
+            Err(e) => {
+                if matches!(e, StoreError::NotLeader { .. }) {
+                    core.deposed
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                tracing::error!(error = %e, "store commit failed; the coordinator stops (the durable state is the truth at the next start)");
+                core.fatal.send_replace(Some(Halt::Store(Arc::new(e))));
+                core.durable.send_modify(|d| d.1 = true);
+                false
+            }
+        }
+    }
+
+    /// Writes a snapshot of `state`, which matches the log up to the last
+    /// id appended. A failed snapshot costs a longer replay at start-up.
+    async fn snapshot(&mut self, state: Box<DurableState>) {
+        let store = self.core.store.clone();
+        let upto = self.last_id;
+        match tokio::task::spawn_blocking(move || store.snapshot(&state, upto)).await {
+            Ok(Ok(())) => self.since_snapshot = 0,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "snapshot failed; start-up will replay more of the log")
+            }
+            Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
         }
     }
 }
