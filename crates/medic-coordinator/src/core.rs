@@ -292,22 +292,25 @@ impl<S: Store> Core<S> {
     /// when nothing is in flight, that costs nothing.
     pub async fn apply<T>(&self, f: impl FnOnce(&mut Engine, Time) -> T) -> Result<T, CoreError> {
         self.check_fatal()?;
-        let (value, upto) = {
-            let mut engine = lock(&self.engine);
-            let now = self.now_checked(&mut engine);
-            let value = f(&mut engine, now);
-            let events = engine.take_events();
-            if !events.is_empty() {
-                self.queue(events);
-            }
-            // Its own events if any, and everything queued before them.
-            (
-                value,
-                self.submitted.load(std::sync::atomic::Ordering::SeqCst),
-            )
-        };
+        let (value, upto) = self.run(f);
         self.wait_durable(upto).await?;
         Ok(value)
+    }
+
+    /// Runs `f` on the engine at the checked time and queues the events it
+    /// produced, under the lock so that the log's order is the engine's;
+    /// returns its value and the number of the last write queued: its own
+    /// events if any, and everything queued before them.
+    fn run<T>(&self, f: impl FnOnce(&mut Engine, Time) -> T) -> (T, u64) {
+        let mut engine = lock(&self.engine);
+        let now = self.now_checked(&mut engine);
+        let value = f(&mut engine, now);
+        let events = engine.take_events();
+        if !events.is_empty() {
+            self.queue(events);
+        }
+        let upto = self.submitted.load(std::sync::atomic::Ordering::SeqCst);
+        (value, upto)
     }
 
     /// Waits until the Append writes numbered up to `upto` are durable; the
@@ -330,14 +333,7 @@ impl<S: Store> Core<S> {
     /// passing produced are queued but not waited for.
     pub fn read<T>(&self, f: impl FnOnce(&mut Engine, Time) -> T) -> Result<T, CoreError> {
         self.check_fatal()?;
-        let mut engine = lock(&self.engine);
-        let now = self.now_checked(&mut engine);
-        let value = f(&mut engine, now);
-        let events = engine.take_events();
-        if !events.is_empty() {
-            self.queue(events);
-        }
-        Ok(value)
+        Ok(self.run(f).0)
     }
 
     fn check_fatal(&self) -> Result<(), CoreError> {

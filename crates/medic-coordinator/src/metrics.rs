@@ -232,7 +232,7 @@ impl Metrics {
         });
         registry.register(
             "rpc_duration_seconds",
-            "gRPC handling time by method",
+            "gRPC call time by method (Service/Method: Remediation/Heartbeat, Admin/Pause), from the request to the reply's headers",
             rpc_duration.clone(),
         );
         let store_commit_duration = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
