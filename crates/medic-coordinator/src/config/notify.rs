@@ -1,0 +1,202 @@
+//! `[notify]`: the webhooks told about what an on-call person must know,
+//! and the kinds of notification.
+
+use std::time::Duration;
+
+use medic_policy::config::{Errors, MAX_COUNT};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawNotify {
+    queue: Option<i64>,
+    webhooks: Vec<RawWebhook>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawWebhook {
+    url: Option<String>,
+    format: Option<String>,
+    events: Option<Vec<String>>,
+    timeout: Option<String>,
+    max_attempts: Option<i64>,
+}
+
+/// `[notify]`: webhooks told about what an on-call person must know.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// Notifications waiting per webhook; beyond it new ones are dropped
+    /// (counted in `medic_notifications_dropped_total` and logged).
+    /// Default 1000.
+    pub queue: usize,
+    /// Where to send them.
+    pub webhooks: Vec<Webhook>,
+}
+
+/// What a notification is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NotifyKind {
+    /// A circuit breaker opened.
+    BreakerOpened,
+    /// A circuit breaker closed.
+    BreakerClosed,
+    /// A pause began.
+    Paused,
+    /// A pause ended.
+    Resumed,
+    /// A host was quarantined.
+    HostQuarantined,
+    /// A permit expired without an outcome: the host went away mid-remediation.
+    HostLost,
+    /// A config reload was rejected.
+    ConfigReloadFailed,
+}
+
+impl NotifyKind {
+    /// Every kind.
+    pub const ALL: [NotifyKind; 7] = [
+        NotifyKind::BreakerOpened,
+        NotifyKind::BreakerClosed,
+        NotifyKind::Paused,
+        NotifyKind::Resumed,
+        NotifyKind::HostQuarantined,
+        NotifyKind::HostLost,
+        NotifyKind::ConfigReloadFailed,
+    ];
+
+    /// The name in config files and in the JSON body's `kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyKind::BreakerOpened => "breaker_opened",
+            NotifyKind::BreakerClosed => "breaker_closed",
+            NotifyKind::Paused => "paused",
+            NotifyKind::Resumed => "resumed",
+            NotifyKind::HostQuarantined => "host_quarantined",
+            NotifyKind::HostLost => "host_lost",
+            NotifyKind::ConfigReloadFailed => "config_reload_failed",
+        }
+    }
+}
+
+/// How a webhook's body is shaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// medic's JSON document (see `config/coordinator.toml`).
+    Json,
+    /// `{"text": "..."}`, which Slack and compatible chat tools accept.
+    Slack,
+}
+
+/// One webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Webhook {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// Body format.
+    pub format: WebhookFormat,
+    /// Kinds sent to it; default all.
+    pub events: Vec<NotifyKind>,
+    /// Per attempt. Default 5s.
+    pub timeout: Duration,
+    /// Attempts before a notification is dropped. Default 5.
+    pub max_attempts: u32,
+}
+
+/// The longest `notify.webhooks[].timeout`: 5 minutes.
+pub const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The most `notify.webhooks[].max_attempts`: 100 (backoff is at most a
+/// minute, so the last attempt is still within about 100 minutes).
+pub const MAX_WEBHOOK_ATTEMPTS: u32 = 100;
+
+impl RawNotify {
+    pub(super) fn validate(&self, errs: &mut Errors) -> NotifyConfig {
+        let queue = errs.count_in("notify.queue", self.queue, 1000, 1, MAX_COUNT) as usize;
+        let webhooks = self
+            .webhooks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| w.validate(errs, &format!("notify.webhooks[{i}]")))
+            .collect();
+        NotifyConfig { queue, webhooks }
+    }
+}
+
+impl RawWebhook {
+    fn validate(&self, errs: &mut Errors, path: &str) -> Option<Webhook> {
+        let url = match self.url.as_deref() {
+            None | Some("") => {
+                errs.push(format!("{path}.url"), "is required (http:// or https://)");
+                None
+            }
+            Some(u) => match u.parse::<hyper::Uri>() {
+                Ok(uri)
+                    if matches!(uri.scheme_str(), Some("http" | "https"))
+                        && uri.host().is_some() =>
+                {
+                    Some(u.to_owned())
+                }
+                _ => {
+                    errs.push(
+                        format!("{path}.url"),
+                        format!("{u:?} is not an http:// or https:// URL"),
+                    );
+                    None
+                }
+            },
+        };
+        let format = match self.format.as_deref() {
+            None | Some("json") => WebhookFormat::Json,
+            Some("slack") => WebhookFormat::Slack,
+            Some(f) => {
+                errs.push(
+                    format!("{path}.format"),
+                    format!("must be \"json\" or \"slack\", got {f:?}"),
+                );
+                WebhookFormat::Json
+            }
+        };
+        let events = match &self.events {
+            None => NotifyKind::ALL.to_vec(),
+            Some(names) => names
+                .iter()
+                .enumerate()
+                .filter_map(|(j, n)| {
+                    let k = NotifyKind::ALL.iter().find(|k| k.as_str() == n).copied();
+                    if k.is_none() {
+                        errs.push(
+                            format!("{path}.events[{j}]"),
+                            format!(
+                                "unknown event {n:?}; use {}",
+                                NotifyKind::ALL.map(NotifyKind::as_str).join(", ")
+                            ),
+                        );
+                    }
+                    k
+                })
+                .collect(),
+        };
+        let timeout = errs.duration_in(
+            &format!("{path}.timeout"),
+            self.timeout.as_deref(),
+            Duration::from_secs(5),
+            Duration::from_millis(1)..=MAX_WEBHOOK_TIMEOUT,
+            "",
+        );
+        let max_attempts = errs.count_in(
+            &format!("{path}.max_attempts"),
+            self.max_attempts,
+            5,
+            1,
+            MAX_WEBHOOK_ATTEMPTS,
+        );
+        Some(Webhook {
+            url: url?,
+            format,
+            events,
+            timeout,
+            max_attempts,
+        })
+    }
+}
