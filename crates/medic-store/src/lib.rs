@@ -17,6 +17,7 @@ mod error;
 #[cfg(feature = "etcd")]
 mod etcd_store;
 mod redb_store;
+mod replay;
 
 use std::time::Duration;
 

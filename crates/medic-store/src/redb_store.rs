@@ -28,6 +28,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::replay::Replay;
 use crate::{
     Entry, HistoryPage, HistoryQuery, Loaded, Record, Retention, SCHEMA_VERSION, Store, StoreError,
 };
@@ -331,43 +332,21 @@ impl Store for RedbStore {
         };
 
         let snapshots = txn.open_table(SNAPSHOT).map_err(|e| self.db_err(e))?;
-        let (mut state, upto) = match snapshots.last().map_err(|e| self.db_err(e))? {
+        let (state, upto) = match snapshots.last().map_err(|e| self.db_err(e))? {
             Some((upto, bytes)) => decode_snapshot(upto.value(), bytes.value())
                 .map_err(|detail| self.corrupt(detail))?,
             None => (DurableState::default(), 0),
         };
-        if upto > last_id {
-            return Err(self.corrupt(format!(
-                "the snapshot includes entries up to {upto}, past the last entry {last_id}"
-            )));
-        }
-
-        // Every entry after the snapshot must be there: a missing one would
-        // be a lost grant or a forgotten quarantine.
+        let mut replay = Replay::new(state, upto, last_id).map_err(|d| self.corrupt(d))?;
         let log = txn.open_table(LOG).map_err(|e| self.db_err(e))?;
-        let mut next = upto + 1;
         let range = (Bound::Excluded(upto), Bound::Unbounded);
         for row in log.range(range).map_err(|e| self.db_err(e))? {
             let (id, bytes) = row.map_err(|e| self.db_err(e))?;
-            let id = id.value();
-            if id != next || id > last_id {
-                return Err(self.corrupt(format!(
-                    "log entry {next} is missing (found {id}; last id {last_id}, \
-                     snapshot up to {upto})"
-                )));
-            }
-            let entry = self.decode_entry(id, bytes.value())?;
-            if let Record::Policy(event) = &entry.record {
-                state.apply(event);
-            }
-            next += 1;
+            replay.check(id.value()).map_err(|d| self.corrupt(d))?;
+            let entry = self.decode_entry(id.value(), bytes.value())?;
+            replay.apply(&entry).map_err(|d| self.corrupt(d))?;
         }
-        if next - 1 != last_id {
-            return Err(self.corrupt(format!(
-                "log entries {next}..={last_id} are missing (snapshot up to {upto})"
-            )));
-        }
-        Ok(Loaded { state, last_id })
+        replay.finish().map_err(|d| self.corrupt(d))
     }
 
     fn append(&self, records: Vec<(Time, Record)>) -> Result<Vec<Entry>, StoreError> {

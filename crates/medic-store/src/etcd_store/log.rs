@@ -16,6 +16,7 @@ use super::keys::{pad, prefix_end};
 use super::meta::SnapshotPointer;
 use super::{EtcdStore, lock};
 use crate::redb_store::{decode_snapshot, encode_snapshot, matches};
+use crate::replay::Replay;
 use crate::{Entry, HistoryPage, HistoryQuery, Loaded, Record, Retention, Store, StoreError};
 
 /// Keys per range request: well under gRPC's 4 MiB response limit for
@@ -240,7 +241,7 @@ impl Store for EtcdStore {
     fn load(&self) -> Result<Loaded, StoreError> {
         let meta = self.read_meta()?;
         let last_id = meta.last_id;
-        let (mut state, upto) = match meta.snapshot {
+        let (state, upto) = match meta.snapshot {
             Some(p) => {
                 let mut bytes = Vec::new();
                 let mut chunks = 0;
@@ -272,12 +273,7 @@ impl Store for EtcdStore {
             }
             None => (DurableState::default(), 0),
         };
-        if upto > last_id {
-            return Err(self.corrupt(format!(
-                "the snapshot includes entries up to {upto}, past the last entry {last_id}"
-            )));
-        }
-        let mut next = upto + 1;
+        let mut replay = Replay::new(state, upto, last_id).map_err(|d| self.corrupt(d))?;
         self.scan(
             self.keys.log(upto + 1).into_bytes(),
             self.keys.log(last_id + 1).into_bytes(),
@@ -285,27 +281,13 @@ impl Store for EtcdStore {
             false,
             |kv| {
                 let entry = self.decode_entry(kv)?;
-                if entry.id != next {
-                    return Err(self.corrupt(format!(
-                        "log entry {next} is missing (found {}; last id {last_id}, \
-                         snapshot up to {upto})",
-                        entry.id
-                    )));
-                }
-                if let Record::Policy(event) = &entry.record {
-                    state.apply(event);
-                }
-                next += 1;
+                replay.apply(&entry).map_err(|d| self.corrupt(d))?;
                 Ok(true)
             },
         )?;
-        if next - 1 != last_id {
-            return Err(self.corrupt(format!(
-                "log entries {next}..={last_id} are missing (snapshot up to {upto})"
-            )));
-        }
+        let loaded = replay.finish().map_err(|d| self.corrupt(d))?;
         *lock(&self.write) = Some(last_id);
-        Ok(Loaded { state, last_id })
+        Ok(loaded)
     }
 
     fn append(&self, records: Vec<(Time, Record)>) -> Result<Vec<Entry>, StoreError> {

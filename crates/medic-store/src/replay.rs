@@ -1,0 +1,73 @@
+//! Recovery, the same for every store: the state the latest snapshot left,
+//! with every log entry after it applied in order. Every entry up to the
+//! last id must be there: a missing one would be a lost grant or a
+//! forgotten quarantine, so a gap is corruption, never skipped.
+
+use medic_policy::DurableState;
+
+use crate::{Entry, Loaded, Record};
+
+/// A recovery under way. Its errors are the details a store reports as
+/// corruption.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    state: DurableState,
+    /// The last entry the snapshot includes.
+    upto: u64,
+    /// The entry expected next.
+    next: u64,
+    last_id: u64,
+}
+
+impl Replay {
+    /// From a snapshot's `state`, which includes the entries up to `upto`,
+    /// towards the store's `last_id`.
+    pub(crate) fn new(state: DurableState, upto: u64, last_id: u64) -> Result<Self, String> {
+        if upto > last_id {
+            return Err(format!(
+                "the snapshot includes entries up to {upto}, past the last entry {last_id}"
+            ));
+        }
+        Ok(Self {
+            state,
+            upto,
+            next: upto + 1,
+            last_id,
+        })
+    }
+
+    /// Whether `id` is the entry expected next (checked before decoding it).
+    pub(crate) fn check(&self, id: u64) -> Result<(), String> {
+        if id != self.next || id > self.last_id {
+            return Err(format!(
+                "log entry {} is missing (found {id}; last id {}, snapshot up to {})",
+                self.next, self.last_id, self.upto
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies the entry expected next.
+    pub(crate) fn apply(&mut self, entry: &Entry) -> Result<(), String> {
+        self.check(entry.id)?;
+        if let Record::Policy(event) = &entry.record {
+            self.state.apply(event);
+        }
+        self.next += 1;
+        Ok(())
+    }
+
+    /// The recovered state, once every entry up to the last id is applied.
+    pub(crate) fn finish(self) -> Result<Loaded, String> {
+        if self.next - 1 != self.last_id {
+            return Err(format!(
+                "log entries {}..={} are missing (snapshot up to {})",
+                self.next, self.last_id, self.upto
+            ));
+        }
+        Ok(Loaded {
+            state: self.state,
+            last_id: self.last_id,
+        })
+    }
+}
