@@ -173,7 +173,7 @@ pub(crate) async fn run_storm(
     storm: Storm,
     speed: f64,
     seed: u64,
-    mut coordinator: Coordinator,
+    coordinator: Coordinator,
 ) -> Result<RunResult, SimError> {
     let clock = SimClock::start(Scale(speed));
     let hosts: Vec<(String, medic_policy::Labels)> = (0..storm.hosts)
@@ -258,29 +258,12 @@ pub(crate) async fn run_storm(
             .await;
     }
 
-    let read_at = SystemTime::now();
-    let history: Vec<AuditEntry> = coordinator
-        .history()
-        .await?
-        .into_iter()
-        .map(AuditEntry::from_wire)
-        .collect();
-    let policy = coordinator.config().policy.clone();
-    let tick = coordinator.config().server.tick_interval;
-    let starts = coordinator.starts.clone();
-    coordinator.stop().await;
-    let fleet: Vec<medic_policy::Labels> = hosts.iter().map(|h| h.1.clone()).collect();
-    let verdict = check::check(
-        &history,
-        &[],
-        &Context {
-            policy: &policy,
-            fleet: &fleet,
-            starts: &starts,
-            read_at,
-            tick: tick * 2,
-        },
-    );
+    let Checked {
+        history,
+        verdict,
+        policy,
+        starts,
+    } = stop_and_check(coordinator, &hosts).await?;
     let mut r = RunResult {
         speed,
         seed,
@@ -404,7 +387,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchResult, SimError> {
             .map_err(|e| SimError::Config(e.to_string()))?,
         &state,
     );
-    let mut coordinator = Coordinator::start(mode, &toml, dir.path()).await?;
+    let coordinator = Coordinator::start(mode, &toml, dir.path()).await?;
     let fleet = crate::scenario::Fleet {
         hosts: opts.hosts,
         racks: 50,
@@ -481,6 +464,30 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchResult, SimError> {
         },
     )
     .await;
+    let verdict = stop_and_check(coordinator, &hosts).await?.verdict;
+    Ok(BenchResult {
+        ceiling,
+        decisions,
+        hosts: opts.hosts,
+        agents: chans.len(),
+        verdict,
+    })
+}
+
+/// What a bench's coordinator left, checked.
+struct Checked {
+    history: Vec<AuditEntry>,
+    verdict: check::Verdict,
+    policy: medic_policy::PolicyConfig,
+    starts: Vec<SystemTime>,
+}
+
+/// Reads the coordinator's history, stops it, and checks the invariants
+/// over the history for a fleet of `hosts`.
+async fn stop_and_check(
+    mut coordinator: Coordinator,
+    hosts: &[(String, medic_policy::Labels)],
+) -> Result<Checked, SimError> {
     let read_at = SystemTime::now();
     let history: Vec<AuditEntry> = coordinator
         .history()
@@ -489,27 +496,26 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchResult, SimError> {
         .map(AuditEntry::from_wire)
         .collect();
     let policy = coordinator.config().policy.clone();
-    let starts = coordinator.starts.clone();
     let tick = coordinator.config().server.tick_interval;
+    let starts = coordinator.starts.clone();
     coordinator.stop().await;
-    let labels: Vec<medic_policy::Labels> = hosts.iter().map(|h| h.1.clone()).collect();
+    let fleet: Vec<medic_policy::Labels> = hosts.iter().map(|h| h.1.clone()).collect();
     let verdict = check::check(
         &history,
         &[],
         &Context {
             policy: &policy,
-            fleet: &labels,
+            fleet: &fleet,
             starts: &starts,
             read_at,
             tick: tick * 2,
         },
     );
-    Ok(BenchResult {
-        ceiling,
-        decisions,
-        hosts: opts.hosts,
-        agents: chans.len(),
+    Ok(Checked {
+        history,
         verdict,
+        policy,
+        starts,
     })
 }
 
