@@ -43,15 +43,7 @@ pub(super) async fn history(ctx: &mut Ctx<'_>, a: HistoryArgs) -> Result<(), Err
                 page_token,
                 newest_first: a.newest_first,
             };
-            async move {
-                let r = conn
-                    .unary(req, |mut c, r| async move { c.get_history(r).await })
-                    .await?;
-                Ok(Page {
-                    items: r.events,
-                    next_page_token: r.next_page_token,
-                })
-            }
+            conn.unary(req, |mut c, r| async move { c.get_history(r).await })
         },
     )
     .await?;
@@ -105,4 +97,12 @@ fn event_table(events: &[pb::Event], now: SystemTime) -> Table {
         ]);
     }
     t
+}
+
+impl Page for pb::GetHistoryResponse {
+    type Item = pb::Event;
+
+    fn into_page(self) -> (Vec<pb::Event>, String) {
+        (self.events, self.next_page_token)
+    }
 }

@@ -21,15 +21,7 @@ pub(super) async fn hosts(ctx: &mut Ctx<'_>, a: HostsArgs) -> Result<(), Error> 
             page_size,
             page_token,
         };
-        async move {
-            let r = conn
-                .unary(req, |mut c, r| async move { c.list_hosts(r).await })
-                .await?;
-            Ok(Page {
-                items: r.hosts,
-                next_page_token: r.next_page_token,
-            })
-        }
+        conn.unary(req, |mut c, r| async move { c.list_hosts(r).await })
     })
     .await?;
     if ctx.is_json() {
@@ -88,4 +80,12 @@ fn host_table(hosts: &[pb::Host], now: SystemTime) -> Table {
         ]);
     }
     t
+}
+
+impl Page for pb::ListHostsResponse {
+    type Item = pb::Host;
+
+    fn into_page(self) -> (Vec<pb::Host>, String) {
+        (self.hosts, self.next_page_token)
+    }
 }

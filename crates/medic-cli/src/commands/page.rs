@@ -9,11 +9,14 @@ use crate::error::Error;
 /// maximum).
 const FULL_PAGE: u32 = 1000;
 
-/// One page of a listing, as a call answered it.
-pub(super) struct Page<T> {
-    pub(super) items: Vec<T>,
-    /// Where the next page starts; empty: this page was the last.
-    pub(super) next_page_token: String,
+/// A call's answer that is one page of a listing.
+pub(super) trait Page {
+    /// What the listing lists.
+    type Item;
+
+    /// The page's items, and where the next page starts (empty: this page
+    /// was the last).
+    fn into_page(self) -> (Vec<Self::Item>, String);
 }
 
 /// Fetches page after page from `token` on, each of at most `page_size`
@@ -23,24 +26,27 @@ pub(super) struct Page<T> {
 ///
 /// An empty page ends paging even with a token, so a server that keeps
 /// handing out tokens cannot keep medicctl asking.
-pub(super) async fn collect<T, F, Fut>(
+pub(super) async fn collect<P, F, Fut>(
     mut token: String,
     page_size: u32,
     limit: usize,
     mut fetch: F,
-) -> Result<(Vec<T>, Option<String>), Error>
+) -> Result<(Vec<P::Item>, Option<String>), Error>
 where
+    P: Page,
     F: FnMut(String, u32) -> Fut,
-    Fut: Future<Output = Result<Page<T>, Error>>,
+    Fut: Future<Output = Result<P, Error>>,
 {
     let mut items = Vec::new();
     let mut more = false;
     while items.len() < limit {
         let remaining = u32::try_from(limit - items.len()).unwrap_or(u32::MAX);
-        let page = fetch(token.clone(), page_size.min(remaining)).await?;
-        let empty = page.items.is_empty();
-        items.extend(page.items);
-        token = page.next_page_token;
+        let (page, next) = fetch(token.clone(), page_size.min(remaining))
+            .await?
+            .into_page();
+        let empty = page.is_empty();
+        items.extend(page);
+        token = next;
         more = !token.is_empty();
         if !more || empty {
             break;
@@ -50,10 +56,11 @@ where
 }
 
 /// Every item of a listing, in pages of the largest size.
-pub(super) async fn all<T, F, Fut>(fetch: F) -> Result<Vec<T>, Error>
+pub(super) async fn all<P, F, Fut>(fetch: F) -> Result<Vec<P::Item>, Error>
 where
+    P: Page,
     F: FnMut(String, u32) -> Fut,
-    Fut: Future<Output = Result<Page<T>, Error>>,
+    Fut: Future<Output = Result<P, Error>>,
 {
     let (items, _) = collect(String::new(), FULL_PAGE, usize::MAX, fetch).await?;
     Ok(items)

@@ -39,15 +39,7 @@ pub(super) async fn permits(ctx: &mut Ctx<'_>, a: PermitsArgs) -> Result<(), Err
             page_size,
             page_token,
         };
-        async move {
-            let r = conn
-                .unary(req, |mut c, r| async move { c.list_permits(r).await })
-                .await?;
-            Ok(Page {
-                items: r.permits,
-                next_page_token: r.next_page_token,
-            })
-        }
+        conn.unary(req, |mut c, r| async move { c.list_permits(r).await })
     })
     .await?;
     if ctx.is_json() {
@@ -122,4 +114,12 @@ pub(super) async fn revoke(ctx: &mut Ctx<'_>, a: RevokeArgs) -> Result<(), Error
         p.host_id
     )?;
     Ok(())
+}
+
+impl Page for pb::ListPermitsResponse {
+    type Item = pb::Permit;
+
+    fn into_page(self) -> (Vec<pb::Permit>, String) {
+        (self.permits, self.next_page_token)
+    }
 }
