@@ -235,6 +235,7 @@ pub fn check(history: &[AuditEntry], actions: &[ActionRecord], cx: &Context<'_>)
     // and right after a check that still saw the problem.
     let mut seen = HashSet::new();
     for r in actions {
+        // Counted as I8 whether or not the grant is found (I6).
         v.count("I8");
         if let Some(grant) = i6_no_grant_lost(&mut v, &state, r) {
             i8_acts_under_valid_permit(&mut v, &state, r, grant, &mut seen);
