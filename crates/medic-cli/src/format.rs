@@ -77,6 +77,26 @@ pub fn opt_time(t: Option<&prost_types::Timestamp>, now: SystemTime, absent: &st
     t.map_or_else(|| absent.to_owned(), |t| time(system_time(t), now))
 }
 
+/// An optional wire time, absolute only; `absent` when unset.
+pub fn opt_absolute(t: Option<&prost_types::Timestamp>, absent: &str) -> String {
+    t.map_or_else(|| absent.to_owned(), |t| absolute(system_time(t)))
+}
+
+/// An optional wire span like `3m12s`; `absent` when unset.
+pub fn opt_duration(d: Option<&prost_types::Duration>, absent: &str) -> String {
+    d.map_or_else(|| absent.to_owned(), |d| duration(std_duration(d)))
+}
+
+/// Which way a wall-clock step went: `ahead` or `back`.
+pub fn step_direction(forward: bool) -> &'static str {
+    if forward { "ahead" } else { "back" }
+}
+
+/// The plural ending for `n` things: `""` for one, `"s"` otherwise.
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// A wire timestamp as a [`SystemTime`]. The coordinator only sends valid
 /// ones; anything out of range saturates at the epoch rather than failing.
 pub fn system_time(t: &prost_types::Timestamp) -> SystemTime {

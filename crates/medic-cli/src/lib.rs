@@ -4,13 +4,18 @@
 //! reload the config, and follow events live, over `medic.v1.Admin`.
 //!
 //! The binary (`main.rs`) parses the command line into a [`Cli`], calls
-//! [`run`] and exits with [`Error::exit_code`]. Everything else is here:
+//! [`run`] and exits with [`Error::exit_code`]. The modules:
 //!
 //! - [`cli`]: flags, subcommands, their help and value parsers;
 //! - [`client`]: the connection (URL, TLS, the caller's name, deadlines);
-//! - [`format`](mod@format): durations, times and tables for people;
+//! - `commands`: one file per subcommand: build the request, call, print;
 //! - [`json`]: the `-o json` output types, whose field names are stable;
+//! - [`format`](mod@format): durations, times and tables for people;
 //! - [`error`]: errors and exit codes.
+//!
+//! A new subcommand is its clap entry in `cli`, its file in `commands` (a
+//! `mod` line and one arm of `commands::run`), its output types in `json`,
+//! and its test in `tests/medicctl.rs`.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -27,7 +32,7 @@ use clap::CommandFactory;
 pub use cli::Cli;
 pub use error::{Error, exit};
 
-use crate::cli::{BreakerCommand, Command};
+use crate::cli::Command;
 use crate::client::Target;
 use crate::commands::Ctx;
 
@@ -52,22 +57,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
         out,
         format: global.output,
     };
-    match command {
-        Command::Status => commands::status(&mut ctx).await,
-        Command::Pause(a) => commands::pause(&mut ctx, a).await,
-        Command::Resume(a) => commands::resume(&mut ctx, a).await,
-        Command::Hosts(a) => commands::hosts(&mut ctx, a).await,
-        Command::Permits(a) => commands::permits(&mut ctx, a).await,
-        Command::Revoke(a) => commands::revoke(&mut ctx, a).await,
-        Command::Quarantine(a) => commands::quarantine(&mut ctx, a).await,
-        Command::Unquarantine(a) => commands::unquarantine(&mut ctx, a).await,
-        Command::History(a) => commands::history(&mut ctx, a).await,
-        Command::Explain(a) => commands::explain(&mut ctx, a).await,
-        Command::Breaker(BreakerCommand::Reset(a)) => commands::breaker_reset(&mut ctx, a).await,
-        Command::Reload(a) => commands::reload(&mut ctx, a).await,
-        Command::Watch(a) => commands::watch(&mut ctx, a).await,
-        Command::Completions(_) => Ok(()),
-    }?;
+    commands::run(&mut ctx, command).await?;
     ctx.out.flush()?;
     Ok(())
 }

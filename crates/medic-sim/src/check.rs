@@ -8,14 +8,27 @@
 //! fleet, the largest the live fleet can be, so it never blames the
 //! coordinator for a cap it could not have known; what it flags is a
 //! violation whatever the coordinator saw.
+//!
+//! [`check`] walks the history; `replay` holds the state it keeps (typed
+//! by permit, host, request and action), and `invariants` one function
+//! per invariant, named for it (`i1_caps_hold` ... `i9_every_permit_ended`).
+
+mod invariants;
+mod replay;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use medic_policy::{Action, BreakerScope, Event, Labels, Pause, Permit, PolicyConfig};
+use medic_policy::{Event, Labels, PolicyConfig};
 use medic_proto::pb::v1 as pb;
 
+use self::invariants::{
+    Fleet, i1_caps_hold, i2_rate_holds, i3_no_grant_while_forbidden, i4_one_permit_per_host,
+    i5_fencing, i6_no_grant_duplicated, i6_no_grant_lost, i7_one_grant_per_request,
+    i8_acts_under_valid_permit, i9_every_permit_ended, i9_records_name_actor_and_reason,
+};
+use self::replay::Replay;
 use crate::record::ActionRecord;
 
 /// One entry of the audit history.
@@ -148,6 +161,20 @@ impl Verdict {
             .count()
     }
 
+    /// Counts one more thing checked for `invariant`.
+    fn count(&mut self, invariant: &'static str) {
+        *self.checked.entry(invariant).or_default() += 1;
+    }
+
+    /// Records a violation of `invariant`.
+    fn flag(&mut self, invariant: &'static str, message: String, entries: Vec<u64>) {
+        self.violations.push(Violation {
+            invariant,
+            message,
+            entries,
+        });
+    }
+
     /// The first `n` violations with their events, for a terminal.
     pub fn render(
         &self,
@@ -173,425 +200,45 @@ impl Verdict {
     }
 }
 
-struct Active {
-    permit: Permit,
-    expires_at: SystemTime,
-    entry: u64,
-}
-
 /// Checks I1–I9 over `history` (oldest first) and the hosts' `actions`.
 pub fn check(history: &[AuditEntry], actions: &[ActionRecord], cx: &Context<'_>) -> Verdict {
     let mut v = Verdict::default();
-    let bump = |v: &mut Verdict, i: &'static str| *v.checked.entry(i).or_default() += 1;
-    let fleet_size = u32::try_from(cx.fleet.len()).unwrap_or(u32::MAX);
-    let mut group_sizes: HashMap<(String, String), u32> = HashMap::new();
-    for labels in cx.fleet {
-        for (k, val) in labels {
-            *group_sizes.entry((k.clone(), val.clone())).or_default() += 1;
-        }
-    }
-
-    // Replay state.
-    let mut active: HashMap<String, Active> = HashMap::new();
-    let mut granted: HashMap<String, (Permit, u64)> = HashMap::new();
-    let mut ended: HashMap<String, (SystemTime, u64)> = HashMap::new();
-    let mut renewals: HashMap<String, Vec<(SystemTime, SystemTime)>> = HashMap::new();
-    let mut last_token: Option<(u64, u64)> = None;
-    let mut by_request: HashMap<(String, String), (String, u64)> = HashMap::new();
-    let mut grant_times: [Vec<(SystemTime, u64)>; 2] = [Vec::new(), Vec::new()];
-    let mut last_end: HashMap<(String, Action), (SystemTime, u64)> = HashMap::new();
-    let mut breakers: HashMap<BreakerScope, u64> = HashMap::new();
-    let mut pauses: HashMap<u64, (Pause, u64)> = HashMap::new();
-    let mut quarantined: HashMap<String, u64> = HashMap::new();
-
+    let fleet = Fleet::of(cx.fleet);
+    let mut state = Replay::default();
     for e in history {
-        // I9: every audited record names who and why.
-        let needs_reason = matches!(
-            e.kind,
-            pb::EventKind::Grant
-                | pb::EventKind::Breaker
-                | pb::EventKind::Quarantine
-                | pb::EventKind::Pause
-        );
-        let needs_actor = !matches!(e.kind, pb::EventKind::Renew | pb::EventKind::Unspecified);
-        if needs_actor {
-            bump(&mut v, "I9");
-            if e.actor.is_empty() || (needs_reason && e.reason.is_empty()) {
-                v.violations.push(Violation {
-                    invariant: "I9",
-                    message: format!("{:?} entry without actor or reason", e.kind),
-                    entries: vec![e.id],
-                });
-            }
-        }
+        i9_records_name_actor_and_reason(&mut v, e);
         let Some(event) = &e.event else { continue };
         match event {
+            // A grant is judged against the state just before it, then
+            // the caps against the state that includes it.
             Event::PermitGranted { permit } => {
-                let at = permit.granted_at;
-                // Permits past their expiry no longer hold a slot, whether
-                // or not the tick that records it has run yet.
-                active.retain(|_, a| a.expires_at > at);
-                let id = permit.id.to_string();
-                let host = permit.host.to_string();
-                let a = permit.action;
-                let limits = &cx.policy.limits[a.index()];
-
-                // I5: tokens strictly increase; ids are never reused.
-                bump(&mut v, "I5");
-                if let Some((prev, prev_entry)) = last_token
-                    && permit.token.0 <= prev
-                {
-                    v.violations.push(Violation {
-                        invariant: "I5",
-                        message: format!(
-                            "fencing token {} granted after token {prev}",
-                            permit.token
-                        ),
-                        entries: vec![prev_entry, e.id],
-                    });
-                }
-                last_token = Some((permit.token.0, e.id));
-                bump(&mut v, "I6");
-                if let Some((_, first)) = granted.get(&id) {
-                    v.violations.push(Violation {
-                        invariant: "I6",
-                        message: format!("permit {id} granted twice"),
-                        entries: vec![*first, e.id],
-                    });
-                }
-
-                // I7: one request id, one grant.
-                bump(&mut v, "I7");
-                let key = (host.clone(), permit.request_id.as_str().to_owned());
-                if let Some((other, first)) = by_request.get(&key)
-                    && *other != id
-                {
-                    v.violations.push(Violation {
-                        invariant: "I7",
-                        message: format!(
-                            "request {} of {host} granted twice ({other} and {id})",
-                            key.1
-                        ),
-                        entries: vec![*first, e.id],
-                    });
-                }
-                by_request.insert(key, (id.clone(), e.id));
-
-                // I4: one active permit per host.
-                bump(&mut v, "I4");
-                if let Some(other) = active.values().find(|x| x.permit.host == permit.host) {
-                    v.violations.push(Violation {
-                        invariant: "I4",
-                        message: format!(
-                            "{host} granted {id} while still holding {}",
-                            other.permit.id
-                        ),
-                        entries: vec![other.entry, e.id],
-                    });
-                }
-
-                // I3: nothing granted while denied by a rule.
-                bump(&mut v, "I3");
-                let labels = &permit.labels;
-                if let Some((scope, opened)) = breakers.iter().find(|(s, _)| s.covers(labels)) {
-                    v.violations.push(Violation {
-                        invariant: "I3",
-                        message: format!("{id} granted to {host} while breaker {scope} was open"),
-                        entries: vec![*opened, e.id],
-                    });
-                }
-                if let Some((p, paused)) = pauses.values().find(|(p, _)| {
-                    p.scope.covers(a, labels) && p.since <= at && p.until.is_none_or(|u| at < u)
-                }) {
-                    v.violations.push(Violation {
-                        invariant: "I3",
-                        message: format!(
-                            "{id} granted to {host} while pause #{} was in force",
-                            p.id
-                        ),
-                        entries: vec![*paused, e.id],
-                    });
-                }
-                if let Some(q) = quarantined.get(&host) {
-                    v.violations.push(Violation {
-                        invariant: "I3",
-                        message: format!("{id} granted to quarantined {host}"),
-                        entries: vec![*q, e.id],
-                    });
-                }
-                if let Some((end, end_entry)) = last_end.get(&(host.clone(), a))
-                    && at.duration_since(*end).unwrap_or_default() < limits.cooldown
-                {
-                    v.violations.push(Violation {
-                        invariant: "I3",
-                        message: format!(
-                            "{id} granted to {host} {:?} after its last {a} ended (cooldown {:?})",
-                            at.duration_since(*end).unwrap_or_default(),
-                            limits.cooldown
-                        ),
-                        entries: vec![*end_entry, e.id],
-                    });
-                }
-                if let Some(start) = cx.starts.iter().rev().find(|s| **s <= at)
-                    && at.duration_since(*start).unwrap_or_default() < cx.policy.fleet.warmup
-                {
-                    v.violations.push(Violation {
-                        invariant: "I3",
-                        message: format!(
-                            "{id} granted {:?} after the coordinator started (warm-up {:?})",
-                            at.duration_since(*start).unwrap_or_default(),
-                            cx.policy.fleet.warmup
-                        ),
-                        entries: vec![e.id],
-                    });
-                }
-
-                // I1: caps, fleet-wide and per group value.
-                active.insert(
-                    id.clone(),
-                    Active {
-                        permit: permit.clone(),
-                        expires_at: permit.expires_at,
-                        entry: e.id,
-                    },
-                );
-                bump(&mut v, "I1");
-                let same: Vec<&Active> = active.values().filter(|x| x.permit.action == a).collect();
-                let cap = limits.effective_cap(fleet_size);
-                if u32::try_from(same.len()).unwrap_or(u32::MAX) > cap {
-                    let mut entries: Vec<u64> = same.iter().map(|x| x.entry).collect();
-                    entries.sort_unstable();
-                    v.violations.push(Violation {
-                        invariant: "I1",
-                        message: format!(
-                            "{} active {a} permits after {id}, cap at most {cap}",
-                            same.len()
-                        ),
-                        entries,
-                    });
-                }
-                for (label, group) in &limits.groups {
-                    let Some(value) = labels.get(label) else {
-                        continue;
-                    };
-                    let in_group: Vec<&&Active> = same
-                        .iter()
-                        .filter(|x| x.permit.labels.get(label) == Some(value))
-                        .collect();
-                    let size = group_sizes
-                        .get(&(label.clone(), value.clone()))
-                        .copied()
-                        .unwrap_or(0);
-                    let gcap = group.cap(size);
-                    if u32::try_from(in_group.len()).unwrap_or(u32::MAX) > gcap {
-                        let mut entries: Vec<u64> = in_group.iter().map(|x| x.entry).collect();
-                        entries.sort_unstable();
-                        v.violations.push(Violation {
-                            invariant: "I1",
-                            message: format!(
-                                "{} active {a} permits in {label}={value} after {id}, cap at most {gcap}",
-                                in_group.len()
-                            ),
-                            entries,
-                        });
-                    }
-                }
-                grant_times[a.index()].push((at, e.id));
-                granted.insert(id, (permit.clone(), e.id));
+                state.expire_before(permit.granted_at);
+                i5_fencing(&mut v, &state, event, e.id);
+                i6_no_grant_duplicated(&mut v, &state, permit, e.id);
+                i7_one_grant_per_request(&mut v, &state, permit, e.id);
+                i4_one_permit_per_host(&mut v, &state, permit, e.id);
+                i3_no_grant_while_forbidden(&mut v, &state, cx, permit, e.id);
+                state.apply(event, e.id);
+                i1_caps_hold(&mut v, &state, &fleet, cx, permit);
             }
-            Event::PermitRenewed { id, expires_at, at } => {
-                let id = id.to_string();
-                bump(&mut v, "I5");
-                match active.get_mut(&id) {
-                    Some(a) => a.expires_at = *expires_at,
-                    None => v.violations.push(Violation {
-                        invariant: "I5",
-                        message: format!("{id} renewed while not active"),
-                        entries: vec![e.id],
-                    }),
-                }
-                renewals.entry(id).or_default().push((*at, *expires_at));
-            }
-            Event::PermitEnded {
-                id,
-                host,
-                action,
-                at,
-                ..
-            } => {
-                let id = id.to_string();
-                bump(&mut v, "I5");
-                if let Some((_, first)) = ended.get(&id) {
-                    v.violations.push(Violation {
-                        invariant: "I5",
-                        message: format!("{id} ended twice"),
-                        entries: vec![*first, e.id],
-                    });
-                } else if !granted.contains_key(&id) {
-                    v.violations.push(Violation {
-                        invariant: "I5",
-                        message: format!("{id} ended but never granted"),
-                        entries: vec![e.id],
-                    });
-                }
-                ended.insert(id.clone(), (*at, e.id));
-                active.remove(&id);
-                // Cooldown counts from any end: outcome, expiry or revocation.
-                last_end.insert((host.to_string(), *action), (*at, e.id));
-            }
-            Event::BreakerOpened(t) => {
-                breakers.insert(t.scope.clone(), e.id);
-            }
-            Event::BreakerClosed { scope, .. } => {
-                breakers.remove(scope);
-            }
-            Event::HostQuarantined(q) => {
-                quarantined.insert(q.host.to_string(), e.id);
-            }
-            Event::HostReleased { host, .. } => {
-                quarantined.remove(host.as_str());
-            }
-            Event::Paused(p) => {
-                pauses.insert(p.id, (p.clone(), e.id));
-            }
-            Event::Resumed { pause, .. } => {
-                pauses.remove(&pause.id);
-            }
-            // A step moved every recorded time with the clock: so do the
-            // times this replay holds, or the windows after it would be
-            // judged across the jump.
-            Event::ClockChecked { step: None, .. } => {}
-            Event::ClockChecked {
-                step: Some(step), ..
-            } => {
-                let s = |t: &mut SystemTime| *t = step.shift(*t);
-                for a in active.values_mut() {
-                    s(&mut a.expires_at);
-                }
-                for (t, _) in ended.values_mut().chain(last_end.values_mut()) {
-                    s(t);
-                }
-                for times in &mut grant_times {
-                    times.iter_mut().for_each(|(t, _)| s(t));
-                }
-                for (p, _) in pauses.values_mut() {
-                    if let Some(u) = &mut p.until {
-                        s(u);
-                    }
-                }
+            _ => {
+                i5_fencing(&mut v, &state, event, e.id);
+                state.apply(event, e.id);
             }
         }
     }
-
-    // I2: no window of length `per` holds more than count + burst grants.
-    for a in Action::ALL {
-        let rate = cx.policy.limits[a.index()].rate;
-        let times = &grant_times[a.index()];
-        let mut lo = 0;
-        for hi in 0..times.len() {
-            bump(&mut v, "I2");
-            while times[hi].0.duration_since(times[lo].0).unwrap_or_default() >= rate.per {
-                lo += 1;
-            }
-            let n = hi - lo + 1;
-            if n > rate.limit() as usize {
-                v.violations.push(Violation {
-                    invariant: "I2",
-                    message: format!(
-                        "{n} {a} grants within {:?}, budget {} + burst {}",
-                        rate.per, rate.count, rate.burst
-                    ),
-                    entries: vec![times[lo].1, times[hi].1],
-                });
-            }
-        }
-    }
-
-    // I9: every permit ended (or is still within its TTL) when read.
-    for (id, (p, entry)) in &granted {
-        bump(&mut v, "I9");
-        if ended.contains_key(id) {
-            continue;
-        }
-        let expires = renewals
-            .get(id)
-            .and_then(|r| r.iter().map(|x| x.1).max())
-            .unwrap_or(p.expires_at)
-            .max(p.expires_at);
-        if expires + cx.tick < cx.read_at {
-            v.violations.push(Violation {
-                invariant: "I9",
-                message: format!("{id} of {} never ended (expired {expires:?})", p.host),
-                entries: vec![*entry],
-            });
-        }
-    }
+    i2_rate_holds(&mut v, &state, cx);
+    i9_every_permit_ended(&mut v, &state, cx);
 
     // I6, I8: every action a host took was under a permit the history
     // holds, for that host and action, active and unexpired at that time,
     // and right after a check that still saw the problem.
-    let mut seen_actions = HashSet::new();
+    let mut seen = HashSet::new();
     for r in actions {
-        bump(&mut v, "I8");
-        let Some((p, entry)) = granted.get(&r.permit_id) else {
-            v.violations.push(Violation {
-                invariant: "I6",
-                message: format!(
-                    "{} acted ({}) under {} (token {}), which the history does not hold: a lost grant",
-                    r.host, r.action, r.permit_id, r.token
-                ),
-                entries: vec![],
-            });
-            continue;
-        };
-        let mut bad = Vec::new();
-        if p.host.as_str() != r.host || p.action != r.action || p.token.0 != r.token {
-            bad.push(format!(
-                "the permit is {}'s {} with token {}",
-                p.host, p.action, p.token
-            ));
-        }
-        if r.at < p.granted_at {
-            bad.push("acted before the grant".to_owned());
-        }
-        if let Some((end, _)) = ended.get(&r.permit_id)
-            && *end <= r.at
-        {
-            bad.push("acted after the permit ended".to_owned());
-        }
-        let expires = renewals
-            .get(&r.permit_id)
-            .into_iter()
-            .flatten()
-            .filter(|(at, _)| *at <= r.at)
-            .map(|x| x.1)
-            .fold(p.expires_at, SystemTime::max);
-        if r.at >= expires {
-            bad.push("acted after the permit expired".to_owned());
-        }
-        if !r.rechecked_stuck {
-            bad.push("the last check before acting did not see the problem".to_owned());
-        }
-        if !seen_actions.insert((r.permit_id.clone(), r.action)) && r.action == Action::RestartJob {
-            bad.push("acted twice under one permit".to_owned());
-        }
-        if !bad.is_empty() {
-            let mut entries = vec![*entry];
-            if let Some((_, end_entry)) = ended.get(&r.permit_id) {
-                entries.push(*end_entry);
-            }
-            v.violations.push(Violation {
-                invariant: "I8",
-                message: format!(
-                    "{} {} under {} at t={}: {}",
-                    r.host,
-                    r.action,
-                    r.permit_id,
-                    crate::report::minutes(r.t),
-                    bad.join("; ")
-                ),
-                entries,
-            });
+        // Counted as I8 whether or not the grant is found (I6).
+        v.count("I8");
+        if let Some(grant) = i6_no_grant_lost(&mut v, &state, r) {
+            i8_acts_under_valid_permit(&mut v, &state, r, grant, &mut seen);
         }
     }
     v

@@ -1,0 +1,52 @@
+//! What several commands print: a pause's scope in words, and the tables
+//! of pauses and of breakers.
+
+use std::time::SystemTime;
+
+use medic_proto::pb::v1 as pb;
+
+use crate::format::{self, Table, or_dash};
+use crate::json;
+
+/// `fleet`, or the selector (`rack=r12`), and `, reboot_host only` for an
+/// action.
+pub(super) fn scope_text(s: Option<&pb::Scope>) -> String {
+    let mut text = match s {
+        Some(s) if !s.selector.is_empty() => format::labels(&s.selector),
+        _ => "fleet".to_owned(),
+    };
+    if let Some(a) = s.and_then(|s| json::action(s.action)) {
+        text.push_str(&format!(", {a} only"));
+    }
+    text
+}
+
+/// Pauses, one row each (`status`, `resume`).
+pub(super) fn pause_table(pauses: &[pb::Pause], now: SystemTime) -> Table {
+    let mut t = Table::new(&["ID", "SCOPE", "BY", "SINCE", "UNTIL", "REASON"]);
+    for p in pauses {
+        t.row(vec![
+            p.pause_id.to_string(),
+            scope_text(p.scope.as_ref()),
+            or_dash(&p.actor),
+            format::opt_time(p.since.as_ref(), now, "-"),
+            format::opt_time(p.until.as_ref(), now, "until resumed"),
+            p.reason.clone(),
+        ]);
+    }
+    t
+}
+
+/// Breakers, one row each (`status`, `breaker reset`).
+pub(super) fn breaker_table(breakers: &[pb::BreakerTrip], now: SystemTime) -> Table {
+    let mut t = Table::new(&["SCOPE", "CAUSE", "SINCE", "WHY"]);
+    for b in breakers {
+        t.row(vec![
+            json::breaker_scope(b.scope.as_ref()),
+            json::breaker_cause(b.cause),
+            format::opt_time(b.since.as_ref(), now, "-"),
+            b.detail.clone(),
+        ]);
+    }
+    t
+}

@@ -1,0 +1,207 @@
+//! `medicctl status`: the coordinator at a glance.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use medic_proto::pb::v1 as pb;
+
+use super::Ctx;
+use super::show::{breaker_table, pause_table};
+use crate::error::Error;
+use crate::format::{self, Table, system_time};
+use crate::json;
+
+pub(super) async fn status(ctx: &mut Ctx<'_>) -> Result<(), Error> {
+    let r = ctx.status_response().await?;
+    if ctx.is_json() {
+        return ctx.json(&json::Status::from(&r));
+    }
+    let s = r.status.clone().unwrap_or_default();
+    // Relative times on the coordinator's clock: they agree with its
+    // decisions even when this machine's clock is off.
+    let now = r
+        .server_time
+        .as_ref()
+        .map_or_else(SystemTime::now, system_time);
+    let out = &mut *ctx.out;
+    coordinator(out, &ctx.conn.url(), &r, now)?;
+    fleet(out, &s, &r, now)?;
+    writeln!(out)?;
+    if s.pauses.is_empty() {
+        writeln!(out, "pauses       none")?;
+    } else {
+        writeln!(out, "PAUSED (no grants within these scopes):")?;
+        pause_table(&s.pauses, now).write(out)?;
+    }
+    writeln!(out)?;
+    if s.breakers.is_empty() {
+        writeln!(out, "breakers     none open")?;
+    } else {
+        writeln!(
+            out,
+            "BREAKERS OPEN (no grants for the hosts they cover; `medicctl breaker reset`):"
+        )?;
+        breaker_table(&s.breakers, now).write(out)?;
+    }
+    writeln!(out)?;
+    action_table(&s.actions, now).write(out)?;
+    Ok(())
+}
+
+/// Which coordinator, how it is reached, who we are, and its clock.
+fn coordinator(
+    out: &mut dyn Write,
+    url: &str,
+    r: &pb::GetStatusResponse,
+    now: SystemTime,
+) -> Result<(), Error> {
+    writeln!(out, "coordinator  {url} (version {})", r.version)?;
+    writeln!(out, "security     {}", security(r.transport_security))?;
+    if !r.caller.is_empty() {
+        writeln!(out, "you are      {} ({})", r.caller, r.caller_role)?;
+    }
+    if let Some(c) = &r.last_clock_step {
+        writeln!(
+            out,
+            "clock        STEPPED {} {} {} ({} step{} since start): {}",
+            format::step_direction(c.forward),
+            format::opt_duration(c.by.as_ref(), "?"),
+            format::opt_time(c.at.as_ref(), now, "-"),
+            r.clock_steps,
+            if r.clock_steps == 1 { "" } else { "s" },
+            c.detail
+        )?;
+    }
+    Ok(())
+}
+
+/// How the gRPC port is protected, in words.
+fn security(raw: i32) -> &'static str {
+    match pb::TransportSecurity::try_from(raw) {
+        Ok(pb::TransportSecurity::MutualTls) => "mutual TLS",
+        Ok(pb::TransportSecurity::PlaintextLoopback) => {
+            "plaintext on loopback (only this machine can connect)"
+        }
+        Ok(pb::TransportSecurity::Insecure) => {
+            "INSECURE: plaintext on a network address \
+             (server.insecure = true); anyone who can reach it can speak for any host"
+        }
+        _ => "unknown (an older coordinator)",
+    }
+}
+
+/// Whether it grants, its mode, warm-up, config and host counts.
+fn fleet(
+    out: &mut dyn Write,
+    s: &pb::Status,
+    r: &pb::GetStatusResponse,
+    now: SystemTime,
+) -> Result<(), Error> {
+    writeln!(out, "granting     {}", granting(s))?;
+    writeln!(
+        out,
+        "mode         {}",
+        if s.dry_run {
+            "dry-run: grants only tell agents to log what they would do"
+        } else {
+            "enforce"
+        }
+    )?;
+    match s.warming_up_until.as_ref() {
+        Some(t) => writeln!(
+            out,
+            "warm-up      until {}: no grants until then",
+            format::time(system_time(t), now)
+        )?,
+        None => writeln!(
+            out,
+            "warm-up      over; started {}",
+            format::opt_time(r.started_at.as_ref(), now, "-")
+        )?,
+    }
+    writeln!(
+        out,
+        "config       loaded {}; heartbeat every {}, hosts live for {}",
+        format::opt_time(r.config_loaded_at.as_ref(), now, "-"),
+        format::opt_duration(r.heartbeat_interval.as_ref(), "-"),
+        format::opt_duration(r.host_ttl.as_ref(), "-"),
+    )?;
+    let floor = if s.live_hosts < s.min_fleet_size {
+        format!(
+            " (below the fleet floor of {}: no grants)",
+            s.min_fleet_size
+        )
+    } else {
+        format!(" (fleet floor {})", s.min_fleet_size)
+    };
+    writeln!(
+        out,
+        "hosts        {} live, {} unhealthy, {} quarantined, {} known{floor}",
+        s.live_hosts, s.unhealthy_hosts, s.quarantined_hosts, s.known_hosts
+    )?;
+    Ok(())
+}
+
+/// The one-line answer to "is medic acting?", from the rules that stop
+/// every grant down to those that stop some.
+fn granting(s: &pb::Status) -> String {
+    let fleet_pause = s.pauses.iter().any(|p| {
+        p.scope
+            .as_ref()
+            .is_none_or(|sc| sc.selector.is_empty() && sc.action == 0)
+    });
+    let fleet_breaker = s.breakers.iter().any(|b| {
+        matches!(
+            b.scope.as_ref().and_then(|sc| sc.kind.as_ref()),
+            Some(pb::breaker_scope::Kind::Fleet(_))
+        )
+    });
+    if s.warming_up_until.is_some() {
+        "NO: warming up".to_owned()
+    } else if s.live_hosts < s.min_fleet_size {
+        "NO: fewer live hosts than the fleet floor".to_owned()
+    } else if fleet_pause {
+        "NO: paused fleet-wide".to_owned()
+    } else if fleet_breaker {
+        "NO: the fleet-wide breaker is open".to_owned()
+    } else if !s.pauses.is_empty() || !s.breakers.is_empty() {
+        format!(
+            "partly: {} pause(s) and {} open breaker(s) stop some hosts or actions",
+            s.pauses.len(),
+            s.breakers.len()
+        )
+    } else {
+        "yes, within caps, budgets and windows".to_owned()
+    }
+}
+
+/// Per action: slots against the cap, budget left, when the next grant
+/// fits, and whether its windows are open.
+fn action_table(actions: &[pb::ActionStatus], now: SystemTime) -> Table {
+    let mut t = Table::new(&[
+        "ACTION",
+        "ACTIVE/CAP",
+        "BUDGET LEFT",
+        "NEXT GRANT FITS",
+        "WINDOW",
+    ]);
+    for a in actions {
+        let per = format::opt_duration(a.rate_per.as_ref(), "-");
+        t.row(vec![
+            json::action_name(a.action),
+            if a.effective_cap == 0 {
+                format!("{}/0 (disabled)", a.active)
+            } else {
+                format!("{}/{}", a.active, a.effective_cap)
+            },
+            format!(
+                "{} of {} per {per}",
+                a.rate_limit.saturating_sub(a.rate_used),
+                a.rate_limit
+            ),
+            format::opt_time(a.rate_next_at.as_ref(), now, "now"),
+            if a.in_window { "open" } else { "closed" }.to_owned(),
+        ]);
+    }
+    t
+}
