@@ -287,15 +287,7 @@ impl RedbStore {
     }
 
     fn decode_entry(&self, id: u64, bytes: &[u8]) -> Result<Entry, StoreError> {
-        let entry: Entry = serde_json::from_slice(bytes)
-            .map_err(|e| self.corrupt(format!("log entry {id} cannot be decoded: {e}")))?;
-        if entry.id != id {
-            return Err(self.corrupt(format!(
-                "log entry stored under id {id} says it is entry {}",
-                entry.id
-            )));
-        }
-        Ok(entry)
+        crate::replay::decode_entry(id, bytes).map_err(|d| self.corrupt(d))
     }
 
     /// Only the time of an entry, for compaction: cheaper than the record.

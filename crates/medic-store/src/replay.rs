@@ -71,3 +71,17 @@ impl Replay {
         })
     }
 }
+
+/// The log entry stored under `id`, decoded: it must decode, and say it is
+/// entry `id`.
+pub(crate) fn decode_entry(id: u64, bytes: &[u8]) -> Result<Entry, String> {
+    let entry: Entry = serde_json::from_slice(bytes)
+        .map_err(|e| format!("log entry {id} cannot be decoded: {e}"))?;
+    if entry.id != id {
+        return Err(format!(
+            "log entry stored under id {id} says it is entry {}",
+            entry.id
+        ));
+    }
+    Ok(entry)
+}

@@ -108,15 +108,7 @@ impl EtcdStore {
             .next()
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| self.corrupt(format!("log key {key} has no id")))?;
-        let entry: Entry = serde_json::from_slice(kv.value())
-            .map_err(|e| self.corrupt(format!("log entry {id} cannot be decoded: {e}")))?;
-        if entry.id != id {
-            return Err(self.corrupt(format!(
-                "log entry stored under id {id} says it is entry {}",
-                entry.id
-            )));
-        }
-        Ok(entry)
+        crate::replay::decode_entry(id, kv.value()).map_err(|d| self.corrupt(d))
     }
 
     /// Whether the append of `entries` after `last` is in etcd: `last_id`
