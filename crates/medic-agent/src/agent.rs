@@ -6,7 +6,8 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use medic_client::{CallError, Client, Endpoints, Settings};
 use medic_policy::{
@@ -14,8 +15,10 @@ use medic_policy::{
 };
 use medic_proto::request::{OutcomeReport, Renewal};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::backoff::{Backoff, after_denial};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{AgentConfig, JobConfig};
 use crate::detect::{JobDetectors, Verdict};
 use crate::effects::{Host, SystemHost};
@@ -61,12 +64,16 @@ impl Held {
 pub struct Environment {
     /// Where /proc is ("/proc"; a fixture directory in tests).
     pub proc_root: PathBuf,
+    /// Where the agent reads the time and waits (the system's clocks; a
+    /// [`crate::clock::VirtualClock`] in tests).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for Environment {
     fn default() -> Self {
         Self {
             proc_root: PathBuf::from("/proc"),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -77,6 +84,8 @@ pub struct Agent<H = SystemHost> {
     host: H,
     config: AgentConfig,
     env: Environment,
+    /// `env.clock`, at hand.
+    clock: Arc<dyn Clock>,
     jobs: Vec<Job>,
     /// `None` only for a configuration that was not validated (its error
     /// is logged): then no coordinator is reachable and nothing is done.
@@ -126,7 +135,8 @@ impl<H: Host> Agent<H> {
             tracing::error!(error = %e, "not acting until the state file is fixed");
             e.to_string()
         });
-        let now = SystemTime::now();
+        let clock = env.clock.clone();
+        let now = clock.now();
         let jobs = config
             .jobs
             .iter()
@@ -139,8 +149,8 @@ impl<H: Host> Agent<H> {
         let coordinators = coordinators(&config);
         Self {
             heartbeat_interval: config.heartbeat_interval,
-            next_heartbeat: Instant::now(),
-            next_request: Instant::now(),
+            next_heartbeat: clock.instant(),
+            next_request: clock.instant(),
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             attempt: None,
             held: None,
@@ -153,6 +163,7 @@ impl<H: Host> Agent<H> {
             state,
             jobs,
             env,
+            clock,
             config,
         }
     }
@@ -180,9 +191,9 @@ impl<H: Host> Agent<H> {
             },
         };
         self.finish_pending().await;
-        let mut next_check = Instant::now();
+        let mut next_check = self.clock.instant();
         loop {
-            let sleep = tokio::time::sleep_until(next_check.into());
+            let sleep = self.clock.sleep_until(next_check);
             tokio::select! {
                 () = sleep => {}
                 c = control.recv() => match c {
@@ -190,12 +201,12 @@ impl<H: Host> Agent<H> {
                     Some(Control::Shutdown) | None => break,
                 },
             }
-            next_check = Instant::now() + self.config.check_interval;
+            next_check = self.clock.instant() + self.config.check_interval;
             self.check_jobs().await;
-            if Instant::now() >= self.next_heartbeat {
+            if self.clock.instant() >= self.next_heartbeat {
                 self.heartbeat().await;
             }
-            if Instant::now() >= self.next_request {
+            if self.clock.instant() >= self.next_request {
                 self.maybe_act().await;
             }
         }
@@ -206,7 +217,7 @@ impl<H: Host> Agent<H> {
     }
 
     fn reload(&mut self, config: AgentConfig) {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let mut old: Vec<Job> = std::mem::take(&mut self.jobs);
         self.jobs = config
             .jobs
@@ -239,7 +250,7 @@ impl<H: Host> Agent<H> {
     }
 
     async fn check_jobs(&mut self) {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         self.metrics.checks.inc();
         for job in &mut self.jobs {
             let verdict = self.host.check(&job.config, &mut job.detectors, now).await;
@@ -263,7 +274,7 @@ impl<H: Host> Agent<H> {
             .collect();
         if now_stuck != self.last_stuck {
             // The set of problems changed: tell the coordinator now.
-            self.next_heartbeat = Instant::now();
+            self.next_heartbeat = self.clock.instant();
             self.last_stuck = now_stuck;
         }
         let stuck = self
@@ -362,7 +373,7 @@ impl<H: Host> Agent<H> {
             held_permit: self.held.as_ref().map(|h| h.permit.clone()),
             needs_human,
         };
-        self.next_heartbeat = Instant::now() + self.heartbeat_interval;
+        self.next_heartbeat = self.clock.instant() + self.heartbeat_interval;
         self.metrics.heartbeats.inc();
         let reply = match self.client() {
             Ok(c) => c.heartbeat(heartbeat).await,
@@ -380,7 +391,7 @@ impl<H: Host> Agent<H> {
                 if d != self.heartbeat_interval {
                     tracing::info!(interval = %humantime::format_duration(d), "coordinator sets the heartbeat interval");
                     self.heartbeat_interval = d;
-                    self.next_heartbeat = Instant::now() + d;
+                    self.next_heartbeat = self.clock.instant() + d;
                 }
             }
             Err(e) => {
@@ -423,7 +434,8 @@ impl<H: Host> Agent<H> {
                     "{}-{}-{}-{:x}",
                     self.config.host_id,
                     name,
-                    SystemTime::now()
+                    self.clock
+                        .now()
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .unwrap_or_default()
                         .as_millis(),
@@ -455,11 +467,11 @@ impl<H: Host> Agent<H> {
             Err(e) => {
                 tracing::error!(job = %name, %action, error = %e, "cannot make a permit request id");
                 self.attempt = None;
-                self.next_request = Instant::now() + self.backoff.fail();
+                self.next_request = self.clock.instant() + self.backoff.fail();
                 return;
             }
         };
-        let received = Instant::now();
+        let received = self.clock.instant();
         self.metrics.permit_requests.inc();
         let reply = match self.client() {
             Ok(c) => c.request_permit(request).await,
@@ -470,7 +482,7 @@ impl<H: Host> Agent<H> {
                 self.call_failed("request_permit", &e);
                 let wait = self.backoff.fail();
                 tracing::debug!(error = %e, wait = ?wait, "permit request failed; retrying later");
-                self.next_request = Instant::now() + wait;
+                self.next_request = self.clock.instant() + wait;
             }
             Err(e @ CallError::Malformed { .. }) => {
                 // The coordinator may have granted a permit this agent
@@ -479,14 +491,14 @@ impl<H: Host> Agent<H> {
                 // recovers replays its grant instead of making another.
                 self.call_failed("request_permit", &e);
                 tracing::error!(error = %e, job = %name, %action, "permit request failed: the coordinator's answer cannot be used");
-                self.next_request = Instant::now() + self.backoff.fail();
+                self.next_request = self.clock.instant() + self.backoff.fail();
             }
             Err(e) => {
                 self.call_failed("request_permit", &e);
                 tracing::error!(error = %e, job = %name, %action, "permit request refused");
                 self.attempt = None;
                 let wait = self.backoff.fail().max(e.retry_after().unwrap_or_default());
-                self.next_request = Instant::now() + wait;
+                self.next_request = self.clock.instant() + wait;
             }
             Ok(decision) => {
                 self.note_reachable(true);
@@ -506,7 +518,7 @@ impl<H: Host> Agent<H> {
                             retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs())),
                             "permit denied; leaving the job alone"
                         );
-                        self.next_request = Instant::now() + wait;
+                        self.next_request = self.clock.instant() + wait;
                     }
                     Decision::Granted { permit, .. } => {
                         let held = Held {
@@ -525,7 +537,7 @@ impl<H: Host> Agent<H> {
                         self.held = Some(held.clone());
                         self.act(i, held).await;
                         self.held = None;
-                        self.next_request = Instant::now();
+                        self.next_request = self.clock.instant();
                     }
                 }
             }
@@ -546,13 +558,13 @@ impl<H: Host> Agent<H> {
     }
 
     async fn renew_if(&mut self, held: &mut Held, always: bool) -> bool {
-        let now = Instant::now();
+        let now = self.clock.instant();
         if always || now.duration_since(held.renewed) >= held.ttl / 3 {
             let renewal = Renewal {
                 host: self.config.host_id.clone(),
                 permit: held.permit.clone(),
             };
-            let sent = Instant::now();
+            let sent = self.clock.instant();
             let reply = match self.client() {
                 Ok(c) => c.renew_permit(renewal).await,
                 Err(e) => Err(e),
@@ -571,7 +583,7 @@ impl<H: Host> Agent<H> {
                 }
             }
         }
-        Instant::now() < held.act_before(self.config.safety_margin)
+        self.clock.instant() < held.act_before(self.config.safety_margin)
     }
 
     /// Carries out a granted action and reports its outcome.
@@ -624,7 +636,7 @@ impl<H: Host> Agent<H> {
     async fn check_now(&mut self, i: usize) -> Verdict {
         let job = &mut self.jobs[i];
         self.host
-            .check(&job.config, &mut job.detectors, SystemTime::now())
+            .check(&job.config, &mut job.detectors, self.clock.now())
             .await
     }
 
@@ -673,7 +685,7 @@ impl<H: Host> Agent<H> {
         within: Duration,
         what: &str,
     ) -> (Outcome, String) {
-        let deadline = Instant::now() + within;
+        let deadline = self.clock.instant() + within;
         let step = self.config.check_interval.min(Duration::from_secs(1));
         loop {
             if self.check_now(i).await == Verdict::Healthy {
@@ -682,7 +694,7 @@ impl<H: Host> Agent<H> {
                     format!("{what}; the job verified healthy"),
                 );
             }
-            if Instant::now() >= deadline {
+            if self.clock.instant() >= deadline {
                 return (
                     Outcome::Failed,
                     format!(
@@ -692,10 +704,10 @@ impl<H: Host> Agent<H> {
                 );
             }
             let _ = self.keep_valid(held).await;
-            if Instant::now() >= self.next_heartbeat {
+            if self.clock.instant() >= self.next_heartbeat {
                 self.heartbeat().await;
             }
-            tokio::time::sleep(step).await;
+            self.clock.sleep(step).await;
         }
     }
 
@@ -705,7 +717,7 @@ impl<H: Host> Agent<H> {
                 permit: held.permit.clone(),
                 action: Action::RebootHost,
                 job: held.job.clone(),
-                started_at: SystemTime::now(),
+                started_at: self.clock.now(),
             });
         }
         self.save();
@@ -728,7 +740,7 @@ impl<H: Host> Agent<H> {
             Ok(()) => {
                 // `systemctl reboot` returns before the host goes down: give
                 // it time. Still here afterwards means it did not reboot.
-                tokio::time::sleep(Duration::from_secs(120)).await;
+                self.clock.sleep(Duration::from_secs(120)).await;
                 let _ = i;
                 (
                     Outcome::Failed,
@@ -756,7 +768,7 @@ impl<H: Host> Agent<H> {
             job: p.job.clone(),
             dry_run: false,
             ttl: Duration::from_secs(u64::MAX / 4),
-            renewed: Instant::now(),
+            renewed: self.clock.instant(),
         };
         // Heartbeat first so the coordinator knows the host is back.
         self.heartbeat().await;
@@ -772,7 +784,7 @@ impl<H: Host> Agent<H> {
             job: p.job.clone(),
             dry_run: false,
             ttl: Duration::ZERO,
-            renewed: Instant::now(),
+            renewed: self.clock.instant(),
         };
         self.report(&held, outcome, detail).await;
         self.count_action(p.action, outcome);
@@ -792,7 +804,7 @@ impl<H: Host> Agent<H> {
     /// quarantines the host, which is the safe end).
     async fn report(&mut self, held: &Held, outcome: Outcome, detail: &str) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let give_up = Instant::now() + Duration::from_secs(300);
+        let give_up = self.clock.instant() + Duration::from_secs(300);
         loop {
             let report = OutcomeReport {
                 host: self.config.host_id.clone(),
@@ -806,9 +818,9 @@ impl<H: Host> Agent<H> {
             };
             match reply {
                 Ok(_) => return,
-                Err(e) if e.is_transient() && Instant::now() < give_up => {
+                Err(e) if e.is_transient() && self.clock.instant() < give_up => {
                     tracing::debug!(error = %e, "cannot report the outcome yet; retrying");
-                    tokio::time::sleep(backoff.fail()).await;
+                    self.clock.sleep(backoff.fail()).await;
                 }
                 Err(e) if e.is_transient() => {
                     self.call_failed("report_outcome", &e);

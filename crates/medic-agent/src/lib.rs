@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod detect;
 pub mod effects;
@@ -17,5 +18,6 @@ pub mod state;
 pub mod tls;
 
 pub use agent::{Agent, Control, Environment};
+pub use clock::{Clock, SystemClock, VirtualClock};
 pub use config::AgentConfig;
 pub use effects::{Host, SystemHost};
