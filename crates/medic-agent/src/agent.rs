@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use medic_client::{CallError, Client, Endpoints, Settings};
+use medic_client::CallError;
 use medic_policy::{
     Action, Decision, Heartbeat, Outcome, PermitRef, PermitRequest, Problem, RequestId,
 };
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::backoff::{Backoff, after_denial};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AgentConfig, JobConfig};
+use crate::coordinator::{Coordinator, Coordinators};
 use crate::detect::{JobDetectors, Verdict};
 use crate::effects::{Host, SystemHost};
 use crate::ladder::{self, JobState, Step};
@@ -79,17 +80,16 @@ impl Default for Environment {
 }
 
 /// The agent. `H` is the machine it acts on: the real one by default, a
-/// simulated one in `medic-sim`.
-pub struct Agent<H = SystemHost> {
+/// simulated one in `medic-sim`. `C` is the permit service it asks: the
+/// configured coordinators by default, a stand-in in tests.
+pub struct Agent<H = SystemHost, C = Coordinators> {
     host: H,
     config: AgentConfig,
     env: Environment,
     /// `env.clock`, at hand.
     clock: Arc<dyn Clock>,
     jobs: Vec<Job>,
-    /// `None` only for a configuration that was not validated (its error
-    /// is logged): then no coordinator is reachable and nothing is done.
-    coordinators: Option<Client>,
+    coordinator: C,
     state_file: StateFile,
     /// `Err`: the state file is unusable; heartbeat, but never act.
     state: Result<AgentState, String>,
@@ -107,7 +107,7 @@ pub struct Agent<H = SystemHost> {
     last_stuck: Vec<bool>,
 }
 
-impl<H> std::fmt::Debug for Agent<H> {
+impl<H, C> std::fmt::Debug for Agent<H, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -130,6 +130,21 @@ impl<H: Host> Agent<H> {
     /// An agent for `config` acting on `host` (a simulated machine, a fake
     /// in tests); otherwise the same as [`Agent::new`].
     pub fn with_host(config: AgentConfig, env: Environment, host: H) -> Self {
+        let coordinator = Coordinators::new(&config);
+        Agent::with_coordinator(config, env, host, coordinator)
+    }
+}
+
+impl<H: Host, C: Coordinator> Agent<H, C> {
+    /// An agent for `config` acting on `host` and asking `coordinator`
+    /// (a stand-in in tests) instead of the configured coordinators;
+    /// otherwise the same as [`Agent::with_host`].
+    pub fn with_coordinator(
+        config: AgentConfig,
+        env: Environment,
+        host: H,
+        coordinator: C,
+    ) -> Self {
         let state_file = StateFile::new(&config.state_dir);
         let state = state_file.load().map_err(|e| {
             tracing::error!(error = %e, "not acting until the state file is fixed");
@@ -146,7 +161,6 @@ impl<H: Host> Agent<H> {
                 state: JobState::Healthy,
             })
             .collect();
-        let coordinators = coordinators(&config);
         Self {
             heartbeat_interval: config.heartbeat_interval,
             next_heartbeat: clock.instant(),
@@ -158,7 +172,7 @@ impl<H: Host> Agent<H> {
             metrics: std::sync::Arc::new(crate::metrics::AgentMetrics::new()),
             last_stuck: Vec::new(),
             host,
-            coordinators,
+            coordinator,
             state_file,
             state,
             jobs,
@@ -238,13 +252,7 @@ impl<H: Host> Agent<H> {
                 }
             })
             .collect();
-        // New certificates (a rotation) take effect on a new connection.
-        if config.coordinators != self.config.coordinators
-            || config.request_timeout != self.config.request_timeout
-            || config.tls != self.config.tls
-        {
-            self.coordinators = coordinators(&config);
-        }
+        self.coordinator.reconfigure(&self.config, &config);
         tracing::info!(summary = %config.summary(), "configuration reloaded");
         self.config = config;
     }
@@ -321,14 +329,6 @@ impl<H: Host> Agent<H> {
         }
     }
 
-    /// The coordinators, or the error a configuration that was not
-    /// validated left instead.
-    fn client(&self) -> Result<&Client, CallError> {
-        self.coordinators.as_ref().ok_or(CallError::Unreachable {
-            attempts: Vec::new(),
-        })
-    }
-
     /// Accounts for a call that got no usable answer: unreachable (fail
     /// closed), refused, or a reply that cannot be used, which is an error
     /// for the operator (counted, logged with its cause), never ignored.
@@ -375,10 +375,7 @@ impl<H: Host> Agent<H> {
         };
         self.next_heartbeat = self.clock.instant() + self.heartbeat_interval;
         self.metrics.heartbeats.inc();
-        let reply = match self.client() {
-            Ok(c) => c.heartbeat(heartbeat).await,
-            Err(e) => Err(e),
-        };
+        let reply = self.coordinator.heartbeat(heartbeat).await;
         match reply {
             Ok(reply) => {
                 self.note_reachable(true);
@@ -473,10 +470,7 @@ impl<H: Host> Agent<H> {
         };
         let received = self.clock.instant();
         self.metrics.permit_requests.inc();
-        let reply = match self.client() {
-            Ok(c) => c.request_permit(request).await,
-            Err(e) => Err(e),
-        };
+        let reply = self.coordinator.request_permit(request).await;
         match reply {
             Err(e) if e.is_transient() => {
                 self.call_failed("request_permit", &e);
@@ -565,10 +559,7 @@ impl<H: Host> Agent<H> {
                 permit: held.permit.clone(),
             };
             let sent = self.clock.instant();
-            let reply = match self.client() {
-                Ok(c) => c.renew_permit(renewal).await,
-                Err(e) => Err(e),
-            };
+            let reply = self.coordinator.renew_permit(renewal).await;
             match reply {
                 Ok(_) => held.renewed = sent,
                 Err(e @ CallError::Status { .. }) if !e.is_transient() => {
@@ -812,10 +803,7 @@ impl<H: Host> Agent<H> {
                 outcome,
                 detail: detail.to_owned(),
             };
-            let reply = match self.client() {
-                Ok(c) => c.report_outcome(report).await,
-                Err(e) => Err(e),
-            };
+            let reply = self.coordinator.report_outcome(report).await;
             match reply {
                 Ok(_) => return,
                 Err(e) if e.is_transient() && self.clock.instant() < give_up => {
@@ -835,22 +823,6 @@ impl<H: Host> Agent<H> {
                     return;
                 }
             }
-        }
-    }
-}
-
-/// The coordinators `config` names, with its TLS; `None` (logged) when the
-/// settings cannot work, which a validated configuration rules out.
-fn coordinators(config: &AgentConfig) -> Option<Client> {
-    let settings = Endpoints::new(config.coordinators.iter().cloned()).map(|endpoints| {
-        Settings::new(endpoints, config.request_timeout)
-            .tls(config.tls.as_ref().map(crate::tls::AgentTls::client_tls))
-    });
-    match settings.and_then(Client::new) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot use the configured coordinators; taking no action");
-            None
         }
     }
 }
