@@ -535,6 +535,12 @@ async fn failed_restart_climbs_to_a_reboot_that_is_finished_after_the_agent_rest
         .filter(|e| matches!(&e.payload, Some(pb::event::Payload::PermitEnded(x)) if x.action() == pb::Action::RestartJob && x.state() == pb::PermitState::Failed))
         .count();
     assert_eq!(restarts, 1, "one failed restart before the reboot");
+    // The agent clears the pending permit once the coordinator answered
+    // its report, which can be after the outcome shows in the history.
+    wait_for("the state file to be saved after the report", 5, || {
+        std::fs::read_to_string(&state).is_ok_and(|s| !s.contains("\"pending\": {"))
+    })
+    .await;
     let saved = std::fs::read_to_string(&state).unwrap();
     assert!(
         !saved.contains("\"pending\": {"),
