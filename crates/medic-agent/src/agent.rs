@@ -24,7 +24,7 @@ use crate::coordinator::{Coordinator, Coordinators};
 use crate::detect::{JobDetectors, Verdict};
 use crate::effects::{Host, SystemHost};
 use crate::ladder::{self, JobState, Step};
-use crate::state::{AgentState, Pending, StateFile};
+use crate::state::{AgentState, Pending, StateError, StateFile};
 
 /// What the signal handler (or a test) asks of a running agent.
 #[derive(Debug)]
@@ -92,7 +92,7 @@ pub struct Agent<H = SystemHost, C = Coordinators> {
     coordinator: C,
     state_file: StateFile,
     /// `Err`: the state file is unusable; heartbeat, but never act.
-    state: Result<AgentState, String>,
+    state: Result<AgentState, StateError>,
     heartbeat_interval: Duration,
     next_heartbeat: Instant,
     next_request: Instant,
@@ -146,9 +146,8 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         coordinator: C,
     ) -> Self {
         let state_file = StateFile::new(&config.state_dir);
-        let state = state_file.load().map_err(|e| {
+        let state = state_file.load().inspect_err(|e| {
             tracing::error!(error = %e, "not acting until the state file is fixed");
-            e.to_string()
         });
         let clock = env.clock.clone();
         let now = clock.now();
@@ -308,7 +307,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             && let Err(e) = self.state_file.save(state)
         {
             tracing::error!(error = %e, "cannot save the agent state; not acting until it can be saved");
-            self.state = Err(e.to_string());
+            self.state = Err(e);
         }
     }
 
@@ -662,7 +661,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             .restart(&job.config, &job.detectors, &held.permit)
             .await
         {
-            return (Outcome::Failed, e);
+            return (Outcome::Failed, e.to_string());
         }
         self.verify(i, held, verify_timeout, "restarted").await
     }
@@ -727,7 +726,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         tracing::warn!(job = %held.job, permit = %held.permit.id, "rebooting the host");
         let cmd = self.config.reboot_command.clone();
         match self.host.reboot(&cmd, &held.job, &held.permit).await {
-            Err(e) => (Outcome::Failed, e),
+            Err(e) => (Outcome::Failed, e.to_string()),
             Ok(()) => {
                 // `systemctl reboot` returns before the host goes down: give
                 // it time. Still here afterwards means it did not reboot.

@@ -22,4 +22,4 @@ pub use agent::{Agent, Control, Environment};
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use config::AgentConfig;
 pub use coordinator::{Coordinator, Coordinators};
-pub use effects::{Host, SystemHost};
+pub use effects::{Host, HostError, SystemHost};

@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime};
 
 use medic_agent::config::JobConfig;
 use medic_agent::detect::{Evidence, JobDetectors, Verdict};
-use medic_agent::{Agent, AgentConfig, Control, Coordinator, Environment, Host, VirtualClock};
+use medic_agent::{
+    Agent, AgentConfig, Control, Coordinator, Environment, Host, HostError, VirtualClock,
+};
 use medic_client::CallError;
 use medic_policy::{
     Action, Decision, Denial, DenyReason, FencingToken, Heartbeat, HeartbeatReply, Outcome, Permit,
@@ -180,11 +182,11 @@ impl Host for StuckJob {
         _: &JobConfig,
         _: &JobDetectors,
         _: &PermitRef,
-    ) -> Result<(), String> {
+    ) -> Result<(), HostError> {
         self.restarts.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
-    async fn reboot(&mut self, _: &[String], _: &str, _: &PermitRef) -> Result<(), String> {
+    async fn reboot(&mut self, _: &[String], _: &str, _: &PermitRef) -> Result<(), HostError> {
         self.reboots.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }

@@ -183,7 +183,7 @@ impl Host for SimHost {
         job: &JobConfig,
         _detectors: &JobDetectors,
         permit: &PermitRef,
-    ) -> Result<(), String> {
+    ) -> Result<(), medic_agent::HostError> {
         self.record(Action::RestartJob, &job.name, permit);
         let secs = {
             let mut st = self.lock();
@@ -205,7 +205,7 @@ impl Host for SimHost {
         _command: &[String],
         job: &str,
         permit: &PermitRef,
-    ) -> Result<(), String> {
+    ) -> Result<(), medic_agent::HostError> {
         self.record(Action::RebootHost, job, permit);
         let _ = self.events.send(MachineEvent::Reboot);
         // The machine goes down: the driver drops this agent mid-await.
