@@ -76,7 +76,7 @@ struct AlwaysStuck {
 
 impl Host for AlwaysStuck {
     async fn check(&mut self, _: &JobConfig, _: &mut JobDetectors, _: SystemTime) -> Verdict {
-        Verdict::Stuck(Evidence {
+        Verdict::Fired(Evidence {
             detector: "heartbeat_file",
             detail: "stale".into(),
         })

@@ -172,7 +172,7 @@ struct StuckJob {
 
 impl Host for StuckJob {
     async fn check(&mut self, _: &JobConfig, _: &mut JobDetectors, _: SystemTime) -> Verdict {
-        Verdict::Stuck(Evidence {
+        Verdict::Fired(Evidence {
             detector: "heartbeat_file",
             detail: "stale".into(),
         })

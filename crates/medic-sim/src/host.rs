@@ -168,13 +168,13 @@ impl Host for SimHost {
         let t = self.shared.clock.t();
         let mut st = self.lock();
         let verdict = match st.model.stuck(t) {
-            Some(why) => Verdict::Stuck(Evidence {
+            Some(why) => Verdict::Fired(Evidence {
                 detector: "sim",
                 detail: why.to_owned(),
             }),
             None => Verdict::Healthy,
         };
-        st.last_check_stuck = verdict.is_stuck();
+        st.last_check_stuck = verdict.fired();
         verdict
     }
 

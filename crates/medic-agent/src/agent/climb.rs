@@ -10,7 +10,7 @@ use medic_policy::{Action, Outcome};
 use crate::coordinator::Coordinator;
 use crate::detect::Verdict;
 use crate::effects::Host;
-use crate::ladder::{self, JobState, Step};
+use crate::ladder::{self, Health, Step};
 use crate::state::Pending;
 
 use super::Agent;
@@ -23,15 +23,15 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             tracing::debug!(%why, "not acting: state file unusable");
             return;
         }
-        let Some(i) = self.jobs.iter().position(|j| {
-            j.state.stuck().is_some() && self.counters(&j.config.name).gave_up.is_none()
+        let Some(i) = self.watched.iter().position(|j| {
+            j.health.stuck().is_some() && self.counters(&j.config.name).gave_up.is_none()
         }) else {
             self.attempt = None;
             return;
         };
-        let name = self.jobs[i].config.name.clone();
+        let name = self.watched[i].config.name.clone();
         let counters = self.counters(&name);
-        let action = match ladder::next_step(&counters, &self.jobs[i].config) {
+        let action = match ladder::next_step(&counters, &self.watched[i].config) {
             Step::GiveUp(why) => {
                 tracing::error!(job = %name, %why, "ladder exhausted: the host needs a human");
                 if let Ok(state) = &mut self.state {
@@ -94,7 +94,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         self.save();
         tracing::warn!(job = %name, action = %held.action, outcome = ?outcome, %detail, "action finished");
         if outcome == Outcome::Succeeded {
-            self.jobs[i].state = JobState::Healthy;
+            self.watched[i].health = Health::Healthy;
         }
     }
 
@@ -115,7 +115,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
     }
 
     pub(super) async fn restart(&mut self, i: usize, held: &mut Held) -> (Outcome, String) {
-        let verify_timeout = self.jobs[i].config.restart.verify_timeout;
+        let verify_timeout = self.watched[i].config.restart.verify_timeout;
         if !self.confirm_valid(held).await {
             return (
                 Outcome::Aborted,
@@ -123,7 +123,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             );
         }
         // The first irreversible step.
-        let job = &self.jobs[i];
+        let job = &self.watched[i];
         if let Err(e) = self
             .host
             .restart(&job.config, &job.detectors, &held.permit)
@@ -215,7 +215,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             return;
         };
         tracing::warn!(job = %p.job, permit = %p.permit.id, "finishing the {} in progress before the agent stopped", p.action);
-        let Some(i) = self.jobs.iter().position(|j| j.config.name == p.job) else {
+        let Some(i) = self.watched.iter().position(|j| j.config.name == p.job) else {
             self.report_pending(&p, Outcome::Aborted, "the job is no longer configured")
                 .await;
             return;
@@ -230,7 +230,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         };
         // Heartbeat first so the coordinator knows the host is back.
         self.heartbeat().await;
-        let within = self.jobs[i].config.restart.verify_timeout;
+        let within = self.watched[i].config.restart.verify_timeout;
         let (outcome, detail) = self.verify(i, &mut held, within, "rebooted").await;
         self.report_pending(&p, outcome, &detail).await;
     }

@@ -14,10 +14,10 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
     /// permit that is no longer active.
     pub(super) async fn heartbeat(&mut self) {
         let problems: Vec<Problem> = self
-            .jobs
+            .watched
             .iter()
             .filter_map(|j| {
-                j.state.stuck().map(|(e, since)| Problem {
+                j.health.stuck().map(|(e, since)| Problem {
                     job: j.config.name.clone(),
                     detector: e.detector.to_owned(),
                     since,

@@ -29,10 +29,10 @@ use crate::config::AgentConfig;
 use crate::coordinator::{Coordinator, Coordinators};
 use crate::detect::JobDetectors;
 use crate::effects::{Host, SystemHost};
-use crate::ladder::JobState;
+use crate::ladder::Health;
 use crate::state::{AgentState, StateError, StateFile};
 
-use detection::Job;
+use detection::WatchedJob;
 use permit::Held;
 
 /// What the signal handler (or a test) asks of a running agent.
@@ -72,7 +72,8 @@ pub struct Agent<H = SystemHost, C = Coordinators> {
     env: Environment,
     /// `env.clock`, at hand.
     clock: Arc<dyn Clock>,
-    jobs: Vec<Job>,
+    /// The jobs the configuration names, as watched.
+    watched: Vec<WatchedJob>,
     coordinator: C,
     state_file: StateFile,
     /// `Err`: the state file is unusable; heartbeat, but never act.
@@ -97,7 +98,7 @@ impl<H, C> std::fmt::Debug for Agent<H, C> {
             f,
             "Agent({}, {} jobs)",
             self.config.host_id,
-            self.jobs.len()
+            self.watched.len()
         )
     }
 }
@@ -135,13 +136,13 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         });
         let clock = env.clock.clone();
         let now = clock.now();
-        let jobs = config
+        let watched = config
             .jobs
             .iter()
-            .map(|j| Job {
+            .map(|j| WatchedJob {
                 config: j.clone(),
                 detectors: JobDetectors::new(j.detectors.clone(), env.proc_root.clone(), now),
-                state: JobState::Healthy,
+                health: Health::Healthy,
             })
             .collect();
         Self {
@@ -158,7 +159,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             coordinator,
             state_file,
             state,
-            jobs,
+            watched,
             env,
             clock,
             config,
@@ -215,22 +216,22 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
 
     pub(super) fn reload(&mut self, config: AgentConfig) {
         let now = self.clock.now();
-        let mut old: Vec<Job> = std::mem::take(&mut self.jobs);
-        self.jobs = config
+        let mut old: Vec<WatchedJob> = std::mem::take(&mut self.watched);
+        self.watched = config
             .jobs
             .iter()
             .map(|j| {
                 // A job that did not change keeps its detectors' memory.
                 match old.iter().position(|o| o.config == *j) {
                     Some(i) => old.swap_remove(i),
-                    None => Job {
+                    None => WatchedJob {
                         config: j.clone(),
                         detectors: JobDetectors::new(
                             j.detectors.clone(),
                             self.env.proc_root.clone(),
                             now,
                         ),
-                        state: JobState::Healthy,
+                        health: Health::Healthy,
                     },
                 }
             })

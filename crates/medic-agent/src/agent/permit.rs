@@ -77,7 +77,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         action: Action,
         counters: &JobCounters,
     ) -> Option<Held> {
-        let name = self.jobs[i].config.name.clone();
+        let name = self.watched[i].config.name.clone();
         let request_id = match &self.attempt {
             Some((j, a, id)) if *j == name && *a == action => id.clone(),
             _ => {
@@ -96,8 +96,8 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 id
             }
         };
-        let (evidence, _) = self.jobs[i]
-            .state
+        let (evidence, _) = self.watched[i]
+            .health
             .stuck()
             .map(|(e, s)| (e.clone(), s))
             .unzip();
