@@ -43,6 +43,18 @@ pub enum CommandError {
     },
 }
 
+/// Why an effect on the host failed: which step, and how its command
+/// failed (could not start, ran over its time, or exited unsuccessfully).
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The job's restart command failed.
+    #[error("restart command failed: {0}")]
+    RestartCommand(#[source] CommandError),
+    /// The reboot command failed.
+    #[error("reboot command failed: {0}")]
+    RebootCommand(#[source] CommandError),
+}
+
 /// Sends `signal` to each process's group (or the process alone when it
 /// shares the agent's group), waits up to `grace` for them to exit, then
 /// SIGKILLs what is left.
@@ -146,7 +158,7 @@ pub trait Host: Send + 'static {
         job: &JobConfig,
         detectors: &JobDetectors,
         permit: &PermitRef,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), HostError>> + Send;
 
     /// Reboots the host under `permit` (for `job`) with `command`. On a real
     /// host a successful command does not come back: the machine goes down.
@@ -155,7 +167,7 @@ pub trait Host: Send + 'static {
         command: &[String],
         job: &str,
         permit: &PermitRef,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), HostError>> + Send;
 }
 
 /// The real machine: detectors read /proc, files and systemd; a restart
@@ -179,14 +191,14 @@ impl Host for SystemHost {
         job: &JobConfig,
         detectors: &JobDetectors,
         _permit: &PermitRef,
-    ) -> Result<(), String> {
+    ) -> Result<(), HostError> {
         let cfg = &job.restart;
         let pids = detectors.pids().await;
         stop_processes(&pids, cfg.signal, cfg.grace).await;
         if let Some(cmd) = &cfg.command {
             run(cmd, cfg.command_timeout)
                 .await
-                .map_err(|e| format!("restart command failed: {e}"))?;
+                .map_err(HostError::RestartCommand)?;
         }
         Ok(())
     }
@@ -196,9 +208,9 @@ impl Host for SystemHost {
         command: &[String],
         _job: &str,
         _permit: &PermitRef,
-    ) -> Result<(), String> {
+    ) -> Result<(), HostError> {
         run(command, Duration::from_secs(300))
             .await
-            .map_err(|e| format!("reboot command failed: {e}"))
+            .map_err(HostError::RebootCommand)
     }
 }

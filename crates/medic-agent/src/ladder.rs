@@ -10,9 +10,10 @@ use crate::config::JobConfig;
 use crate::detect::{Evidence, Verdict};
 use crate::state::JobCounters;
 
-/// What the detectors have established about a job.
+/// What the detectors have established about a job: its streak of checks
+/// where a detector fired.
 #[derive(Clone, Debug, PartialEq)]
-pub enum JobState {
+pub enum Health {
     /// The last check passed.
     Healthy,
     /// Positive checks so far, not yet `confirm` of them.
@@ -33,21 +34,21 @@ pub enum JobState {
     },
 }
 
-impl JobState {
-    /// The next state after a check.
-    pub fn observe(&self, verdict: Verdict, confirm: u32, now: SystemTime) -> JobState {
+impl Health {
+    /// The job's health after a check.
+    pub fn observe(&self, verdict: Verdict, confirm: u32, now: SystemTime) -> Health {
         match verdict {
-            Verdict::Healthy => JobState::Healthy,
-            Verdict::Stuck(evidence) => {
+            Verdict::Healthy => Health::Healthy,
+            Verdict::Fired(evidence) => {
                 let (hits, since) = match self {
-                    JobState::Healthy => (1, now),
-                    JobState::Suspect { hits, since, .. } => (hits + 1, *since),
-                    JobState::Stuck { since, .. } => (confirm, *since),
+                    Health::Healthy => (1, now),
+                    Health::Suspect { hits, since, .. } => (hits + 1, *since),
+                    Health::Stuck { since, .. } => (confirm, *since),
                 };
                 if hits >= confirm {
-                    JobState::Stuck { since, evidence }
+                    Health::Stuck { since, evidence }
                 } else {
-                    JobState::Suspect {
+                    Health::Suspect {
                         hits,
                         since,
                         evidence,
@@ -60,7 +61,7 @@ impl JobState {
     /// The evidence, while confirmed stuck.
     pub fn stuck(&self) -> Option<(&Evidence, SystemTime)> {
         match self {
-            JobState::Stuck { since, evidence } => Some((evidence, *since)),
+            Health::Stuck { since, evidence } => Some((evidence, *since)),
             _ => None,
         }
     }
@@ -119,7 +120,7 @@ mod tests {
     }
 
     fn stuck() -> Verdict {
-        Verdict::Stuck(Evidence {
+        Verdict::Fired(Evidence {
             detector: "heartbeat_file",
             detail: "old".into(),
         })
@@ -128,19 +129,19 @@ mod tests {
     #[test]
     fn a_job_is_stuck_only_after_confirm_consecutive_positive_checks() {
         let t = SystemTime::UNIX_EPOCH;
-        let s = JobState::Healthy.observe(stuck(), 3, t);
-        assert!(matches!(s, JobState::Suspect { hits: 1, .. }));
+        let s = Health::Healthy.observe(stuck(), 3, t);
+        assert!(matches!(s, Health::Suspect { hits: 1, .. }));
         let s = s.observe(stuck(), 3, t);
         assert!(s.stuck().is_none());
         let s = s.observe(stuck(), 3, t);
         assert!(s.stuck().is_some());
-        assert_eq!(s.observe(Verdict::Healthy, 3, t), JobState::Healthy);
+        assert_eq!(s.observe(Verdict::Healthy, 3, t), Health::Healthy);
     }
 
     #[test]
     fn one_healthy_check_resets_the_streak() {
         let t = SystemTime::UNIX_EPOCH;
-        let s = JobState::Healthy
+        let s = Health::Healthy
             .observe(stuck(), 2, t)
             .observe(Verdict::Healthy, 2, t)
             .observe(stuck(), 2, t);

@@ -136,6 +136,14 @@ impl Job {
         panic!("the job did not (re)start");
     }
 
+    /// The pid in the pidfile, if it holds one: a restarting job may have
+    /// truncated it and not yet written its own.
+    fn try_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join("job.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
     fn pid(&self) -> i32 {
         std::fs::read_to_string(self.dir.join("job.pid"))
             .unwrap()
@@ -242,15 +250,102 @@ async fn history(
         .events
 }
 
-async fn wait_for<F: FnMut() -> bool>(what: &str, secs: u64, mut f: F) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
+/// How long a condition may take before the test fails. Generous: on a
+/// loaded machine the coordinator's fsync alone can stall for seconds, and
+/// a passing test never waits for it.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A bounded poll: each [`Poll::tick`] waits a little, and fails the test
+/// once [`PATIENCE`] has run out waiting for `what`. Tests wait for
+/// conditions, never for a fixed time.
+struct Poll {
+    what: &'static str,
+    deadline: Instant,
+}
+
+impl Poll {
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            deadline: Instant::now() + PATIENCE,
+        }
+    }
+
+    async fn tick(&self) {
+        assert!(
+            Instant::now() < self.deadline,
+            "timed out waiting for {}",
+            self.what
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for<F: FnMut() -> bool>(what: &'static str, mut f: F) {
+    let poll = Poll::new(what);
+    while !f() {
+        poll.tick().await;
+    }
+}
+
+/// Waits until the coordinator is past its warm-up and sees host h1 live:
+/// from then on a stuck job is granted at once.
+async fn warmed_up(admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>) {
+    let poll = Poll::new("the coordinator's warm-up with h1 live");
+    loop {
+        let status = admin
+            .get_status(pb::GetStatusRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap_or_default();
+        if status.warming_up_until.is_none() && status.live_hosts >= 1 {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        poll.tick().await;
     }
-    panic!("timed out waiting for {what}");
+}
+
+/// The first outcome in the coordinator's history, once there is one.
+async fn first_outcome(
+    admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
+) -> pb::Event {
+    let poll = Poll::new("an outcome in the coordinator's history");
+    loop {
+        if let Some(e) = history(admin, pb::EventKind::Outcome)
+            .await
+            .into_iter()
+            .next()
+        {
+            return e;
+        }
+        poll.tick().await;
+    }
+}
+
+/// Waits until the agent has run `n` more check rounds: whatever the round
+/// in progress was doing (a heartbeat, then maybe a permit request) has
+/// finished.
+async fn rounds_later(metrics: &medic_agent::metrics::AgentMetrics, n: u64) {
+    let target = metrics.checks.get() + n;
+    wait_for("more check rounds", || metrics.checks.get() >= target).await;
+}
+
+/// Actions the agent finished, whatever their outcome.
+fn actions_finished(metrics: &medic_agent::metrics::AgentMetrics, action: &str) -> u64 {
+    ["succeeded", "failed", "aborted", "dry_run"]
+        .into_iter()
+        .map(|outcome| {
+            metrics
+                .actions
+                .get_or_create(&medic_agent::metrics::ActionLabels {
+                    action: action.to_owned(),
+                    outcome: outcome.to_owned(),
+                })
+                .get()
+        })
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,29 +354,20 @@ async fn frozen_job_is_restarted_after_a_grant_and_verified() {
     let job = Job::new(dir.path());
     let first = job.start();
     let c = coordinator("").await;
+    let mut admin = c.admin().await;
     let (tx, task) = spawn_agent(agent_config(dir.path(), &format!("http://{}", c.addr), ""));
-    tokio::time::sleep(Duration::from_millis(1500)).await; // warm-up
+    warmed_up(&mut admin).await;
     job.freeze();
     assert_eq!(job.state(first), "T");
-    wait_for("a restarted job", 20, || {
-        job.pid() != first && alive(job.pid())
+    wait_for("a restarted job", || {
+        job.try_pid().is_some_and(|p| p != first && alive(p))
     })
     .await;
     assert!(
         !alive(first) || job.state(first) == "Z",
         "the frozen job was stopped"
     );
-    let mut admin = c.admin().await;
-    let mut outcome = None;
-    for _ in 0..50 {
-        let ends = history(&mut admin, pb::EventKind::Outcome).await;
-        if let Some(e) = ends.first() {
-            outcome = Some(e.clone());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let e = outcome.expect("an outcome was reported");
+    let e = first_outcome(&mut admin).await;
     let Some(pb::event::Payload::PermitEnded(end)) = e.payload else {
         panic!("{e:?}")
     };
@@ -316,7 +402,14 @@ async fn denied_job_is_left_alone() {
     let (tx, rx) = mpsc::channel(1);
     let task = tokio::spawn(agent.run(rx));
     job.freeze();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Denied while paused (with no retry_after, so it does not ask again
+    // for a minute): the request round is over once the denial is counted.
+    wait_for("a denial", || {
+        metrics
+            .encode()
+            .contains("medic_agent_permit_denials_total{reason=\"paused\"}")
+    })
+    .await;
     assert_eq!(job.state(pid), "T", "a denied agent must not touch the job");
     let text = metrics.encode();
     assert!(
@@ -329,7 +422,13 @@ async fn denied_job_is_left_alone() {
     );
     assert!(text.contains("medic_agent_jobs_stuck 1"), "{text}");
     assert_eq!(job.pid(), pid);
-    let denials = history(&mut admin, pb::EventKind::Deny).await;
+    // Sampled denials are audited without delaying the reply.
+    let poll = Poll::new("the denial in the audit history");
+    let mut denials = history(&mut admin, pb::EventKind::Deny).await;
+    while denials.is_empty() {
+        poll.tick().await;
+        denials = history(&mut admin, pb::EventKind::Deny).await;
+    }
     assert!(!denials.is_empty(), "the agent asked and was denied");
     tx.send(Control::Shutdown).await.unwrap();
     task.await.unwrap();
@@ -352,9 +451,16 @@ async fn with_no_coordinator_nothing_is_touched() {
         .unwrap();
     let mut config = agent_config(dir.path(), &url, "");
     config.metrics_listen = Some(port);
-    let (tx, task) = spawn_agent(config);
+    let agent = Agent::new(config, Environment::default());
+    let metrics = agent.metrics();
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(agent.run(rx));
     job.freeze();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A second request means the first one failed and nothing was done.
+    wait_for("a permit request asked again", || {
+        metrics.permit_requests.get() >= 2
+    })
+    .await;
     assert_eq!(job.state(pid), "T", "no coordinator means no action");
     assert_eq!(job.pid(), pid);
     // Served on the local metrics port: unreachable, counted.
@@ -399,7 +505,7 @@ async fn failed_restart_climbs_to_a_reboot_that_is_finished_after_the_agent_rest
     let config = agent_config(dir.path(), &url, "absent_grace = \"1s\"");
     let (_tx, task) = spawn_agent(config.clone());
     let state = dir.path().join("agent-state/state.json");
-    wait_for("a reboot recorded as pending", 30, || {
+    wait_for("a reboot recorded as pending", || {
         std::fs::read_to_string(&state).is_ok_and(|s| s.contains("reboot_host"))
     })
     .await;
@@ -419,8 +525,8 @@ async fn failed_restart_climbs_to_a_reboot_that_is_finished_after_the_agent_rest
     job.start();
     let (tx, task) = spawn_agent(config);
     let mut admin = c.admin().await;
-    let mut reboot_outcome = None;
-    for _ in 0..100 {
+    let poll = Poll::new("the reboot's outcome reported after the restart");
+    let end = loop {
         let ends = history(&mut admin, pb::EventKind::Outcome).await;
         if let Some(end) = ends.iter().find_map(|e| match &e.payload {
             Some(pb::event::Payload::PermitEnded(end))
@@ -430,12 +536,10 @@ async fn failed_restart_climbs_to_a_reboot_that_is_finished_after_the_agent_rest
             }
             _ => None,
         }) {
-            reboot_outcome = Some(end);
-            break;
+            break end;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let end = reboot_outcome.expect("the reboot's outcome was reported after the restart");
+        poll.tick().await;
+    };
     assert_eq!(end.state(), pb::PermitState::Succeeded, "{end:?}");
     let restarts = history(&mut admin, pb::EventKind::Outcome)
         .await
@@ -443,6 +547,12 @@ async fn failed_restart_climbs_to_a_reboot_that_is_finished_after_the_agent_rest
         .filter(|e| matches!(&e.payload, Some(pb::event::Payload::PermitEnded(x)) if x.action() == pb::Action::RestartJob && x.state() == pb::PermitState::Failed))
         .count();
     assert_eq!(restarts, 1, "one failed restart before the reboot");
+    // The agent clears the pending permit once the coordinator answered
+    // its report, which can be after the outcome shows in the history.
+    wait_for("the state file to be saved after the report", || {
+        std::fs::read_to_string(&state).is_ok_and(|s| !s.contains("\"pending\": {"))
+    })
+    .await;
     let saved = std::fs::read_to_string(&state).unwrap();
     assert!(
         !saved.contains("\"pending\": {"),
@@ -464,20 +574,11 @@ async fn a_permit_too_close_to_expiry_by_the_agents_clock_is_not_acted_on() {
     // acted on: the agent must abort before touching anything.
     let mut config = agent_config(dir.path(), &format!("http://{}", c.addr), "");
     config.safety_margin = Duration::from_secs(40);
-    let (tx, task) = spawn_agent(config);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    job.freeze();
     let mut admin = c.admin().await;
-    let mut aborted = None;
-    for _ in 0..100 {
-        let ends = history(&mut admin, pb::EventKind::Outcome).await;
-        if let Some(e) = ends.first() {
-            aborted = Some(e.clone());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let e = aborted.expect("the agent reported an outcome");
+    let (tx, task) = spawn_agent(config);
+    warmed_up(&mut admin).await;
+    job.freeze();
+    let e = first_outcome(&mut admin).await;
     let Some(pb::event::Payload::PermitEnded(end)) = e.payload else {
         panic!("{e:?}")
     };
@@ -498,23 +599,11 @@ async fn dry_run_logs_instead_of_acting_and_reports_dry_run() {
     let c = coordinator("").await;
     let mut config = agent_config(dir.path(), &format!("http://{}", c.addr), "");
     config.dry_run = true;
-    let (tx, task) = spawn_agent(config);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    job.freeze();
     let mut admin = c.admin().await;
-    let mut end = None;
-    for _ in 0..100 {
-        if let Some(e) = history(&mut admin, pb::EventKind::Outcome)
-            .await
-            .into_iter()
-            .next()
-        {
-            end = Some(e);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let e = end.expect("an outcome");
+    let (tx, task) = spawn_agent(config);
+    warmed_up(&mut admin).await;
+    job.freeze();
+    let e = first_outcome(&mut admin).await;
     let Some(pb::event::Payload::PermitEnded(end)) = e.payload else {
         panic!("{e:?}")
     };
@@ -535,17 +624,32 @@ async fn corrupt_state_file_stops_actions_but_not_heartbeats() {
     let config = agent_config(dir.path(), &format!("http://{}", c.addr), "");
     std::fs::create_dir_all(&config.state_dir).unwrap();
     std::fs::write(config.state_dir.join("state.json"), "{ not json").unwrap();
-    let (tx, task) = spawn_agent(config);
+    let agent = Agent::new(config, Environment::default());
+    let metrics = agent.metrics();
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(agent.run(rx));
     job.freeze();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(job.state(pid), "T", "no action with an unusable state file");
     let mut admin = c.admin().await;
-    let hosts = admin
-        .list_hosts(pb::ListHostsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .hosts;
+    // The heartbeat that reports the problem is followed, in the same
+    // round, by the point where a permit would be asked for.
+    let poll = Poll::new("h1 to report its stuck job");
+    let hosts = loop {
+        let hosts = admin
+            .list_hosts(pb::ListHostsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .hosts;
+        if hosts
+            .iter()
+            .any(|h| h.host_id == "h1" && h.live && !h.problems.is_empty())
+        {
+            break hosts;
+        }
+        poll.tick().await;
+    };
+    rounds_later(&metrics, 2).await;
+    assert_eq!(job.state(pid), "T", "no action with an unusable state file");
     let h = hosts
         .iter()
         .find(|h| h.host_id == "h1")
@@ -599,11 +703,15 @@ pidfile = "{pid}"
         pid = dir.path().join("job.pid").display(),
     ))
     .unwrap_or_else(|e| panic!("{e}"));
-    let (tx, task) = spawn_agent(config);
+    let agent = Agent::new(config, Environment::default());
+    let metrics = agent.metrics();
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(agent.run(rx));
     let mut admin = c.admin().await;
     // Revoke the permit as soon as it is granted.
     let mut revoked = false;
-    for _ in 0..300 {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
         let permits = admin
             .list_permits(pb::ListPermitsRequest::default())
             .await
@@ -634,7 +742,11 @@ pidfile = "{pid}"
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(revoked, "a permit was granted");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The agent is done with the revoked permit once its action finished.
+    wait_for("the revoked permit's action to end", || {
+        actions_finished(&metrics, "restart_job") >= 1
+    })
+    .await;
     // Still sleeping: neither killed (a zombie, since the test is its
     // parent) nor stopped.
     let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -670,13 +782,6 @@ async fn over_mutual_tls_the_agent_is_identified_by_its_certificate() {
         &format!("https://localhost:{}", c.addr.port()),
         &tls,
     );
-    let (tx, task) = spawn_agent(config);
-    tokio::time::sleep(Duration::from_millis(1500)).await; // warm-up
-    job.freeze();
-    wait_for("a restarted job", 20, || {
-        job.pid() != first && alive(job.pid())
-    })
-    .await;
     let channel = tonic::transport::Channel::from_shared(format!("https://{}", c.addr))
         .unwrap()
         .tls_config(client_tls(&certs, Some("operator")))
@@ -685,15 +790,20 @@ async fn over_mutual_tls_the_agent_is_identified_by_its_certificate() {
         .await
         .unwrap();
     let mut admin = pb::admin_client::AdminClient::new(channel);
-    let mut ended = None;
-    for _ in 0..50 {
+    let (tx, task) = spawn_agent(config);
+    warmed_up(&mut admin).await;
+    job.freeze();
+    wait_for("a restarted job", || {
+        job.try_pid().is_some_and(|p| p != first && alive(p))
+    })
+    .await;
+    let poll = Poll::new("an outcome reported over mutual TLS");
+    let e = loop {
         if let Some(e) = history(&mut admin, pb::EventKind::Outcome).await.pop() {
-            ended = Some(e);
-            break;
+            break e;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let e = ended.expect("an outcome was reported over mutual TLS");
+        poll.tick().await;
+    };
     assert_eq!(e.actor, "host:h1", "{e:?}");
     let Some(pb::event::Payload::PermitEnded(end)) = e.payload else {
         panic!("{e:?}")

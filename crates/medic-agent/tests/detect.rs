@@ -115,7 +115,7 @@ fn by_pidfile(path: &Path) -> RawProcess {
 #[track_caller]
 fn stuck(verdict: Verdict, detector: &str, contains: &[&str]) -> Evidence {
     match verdict {
-        Verdict::Stuck(e) => {
+        Verdict::Fired(e) => {
             assert_eq!(e.detector, detector, "{e:?}");
             for part in contains {
                 assert!(e.detail.contains(part), "{:?} lacks {part:?}", e.detail);
@@ -486,7 +486,7 @@ async fn real_stopped_process_is_found_by_cmdline_and_stuck() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let verdict = loop {
         let v = d.check(SystemTime::now()).await;
-        if v.is_stuck() || Instant::now() > deadline {
+        if v.fired() || Instant::now() > deadline {
             break v;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

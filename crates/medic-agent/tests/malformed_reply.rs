@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use medic_agent::config::JobConfig;
 use medic_agent::detect::{Evidence, JobDetectors, Verdict};
-use medic_agent::{Agent, AgentConfig, Control, Environment, Host};
+use medic_agent::{Agent, AgentConfig, Control, Environment, Host, HostError};
 use medic_policy::PermitRef;
 use medic_proto::pb::v1 as pb;
 use tokio::sync::mpsc;
@@ -76,7 +76,7 @@ struct AlwaysStuck {
 
 impl Host for AlwaysStuck {
     async fn check(&mut self, _: &JobConfig, _: &mut JobDetectors, _: SystemTime) -> Verdict {
-        Verdict::Stuck(Evidence {
+        Verdict::Fired(Evidence {
             detector: "heartbeat_file",
             detail: "stale".into(),
         })
@@ -86,11 +86,11 @@ impl Host for AlwaysStuck {
         _: &JobConfig,
         _: &JobDetectors,
         _: &PermitRef,
-    ) -> Result<(), String> {
+    ) -> Result<(), HostError> {
         self.actions.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
-    async fn reboot(&mut self, _: &[String], _: &str, _: &PermitRef) -> Result<(), String> {
+    async fn reboot(&mut self, _: &[String], _: &str, _: &PermitRef) -> Result<(), HostError> {
         self.actions.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }

@@ -168,13 +168,13 @@ impl Host for SimHost {
         let t = self.shared.clock.t();
         let mut st = self.lock();
         let verdict = match st.model.stuck(t) {
-            Some(why) => Verdict::Stuck(Evidence {
+            Some(why) => Verdict::Fired(Evidence {
                 detector: "sim",
                 detail: why.to_owned(),
             }),
             None => Verdict::Healthy,
         };
-        st.last_check_stuck = verdict.is_stuck();
+        st.last_check_stuck = verdict.fired();
         verdict
     }
 
@@ -183,7 +183,7 @@ impl Host for SimHost {
         job: &JobConfig,
         _detectors: &JobDetectors,
         permit: &PermitRef,
-    ) -> Result<(), String> {
+    ) -> Result<(), medic_agent::HostError> {
         self.record(Action::RestartJob, &job.name, permit);
         let secs = {
             let mut st = self.lock();
@@ -205,7 +205,7 @@ impl Host for SimHost {
         _command: &[String],
         job: &str,
         permit: &PermitRef,
-    ) -> Result<(), String> {
+    ) -> Result<(), medic_agent::HostError> {
         self.record(Action::RebootHost, job, permit);
         let _ = self.events.send(MachineEvent::Reboot);
         // The machine goes down: the driver drops this agent mid-await.

@@ -3,7 +3,7 @@
 //! Four kinds, any of which may be combined for one job (ARCHITECTURE.md "The
 //! agent"): a heartbeat file's age, the job's process as /proc shows it, a
 //! probe command, and the state of a systemd unit. [`JobDetectors::check`]
-//! runs them all once and answers [`Verdict::Stuck`] with the first one that
+//! runs them all once and answers [`Verdict::Fired`] with the first one that
 //! fired; counting `confirm` consecutive positive checks is the caller's job.
 //!
 //! One rule runs through all of them: **a detector that cannot look does not
@@ -47,19 +47,21 @@ pub struct Evidence {
     pub detail: String,
 }
 
-/// The answer of one check.
+/// The answer of one check. A detector firing once is not yet a stuck job:
+/// the job is stuck when one fires on `confirm` consecutive checks
+/// ([`crate::ladder::Health`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// No configured detector fired (or none could look; see the module docs).
     Healthy,
     /// At least one detector fired; this is the first one's evidence.
-    Stuck(Evidence),
+    Fired(Evidence),
 }
 
 impl Verdict {
     /// Whether a detector fired.
-    pub fn is_stuck(&self) -> bool {
-        matches!(self, Verdict::Stuck(_))
+    pub fn fired(&self) -> bool {
+        matches!(self, Verdict::Fired(_))
     }
 }
 
@@ -519,7 +521,7 @@ impl JobDetectors {
     }
 
     /// Runs every configured detector once (concurrently) and answers
-    /// [`Verdict::Stuck`] with the first that fired, in the order heartbeat
+    /// [`Verdict::Fired`] with the first that fired, in the order heartbeat
     /// file, process, probe, systemd. All of them run every time, so their
     /// state (since when in state D, last seen...) stays current.
     pub async fn check(&mut self, now: SystemTime) -> Verdict {
@@ -550,7 +552,7 @@ impl JobDetectors {
             },
         );
         match heartbeat.or(process).or(probe).or(systemd) {
-            Some(evidence) => Verdict::Stuck(evidence),
+            Some(evidence) => Verdict::Fired(evidence),
             None => Verdict::Healthy,
         }
     }

@@ -1,0 +1,266 @@
+//! Climbing a stuck job's ladder: the next rung (restart, reboot, or a
+//! human), the action carried out under its permit with the problem
+//! checked again first, verification, and a reboot finished after the
+//! agent comes back.
+
+use std::time::Duration;
+
+use medic_policy::{Action, Outcome};
+
+use crate::coordinator::Coordinator;
+use crate::detect::Verdict;
+use crate::effects::Host;
+use crate::ladder::{self, Health, Step};
+use crate::state::Pending;
+
+use super::Agent;
+use super::permit::Held;
+
+impl<H: Host, C: Coordinator> Agent<H, C> {
+    /// If a job is stuck and nothing is in flight, climbs its ladder.
+    pub(super) async fn maybe_act(&mut self) {
+        if let Err(why) = &self.state {
+            tracing::debug!(%why, "not acting: state file unusable");
+            return;
+        }
+        let Some(i) = self.watched.iter().position(|j| {
+            j.health.stuck().is_some() && self.counters(&j.config.name).gave_up.is_none()
+        }) else {
+            self.attempt = None;
+            return;
+        };
+        let name = self.watched[i].config.name.clone();
+        let counters = self.counters(&name);
+        let action = match ladder::next_step(&counters, &self.watched[i].config) {
+            Step::GiveUp(why) => {
+                tracing::error!(job = %name, %why, "ladder exhausted: the host needs a human");
+                if let Ok(state) = &mut self.state {
+                    state.jobs.entry(name).or_default().gave_up = Some(why);
+                }
+                self.save();
+                self.heartbeat().await; // tell the coordinator now
+                return;
+            }
+            Step::Ask(a) => a,
+        };
+        let Some(held) = self.request_permit(i, action, &counters).await else {
+            return;
+        };
+        self.held = Some(held.clone());
+        self.act(i, held).await;
+        self.held = None;
+        self.next_request = self.clock.instant();
+    }
+
+    /// Carries out a granted action and reports its outcome.
+    pub(super) async fn act(&mut self, i: usize, mut held: Held) {
+        let name = held.job.clone();
+        let (outcome, detail) = 'act: {
+            if !self.keep_valid(&mut held).await {
+                break 'act (
+                    Outcome::Aborted,
+                    "permit not valid long enough to act".to_owned(),
+                );
+            }
+            // Right before acting: is the problem still there?
+            if self.check_now(i).await == Verdict::Healthy {
+                break 'act (
+                    Outcome::Aborted,
+                    "the job recovered before the action".to_owned(),
+                );
+            }
+            if self.config.dry_run || held.dry_run {
+                tracing::warn!(job = %name, action = %held.action, "DRY RUN: would {} now", verb(held.action));
+                break 'act (
+                    Outcome::DryRun,
+                    format!("dry run: would {}", verb(held.action)),
+                );
+            }
+            match held.action {
+                Action::RestartJob => self.restart(i, &mut held).await,
+                Action::RebootHost => self.reboot(i, &mut held).await,
+            }
+        };
+        self.report(&held, outcome, &detail).await;
+        self.count_action(held.action, outcome);
+        if let Ok(state) = &mut self.state {
+            ladder::record(
+                state.jobs.entry(name.clone()).or_default(),
+                held.action,
+                outcome,
+            );
+            state.pending = None;
+        }
+        self.save();
+        tracing::warn!(job = %name, action = %held.action, outcome = ?outcome, %detail, "action finished");
+        if outcome == Outcome::Succeeded {
+            self.watched[i].health = Health::Healthy;
+        }
+    }
+
+    pub(super) fn count_action(&self, action: Action, outcome: Outcome) {
+        let outcome = match outcome {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Aborted => "aborted",
+            Outcome::DryRun => "dry_run",
+        };
+        self.metrics
+            .actions
+            .get_or_create(&crate::metrics::ActionLabels {
+                action: action.as_str().to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(super) async fn restart(&mut self, i: usize, held: &mut Held) -> (Outcome, String) {
+        let verify_timeout = self.watched[i].config.restart.verify_timeout;
+        if !self.confirm_valid(held).await {
+            return (
+                Outcome::Aborted,
+                "permit revoked or about to expire before the restart".to_owned(),
+            );
+        }
+        // The first irreversible step.
+        let job = &self.watched[i];
+        if let Err(e) = self
+            .host
+            .restart(&job.config, &job.detectors, &held.permit)
+            .await
+        {
+            return (Outcome::Failed, e.to_string());
+        }
+        self.verify(i, held, verify_timeout, "restarted").await
+    }
+
+    /// Waits until the job's detectors pass, renewing the permit and
+    /// heartbeating meanwhile.
+    pub(super) async fn verify(
+        &mut self,
+        i: usize,
+        held: &mut Held,
+        within: Duration,
+        what: &str,
+    ) -> (Outcome, String) {
+        let deadline = self.clock.instant() + within;
+        let step = self.config.check_interval.min(Duration::from_secs(1));
+        loop {
+            if self.check_now(i).await == Verdict::Healthy {
+                return (
+                    Outcome::Succeeded,
+                    format!("{what}; the job verified healthy"),
+                );
+            }
+            if self.clock.instant() >= deadline {
+                return (
+                    Outcome::Failed,
+                    format!(
+                        "{what}, but the job was still stuck after {}",
+                        humantime::format_duration(within)
+                    ),
+                );
+            }
+            let _ = self.keep_valid(held).await;
+            if self.clock.instant() >= self.next_heartbeat {
+                self.heartbeat().await;
+            }
+            self.clock.sleep(step).await;
+        }
+    }
+
+    pub(super) async fn reboot(&mut self, i: usize, held: &mut Held) -> (Outcome, String) {
+        if let Ok(state) = &mut self.state {
+            state.pending = Some(Pending {
+                permit: held.permit.clone(),
+                action: Action::RebootHost,
+                job: held.job.clone(),
+                started_at: self.clock.now(),
+            });
+        }
+        self.save();
+        if self.state.is_err() {
+            return (
+                Outcome::Aborted,
+                "cannot record the reboot in the state file".to_owned(),
+            );
+        }
+        if !self.confirm_valid(held).await {
+            return (
+                Outcome::Aborted,
+                "permit revoked or about to expire before the reboot".to_owned(),
+            );
+        }
+        tracing::warn!(job = %held.job, permit = %held.permit.id, "rebooting the host");
+        let cmd = self.config.reboot_command.clone();
+        match self.host.reboot(&cmd, &held.job, &held.permit).await {
+            Err(e) => (Outcome::Failed, e.to_string()),
+            Ok(()) => {
+                // `systemctl reboot` returns before the host goes down: give
+                // it time. Still here afterwards means it did not reboot.
+                self.clock.sleep(Duration::from_secs(120)).await;
+                let _ = i;
+                (
+                    Outcome::Failed,
+                    "the reboot command returned but the host did not reboot".to_owned(),
+                )
+            }
+        }
+    }
+
+    /// After a restart (of the agent, or of the host), finishes an action
+    /// recorded as pending: verifies the job and reports the outcome.
+    pub(super) async fn finish_pending(&mut self) {
+        let Some(p) = self.state.as_ref().ok().and_then(|s| s.pending.clone()) else {
+            return;
+        };
+        tracing::warn!(job = %p.job, permit = %p.permit.id, "finishing the {} in progress before the agent stopped", p.action);
+        let Some(i) = self.watched.iter().position(|j| j.config.name == p.job) else {
+            self.report_pending(&p, Outcome::Aborted, "the job is no longer configured")
+                .await;
+            return;
+        };
+        let mut held = Held {
+            permit: p.permit.clone(),
+            action: p.action,
+            job: p.job.clone(),
+            dry_run: false,
+            ttl: Duration::from_secs(u64::MAX / 4),
+            renewed: self.clock.instant(),
+        };
+        // Heartbeat first so the coordinator knows the host is back.
+        self.heartbeat().await;
+        let within = self.watched[i].config.restart.verify_timeout;
+        let (outcome, detail) = self.verify(i, &mut held, within, "rebooted").await;
+        self.report_pending(&p, outcome, &detail).await;
+    }
+
+    pub(super) async fn report_pending(&mut self, p: &Pending, outcome: Outcome, detail: &str) {
+        let held = Held {
+            permit: p.permit.clone(),
+            action: p.action,
+            job: p.job.clone(),
+            dry_run: false,
+            ttl: Duration::ZERO,
+            renewed: self.clock.instant(),
+        };
+        self.report(&held, outcome, detail).await;
+        self.count_action(p.action, outcome);
+        if let Ok(state) = &mut self.state {
+            ladder::record(
+                state.jobs.entry(p.job.clone()).or_default(),
+                p.action,
+                outcome,
+            );
+            state.pending = None;
+        }
+        self.save();
+    }
+}
+
+fn verb(a: Action) -> &'static str {
+    match a {
+        Action::RestartJob => "restart the job",
+        Action::RebootHost => "reboot the host",
+    }
+}

@@ -1,0 +1,270 @@
+//! The agent's loop: check the jobs, heartbeat, and when a job is stuck,
+//! ask for a permit and climb its ladder. It never acts without an active,
+//! unexpired permit (checked against its own monotonic clock with a safety
+//! margin), re-checks the problem right before acting, and with no
+//! coordinator it does nothing (I8).
+//!
+//! The loop is here; its parts have their own files: `detection` (the
+//! check round), `heartbeat`, `permit` (asking for, renewing and
+//! reporting on a permit) and `climb` (the ladder's rungs carried out
+//! under a permit, and a reboot finished after it).
+
+mod climb;
+mod detection;
+mod heartbeat;
+mod permit;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use medic_policy::Action;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::clock::{Clock, SystemClock};
+use crate::config::AgentConfig;
+use crate::coordinator::{Coordinator, Coordinators};
+use crate::detect::JobDetectors;
+use crate::effects::{Host, SystemHost};
+use crate::ladder::Health;
+use crate::state::{AgentState, StateError, StateFile};
+
+use detection::WatchedJob;
+use permit::Held;
+
+/// What the signal handler (or a test) asks of a running agent.
+#[derive(Debug)]
+pub enum Control {
+    /// Apply a new, already validated configuration.
+    Reload(Box<AgentConfig>),
+    /// Finish any action in flight, then stop.
+    Shutdown,
+}
+
+/// Settings the agent takes from outside its config file.
+#[derive(Clone, Debug)]
+pub struct Environment {
+    /// Where /proc is ("/proc"; a fixture directory in tests).
+    pub proc_root: PathBuf,
+    /// Where the agent reads the time and waits (the system's clocks; a
+    /// [`crate::clock::VirtualClock`] in tests).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Self {
+            proc_root: PathBuf::from("/proc"),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The agent. `H` is the machine it acts on: the real one by default, a
+/// simulated one in `medic-sim`. `C` is the permit service it asks: the
+/// configured coordinators by default, a stand-in in tests.
+pub struct Agent<H = SystemHost, C = Coordinators> {
+    host: H,
+    config: AgentConfig,
+    env: Environment,
+    /// `env.clock`, at hand.
+    clock: Arc<dyn Clock>,
+    /// The jobs the configuration names, as watched.
+    watched: Vec<WatchedJob>,
+    coordinator: C,
+    state_file: StateFile,
+    /// `Err`: the state file is unusable; heartbeat, but never act.
+    state: Result<AgentState, StateError>,
+    heartbeat_interval: Duration,
+    next_heartbeat: Instant,
+    next_request: Instant,
+    backoff: Backoff,
+    /// The attempt in progress: (job, action, request_id), reused when a
+    /// request must be retried after a transport failure.
+    attempt: Option<(String, Action, String)>,
+    held: Option<Held>,
+    reachable: Option<bool>,
+    metrics: std::sync::Arc<crate::metrics::AgentMetrics>,
+    /// Which jobs were stuck at the last check.
+    last_stuck: Vec<bool>,
+}
+
+impl<H, C> std::fmt::Debug for Agent<H, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Agent({}, {} jobs)",
+            self.config.host_id,
+            self.watched.len()
+        )
+    }
+}
+
+impl Agent<SystemHost> {
+    /// An agent for `config` on this machine; loads its state file (a
+    /// corrupt one disables actions, with a logged reason).
+    pub fn new(config: AgentConfig, env: Environment) -> Self {
+        Agent::with_host(config, env, SystemHost)
+    }
+}
+
+impl<H: Host> Agent<H> {
+    /// An agent for `config` acting on `host` (a simulated machine, a fake
+    /// in tests); otherwise the same as [`Agent::new`].
+    pub fn with_host(config: AgentConfig, env: Environment, host: H) -> Self {
+        let coordinator = Coordinators::new(&config);
+        Agent::with_coordinator(config, env, host, coordinator)
+    }
+}
+
+impl<H: Host, C: Coordinator> Agent<H, C> {
+    /// An agent for `config` acting on `host` and asking `coordinator`
+    /// (a stand-in in tests) instead of the configured coordinators;
+    /// otherwise the same as [`Agent::with_host`].
+    pub fn with_coordinator(
+        config: AgentConfig,
+        env: Environment,
+        host: H,
+        coordinator: C,
+    ) -> Self {
+        let state_file = StateFile::new(&config.state_dir);
+        let state = state_file.load().inspect_err(|e| {
+            tracing::error!(error = %e, "not acting until the state file is fixed");
+        });
+        let clock = env.clock.clone();
+        let now = clock.now();
+        let watched = config
+            .jobs
+            .iter()
+            .map(|j| WatchedJob {
+                config: j.clone(),
+                detectors: JobDetectors::new(j.detectors.clone(), env.proc_root.clone(), now),
+                health: Health::Healthy,
+            })
+            .collect();
+        Self {
+            heartbeat_interval: config.heartbeat_interval,
+            next_heartbeat: clock.instant(),
+            next_request: clock.instant(),
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            attempt: None,
+            held: None,
+            reachable: None,
+            metrics: std::sync::Arc::new(crate::metrics::AgentMetrics::new()),
+            last_stuck: Vec::new(),
+            host,
+            coordinator,
+            state_file,
+            state,
+            watched,
+            env,
+            clock,
+            config,
+        }
+    }
+
+    /// The agent's metrics.
+    pub fn metrics(&self) -> std::sync::Arc<crate::metrics::AgentMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Runs until `control` says `Shutdown` (or is closed). An action in
+    /// flight is finished first.
+    pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
+        tracing::info!(summary = %self.config.summary(), "medic agent running");
+        let metrics_server = match self.config.metrics_listen {
+            None => None,
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tracing::info!(%addr, "serving metrics");
+                    Some(tokio::spawn(crate::metrics::serve(l, self.metrics.clone())))
+                }
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot serve metrics");
+                    None
+                }
+            },
+        };
+        self.finish_pending().await;
+        let mut next_check = self.clock.instant();
+        loop {
+            let sleep = self.clock.sleep_until(next_check);
+            tokio::select! {
+                () = sleep => {}
+                c = control.recv() => match c {
+                    Some(Control::Reload(cfg)) => { self.reload(*cfg); continue; }
+                    Some(Control::Shutdown) | None => break,
+                },
+            }
+            next_check = self.clock.instant() + self.config.check_interval;
+            self.check_jobs().await;
+            if self.clock.instant() >= self.next_heartbeat {
+                self.heartbeat().await;
+            }
+            if self.clock.instant() >= self.next_request {
+                self.maybe_act().await;
+            }
+        }
+        if let Some(s) = metrics_server {
+            s.abort();
+        }
+        tracing::info!("medic agent stopped");
+    }
+
+    pub(super) fn reload(&mut self, config: AgentConfig) {
+        let now = self.clock.now();
+        let mut old: Vec<WatchedJob> = std::mem::take(&mut self.watched);
+        self.watched = config
+            .jobs
+            .iter()
+            .map(|j| {
+                // A job that did not change keeps its detectors' memory.
+                match old.iter().position(|o| o.config == *j) {
+                    Some(i) => old.swap_remove(i),
+                    None => WatchedJob {
+                        config: j.clone(),
+                        detectors: JobDetectors::new(
+                            j.detectors.clone(),
+                            self.env.proc_root.clone(),
+                            now,
+                        ),
+                        health: Health::Healthy,
+                    },
+                }
+            })
+            .collect();
+        self.coordinator.reconfigure(&self.config, &config);
+        tracing::info!(summary = %config.summary(), "configuration reloaded");
+        self.config = config;
+    }
+
+    pub(super) fn counters(&self, job: &str) -> crate::state::JobCounters {
+        self.state
+            .as_ref()
+            .ok()
+            .and_then(|s| s.jobs.get(job).cloned())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn save(&mut self) {
+        if let Ok(state) = &self.state
+            && let Err(e) = self.state_file.save(state)
+        {
+            tracing::error!(error = %e, "cannot save the agent state; not acting until it can be saved");
+            self.state = Err(e);
+        }
+    }
+}
+
+/// Runs an agent until `shutdown` resolves (convenience for tests).
+pub async fn run_until(config: AgentConfig, env: Environment, shutdown: impl Future<Output = ()>) {
+    let (tx, rx) = mpsc::channel(1);
+    let agent = Agent::new(config, env);
+    let task = tokio::spawn(agent.run(rx));
+    shutdown.await;
+    let _ = tx.send(Control::Shutdown).await;
+    let _ = task.await;
+}

@@ -1,0 +1,267 @@
+//! The permit's life on the agent's side: asking for it (one request id
+//! per attempt, retried after failures and denials), keeping it valid by
+//! its own monotonic clock (I8), and reporting how the action ended.
+
+use std::time::{Duration, SystemTime};
+
+use medic_client::CallError;
+use medic_policy::{Action, Decision, Outcome, PermitRef, PermitRequest, RequestId};
+use medic_proto::request::{OutcomeReport, Renewal};
+use tokio::time::Instant;
+
+use crate::backoff::{Backoff, after_denial};
+use crate::coordinator::Coordinator;
+use crate::effects::Host;
+use crate::state::JobCounters;
+
+use super::Agent;
+
+/// A permit the agent holds, timed by its own monotonic clock.
+#[derive(Clone, Debug)]
+pub(super) struct Held {
+    pub(super) permit: PermitRef,
+    pub(super) action: Action,
+    pub(super) job: String,
+    pub(super) dry_run: bool,
+    pub(super) ttl: Duration,
+    /// When it was received or last renewed (monotonic).
+    pub(super) renewed: Instant,
+}
+
+impl Held {
+    /// The instant after which no irreversible step may start.
+    fn act_before(&self, margin: Duration) -> Instant {
+        self.renewed + self.ttl.saturating_sub(margin)
+    }
+}
+
+impl<H: Host, C: Coordinator> Agent<H, C> {
+    pub(super) fn note_reachable(&mut self, ok: bool) {
+        self.metrics.coordinator_reachable.set(i64::from(ok));
+        if !ok {
+            self.metrics.coordinator_errors.inc();
+        }
+        if self.reachable != Some(ok) {
+            if ok {
+                tracing::info!("coordinator reachable");
+            } else {
+                tracing::warn!(
+                    "no coordinator reachable: taking no action until one answers (fail closed)"
+                );
+            }
+            self.reachable = Some(ok);
+        }
+    }
+
+    /// Accounts for a call that got no usable answer: unreachable (fail
+    /// closed), refused, or a reply that cannot be used, which is an error
+    /// for the operator (counted, logged with its cause), never ignored.
+    pub(super) fn call_failed(&mut self, call: &str, e: &CallError) {
+        if e.is_transient() {
+            self.note_reachable(false);
+            return;
+        }
+        self.note_reachable(true);
+        if let CallError::Malformed { .. } = e {
+            self.metrics.malformed_replies.inc();
+            tracing::error!(call, error = %e, "the coordinator's reply cannot be used; the call failed");
+        }
+    }
+
+    /// Asks for a permit to take `action` on job `i`, reusing the request
+    /// id of an attempt that must be retried. `Some` when granted;
+    /// otherwise it sets when to ask again.
+    pub(super) async fn request_permit(
+        &mut self,
+        i: usize,
+        action: Action,
+        counters: &JobCounters,
+    ) -> Option<Held> {
+        let name = self.watched[i].config.name.clone();
+        let request_id = match &self.attempt {
+            Some((j, a, id)) if *j == name && *a == action => id.clone(),
+            _ => {
+                let id = format!(
+                    "{}-{}-{}-{:x}",
+                    self.config.host_id,
+                    name,
+                    self.clock
+                        .now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_millis(),
+                    rand::random::<u32>()
+                );
+                self.attempt = Some((name.clone(), action, id.clone()));
+                id
+            }
+        };
+        let (evidence, _) = self.watched[i]
+            .health
+            .stuck()
+            .map(|(e, s)| (e.clone(), s))
+            .unzip();
+        let reason = evidence
+            .map(|e| format!("{}: {}", e.detector, e.detail))
+            .unwrap_or_default();
+        let request = match RequestId::new(request_id) {
+            Ok(request_id) => PermitRequest {
+                request_id,
+                host: self.config.host_id.clone(),
+                action,
+                job: name.clone(),
+                reason: format!(
+                    "{reason} ({} failed restart(s), {} failed reboot(s))",
+                    counters.failed_restarts, counters.failed_reboots
+                ),
+            },
+            Err(e) => {
+                tracing::error!(job = %name, %action, error = %e, "cannot make a permit request id");
+                self.attempt = None;
+                self.next_request = self.clock.instant() + self.backoff.fail();
+                return None;
+            }
+        };
+        let received = self.clock.instant();
+        self.metrics.permit_requests.inc();
+        let reply = self.coordinator.request_permit(request).await;
+        match reply {
+            Err(e) if e.is_transient() => {
+                self.call_failed("request_permit", &e);
+                let wait = self.backoff.fail();
+                tracing::debug!(error = %e, wait = ?wait, "permit request failed; retrying later");
+                self.next_request = self.clock.instant() + wait;
+            }
+            Err(e @ CallError::Malformed { .. }) => {
+                // The coordinator may have granted a permit this agent
+                // cannot use: it is not acted on, and the request is asked
+                // again with the same id, so that a coordinator that
+                // recovers replays its grant instead of making another.
+                self.call_failed("request_permit", &e);
+                tracing::error!(error = %e, job = %name, %action, "permit request failed: the coordinator's answer cannot be used");
+                self.next_request = self.clock.instant() + self.backoff.fail();
+            }
+            Err(e) => {
+                self.call_failed("request_permit", &e);
+                tracing::error!(error = %e, job = %name, %action, "permit request refused");
+                self.attempt = None;
+                let wait = self.backoff.fail().max(e.retry_after().unwrap_or_default());
+                self.next_request = self.clock.instant() + wait;
+            }
+            Ok(decision) => {
+                self.note_reachable(true);
+                self.backoff.reset();
+                self.attempt = None;
+                match decision {
+                    Decision::Denied(d) => {
+                        let wait = after_denial(d.retry_after, Duration::from_secs(60));
+                        self.metrics
+                            .permit_denials
+                            .get_or_create(&crate::metrics::ReasonLabel {
+                                reason: d.reason.as_str().to_owned(),
+                            })
+                            .inc();
+                        tracing::info!(
+                            job = %name, %action, reason = %d.reason, message = %d.message,
+                            retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs())),
+                            "permit denied; leaving the job alone"
+                        );
+                        self.next_request = self.clock.instant() + wait;
+                    }
+                    Decision::Granted { permit, .. } => {
+                        let held = Held {
+                            permit: PermitRef {
+                                id: permit.id,
+                                token: permit.token,
+                            },
+                            action,
+                            job: name.clone(),
+                            dry_run: permit.dry_run,
+                            ttl: permit.ttl,
+                            renewed: received,
+                        };
+                        tracing::warn!(job = %name, %action, permit = %held.permit.id, "permit granted");
+                        self.metrics.permits_granted.inc();
+                        return Some(held);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Renews the held permit if a third of its TTL has passed. Returns
+    /// false if it is no longer active (revoked, expired) or too close to
+    /// expiry to start anything.
+    pub(super) async fn keep_valid(&mut self, held: &mut Held) -> bool {
+        self.renew_if(held, false).await
+    }
+
+    /// Right before an irreversible step: renews the permit whatever its
+    /// age, so a revocation is seen before anything is done.
+    pub(super) async fn confirm_valid(&mut self, held: &mut Held) -> bool {
+        self.renew_if(held, true).await
+    }
+
+    pub(super) async fn renew_if(&mut self, held: &mut Held, always: bool) -> bool {
+        let now = self.clock.instant();
+        if always || now.duration_since(held.renewed) >= held.ttl / 3 {
+            let renewal = Renewal {
+                host: self.config.host_id.clone(),
+                permit: held.permit.clone(),
+            };
+            let sent = self.clock.instant();
+            let reply = self.coordinator.renew_permit(renewal).await;
+            match reply {
+                Ok(_) => held.renewed = sent,
+                Err(e @ CallError::Status { .. }) if !e.is_transient() => {
+                    tracing::warn!(permit = %held.permit.id, error = %e, "permit no longer active; aborting");
+                    return false;
+                }
+                // Unreachable, or a reply that cannot be used: whether the
+                // renewal took is unknown, so it is not counted.
+                Err(e) => {
+                    self.call_failed("renew_permit", &e);
+                    tracing::warn!(error = %e, "cannot renew the permit; it stays valid only until its own expiry");
+                }
+            }
+        }
+        self.clock.instant() < held.act_before(self.config.safety_margin)
+    }
+
+    /// Reports an outcome, retrying while no coordinator answers (up to a
+    /// few minutes: past that the permit expires and the coordinator
+    /// quarantines the host, which is the safe end).
+    pub(super) async fn report(&mut self, held: &Held, outcome: Outcome, detail: &str) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let give_up = self.clock.instant() + Duration::from_secs(300);
+        loop {
+            let report = OutcomeReport {
+                host: self.config.host_id.clone(),
+                permit: held.permit.clone(),
+                outcome,
+                detail: detail.to_owned(),
+            };
+            let reply = self.coordinator.report_outcome(report).await;
+            match reply {
+                Ok(_) => return,
+                Err(e) if e.is_transient() && self.clock.instant() < give_up => {
+                    tracing::debug!(error = %e, "cannot report the outcome yet; retrying");
+                    self.clock.sleep(backoff.fail()).await;
+                }
+                Err(e) if e.is_transient() => {
+                    self.call_failed("report_outcome", &e);
+                    tracing::error!(error = %e, permit = %held.permit.id, "could not report the outcome; the permit will expire");
+                    return;
+                }
+                // The coordinator answered: recorded (a reply that cannot
+                // be used is logged by `call_failed`) or refused.
+                Err(e) => {
+                    self.call_failed("report_outcome", &e);
+                    tracing::warn!(permit = %held.permit.id, error = %e, "outcome not recorded");
+                    return;
+                }
+            }
+        }
+    }
+}

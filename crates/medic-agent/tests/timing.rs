@@ -1,0 +1,365 @@
+//! The agent's own timing, on virtual time: a stand-in coordinator and a
+//! stand-in machine answer in memory, and tokio's paused clock runs the
+//! minutes these tests cover in milliseconds. Nothing here touches a socket
+//! or a process, so paused time cannot fire a deadline early while real
+//! I/O is under way (the end-to-end tests in `agent.rs` keep real time).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use medic_agent::config::JobConfig;
+use medic_agent::detect::{Evidence, JobDetectors, Verdict};
+use medic_agent::{
+    Agent, AgentConfig, Control, Coordinator, Environment, Host, HostError, VirtualClock,
+};
+use medic_client::CallError;
+use medic_policy::{
+    Action, Decision, Denial, DenyReason, FencingToken, Heartbeat, HeartbeatReply, Outcome, Permit,
+    PermitId, PermitRef, PermitRequest, PermitState,
+};
+use medic_proto::request::{OutcomeReport, Renewal};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// One call the agent made, and when (virtual time since the test began).
+#[derive(Clone, Debug, PartialEq)]
+enum Call {
+    Request(Action),
+    Renew,
+    Report(Outcome, String),
+}
+
+/// A coordinator in memory: it answers permit requests from a script (then
+/// denies, asking for a human), renews whatever it granted, and records
+/// every call with its time.
+#[derive(Clone)]
+struct Scripted {
+    start: Instant,
+    calls: Arc<Mutex<Vec<(Duration, Call)>>>,
+    decisions: Arc<Mutex<VecDeque<Answer>>>,
+    granted: Arc<Mutex<Option<Permit>>>,
+    /// Outcome reports get no answer (no coordinator reachable).
+    reports_unreachable: bool,
+}
+
+/// What the stand-in answers a permit request with.
+enum Answer {
+    Grant(Duration),
+    Deny(Option<Duration>),
+}
+
+impl Scripted {
+    fn new(answers: impl IntoIterator<Item = Answer>) -> Self {
+        Self {
+            start: Instant::now(),
+            calls: Arc::default(),
+            decisions: Arc::new(Mutex::new(answers.into_iter().collect())),
+            granted: Arc::default(),
+            reports_unreachable: false,
+        }
+    }
+
+    fn record(&self, call: Call) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((self.start.elapsed(), call));
+    }
+
+    fn calls(&self) -> Vec<(Duration, Call)> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn reports(&self) -> Vec<(Duration, Outcome, String)> {
+        self.calls()
+            .into_iter()
+            .filter_map(|(at, c)| match c {
+                Call::Report(o, d) => Some((at, o, d)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn times_of(&self, wanted: &Call) -> Vec<Duration> {
+        self.calls()
+            .into_iter()
+            .filter(|(_, c)| c == wanted)
+            .map(|(at, _)| at)
+            .collect()
+    }
+}
+
+impl Coordinator for Scripted {
+    async fn heartbeat(&mut self, _: Heartbeat) -> Result<HeartbeatReply, CallError> {
+        Ok(HeartbeatReply {
+            heartbeat_interval: Duration::from_secs(10),
+            held_permit_state: None,
+            quarantine: None,
+            dry_run: false,
+        })
+    }
+
+    async fn request_permit(&mut self, r: PermitRequest) -> Result<Decision, CallError> {
+        self.record(Call::Request(r.action));
+        let answer = self.decisions.lock().unwrap().pop_front();
+        Ok(match answer {
+            Some(Answer::Grant(ttl)) => {
+                let token = FencingToken(1);
+                let now = SystemTime::UNIX_EPOCH;
+                let permit = Permit {
+                    id: PermitId::for_token(token),
+                    token,
+                    request_id: r.request_id,
+                    host: r.host,
+                    action: r.action,
+                    job: r.job,
+                    reason: r.reason,
+                    labels: Default::default(),
+                    dry_run: false,
+                    granted_at: now,
+                    expires_at: now + ttl,
+                    ttl,
+                    state: PermitState::Active,
+                };
+                *self.granted.lock().unwrap() = Some(permit.clone());
+                Decision::Granted {
+                    permit,
+                    replayed: false,
+                }
+            }
+            Some(Answer::Deny(retry_after)) => deny(retry_after),
+            None => deny(None),
+        })
+    }
+
+    async fn renew_permit(&mut self, _: Renewal) -> Result<Permit, CallError> {
+        self.record(Call::Renew);
+        Ok(self.granted.lock().unwrap().clone().unwrap())
+    }
+
+    async fn report_outcome(&mut self, r: OutcomeReport) -> Result<Permit, CallError> {
+        self.record(Call::Report(r.outcome, r.detail));
+        if self.reports_unreachable {
+            return Err(CallError::Unreachable {
+                attempts: Vec::new(),
+            });
+        }
+        let mut permit = self.granted.lock().unwrap().clone().unwrap();
+        permit.state = r.outcome.final_state();
+        Ok(permit)
+    }
+}
+
+fn deny(retry_after: Option<Duration>) -> Decision {
+    Decision::Denied(Denial {
+        reason: DenyReason::Paused,
+        retry_after,
+        message: "paused".into(),
+    })
+}
+
+/// A machine whose job stays stuck whatever is done to it.
+#[derive(Clone, Default)]
+struct StuckJob {
+    restarts: Arc<AtomicUsize>,
+    reboots: Arc<AtomicUsize>,
+}
+
+impl Host for StuckJob {
+    async fn check(&mut self, _: &JobConfig, _: &mut JobDetectors, _: SystemTime) -> Verdict {
+        Verdict::Fired(Evidence {
+            detector: "heartbeat_file",
+            detail: "stale".into(),
+        })
+    }
+    async fn restart(
+        &mut self,
+        _: &JobConfig,
+        _: &JobDetectors,
+        _: &PermitRef,
+    ) -> Result<(), HostError> {
+        self.restarts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn reboot(&mut self, _: &[String], _: &str, _: &PermitRef) -> Result<(), HostError> {
+        self.reboots.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn config(dir: &Path, extra: &str) -> AgentConfig {
+    AgentConfig::from_toml(&format!(
+        r#"
+host_id = "h1"
+coordinators = ["http://127.0.0.1:1"]
+check_interval = "1s"
+heartbeat_interval = "10s"
+state_dir = "{state}"
+safety_margin = "5s"
+[[jobs]]
+name = "ingest"
+confirm = 1
+{extra}
+[jobs.restart]
+verify_timeout = "60s"
+[jobs.heartbeat_file]
+path = "{hb}"
+"#,
+        state = dir.join("state").display(),
+        hb = dir.join("job.hb").display(),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs an agent on virtual time until `done` holds (checked every virtual
+/// second, for at most an hour of it), then stops it.
+async fn run_until(
+    config: AgentConfig,
+    host: StuckJob,
+    coordinator: Scripted,
+    done: impl Fn(&Scripted) -> bool,
+) {
+    let env = Environment {
+        clock: Arc::new(VirtualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        )),
+        ..Environment::default()
+    };
+    let agent = Agent::with_coordinator(config, env, host, coordinator.clone());
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(agent.run(rx));
+    let give_up = Instant::now() + Duration::from_secs(3600);
+    while !done(&coordinator) {
+        assert!(Instant::now() < give_up, "{:#?}", coordinator.calls());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_permit_is_renewed_every_third_of_its_ttl_while_the_restart_is_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = StuckJob::default();
+    let coordinator = Scripted::new([Answer::Grant(Duration::from_secs(30))]);
+    run_until(
+        config(dir.path(), ""),
+        host.clone(),
+        coordinator.clone(),
+        |c| !c.reports().is_empty(),
+    )
+    .await;
+
+    assert_eq!(host.restarts.load(Ordering::SeqCst), 1);
+    let granted = coordinator.times_of(&Call::Request(Action::RestartJob))[0];
+    let renewals = coordinator.times_of(&Call::Renew);
+    // Right before the restart, whatever the permit's age (a revocation
+    // would be seen), then every 10 s (TTL/3) of the 60 s verification,
+    // each seen within a verification step (1 s).
+    assert_eq!(renewals[0], granted, "{renewals:?}");
+    assert_eq!(renewals.len(), 6, "{renewals:?}");
+    for pair in renewals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_secs(10) && gap <= Duration::from_secs(11),
+            "{renewals:?}"
+        );
+    }
+    let (at, outcome, detail) = coordinator.reports().remove(0);
+    assert_eq!(outcome, Outcome::Failed);
+    assert!(detail.contains("still stuck after 1m"), "{detail}");
+    let verified_for = at - granted;
+    assert!(
+        verified_for >= Duration::from_secs(60) && verified_for <= Duration::from_secs(61),
+        "{verified_for:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reboot_command_that_returns_fails_the_reboot_two_minutes_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = StuckJob::default();
+    let coordinator = Scripted::new([Answer::Grant(Duration::from_secs(600))]);
+    let config = config(dir.path(), "reboot_after_failed_restarts = 0");
+    let state = config.state_dir.join("state.json");
+    run_until(config, host.clone(), coordinator.clone(), |c| {
+        !c.reports().is_empty()
+    })
+    .await;
+
+    assert_eq!(host.reboots.load(Ordering::SeqCst), 1);
+    assert_eq!(host.restarts.load(Ordering::SeqCst), 0);
+    let granted = coordinator.times_of(&Call::Request(Action::RebootHost))[0];
+    let (at, outcome, detail) = coordinator.reports().remove(0);
+    assert_eq!(outcome, Outcome::Failed);
+    assert_eq!(
+        detail,
+        "the reboot command returned but the host did not reboot"
+    );
+    assert_eq!(at - granted, Duration::from_secs(120));
+    let saved = std::fs::read_to_string(state).unwrap();
+    assert!(saved.contains("\"failed_reboots\": 1"), "{saved}");
+    assert!(saved.contains("\"pending\": null"), "{saved}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_denied_agent_asks_again_after_retry_after_and_idles_a_minute_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Scripted::new([
+        Answer::Deny(Some(Duration::from_secs(30))),
+        Answer::Deny(None),
+    ]);
+    run_until(
+        config(dir.path(), ""),
+        StuckJob::default(),
+        coordinator.clone(),
+        |c| c.times_of(&Call::Request(Action::RestartJob)).len() >= 3,
+    )
+    .await;
+
+    let asked = coordinator.times_of(&Call::Request(Action::RestartJob));
+    // retry_after plus up to 20% jitter, seen at the next check (1 s).
+    let first_wait = asked[1] - asked[0];
+    assert!(
+        first_wait >= Duration::from_secs(30) && first_wait <= Duration::from_secs(37),
+        "{asked:?}"
+    );
+    // No retry_after: a human must act; the agent looks again in a minute.
+    let idle = asked[2] - asked[1];
+    assert!(
+        idle >= Duration::from_secs(60) && idle <= Duration::from_secs(61),
+        "{asked:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outcome_nobody_takes_is_retried_for_five_minutes_then_left_to_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = StuckJob::default();
+    let mut coordinator = Scripted::new([Answer::Grant(Duration::from_secs(30))]);
+    coordinator.reports_unreachable = true;
+    let mut config = config(dir.path(), "");
+    config.dry_run = true;
+    // Done once the agent asks again: it stopped reporting.
+    run_until(config, host.clone(), coordinator.clone(), |c| {
+        c.times_of(&Call::Request(Action::RestartJob)).len() >= 2
+    })
+    .await;
+
+    assert_eq!(host.restarts.load(Ordering::SeqCst), 0, "a dry run");
+    let reports = coordinator.reports();
+    assert!(reports.iter().all(|(_, o, _)| *o == Outcome::DryRun));
+    let (first, last) = (reports[0].0, reports[reports.len() - 1].0);
+    // Backoff from 0.5 s, doubling up to 30 s: retried until five minutes
+    // have passed, and not once more after that.
+    assert!(
+        last - first >= Duration::from_secs(300) && last - first <= Duration::from_secs(330),
+        "{reports:?}"
+    );
+    assert!(reports.len() >= 12, "{reports:?}");
+}
