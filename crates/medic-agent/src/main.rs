@@ -70,7 +70,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, log_format } => {
-            init_logging(log_format);
+            medic_proto::logs::init(matches!(log_format, LogFormat::Json));
             let cfg = match AgentConfig::load(&config) {
                 Ok(c) => c,
                 Err(errors) => {
@@ -133,17 +133,4 @@ fn sd_ready() -> std::io::Result<()> {
     let sock = std::os::unix::net::UnixDatagram::unbound()?;
     sock.send_to(b"READY=1", path)?;
     Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
 }

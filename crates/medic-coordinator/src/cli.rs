@@ -206,7 +206,7 @@ fn dev_certs(spec: &crate::devcerts::DevCerts) -> ExitCode {
 
 /// `run`: load the config, start the runtime, serve until stopped.
 fn serve_command(config: Option<PathBuf>, log_format: LogFormat) -> ExitCode {
-    init_logging(log_format);
+    medic_proto::logs::init(matches!(log_format, LogFormat::Json));
     let cfg = match &config {
         None => CoordinatorConfig::default(),
         Some(path) => match CoordinatorConfig::load(path) {
@@ -434,17 +434,4 @@ async fn serve(cfg: CoordinatorConfig, path: Option<PathBuf>) -> anyhow::Result<
         StoreConfig::Etcd(_) => {}
     }
     Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
 }

@@ -7,6 +7,7 @@
 //!   with errors that name the field).
 //! - [`request`]: validated forms of the requests that have no domain type.
 //! - [`limits`]: bounds on label counts, string and list lengths in requests.
+//! - [`logs`]: the daemons' log setup (text or JSON lines on stderr).
 //! - [`error`]: medic's errors as gRPC statuses.
 //! - [`metadata`]: the metadata keys both ends use (`medic-leader`,
 //!   `medic-actor`, `retry-after-ms`, `authorization`).
@@ -16,6 +17,7 @@
 pub mod convert;
 pub mod error;
 pub mod limits;
+pub mod logs;
 pub mod metadata;
 pub mod request;
 pub mod secret_file;
