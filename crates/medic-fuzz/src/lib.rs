@@ -26,6 +26,11 @@
 //! - findings are saved under `target/tmp/medic-fuzz/<target>/`; copy one
 //!   into `regressions/<target>/` to keep it as a test (`tests/regressions.rs`
 //!   replays every file there on every test run).
+//!
+//! Modules: [`targets`] (the fuzz targets), [`driver`] (running them for a
+//! bounded time), [`choices`] (an input's bytes as choices),
+//! [`toml_gen`] (structured config documents), [`fixtures`] (the files
+//! the config targets can name).
 #![forbid(unsafe_code)]
 
 pub mod choices;

@@ -6,6 +6,21 @@
 //!
 //! The binary (`main.rs`) parses flags and calls [`run::run`] or
 //! [`bench::bench`]; tests call them in-process.
+//!
+//! Modules:
+//! - [`scenario`]: scenario files (fleet, failure processes, incidents).
+//! - [`model`]: which simulated job is stuck when, and why.
+//! - [`host`]: a simulated host running the real agent.
+//! - [`legacy`]: the reboot script medic replaces, as the baseline.
+//! - [`coord`]: the coordinator a run talks to (in-process, a child
+//!   process, or external).
+//! - [`proxy`]: a TCP relay to cut agents off from the coordinator.
+//! - [`run`]: one simulation; [`bench`]: load and the permit storm.
+//! - [`check`]: the invariant checker over what a run left behind.
+//! - [`record`], [`report`]: time series, the terminal summary and the
+//!   HTML report.
+//! - [`netns`]: network namespaces for multi-host tests (Linux, root).
+//! - [`error`]: why a simulation could not run.
 #![forbid(unsafe_code)]
 
 pub mod bench;

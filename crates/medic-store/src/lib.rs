@@ -11,6 +11,12 @@
 //! Writes are whole batches ([`Store::append`]): atomic and durable (fsync)
 //! before the call returns. A replicated backend implements the same trait
 //! with each batch as one transaction conditional on still being leader.
+//!
+//! Modules: this file holds the [`Store`] trait, [`Record`], [`Entry`] and
+//! the history query; `redb_store` the embedded [`RedbStore`];
+//! `etcd_store` the replicated `EtcdStore` with its leader election
+//! (feature `etcd`); `replay` the recovery both share; `error`
+//! [`StoreError`].
 #![forbid(unsafe_code)]
 
 mod error;

@@ -392,23 +392,9 @@ impl Store for RedbStore {
                 .map_err(|e| self.db_err(e))?
                 .map(|v| v.value())
                 .ok_or_else(|| self.corrupt("the meta table has no last_id"))?;
-            if upto > last_id {
-                return Err(StoreError::SnapshotRejected {
-                    upto,
-                    detail: format!("the last entry is {last_id}"),
-                });
-            }
             let mut snapshots = txn.open_table(SNAPSHOT).map_err(|e| self.db_err(e))?;
             let current = snapshot_upto(&snapshots).map_err(|e| self.db_err(e))?;
-            if upto < current {
-                return Err(StoreError::SnapshotRejected {
-                    upto,
-                    detail: format!(
-                        "the latest snapshot is after entry {current}, and entries before it \
-                         may already be compacted away"
-                    ),
-                });
-            }
+            crate::replay::check_snapshot(upto, last_id, current)?;
             snapshots.retain(|_, _| false).map_err(|e| self.db_err(e))?;
             snapshots
                 .insert(upto, bytes.as_slice())

@@ -1,11 +1,12 @@
-//! Recovery, the same for every store: the state the latest snapshot left,
-//! with every log entry after it applied in order. Every entry up to the
-//! last id must be there: a missing one would be a lost grant or a
-//! forgotten quarantine, so a gap is corruption, never skipped.
+//! Recovery and the snapshot rules, the same for every store. Recovery is
+//! the state the latest snapshot left, with every log entry after it
+//! applied in order. Every entry up to the last id must be there: a
+//! missing one would be a lost grant or a forgotten quarantine, so a gap
+//! is corruption, never skipped.
 
 use medic_policy::DurableState;
 
-use crate::{Entry, Loaded, Record};
+use crate::{Entry, Loaded, Record, StoreError};
 
 /// A recovery under way. Its errors are the details a store reports as
 /// corruption.
@@ -84,4 +85,27 @@ pub(crate) fn decode_entry(id: u64, bytes: &[u8]) -> Result<Entry, String> {
         ));
     }
     Ok(entry)
+}
+
+/// Whether a snapshot up to entry `upto` may be written, given the last
+/// entry and the latest snapshot's `current` (0 for none): never past the
+/// log, never behind the snapshot it would replace (entries before that
+/// may be compacted away).
+pub(crate) fn check_snapshot(upto: u64, last_id: u64, current: u64) -> Result<(), StoreError> {
+    if upto > last_id {
+        return Err(StoreError::SnapshotRejected {
+            upto,
+            detail: format!("the last entry is {last_id}"),
+        });
+    }
+    if upto < current {
+        return Err(StoreError::SnapshotRejected {
+            upto,
+            detail: format!(
+                "the latest snapshot is after entry {current}, and entries before it may \
+                 already be compacted away"
+            ),
+        });
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! One layer under every gRPC service: names the medic method a request
 //! calls (from the generated services' descriptor, so no method name is
-//! typed twice) and times it in `medic_rpc_duration_seconds`.
+//! typed twice), times it in `medic_rpc_duration_seconds`, and runs it in
+//! a `call` span naming the method.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Instant;
 
 use prost::Message;
 use tonic::codegen::http;
+use tracing::Instrument;
 
 use crate::metrics::Metrics;
 
@@ -110,12 +112,18 @@ where
         req.extensions_mut().insert(method.clone());
         let metrics = self.layer.metrics.clone();
         let started = Instant::now();
+        // Every log line of the call carries its method (at debug level:
+        // nothing is recorded at the default level).
+        let span = tracing::debug_span!("call", method = %method);
         let call = self.inner.call(req);
-        Box::pin(async move {
-            let response = call.await;
-            metrics.rpc(method.as_str(), started.elapsed().as_secs_f64());
-            response
-        })
+        Box::pin(
+            async move {
+                let response = call.await;
+                metrics.rpc(method.as_str(), started.elapsed().as_secs_f64());
+                response
+            }
+            .instrument(span),
+        )
     }
 }
 

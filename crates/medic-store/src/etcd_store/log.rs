@@ -320,22 +320,8 @@ impl Store for EtcdStore {
         let _write = lock(&self.write);
         let fence = self.current_fence()?;
         let meta = self.read_meta()?;
-        if upto > meta.last_id {
-            return Err(StoreError::SnapshotRejected {
-                upto,
-                detail: format!("the last entry is {}", meta.last_id),
-            });
-        }
         let current = meta.snapshot.map_or(0, |p| p.upto);
-        if upto < current {
-            return Err(StoreError::SnapshotRejected {
-                upto,
-                detail: format!(
-                    "the latest snapshot is after entry {current}, and entries before it \
-                     may already be compacted away"
-                ),
-            });
-        }
+        crate::replay::check_snapshot(upto, meta.last_id, current)?;
         let generation = meta.snapshot.map_or(1, |p| p.generation + 1);
         let unchanged =
             || Compare::mod_revision(self.keys.snapshot(), CompareOp::Equal, meta.snapshot_rev);
