@@ -15,7 +15,7 @@
 //! - [`coord`]: the coordinator a run talks to (in-process, a child
 //!   process, or external).
 //! - [`proxy`]: a TCP relay to cut agents off from the coordinator.
-//! - [`run`]: one simulation; [`bench`]: load and the permit storm.
+//! - [`mod@run`]: one simulation; [`mod@bench`]: load and the permit storm.
 //! - [`check`]: the invariant checker over what a run left behind.
 //! - [`record`], [`report`]: time series, the terminal summary and the
 //!   HTML report.
