@@ -101,7 +101,30 @@ fn bounded_problems(field: &str, problems: Vec<pb::Problem>) -> Result<Vec<Probl
             };
             checked().map_err(|e| e.within(&indexed(field, i)))
         })
-        .collect()
+        .collect::<Result<Vec<Problem>, InvalidInput>>()
+        .and_then(|problems| once_each(field, problems))
+}
+
+/// A heartbeat reports each (job, detector) at most once (the proto says
+/// so): a second report of one would count twice wherever problems are
+/// counted.
+fn once_each(field: &str, problems: Vec<Problem>) -> Result<Vec<Problem>, InvalidInput> {
+    let mut seen = std::collections::HashMap::with_capacity(problems.len());
+    for (i, p) in problems.iter().enumerate() {
+        if let Some(first) = seen.insert((p.job.as_str(), p.detector.as_str()), i) {
+            return Err(InvalidInput::new(
+                indexed(field, i),
+                format!(
+                    "job {:?}, detector {:?} is reported already as {}; a heartbeat reports \
+                     each (job, detector) at most once",
+                    p.job,
+                    p.detector,
+                    indexed(field, first)
+                ),
+            ));
+        }
+    }
+    Ok(problems)
 }
 
 // === impl PermitRef ===

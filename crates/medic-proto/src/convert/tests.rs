@@ -720,6 +720,30 @@ fn heartbeat_problem_without_since_names_its_index() {
 }
 
 #[test]
+fn heartbeat_reporting_the_same_problem_twice_is_invalid_naming_both_indexes() {
+    let mut wire = wire_heartbeat();
+    let again = wire.problems[0].clone();
+    wire.problems.push(again);
+    let (job, detector) = (
+        wire.problems[0].job.clone(),
+        wire.problems[0].detector.clone(),
+    );
+    assert_error(
+        Heartbeat::try_from(wire),
+        &format!(
+            "heartbeat.problems[2]: job {job:?}, detector {detector:?} is reported already as \
+             problems[0]; a heartbeat reports each (job, detector) at most once"
+        ),
+    );
+    // The same job with another detector is another problem.
+    let mut wire = wire_heartbeat();
+    let mut other = wire.problems[0].clone();
+    other.detector = "another-detector".into();
+    wire.problems.push(other);
+    assert!(Heartbeat::try_from(wire).is_ok());
+}
+
+#[test]
 fn heartbeat_problem_without_job_names_its_index() {
     let mut wire = wire_heartbeat();
     wire.problems[0].job = String::new();
