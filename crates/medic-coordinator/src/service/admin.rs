@@ -53,13 +53,13 @@ impl<S: Store + std::fmt::Debug> AdminService<S> {
         };
         let config = self.core.config();
         let admit = self.core.live().admit();
-        match authorize_operator(&peer, &config.auth, creds, &call, access) {
+        match authorize_operator(&peer, &config.auth, creds, call.as_str(), access) {
             Ok(op) => {
                 admit.check(&op.actor)?;
                 Ok(op)
             }
             Err(r) => {
-                let status = refuse(&self.core, &r, "admin", &call, None, &peer);
+                let status = refuse(&self.core, &r, "admin", call.as_str(), None, &peer);
                 if r.code == tonic::Code::Unauthenticated {
                     // Guessing tokens spends the guessing address's own
                     // admission budget (authenticated callers have theirs).

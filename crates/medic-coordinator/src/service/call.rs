@@ -21,6 +21,11 @@ use crate::metrics::Metrics;
 pub struct Method(Arc<str>);
 
 impl Method {
+    /// A request no layer named (a service called without [`CallLayer`]).
+    pub fn unknown() -> Self {
+        Self(Arc::from("unknown"))
+    }
+
     /// `Service/Method`.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -67,10 +67,13 @@ impl From<ApiError> for Status {
 }
 
 /// The method a request calls, as the [`CallLayer`] named it.
-fn method<T>(req: &Request<T>) -> String {
+/// No allocation: a `Method` is shared, and the hot path only needs it
+/// when a call is refused.
+fn method<T>(req: &Request<T>) -> Method {
     req.extensions()
         .get::<Method>()
-        .map_or_else(|| "unknown".to_owned(), |m| m.as_str().to_owned())
+        .cloned()
+        .unwrap_or_else(Method::unknown)
 }
 
 /// Who is calling: the connection's verdict (set per connection by the

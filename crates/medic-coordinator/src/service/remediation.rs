@@ -74,7 +74,14 @@ impl<S: Store + std::fmt::Debug> AgentService<S> {
             Ok(()) => self.core.live().admit().check(cmd.host().as_str())?,
             Err(r) => {
                 let host = Some(cmd.host());
-                return Err(refuse(&self.core, &r, "remediation", &call, host, &peer));
+                return Err(refuse(
+                    &self.core,
+                    &r,
+                    "remediation",
+                    call.as_str(),
+                    host,
+                    &peer,
+                ));
             }
         }
         Ok(Response::new(f(cmd).await?))
