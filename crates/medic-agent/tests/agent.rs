@@ -592,7 +592,7 @@ async fn a_permit_too_close_to_expiry_by_the_agents_clock_is_not_acted_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dry_run_logs_instead_of_acting_and_reports_dry_run() {
+async fn a_dry_run_agent_logs_instead_of_acting_and_ends_an_ordinary_permit_aborted() {
     let dir = tempfile::tempdir().unwrap();
     let job = Job::new(dir.path());
     let pid = job.start();
@@ -607,7 +607,10 @@ async fn dry_run_logs_instead_of_acting_and_reports_dry_run() {
     let Some(pb::event::Payload::PermitEnded(end)) = e.payload else {
         panic!("{e:?}")
     };
-    assert_eq!(end.state(), pb::PermitState::DryRun);
+    // The coordinator is in enforce mode: DRY_RUN is not an outcome its
+    // permit allows, and nothing was done.
+    assert_eq!(end.state(), pb::PermitState::Aborted);
+    assert!(end.detail.contains("dry run: would restart"), "{end:?}");
     assert_eq!(job.state(pid), "T", "dry run touches nothing");
     tx.send(Control::Shutdown).await.unwrap();
     task.await.unwrap();

@@ -422,7 +422,7 @@ async fn status_json_reports_mode_warmup_actions_and_hosts() {
     let text = text.ok();
     assert!(text.contains("enforce"), "{text}");
     assert!(
-        text.contains("3 live, 3 unhealthy, 0 quarantined, 3 known"),
+        text.contains("3 live, 3 unhealthy, 0 silent, 0 quarantined, 3 known"),
         "{text}"
     );
     assert!(text.contains("109 of 110 per 1h"), "{text}");
@@ -486,9 +486,12 @@ async fn permits_lists_active_permits_and_revoke_ends_one() {
 }
 
 #[tokio::test]
-async fn breaker_shows_in_status_and_reset_closes_it() {
+async fn breaker_shows_in_status_and_reset_moves_it_to_half_open() {
     let dir = tempfile::tempdir().unwrap();
-    let toml = FAST.replace("unhealthy_percent = 100", "unhealthy_percent = 50");
+    let toml = FAST.replace(
+        "unhealthy_percent = 100",
+        "unhealthy_percent = 50\nmin_unhealthy = 1",
+    );
     // Both hosts report a stuck job: 100% unhealthy, over 50%.
     let (server, mut agent, _) = ready(dir.path(), &toml, &["h1", "h2"]).await;
     let d = denied(request(&mut agent, "h1", RestartJob, "a").await);
@@ -500,9 +503,14 @@ async fn breaker_shows_in_status_and_reset_closes_it() {
     assert_eq!(breakers[0]["scope"], "fleet");
     assert_eq!(breakers[0]["cause"], "unhealthy_fraction");
     let text = server.medicctl(&["status"]).await;
-    assert!(text.ok().contains("BREAKERS OPEN"), "{text:#?}");
+    let text = text.ok();
+    assert!(text.contains("BREAKERS (open"), "{text}");
+    assert!(
+        text.contains("NO: the fleet-wide breaker is open"),
+        "{text}"
+    );
 
-    // The hosts recover; a reset closes the breaker for good.
+    // The hosts recover; a reset moves the breaker to half-open.
     heartbeat(&mut agent, "h1", labels(&[("rack", "r1")]), false).await;
     heartbeat(&mut agent, "h2", labels(&[("rack", "r2")]), false).await;
 
@@ -530,14 +538,26 @@ async fn breaker_shows_in_status_and_reset_closes_it() {
         .iter()
         .map(|e| e["payload"]["type"].as_str().unwrap())
         .collect();
-    assert_eq!(types, ["breaker_opened", "breaker_closed"], "{h}");
+    assert_eq!(types, ["breaker_opened", "breaker_half_opened"], "{h}");
+    let s = server.medicctl(&["status", "-o", "json"]).await.json();
+    assert_eq!(s["breakers"][0]["state"], "half_open", "{s}");
+    assert_eq!(
+        s["breakers"][0]["half_open"]["actor"], "unverified:tester@127.0.0.1",
+        "{s}"
+    );
+    let text = server.medicctl(&["status"]).await;
+    let text = text.ok();
+    assert!(text.contains("half-open (0 ok)"), "{text}");
+    assert!(text.contains("probes only"), "{text}");
 
-    // Nothing open any more: NOT_FOUND, exit 1.
+    // Half-open already: only its probes close it. FAILED_PRECONDITION,
+    // exit 1.
     let again = server
         .medicctl(&["breaker", "reset", "--reason", "again"])
         .await;
     assert_eq!(again.code, 1, "{again:#?}");
-    assert!(again.stderr.contains("NOT_FOUND"), "{again:#?}");
+    assert!(again.stderr.contains("FAILED_PRECONDITION"), "{again:#?}");
+    assert!(again.stderr.contains("already half-open"), "{again:#?}");
     server.stop().await.unwrap();
 }
 

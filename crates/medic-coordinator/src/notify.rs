@@ -86,11 +86,21 @@ impl Notification {
                 None,
                 serde_json::json!({
                     "scope": t.scope.to_string(),
-                    "cause": match t.cause {
-                        medic_policy::BreakerCause::UnhealthyFraction => "unhealthy_fraction",
-                        medic_policy::BreakerCause::FailureFraction => "failure_fraction",
-                    },
+                    "cause": t.cause.as_str(),
                 }),
+            )),
+            Record::Policy(Event::BreakerHalfOpened {
+                scope,
+                actor,
+                reason,
+                ..
+            }) => Some(n(
+                NotifyKind::BreakerHalfOpened,
+                format!("medic circuit breaker HALF-OPEN for {scope} by {actor}: {reason}"),
+                actor,
+                reason,
+                None,
+                serde_json::json!({ "scope": scope.to_string() }),
             )),
             Record::Policy(Event::BreakerClosed {
                 scope,

@@ -68,8 +68,10 @@ fn with_webhook(url: &str, extra: &str) -> String {
 async fn breaker_and_quarantine_notifications_carry_the_documented_fields() {
     let (addr, mut rx) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    let toml = with_webhook(&format!("http://{addr}/hook"), "")
-        .replace("unhealthy_percent = 100", "unhealthy_percent = 50");
+    let toml = with_webhook(&format!("http://{addr}/hook"), "").replace(
+        "unhealthy_percent = 100",
+        "unhealthy_percent = 50\nmin_unhealthy = 1",
+    );
     let server = TestServer::start(dir.path(), &toml).await;
     let mut agent = server.agent().await;
     let mut admin = server.admin().await;

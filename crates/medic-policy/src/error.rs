@@ -68,6 +68,34 @@ pub enum PolicyError {
         /// Its final state.
         state: PermitState,
     },
+    /// The outcome does not fit the permit's mode: only dry-run permits
+    /// end DRY_RUN, and a dry-run permit acted on nothing, so it cannot
+    /// have succeeded or failed.
+    #[error(
+        "permit {id} was granted in {mode} mode and cannot end {outcome}: {}",
+        if *dry_run {
+            "a dry-run permit authorises no action; report dry_run (or aborted)"
+        } else {
+            "report what the action did (succeeded, failed), or aborted if nothing was done"
+        }
+    )]
+    OutcomeNotForMode {
+        /// The permit.
+        id: PermitId,
+        /// Whether it was granted in dry-run mode.
+        dry_run: bool,
+        /// Its mode as the config names it (`enforce`, `dry-run`).
+        mode: &'static str,
+        /// The outcome reported.
+        outcome: &'static str,
+    },
+    /// A reset named breakers that are already half-open: a reset moves an
+    /// open breaker to half-open, and only its probes close it.
+    #[error(
+        "the breaker for {0} is already half-open: its probe permits are going out, and it \
+         closes once enough of them succeeded with its condition clear"
+    )]
+    BreakerAlreadyHalfOpen(String),
     /// A request id was reused for a different request.
     #[error(
         "request_id {request_id} was already used for {previous}; use a new request_id for a new request"

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PolicyConfig;
 use crate::types::{
-    Action, BreakerScope, BreakerTrip, ClockMark, ClockStep, Event, FencingToken, HostId, Pause,
-    Permit, PermitId, PermitState, Quarantine, RequestId, Time,
+    Action, BreakerScope, BreakerTrip, ClockMark, ClockStep, Event, FencingToken, HalfOpen, HostId,
+    Pause, Permit, PermitId, PermitState, Quarantine, RequestId, Time,
 };
 
 /// One grant, as the rate and attempt budgets remember it.
@@ -60,11 +60,8 @@ pub struct DurableState {
     pub pauses: BTreeMap<u64, Pause>,
     /// Quarantined hosts.
     pub quarantines: BTreeMap<HostId, Quarantine>,
-    /// Open breakers.
+    /// Tripped breakers: open, or half-open.
     pub breakers: BTreeMap<BreakerScope, BreakerTrip>,
-    /// The event that last closed the fleet breaker: outcomes recorded
-    /// before it no longer count.
-    pub breaker_reset_seq: u64,
     /// Recent grants, oldest first (rate and attempt budgets).
     pub grants: Vec<GrantRecord>,
     /// Recent permit ends, oldest first (cooldowns, failure breaker).
@@ -116,10 +113,21 @@ impl DurableState {
                 at,
                 ..
             } => {
-                if let Some(p) = self.permits.remove(id)
-                    && let Some(r) = self.requests.get_mut(&p.request_id)
-                {
-                    r.state = *state;
+                if let Some(p) = self.permits.remove(id) {
+                    if let Some(r) = self.requests.get_mut(&p.request_id) {
+                        r.state = *state;
+                    }
+                    // A success widens the probe budget of every half-open
+                    // breaker that covers the permit.
+                    if *state == PermitState::Succeeded {
+                        for trip in self.breakers.values_mut() {
+                            if let Some(h) = &mut trip.half_open
+                                && trip.scope.covers(&p.labels)
+                            {
+                                h.successes = h.successes.saturating_add(1);
+                            }
+                        }
+                    }
                 }
                 self.endings.push(EndRecord {
                     seq,
@@ -146,11 +154,23 @@ impl DurableState {
             Event::BreakerOpened(trip) => {
                 self.breakers.insert(trip.scope.clone(), trip.clone());
             }
+            Event::BreakerHalfOpened {
+                scope,
+                actor,
+                reason,
+                at,
+            } => {
+                if let Some(trip) = self.breakers.get_mut(scope) {
+                    trip.half_open = Some(HalfOpen {
+                        since: *at,
+                        actor: actor.clone(),
+                        reason: reason.clone(),
+                        successes: 0,
+                    });
+                }
+            }
             Event::BreakerClosed { scope, .. } => {
                 self.breakers.remove(scope);
-                if *scope == BreakerScope::Fleet {
-                    self.breaker_reset_seq = seq;
-                }
             }
             Event::ClockChecked { step, mark, .. } => {
                 if let Some(step) = step {
@@ -178,7 +198,12 @@ impl DurableState {
             }
         }
         self.quarantines.values_mut().for_each(|q| s(&mut q.since));
-        self.breakers.values_mut().for_each(|b| s(&mut b.since));
+        for b in self.breakers.values_mut() {
+            s(&mut b.since);
+            if let Some(h) = &mut b.half_open {
+                s(&mut h.since);
+            }
+        }
         self.grants.iter_mut().for_each(|g| s(&mut g.at));
         self.endings.iter_mut().for_each(|e| s(&mut e.at));
         self.released.values_mut().for_each(|r| s(&mut r.1));
@@ -190,7 +215,10 @@ impl DurableState {
         let permits = self.permits.values().map(|p| p.granted_at);
         let pauses = self.pauses.values().map(|p| p.since);
         let quarantines = self.quarantines.values().map(|q| q.since);
-        let breakers = self.breakers.values().map(|b| b.since);
+        let breakers = self
+            .breakers
+            .values()
+            .map(|b| b.half_open.as_ref().map_or(b.since, |h| h.since));
         let grants = self.grants.iter().map(|g| g.at);
         let endings = self.endings.iter().map(|e| e.at);
         let released = self.released.values().map(|r| r.1);

@@ -373,6 +373,9 @@ pub enum DenyReason {
     Paused,
     /// Rule 2: a circuit breaker covering this host is open.
     BreakerOpen,
+    /// Rule 2: a half-open breaker covering this host has its probe
+    /// permits out; the next is granted when one of them ends.
+    BreakerHalfOpen,
     /// Rule 3: the host is quarantined.
     Quarantined,
     /// Rule 4: the host already holds an active permit.
@@ -393,12 +396,13 @@ pub enum DenyReason {
 
 impl DenyReason {
     /// Every reason, in rule order.
-    pub const ALL: [DenyReason; 13] = [
+    pub const ALL: [DenyReason; 14] = [
         DenyReason::UnknownHost,
         DenyReason::WarmingUp,
         DenyReason::FleetTooSmall,
         DenyReason::Paused,
         DenyReason::BreakerOpen,
+        DenyReason::BreakerHalfOpen,
         DenyReason::Quarantined,
         DenyReason::HostBusy,
         DenyReason::Cooldown,
@@ -417,6 +421,7 @@ impl DenyReason {
             DenyReason::FleetTooSmall => "fleet_too_small",
             DenyReason::Paused => "paused",
             DenyReason::BreakerOpen => "breaker_open",
+            DenyReason::BreakerHalfOpen => "breaker_half_open",
             DenyReason::Quarantined => "quarantined",
             DenyReason::HostBusy => "host_busy",
             DenyReason::Cooldown => "cooldown",
@@ -625,11 +630,37 @@ impl fmt::Display for BreakerScope {
 pub enum BreakerCause {
     /// Too large a share of live hosts is unhealthy.
     UnhealthyFraction,
-    /// Too large a share of recent remediations failed or expired.
+    /// Too large a share of the recently remediated hosts failed or
+    /// expired (each host counted once).
     FailureFraction,
+    /// Too large a share of the hosts live a moment ago went silent at
+    /// once: a partition, a dead rack or a mass crash, which medic cannot
+    /// tell apart.
+    LivenessDrop,
+    /// A probe permit of a half-open breaker failed or expired: the cause
+    /// is not fixed.
+    ProbeFailed,
 }
 
-/// An open breaker.
+impl BreakerCause {
+    /// The name used in messages, metrics and notifications.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerCause::UnhealthyFraction => "unhealthy_fraction",
+            BreakerCause::FailureFraction => "failure_fraction",
+            BreakerCause::LivenessDrop => "liveness_drop",
+            BreakerCause::ProbeFailed => "probe_failed",
+        }
+    }
+}
+
+impl fmt::Display for BreakerCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A tripped breaker: open, or half-open on its way to closing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakerTrip {
     /// What it covers.
@@ -640,6 +671,33 @@ pub struct BreakerTrip {
     pub since: Time,
     /// The numbers that opened it, for a human.
     pub detail: String,
+    /// Set once it went half-open: probe permits may be granted, a few at
+    /// a time, and one failure opens it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_open: Option<HalfOpen>,
+}
+
+impl BreakerTrip {
+    /// Whether it denies every grant it covers (rather than letting probes
+    /// through).
+    pub fn is_open(&self) -> bool {
+        self.half_open.is_none()
+    }
+}
+
+/// A breaker's half-open step: the condition cleared, or an operator said
+/// the cause is fixed. Probe permits go out a few at a time; each verified
+/// success widens the budget, one failure opens the breaker again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HalfOpen {
+    /// Since when.
+    pub since: Time,
+    /// Who moved it here (`coordinator` when its condition cleared).
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// Permits covered by it that succeeded since.
+    pub successes: u32,
 }
 
 // === Clock steps ===
@@ -783,7 +841,7 @@ pub enum RecordKind {
     Outcome,
     /// An operator revoked a permit.
     Admin,
-    /// A breaker opened or closed.
+    /// A breaker opened, went half-open or closed.
     Breaker,
     /// A host was quarantined or released.
     Quarantine,
@@ -877,7 +935,20 @@ pub enum Event {
         /// When (after the step).
         at: Time,
     },
-    /// A breaker closed, by reset or by `auto_close_after`.
+    /// A breaker went half-open: its condition had been clear for
+    /// `auto_close_after`, or an operator reset it.
+    BreakerHalfOpened {
+        /// Which breaker.
+        scope: BreakerScope,
+        /// Who (`coordinator`, or the operator who reset it).
+        actor: String,
+        /// Why.
+        reason: String,
+        /// When.
+        at: Time,
+    },
+    /// A half-open breaker closed: enough probes succeeded and its
+    /// condition is clear.
     BreakerClosed {
         /// Which breaker.
         scope: BreakerScope,
@@ -903,7 +974,9 @@ impl Event {
             Event::PermitEnded { .. } => RecordKind::Outcome,
             Event::HostQuarantined(_) | Event::HostReleased { .. } => RecordKind::Quarantine,
             Event::Paused(_) | Event::Resumed { .. } => RecordKind::Pause,
-            Event::BreakerOpened(_) | Event::BreakerClosed { .. } => RecordKind::Breaker,
+            Event::BreakerOpened(_)
+            | Event::BreakerHalfOpened { .. }
+            | Event::BreakerClosed { .. } => RecordKind::Breaker,
             Event::ClockChecked { .. } => RecordKind::Clock,
         }
     }
@@ -917,6 +990,7 @@ impl Event {
             | Event::HostReleased { at, .. }
             | Event::Resumed { at, .. }
             | Event::ClockChecked { at, .. }
+            | Event::BreakerHalfOpened { at, .. }
             | Event::BreakerClosed { at, .. } => *at,
             Event::HostQuarantined(q) => q.since,
             Event::Paused(p) => p.since,
@@ -935,6 +1009,7 @@ impl Event {
             | Event::Resumed { .. }
             | Event::BreakerOpened(_)
             | Event::ClockChecked { .. }
+            | Event::BreakerHalfOpened { .. }
             | Event::BreakerClosed { .. } => None,
         }
     }

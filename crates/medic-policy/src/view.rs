@@ -19,13 +19,16 @@ pub struct Status {
     pub live_hosts: u32,
     /// Live hosts reporting a problem or holding a permit.
     pub unhealthy_hosts: u32,
+    /// Hosts that were live and went silent, not yet heard from again or
+    /// forgotten: the breakers count them as unhealthy.
+    pub silent_hosts: u32,
     /// Quarantined hosts.
     pub quarantined_hosts: u32,
     /// The configured fleet floor.
     pub min_fleet_size: u32,
     /// Pauses in force.
     pub pauses: Vec<Pause>,
-    /// Open breakers.
+    /// Tripped breakers: open, or half-open.
     pub breakers: Vec<BreakerTrip>,
     /// Per action: slots and budget.
     pub actions: Vec<ActionStatus>,
@@ -73,6 +76,9 @@ pub struct HostView {
     pub live: bool,
     /// Whether it counts as unhealthy.
     pub unhealthy: bool,
+    /// Since when it has been silent, if it was live and went silent (the
+    /// breakers count it as unhealthy until it is heard from again).
+    pub silent_since: Option<Time>,
     /// Its last heartbeat (`None` if known only through a permit).
     pub last_heartbeat: Option<Time>,
     /// Its reported problems.

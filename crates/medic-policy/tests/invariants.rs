@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use medic_policy::{
-    Action, Decision, DurableState, Engine, Event, FencingToken, Heartbeat, HostId, Labels,
-    Outcome, PermitRef, PermitRequest, PolicyConfig, PolicyError, Problem, RequestId, ResumeTarget,
-    Scope, Time,
+    Action, BreakerScope, Decision, DurableState, Engine, Event, FencingToken, Heartbeat, HostId,
+    Labels, Outcome, PermitRef, PermitRequest, PolicyConfig, PolicyError, Problem, RequestId,
+    ResumeTarget, Scope, Time,
 };
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -319,6 +319,24 @@ impl Harness {
         heard || holders.contains(&host_id(i))
     }
 
+    /// Hosts that surely went silent within the liveness-drop window:
+    /// heard from since the engine started, not live now, and their last
+    /// heartbeat's TTL ran out within the window.
+    fn recently_silent(&self) -> u32 {
+        let cfg = self.cfg();
+        let (ttl, window) = (cfg.fleet.host_ttl, cfg.breaker.liveness_drop.window);
+        let holders = self.holders();
+        (0..HOSTS)
+            .filter(|&i| !self.live(i, &holders))
+            .filter_map(|i| self.last_heartbeat[i])
+            .filter(|&hb| {
+                self.now
+                    .duration_since(hb + ttl)
+                    .is_ok_and(|since| since <= window)
+            })
+            .count() as u32
+    }
+
     fn holders(&self) -> BTreeSet<HostId> {
         self.engine.permits().map(|p| p.host.clone()).collect()
     }
@@ -388,18 +406,56 @@ impl Harness {
             assert!(secs_of_day < 12 * 3600, "I3: granted outside the window");
         }
         for trip in self.engine.durable().breakers.values() {
+            if !trip.scope.covers(&labels) {
+                continue;
+            }
+            // Open: nothing. Half-open: no more probes at once than its
+            // budget (the grant included).
+            let Some(h) = &trip.half_open else {
+                panic!(
+                    "I3: granted to {} while breaker {} is open",
+                    req.host, trip.scope
+                );
+            };
+            let probes = self
+                .engine
+                .permits()
+                .filter(|p| trip.scope.covers(&p.labels))
+                .count() as u32;
+            let budget = cfg.breaker.probe_budget(h.successes);
             assert!(
-                !trip.scope.covers(&labels),
-                "I3: granted to {} while breaker {} is open",
-                req.host,
+                probes <= budget,
+                "I3: {probes} probes active under half-open breaker {} (budget {budget})",
                 trip.scope
             );
         }
+        let fleet_trip = self.engine.durable().breakers.get(&BreakerScope::Fleet);
         let (unhealthy, live) = before.unhealthy;
-        if live >= cfg.fleet.min_fleet_size {
+        if live >= cfg.fleet.min_fleet_size
+            && unhealthy >= cfg.breaker.min_unhealthy
+            && fleet_trip.is_none()
+        {
             assert!(
                 f64::from(unhealthy) * 100.0 <= cfg.breaker.unhealthy_percent * f64::from(live),
                 "I3: granted with {unhealthy}/{live} hosts unhealthy (breaker should be open)"
+            );
+        }
+        // The liveness drop: hosts the model knows went silent within the
+        // window are a lower bound of what the engine counts, and the share
+        // only grows with the count.
+        if fleet_trip.is_none() {
+            let ld = &cfg.breaker.liveness_drop;
+            let silent = self.recently_silent();
+            let live = (0..HOSTS)
+                .filter(|&i| self.live(i, &self.holders()))
+                .count() as u32;
+            assert!(
+                silent < ld.min_hosts
+                    || f64::from(silent) * 100.0 <= ld.percent * f64::from(live + silent),
+                "I3: granted with {silent} of {} hosts gone silent within {:?} \
+                 (the liveness-drop breaker should be open)",
+                live + silent,
+                ld.window
             );
         }
         // I4: the host held nothing before.
@@ -592,11 +648,52 @@ impl StateMachineTest for EngineTest {
                             token
                         },
                     };
-                    let was_active = h.engine.permits().any(|p| p.id == id);
+                    // Let time pass first, so that what the outcome does is
+                    // all that changes below.
+                    let _ = h.engine.status(h.now);
+                    h.absorb();
+                    let permit = h.engine.permits().find(|p| p.id == id).cloned();
+                    let was_active = permit.is_some();
+                    let half_open: Vec<BreakerScope> = h
+                        .engine
+                        .durable()
+                        .breakers
+                        .values()
+                        .filter(|t| t.half_open.is_some())
+                        .filter(|t| permit.as_ref().is_some_and(|p| t.scope.covers(&p.labels)))
+                        .map(|t| t.scope.clone())
+                        .collect();
                     let res = h
                         .engine
                         .report_outcome(&req.host, &r, outcome, "done", h.now);
                     let events = h.absorb();
+                    // Outcomes fit the permit's mode: DRY_RUN only for
+                    // dry-run permits, SUCCEEDED and FAILED only for others.
+                    if let Some(p) = &permit
+                        && !stale
+                    {
+                        let fits = match outcome {
+                            Outcome::Aborted => true,
+                            Outcome::DryRun => p.dry_run,
+                            Outcome::Succeeded | Outcome::Failed => !p.dry_run,
+                        };
+                        assert_eq!(
+                            fits,
+                            !matches!(res, Err(PolicyError::OutcomeNotForMode { .. })),
+                            "{outcome:?} for a permit with dry_run {}: {res:?}",
+                            p.dry_run
+                        );
+                        // A probe that failed opens its half-open breakers.
+                        if fits && outcome == Outcome::Failed {
+                            for scope in &half_open {
+                                let trip = h.engine.durable().breakers.get(scope);
+                                assert!(
+                                    trip.is_some_and(|t| t.is_open()),
+                                    "a failed probe left breaker {scope} {trip:?}"
+                                );
+                            }
+                        }
+                    }
                     let ended_it = events.iter().any(
                         |e| matches!(e, Event::PermitEnded { id: eid, state, .. } if *eid == id && *state == outcome.final_state()),
                     );

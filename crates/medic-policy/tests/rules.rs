@@ -539,6 +539,7 @@ fn pauses_quarantines_and_open_breakers_survive_a_restart() {
         r#"
         [breaker]
         unhealthy_percent = 30
+        min_unhealthy = 1
         auto_close_after = "never"
         "#,
         4,
@@ -649,7 +650,7 @@ fn permits_in_flight_count_towards_the_unhealthy_breaker() {
 }
 
 #[test]
-fn breaker_opens_on_failure_fraction_with_min_samples() {
+fn breaker_opens_on_failure_fraction_counting_each_host_once() {
     let mut f = Fleet::ready(
         r#"
         [breaker]
@@ -666,31 +667,69 @@ fn breaker_opens_on_failure_fraction_with_min_samples() {
         let p = f.grant(h, Action::RestartJob);
         f.finish(&p, Outcome::Failed);
     }
-    // 3 of 3 failed, but fewer than min_samples outcomes: no verdict yet.
+    // 3 of 3 hosts failed, but fewer than min_samples hosts: no verdict yet.
     let p = f.grant("h4", Action::RestartJob);
     f.finish(&p, Outcome::Succeeded);
 
-    // 3 of 4 failed: 75% > 50%.
+    // 3 of 4 hosts failed: 75% > 50%.
     let d = f.deny("h5", Action::RestartJob);
     assert_eq!(d.reason, DenyReason::BreakerOpen);
     assert_mentions(
         &d,
         &[
-            "3 of the last 4 remediations in 30m failed or expired",
+            "3 of the 4 hosts remediated in the last 30m failed or expired",
             "75.0% > failure_percent 50%",
+            "failure_fraction",
         ],
     );
     let trip = &f.status().breakers[0];
     assert_eq!(trip.cause, BreakerCause::FailureFraction);
 }
 
+/// One bad host failing again and again is its attempt budget's business:
+/// the fleet-wide failure breaker counts it once.
 #[test]
-fn breaker_auto_closes_after_condition_clear() {
+fn one_host_failing_repeatedly_does_not_open_the_fleet_breaker() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        min_samples = 2
+        [limits.restart_job]
+        cooldown = "0s"
+        host_budget = { max_attempts = 10, per = "1h" }
+        "#,
+        4,
+    );
+    for _ in 0..5 {
+        let p = f.grant("h1", Action::RestartJob);
+        f.finish(&p, Outcome::Failed);
+    }
+    assert!(
+        f.status().breakers.is_empty(),
+        "1 host sampled < min_samples 2"
+    );
+    let p = f.grant("h2", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+    // 1 of 2 hosts failed: 50% is not over 50%.
+    assert!(f.status().breakers.is_empty());
+    f.grant("h3", Action::RestartJob);
+}
+
+/// Open → half-open after `auto_close_after` clear → closed once enough
+/// probes succeeded with the condition clear.
+#[test]
+fn breaker_goes_half_open_when_clear_and_closes_after_verified_probes() {
     let mut f = Fleet::ready(
         r#"
         [breaker]
         unhealthy_percent = 30
         auto_close_after = "5m"
+        half_open_probes = 1
+        half_open_successes = 3
+        [limits.restart_job]
+        max_in_flight = 10
+        cooldown = "0s"
         "#,
         10,
     );
@@ -701,7 +740,7 @@ fn breaker_auto_closes_after_condition_clear() {
     let d = f.deny("h1", Action::RestartJob);
     assert_eq!(d.reason, DenyReason::BreakerOpen);
     assert_eq!(d.retry_after, Some(mins(5)), "still unhealthy: the full 5m");
-    assert_mentions(&d, &["closes by itself once clear for 5m"]);
+    assert_mentions(&d, &["goes half-open by itself once clear for 5m"]);
 
     for h in ["h1", "h2", "h3", "h4"] {
         f.set_problem(h, false);
@@ -714,22 +753,117 @@ fn breaker_auto_closes_after_condition_clear() {
 
     f.engine.take_events();
     f.advance(mins(3));
-    let closed: Vec<Event> = f
+    let half: Vec<Event> = f
         .engine
         .take_events()
         .into_iter()
-        .filter(|e| matches!(e, Event::BreakerClosed { .. }))
+        .filter(|e| matches!(e, Event::BreakerHalfOpened { .. }))
         .collect();
     assert_eq!(
-        closed,
-        vec![Event::BreakerClosed {
+        half,
+        vec![Event::BreakerHalfOpened {
             scope: BreakerScope::Fleet,
             actor: "coordinator".into(),
-            reason: "condition clear for 5m".into(),
+            reason: "condition clear for 5m; probing with 1 permit at a time, \
+                     one more per verified success"
+                .into(),
             at: clear_at + mins(5),
         }]
     );
-    f.grant("h1", Action::RestartJob);
+
+    // One probe at a time.
+    let p1 = f.grant("h1", Action::RestartJob);
+    let d = f.deny("h2", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerHalfOpen);
+    assert_mentions(&d, &["half-open for fleet", "1 of 1 probe permits active"]);
+    // A verified success widens the budget by one.
+    f.finish(&p1, Outcome::Succeeded);
+    let p2 = f.grant("h2", Action::RestartJob);
+    let p3 = f.grant("h3", Action::RestartJob);
+    assert_mentions(
+        &f.deny("h4", Action::RestartJob),
+        &["2 of 2 probe permits active"],
+    );
+    f.finish(&p2, Outcome::Succeeded);
+    f.engine.take_events();
+    f.finish(&p3, Outcome::Succeeded);
+    f.advance(secs(1));
+    assert!(f.engine.take_events().iter().any(|e| matches!(
+        e,
+        Event::BreakerClosed { actor, reason, .. }
+            if actor == "coordinator" && reason.contains("3 probe permits succeeded")
+    )));
+    assert!(f.status().breakers.is_empty());
+    for h in ["h4", "h5", "h6"] {
+        f.grant(h, Action::RestartJob);
+    }
+}
+
+#[test]
+fn a_failed_probe_opens_the_breaker_again_at_once() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 30
+        auto_close_after = "1m"
+        [limits.restart_job]
+        max_in_flight = 10
+        "#,
+        10,
+    );
+    for h in ["h1", "h2", "h3", "h4"] {
+        f.set_problem(h, true);
+    }
+    f.advance(secs(10));
+    for h in ["h1", "h2", "h3", "h4"] {
+        f.set_problem(h, false);
+    }
+    f.advance(mins(2));
+    let p = f.grant("h5", Action::RestartJob);
+    f.finish(&p, Outcome::Failed);
+    let d = f.deny("h6", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerOpen);
+    assert_mentions(
+        &d,
+        &[
+            "probe_failed",
+            "h5",
+            "failed while the breaker was half-open",
+        ],
+    );
+    assert_eq!(f.status().breakers[0].cause, BreakerCause::ProbeFailed);
+    assert!(f.status().breakers[0].is_open());
+}
+
+#[test]
+fn an_expired_probe_opens_the_breaker_again() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        failure_percent = 50
+        min_samples = 3
+        auto_close_after = "never"
+        [limits.restart_job]
+        max_in_flight = 10
+        permit_ttl = "2m"
+        "#,
+        10,
+    );
+    for h in ["h1", "h2", "h3"] {
+        let p = f.grant(h, Action::RestartJob);
+        f.finish(&p, Outcome::Failed);
+    }
+    f.engine.reset_breaker(None, "bob", "fixed", f.now).unwrap();
+    f.grant("h4", Action::RestartJob);
+    f.silence("h4");
+    f.advance(mins(3));
+    let trip = &f.status().breakers[0];
+    assert_eq!(trip.cause, BreakerCause::ProbeFailed);
+    assert!(
+        trip.detail.contains("expired without an outcome"),
+        "{trip:?}"
+    );
 }
 
 #[test]
@@ -753,7 +887,7 @@ fn breaker_with_auto_close_never_waits_for_a_reset() {
     let d = f.deny("h1", Action::RestartJob);
     assert_eq!(d.reason, DenyReason::BreakerOpen);
     assert_eq!(d.retry_after, None);
-    assert_mentions(&d, &["closes by medicctl breaker reset"]);
+    assert_mentions(&d, &["goes half-open by medicctl breaker reset"]);
 }
 
 #[test]
@@ -809,56 +943,6 @@ fn domain_breaker_blocks_only_its_rack() {
     f.grant("c1", Action::RestartJob);
 }
 
-#[test]
-fn reset_breaker_closes_and_forgets_old_failures() {
-    let mut f = Fleet::ready(
-        r#"
-        [breaker]
-        unhealthy_percent = 100
-        failure_percent = 50
-        min_samples = 4
-        auto_close_after = "never"
-        [limits.restart_job]
-        max_in_flight = 10
-        "#,
-        8,
-    );
-    for h in ["h1", "h2", "h3", "h4"] {
-        let p = f.grant(h, Action::RestartJob);
-        f.finish(&p, Outcome::Failed);
-    }
-    let d = f.deny("h5", Action::RestartJob);
-    assert_eq!(d.reason, DenyReason::BreakerOpen);
-    assert_eq!(d.retry_after, None);
-
-    f.advance(mins(5));
-    f.engine.take_events();
-    let closed = f
-        .engine
-        .reset_breaker(None, "bob", "database is back", f.now)
-        .unwrap();
-    assert_eq!(closed.len(), 1);
-    assert_eq!(closed[0].scope, BreakerScope::Fleet);
-    assert!(f.engine.take_events().iter().any(|e| matches!(
-        e,
-        Event::BreakerClosed { actor, reason, .. } if actor == "bob" && reason == "database is back"
-    )));
-
-    // The four old failures no longer count: one new failure is 1 sample.
-    let p = f.grant("h5", Action::RestartJob);
-    f.finish(&p, Outcome::Failed);
-    f.grant("h6", Action::RestartJob);
-    // And a restarted coordinator forgets them too.
-    let mut r = f.restarted();
-    r.warm_up();
-    r.grant("h7", Action::RestartJob);
-
-    assert!(matches!(
-        f.engine.reset_breaker(None, "bob", "again", f.now),
-        Err(PolicyError::NoOpenBreaker(_))
-    ));
-}
-
 /// Like overlapping pauses (which wait for the last), a host covered by
 /// two open breakers can be granted only once both have closed.
 #[test]
@@ -907,63 +991,10 @@ fn breaker_retry_after_waits_for_every_covering_breaker() {
     );
 }
 
-/// The live engine and one restored from its durable state at the same
-/// moment must decide alike (I6). After an *auto*-close, `DurableState`
-/// records `breaker_reset_at` (so a restored engine drops the failure
-/// samples before it), but the live engine keeps them.
+/// A reset is the operator saying "I fixed the cause": the breaker goes
+/// half-open, not closed, and the failures before it still count.
 #[test]
-
-fn restart_after_breaker_auto_close_decides_like_the_live_engine() {
-    let mut f = Fleet::ready(
-        r#"
-        [breaker]
-        unhealthy_percent = 100
-        failure_percent = 50
-        window = "30m"
-        min_samples = 4
-        auto_close_after = "1m"
-        [limits.restart_job]
-        max_in_flight = 10
-        "#,
-        10,
-    );
-    let permits: Vec<Permit> = (1..=8)
-        .map(|i| f.grant(&format!("h{i}"), Action::RestartJob))
-        .collect();
-    for p in &permits[..4] {
-        f.finish(p, Outcome::Failed);
-    }
-    for p in &permits[4..] {
-        f.finish(p, Outcome::Succeeded);
-    }
-    // Opened at 4 of 4 failed; now 4 of 8 (not over 50%): clear.
-    assert_eq!(f.status().breakers.len(), 1);
-    f.advance(mins(2));
-    assert!(f.status().breakers.is_empty(), "auto-closed after 1m clear");
-
-    let p = f.grant("h9", Action::RestartJob);
-    f.finish(&p, Outcome::Failed);
-
-    let mut restored = f.restarted();
-    f.advance(secs(30));
-    restored.advance(secs(30));
-    let live = f.request("h10", Action::RestartJob);
-    let after_restart = restored.request("h10", Action::RestartJob);
-    assert_eq!(
-        live.denial().map(|d| d.reason),
-        after_restart.denial().map(|d| d.reason),
-        "live: {live:?}\nrestored: {after_restart:?}"
-    );
-}
-
-/// Durable records order "before the reset" by timestamp only
-/// (`at < breaker_reset_at`). The engine clamps time so it never runs
-/// backwards (a wall clock stepped back by NTP gives a run of equal
-/// timestamps), so failures and a reset can share an instant: the live
-/// engine forgets those failures, a restored one counts them again.
-#[test]
-
-fn restart_after_reset_at_the_same_instant_decides_like_the_live_engine() {
+fn reset_breaker_goes_half_open_and_keeps_old_failures() {
     let mut f = Fleet::ready(
         r#"
         [breaker]
@@ -974,21 +1005,442 @@ fn restart_after_reset_at_the_same_instant_decides_like_the_live_engine() {
         [limits.restart_job]
         max_in_flight = 10
         "#,
-        8,
+        10,
     );
     for h in ["h1", "h2", "h3", "h4"] {
         let p = f.grant(h, Action::RestartJob);
         f.finish(&p, Outcome::Failed);
     }
-    f.engine
+    let d = f.deny("h5", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerOpen);
+    assert_eq!(d.retry_after, None);
+
+    f.advance(mins(5));
+    f.engine.take_events();
+    let reset = f
+        .engine
         .reset_breaker(None, "bob", "database is back", f.now)
         .unwrap();
-    f.grant("h5", Action::RestartJob); // the live engine grants
+    assert_eq!(reset.len(), 1);
+    assert_eq!(reset[0].scope, BreakerScope::Fleet);
+    assert!(f.engine.take_events().iter().any(|e| matches!(
+        e,
+        Event::BreakerHalfOpened { actor, reason, .. }
+            if actor == "bob" && reason.starts_with("database is back; probing with 1 permit")
+    )));
+    assert!(matches!(
+        f.engine.reset_breaker(None, "bob", "again", f.now),
+        Err(PolicyError::BreakerAlreadyHalfOpen(s)) if s == "fleet"
+    ));
+
+    // One probe; the rest wait for it.
+    let p = f.grant("h5", Action::RestartJob);
+    assert_eq!(
+        f.deny("h6", Action::RestartJob).reason,
+        DenyReason::BreakerHalfOpen
+    );
+    // It fails: the cause was not fixed, and the breaker opens again.
+    f.finish(&p, Outcome::Failed);
+    assert_eq!(
+        f.deny("h6", Action::RestartJob).reason,
+        DenyReason::BreakerOpen
+    );
+
+    // A restarted coordinator sees the same.
+    let mut r = f.restarted();
+    r.warm_up();
+    assert_eq!(
+        r.deny("h6", Action::RestartJob).reason,
+        DenyReason::BreakerOpen
+    );
+}
+
+/// Probes that succeed widen the budget, but a breaker closes only once
+/// its condition is clear: old failures keep it half-open until they age
+/// out of the window.
+#[test]
+fn a_half_open_breaker_closes_only_once_old_failures_age_out() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        failure_percent = 50
+        window = "30m"
+        min_samples = 4
+        auto_close_after = "never"
+        [limits.restart_job]
+        max_in_flight = 10
+        cooldown = "0s"
+        "#,
+        10,
+    );
+    for h in ["h1", "h2", "h3", "h4"] {
+        let p = f.grant(h, Action::RestartJob);
+        f.finish(&p, Outcome::Failed);
+    }
+    f.advance(mins(1));
+    f.engine.reset_breaker(None, "bob", "fixed", f.now).unwrap();
+    for h in ["h5", "h6", "h7"] {
+        let p = f.grant(h, Action::RestartJob);
+        f.finish(&p, Outcome::Succeeded);
+    }
+    // 4 of 7 hosts failed: still over 50%, so not closed; but three
+    // successes allow four probes at once.
+    f.advance(secs(1));
+    let trip = f.status().breakers[0].clone();
+    assert_eq!(trip.half_open.as_ref().map(|h| h.successes), Some(3));
+    let probes: Vec<Permit> = ["h8", "h9", "h10", "h1"]
+        .iter()
+        .map(|h| f.grant(h, Action::RestartJob))
+        .collect();
+    assert_eq!(
+        f.deny("h2", Action::RestartJob).reason,
+        DenyReason::BreakerHalfOpen
+    );
+    for p in &probes {
+        f.finish(p, Outcome::Succeeded);
+    }
+    // The four failures age out 30m after they happened.
+    f.advance(mins(29) + secs(30));
+    assert!(f.status().breakers.is_empty(), "{:?}", f.status().breakers);
+}
+
+#[test]
+fn a_half_open_breaker_and_its_successes_survive_a_restart() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        failure_percent = 50
+        min_samples = 3
+        auto_close_after = "never"
+        [limits.restart_job]
+        max_in_flight = 10
+        "#,
+        10,
+    );
+    for h in ["h1", "h2", "h3"] {
+        let p = f.grant(h, Action::RestartJob);
+        f.finish(&p, Outcome::Failed);
+    }
+    f.engine.reset_breaker(None, "bob", "fixed", f.now).unwrap();
+    let p = f.grant("h4", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
 
     let mut r = f.restarted();
     r.warm_up();
-    let d = r.request("h6", Action::RestartJob);
-    assert!(d.permit().is_some(), "restored engine: {d:?}");
+    f.advance(secs(30));
+    for engine in [&mut f, &mut r] {
+        engine.grant("h5", Action::RestartJob);
+        engine.grant("h6", Action::RestartJob);
+        assert_eq!(
+            engine.deny("h7", Action::RestartJob).reason,
+            DenyReason::BreakerHalfOpen,
+            "one success: two probes at once"
+        );
+    }
+}
+
+#[test]
+fn a_half_open_rack_breaker_spends_its_probes_in_its_rack_only() {
+    let mut f = Fleet::ready_with(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        auto_close_after = "never"
+        [breaker.domains.rack]
+        unhealthy_percent = 50
+        min_hosts = 3
+        [limits.restart_job]
+        max_in_flight = 10
+        "#,
+        &[
+            ("a1", "rack=r1"),
+            ("a2", "rack=r1"),
+            ("a3", "rack=r1"),
+            ("a4", "rack=r1"),
+            ("b1", "rack=r2"),
+            ("b2", "rack=r2"),
+            ("b3", "rack=r2"),
+        ],
+    );
+    for h in ["a1", "a2", "a3"] {
+        f.set_problem(h, true);
+    }
+    assert_eq!(
+        f.deny("a1", Action::RestartJob).reason,
+        DenyReason::BreakerOpen
+    );
+    let rack = BreakerScope::Domain {
+        label: "rack".into(),
+        value: "r1".into(),
+    };
+    f.engine
+        .reset_breaker(Some(&rack), "bob", "switch replaced", f.now)
+        .unwrap();
+    f.grant("b1", Action::RestartJob);
+    f.grant("a1", Action::RestartJob);
+    let d = f.deny("a2", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerHalfOpen);
+    assert_mentions(&d, &["rack=r1", "1 of 1 probe permits active"]);
+    f.grant("b2", Action::RestartJob);
+}
+
+// === Rule 2: the fleet-wide unhealthy breaker's minimum ===
+
+#[test]
+fn a_one_host_trial_heals_its_host() {
+    let mut f = Fleet::ready("", 1);
+    f.set_problem("h1", true);
+    let p = f.grant("h1", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+    assert!(f.status().breakers.is_empty());
+}
+
+#[test]
+fn a_three_host_fleet_heals_one_host_at_a_time() {
+    let mut f = Fleet::ready(
+        r#"
+        [limits.restart_job]
+        max_in_flight = 1
+        "#,
+        3,
+    );
+    f.set_problem("h1", true);
+    f.set_problem("h2", true);
+    let p = f.grant("h1", Action::RestartJob);
+    assert_eq!(
+        f.deny("h2", Action::RestartJob).reason,
+        DenyReason::ConcurrencyCap
+    );
+    f.set_problem("h1", false);
+    f.finish(&p, Outcome::Succeeded);
+    f.grant("h2", Action::RestartJob);
+    assert!(
+        f.status().breakers.is_empty(),
+        "2 of 3 is under min_unhealthy 3"
+    );
+}
+
+#[test]
+fn a_fleet_of_100_with_31_unhealthy_still_trips() {
+    let mut f = Fleet::ready("", 100);
+    for i in 1..=31 {
+        f.set_problem(&format!("h{i}"), true);
+    }
+    let d = f.deny("h1", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerOpen);
+    assert_mentions(&d, &["31 of 100 live hosts unhealthy"]);
+}
+
+#[test]
+fn min_unhealthy_holds_the_breaker_back_in_a_small_fleet() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 30
+        min_unhealthy = 4
+        "#,
+        6,
+    );
+    for h in ["h1", "h2", "h3"] {
+        f.set_problem(h, true);
+    }
+    assert!(f.status().breakers.is_empty(), "3 of 6 is 50%, but under 4");
+    f.set_problem("h4", true);
+    assert_eq!(
+        f.status().breakers[0].cause,
+        BreakerCause::UnhealthyFraction
+    );
+}
+
+// === Rule 2: silence is not health ===
+
+#[test]
+fn a_third_of_the_fleet_going_silent_opens_the_liveness_drop_breaker() {
+    let mut f = Fleet::ready("", 30);
+    let silenced_at = f.now;
+    for i in 1..=10 {
+        f.silence(&format!("h{i}"));
+    }
+    let ttl = f.engine.config().fleet.host_ttl;
+    f.advance(ttl + secs(10));
+    let trip = f.status().breakers[0].clone();
+    assert_eq!(trip.cause, BreakerCause::LivenessDrop);
+    assert!(
+        trip.since <= silenced_at + ttl + secs(10),
+        "opened within one host TTL of the last heartbeat: {trip:?}"
+    );
+    assert!(
+        trip.detail
+            .contains("10 of 30 hosts live within the last 5m went silent"),
+        "{trip:?}"
+    );
+    // No grant to the rest while it is open.
+    let d = f.deny("h20", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerOpen);
+    assert_mentions(&d, &["liveness_drop"]);
+    // Past the window the silent hosts still count as unhealthy: 10 of 30.
+    f.advance(mins(30));
+    assert_eq!(
+        f.deny("h20", Action::RestartJob).reason,
+        DenyReason::BreakerOpen
+    );
+    assert_eq!(f.status().silent_hosts, 10);
+
+    // They come back: clear, then half-open after auto_close_after.
+    for i in 1..=10 {
+        f.wake(&format!("h{i}"));
+    }
+    assert_eq!(f.status().silent_hosts, 0);
+    f.advance(mins(15) + secs(10));
+    assert!(f.status().breakers[0].half_open.is_some());
+    f.grant("h20", Action::RestartJob);
+}
+
+#[test]
+fn silent_hosts_count_as_unhealthy_until_heard_again() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 30
+        [breaker.liveness_drop]
+        percent = 100
+        "#,
+        20,
+    );
+    for h in ["h1", "h2", "h3"] {
+        f.set_problem(h, true);
+    }
+    for h in ["h4", "h5", "h6", "h7"] {
+        f.silence(h);
+    }
+    f.advance(mins(1));
+    // 7 of 20 hosts: 35%; counting only the 16 live ones, 3 of 16 would
+    // have looked like 19%.
+    let trip = f.status().breakers[0].clone();
+    assert_eq!(trip.cause, BreakerCause::UnhealthyFraction);
+    assert!(
+        trip.detail
+            .contains("7 of 20 hosts unhealthy, 4 of them silent"),
+        "{trip:?}"
+    );
+    let v = f.view("h4");
+    assert!(!v.live && v.silent_since.is_some(), "{v:?}");
+    for h in ["h4", "h5", "h6", "h7"] {
+        f.wake(h);
+    }
+    assert_eq!(f.status().silent_hosts, 0);
+    assert!(f.view("h4").silent_since.is_none());
+}
+
+#[test]
+fn forgotten_hosts_stop_counting_as_silent() {
+    let mut f = Fleet::ready(
+        r#"
+        [fleet]
+        forget_hosts_after = "2m"
+        [breaker]
+        unhealthy_percent = 30
+        "#,
+        10,
+    );
+    for h in ["h1", "h2", "h3", "h4"] {
+        f.silence(h);
+    }
+    f.advance(mins(1));
+    assert_eq!(f.status().silent_hosts, 4);
+    assert_eq!(f.status().breakers.len(), 1);
+    f.advance(mins(2));
+    f.engine.tick(f.now);
+    assert_eq!(f.status().silent_hosts, 0, "retired hosts are forgotten");
+}
+
+#[test]
+fn a_rolling_restart_of_agents_opens_no_breaker() {
+    let mut f = Fleet::ready("", 100);
+    // Five agents at a time, each down for 45s (past host_ttl 30s).
+    for batch in 0..20 {
+        let names: Vec<String> = (1..=5).map(|i| format!("h{}", batch * 5 + i)).collect();
+        for n in &names {
+            f.silence(n);
+        }
+        f.advance(secs(45));
+        assert!(f.status().silent_hosts <= 5);
+        for n in &names {
+            f.wake(n);
+        }
+        f.advance(secs(15));
+    }
+    assert!(f.status().breakers.is_empty(), "{:?}", f.status().breakers);
+    f.grant("h1", Action::RestartJob);
+}
+
+#[test]
+fn a_new_liveness_drop_opens_a_half_open_breaker_again() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        auto_close_after = "1m"
+        "#,
+        30,
+    );
+    for i in 1..=10 {
+        f.set_problem(&format!("h{i}"), true);
+    }
+    f.advance(secs(10));
+    for i in 1..=10 {
+        f.set_problem(&format!("h{i}"), false);
+    }
+    f.advance(mins(2));
+    assert!(f.status().breakers[0].half_open.is_some());
+    for i in 11..=20 {
+        f.silence(&format!("h{i}"));
+    }
+    f.advance(secs(45));
+    let trip = f.status().breakers[0].clone();
+    assert_eq!(trip.cause, BreakerCause::LivenessDrop);
+    assert!(trip.is_open());
+}
+
+// === Rule 2: outcomes are checked against the permit ===
+
+#[test]
+fn a_dry_run_outcome_for_an_enforce_permit_is_refused() {
+    let mut f = Fleet::ready("", 3);
+    let p = f.grant("h1", Action::RestartJob);
+    let err = f
+        .engine
+        .report_outcome(&p.host, &held(&p), Outcome::DryRun, "nothing", f.now)
+        .unwrap_err();
+    assert!(
+        matches!(err, PolicyError::OutcomeNotForMode { dry_run: false, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("granted in enforce mode"), "{err}");
+    // The permit is still active, and still ends honestly.
+    assert_eq!(f.engine.permits().count(), 1);
+    assert_eq!(f.finish(&p, Outcome::Failed).state, PermitState::Failed);
+}
+
+#[test]
+fn a_dry_run_permit_cannot_end_succeeded_or_failed() {
+    let mut f = Fleet::ready(r#"mode = "dry-run""#, 3);
+    let p = f.grant("h1", Action::RestartJob);
+    assert!(p.dry_run);
+    for outcome in [Outcome::Succeeded, Outcome::Failed] {
+        let err = f
+            .engine
+            .report_outcome(&p.host, &held(&p), outcome, "pretend", f.now)
+            .unwrap_err();
+        assert!(
+            matches!(err, PolicyError::OutcomeNotForMode { dry_run: true, .. }),
+            "{err:?}"
+        );
+    }
+    assert_eq!(f.finish(&p, Outcome::DryRun).state, PermitState::DryRun);
+    let p = f.grant("h2", Action::RestartJob);
+    assert_eq!(f.finish(&p, Outcome::Aborted).state, PermitState::Aborted);
 }
 
 /// The same ordering by timestamp for the attempt budget: grants at the
@@ -2722,6 +3174,7 @@ fn denials_carry_retry_after() {
                 r#"
                 [breaker]
                 unhealthy_percent = 30
+                min_unhealthy = 1
                 auto_close_after = "{close}"
                 "#
             ),

@@ -13,7 +13,7 @@ use tonic::{Code, Status};
 /// |---|---|
 /// | invalid input | `INVALID_ARGUMENT` |
 /// | unknown permit, no such pause, host not quarantined, no open breaker | `NOT_FOUND` |
-/// | stale fencing token, permit already ended | `FAILED_PRECONDITION` |
+/// | stale fencing token, permit already ended, an outcome its permit's mode does not allow, a reset of a half-open breaker | `FAILED_PRECONDITION` |
 /// | permit held by another host | `PERMISSION_DENIED` |
 /// | request id reused for another request, host already quarantined | `ALREADY_EXISTS` |
 pub fn policy_error_code(err: &PolicyError) -> Code {
@@ -23,9 +23,10 @@ pub fn policy_error_code(err: &PolicyError) -> Code {
         | PolicyError::NoSuchPause(_)
         | PolicyError::NotQuarantined(_)
         | PolicyError::NoOpenBreaker(_) => Code::NotFound,
-        PolicyError::StaleToken { .. } | PolicyError::PermitEnded { .. } => {
-            Code::FailedPrecondition
-        }
+        PolicyError::StaleToken { .. }
+        | PolicyError::PermitEnded { .. }
+        | PolicyError::OutcomeNotForMode { .. }
+        | PolicyError::BreakerAlreadyHalfOpen(_) => Code::FailedPrecondition,
         PolicyError::WrongHost { .. } => Code::PermissionDenied,
         PolicyError::RequestIdConflict { .. } | PolicyError::AlreadyQuarantined(_) => {
             Code::AlreadyExists

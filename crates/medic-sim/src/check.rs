@@ -90,6 +90,7 @@ impl AuditEntry {
             }) => format!("END {id} of {host}: {state:?}"),
             Some(Event::PermitRenewed { id, .. }) => format!("RENEW {id}"),
             Some(Event::BreakerOpened(t)) => format!("BREAKER OPEN {}", t.scope),
+            Some(Event::BreakerHalfOpened { scope, .. }) => format!("BREAKER HALF-OPEN {scope}"),
             Some(Event::BreakerClosed { scope, .. }) => format!("BREAKER CLOSED {scope}"),
             Some(Event::HostQuarantined(q)) => format!("QUARANTINE {}", q.host),
             Some(Event::HostReleased { host, .. }) => format!("RELEASE {host}"),

@@ -243,6 +243,7 @@ fn i3_grant_while_breaker_open_is_caught() {
             cause: BreakerCause::UnhealthyFraction,
             since: at(50),
             detail: "40% unhealthy".into(),
+            half_open: None,
         }),
     );
     let p = h.grant(3, "h3", "r3", 60);

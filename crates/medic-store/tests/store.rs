@@ -470,6 +470,7 @@ fn load_after_snapshot_replays_only_later_events() {
             cause: BreakerCause::UnhealthyFraction,
             since: t0(),
             detail: "3 of 4 live hosts in rack=r1 unhealthy".into(),
+            half_open: None,
         },
     );
     state.last_token.0 = 41;
@@ -1075,6 +1076,7 @@ fn entries_round_trip_every_record_kind() {
             cause: BreakerCause::FailureFraction,
             since: t0(),
             detail: "6 of 10 failed".into(),
+            half_open: None,
         })),
         denied("h1", Action::RebootHost),
         config_reloaded(),

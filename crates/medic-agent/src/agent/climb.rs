@@ -71,10 +71,15 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             }
             if self.config.dry_run || held.dry_run {
                 tracing::warn!(job = %name, action = %held.action, "DRY RUN: would {} now", verb(held.action));
-                break 'act (
-                    Outcome::DryRun,
-                    format!("dry run: would {}", verb(held.action)),
-                );
+                // DRY_RUN is only for dry-run permits; an ordinary permit
+                // this agent did not act on ends ABORTED (the coordinator
+                // refuses anything else).
+                let outcome = if held.dry_run {
+                    Outcome::DryRun
+                } else {
+                    Outcome::Aborted
+                };
+                break 'act (outcome, format!("dry run: would {}", verb(held.action)));
             }
             match held.action {
                 Action::RestartJob => self.restart(i, &mut held).await,

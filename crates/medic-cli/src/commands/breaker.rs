@@ -1,4 +1,4 @@
-//! `medicctl breaker reset`: close open circuit breakers.
+//! `medicctl breaker reset`: move open circuit breakers to half-open.
 
 use std::time::SystemTime;
 
@@ -26,7 +26,8 @@ pub(super) async fn reset(ctx: &mut Ctx<'_>, a: BreakerResetArgs) -> Result<(), 
     }
     writeln!(
         ctx.out,
-        "closed {} breaker(s); one whose condition still holds opens again at the next evaluation:",
+        "reset {} breaker(s) to half-open: probe permits go out a few at a time, one failure \
+         opens a breaker again, and it closes once enough succeeded with its condition clear:",
         r.closed.len()
     )?;
     breaker_table(&r.closed, SystemTime::now()).write(ctx.out)?;

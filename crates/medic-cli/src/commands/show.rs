@@ -39,10 +39,14 @@ pub(super) fn pause_table(pauses: &[pb::Pause], now: SystemTime) -> Table {
 
 /// Breakers, one row each (`status`, `breaker reset`).
 pub(super) fn breaker_table(breakers: &[pb::BreakerTrip], now: SystemTime) -> Table {
-    let mut t = Table::new(&["SCOPE", "CAUSE", "SINCE", "WHY"]);
+    let mut t = Table::new(&["SCOPE", "STATE", "CAUSE", "SINCE", "WHY"]);
     for b in breakers {
         t.row(vec![
             json::breaker_scope(b.scope.as_ref()),
+            match &b.half_open {
+                None => "open".to_owned(),
+                Some(h) => format!("half-open ({} ok)", h.successes),
+            },
             json::breaker_cause(b.cause),
             format::opt_time(b.since.as_ref(), now, "-"),
             b.detail.clone(),

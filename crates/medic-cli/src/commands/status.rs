@@ -39,7 +39,8 @@ pub(super) async fn status(ctx: &mut Ctx<'_>) -> Result<(), Error> {
     } else {
         writeln!(
             out,
-            "BREAKERS OPEN (no grants for the hosts they cover; `medicctl breaker reset`):"
+            "BREAKERS (open: no grants for the hosts they cover, `medicctl breaker reset`; \
+             half-open: probe permits only):"
         )?;
         breaker_table(&s.breakers, now).write(out)?;
     }
@@ -136,8 +137,8 @@ fn fleet(
     };
     writeln!(
         out,
-        "hosts        {} live, {} unhealthy, {} quarantined, {} known{floor}",
-        s.live_hosts, s.unhealthy_hosts, s.quarantined_hosts, s.known_hosts
+        "hosts        {} live, {} unhealthy, {} silent, {} quarantined, {} known{floor}",
+        s.live_hosts, s.unhealthy_hosts, s.silent_hosts, s.quarantined_hosts, s.known_hosts
     )?;
     Ok(())
 }
@@ -150,7 +151,7 @@ fn granting(s: &pb::Status) -> String {
             .as_ref()
             .is_none_or(|sc| sc.selector.is_empty() && sc.action == 0)
     });
-    let fleet_breaker = s.breakers.iter().any(|b| {
+    let fleet_breaker = s.breakers.iter().find(|b| {
         matches!(
             b.scope.as_ref().and_then(|sc| sc.kind.as_ref()),
             Some(pb::breaker_scope::Kind::Fleet(_))
@@ -162,11 +163,13 @@ fn granting(s: &pb::Status) -> String {
         "NO: fewer live hosts than the fleet floor".to_owned()
     } else if fleet_pause {
         "NO: paused fleet-wide".to_owned()
-    } else if fleet_breaker {
+    } else if fleet_breaker.is_some_and(|b| b.half_open.is_none()) {
         "NO: the fleet-wide breaker is open".to_owned()
+    } else if fleet_breaker.is_some() {
+        "probes only: the fleet-wide breaker is half-open".to_owned()
     } else if !s.pauses.is_empty() || !s.breakers.is_empty() {
         format!(
-            "partly: {} pause(s) and {} open breaker(s) stop some hosts or actions",
+            "partly: {} pause(s) and {} tripped breaker(s) stop some hosts or actions",
             s.pauses.len(),
             s.breakers.len()
         )

@@ -76,6 +76,13 @@ pub(super) fn summary(e: &pb::Event) -> String {
             ),
             &b.detail,
         ),
+        Some(P::BreakerHalfOpened(b)) => with_reason(
+            format!(
+                "breaker {} half-open",
+                json::breaker_scope(b.scope.as_ref())
+            ),
+            &b.reason,
+        ),
         Some(P::BreakerClosed(b)) => with_reason(
             format!("breaker {} closed", json::breaker_scope(b.scope.as_ref())),
             &b.reason,

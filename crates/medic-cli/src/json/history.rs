@@ -111,6 +111,17 @@ pub enum Payload {
         /// The breaker.
         breaker: Breaker,
     },
+    /// A circuit breaker went half-open.
+    BreakerHalfOpened {
+        /// `fleet` or `LABEL=VALUE`.
+        scope: String,
+        /// Who (`coordinator` when its condition cleared).
+        actor: String,
+        /// Why.
+        reason: String,
+        /// When.
+        at: Option<String>,
+    },
     /// A circuit breaker closed.
     BreakerClosed {
         /// `fleet` or `LABEL=VALUE`.
@@ -212,6 +223,12 @@ impl From<&pb::Event> for Event {
             },
             Some(P::BreakerOpened(b)) => Payload::BreakerOpened {
                 breaker: Breaker::from(b),
+            },
+            Some(P::BreakerHalfOpened(b)) => Payload::BreakerHalfOpened {
+                scope: breaker_scope(b.scope.as_ref()),
+                actor: b.actor.clone(),
+                reason: b.reason.clone(),
+                at: time(b.at.as_ref()),
             },
             Some(P::BreakerClosed(b)) => Payload::BreakerClosed {
                 scope: breaker_scope(b.scope.as_ref()),

@@ -70,6 +70,9 @@ pub struct HostCounts {
     pub live: u32,
     /// Live hosts reporting a problem or holding a permit.
     pub unhealthy: u32,
+    /// Hosts that were live and went silent (the breakers count them as
+    /// unhealthy).
+    pub silent: u32,
     /// Quarantined hosts.
     pub quarantined: u32,
     /// The fleet floor: below it nothing is granted.
@@ -126,6 +129,7 @@ impl From<&pb::GetStatusResponse> for Status {
                 known: s.known_hosts,
                 live: s.live_hosts,
                 unhealthy: s.unhealthy_hosts,
+                silent: s.silent_hosts,
                 quarantined: s.quarantined_hosts,
                 min_fleet_size: s.min_fleet_size,
             },

@@ -39,6 +39,8 @@ pub struct NotifyConfig {
 pub enum NotifyKind {
     /// A circuit breaker opened.
     BreakerOpened,
+    /// A circuit breaker went half-open: probe permits go out.
+    BreakerHalfOpened,
     /// A circuit breaker closed.
     BreakerClosed,
     /// A pause began.
@@ -55,8 +57,9 @@ pub enum NotifyKind {
 
 impl NotifyKind {
     /// Every kind.
-    pub const ALL: [NotifyKind; 7] = [
+    pub const ALL: [NotifyKind; 8] = [
         NotifyKind::BreakerOpened,
+        NotifyKind::BreakerHalfOpened,
         NotifyKind::BreakerClosed,
         NotifyKind::Paused,
         NotifyKind::Resumed,
@@ -69,6 +72,7 @@ impl NotifyKind {
     pub fn as_str(self) -> &'static str {
         match self {
             NotifyKind::BreakerOpened => "breaker_opened",
+            NotifyKind::BreakerHalfOpened => "breaker_half_opened",
             NotifyKind::BreakerClosed => "breaker_closed",
             NotifyKind::Paused => "paused",
             NotifyKind::Resumed => "resumed",

@@ -910,9 +910,25 @@ impl Harness {
             "granted under a pause"
         );
         assert!(
-            d.breakers.values().all(|t| !t.scope.covers(&p.labels)),
+            d.breakers
+                .values()
+                .all(|t| !t.scope.covers(&p.labels) || !t.is_open()),
             "granted under an open breaker"
         );
+        for t in d.breakers.values().filter(|t| t.scope.covers(&p.labels)) {
+            let Some(h) = &t.half_open else { continue };
+            let probes = self
+                .engine
+                .permits()
+                .filter(|q| t.scope.covers(&q.labels))
+                .count();
+            let budget = self.config.breaker.probe_budget(h.successes) as usize;
+            assert!(
+                probes <= budget,
+                "{probes} probes under half-open breaker {} (budget {budget})",
+                t.scope
+            );
+        }
         let (live, _, active) = self.engine.counts();
         assert!(
             active[p.action.index()] <= limits.effective_cap(live),
@@ -1005,6 +1021,7 @@ fn event_kind(e: &medic_policy::Event) -> &'static str {
         E::Paused(_) => "paused",
         E::Resumed { .. } => "resumed",
         E::BreakerOpened(_) => "breaker-opened",
+        E::BreakerHalfOpened { .. } => "breaker-half-opened",
         E::BreakerClosed { .. } => "breaker-closed",
         E::ClockChecked { .. } => "clock",
     }

@@ -38,7 +38,10 @@ pub use bounds::{
     MAX_COUNT, MAX_DURATION, MAX_FORGET_HOSTS_AFTER, MAX_HEARTBEAT_INTERVAL,
     MIN_HEARTBEAT_INTERVAL, MIN_RATE_PER,
 };
-pub use breaker::{BreakerConfig, DomainBreakerConfig, RawBreaker, RawDomainBreaker};
+pub use breaker::{
+    BreakerConfig, DomainBreakerConfig, LivenessDropConfig, RawBreaker, RawDomainBreaker,
+    RawLivenessDrop,
+};
 pub use errors::{ConfigError, ConfigErrors, Errors};
 pub use fleet::{FleetConfig, RawFleet};
 pub use limits::{
@@ -158,7 +161,7 @@ impl RawPolicy {
         };
 
         let fleet = self.fleet.validate(errs, &p("fleet"));
-        let breaker = self.breaker.validate(errs, &p("breaker"));
+        let breaker = self.breaker.validate(errs, &p("breaker"), &fleet);
 
         for key in self.limits.keys() {
             if !Action::ALL.iter().any(|a| a.as_str() == key) {

@@ -20,7 +20,8 @@ impl Engine {
         self.expire_silent_hosts(now);
         self.expire_permits(now);
         self.expire_pauses(now);
-        self.age_outcome_samples(now);
+        self.failures.age(now, self.config.breaker.window);
+        self.age_silences(now);
         self.evaluate_breaker(BreakerScope::Fleet, now);
     }
 
@@ -101,21 +102,6 @@ impl Engine {
         }
     }
 
-    /// Outcome samples older than the breaker's `window` stop counting.
-    fn age_outcome_samples(&mut self, now: Time) {
-        let window = self.config.breaker.window;
-        while let Some(&(at, failed)) = self.outcomes.front() {
-            if now.duration_since(at).is_ok_and(|d| d > window) {
-                self.outcomes.pop_front();
-                if failed {
-                    self.outcomes_failed -= 1;
-                }
-            } else {
-                break;
-            }
-        }
-    }
-
     /// Periodic housekeeping: everything `advance` does, plus every domain
     /// breaker and compaction of records no rule needs. The coordinator calls
     /// it on a timer (about once per second).
@@ -185,7 +171,7 @@ impl Engine {
         let keep = self.config.fleet.forget_hosts_after;
         let quarantines = &self.durable.quarantines;
         let forgotten = |s: &HostSlot| {
-            !s.live
+            !s.flags.live
                 && s.active_permit.is_none()
                 && !quarantines.contains_key(&s.id)
                 && s.last_heartbeat

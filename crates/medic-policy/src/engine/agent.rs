@@ -26,11 +26,11 @@ impl Engine {
             None => self.add_slot(hb.host.clone(), hb.labels.clone()),
         };
         if self.hosts[i].labels != hb.labels {
-            let (live, unhealthy) = (self.hosts[i].live, self.hosts[i].unhealthy);
+            let flags = self.hosts[i].flags;
             let old = self.hosts[i].group_values.clone();
-            self.apply_flags(&old, live, unhealthy, -1);
+            self.apply_flags(&old, flags, -1);
             let new = self.intern_values(&hb.labels);
-            self.apply_flags(&new, live, unhealthy, 1);
+            self.apply_flags(&new, flags, 1);
             self.hosts[i].group_values = new;
             self.hosts[i].labels = hb.labels;
         }
@@ -260,7 +260,25 @@ impl Engine {
         let now = self.observe(now);
         self.advance(now);
         match self.active_permit_of(host, r) {
-            Ok(_) => {}
+            Ok(p) => {
+                // An outcome that does not fit the permit's mode would hide
+                // a failure from the failure breaker (an enforce permit
+                // ending DRY_RUN) or invent a verdict (a dry-run permit
+                // ending SUCCEEDED or FAILED).
+                let fits = match outcome {
+                    Outcome::Aborted => true,
+                    Outcome::DryRun => p.dry_run,
+                    Outcome::Succeeded | Outcome::Failed => !p.dry_run,
+                };
+                if !fits {
+                    return Err(PolicyError::OutcomeNotForMode {
+                        id: r.id.clone(),
+                        dry_run: p.dry_run,
+                        mode: if p.dry_run { "dry-run" } else { "enforce" },
+                        outcome: outcome.final_state().as_str(),
+                    });
+                }
+            }
             Err(PolicyError::PermitEnded { state, .. }) if state == outcome.final_state() => {
                 let rid = &self.permit_requests[&r.id];
                 let p = &self.durable.requests[rid];
@@ -300,7 +318,8 @@ impl Engine {
             at: now,
         });
         self.count_permit(&p, -1);
-        self.record_outcome_sample(now, state);
+        self.record_outcome_sample(now, &p.host, state);
+        self.probe_ended(&p, state, now);
         if let Some(&i) = self.host_index.get(&p.host) {
             let slot = &mut self.hosts[i];
             if slot.active_permit.as_ref() == Some(id) {

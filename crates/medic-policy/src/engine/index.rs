@@ -5,7 +5,7 @@
 
 use std::cmp::Reverse;
 
-use super::{Counts, Engine, GroupIndex, HostActionHistory, HostSlot};
+use super::{Counts, Engine, Flags, GroupIndex, HostActionHistory, HostSlot};
 use crate::rate::RateState;
 use crate::types::{Action, HostId, Labels, Permit, PermitId, PermitState, Time, later};
 
@@ -16,6 +16,9 @@ impl Engine {
     /// and the configuration.
     pub(super) fn rebuild_indexes(&mut self) {
         let now = self.clock;
+        // A rebuild can end a host's liveness (a shorter host_ttl): that
+        // is going silent like any other.
+        let was_live: Vec<bool> = self.hosts.iter().map(|s| s.flags.live).collect();
         self.groups = self
             .config
             .group_labels()
@@ -40,7 +43,16 @@ impl Engine {
         for i in 0..self.hosts.len() {
             self.arm_liveness(i);
             self.refresh(i, now);
+            let slot = &self.hosts[i];
+            if was_live.get(i).copied().unwrap_or(false)
+                && !slot.flags.live
+                && slot.silent_since.is_none()
+            {
+                self.went_silent(i, now);
+                self.refresh(i, now);
+            }
         }
+        self.rebuild_silences();
     }
 
     /// Resets every host slot to what durable state says (group values,
@@ -59,8 +71,7 @@ impl Engine {
             }
         }
         for slot in &mut self.hosts {
-            slot.live = false;
-            slot.unhealthy = false;
+            slot.flags = Flags::default();
             slot.liveness_queued = false;
             slot.active_permit = None;
             slot.history = Default::default();
@@ -104,19 +115,17 @@ impl Engine {
     }
 
     /// Each host's last permit end (for cooldowns), and the failure
-    /// breaker's samples since its last reset, from the ended permits.
+    /// breaker's samples, from the ended permits.
     fn replay_endings(&mut self) {
-        self.outcomes.clear();
-        self.outcomes_failed = 0;
+        self.failures.clear();
         let ends: Vec<_> = self.durable.endings.clone();
         for e in ends {
             if let Some(&i) = self.host_index.get(&e.host) {
                 self.hosts[i].history[e.action.index()].last_end = Some(e.at);
             }
-            if e.seq > self.durable.breaker_reset_seq {
-                self.record_outcome_sample(e.at, e.state);
-            }
+            self.record_outcome_sample(e.at, &e.host, e.state);
         }
+        self.failures.age(self.clock, self.config.breaker.window);
     }
 
     pub(super) fn intern_values(&mut self, labels: &Labels) -> Vec<Option<u32>> {
@@ -150,8 +159,9 @@ impl Engine {
             problems: Vec::new(),
             active_permit: None,
             history,
-            live: false,
-            unhealthy: false,
+            flags: Flags::default(),
+            silent_since: None,
+            recently_silent: false,
             liveness_queued: false,
         });
         self.host_index.insert(id, i);
@@ -178,7 +188,8 @@ impl Engine {
 // === impl Engine: counts ===
 
 impl Engine {
-    /// Recomputes a host's live/unhealthy flags and moves the counts.
+    /// Recomputes a host's flags (live, unhealthy, silent) and moves the
+    /// counts. A live host that stops being live goes silent.
     pub(super) fn refresh(&mut self, i: usize, now: Time) {
         let ttl = self.config.fleet.host_ttl;
         let slot = &self.hosts[i];
@@ -187,32 +198,37 @@ impl Engine {
             .is_some_and(|hb| now.duration_since(hb).map_or(true, |age| age < ttl));
         let holds = slot.active_permit.is_some();
         let live = heard || holds;
-        let unhealthy = live && (holds || !slot.problems.is_empty());
-        if live == slot.live && unhealthy == slot.unhealthy {
+        if live && slot.silent_since.is_some() {
+            self.heard_again(i);
+        } else if !live && slot.flags.live && slot.silent_since.is_none() {
+            self.went_silent(i, now);
+        }
+        let slot = &self.hosts[i];
+        let flags = Flags {
+            live,
+            unhealthy: live && (holds || !slot.problems.is_empty()),
+            silent: !live && slot.silent_since.is_some(),
+        };
+        if flags == slot.flags {
             return;
         }
-        let (old_live, old_unhealthy) = (slot.live, slot.unhealthy);
+        let old = slot.flags;
         let values = slot.group_values.clone();
-        self.apply_flags(&values, old_live, old_unhealthy, -1);
-        self.apply_flags(&values, live, unhealthy, 1);
-        let slot = &mut self.hosts[i];
-        slot.live = live;
-        slot.unhealthy = unhealthy;
+        self.apply_flags(&values, old, -1);
+        self.apply_flags(&values, flags, 1);
+        self.hosts[i].flags = flags;
     }
 
-    pub(super) fn apply_flags(
-        &mut self,
-        values: &[Option<u32>],
-        live: bool,
-        unhealthy: bool,
-        sign: i32,
-    ) {
+    pub(super) fn apply_flags(&mut self, values: &[Option<u32>], flags: Flags, sign: i32) {
         let bump = |c: &mut Counts| {
-            if live {
+            if flags.live {
                 c.live = c.live.saturating_add_signed(sign);
             }
-            if unhealthy {
+            if flags.unhealthy {
                 c.unhealthy = c.unhealthy.saturating_add_signed(sign);
+            }
+            if flags.silent {
+                c.silent = c.silent.saturating_add_signed(sign);
             }
         };
         bump(&mut self.fleet);
@@ -236,15 +252,15 @@ impl Engine {
         }
     }
 
-    pub(super) fn record_outcome_sample(&mut self, at: Time, state: PermitState) {
+    /// Counts an ended remediation for the failure breaker. Dry-run,
+    /// aborted and revoked permits say nothing about whether remediation
+    /// works, and count for nothing.
+    pub(super) fn record_outcome_sample(&mut self, at: Time, host: &HostId, state: PermitState) {
         let failed = match state {
             PermitState::Succeeded => false,
             PermitState::Failed | PermitState::Expired => true,
             _ => return,
         };
-        self.outcomes.push_back((at, failed));
-        if failed {
-            self.outcomes_failed += 1;
-        }
+        self.failures.record(at, host, failed);
     }
 }

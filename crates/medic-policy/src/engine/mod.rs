@@ -12,7 +12,9 @@
 //! - `index`: the derived counts and indexes (hosts, group values, budgets),
 //!   rebuilt from durable state and then kept incrementally.
 //! - `advance`: time passing: silences, expiries, housekeeping (`tick`).
-//! - `breakers`: when a breaker opens and closes (rule 2).
+//! - `breakers`: when a breaker opens, goes half-open and closes (rule 2).
+//! - `samples`: the failure breaker's outcomes, counted by host.
+//! - `silence`: hosts that went silent: the liveness-drop breaker's count.
 //! - `agent`: what agents call: heartbeats, permit requests, renewals,
 //!   outcomes.
 //! - `rules`: the rules, one check each, and the order they run in.
@@ -27,6 +29,8 @@ mod breakers;
 mod index;
 mod operator;
 mod rules;
+mod samples;
+mod silence;
 mod views;
 
 use std::cmp::Reverse;
@@ -42,12 +46,41 @@ use crate::types::{
 
 pub use operator::ResumeTarget;
 
-/// Live, unhealthy and active counts of the fleet or of one group value.
+/// Live, unhealthy, silent and active counts of the fleet or of one group
+/// value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Counts {
     live: u32,
     unhealthy: u32,
+    /// Hosts that were live and went silent, not yet heard from again or
+    /// forgotten: unhealthy for the breakers, since silence is not health.
+    silent: u32,
     active: [u32; 2],
+}
+
+impl Counts {
+    /// Unhealthy hosts as the breakers count them: silent ones included.
+    fn unhealthy_or_silent(&self) -> u32 {
+        self.unhealthy.saturating_add(self.silent)
+    }
+
+    /// The hosts the breakers' unhealthy share is of: live and silent.
+    fn live_or_silent(&self) -> u32 {
+        self.live.saturating_add(self.silent)
+    }
+
+    /// Active permits of both actions.
+    fn active_total(&self) -> u32 {
+        self.active[0].saturating_add(self.active[1])
+    }
+}
+
+/// A host's flags as the counts see them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Flags {
+    live: bool,
+    unhealthy: bool,
+    silent: bool,
 }
 
 /// One configured group label (`rack`): its interned values and their counts.
@@ -91,8 +124,13 @@ struct HostSlot {
     problems: Vec<Problem>,
     active_permit: Option<PermitId>,
     history: [HostActionHistory; 2],
-    live: bool,
-    unhealthy: bool,
+    /// What the counts hold for this host.
+    flags: Flags,
+    /// Since when the host has been silent, if it was live and went silent
+    /// (cleared when it is heard from again).
+    silent_since: Option<Time>,
+    /// Whether `Engine::silence` counts it as recently silent.
+    recently_silent: bool,
     /// Whether the liveness heap holds an entry for this host (at most one:
     /// heartbeats do not push, the entry is re-armed when it comes due).
     liveness_queued: bool,
@@ -113,9 +151,10 @@ pub struct Engine {
     groups: Vec<GroupIndex>,
     fleet: Counts,
     rate: [RateState; 2],
-    /// Outcome samples for the failure breaker: (when, failed).
-    outcomes: VecDeque<(Time, bool)>,
-    outcomes_failed: u32,
+    /// Outcome samples for the failure breaker, by host.
+    failures: samples::FailureSamples,
+    /// Hosts that went silent recently (the liveness-drop breaker).
+    silence: silence::Silences,
     /// Request ids by permit, to answer about ended permits.
     permit_requests: HashMap<PermitId, crate::types::RequestId>,
     permit_expiry: BinaryHeap<Reverse<(Time, FencingToken)>>,
@@ -146,8 +185,8 @@ impl Engine {
             groups: Vec::new(),
             fleet: Counts::default(),
             rate: Default::default(),
-            outcomes: VecDeque::new(),
-            outcomes_failed: 0,
+            failures: samples::FailureSamples::default(),
+            silence: silence::Silences::default(),
             permit_requests: HashMap::new(),
             permit_expiry: BinaryHeap::new(),
             liveness: BinaryHeap::new(),
@@ -207,6 +246,9 @@ impl Engine {
                 for p in &mut slot.problems {
                     p.since = step.shift(p.since);
                 }
+                if let Some(s) = &mut slot.silent_since {
+                    *s = step.shift(*s);
+                }
             }
             for t in self.breaker_clear_since.values_mut() {
                 *t = step.shift(*t);
@@ -243,15 +285,12 @@ impl Engine {
     fn emit(&mut self, event: Event) {
         self.durable.apply(&event);
         match &event {
-            // Failure samples before a close of the fleet breaker stop
-            // counting (a restored engine sees the same through `seq`).
-            Event::BreakerClosed {
+            // A half-open fleet breaker opens again on a liveness drop
+            // only for hosts that went silent after it went half-open.
+            Event::BreakerHalfOpened {
                 scope: BreakerScope::Fleet,
                 ..
-            } => {
-                self.outcomes.clear();
-                self.outcomes_failed = 0;
-            }
+            } => self.silence.mark_half_open(),
             // A released host's attempt budget starts afresh.
             Event::HostReleased { host, .. } => {
                 if let Some(&i) = self.host_index.get(host) {

@@ -150,9 +150,10 @@ impl Engine {
         Ok(self.end_permit(id, PermitState::Revoked, actor, reason, now))
     }
 
-    /// Closes open breakers: the one for `scope`, or all. Failure samples
-    /// before the reset stop counting. If the unhealthy condition still
-    /// holds, the breaker opens again at the next evaluation.
+    /// Moves open breakers to half-open: the one for `scope`, or every
+    /// open one. A reset is an operator saying the cause is fixed: probe
+    /// permits go out a few at a time, and one failure opens the breaker
+    /// again. Failure samples are kept; they age out of the window.
     pub fn reset_breaker(
         &mut self,
         scope: Option<&BreakerScope>,
@@ -162,28 +163,26 @@ impl Engine {
     ) -> Result<Vec<BreakerTrip>, PolicyError> {
         let now = self.observe(now);
         self.advance(now);
-        let closing: Vec<BreakerTrip> = self
+        let (open, half_open): (Vec<BreakerTrip>, Vec<BreakerTrip>) = self
             .durable
             .breakers
             .values()
             .filter(|t| scope.is_none_or(|s| &t.scope == s))
             .cloned()
-            .collect();
-        if closing.is_empty() {
-            return Err(PolicyError::NoOpenBreaker(ScopeSuffix(
-                scope.map(ToString::to_string),
-            )));
+            .partition(BreakerTrip::is_open);
+        if open.is_empty() {
+            if half_open.is_empty() {
+                return Err(PolicyError::NoOpenBreaker(ScopeSuffix(
+                    scope.map(ToString::to_string),
+                )));
+            }
+            let scopes: Vec<String> = half_open.iter().map(|t| t.scope.to_string()).collect();
+            return Err(PolicyError::BreakerAlreadyHalfOpen(scopes.join(", ")));
         }
-        for t in &closing {
-            self.breaker_clear_since.remove(&t.scope);
-            self.emit(Event::BreakerClosed {
-                scope: t.scope.clone(),
-                actor: actor.to_owned(),
-                reason: reason.to_owned(),
-                at: now,
-            });
+        for t in &open {
+            self.half_open_breaker(t.scope.clone(), actor, reason, now);
         }
-        Ok(closing)
+        Ok(open)
     }
 }
 

@@ -176,22 +176,20 @@ impl Engine {
         })
     }
 
-    /// Rule 2: no grant while a breaker covering the host is open; every
-    /// one of them must close.
+    /// Rule 2: no grant while a breaker covering the host is open (every
+    /// one of them must close), nor while a half-open one has all the
+    /// probe permits out that it allows.
     fn check_breakers(&self, labels: &Labels, now: Time) -> Option<Denial> {
-        let trips: Vec<&BreakerTrip> = self
-            .durable
-            .breakers
-            .values()
-            .filter(|t| t.scope.covers(labels))
-            .collect();
-        if trips.is_empty() {
-            return None;
+        let mut trips = self.trips_covering(labels).peekable();
+        trips.peek()?;
+        let (open, half_open): (Vec<&BreakerTrip>, Vec<&BreakerTrip>) =
+            trips.partition(|t| t.is_open());
+        if open.is_empty() {
+            return self.check_probe_budget(&half_open);
         }
         let auto_close_after = self.config.breaker.auto_close_after;
         let retry_after = auto_close_after.map(|after| {
-            trips
-                .iter()
+            open.iter()
                 .map(|t| {
                     let clear = self.breaker_clear_since.get(&t.scope).copied();
                     let elapsed = clear.map_or(Duration::ZERO, |c| {
@@ -202,13 +200,14 @@ impl Engine {
                 .max()
                 .unwrap_or_default()
         });
-        let what: Vec<String> = trips
+        let what: Vec<String> = open
             .iter()
             .map(|t| {
                 format!(
-                    "{} since {}: {}",
+                    "{} since {} ({}): {}",
                     t.scope,
                     crate::types::rfc3339(t.since),
+                    t.cause,
                     t.detail
                 )
             })
@@ -221,12 +220,41 @@ impl Engine {
                 what.join("; and for "),
                 match auto_close_after {
                     Some(a) => format!(
-                        "a breaker closes by itself once clear for {}, or by medicctl breaker reset",
+                        "a breaker goes half-open by itself once clear for {}, or by \
+                         medicctl breaker reset, and then lets probe permits through",
                         format_duration(a)
                     ),
-                    None => "it closes by medicctl breaker reset".to_owned(),
+                    None => "it goes half-open by medicctl breaker reset, and then lets \
+                             probe permits through"
+                        .to_owned(),
                 }
             ),
+        })
+    }
+
+    /// Rule 2, half-open: the first of `trips` whose probe permits are all
+    /// out denies.
+    fn check_probe_budget(&self, trips: &[&BreakerTrip]) -> Option<Denial> {
+        let b = &self.config.breaker;
+        trips.iter().find_map(|t| {
+            let (active, budget) = self.probes(t)?;
+            let h = t.half_open.as_ref()?;
+            (active >= budget).then(|| Denial {
+                reason: DenyReason::BreakerHalfOpen,
+                retry_after: Some(self.config.fleet.heartbeat_interval),
+                message: format!(
+                    "circuit breaker half-open for {} since {} (opened for {}: {}): {active} \
+                     of {budget} probe permits active; each verified success allows one more, \
+                     one failure opens it again, and it closes after {} successes with its \
+                     condition clear ({} so far)",
+                    t.scope,
+                    crate::types::rfc3339(h.since),
+                    t.cause,
+                    t.detail,
+                    b.half_open_successes,
+                    h.successes
+                ),
+            })
         })
     }
 

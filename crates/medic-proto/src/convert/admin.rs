@@ -2,8 +2,8 @@
 //! hosts, explanations.
 
 use medic_policy::{
-    ActionStatus, BreakerCause, BreakerScope, BreakerTrip, Explanation, HostView, InvalidInput,
-    Pause, Quarantine, QuarantineCause, Scope, Status,
+    ActionStatus, BreakerCause, BreakerScope, BreakerTrip, Explanation, HalfOpen, HostView,
+    InvalidInput, Pause, Quarantine, QuarantineCause, Scope, Status,
 };
 
 use super::{
@@ -25,6 +25,8 @@ enum_conversions!(QuarantineCause, pb::QuarantineCause, "cause", {
 enum_conversions!(BreakerCause, pb::BreakerCause, "cause", {
     UnhealthyFraction <=> UnhealthyFraction,
     FailureFraction <=> FailureFraction,
+    LivenessDrop <=> LivenessDrop,
+    ProbeFailed <=> ProbeFailed,
 });
 
 // === impl Scope ===
@@ -153,6 +155,12 @@ impl From<BreakerTrip> for pb::BreakerTrip {
             cause: wire_enum::<pb::BreakerCause, _>(t.cause),
             since: Some(to_timestamp(t.since)),
             detail: t.detail,
+            half_open: t.half_open.map(|h| pb::HalfOpen {
+                since: Some(to_timestamp(h.since)),
+                actor: h.actor,
+                reason: h.reason,
+                successes: h.successes,
+            }),
         }
     }
 }
@@ -166,6 +174,17 @@ impl TryFrom<pb::BreakerTrip> for BreakerTrip {
             cause: required_enum::<pb::BreakerCause, _>("cause", t.cause)?,
             since: required_time("since", t.since)?,
             detail: t.detail,
+            half_open: t
+                .half_open
+                .map(|h| {
+                    Ok::<_, InvalidInput>(HalfOpen {
+                        since: required_time("half_open.since", h.since)?,
+                        actor: h.actor,
+                        reason: h.reason,
+                        successes: h.successes,
+                    })
+                })
+                .transpose()?,
         })
     }
 }
@@ -180,6 +199,7 @@ impl From<Status> for pb::Status {
             known_hosts: s.known_hosts,
             live_hosts: s.live_hosts,
             unhealthy_hosts: s.unhealthy_hosts,
+            silent_hosts: s.silent_hosts,
             quarantined_hosts: s.quarantined_hosts,
             min_fleet_size: s.min_fleet_size,
             pauses: s.pauses.into_iter().map(Into::into).collect(),
@@ -199,6 +219,7 @@ impl TryFrom<pb::Status> for Status {
             known_hosts: s.known_hosts,
             live_hosts: s.live_hosts,
             unhealthy_hosts: s.unhealthy_hosts,
+            silent_hosts: s.silent_hosts,
             quarantined_hosts: s.quarantined_hosts,
             min_fleet_size: s.min_fleet_size,
             pauses: repeated("pauses", s.pauses)?,
@@ -250,6 +271,7 @@ impl From<HostView> for pb::Host {
             agent_version: h.agent_version,
             live: h.live,
             unhealthy: h.unhealthy,
+            silent_since: h.silent_since.map(to_timestamp),
             last_heartbeat: h.last_heartbeat.map(to_timestamp),
             problems: h.problems.into_iter().map(Into::into).collect(),
             active_permit_id: h
@@ -276,6 +298,7 @@ impl TryFrom<pb::Host> for HostView {
             agent_version: h.agent_version,
             live: h.live,
             unhealthy: h.unhealthy,
+            silent_since: optional_time("silent_since", h.silent_since)?,
             last_heartbeat: optional_time("last_heartbeat", h.last_heartbeat)?,
             problems: repeated("problems", h.problems)?,
             active_permit,

@@ -47,6 +47,7 @@ enum_conversions!(DenyReason, pb::DenyReason, "reason", {
     FleetTooSmall <=> FleetTooSmall,
     Paused <=> Paused,
     BreakerOpen <=> BreakerOpen,
+    BreakerHalfOpen <=> BreakerHalfOpen,
     Quarantined <=> Quarantined,
     HostBusy <=> HostBusy,
     Cooldown <=> Cooldown,

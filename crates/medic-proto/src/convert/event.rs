@@ -83,6 +83,7 @@ impl pb::Event {
             Event::Paused(p) => (p.actor.clone(), p.reason.clone()),
             Event::HostReleased { actor, reason, .. }
             | Event::Resumed { actor, reason, .. }
+            | Event::BreakerHalfOpened { actor, reason, .. }
             | Event::BreakerClosed { actor, reason, .. } => (actor.clone(), reason.clone()),
             Event::BreakerOpened(t) => (COORDINATOR_ACTOR.to_owned(), t.detail.clone()),
             Event::ClockChecked { step, detail, .. } => (
@@ -243,6 +244,17 @@ impl From<Event> for Payload {
                 at: Some(to_timestamp(at)),
             }),
             Event::BreakerOpened(t) => Payload::BreakerOpened(t.into()),
+            Event::BreakerHalfOpened {
+                scope,
+                actor,
+                reason,
+                at,
+            } => Payload::BreakerHalfOpened(w::BreakerHalfOpened {
+                scope: Some(scope.into()),
+                actor,
+                reason,
+                at: Some(to_timestamp(at)),
+            }),
             Event::BreakerClosed {
                 scope,
                 actor,
@@ -296,6 +308,7 @@ impl TryFrom<Payload> for Event {
             Payload::Resumed(r) => ("resumed", resumed(r)),
             Payload::BreakerOpened(t) => ("breaker_opened", t.try_into().map(Event::BreakerOpened)),
             Payload::BreakerClosed(c) => ("breaker_closed", breaker_closed(c)),
+            Payload::BreakerHalfOpened(h) => ("breaker_half_opened", breaker_half_opened(h)),
             Payload::ClockChecked(c) => ("clock_checked", clock_checked(c)),
             Payload::Denied(_) => return Err(not_a_policy_event("denied")),
             Payload::ConfigReloaded(_) => return Err(not_a_policy_event("config_reloaded")),
@@ -369,6 +382,15 @@ fn breaker_closed(c: pb::event::BreakerClosed) -> Result<Event, InvalidInput> {
         actor: c.actor,
         reason: c.reason,
         at: required_time("at", c.at)?,
+    })
+}
+
+fn breaker_half_opened(h: pb::event::BreakerHalfOpened) -> Result<Event, InvalidInput> {
+    Ok(Event::BreakerHalfOpened {
+        scope: required_msg("scope", h.scope)?,
+        actor: h.actor,
+        reason: h.reason,
+        at: required_time("at", h.at)?,
     })
 }
 

@@ -106,6 +106,12 @@ fn domain_breaker() -> BreakerTrip {
         cause: BreakerCause::UnhealthyFraction,
         since: at(1_700_000_600),
         detail: "9 of 20 live hosts unhealthy (45%), threshold 25%".to_owned(),
+        half_open: Some(medic_policy::HalfOpen {
+            since: at(1_700_000_900),
+            actor: "alice".to_owned(),
+            reason: "switch replaced; probing with 1 permit at a time".to_owned(),
+            successes: 2,
+        }),
     }
 }
 
@@ -306,6 +312,7 @@ fn status_round_trips() {
         known_hosts: 50_000,
         live_hosts: 49_800,
         unhealthy_hosts: 120,
+        silent_hosts: 7,
         quarantined_hosts: 4,
         min_fleet_size: 100,
         pauses: vec![pause(None)],
@@ -345,6 +352,7 @@ fn host_view_round_trips_with_and_without_permit() {
         agent_version: "0.3.1".to_owned(),
         live: true,
         unhealthy: true,
+        silent_since: Some(at(1_700_000_700)),
         last_heartbeat: Some(at(1_700_000_300)),
         problems: vec![problem("ingest")],
         active_permit: Some(PermitId::for_token(FencingToken(42))),
@@ -542,7 +550,11 @@ fn every_wire_deny_reason_mirrors_a_domain_reason_of_the_same_name() {
         );
         seen += 1;
     }
-    assert_eq!(seen, 13, "medic_policy::DenyReason has 13 reasons");
+    assert_eq!(
+        seen,
+        DenyReason::ALL.len(),
+        "every medic_policy::DenyReason"
+    );
 }
 
 #[test]
@@ -606,6 +618,8 @@ fn actions_outcomes_and_causes_round_trip() {
     for c in [
         BreakerCause::UnhealthyFraction,
         BreakerCause::FailureFraction,
+        BreakerCause::LivenessDrop,
+        BreakerCause::ProbeFailed,
     ] {
         assert_eq!(BreakerCause::try_from(pb::BreakerCause::from(c)), Ok(c));
     }
@@ -980,6 +994,7 @@ fn status_with_bad_pause_names_its_index() {
         known_hosts: 0,
         live_hosts: 0,
         unhealthy_hosts: 0,
+        silent_hosts: 0,
         quarantined_hosts: 0,
         min_fleet_size: 0,
         pauses: vec![pause(None), pause(None)],
@@ -1323,6 +1338,7 @@ fn responses_are_not_held_to_request_limits() {
             agent_version: String::new(),
             live: true,
             unhealthy: true,
+            silent_since: None,
             last_heartbeat: None,
             problems: vec![],
             active_permit: None,

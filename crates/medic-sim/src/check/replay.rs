@@ -158,7 +158,8 @@ impl Replay {
             Event::BreakerOpened(t) => {
                 self.breakers.insert(t.scope.clone(), entry);
             }
-            Event::BreakerClosed { scope, .. } => {
+            // Half-open: probes may be granted, no longer "open".
+            Event::BreakerHalfOpened { scope, .. } | Event::BreakerClosed { scope, .. } => {
                 self.breakers.remove(scope);
             }
             Event::HostQuarantined(q) => {
