@@ -887,3 +887,105 @@ async fn reflection_lists_both_services_and_health() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_dry_run_outcome_for_an_enforce_permit_is_failed_precondition() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut agent, _) = ready(dir.path(), FAST, &["h1"]).await;
+    let p = granted(request(&mut agent, "h1", RestartJob, "r1").await)
+        .permit
+        .unwrap();
+    let e = agent
+        .report_outcome(pb::ReportOutcomeRequest {
+            host_id: "h1".into(),
+            permit_id: p.permit_id.clone(),
+            fencing_token: p.fencing_token,
+            outcome: pb::Outcome::DryRun.into(),
+            detail: "did nothing, honest".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("enforce mode"), "{}", e.message());
+    server.stop().await.unwrap();
+}
+
+/// Sends any bytes as a request body.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+#[tokio::test]
+async fn an_undecodable_request_body_is_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), FAST).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for path in [
+        "/medic.v1.Remediation/Heartbeat",
+        "/medic.v1.Remediation/RequestPermit",
+        "/medic.v1.Admin/GetStatus",
+    ] {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        // Field 1 as a string, cut off after its length: not a message.
+        let e = grpc
+            .unary(
+                tonic::Request::new(vec![0x0a, 0x05, b'h']),
+                tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                Raw,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{path}: {e}");
+        assert!(
+            e.message().contains("failed to decode Protobuf message"),
+            "{path}: {e}"
+        );
+    }
+    // A well-formed body still works.
+    let mut admin = server.admin().await;
+    admin.get_status(pb::GetStatusRequest {}).await.unwrap();
+    server.stop().await.unwrap();
+}

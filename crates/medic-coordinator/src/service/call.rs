@@ -1,7 +1,10 @@
 //! One layer under every gRPC service: names the medic method a request
 //! calls (from the generated services' descriptor, so no method name is
-//! typed twice), times it in `medic_rpc_duration_seconds`, and runs it in
-//! a `call` span naming the method.
+//! typed twice), times it in `medic_rpc_duration_seconds`, runs it in a
+//! `call` span naming the method, and answers a request body that is not
+//! the method's protobuf message with `INVALID_ARGUMENT`, like every other
+//! malformed input (tonic's codec says `INTERNAL`, which would page someone
+//! for a caller's mistake).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -97,9 +100,9 @@ pub struct Timed<S> {
     layer: CallLayer,
 }
 
-impl<S, B> tonic::codegen::Service<http::Request<B>> for Timed<S>
+impl<S, B, RB> tonic::codegen::Service<http::Request<B>> for Timed<S>
 where
-    S: tonic::codegen::Service<http::Request<B>>,
+    S: tonic::codegen::Service<http::Request<B>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -123,12 +126,37 @@ where
         let call = self.inner.call(req);
         Box::pin(
             async move {
-                let response = call.await;
+                let mut response = call.await;
                 metrics.rpc(method.as_str(), started.elapsed().as_secs_f64());
+                if let Ok(r) = &mut response {
+                    undecodable_is_invalid_argument(r.headers_mut());
+                }
                 response
             }
             .instrument(span),
         )
+    }
+}
+
+/// Rewrites tonic's answer to a request body its codec could not decode
+/// (`INTERNAL`, "failed to decode Protobuf message: ...", sent as
+/// trailers-only headers before any handler ran) to `INVALID_ARGUMENT`,
+/// keeping the message that names the field.
+fn undecodable_is_invalid_argument(headers: &mut http::HeaderMap) {
+    const INTERNAL: &str = "13";
+    // As tonic percent-encodes it.
+    const DECODE_FAILED: &str = "failed%20to%20decode%20Protobuf%20message";
+    let internal = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == INTERNAL.as_bytes());
+    let undecodable = headers
+        .get("grpc-message")
+        .is_some_and(|v| v.as_bytes().starts_with(DECODE_FAILED.as_bytes()));
+    if internal && undecodable {
+        let code = (tonic::Code::InvalidArgument as i32).to_string();
+        if let Ok(v) = http::HeaderValue::from_str(&code) {
+            headers.insert("grpc-status", v);
+        }
     }
 }
 
