@@ -83,7 +83,7 @@ mod tests {
     }
 
     fn h(name: &str) -> HostId {
-        HostId::new(name).unwrap()
+        HostId::new(name).expect("a valid host id")
     }
 
     #[test]
