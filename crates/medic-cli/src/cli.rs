@@ -441,12 +441,16 @@ pub struct ExplainArgs {
 /// `medicctl breaker ...`.
 #[derive(Debug, Subcommand)]
 pub enum BreakerCommand {
-    /// Close open circuit breakers (all of them, or one --scope)
+    /// Move open circuit breakers to half-open (all of them, or one --scope)
     #[command(
         long_about = "\
-Close open circuit breakers: every open one, or the one named by --scope. If the
-condition that opened a breaker still holds, it opens again at the next
-evaluation (a new trip, audited). `medicctl status` shows open breakers.",
+Move open circuit breakers to half-open: every open one, or the one named by
+--scope. A reset says the cause is fixed; it does not close the breaker. A
+half-open breaker lets probe permits through (breaker.half_open_probes at a
+time, one more per verified success), opens again at once if one fails or
+expires, and closes after breaker.half_open_successes successes with its
+condition clear. Half-open breakers are left as they are; a reset that finds
+only half-open ones is refused. `medicctl status` shows each breaker's state.",
         after_help = "\
 Examples:
   medicctl breaker reset --reason 'db-3 recovered, INC-1234'
@@ -524,7 +528,7 @@ pub enum KindArg {
     Outcome,
     /// An operator revoked a permit.
     Admin,
-    /// A circuit breaker opened or closed.
+    /// A circuit breaker opened, went half-open or closed.
     Breaker,
     /// A host was quarantined or released.
     Quarantine,

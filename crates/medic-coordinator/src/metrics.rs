@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 
-use medic_policy::{Action, DenyReason, Status};
+use medic_policy::{Action, BreakerCause, DenyReason, Status};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,6 +29,14 @@ pub struct DecisionLabels {
     pub action: String,
     /// `granted`, `replayed`, or the denial reason (`breaker_open`, ...).
     pub outcome: String,
+}
+
+/// Labels: what opened a breaker.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    /// `unhealthy_fraction`, `failure_fraction`, `liveness_drop` or
+    /// `probe_failed`.
+    pub cause: String,
 }
 
 /// Labels: an RPC method.
@@ -80,16 +88,23 @@ pub struct Metrics {
     pub permits_cap: Family<ActionLabel, Gauge>,
     /// Grants left in the current rate window per action.
     pub rate_budget_remaining: Family<ActionLabel, Gauge>,
-    /// 1 while the fleet-wide breaker is open.
+    /// 1 while the fleet-wide breaker is open (not while it is half-open).
     pub breaker_fleet_open: Gauge,
-    /// Open breakers, fleet and domains.
+    /// Open breakers, fleet and domains (half-open ones not counted).
     pub breakers_open: Gauge,
+    /// Half-open breakers, fleet and domains.
+    pub breakers_half_open: Gauge,
+    /// Open breakers by cause (half-open ones not counted).
+    pub breaker_open: Family<CauseLabel, Gauge>,
     /// Pauses in force.
     pub pauses_active: Gauge,
     /// Live hosts.
     pub hosts_live: Gauge,
     /// Unhealthy hosts.
     pub hosts_unhealthy: Gauge,
+    /// Hosts that were live and went silent (not yet heard from again or
+    /// forgotten).
+    pub hosts_silent: Gauge,
     /// Quarantined hosts.
     pub hosts_quarantined: Gauge,
     /// Known hosts.
@@ -197,19 +212,40 @@ impl Metrics {
         let breaker_fleet_open = gauge(
             &mut registry,
             "breaker_fleet_open",
-            "1 while the fleet-wide circuit breaker is open (no grants anywhere)",
+            "1 while the fleet-wide circuit breaker is open (no grants anywhere); 0 while it is half-open or closed",
         );
         let breakers_open = gauge(
             &mut registry,
             "breakers_open",
-            "Open circuit breakers, fleet-wide and per failure domain",
+            "Open circuit breakers, fleet-wide and per failure domain (half-open ones not counted)",
         );
+        let breakers_half_open = gauge(
+            &mut registry,
+            "breakers_half_open",
+            "Half-open circuit breakers, fleet-wide and per failure domain (probe permits only)",
+        );
+        let breaker_open = Family::<CauseLabel, Gauge>::default();
+        registry.register(
+            "breaker_open",
+            "Open circuit breakers by cause: unhealthy_fraction, failure_fraction, liveness_drop, probe_failed (half-open ones not counted)",
+            breaker_open.clone(),
+        );
+        for cause in BreakerCause::ALL {
+            let _ = breaker_open.get_or_create(&CauseLabel {
+                cause: cause.as_str().to_owned(),
+            });
+        }
         let pauses_active = gauge(&mut registry, "pauses_active", "Pauses in force");
         let hosts_live = gauge(&mut registry, "hosts_live", "Live hosts");
         let hosts_unhealthy = gauge(
             &mut registry,
             "hosts_unhealthy",
             "Live hosts reporting a problem or holding a permit",
+        );
+        let hosts_silent = gauge(
+            &mut registry,
+            "hosts_silent",
+            "Hosts that were live and went silent, until heard from again or forgotten (the breakers count them as unhealthy)",
         );
         let hosts_quarantined = gauge(&mut registry, "hosts_quarantined", "Quarantined hosts");
         let hosts_known = gauge(
@@ -443,9 +479,12 @@ impl Metrics {
             rate_budget_remaining,
             breaker_fleet_open,
             breakers_open,
+            breakers_half_open,
+            breaker_open,
             pauses_active,
             hosts_live,
             hosts_unhealthy,
+            hosts_silent,
             hosts_quarantined,
             hosts_known,
             warming_up,
@@ -554,15 +593,23 @@ impl Metrics {
                 .get_or_create(&l)
                 .set(i64::from(a.rate_limit.saturating_sub(a.rate_used)));
         }
-        let fleet_open = s
-            .breakers
-            .iter()
-            .any(|b| b.scope == medic_policy::BreakerScope::Fleet);
+        let open = || s.breakers.iter().filter(|b| b.is_open());
+        let fleet_open = open().any(|b| b.scope == medic_policy::BreakerScope::Fleet);
         self.breaker_fleet_open.set(i64::from(fleet_open));
-        self.breakers_open.set(len(s.breakers.len()));
+        self.breakers_open.set(len(open().count()));
+        self.breakers_half_open
+            .set(len(s.breakers.iter().filter(|b| !b.is_open()).count()));
+        for cause in BreakerCause::ALL {
+            self.breaker_open
+                .get_or_create(&CauseLabel {
+                    cause: cause.as_str().to_owned(),
+                })
+                .set(len(open().filter(|b| b.cause == cause).count()));
+        }
         self.pauses_active.set(len(s.pauses.len()));
         self.hosts_live.set(i64::from(s.live_hosts));
         self.hosts_unhealthy.set(i64::from(s.unhealthy_hosts));
+        self.hosts_silent.set(i64::from(s.silent_hosts));
         self.hosts_quarantined.set(i64::from(s.quarantined_hosts));
         self.hosts_known.set(i64::from(s.known_hosts));
         self.warming_up.set(i64::from(s.warming_up_until.is_some()));

@@ -643,6 +643,14 @@ pub enum BreakerCause {
 }
 
 impl BreakerCause {
+    /// Every cause.
+    pub const ALL: [BreakerCause; 4] = [
+        BreakerCause::UnhealthyFraction,
+        BreakerCause::FailureFraction,
+        BreakerCause::LivenessDrop,
+        BreakerCause::ProbeFailed,
+    ];
+
     /// The name used in messages, metrics and notifications.
     pub fn as_str(self) -> &'static str {
         match self {
