@@ -26,9 +26,9 @@ use medic_proto::pb::v1 as pb;
 
 use self::invariants::{
     Fleet, i1_caps_hold, i2_rate_holds, i3_failed_probe_reopens, i3_no_grant_while_forbidden,
-    i4_one_permit_per_host,
-    i5_fencing, i6_no_grant_duplicated, i6_no_grant_lost, i7_one_grant_per_request,
-    i8_acts_under_valid_permit, i9_every_permit_ended, i9_records_name_actor_and_reason,
+    i4_one_permit_per_host, i5_fencing, i6_no_grant_duplicated, i6_no_grant_lost,
+    i7_one_grant_per_request, i8_acts_under_valid_permit, i9_every_permit_ended,
+    i9_records_name_actor_and_reason,
 };
 use self::replay::Replay;
 use crate::record::ActionRecord;
