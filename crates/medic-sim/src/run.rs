@@ -482,10 +482,10 @@ pub(crate) fn summarize_history(r: &mut RunResult, clock: &SimClock) {
     let mut reset: Vec<medic_policy::BreakerScope> = Vec::new();
     for e in &r.history {
         match &e.event {
-            Some(Event::PermitGranted { permit }) => {
-                if reset.iter().any(|s| s.covers(&permit.labels)) {
-                    r.half_open_grants_after_reset += 1;
-                }
+            Some(Event::PermitGranted { permit })
+                if reset.iter().any(|s| s.covers(&permit.labels)) =>
+            {
+                r.half_open_grants_after_reset += 1;
             }
             Some(Event::BreakerOpened(t)) => reset.retain(|s| *s != t.scope),
             Some(Event::BreakerHalfOpened { scope, actor, .. }) => {
