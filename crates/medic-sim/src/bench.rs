@@ -282,6 +282,8 @@ pub(crate) async fn run_storm(
             None,
         ),
         breakers: Vec::new(),
+        half_open_grants_after_reset: 0,
+        half_open_probes: policy.breaker.half_open_probes,
         pauses: 0,
         quarantines: 0,
         expired: 0,

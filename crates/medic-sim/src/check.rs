@@ -2,7 +2,8 @@
 //! the coordinator's audit history and the hosts' own action records.
 //!
 //! It replays the history in id order, keeping the permits that are active
-//! (granted, not ended, not past their latest expiry), the open breakers,
+//! (granted, not ended, not past their latest expiry), the open and
+//! half-open breakers (with the successes each half-open one counted),
 //! the pauses and the quarantines, and judges every grant against them.
 //! Where a bound depends on the live fleet (percent caps) it uses the whole
 //! fleet, the largest the live fleet can be, so it never blames the
@@ -24,9 +25,10 @@ use medic_policy::{Event, Labels, PolicyConfig};
 use medic_proto::pb::v1 as pb;
 
 use self::invariants::{
-    Fleet, i1_caps_hold, i2_rate_holds, i3_no_grant_while_forbidden, i4_one_permit_per_host,
-    i5_fencing, i6_no_grant_duplicated, i6_no_grant_lost, i7_one_grant_per_request,
-    i8_acts_under_valid_permit, i9_every_permit_ended, i9_records_name_actor_and_reason,
+    Fleet, i1_caps_hold, i2_rate_holds, i3_failed_probe_reopens, i3_no_grant_while_forbidden,
+    i4_one_permit_per_host, i5_fencing, i6_no_grant_duplicated, i6_no_grant_lost,
+    i7_one_grant_per_request, i8_acts_under_valid_permit, i9_every_permit_ended,
+    i9_records_name_actor_and_reason,
 };
 use self::replay::Replay;
 use crate::record::ActionRecord;
@@ -209,6 +211,7 @@ pub fn check(history: &[AuditEntry], actions: &[ActionRecord], cx: &Context<'_>)
     for e in history {
         i9_records_name_actor_and_reason(&mut v, e);
         let Some(event) = &e.event else { continue };
+        i3_failed_probe_reopens(&mut v, &mut state, Some(e.at));
         match event {
             // A grant is judged against the state just before it, then
             // the caps against the state that includes it.
@@ -228,6 +231,7 @@ pub fn check(history: &[AuditEntry], actions: &[ActionRecord], cx: &Context<'_>)
             }
         }
     }
+    i3_failed_probe_reopens(&mut v, &mut state, None);
     i2_rate_holds(&mut v, &state, cx);
     i9_every_permit_ended(&mut v, &state, cx);
 
@@ -257,7 +261,7 @@ pub const COVERED: &[(&str, &str)] = &[
     ),
     (
         "I3",
-        "no grant while paused, breaker open, quarantined, in cooldown or warming up (weekly windows: not checked)",
+        "no grant while paused, breaker open, quarantined, in cooldown or warming up; under a half-open breaker, at most its probe budget active, and a failed or expired probe reopens it (weekly windows: not checked)",
     ),
     ("I4", "at most one active permit per host"),
     (

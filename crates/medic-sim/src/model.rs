@@ -166,7 +166,7 @@ impl World {
                         });
                     }
                 }
-                Incident::CoordinatorCrash { .. } => {}
+                Incident::CoordinatorCrash { .. } | Incident::BreakerReset { .. } => {}
             }
         }
         Self {

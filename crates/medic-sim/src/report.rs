@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use crate::bench::{BenchResult, Latency, StormResult};
 use crate::check::COVERED;
 use crate::record::Side;
-use crate::run::RunResult;
+use crate::run::{BreakerState, RunResult};
 
 /// Scenario seconds as `12m30s`.
 pub fn minutes(t: f64) -> String {
@@ -119,11 +119,13 @@ pub fn summary(r: &RunResult) -> String {
             ),
         );
         let _ = writeln!(o);
-        let opened = r.breakers.iter().filter(|b| b.open).count();
+        let n = |state| r.breakers.iter().filter(|b| b.state == state).count();
         let _ = writeln!(
             o,
-            "  breaker: opened {opened}x, closed {}x{}",
-            r.breakers.len() - opened,
+            "  breaker: opened {}x, half-open {}x, closed {}x{}",
+            n(BreakerState::Open),
+            n(BreakerState::HalfOpen),
+            n(BreakerState::Closed),
             r.breakers
                 .iter()
                 .find(|b| b.open)
@@ -134,6 +136,29 @@ pub fn summary(r: &RunResult) -> String {
                     b.reason
                 ))
         );
+        for b in &r.breakers {
+            let _ = writeln!(
+                o,
+                "    {} {} {}{} by {}",
+                minutes(b.t),
+                b.scope,
+                b.state.as_str(),
+                b.cause
+                    .as_ref()
+                    .map_or_else(String::new, |c| format!(" ({c})")),
+                b.actor
+            );
+        }
+        if r.breakers
+            .iter()
+            .any(|b| b.state == BreakerState::HalfOpen && b.actor != "coordinator")
+        {
+            let _ = writeln!(
+                o,
+                "  granted after reset while half-open: {} (budget {})",
+                r.half_open_grants_after_reset, r.half_open_probes
+            );
+        }
         let _ = writeln!(
             o,
             "  grants {}, denial samples {}, pauses {}, quarantines {}, permits expired without an outcome {}, coordinator killed {}x",
@@ -536,7 +561,12 @@ pub fn html(r: &RunResult) -> String {
                 body,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 minutes(b.t),
-                if b.open { "opened" } else { "closed" },
+                match (b.state, &b.cause) {
+                    (BreakerState::Open, Some(c)) => format!("opened ({c})"),
+                    (BreakerState::Open, None) => "opened".to_owned(),
+                    (BreakerState::HalfOpen, _) => format!("half-open (by {})", esc(&b.actor)),
+                    (BreakerState::Closed, _) => "closed".to_owned(),
+                },
                 esc(&b.scope),
                 esc(&b.reason)
             );

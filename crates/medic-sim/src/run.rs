@@ -40,13 +40,41 @@ pub struct Options {
     pub progress: bool,
 }
 
-/// A breaker opening or closing, in scenario time.
+/// The state a breaker moved to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Open: nothing it covers is granted.
+    Open,
+    /// Half-open: probe permits go out, a few at a time.
+    HalfOpen,
+    /// Closed.
+    Closed,
+}
+
+impl BreakerState {
+    /// `open`, `half-open`, `closed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half-open",
+            BreakerState::Closed => "closed",
+        }
+    }
+}
+
+/// A breaker opening, going half-open or closing, in scenario time.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BreakerChange {
     /// When.
     pub t: f64,
-    /// Opened (true) or closed.
+    /// Opened (true) or not (half-open or closed: see `state`).
     pub open: bool,
+    /// The state it moved to.
+    pub state: BreakerState,
+    /// What opened it (`liveness_drop`, `probe_failed`...), for an opening.
+    pub cause: Option<String>,
+    /// Who moved it (`coordinator`, or the operator who reset it).
+    pub actor: String,
     /// Which breaker.
     pub scope: String,
     /// Why.
@@ -74,6 +102,12 @@ pub struct RunResult {
     pub caps: (Option<u32>, Option<u32>),
     /// Breaker changes.
     pub breakers: Vec<BreakerChange>,
+    /// Grants made while a breaker covering the host was half-open after
+    /// an operator reset (not after its condition cleared by itself).
+    pub half_open_grants_after_reset: usize,
+    /// The half-open probe budget before any success
+    /// (`breaker.half_open_probes`).
+    pub half_open_probes: u32,
     /// Pauses begun.
     pub pauses: usize,
     /// Hosts quarantined.
@@ -411,6 +445,8 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
         legacy,
         caps,
         breakers: Vec::new(),
+        half_open_grants_after_reset: 0,
+        half_open_probes: policy.breaker.half_open_probes,
         pauses: 0,
         quarantines: 0,
         expired: 0,
@@ -438,10 +474,29 @@ fn totals(shared: &Shared) -> (usize, usize) {
 }
 
 /// Counts grants, denials, breaker changes, pauses, quarantines and
-/// expiries from the history.
+/// expiries from the history, and the grants made under a breaker an
+/// operator reset to half-open.
 pub(crate) fn summarize_history(r: &mut RunResult, clock: &SimClock) {
     let end = r.scenario.duration.secs();
+    // Breakers half-open after an operator's reset.
+    let mut reset: Vec<medic_policy::BreakerScope> = Vec::new();
     for e in &r.history {
+        match &e.event {
+            Some(Event::PermitGranted { permit })
+                if reset.iter().any(|s| s.covers(&permit.labels)) =>
+            {
+                r.half_open_grants_after_reset += 1;
+            }
+            Some(Event::BreakerOpened(t)) => reset.retain(|s| *s != t.scope),
+            Some(Event::BreakerHalfOpened { scope, actor, .. }) => {
+                reset.retain(|s| s != scope);
+                if actor != medic_policy::COORDINATOR_ACTOR {
+                    reset.push(scope.clone());
+                }
+            }
+            Some(Event::BreakerClosed { scope, .. }) => reset.retain(|s| s != scope),
+            _ => {}
+        }
         // After the run the agents stop heartbeating, the live fleet
         // shrinks and a breaker may open over the few hosts still holding
         // permits: true, but not part of the scenario. The checker still
@@ -449,25 +504,52 @@ pub(crate) fn summarize_history(r: &mut RunResult, clock: &SimClock) {
         // run.
         if matches!(
             e.event,
-            Some(Event::BreakerOpened(_) | Event::BreakerClosed { .. })
+            Some(
+                Event::BreakerOpened(_)
+                    | Event::BreakerHalfOpened { .. }
+                    | Event::BreakerClosed { .. }
+            )
         ) && clock.t_of(e.at) > end
         {
             continue;
         }
+        let change =
+            |state, scope: &medic_policy::BreakerScope, cause, actor: &str, reason: &str| {
+                BreakerChange {
+                    t: clock.t_of(e.at),
+                    open: state == BreakerState::Open,
+                    state,
+                    cause,
+                    actor: actor.to_owned(),
+                    scope: scope.to_string(),
+                    reason: reason.to_owned(),
+                }
+            };
         match &e.event {
             Some(Event::PermitGranted { .. }) => r.grants += 1,
-            Some(Event::BreakerOpened(t)) => r.breakers.push(BreakerChange {
-                t: clock.t_of(e.at),
-                open: true,
-                scope: t.scope.to_string(),
-                reason: t.detail.clone(),
-            }),
-            Some(Event::BreakerClosed { scope, reason, .. }) => r.breakers.push(BreakerChange {
-                t: clock.t_of(e.at),
-                open: false,
-                scope: scope.to_string(),
-                reason: reason.clone(),
-            }),
+            Some(Event::BreakerOpened(t)) => r.breakers.push(change(
+                BreakerState::Open,
+                &t.scope,
+                Some(t.cause.as_str().to_owned()),
+                medic_policy::COORDINATOR_ACTOR,
+                &t.detail,
+            )),
+            Some(Event::BreakerHalfOpened {
+                scope,
+                actor,
+                reason,
+                ..
+            }) => r
+                .breakers
+                .push(change(BreakerState::HalfOpen, scope, None, actor, reason)),
+            Some(Event::BreakerClosed {
+                scope,
+                actor,
+                reason,
+                ..
+            }) => r
+                .breakers
+                .push(change(BreakerState::Closed, scope, None, actor, reason)),
             Some(Event::Paused(_)) => r.pauses += 1,
             Some(Event::HostQuarantined(_)) => r.quarantines += 1,
             Some(Event::PermitEnded {
@@ -495,6 +577,7 @@ async fn timeline(
         Cut(bool),
         Kill,
         Restart,
+        Reset(String),
     }
     let mut steps: Vec<(f64, Step)> = Vec::new();
     for inc in incidents {
@@ -503,6 +586,7 @@ async fn timeline(
                 steps.push((at.secs(), Step::Cut(true)));
                 steps.push((at.secs() + duration.secs(), Step::Cut(false)));
             }
+            Incident::BreakerReset { at, reason } => steps.push((at.secs(), Step::Reset(reason))),
             Incident::CoordinatorCrash { at, down_for } => {
                 steps.push((at.secs(), Step::Kill));
                 steps.push((at.secs() + down_for.secs(), Step::Restart));
@@ -528,6 +612,10 @@ async fn timeline(
                     tracing::error!(error = %e, "cannot kill the coordinator");
                 }
             }
+            Step::Reset(reason) => {
+                let c = coordinator.lock().await;
+                reset_breakers(&c, reason).await;
+            }
             Step::Restart => {
                 let mut c = coordinator.lock().await;
                 match c.restart().await {
@@ -541,5 +629,28 @@ async fn timeline(
                 }
             }
         }
+    }
+}
+
+/// An operator's `medicctl breaker reset`: every open breaker goes
+/// half-open. Failures are logged (none open is a scenario's business).
+async fn reset_breakers(c: &Coordinator, reason: String) {
+    let mut admin = match c.admin_retrying(Duration::from_secs(10)).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot reach the coordinator to reset its breakers");
+            return;
+        }
+    };
+    let mut req = tonic::Request::new(pb::ResetBreakerRequest {
+        scope: None,
+        reason,
+    });
+    if let Ok(v) = "sim-operator".parse() {
+        req.metadata_mut().insert(medic_proto::metadata::ACTOR, v);
+    }
+    match admin.reset_breaker(req).await {
+        Ok(r) => tracing::info!(count = r.into_inner().closed.len(), "breakers reset"),
+        Err(e) => tracing::warn!(error = %e, "breaker reset refused"),
     }
 }

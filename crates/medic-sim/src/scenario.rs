@@ -243,6 +243,16 @@ pub enum Incident {
         /// Fraction of hosts cut off, in (0, 1].
         share: f64,
     },
+    /// An operator resets every open breaker (`Admin.ResetBreaker`, as
+    /// `medicctl breaker reset` does): each goes half-open and lets probe
+    /// permits through.
+    BreakerReset {
+        /// When.
+        at: Dur,
+        /// Why (the operator's words, in the history).
+        #[serde(default = "default_reset_reason")]
+        reason: String,
+    },
     /// The coordinator is killed (SIGKILL: no drain, no clean close) and
     /// started again on the same state after `down_for`.
     CoordinatorCrash {
@@ -283,6 +293,10 @@ pub struct Storm {
     /// Client connections the hosts' requests share.
     #[serde(default = "default_connections")]
     pub connections: usize,
+}
+
+fn default_reset_reason() -> String {
+    "operator: the cause is fixed".to_owned()
 }
 
 fn default_connections() -> usize {
@@ -536,6 +550,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     ("agent-crash", include_str!("../scenarios/agent-crash.toml")),
     ("partition", include_str!("../scenarios/partition.toml")),
+    (
+        "reset-mid-outage",
+        include_str!("../scenarios/reset-mid-outage.toml"),
+    ),
+    (
+        "mass-silence",
+        include_str!("../scenarios/mass-silence.toml"),
+    ),
     ("storm", include_str!("../scenarios/storm.toml")),
 ];
 

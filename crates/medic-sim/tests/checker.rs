@@ -110,6 +110,10 @@ impl History {
     }
 
     fn end(&mut self, p: &Permit, s: u64) {
+        self.end_as(p, s, PermitState::Succeeded);
+    }
+
+    fn end_as(&mut self, p: &Permit, s: u64, state: PermitState) {
         self.push(
             pb::EventKind::Outcome,
             &format!("host:{}", p.host),
@@ -118,9 +122,39 @@ impl History {
                 id: p.id.clone(),
                 host: p.host.clone(),
                 action: p.action,
-                state: PermitState::Succeeded,
+                state,
                 actor: format!("host:{}", p.host),
                 detail: "restarted".into(),
+                at: at(s),
+            },
+        );
+    }
+
+    fn open_breaker(&mut self, cause: BreakerCause, s: u64) {
+        self.push(
+            pb::EventKind::Breaker,
+            "coordinator",
+            cause.as_str(),
+            Event::BreakerOpened(BreakerTrip {
+                scope: BreakerScope::Fleet,
+                cause,
+                since: at(s),
+                detail: cause.as_str().into(),
+                half_open: None,
+            }),
+        );
+    }
+
+    /// An operator resets the fleet breaker: it goes half-open.
+    fn reset_breaker(&mut self, s: u64) {
+        self.push(
+            pb::EventKind::Breaker,
+            "operator:alice",
+            "fixed the database",
+            Event::BreakerHalfOpened {
+                scope: BreakerScope::Fleet,
+                actor: "operator:alice".into(),
+                reason: "fixed the database".into(),
                 at: at(s),
             },
         );
@@ -337,4 +371,81 @@ fn i9_permit_never_ended_or_unattributed_record_is_caught() {
     let (mut h, actions) = clean();
     h.entries[2].actor.clear();
     only(&h.check(&actions), "I9");
+}
+
+/// The fleet breaker opened and was reset at 60: half-open, one probe at a
+/// time (`half_open_probes` 1).
+fn reset_after_failures() -> (History, Vec<ActionRecord>) {
+    let (mut h, actions) = clean();
+    h.open_breaker(BreakerCause::FailureFraction, 50);
+    h.reset_breaker(60);
+    (h, actions)
+}
+
+#[test]
+fn i3_probes_within_the_half_open_budget_pass() {
+    let (mut h, actions) = reset_after_failures();
+    let a = h.grant(3, "h3", "r3", 61); // the one probe
+    h.end(&a, 65); // succeeded: the budget is now 2
+    let b = h.grant(4, "h4", "r4", 66);
+    h.end(&b, 70);
+    let v = h.check(&actions);
+    assert!(v.ok(), "{:#?}", v.violations);
+}
+
+#[test]
+fn i3_grant_beyond_the_half_open_budget_is_caught() {
+    let (mut h, actions) = reset_after_failures();
+    let a = h.grant(3, "h3", "r3", 61); // the one probe
+    let b = h.grant(4, "h4", "r4", 62); // a second one before any success
+    h.end(&a, 70);
+    h.end(&b, 71);
+    let v = h.check(&actions);
+    only(&v, "I3");
+    assert_eq!(v.of("I3"), 1, "{:#?}", v.violations);
+    assert!(
+        v.violations[0].message.contains("probe budget 1"),
+        "{:#?}",
+        v.violations
+    );
+}
+
+#[test]
+fn i3_failed_probe_must_reopen_the_breaker_at_once() {
+    // Reopened at the same time: clean, and nothing more is granted.
+    let (mut h, actions) = reset_after_failures();
+    let a = h.grant(3, "h3", "r3", 61);
+    h.end_as(&a, 65, PermitState::Failed);
+    h.open_breaker(BreakerCause::ProbeFailed, 65);
+    let v = h.check(&actions);
+    assert!(v.ok(), "{:#?}", v.violations);
+
+    // Not reopened: the next entry (later) finds it missing.
+    let (mut h, actions) = reset_after_failures();
+    let a = h.grant(3, "h3", "r3", 61);
+    h.end_as(&a, 65, PermitState::Expired);
+    let v = h.check(&actions);
+    only(&v, "I3");
+    assert!(v.violations[0].message.contains("did not open again"));
+
+    // Not reopened, and another probe granted at once.
+    let (mut h, actions) = reset_after_failures();
+    let a = h.grant(3, "h3", "r3", 61);
+    h.end_as(&a, 65, PermitState::Failed);
+    let b = h.grant(4, "h4", "r4", 65);
+    h.end(&b, 70);
+    let v = h.check(&actions);
+    only(&v, "I3");
+    assert_eq!(v.of("I3"), 2, "{:#?}", v.violations);
+}
+
+#[test]
+fn i3_grant_while_a_liveness_drop_holds_the_fleet_breaker_open_is_caught() {
+    let (mut h, actions) = clean();
+    h.open_breaker(BreakerCause::LivenessDrop, 50);
+    let p = h.grant(3, "h3", "r3", 60);
+    h.end(&p, 61);
+    let v = h.check(&actions);
+    only(&v, "I3");
+    assert!(v.violations[0].message.contains("liveness_drop"));
 }

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use medic_policy::Event;
+use medic_policy::{BreakerCause, BreakerScope, Event};
 use medic_sim::{Options, RunResult, Scenario};
 
 fn options(seed: u64) -> Options {
@@ -116,6 +116,118 @@ async fn storm_is_answered_within_its_bound_and_within_the_caps() {
     assert!(st.ok(), "{}", medic_sim::report::summary(&r));
     assert_eq!(st.granted as u32, r.caps.0.unwrap().min(st.granted as u32));
     assert!(st.latency.p99 > std::time::Duration::ZERO);
+}
+
+/// The history's breaker events for the fleet, with their times in
+/// scenario seconds.
+fn fleet_breaker_events(r: &RunResult) -> Vec<(f64, &Event, u64)> {
+    let t = |at: std::time::SystemTime| match at.duration_since(r.origin) {
+        Ok(d) => d.as_secs_f64() * r.speed,
+        Err(e) => -e.duration().as_secs_f64() * r.speed,
+    };
+    r.history
+        .iter()
+        .filter_map(|e| e.event.as_ref().map(|ev| (t(e.at), ev, e.id)))
+        .filter(|(_, ev, _)| match ev {
+            Event::BreakerOpened(b) => b.scope == BreakerScope::Fleet,
+            Event::BreakerHalfOpened { scope, .. } | Event::BreakerClosed { scope, .. } => {
+                *scope == BreakerScope::Fleet
+            }
+            _ => false,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_mid_outage_lets_one_probe_through_and_reopens_on_its_failure() {
+    let r = run("reset-mid-outage", options(1)).await;
+    let breakers = fleet_breaker_events(&r);
+    // The failure breaker opened before the reset.
+    let reset_at = 6.0 * 60.0;
+    assert!(
+        breakers.iter().any(|(t, ev, _)| *t < reset_at
+            && matches!(ev, Event::BreakerOpened(b) if b.cause == BreakerCause::FailureFraction)),
+        "the failure breaker did not open before the reset: {breakers:#?}"
+    );
+    // The reset half-opened it, by the operator.
+    let (i, half_open_id) = breakers
+        .iter()
+        .enumerate()
+        .find_map(|(i, (_, ev, id))| match ev {
+            Event::BreakerHalfOpened { actor, .. } if actor != "coordinator" => Some((i, *id)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the reset did not half-open the breaker: {breakers:#?}"));
+    // ... and the next change is a reopening for probe_failed.
+    let (_, next, reopen_id) = breakers
+        .get(i + 1)
+        .unwrap_or_else(|| panic!("the breaker never reopened: {breakers:#?}"));
+    assert!(
+        matches!(next, Event::BreakerOpened(b) if b.cause == BreakerCause::ProbeFailed),
+        "after the reset: {next:?}"
+    );
+    // Between the two, at most the budget (1) was granted, and it was.
+    let probes = r
+        .history
+        .iter()
+        .filter(|e| e.id > half_open_id && e.id < *reopen_id)
+        .filter(|e| matches!(e.event, Some(Event::PermitGranted { .. })))
+        .count();
+    assert_eq!(probes, 1, "probes granted while half-open");
+    assert_eq!(r.half_open_probes, 1);
+    assert_eq!(r.half_open_grants_after_reset, 1);
+    let summary = medic_sim::report::summary(&r);
+    assert!(
+        summary.contains("granted after reset while half-open: 1 (budget 1)"),
+        "{summary}"
+    );
+    println!("{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mass_silence_opens_the_liveness_drop_breaker_within_one_host_ttl() {
+    let r = run("mass-silence", options(1)).await;
+    let breakers = fleet_breaker_events(&r);
+    let silence_at = 5.0 * 60.0;
+    // host_ttl 30 s plus one heartbeat interval 10 s.
+    let bound = silence_at + 30.0 + 10.0;
+    let (opened_t, _, opened_id) = breakers
+        .iter()
+        .find(|(t, ev, _)| {
+            *t >= silence_at
+                && matches!(ev, Event::BreakerOpened(b) if b.cause == BreakerCause::LivenessDrop)
+        })
+        .unwrap_or_else(|| panic!("the liveness-drop breaker never opened: {breakers:#?}"));
+    assert!(
+        *opened_t <= bound,
+        "the liveness-drop breaker opened {:.1} s after the silence (bound {:.0} s)",
+        opened_t - silence_at,
+        bound - silence_at
+    );
+    // Nothing granted from then until it goes half-open or closes.
+    let until = breakers
+        .iter()
+        .find(|(_, ev, id)| {
+            *id > *opened_id
+                && matches!(
+                    ev,
+                    Event::BreakerHalfOpened { .. } | Event::BreakerClosed { .. }
+                )
+        })
+        .map_or(u64::MAX, |(_, _, id)| *id);
+    let during: Vec<u64> = r
+        .history
+        .iter()
+        .filter(|e| e.id > *opened_id && e.id < until)
+        .filter(|e| matches!(e.event, Some(Event::PermitGranted { .. })))
+        .map(|e| e.id)
+        .collect();
+    assert!(during.is_empty(), "granted while open: {during:?}");
+    println!(
+        "liveness-drop breaker opened {:.1} s after the silence; {}",
+        opened_t - silence_at,
+        medic_sim::report::summary(&r)
+    );
 }
 
 async fn seeds(name: &str, range: std::ops::RangeInclusive<u64>) {

@@ -137,7 +137,11 @@ pub(super) fn i2_rate_holds(v: &mut Verdict, state: &Replay, cx: &Context<'_>) {
 
 /// I3: nothing is granted while a breaker covering the host is open, a
 /// pause covering it is in force, the host is quarantined or in cooldown,
-/// or the coordinator warms up. (Weekly windows are not checked.)
+/// or the coordinator warms up; nor, under a half-open breaker, beyond its
+/// probe budget (`half_open_probes` plus one per covered success since it
+/// went half-open, against the permits active in its scope), nor after a
+/// covered permit failed or expired and before the breaker opened again.
+/// (Weekly windows are not checked.)
 pub(super) fn i3_no_grant_while_forbidden(
     v: &mut Verdict,
     state: &Replay,
@@ -148,12 +152,48 @@ pub(super) fn i3_no_grant_while_forbidden(
     v.count("I3");
     let (id, host, a, at) = (&permit.id, &permit.host, permit.action, permit.granted_at);
     let labels = &permit.labels;
-    if let Some((scope, opened)) = state.breaker_over(labels) {
+    if let Some((scope, t)) = state.breaker_over(labels) {
         v.flag(
             "I3",
-            format!("{id} granted to {host} while breaker {scope} was open"),
-            vec![opened, entry],
+            format!(
+                "{id} granted to {host} while breaker {scope} was open ({})",
+                t.cause
+            ),
+            vec![t.entry, entry],
         );
+    }
+    for r in state.reopen.iter().filter(|r| r.scope.covers(labels)) {
+        v.flag(
+            "I3",
+            format!(
+                "{id} granted to {host} after a permit under half-open breaker {} failed or \
+                 expired, before the breaker opened again",
+                r.scope
+            ),
+            vec![r.entry, entry],
+        );
+    }
+    let b = &cx.policy.breaker;
+    for (scope, h) in state.half_open_over(labels) {
+        // The permits already holding a slot in the scope, and this one.
+        let active: Vec<&Active> = state.active_in(scope).collect();
+        let budget = b.probe_budget(h.successes);
+        if count(&active).saturating_add(1) > budget {
+            let mut entries = vec![h.entry];
+            entries.extend(entries_of(&active));
+            entries.push(entry);
+            v.flag(
+                "I3",
+                format!(
+                    "{id} granted to {host} while breaker {scope} was half-open with {} \
+                     active permits, probe budget {budget} ({} + {} successes)",
+                    active.len(),
+                    b.half_open_probes,
+                    h.successes
+                ),
+                entries,
+            );
+        }
     }
     if let Some(p) = state.pause_over(a, labels, at) {
         v.flag(
@@ -196,6 +236,28 @@ pub(super) fn i3_no_grant_while_forbidden(
                 at.duration_since(*start).unwrap_or_default(),
             ),
             vec![entry],
+        );
+    }
+}
+
+/// I3, over time: a permit that failed or expired under a half-open
+/// breaker opens that breaker again at once (`probe_failed`), recorded at
+/// the same time. `at`: the time of the entry about to be replayed (`None`
+/// at the end of the history), by which every earlier one is overdue.
+pub(super) fn i3_failed_probe_reopens(
+    v: &mut Verdict,
+    state: &mut Replay,
+    at: Option<std::time::SystemTime>,
+) {
+    for r in state.overdue_reopens(at) {
+        v.flag(
+            "I3",
+            format!(
+                "a permit under half-open breaker {} failed or expired, and the breaker did \
+                 not open again at the same time",
+                r.scope
+            ),
+            vec![r.entry],
         );
     }
 }

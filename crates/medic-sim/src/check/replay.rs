@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use medic_policy::{
-    Action, BreakerScope, ClockStep, Event, FencingToken, HostId, Labels, Pause, Permit, PermitId,
-    RequestId,
+    Action, BreakerCause, BreakerScope, ClockStep, Event, FencingToken, HostId, Labels, Pause,
+    Permit, PermitId, PermitState, RequestId,
 };
 
 /// A history entry's id (`AuditEntry::id`).
@@ -58,6 +58,37 @@ pub(super) struct InForce {
     pub(super) entry: EntryId,
 }
 
+/// A tripped breaker: open, or half-open with the successes it counted.
+#[derive(Debug)]
+pub(super) struct Tripped {
+    /// What opened it (last).
+    pub(super) cause: BreakerCause,
+    /// The entry that opened it (last).
+    pub(super) entry: EntryId,
+    /// Set while half-open.
+    pub(super) half_open: Option<HalfOpened>,
+}
+
+/// A breaker's half-open step, as the history shows it.
+#[derive(Debug)]
+pub(super) struct HalfOpened {
+    /// The entry that moved it to half-open.
+    pub(super) entry: EntryId,
+    /// Succeeded permits it covers that ended since (as
+    /// `DurableState::apply` counts them): each widens the probe budget.
+    pub(super) successes: u32,
+}
+
+/// A permit that failed or expired under a half-open breaker: the history
+/// must show that breaker opening again at the same time.
+#[derive(Debug)]
+pub(super) struct Reopen {
+    pub(super) scope: BreakerScope,
+    pub(super) at: SystemTime,
+    /// The entry that ended the permit.
+    pub(super) entry: EntryId,
+}
+
 /// The replayed state, after the events seen so far.
 #[derive(Debug, Default)]
 pub(super) struct Replay {
@@ -74,8 +105,11 @@ pub(super) struct Replay {
     pub(super) grants: [Vec<Stamp>; Action::ALL.len()],
     /// Each host's last end of a permit, per action (cooldowns count from it).
     pub(super) last_end: HashMap<(HostId, Action), Stamp>,
-    /// Open breakers, and the entry that opened each.
-    pub(super) breakers: BTreeMap<BreakerScope, EntryId>,
+    /// Tripped breakers (open or half-open).
+    pub(super) breakers: BTreeMap<BreakerScope, Tripped>,
+    /// Half-open breakers a failed or expired permit must open again,
+    /// not yet seen opening.
+    pub(super) reopen: Vec<Reopen>,
     /// Pauses in force, by pause id.
     pub(super) pauses: BTreeMap<u64, InForce>,
     /// Quarantined hosts, and the entry that quarantined each.
@@ -96,12 +130,33 @@ impl Replay {
             .filter(move |a| a.permit.action == action)
     }
 
-    /// The open breaker covering hosts with `labels`, if any.
-    pub(super) fn breaker_over(&self, labels: &Labels) -> Option<(&BreakerScope, EntryId)> {
+    /// The open (not half-open) breaker covering hosts with `labels`, if
+    /// any.
+    pub(super) fn breaker_over(&self, labels: &Labels) -> Option<(&BreakerScope, &Tripped)> {
         self.breakers
             .iter()
-            .find(|(scope, _)| scope.covers(labels))
-            .map(|(scope, entry)| (scope, *entry))
+            .find(|(scope, t)| t.half_open.is_none() && scope.covers(labels))
+    }
+
+    /// The half-open breakers covering hosts with `labels`.
+    pub(super) fn half_open_over<'a>(
+        &'a self,
+        labels: &'a Labels,
+    ) -> impl Iterator<Item = (&'a BreakerScope, &'a HalfOpened)> + 'a {
+        self.breakers
+            .iter()
+            .filter(move |(scope, _)| scope.covers(labels))
+            .filter_map(|(scope, t)| t.half_open.as_ref().map(|h| (scope, h)))
+    }
+
+    /// The active permits on hosts `scope` covers.
+    pub(super) fn active_in<'a>(
+        &'a self,
+        scope: &'a BreakerScope,
+    ) -> impl Iterator<Item = &'a Active> + 'a {
+        self.active
+            .values()
+            .filter(move |a| scope.covers(&a.permit.labels))
     }
 
     /// The pause in force at `at` over `action` on hosts with `labels`.
@@ -146,9 +201,11 @@ impl Replay {
                 id,
                 host,
                 action,
+                state,
                 at,
                 ..
             } => {
+                self.probe_ended(id, *state, *at, entry);
                 let end = Stamp { at: *at, entry };
                 self.ended.insert(id.clone(), end);
                 self.active.remove(id);
@@ -156,10 +213,28 @@ impl Replay {
                 self.last_end.insert((host.clone(), *action), end);
             }
             Event::BreakerOpened(t) => {
-                self.breakers.insert(t.scope.clone(), entry);
+                self.reopen.retain(|r| r.scope != t.scope);
+                self.breakers.insert(
+                    t.scope.clone(),
+                    Tripped {
+                        cause: t.cause,
+                        entry,
+                        half_open: None,
+                    },
+                );
             }
-            // Half-open: probes may be granted, no longer "open".
-            Event::BreakerHalfOpened { scope, .. } | Event::BreakerClosed { scope, .. } => {
+            // Half-open: probes may be granted, within the probe budget.
+            // (Half-opening a half-open breaker starts its count afresh,
+            // as `DurableState::apply` does.)
+            Event::BreakerHalfOpened { scope, .. } => {
+                if let Some(t) = self.breakers.get_mut(scope) {
+                    t.half_open = Some(HalfOpened {
+                        entry,
+                        successes: 0,
+                    });
+                }
+            }
+            Event::BreakerClosed { scope, .. } => {
                 self.breakers.remove(scope);
             }
             Event::HostQuarantined(q) => {
@@ -185,6 +260,44 @@ impl Replay {
                 step: Some(step), ..
             } => self.shift(*step),
         }
+    }
+
+    /// A permit that was not yet ended ends `state`: a success widens the
+    /// budget of every half-open breaker covering it; a failure or expiry
+    /// obliges each to open again.
+    fn probe_ended(&mut self, id: &PermitId, state: PermitState, at: SystemTime, entry: EntryId) {
+        if self.ended.contains_key(id) {
+            return;
+        }
+        let Some(g) = self.granted.get(id) else {
+            return;
+        };
+        let labels = &g.permit.labels;
+        for (scope, t) in &mut self.breakers {
+            let Some(h) = &mut t.half_open else { continue };
+            if !scope.covers(labels) {
+                continue;
+            }
+            match state {
+                PermitState::Succeeded => h.successes = h.successes.saturating_add(1),
+                PermitState::Failed | PermitState::Expired => self.reopen.push(Reopen {
+                    scope: scope.clone(),
+                    at,
+                    entry,
+                }),
+                _ => {}
+            }
+        }
+    }
+
+    /// The reopenings owed by permits that ended before `at` (and so can
+    /// no longer be recorded "at the same time"), removed from the state.
+    pub(super) fn overdue_reopens(&mut self, at: Option<SystemTime>) -> Vec<Reopen> {
+        let (overdue, keep) = std::mem::take(&mut self.reopen)
+            .into_iter()
+            .partition(|r| at.is_none_or(|at| r.at < at));
+        self.reopen = keep;
+        overdue
     }
 
     fn grant(&mut self, permit: &Permit, entry: EntryId) {
@@ -233,6 +346,9 @@ impl Replay {
             if let Some(u) = &mut p.pause.until {
                 s(u);
             }
+        }
+        for r in &mut self.reopen {
+            s(&mut r.at);
         }
     }
 }
