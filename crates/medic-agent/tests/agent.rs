@@ -592,7 +592,7 @@ async fn a_permit_too_close_to_expiry_by_the_agents_clock_is_not_acted_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dry_run_agent_logs_instead_of_acting_and_ends_an_ordinary_permit_aborted() {
+async fn a_dry_run_agent_asks_for_a_dry_run_permit_and_acts_on_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let job = Job::new(dir.path());
     let pid = job.start();
@@ -607,10 +607,23 @@ async fn a_dry_run_agent_logs_instead_of_acting_and_ends_an_ordinary_permit_abor
     let Some(pb::event::Payload::PermitEnded(end)) = e.payload else {
         panic!("{e:?}")
     };
-    // The coordinator is in enforce mode: DRY_RUN is not an outcome its
-    // permit allows, and nothing was done.
-    assert_eq!(end.state(), pb::PermitState::Aborted);
+    // The coordinator is in enforce mode, but the agent asked for a dry-run
+    // permit: it ends DRY_RUN and spends no real budget.
+    assert_eq!(end.state(), pb::PermitState::DryRun);
     assert!(end.detail.contains("dry run: would restart"), "{end:?}");
+    let s = admin
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let restart = s
+        .actions
+        .iter()
+        .find(|a| a.action() == pb::Action::RestartJob)
+        .unwrap();
+    assert_eq!(restart.rate_used, 0, "the real rate budget is whole: {s:?}");
     assert_eq!(job.state(pid), "T", "dry run touches nothing");
     tx.send(Control::Shutdown).await.unwrap();
     task.await.unwrap();

@@ -120,7 +120,7 @@ impl Coordinator for Scripted {
                     job: r.job,
                     reason: r.reason,
                     labels: Default::default(),
-                    dry_run: false,
+                    dry_run: r.dry_run,
                     granted_at: now,
                     expires_at: now + ttl,
                     ttl,
@@ -353,7 +353,7 @@ async fn an_outcome_nobody_takes_is_retried_for_five_minutes_then_left_to_expire
 
     assert_eq!(host.restarts.load(Ordering::SeqCst), 0, "a dry run");
     let reports = coordinator.reports();
-    assert!(reports.iter().all(|(_, o, _)| *o == Outcome::Aborted));
+    assert!(reports.iter().all(|(_, o, _)| *o == Outcome::DryRun));
     let (first, last) = (reports[0].0, reports[reports.len() - 1].0);
     // Backoff from 0.5 s, doubling up to 30 s: retried until five minutes
     // have passed, and not once more after that.

@@ -430,6 +430,7 @@ fn heartbeat(host: &str) -> pb::HeartbeatRequest {
 
 fn permit(host: &str, request_id: String) -> pb::RequestPermitRequest {
     pb::RequestPermitRequest {
+        dry_run: false,
         request_id,
         host_id: host.into(),
         action: pb::Action::RestartJob.into(),

@@ -177,6 +177,7 @@ async fn in_process() -> f64 {
     let requests: Arc<Vec<pb::RequestPermitRequest>> = Arc::new(
         (0..4096)
             .map(|k| pb::RequestPermitRequest {
+                dry_run: false,
                 request_id: format!("deny-{k}"),
                 host_id: host(k, k),
                 action: pb::Action::RestartJob.into(),
@@ -236,6 +237,7 @@ async fn in_process() -> f64 {
         let t = Instant::now();
         let r = a
             .request_permit(pb::RequestPermitRequest {
+                dry_run: false,
                 request_id: format!("grant-{c}-{n}"),
                 host_id: h.clone(),
                 action: pb::Action::RebootHost.into(),
@@ -369,6 +371,7 @@ async fn mutual_tls(plain_ceiling: f64) {
         let hosts = hosts.clone();
         phase(&channels, move |ch, c, n| {
             let req = pb::RequestPermitRequest {
+                dry_run: false,
                 request_id: format!("deny-{c}-{}", n % 64),
                 host_id: hosts[c].clone(),
                 action: pb::Action::RestartJob.into(),

@@ -273,6 +273,7 @@ pub fn permit_request(
     request_id: &str,
 ) -> pb::RequestPermitRequest {
     pb::RequestPermitRequest {
+        dry_run: false,
         request_id: request_id.into(),
         host_id: host.into(),
         action: action.into(),

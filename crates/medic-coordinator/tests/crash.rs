@@ -152,6 +152,7 @@ async fn stream_until_dead(addr: &str, hosts: usize, seen: &mut Seen, round: usi
         n += 1;
         seen.sent.insert(rid.clone(), (host.clone(), None));
         let req = pb::RequestPermitRequest {
+            dry_run: false,
             request_id: rid.clone(),
             host_id: host.clone(),
             action: pb::Action::RestartJob.into(),
@@ -263,6 +264,7 @@ async fn grants_survive_crashes_at_every_point() {
         .unwrap();
     let reboot = agent
         .request_permit(pb::RequestPermitRequest {
+            dry_run: false,
             request_id: "reboot-1".into(),
             host_id: "h8".into(),
             action: pb::Action::RebootHost.into(),
@@ -370,6 +372,7 @@ async fn grants_survive_crashes_at_every_point() {
         if let Some(token) = by_request.get(rid.as_str()) {
             let r = agent
                 .request_permit(pb::RequestPermitRequest {
+                    dry_run: false,
                     request_id: (*rid).clone(),
                     host_id: (*host).clone(),
                     action: pb::Action::RestartJob.into(),
@@ -409,6 +412,7 @@ async fn grants_survive_crashes_at_every_point() {
     heartbeat_all(&mut agent, hosts + 3).await;
     let r = agent
         .request_permit(pb::RequestPermitRequest {
+            dry_run: false,
             request_id: "reboot-2".into(),
             host_id: "h10".into(),
             action: pb::Action::RebootHost.into(),

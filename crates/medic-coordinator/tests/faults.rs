@@ -193,6 +193,7 @@ async fn request(
 ) -> Result<String, tonic::Status> {
     let reply = agent
         .request_permit(pb::RequestPermitRequest {
+            dry_run: false,
             request_id: request_id.into(),
             host_id: host.into(),
             action: pb::Action::RestartJob.into(),
@@ -561,6 +562,7 @@ async fn grant_until_refused(addr: &str, tag: &str) -> Vec<(String, String, Stri
         let (host, rid) = (format!("{tag}{}", n % 8), format!("{tag}-{n}"));
         let reply = agent
             .request_permit(pb::RequestPermitRequest {
+                dry_run: false,
                 request_id: rid.clone(),
                 host_id: host.clone(),
                 action: pb::Action::RestartJob.into(),

@@ -180,6 +180,7 @@ fn domain<W, D: TryFrom<W, Error = medic_policy::InvalidInput>>(wire: W) -> D {
 
 fn permit(host: &str, request_id: &str) -> pb::RequestPermitRequest {
     pb::RequestPermitRequest {
+        dry_run: false,
         request_id: request_id.into(),
         host_id: host.into(),
         action: pb::Action::RestartJob.into(),

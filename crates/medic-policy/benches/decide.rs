@@ -128,6 +128,7 @@ fn is_holder(i: usize) -> bool {
 
 fn request(i: usize, id: &str) -> PermitRequest {
     PermitRequest {
+        dry_run: false,
         request_id: RequestId::new(id).unwrap(),
         host: host(i),
         action: Action::RestartJob,

@@ -129,6 +129,7 @@ fn main() {
                 };
                 h.attempt += 1;
                 let req = PermitRequest {
+                    dry_run: false,
                     request_id: RequestId::new(format!("{}-{}", h.id, h.attempt)).unwrap(),
                     host: h.id.clone(),
                     action,

@@ -42,6 +42,7 @@
 //!     action: Action::RestartJob,
 //!     job: "ingest".into(),
 //!     reason: "heartbeat file 12m old".into(),
+//!     dry_run: false,
 //! };
 //! // Still warming up: the coordinator has not seen the fleet long enough.
 //! let d = engine.request_permit(request.clone(), start).unwrap();

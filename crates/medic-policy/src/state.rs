@@ -26,6 +26,9 @@ pub struct GrantRecord {
     pub host: HostId,
     /// For what.
     pub action: Action,
+    /// A dry-run grant: it counts only against the dry-run budgets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// One permit's end, as cooldowns and the failure breaker remember it.
@@ -41,6 +44,10 @@ pub struct EndRecord {
     pub action: Action,
     /// How it ended.
     pub state: PermitState,
+    /// A dry-run permit's end: it starts only the dry-run cooldown, and the
+    /// failure breaker ignores it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// Everything the engine must not forget across a restart.
@@ -92,6 +99,7 @@ impl DurableState {
                     at: permit.granted_at,
                     host: permit.host.clone(),
                     action: permit.action,
+                    dry_run: permit.dry_run,
                 });
                 self.requests
                     .insert(permit.request_id.clone(), permit.clone());
@@ -113,7 +121,9 @@ impl DurableState {
                 at,
                 ..
             } => {
-                if let Some(p) = self.permits.remove(id) {
+                let removed = self.permits.remove(id);
+                let dry_run = removed.as_ref().is_some_and(|p| p.dry_run);
+                if let Some(p) = removed {
                     if let Some(r) = self.requests.get_mut(&p.request_id) {
                         r.state = *state;
                     }
@@ -135,6 +145,7 @@ impl DurableState {
                     host: host.clone(),
                     action: *action,
                     state: *state,
+                    dry_run,
                 });
             }
             Event::HostQuarantined(q) => {

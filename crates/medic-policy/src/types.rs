@@ -253,6 +253,10 @@ pub struct PermitRequest {
     pub job: String,
     /// Why, for the audit history ("heartbeat file 12m old, 2 restarts failed").
     pub reason: String,
+    /// Asks for a dry-run permit (the agent runs in dry-run): it authorises
+    /// only logging what would be done, and spends no real budget. The
+    /// coordinator in dry-run mode grants only dry-run permits anyway.
+    pub dry_run: bool,
 }
 
 /// The state of a permit. Only `Active` authorises anything.

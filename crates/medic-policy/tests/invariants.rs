@@ -142,6 +142,8 @@ enum Step {
         host: usize,
         action: Action,
         job: u8,
+        /// The agent runs in dry-run and asks for a dry-run permit.
+        dry_run: bool,
     },
     /// Retry an earlier request with the same request_id (I7).
     Retry {
@@ -214,8 +216,8 @@ impl ReferenceStateMachine for Model {
         prop_oneof![
             30 => (host.clone(), proptest::bool::weighted(0.4), proptest::bool::weighted(0.01))
                 .prop_map(|(host, problem, needs_human)| Step::Heartbeat { host, problem, needs_human }),
-            25 => (host.clone(), action(), 0u8..3)
-                .prop_map(|(host, action, job)| Step::Request { host, action, job }),
+            25 => (host.clone(), action(), 0u8..3, proptest::bool::weighted(0.2))
+                .prop_map(|(host, action, job, dry_run)| Step::Request { host, action, job, dry_run }),
             4 => any::<usize>().prop_map(|pick| Step::Retry { pick }),
             6 => (any::<usize>(), proptest::bool::weighted(0.2))
                 .prop_map(|(pick, stale)| Step::Renew { pick, stale }),
@@ -262,12 +264,15 @@ struct Harness {
         Option<(medic_policy::PermitId, FencingToken)>,
     )>,
     /// Every fresh grant: (time, action, token).
-    grants: Vec<(Time, Action)>,
+    /// Grants: when, what, and whether dry-run (each lane has its budget).
+    grants: Vec<(Time, Action, bool)>,
+    /// Whether each granted permit was dry-run.
+    dry: HashMap<medic_policy::PermitId, bool>,
     last_token: FencingToken,
     /// Model of pauses issued through the engine: id → (scope, until).
     pauses: BTreeMap<u64, (Scope, Option<Time>)>,
     quarantined: BTreeSet<HostId>,
-    last_end: HashMap<(HostId, Action), Time>,
+    last_end: HashMap<(HostId, Action, bool), Time>,
     next_request: u64,
 }
 
@@ -289,19 +294,38 @@ impl Harness {
             (live, unhealthy),
             "live/unhealthy counts drifted"
         );
+        // Whether the permit that last expired was dry-run: a dry-run
+        // permit's expiry quarantines nothing.
+        let mut expired_dry = None;
         for e in &events {
             self.folded.apply(e);
             match e {
                 Event::HostQuarantined(q) => {
+                    if q.cause == medic_policy::QuarantineCause::PermitExpired {
+                        assert_eq!(
+                            expired_dry,
+                            Some(false),
+                            "a quarantine for an expiry follows a real permit's expiry"
+                        );
+                    }
                     self.quarantined.insert(q.host.clone());
                 }
                 Event::HostReleased { host, .. } => {
                     self.quarantined.remove(host);
                 }
                 Event::PermitEnded {
-                    host, action, at, ..
+                    id,
+                    host,
+                    action,
+                    state,
+                    at,
+                    ..
                 } => {
-                    self.last_end.insert((host.clone(), *action), *at);
+                    let dry = self.dry.get(id).copied().unwrap_or(false);
+                    self.last_end.insert((host.clone(), *action, dry), *at);
+                    if *state == medic_policy::PermitState::Expired {
+                        expired_dry = Some(dry);
+                    }
                 }
                 Event::Resumed { pause, .. } => {
                     self.pauses.remove(&pause.id);
@@ -362,7 +386,7 @@ impl Harness {
 
     /// The checks of I1–I4 for one fresh grant made at `self.now`, with the
     /// model state `before` the request.
-    fn check_grant(&self, req: &PermitRequest, token: FencingToken, before: &Before) {
+    fn check_grant(&self, req: &PermitRequest, token: FencingToken, dry: bool, before: &Before) {
         let cfg = self.cfg();
         let limits = cfg.limits(req.action);
         let now = self.now;
@@ -392,7 +416,9 @@ impl Harness {
             "I3: granted to a quarantined host {}",
             req.host
         );
-        if let Some(end) = before.last_end.get(&(req.host.clone(), req.action)) {
+        // A dry-run permit asked or granted in dry-run mode.
+        assert_eq!(dry, req.dry_run || cfg.dry_run, "dry-run of the permit");
+        if let Some(end) = before.last_end.get(&(req.host.clone(), req.action, dry)) {
             assert!(
                 now.duration_since(*end).unwrap() >= limits.cooldown,
                 "I3: granted to {} in cooldown",
@@ -502,7 +528,9 @@ impl Harness {
         let in_window = self
             .grants
             .iter()
-            .filter(|(t, a)| *a == req.action && now.duration_since(*t).unwrap() < r.per)
+            .filter(|(t, a, d)| {
+                *a == req.action && *d == dry && now.duration_since(*t).unwrap() < r.per
+            })
             .count() as u32;
         assert!(
             in_window <= r.limit(),
@@ -522,7 +550,7 @@ fn host_index(h: &HostId) -> usize {
 struct Before {
     last_token: FencingToken,
     pauses: BTreeMap<u64, (Scope, Option<Time>)>,
-    last_end: HashMap<(HostId, Action), Time>,
+    last_end: HashMap<(HostId, Action, bool), Time>,
     holders: BTreeSet<HostId>,
     unhealthy: (u32, u32),
 }
@@ -547,6 +575,7 @@ impl StateMachineTest for EngineTest {
             problems: vec![false; HOSTS],
             requests: Vec::new(),
             grants: Vec::new(),
+            dry: HashMap::new(),
             last_token: FencingToken(0),
             pauses: BTreeMap::new(),
             quarantined: BTreeSet::new(),
@@ -587,9 +616,15 @@ impl StateMachineTest for EngineTest {
                 h.problems[host] = problem;
                 h.absorb();
             }
-            Step::Request { host, action, job } => {
+            Step::Request {
+                host,
+                action,
+                job,
+                dry_run,
+            } => {
                 h.next_request += 1;
                 let req = PermitRequest {
+                    dry_run,
                     request_id: RequestId::new(format!("req-{}", h.next_request)).unwrap(),
                     host: host_id(host),
                     action,
@@ -844,8 +879,18 @@ fn request(
         unhealthy: h.unhealthy(),
     };
     let active_before = h.engine.permits().count();
+    let dry = req.dry_run || h.cfg().dry_run;
     let decision = h.engine.request_permit(req.clone(), h.now).unwrap();
     let events = h.absorb();
+    // A dry run quarantines nothing, even with its attempt budget spent.
+    assert!(
+        !(dry
+            && events.iter().any(|e| matches!(
+                e,
+                Event::HostQuarantined(q) if q.cause == medic_policy::QuarantineCause::AttemptBudget
+            ))),
+        "a dry-run request quarantined its host"
+    );
     match (&decision, retry) {
         (Decision::Granted { permit, replayed }, Some(Some((id, token)))) => {
             // I7: the same permit, no new slot, no new budget.
@@ -869,9 +914,10 @@ fn request(
         (Decision::Granted { permit, .. }, retry) => {
             // A denied request retried may be granted later: that is a new decision.
             assert!(matches!(retry, None | Some(None)));
-            h.check_grant(&req, permit.token, &before);
+            h.check_grant(&req, permit.token, permit.dry_run, &before);
             h.last_token = permit.token;
-            h.grants.push((h.now, req.action));
+            h.grants.push((h.now, req.action, permit.dry_run));
+            h.dry.insert(permit.id.clone(), permit.dry_run);
             let entry = (req.clone(), Some((permit.id.clone(), permit.token)));
             match h
                 .requests

@@ -247,6 +247,7 @@ impl Fleet {
         job: &str,
     ) -> Result<Decision, PolicyError> {
         let req = PermitRequest {
+            dry_run: false,
             request_id: RequestId::new(request_id).unwrap(),
             host: host(name),
             action,
@@ -254,6 +255,20 @@ impl Fleet {
             reason: "heartbeat file 12m old".into(),
         };
         self.engine.request_permit(req, self.now)
+    }
+
+    /// A fresh request for a dry-run permit, as an agent in dry-run asks.
+    fn request_dry(&mut self, name: &str, action: Action) -> Decision {
+        self.next_request += 1;
+        let req = PermitRequest {
+            dry_run: true,
+            request_id: RequestId::new(format!("req-{}", self.next_request)).unwrap(),
+            host: host(name),
+            action,
+            job: JOB.into(),
+            reason: "heartbeat file 12m old (dry run)".into(),
+        };
+        self.engine.request_permit(req, self.now).unwrap()
     }
 
     /// A fresh request (new request_id) for `JOB`.
@@ -2513,6 +2528,124 @@ fn dry_run_grants_are_marked() {
     f.engine.set_config(config(""), f.now);
     assert!(!f.heartbeat("h1").dry_run);
     assert!(!f.grant("h2", Action::RestartJob).dry_run);
+}
+
+/// An agent in dry-run asks for a dry-run permit; it spends only the
+/// dry-run budgets, so the real ones are whole when the agent acts for
+/// real.
+#[test]
+fn dry_run_permits_spend_no_real_budget_and_quarantine_nothing() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        cooldown = "10m"
+        rate = { count = 2, per = "1h", burst = 2 }
+        host_budget = { max_attempts = 2, per = "1h" }
+        "#,
+        3,
+    );
+    for _ in 0..2 {
+        let d = f.request_dry("h1", Action::RestartJob);
+        let Decision::Granted { permit, .. } = d else {
+            panic!("dry-run request denied: {d:?}");
+        };
+        assert!(permit.dry_run, "asked for dry-run, granted dry-run");
+        f.finish(&permit, Outcome::DryRun);
+        // The dry-run cooldown applies to dry-run permits only.
+        assert_eq!(
+            f.request_dry("h1", Action::RestartJob)
+                .denial()
+                .map(|d| d.reason),
+            Some(DenyReason::Cooldown)
+        );
+        f.advance(mins(10));
+    }
+    // The dry-run attempt budget is spent: denied, and nothing is
+    // quarantined.
+    let d = f.request_dry("h1", Action::RestartJob);
+    let d = d.denial().unwrap();
+    assert_eq!(d.reason, DenyReason::AttemptBudgetExhausted);
+    assert_mentions(d, &["dry run: it would be; nothing is quarantined"]);
+    assert_eq!(f.status().quarantined_hosts, 0);
+    // The real budgets are whole: no grant in the rate window, no attempt,
+    // no cooldown.
+    let p = f.grant("h1", Action::RestartJob);
+    assert!(!p.dry_run);
+    assert_eq!(f.status().action(Action::RestartJob).unwrap().rate_used, 1);
+}
+
+#[test]
+fn a_coordinator_back_from_dry_run_finds_budgets_and_quarantines_untouched() {
+    let mut f = Fleet::ready(
+        r#"
+        mode = "dry-run"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        cooldown = "0s"
+        permit_ttl = "2m"
+        host_budget = { max_attempts = 2, per = "1h" }
+        "#,
+        3,
+    );
+    for _ in 0..2 {
+        let p = f.grant("h1", Action::RestartJob);
+        f.finish(&p, Outcome::DryRun);
+    }
+    // A dry-run permit that expires quarantines nothing.
+    f.grant("h2", Action::RestartJob);
+    f.silence("h2");
+    f.advance(mins(3));
+    assert_eq!(
+        f.deny("h1", Action::RestartJob).reason,
+        DenyReason::AttemptBudgetExhausted
+    );
+    assert_eq!(f.status().quarantined_hosts, 0);
+    f.wake("h2");
+
+    f.engine.set_config(
+        config(
+            r#"
+            [breaker]
+            unhealthy_percent = 100
+            [limits.restart_job]
+            cooldown = "0s"
+            host_budget = { max_attempts = 2, per = "1h" }
+            "#,
+        ),
+        f.now,
+    );
+    for h in ["h1", "h2"] {
+        let p = f.grant(h, Action::RestartJob);
+        f.finish(&p, Outcome::Succeeded);
+    }
+}
+
+#[test]
+fn expired_dry_run_permits_count_for_no_breaker() {
+    let mut f = Fleet::ready(
+        r#"
+        mode = "dry-run"
+        [breaker]
+        unhealthy_percent = 100
+        failure_percent = 50
+        min_samples = 2
+        [breaker.liveness_drop]
+        percent = 100
+        [limits.restart_job]
+        max_in_flight = 10
+        permit_ttl = "2m"
+        "#,
+        6,
+    );
+    for h in ["h1", "h2", "h3"] {
+        f.grant(h, Action::RestartJob);
+        f.silence(h);
+    }
+    f.advance(mins(3));
+    assert!(f.status().breakers.is_empty(), "{:?}", f.status().breakers);
 }
 
 // === Permit lifecycle: idempotency, fencing, renew, outcome, revoke ===

@@ -199,6 +199,7 @@ pub(crate) async fn run_storm(
             let sent = Instant::now();
             let r = client
                 .request_permit(pb::RequestPermitRequest {
+                    dry_run: false,
                     request_id: format!("storm-{name}"),
                     host_id: name.clone(),
                     action: pb::Action::RestartJob.into(),
@@ -438,6 +439,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchResult, SimError> {
                 let host = names[(worker * 7919 + n * 104_729) % names.len()].clone();
                 let reply = c
                     .request_permit(pb::RequestPermitRequest {
+                        dry_run: false,
                         request_id: format!("bench-{worker}-{n}"),
                         host_id: host.clone(),
                         action: pb::Action::RestartJob.into(),

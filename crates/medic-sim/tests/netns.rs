@@ -702,6 +702,7 @@ async fn host(
         }
         let request_id = format!("{id}-{n}");
         let req = medic_policy::PermitRequest {
+            dry_run: false,
             request_id: medic_policy::RequestId::new(request_id.clone()).unwrap(),
             host: host.clone(),
             action: Action::RestartJob,

@@ -261,6 +261,7 @@ impl<'s> Coordinator<'s> {
             .engine
             .request_permit(
                 PermitRequest {
+                    dry_run: false,
                     request_id: RequestId::new(format!("req-{}", self.next_request)).unwrap(),
                     host: host(name),
                     action,

@@ -106,6 +106,9 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             .unwrap_or_default();
         let request = match RequestId::new(request_id) {
             Ok(request_id) => PermitRequest {
+                // An agent in dry-run asks for a dry-run permit: it spends
+                // no real budget and quarantines nothing.
+                dry_run: self.config.dry_run,
                 request_id,
                 host: self.config.host_id.clone(),
                 action,

@@ -173,6 +173,7 @@ fn heartbeat() -> Heartbeat {
 
 fn request() -> PermitRequest {
     PermitRequest {
+        dry_run: false,
         request_id: RequestId::new("r-1").unwrap(),
         host: HostId::new("h1").unwrap(),
         action: Action::RestartJob,

@@ -838,6 +838,7 @@ impl Harness {
         let last_token = self.engine.durable().last_token;
         let now = self.observe();
         let req = PermitRequest {
+            dry_run: false,
             request_id,
             host: host.clone(),
             action,

@@ -41,7 +41,8 @@ impl Engine {
     }
 
     /// Permits past their expiry end as expired, and their hosts are
-    /// quarantined: the host went away mid-remediation (rule 3).
+    /// quarantined: the host went away mid-remediation (rule 3). A dry-run
+    /// permit's host acted on nothing, and is not quarantined.
     fn expire_permits(&mut self, now: Time) {
         while let Some(&Reverse((expires, token))) = self.permit_expiry.peek() {
             if expires > now {
@@ -55,13 +56,13 @@ impl Engine {
             if p.expires_at > now {
                 continue; // renewed since; a newer heap entry exists
             }
-            let (host, action, job) = (p.host.clone(), p.action, p.job.clone());
+            let (host, action, job, dry_run) = (p.host.clone(), p.action, p.job.clone(), p.dry_run);
             let detail = format!(
                 "no outcome before the permit expired at {}",
                 crate::types::rfc3339(p.expires_at)
             );
             self.end_permit(&id, PermitState::Expired, COORDINATOR_ACTOR, &detail, now);
-            if !self.durable.quarantines.contains_key(&host) {
+            if !dry_run && !self.durable.quarantines.contains_key(&host) {
                 self.emit(Event::HostQuarantined(Quarantine {
                     host,
                     cause: QuarantineCause::PermitExpired,
@@ -150,12 +151,12 @@ impl Engine {
         };
         let keeps = Action::ALL.map(|a| self.config.limits(a).host_budget.per);
         for slot in &mut self.hosts {
-            for a in Action::ALL {
-                prune(&mut slot.history[a.index()], keeps[a.index()]);
+            for (l, h) in slot.history.iter_mut().enumerate() {
+                prune(h, keeps[l % 2]);
             }
         }
-        for a in Action::ALL {
-            self.rate[a.index()].prune(&self.config.limits(a).rate, now);
+        for (l, rate) in self.rate.iter_mut().enumerate() {
+            rate.prune(&self.config.limits(Action::ALL[l % 2]).rate, now);
         }
         self.permit_requests
             .retain(|_, rid| self.durable.requests.contains_key(rid));

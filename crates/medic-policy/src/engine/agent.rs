@@ -5,7 +5,7 @@ use std::cmp::Reverse;
 
 use humantime::format_duration;
 
-use super::Engine;
+use super::{Engine, lane};
 use crate::error::PolicyError;
 use crate::types::{
     COORDINATOR_ACTOR, Decision, Denial, DenyReason, Event, FencingToken, Heartbeat,
@@ -116,10 +116,12 @@ impl Engine {
             return Ok(Decision::Denied(self.unknown_host(&req.host)));
         };
         self.evaluate_domain_breakers(i, now);
+        let dry_run = self.config.dry_run || req.dry_run;
         let mut denials = Vec::with_capacity(1);
-        self.evaluate(Some(i), req.action, now, false, &mut denials);
+        self.evaluate(Some(i), req.action, dry_run, now, false, &mut denials);
         if let Some(denial) = denials.pop() {
-            if denial.reason == DenyReason::AttemptBudgetExhausted {
+            // A dry run only says what would happen: it quarantines nothing.
+            if denial.reason == DenyReason::AttemptBudgetExhausted && !dry_run {
                 let b = self.config.limits(req.action).host_budget;
                 self.emit(Event::HostQuarantined(Quarantine {
                     host: req.host.clone(),
@@ -167,15 +169,15 @@ impl Engine {
             job: req.job,
             reason: req.reason,
             labels: self.hosts[i].labels.clone(),
-            dry_run: self.config.dry_run,
+            dry_run: self.config.dry_run || req.dry_run,
             granted_at: now,
             expires_at: later(now, ttl),
             ttl,
             state: PermitState::Active,
         };
-        let a = permit.action.index();
-        self.rate[a].record(&self.config.limits(permit.action).rate, now);
-        self.hosts[i].history[a].attempts.push_back(now);
+        let l = lane(permit.action, permit.dry_run);
+        self.rate[l].record(&self.config.limits(permit.action).rate, now);
+        self.hosts[i].history[l].attempts.push_back(now);
         self.hosts[i].active_permit = Some(permit.id.clone());
         self.count_permit(&permit, 1);
         self.permit_expiry
@@ -318,14 +320,18 @@ impl Engine {
             at: now,
         });
         self.count_permit(&p, -1);
-        self.record_outcome_sample(now, &p.host, state);
-        self.probe_ended(&p, state, now);
+        // A dry-run permit did nothing: its end says nothing about
+        // whether remediation works.
+        if !p.dry_run {
+            self.record_outcome_sample(now, &p.host, state);
+            self.probe_ended(&p, state, now);
+        }
         if let Some(&i) = self.host_index.get(&p.host) {
             let slot = &mut self.hosts[i];
             if slot.active_permit.as_ref() == Some(id) {
                 slot.active_permit = None;
             }
-            slot.history[p.action.index()].last_end = Some(now);
+            slot.history[lane(p.action, p.dry_run)].last_end = Some(now);
             self.refresh(i, now);
         }
         Permit { state, ..p }

@@ -5,7 +5,7 @@
 
 use std::cmp::Reverse;
 
-use super::{Counts, Engine, Flags, GroupIndex, HostActionHistory, HostSlot};
+use super::{Counts, Engine, Flags, GroupIndex, HostActionHistory, HostSlot, LANES, lane};
 use crate::rate::RateState;
 use crate::types::{Action, HostId, Labels, Permit, PermitId, PermitState, Time, later};
 
@@ -94,22 +94,22 @@ impl Engine {
     /// The rate budgets and each host's attempts, from the grant log: a
     /// restart does not refill them (rule 7).
     fn rebuild_budgets(&mut self) {
-        let mut per_action: [Vec<Time>; 2] = Default::default();
+        let mut per_lane: [Vec<Time>; LANES] = Default::default();
         for g in &self.durable.grants {
-            per_action[g.action.index()].push(g.at);
+            let l = lane(g.action, g.dry_run);
+            per_lane[l].push(g.at);
             if let Some(&i) = self.host_index.get(&g.host) {
                 let released = self.durable.released.get(&g.host).map(|r| r.0);
                 if released.is_none_or(|r| g.seq > r) {
-                    self.hosts[i].history[g.action.index()]
-                        .attempts
-                        .push_back(g.at);
+                    self.hosts[i].history[l].attempts.push_back(g.at);
                 }
             }
         }
-        self.rate = Action::ALL.map(|a| {
+        self.rate = std::array::from_fn(|l| {
+            let a = Action::ALL[l % 2];
             RateState::rebuild(
                 &self.config.limits(a).rate,
-                std::mem::take(&mut per_action[a.index()]),
+                std::mem::take(&mut per_lane[l]),
             )
         });
     }
@@ -121,9 +121,11 @@ impl Engine {
         let ends: Vec<_> = self.durable.endings.clone();
         for e in ends {
             if let Some(&i) = self.host_index.get(&e.host) {
-                self.hosts[i].history[e.action.index()].last_end = Some(e.at);
+                self.hosts[i].history[lane(e.action, e.dry_run)].last_end = Some(e.at);
             }
-            self.record_outcome_sample(e.at, &e.host, e.state);
+            if !e.dry_run {
+                self.record_outcome_sample(e.at, &e.host, e.state);
+            }
         }
         self.failures.age(self.clock, self.config.breaker.window);
     }
@@ -140,15 +142,15 @@ impl Engine {
         let i = self.hosts.len();
         // A host met for the first time may already have history (grants
         // before a restart, before it heartbeated again).
-        let mut history: [HostActionHistory; 2] = Default::default();
+        let mut history: [HostActionHistory; LANES] = Default::default();
         let released = self.durable.released.get(&id).map(|r| r.0);
         for g in self.durable.grants.iter().filter(|g| g.host == id) {
             if released.is_none_or(|r| g.seq > r) {
-                history[g.action.index()].attempts.push_back(g.at);
+                history[lane(g.action, g.dry_run)].attempts.push_back(g.at);
             }
         }
         for e in self.durable.endings.iter().filter(|e| e.host == id) {
-            history[e.action.index()].last_end = Some(e.at);
+            history[lane(e.action, e.dry_run)].last_end = Some(e.at);
         }
         self.hosts.push(HostSlot {
             id: id.clone(),

@@ -105,7 +105,17 @@ impl GroupIndex {
     }
 }
 
-/// Per host and action: what budgets remember.
+/// Budgets are kept per lane: an action, in enforce or in dry-run. A
+/// dry-run permit spends only the dry-run lane's budgets (rate, attempts,
+/// cooldown), so previewing never uses up what real remediation needs.
+const LANES: usize = 4;
+
+/// The lane of `action` for permits granted with `dry_run`.
+fn lane(action: crate::types::Action, dry_run: bool) -> usize {
+    action.index() + if dry_run { 2 } else { 0 }
+}
+
+/// Per host and lane: what budgets remember.
 #[derive(Debug, Default, Clone)]
 struct HostActionHistory {
     last_end: Option<Time>,
@@ -123,7 +133,7 @@ struct HostSlot {
     last_heartbeat: Option<Time>,
     problems: Vec<Problem>,
     active_permit: Option<PermitId>,
-    history: [HostActionHistory; 2],
+    history: [HostActionHistory; LANES],
     /// What the counts hold for this host.
     flags: Flags,
     /// Since when the host has been silent, if it was live and went silent
@@ -150,7 +160,8 @@ pub struct Engine {
     host_index: HashMap<HostId, usize>,
     groups: Vec<GroupIndex>,
     fleet: Counts,
-    rate: [RateState; 2],
+    /// The rate budget per lane.
+    rate: [RateState; LANES],
     /// Outcome samples for the failure breaker, by host.
     failures: samples::FailureSamples,
     /// Hosts that went silent recently (the liveness-drop breaker).

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use humantime::format_duration;
 
-use super::{Engine, HostActionHistory, HostSlot};
+use super::{Engine, HostActionHistory, HostSlot, lane};
 use crate::config::ActionLimits;
 use crate::types::{Action, BreakerTrip, Denial, DenyReason, HostId, Labels, Pause, Time};
 use crate::window;
@@ -52,11 +52,14 @@ impl Denials<'_> {
 
 impl Engine {
     /// Evaluates the rules in order for host slot `i` (or an unknown host)
-    /// and `action`, pushing denials. Stops at the first unless `all`.
+    /// and `action`, for a permit granted with `dry_run` (whose budgets are
+    /// the dry-run lane's), pushing denials. Stops at the first unless
+    /// `all`.
     pub(super) fn evaluate(
         &self,
         i: Option<usize>,
         action: Action,
+        dry_run: bool,
         now: Time,
         all: bool,
         out: &mut Vec<Denial>,
@@ -64,13 +67,14 @@ impl Engine {
         let slot = i.map(|i| &self.hosts[i]);
         // `Break` only says that evaluation stopped early; the denial that
         // stopped it is already in `out`.
-        let _ = self.check_rules(slot, action, now, &mut Denials { out, all });
+        let _ = self.check_rules(slot, action, dry_run, now, &mut Denials { out, all });
     }
 
     fn check_rules(
         &self,
         slot: Option<&HostSlot>,
         action: Action,
+        dry_run: bool,
         now: Time,
         denials: &mut Denials<'_>,
     ) -> ControlFlow<()> {
@@ -88,17 +92,19 @@ impl Engine {
             return ControlFlow::Continue(());
         };
         let host = &slot.id;
-        let history = &slot.history[action.index()];
+        let history = &slot.history[lane(action, dry_run)];
         denials.check(self.check_quarantine(host))?; // rule 3
         denials.check(self.check_one_at_a_time(slot, now))?; // rule 4
         denials.check(check_cooldown(host, history, action, limits, now))?; // rule 5
-        denials.check(check_attempt_budget(host, history, action, limits, now))?; // rule 5
+        denials.check(check_attempt_budget(
+            host, history, action, limits, dry_run, now,
+        ))?; // rule 5
         denials.check(check_window(action, limits, now))?; // rule 8
         denials.check(self.check_fleet_cap(action, limits))?; // rule 6
         for denial in self.check_group_caps(slot, action, limits) {
             denials.deny(denial)?; // rule 6
         }
-        denials.check(self.check_rate_budget(action, limits, now)) // rule 7
+        denials.check(self.check_rate_budget(action, dry_run, limits, now)) // rule 7
     }
 }
 
@@ -340,10 +346,11 @@ impl Engine {
     fn check_rate_budget(
         &self,
         action: Action,
+        dry_run: bool,
         limits: &ActionLimits,
         now: Time,
     ) -> Option<Denial> {
-        let rate = &self.rate[action.index()];
+        let rate = &self.rate[lane(action, dry_run)];
         let wait = rate.check(&limits.rate, now).err()?;
         let r = limits.rate;
         Some(Denial {
@@ -395,6 +402,7 @@ fn check_attempt_budget(
     history: &HostActionHistory,
     action: Action,
     limits: &ActionLimits,
+    dry_run: bool,
     now: Time,
 ) -> Option<Denial> {
     let b = limits.host_budget;
@@ -410,10 +418,15 @@ fn check_attempt_budget(
         message: format!(
             "host {host} already had {} {action} permits in the last {} \
              (host_budget.max_attempts {}); remediation is not helping, so the host \
-             is quarantined for a human",
+             is quarantined for a human{}",
             recent,
             format_duration(b.per),
-            b.max_attempts
+            b.max_attempts,
+            if dry_run {
+                " (dry run: it would be; nothing is quarantined)"
+            } else {
+                ""
+            }
         ),
     })
 }

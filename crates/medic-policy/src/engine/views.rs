@@ -3,7 +3,7 @@
 //! `now` let time pass first (permits and pauses that are due expire,
 //! breakers that are due open or close).
 
-use super::Engine;
+use super::{Engine, lane};
 use crate::types::{Action, HostId, Labels, Permit, Time, later};
 use crate::view::{ActionStatus, Explanation, HostView, Status};
 use crate::window;
@@ -27,7 +27,7 @@ impl Engine {
         if i.is_none() {
             denials.push(self.unknown_host(host));
         }
-        self.evaluate(i, action, now, true, &mut denials);
+        self.evaluate(i, action, self.config.dry_run, now, true, &mut denials);
         Explanation {
             host: host.clone(),
             action,
@@ -43,7 +43,7 @@ impl Engine {
             .iter()
             .map(|&a| {
                 let l = self.config.limits(a);
-                let r = &self.rate[a.index()];
+                let r = &self.rate[lane(a, self.config.dry_run)];
                 ActionStatus {
                     action: a,
                     active: self.fleet.active[a.index()],

@@ -233,6 +233,7 @@ impl From<PermitRequest> for pb::RequestPermitRequest {
             action: wire_enum::<pb::Action, _>(r.action),
             job: r.job,
             reason: r.reason,
+            dry_run: r.dry_run,
         }
     }
 }
@@ -256,6 +257,7 @@ impl TryFrom<pb::RequestPermitRequest> for PermitRequest {
                     Ok(job)
                 })?,
                 reason: required_text("reason", r.reason, MAX_REASON_LEN)?,
+                dry_run: r.dry_run,
             })
         };
         request().map_err(|e| e.within("request"))

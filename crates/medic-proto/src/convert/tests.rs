@@ -203,6 +203,7 @@ fn heartbeat_reply_without_permit_state_sends_unspecified() {
 #[test]
 fn permit_request_round_trips() {
     let request = PermitRequest {
+        dry_run: false,
         request_id: RequestId::new("3f2a-01").expect("valid"),
         host: host("web-1.use1"),
         action: Action::RestartJob,
@@ -802,6 +803,7 @@ fn heartbeat_held_permit_without_id_names_the_field() {
 
 fn wire_permit_request() -> pb::RequestPermitRequest {
     pb::RequestPermitRequest {
+        dry_run: false,
         request_id: "3f2a-01".to_owned(),
         host_id: "web-1.use1".to_owned(),
         action: pb::Action::RebootHost.into(),
