@@ -118,6 +118,26 @@ async fn breaker_and_quarantine_notifications_carry_the_documented_fields() {
     ] {
         assert!(b.get(key).is_some(), "field {key} missing: {b}");
     }
+
+    // A reset moves it to half-open, and says so.
+    let mut req = tonic::Request::new(pb::ResetBreakerRequest {
+        scope: None,
+        reason: "dependency back".into(),
+    });
+    req.metadata_mut()
+        .insert("medic-actor", "alice".parse().unwrap());
+    admin.reset_breaker(req).await.unwrap();
+    let h = next_of_kind(&mut rx, "breaker_half_opened").await;
+    assert_eq!(h["details"]["scope"], "fleet");
+    assert!(h["actor"].as_str().unwrap().contains("alice"), "{h}");
+    assert!(
+        h["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("dependency back; probing with 1 permit"),
+        "{h}"
+    );
+    assert!(h["summary"].as_str().unwrap().contains("HALF-OPEN"), "{h}");
     server.stop().await.unwrap();
 }
 
