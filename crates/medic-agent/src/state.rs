@@ -32,8 +32,15 @@ pub struct JobCounters {
     pub failed_restarts: u32,
     /// Reboots that did not fix it.
     pub failed_reboots: u32,
-    /// Set when the ladder is exhausted: why a human is needed.
+    /// Set when the ladder is exhausted: why a human is needed. Sent to the
+    /// coordinator as `needs_human`, which quarantines the host.
     pub gave_up: Option<String>,
+    /// The coordinator has confirmed, since the job gave up, that the host
+    /// is quarantined. The agent stops sending `needs_human` then, and takes
+    /// a later heartbeat reply without a quarantine as a person's release:
+    /// the job's ladder starts afresh.
+    #[serde(default)]
+    pub quarantined: bool,
 }
 
 /// A permit whose action was under way when the agent stopped.
