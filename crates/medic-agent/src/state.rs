@@ -134,6 +134,18 @@ impl StateFile {
         Ok(state)
     }
 
+    /// Resets job `job`'s ladder: forgets its failed restarts and reboots
+    /// and its gave-up state. Returns what it was (`None`: nothing was
+    /// recorded for it, so nothing changed).
+    pub fn reset_job(&self, job: &str) -> Result<Option<JobCounters>, StateError> {
+        let mut state = self.load()?;
+        let Some(old) = state.jobs.remove(job) else {
+            return Ok(None);
+        };
+        self.save(&state)?;
+        Ok(Some(old))
+    }
+
     /// Writes the state atomically and durably.
     pub fn save(&self, state: &AgentState) -> Result<(), StateError> {
         let err = |source| StateError::Write {
@@ -154,5 +166,36 @@ impl StateFile {
             .and_then(|d| d.sync_all())
             .map_err(err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_job_forgets_only_that_jobs_ladder() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = StateFile::new(dir.path());
+        let gave_up = JobCounters {
+            failed_restarts: 2,
+            failed_reboots: 1,
+            gave_up: Some("still stuck".into()),
+            quarantined: true,
+        };
+        let mut state = file.load().unwrap_or_else(|e| panic!("{e}"));
+        state.jobs.insert("ingest".into(), gave_up.clone());
+        state.jobs.insert("web".into(), gave_up.clone());
+        file.save(&state).unwrap_or_else(|e| panic!("{e}"));
+
+        let old = file.reset_job("ingest").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(old, Some(gave_up.clone()));
+        let after = file.load().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!after.jobs.contains_key("ingest"));
+        assert_eq!(after.jobs.get("web"), Some(&gave_up));
+        assert_eq!(
+            file.reset_job("ingest").unwrap_or_else(|e| panic!("{e}")),
+            None
+        );
     }
 }

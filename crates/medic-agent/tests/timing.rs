@@ -135,16 +135,13 @@ impl Coordinator for Scripted {
         if hb.needs_human.is_some() {
             self.quarantined.store(true, Ordering::SeqCst);
         }
-        let quarantine = self
-            .quarantined
-            .load(Ordering::SeqCst)
-            .then(|| Quarantine {
-                host: hb.host.clone(),
-                cause: QuarantineCause::GaveUp,
-                actor: format!("agent:{}", hb.host),
-                reason: hb.needs_human.clone().unwrap_or_default(),
-                since: SystemTime::UNIX_EPOCH,
-            });
+        let quarantine = self.quarantined.load(Ordering::SeqCst).then(|| Quarantine {
+            host: hb.host.clone(),
+            cause: QuarantineCause::GaveUp,
+            actor: format!("agent:{}", hb.host),
+            reason: hb.needs_human.clone().unwrap_or_default(),
+            since: SystemTime::UNIX_EPOCH,
+        });
         Ok(HeartbeatReply {
             heartbeat_interval: Duration::from_secs(10),
             held_permit_state: None,
@@ -542,9 +539,10 @@ async fn a_job_seen_healthy_clears_its_gave_up_state() {
     let probe = host.clone();
     run_until(config, host.clone(), coordinator.clone(), move |c| {
         // A person fixes the job; it gets stuck again ten seconds later.
-        probe
-            .healthy
-            .store(c.elapsed() >= fixed.0 && c.elapsed() < fixed.1, Ordering::SeqCst);
+        probe.healthy.store(
+            c.elapsed() >= fixed.0 && c.elapsed() < fixed.1,
+            Ordering::SeqCst,
+        );
         !c.times_of(&Call::Request(Action::RestartJob)).is_empty()
     })
     .await;

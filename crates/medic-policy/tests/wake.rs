@@ -125,7 +125,13 @@ fn wake_stays_the_same_while_nothing_can_turn_a_denial_into_a_grant() {
         token: permit.token,
     };
     f.engine
-        .report_outcome(&HostId::new("h2").unwrap(), &r, Outcome::Succeeded, "", f.now)
+        .report_outcome(
+            &HostId::new("h2").unwrap(),
+            &r,
+            Outcome::Succeeded,
+            "",
+            f.now,
+        )
         .unwrap();
     f.engine
         .pause(Scope::fleet(), "alice", "maintenance", None, f.now);
