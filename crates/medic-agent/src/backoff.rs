@@ -54,6 +54,19 @@ pub fn after_denial(retry_after: Option<Duration>, idle: Duration) -> Duration {
     }
 }
 
+/// The most heartbeat intervals an agent waits on a denial before it asks
+/// again, whatever the denial's `retry_after`: a long `retry_after` (a
+/// breaker's, say) must not outlast the reason it was given for.
+pub const MAX_DENIAL_WAIT_HEARTBEATS: u32 = 6;
+
+/// `wait`, capped at [`MAX_DENIAL_WAIT_HEARTBEATS`] heartbeat intervals
+/// (less up to 20% jitter, so a fleet denied together does not come back
+/// together).
+pub fn cap_denial_wait(wait: Duration, heartbeat_interval: Duration) -> Duration {
+    let cap = heartbeat_interval.saturating_mul(MAX_DENIAL_WAIT_HEARTBEATS);
+    if wait > cap { jitter(cap, 0.2) } else { wait }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +98,20 @@ mod tests {
         assert_eq!(
             after_denial(None, Duration::from_secs(60)),
             Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn a_denial_wait_is_capped_at_six_heartbeat_intervals_less_jitter() {
+        let hb = Duration::from_secs(10);
+        let d = cap_denial_wait(Duration::from_secs(900), hb);
+        assert!(
+            d >= Duration::from_secs(48) && d <= Duration::from_secs(60),
+            "{d:?}"
+        );
+        assert_eq!(
+            cap_denial_wait(Duration::from_secs(30), hb),
+            Duration::from_secs(30)
         );
     }
 }

@@ -168,8 +168,7 @@ mod tests {
         let j = job();
         let mut c = JobCounters {
             failed_restarts: 2,
-            failed_reboots: 0,
-            gave_up: None,
+            ..JobCounters::default()
         };
         record(&mut c, Action::RebootHost, Outcome::Succeeded);
         assert_eq!(next_step(&c, &j), Step::Ask(Action::RestartJob));

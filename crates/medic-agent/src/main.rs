@@ -1,9 +1,10 @@
 //! `medic-agent`: flags, config, then the agent loop.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use medic_agent::state::StateFile;
 use medic_agent::{Agent, AgentConfig, Control, Environment};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -38,6 +39,24 @@ enum Command {
         /// The config file.
         file: PathBuf,
     },
+    /// Reset a job's ladder after fixing it by hand: forget its failed
+    /// restarts and reboots and its gave-up state, in the state file.
+    ///
+    /// A running agent only reads the state file again when it reloads:
+    /// run `systemctl reload medic-agent` (SIGHUP) right after, or stop
+    /// the agent first. The host's quarantine is the coordinator's: release
+    /// it with `medicctl unquarantine HOST`, which also resets the ladders
+    /// of jobs that gave up.
+    ResetJob {
+        /// The job's name, as in the config's [[jobs]] name.
+        job: String,
+        /// The config file, for its `state_dir`.
+        #[arg(long, short, default_value = "/etc/medic/agent.toml")]
+        config: PathBuf,
+        /// The state directory, instead of the config's `state_dir`.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -69,6 +88,11 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::ResetJob {
+            job,
+            config,
+            state_dir,
+        } => reset_job(&job, &config, state_dir),
         Command::Run { config, log_format } => {
             medic_proto::logs::init(matches!(log_format, LogFormat::Json));
             let cfg = match AgentConfig::load(&config) {
@@ -91,6 +115,52 @@ fn main() -> ExitCode {
                 }
             };
             runtime.block_on(serve(cfg, config))
+        }
+    }
+}
+
+fn reset_job(job: &str, config: &Path, state_dir: Option<PathBuf>) -> ExitCode {
+    let dir = match state_dir {
+        Some(d) => d,
+        None => match AgentConfig::load(config) {
+            Ok(c) => c.state_dir,
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{}: {e}", config.display());
+                }
+                eprintln!(
+                    "cannot find the state directory in {}; name it with --state-dir",
+                    config.display()
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let file = StateFile::new(&dir);
+    match file.reset_job(job) {
+        Ok(None) => {
+            println!(
+                "{}: job {job:?} has no ladder recorded; nothing to reset",
+                file.path().display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Some(old)) => {
+            println!(
+                "{}: job {job:?} reset (was: {} failed restart(s), {} failed reboot(s){}). \
+                 Reload a running agent now (systemctl reload medic-agent) so that it reads it.",
+                file.path().display(),
+                old.failed_restarts,
+                old.failed_reboots,
+                old.gave_up
+                    .map(|why| format!(", gave up: {why}"))
+                    .unwrap_or_default(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
 }

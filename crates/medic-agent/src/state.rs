@@ -32,8 +32,15 @@ pub struct JobCounters {
     pub failed_restarts: u32,
     /// Reboots that did not fix it.
     pub failed_reboots: u32,
-    /// Set when the ladder is exhausted: why a human is needed.
+    /// Set when the ladder is exhausted: why a human is needed. Sent to the
+    /// coordinator as `needs_human`, which quarantines the host.
     pub gave_up: Option<String>,
+    /// The coordinator has confirmed, since the job gave up, that the host
+    /// is quarantined. The agent stops sending `needs_human` then, and takes
+    /// a later heartbeat reply without a quarantine as a person's release:
+    /// the job's ladder starts afresh.
+    #[serde(default)]
+    pub quarantined: bool,
 }
 
 /// A permit whose action was under way when the agent stopped.
@@ -127,6 +134,18 @@ impl StateFile {
         Ok(state)
     }
 
+    /// Resets job `job`'s ladder: forgets its failed restarts and reboots
+    /// and its gave-up state. Returns what it was (`None`: nothing was
+    /// recorded for it, so nothing changed).
+    pub fn reset_job(&self, job: &str) -> Result<Option<JobCounters>, StateError> {
+        let mut state = self.load()?;
+        let Some(old) = state.jobs.remove(job) else {
+            return Ok(None);
+        };
+        self.save(&state)?;
+        Ok(Some(old))
+    }
+
     /// Writes the state atomically and durably.
     pub fn save(&self, state: &AgentState) -> Result<(), StateError> {
         let err = |source| StateError::Write {
@@ -147,5 +166,36 @@ impl StateFile {
             .and_then(|d| d.sync_all())
             .map_err(err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_job_forgets_only_that_jobs_ladder() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = StateFile::new(dir.path());
+        let gave_up = JobCounters {
+            failed_restarts: 2,
+            failed_reboots: 1,
+            gave_up: Some("still stuck".into()),
+            quarantined: true,
+        };
+        let mut state = file.load().unwrap_or_else(|e| panic!("{e}"));
+        state.jobs.insert("ingest".into(), gave_up.clone());
+        state.jobs.insert("web".into(), gave_up.clone());
+        file.save(&state).unwrap_or_else(|e| panic!("{e}"));
+
+        let old = file.reset_job("ingest").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(old, Some(gave_up.clone()));
+        let after = file.load().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!after.jobs.contains_key("ingest"));
+        assert_eq!(after.jobs.get("web"), Some(&gave_up));
+        assert_eq!(
+            file.reset_job("ingest").unwrap_or_else(|e| panic!("{e}")),
+            None
+        );
     }
 }

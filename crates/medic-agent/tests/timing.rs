@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +20,7 @@ use medic_agent::{
 use medic_client::CallError;
 use medic_policy::{
     Action, Decision, Denial, DenyReason, FencingToken, Heartbeat, HeartbeatReply, Outcome, Permit,
-    PermitId, PermitRef, PermitRequest, PermitState,
+    PermitId, PermitRef, PermitRequest, PermitState, Quarantine, QuarantineCause,
 };
 use medic_proto::request::{OutcomeReport, Renewal};
 use tokio::sync::mpsc;
@@ -29,6 +29,8 @@ use tokio::time::Instant;
 /// One call the agent made, and when (virtual time since the test began).
 #[derive(Clone, Debug, PartialEq)]
 enum Call {
+    /// A heartbeat, with its `needs_human`.
+    Heartbeat(Option<String>),
     Request(Action),
     Renew,
     Report(Outcome, String),
@@ -45,6 +47,11 @@ struct Scripted {
     granted: Arc<Mutex<Option<Permit>>>,
     /// Outcome reports get no answer (no coordinator reachable).
     reports_unreachable: bool,
+    /// The wake-up value heartbeat replies carry.
+    wake: Arc<AtomicU64>,
+    /// Whether the host is quarantined: set, as the coordinator does, by a
+    /// heartbeat that says it needs a human; cleared by `release`.
+    quarantined: Arc<AtomicBool>,
 }
 
 /// What the stand-in answers a permit request with.
@@ -61,7 +68,35 @@ impl Scripted {
             decisions: Arc::new(Mutex::new(answers.into_iter().collect())),
             granted: Arc::default(),
             reports_unreachable: false,
+            wake: Arc::new(AtomicU64::new(1)),
+            quarantined: Arc::default(),
         }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Something changed at the coordinator (a breaker reset, say).
+    fn wake_up(&self) {
+        self.wake.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A person releases the host, as `medicctl unquarantine` does.
+    fn release(&self) {
+        self.quarantined.store(false, Ordering::SeqCst);
+        self.wake_up();
+    }
+
+    /// When heartbeats were sent, and whether they said a human is needed.
+    fn heartbeats(&self) -> Vec<(Duration, bool)> {
+        self.calls()
+            .into_iter()
+            .filter_map(|(at, c)| match c {
+                Call::Heartbeat(h) => Some((at, h.is_some())),
+                _ => None,
+            })
+            .collect()
     }
 
     fn record(&self, call: Call) {
@@ -95,12 +130,24 @@ impl Scripted {
 }
 
 impl Coordinator for Scripted {
-    async fn heartbeat(&mut self, _: Heartbeat) -> Result<HeartbeatReply, CallError> {
+    async fn heartbeat(&mut self, hb: Heartbeat) -> Result<HeartbeatReply, CallError> {
+        self.record(Call::Heartbeat(hb.needs_human.clone()));
+        if hb.needs_human.is_some() {
+            self.quarantined.store(true, Ordering::SeqCst);
+        }
+        let quarantine = self.quarantined.load(Ordering::SeqCst).then(|| Quarantine {
+            host: hb.host.clone(),
+            cause: QuarantineCause::GaveUp,
+            actor: format!("agent:{}", hb.host),
+            reason: hb.needs_human.clone().unwrap_or_default(),
+            since: SystemTime::UNIX_EPOCH,
+        });
         Ok(HeartbeatReply {
             heartbeat_interval: Duration::from_secs(10),
             held_permit_state: None,
-            quarantine: None,
+            quarantine,
             dry_run: false,
+            wake: self.wake.load(Ordering::SeqCst),
         })
     }
 
@@ -163,15 +210,20 @@ fn deny(retry_after: Option<Duration>) -> Decision {
     })
 }
 
-/// A machine whose job stays stuck whatever is done to it.
+/// A machine whose job stays stuck whatever is done to it (unless a
+/// person fixes it: `healthy`).
 #[derive(Clone, Default)]
 struct StuckJob {
     restarts: Arc<AtomicUsize>,
     reboots: Arc<AtomicUsize>,
+    healthy: Arc<AtomicBool>,
 }
 
 impl Host for StuckJob {
     async fn check(&mut self, _: &JobConfig, _: &mut JobDetectors, _: SystemTime) -> Verdict {
+        if self.healthy.load(Ordering::SeqCst) {
+            return Verdict::Healthy;
+        }
         Verdict::Fired(Evidence {
             detector: "heartbeat_file",
             detail: "stale".into(),
@@ -362,4 +414,147 @@ async fn an_outcome_nobody_takes_is_retried_for_five_minutes_then_left_to_expire
         "{reports:?}"
     );
     assert!(reports.len() >= 12, "{reports:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_agent_asks_again_within_two_heartbeats_after_a_wake_up() {
+    let dir = tempfile::tempdir().unwrap();
+    // A breaker's denial: come back in 15 minutes.
+    let coordinator = Scripted::new([Answer::Deny(Some(Duration::from_secs(900)))]);
+    let woken_at = Duration::from_secs(20);
+    let woken = AtomicBool::new(false);
+    run_until(
+        config(dir.path(), ""),
+        StuckJob::default(),
+        coordinator.clone(),
+        |c| {
+            // An operator resets the breaker 20 s after the denial.
+            if c.elapsed() >= woken_at && !woken.swap(true, Ordering::SeqCst) {
+                c.wake_up();
+            }
+            c.times_of(&Call::Request(Action::RestartJob)).len() >= 2
+        },
+    )
+    .await;
+
+    let asked = coordinator.times_of(&Call::Request(Action::RestartJob));
+    assert!(asked[0] < woken_at, "{asked:?}");
+    // Learnt at the next heartbeat (within one interval, 10 s), asked
+    // within one more interval of jitter, seen at the next check (1 s).
+    assert!(
+        asked[1] >= woken_at && asked[1] <= woken_at + Duration::from_secs(21),
+        "{asked:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_denial_wait_is_capped_at_a_bounded_multiple_of_the_heartbeat_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Scripted::new([
+        Answer::Deny(Some(Duration::from_secs(900))),
+        Answer::Deny(Some(Duration::from_secs(900))),
+    ]);
+    run_until(
+        config(dir.path(), ""),
+        StuckJob::default(),
+        coordinator.clone(),
+        |c| c.times_of(&Call::Request(Action::RestartJob)).len() >= 2,
+    )
+    .await;
+
+    let asked = coordinator.times_of(&Call::Request(Action::RestartJob));
+    // Six heartbeat intervals (60 s) less up to 20% jitter, not 15 minutes.
+    let wait = asked[1] - asked[0];
+    assert!(
+        wait >= Duration::from_secs(48) && wait <= Duration::from_secs(61),
+        "{asked:?}"
+    );
+}
+
+/// A state file for a job whose ladder is exhausted, as an agent of the
+/// previous release wrote it (no `quarantined`).
+fn gave_up_state(config: &AgentConfig) {
+    std::fs::create_dir_all(&config.state_dir).unwrap();
+    std::fs::write(
+        config.state_dir.join("state.json"),
+        r#"{
+  "version": 1,
+  "jobs": {
+    "ingest": {
+      "failed_restarts": 2,
+      "failed_reboots": 1,
+      "gave_up": "job ingest is still stuck after 2 failed restart(s) and 1 failed reboot(s)"
+    }
+  },
+  "pending": null
+}"#,
+    )
+    .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_released_host_stops_asking_for_a_human() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "");
+    gave_up_state(&config);
+    let state = config.state_dir.join("state.json");
+    let host = StuckJob::default();
+    let coordinator = Scripted::new([]);
+    let released_at = Duration::from_secs(35);
+    let released = AtomicBool::new(false);
+    run_until(config, host.clone(), coordinator.clone(), |c| {
+        if c.elapsed() >= released_at && !released.swap(true, Ordering::SeqCst) {
+            c.release();
+        }
+        !c.times_of(&Call::Request(Action::RestartJob)).is_empty()
+    })
+    .await;
+
+    let beats = coordinator.heartbeats();
+    // Asked for a human until the coordinator confirmed the quarantine
+    // (the first reply), and never again: not even after the release.
+    assert!(beats[0].1, "{beats:?}");
+    assert!(beats[1..].iter().all(|(_, needs)| !needs), "{beats:?}");
+    assert!(beats.iter().any(|(at, _)| *at > released_at), "{beats:?}");
+    assert!(
+        !coordinator.quarantined.load(Ordering::SeqCst),
+        "released stays released"
+    );
+    // The ladder starts afresh: a restart is asked for, after the release.
+    let asked = coordinator.times_of(&Call::Request(Action::RestartJob));
+    assert!(asked[0] > released_at, "{asked:?}");
+    let saved = std::fs::read_to_string(state).unwrap();
+    assert!(saved.contains("\"gave_up\": null"), "{saved}");
+    assert!(saved.contains("\"failed_restarts\": 0"), "{saved}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_seen_healthy_clears_its_gave_up_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "");
+    gave_up_state(&config);
+    let host = StuckJob::default();
+    let coordinator = Scripted::new([]);
+    let fixed = (Duration::from_secs(30), Duration::from_secs(40));
+    let probe = host.clone();
+    run_until(config, host.clone(), coordinator.clone(), move |c| {
+        // A person fixes the job; it gets stuck again ten seconds later.
+        probe.healthy.store(
+            c.elapsed() >= fixed.0 && c.elapsed() < fixed.1,
+            Ordering::SeqCst,
+        );
+        !c.times_of(&Call::Request(Action::RestartJob)).is_empty()
+    })
+    .await;
+
+    let beats = coordinator.heartbeats();
+    assert!(
+        beats.iter().all(|(at, needs)| !needs || *at < fixed.0),
+        "{beats:?}"
+    );
+    // Stuck again: the ladder climbs from its first rung instead of giving
+    // up at once. (The host stays quarantined until a person releases it.)
+    let asked = coordinator.times_of(&Call::Request(Action::RestartJob));
+    assert!(asked[0] >= fixed.1, "{asked:?}");
+    assert!(coordinator.quarantined.load(Ordering::SeqCst));
 }

@@ -236,6 +236,11 @@ pub struct HeartbeatReply {
     pub quarantine: Option<Quarantine>,
     /// Whether the coordinator runs in dry-run mode.
     pub dry_run: bool,
+    /// Changes when something happened that can turn a denial into a grant
+    /// for this host (a pause ended, a breaker went half-open or closed, the
+    /// configuration was reloaded, the host was released). Only a change
+    /// means anything: an agent waiting on a denial asks again soon after.
+    pub wake: u64,
 }
 
 // === Permits ===

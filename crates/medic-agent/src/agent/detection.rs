@@ -6,6 +6,7 @@ use crate::coordinator::Coordinator;
 use crate::detect::{JobDetectors, Verdict};
 use crate::effects::Host;
 use crate::ladder::Health;
+use crate::state::JobCounters;
 
 use super::Agent;
 
@@ -21,6 +22,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
     pub(super) async fn check_jobs(&mut self) {
         let now = self.clock.now();
         self.metrics.checks.inc();
+        let mut healthy = Vec::new();
         for job in &mut self.watched {
             let verdict = self.host.check(&job.config, &mut job.detectors, now).await;
             let before = job.health.stuck().is_some();
@@ -35,7 +37,11 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 }
                 _ => {}
             }
+            if job.health == Health::Healthy {
+                healthy.push(job.config.name.clone());
+            }
         }
+        self.clear_gave_up(&healthy);
         let now_stuck: Vec<bool> = self
             .watched
             .iter()
@@ -54,6 +60,28 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         self.metrics
             .jobs_stuck
             .set(i64::try_from(stuck).unwrap_or(i64::MAX));
+    }
+
+    /// A job that gave up and is then seen healthy (fixed by a person) has
+    /// its gave-up state cleared and its ladder reset. The host's
+    /// quarantine stays until a person releases it.
+    fn clear_gave_up(&mut self, healthy: &[String]) {
+        let Ok(state) = &mut self.state else {
+            return;
+        };
+        let mut changed = false;
+        for name in healthy {
+            if let Some(c) = state.jobs.get_mut(name)
+                && c.gave_up.is_some()
+            {
+                tracing::info!(job = %name, "the job that gave up is healthy: its ladder starts afresh");
+                *c = JobCounters::default();
+                changed = true;
+            }
+        }
+        if changed {
+            self.save();
+        }
     }
 
     /// Checks job `i` once, through the host.

@@ -1,11 +1,15 @@
 //! The heartbeat: the host's problems, its held permit and whether it
-//! needs a human, sent every interval (and at once when problems change);
-//! the coordinator's reply sets the interval.
+//! needs a human, sent every interval (and at once when problems change).
+//! The coordinator's reply sets the interval, wakes an agent waiting on a
+//! denial when things changed, and says whether the host is quarantined:
+//! a host released by a person clears its jobs' gave-up state.
 
 use medic_policy::{Heartbeat, Problem};
 
+use crate::backoff::jitter;
 use crate::coordinator::Coordinator;
 use crate::effects::Host;
+use crate::state::JobCounters;
 
 use super::Agent;
 
@@ -27,9 +31,16 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             .collect();
         // An unusable state file stops actions but is not, by itself, a
         // reason to quarantine the host: it is logged for the operator.
+        // Once the coordinator has confirmed the quarantine, the agent
+        // stops asking: asking again after a person released the host
+        // would quarantine it again.
         let needs_human = match &self.state {
             Err(_) => None,
-            Ok(s) => s.jobs.values().find_map(|c| c.gave_up.clone()),
+            Ok(s) => s
+                .jobs
+                .values()
+                .filter(|c| !c.quarantined)
+                .find_map(|c| c.gave_up.clone()),
         };
         let heartbeat = Heartbeat {
             host: self.config.host_id.clone(),
@@ -56,11 +67,74 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                     self.heartbeat_interval = d;
                     self.next_heartbeat = self.clock.instant() + d;
                 }
+                self.note_quarantine(reply.quarantine.is_some());
+                self.note_wake(reply.wake);
             }
             Err(e) => {
                 self.call_failed("heartbeat", &e);
                 tracing::debug!(error = %e, "heartbeat failed");
             }
+        }
+    }
+
+    /// A wake-up value other than the one seen when the agent was denied
+    /// means something changed that can turn the denial into a grant: the
+    /// agent asks again within a heartbeat interval (jittered, so a fleet
+    /// woken together does not ask together; the caps decide who goes
+    /// first).
+    fn note_wake(&mut self, wake: u64) {
+        self.wake = Some(wake);
+        let Some(waiting) = &mut self.waiting else {
+            return;
+        };
+        match waiting.wake {
+            None => waiting.wake = Some(wake),
+            Some(seen) if seen == wake => {}
+            Some(_) => {
+                self.waiting = None;
+                let soon = self.clock.instant() + jitter(self.heartbeat_interval, 1.0);
+                if soon < self.next_request {
+                    tracing::info!(
+                        retry_in = %humantime::format_duration(std::time::Duration::from_secs(
+                            soon.saturating_duration_since(self.clock.instant()).as_secs()
+                        )),
+                        "woken: the coordinator says things changed (a pause ended, a breaker \
+                         was reset or closed, the host was released or the policy reloaded); \
+                         asking again"
+                    );
+                    self.next_request = soon;
+                }
+            }
+        }
+    }
+
+    /// Follows the host's quarantine for jobs that gave up: confirmed (stop
+    /// sending `needs_human`), then lifted, which only a person does: the
+    /// job's gave-up state is cleared and its ladder starts afresh.
+    fn note_quarantine(&mut self, quarantined: bool) {
+        let Ok(state) = &mut self.state else {
+            return;
+        };
+        let mut changed = false;
+        for (name, c) in &mut state.jobs {
+            if c.gave_up.is_none() {
+                continue;
+            }
+            if quarantined && !c.quarantined {
+                c.quarantined = true;
+                changed = true;
+            } else if !quarantined && c.quarantined {
+                tracing::warn!(
+                    job = %name,
+                    "the host was released from quarantine: the job's gave-up state is \
+                     cleared and its ladder starts afresh"
+                );
+                *c = JobCounters::default();
+                changed = true;
+            }
+        }
+        if changed {
+            self.save();
         }
     }
 }

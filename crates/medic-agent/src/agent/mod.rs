@@ -90,6 +90,19 @@ pub struct Agent<H = SystemHost, C = Coordinators> {
     metrics: std::sync::Arc<crate::metrics::AgentMetrics>,
     /// Which jobs were stuck at the last check.
     last_stuck: Vec<bool>,
+    /// The coordinator's wake-up value in its last heartbeat reply.
+    wake: Option<u64>,
+    /// Set while the next request waits out a denial: the wake-up value
+    /// seen when it came. A reply with another value ends the wait early.
+    waiting: Option<Waiting>,
+}
+
+/// A denial the agent is waiting out.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Waiting {
+    /// The coordinator's wake-up value when the denial came (unknown if no
+    /// heartbeat had been answered yet).
+    pub(super) wake: Option<u64>,
 }
 
 impl<H, C> std::fmt::Debug for Agent<H, C> {
@@ -155,6 +168,8 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             reachable: None,
             metrics: std::sync::Arc::new(crate::metrics::AgentMetrics::new()),
             last_stuck: Vec::new(),
+            wake: None,
+            waiting: None,
             host,
             coordinator,
             state_file,
@@ -239,6 +254,24 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         self.coordinator.reconfigure(&self.config, &config);
         tracing::info!(summary = %config.summary(), "configuration reloaded");
         self.config = config;
+        self.reread_state();
+    }
+
+    /// Reads the state file again (on reload, between rounds, with no
+    /// action in flight), so that a job reset on the host with
+    /// `medic-agent reset-job` takes effect without a restart.
+    fn reread_state(&mut self) {
+        match self.state_file.load() {
+            Ok(s) if self.state.as_ref().ok() == Some(&s) => {}
+            Ok(s) => {
+                tracing::info!(path = %self.state_file.path().display(), "state file changed on disk; using it");
+                self.state = Ok(s);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "not acting until the state file is fixed");
+                self.state = Err(e);
+            }
+        }
     }
 
     pub(super) fn counters(&self, job: &str) -> crate::state::JobCounters {

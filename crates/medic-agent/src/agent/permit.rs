@@ -9,12 +9,12 @@ use medic_policy::{Action, Decision, Outcome, PermitRef, PermitRequest, RequestI
 use medic_proto::request::{OutcomeReport, Renewal};
 use tokio::time::Instant;
 
-use crate::backoff::{Backoff, after_denial};
+use crate::backoff::{Backoff, after_denial, cap_denial_wait};
 use crate::coordinator::Coordinator;
 use crate::effects::Host;
 use crate::state::JobCounters;
 
-use super::Agent;
+use super::{Agent, Waiting};
 
 /// A permit the agent holds, timed by its own monotonic clock.
 #[derive(Clone, Debug)]
@@ -126,6 +126,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             }
         };
         let received = self.clock.instant();
+        self.waiting = None;
         self.metrics.permit_requests.inc();
         let reply = self.coordinator.request_permit(request).await;
         match reply {
@@ -157,7 +158,13 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 self.attempt = None;
                 match decision {
                     Decision::Denied(d) => {
-                        let wait = after_denial(d.retry_after, Duration::from_secs(60));
+                        // Never longer than a few heartbeats: the reason
+                        // may end sooner than `retry_after` said, and a
+                        // wake-up in a heartbeat reply ends it sooner still.
+                        let wait = cap_denial_wait(
+                            after_denial(d.retry_after, Duration::from_secs(60)),
+                            self.heartbeat_interval,
+                        );
                         self.metrics
                             .permit_denials
                             .get_or_create(&crate::metrics::ReasonLabel {
@@ -170,6 +177,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                             "permit denied; leaving the job alone"
                         );
                         self.next_request = self.clock.instant() + wait;
+                        self.waiting = Some(Waiting { wake: self.wake });
                     }
                     Decision::Granted { permit, .. } => {
                         let held = Held {

@@ -59,6 +59,7 @@ impl Engine {
             held_permit_state,
             quarantine: self.durable.quarantines.get(&hb.host).cloned(),
             dry_run: self.config.dry_run,
+            wake: self.wake(&hb.host),
         }
     }
 

@@ -172,6 +172,13 @@ pub struct Engine {
     liveness: BinaryHeap<Reverse<(Time, usize)>>,
     /// Since when each open breaker's condition has been clear.
     breaker_clear_since: HashMap<BreakerScope, Time>,
+    /// Moves whenever something happens that can turn a denial into a grant
+    /// for every host: a pause ends, a breaker goes half-open or closes, the
+    /// configuration is reloaded. Heartbeat replies carry it (plus the
+    /// host's own release) so that waiting agents ask again at once. Not
+    /// durable: it starts from the engine's start time, so a restart or a
+    /// failover changes it too, which agents take as a (harmless) wake-up.
+    wake: u64,
     events: Vec<Event>,
 }
 
@@ -202,6 +209,9 @@ impl Engine {
             permit_expiry: BinaryHeap::new(),
             liveness: BinaryHeap::new(),
             breaker_clear_since: HashMap::new(),
+            wake: now
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             events: Vec::new(),
         };
         e.rebuild_indexes();
@@ -230,7 +240,17 @@ impl Engine {
         let now = self.observe(now);
         self.config = config;
         self.rebuild_indexes();
+        self.wake = self.wake.wrapping_add(1);
         self.advance(now);
+    }
+
+    /// The wake-up value a heartbeat reply to `host` carries: the fleet's,
+    /// plus the host's last release from quarantine. Agents compare it with
+    /// the value they saw when they were denied; any change means "ask
+    /// again now".
+    pub fn wake(&self, host: &HostId) -> u64 {
+        let released = self.durable.released.get(host).map_or(0, |r| r.0);
+        self.wake.wrapping_add(released)
     }
 
     /// Records a check of the wall clock. With a `step`, everything the
@@ -301,7 +321,15 @@ impl Engine {
             Event::BreakerHalfOpened {
                 scope: BreakerScope::Fleet,
                 ..
-            } => self.silence.mark_half_open(),
+            } => {
+                self.silence.mark_half_open();
+                self.wake = self.wake.wrapping_add(1);
+            }
+            // What can turn denials into grants for everyone: agents
+            // waiting on them are told at their next heartbeat.
+            Event::BreakerHalfOpened { .. }
+            | Event::BreakerClosed { .. }
+            | Event::Resumed { .. } => self.wake = self.wake.wrapping_add(1),
             // A released host's attempt budget starts afresh.
             Event::HostReleased { host, .. } => {
                 if let Some(&i) = self.host_index.get(host) {

@@ -199,6 +199,7 @@ impl From<HeartbeatReply> for pb::HeartbeatResponse {
                 .map_or(0, wire_enum::<pb::PermitState, _>),
             quarantine: r.quarantine.map(Into::into),
             dry_run: r.dry_run,
+            wake: r.wake,
         }
     }
 }
@@ -217,6 +218,7 @@ impl TryFrom<pb::HeartbeatResponse> for HeartbeatReply {
                 )?,
                 quarantine: optional_msg("quarantine", r.quarantine)?,
                 dry_run: r.dry_run,
+                wake: r.wake,
             })
         };
         reply().map_err(|e| e.within("response"))

@@ -179,9 +179,21 @@ fn heartbeat_reply_round_trips() {
         held_permit_state: Some(PermitState::Revoked),
         quarantine: Some(quarantine()),
         dry_run: true,
+        wake: 0x1234_5678_9abc_def0,
     };
     let wire = pb::HeartbeatResponse::from(reply.clone());
+    assert_eq!(wire.wake, 0x1234_5678_9abc_def0);
     assert_eq!(HeartbeatReply::try_from(wire), Ok(reply));
+}
+
+#[test]
+fn heartbeat_reply_from_a_coordinator_without_wake_reads_as_zero() {
+    let wire = pb::HeartbeatResponse {
+        heartbeat_interval: Some(to_duration(Duration::from_secs(10))),
+        ..Default::default()
+    };
+    let reply = HeartbeatReply::try_from(wire).expect("valid reply");
+    assert_eq!(reply.wake, 0);
 }
 
 #[test]
@@ -191,6 +203,7 @@ fn heartbeat_reply_without_permit_state_sends_unspecified() {
         held_permit_state: None,
         quarantine: None,
         dry_run: false,
+        wake: 7,
     };
     let wire = pb::HeartbeatResponse::from(reply.clone());
     assert_eq!(
@@ -941,6 +954,7 @@ fn heartbeat_reply_with_zero_interval_is_rejected() {
         held_permit_state: 0,
         quarantine: None,
         dry_run: false,
+        wake: 0,
     };
     assert_error(
         HeartbeatReply::try_from(wire),
@@ -955,6 +969,7 @@ fn heartbeat_reply_with_unknown_permit_state_names_the_field() {
         held_permit_state: 99,
         quarantine: None,
         dry_run: false,
+        wake: 0,
     };
     assert_error(
         HeartbeatReply::try_from(wire),
