@@ -186,32 +186,45 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
     ) -> (Outcome, String) {
         let deadline = self.clock.instant() + within;
         let step = self.config.check_interval.min(Duration::from_secs(1));
+        // The last pass on evidence from before the restart: why it did
+        // not count.
+        let mut stale = None;
         loop {
-            // Healthy, but on evidence from before the restart: why.
-            let mut stale = None;
-            if self.check_now(i).await == Verdict::Healthy {
-                let job = &self.watched[i];
-                match fresh.then(|| self.host.fresh(&job.config, &job.detectors)) {
-                    None | Some(Ok(())) => {
-                        return (
-                            Outcome::Succeeded,
-                            format!("{what}; the job verified healthy"),
-                        );
+            let stuck = match self.check_now(i).await {
+                Verdict::Healthy => {
+                    let job = &self.watched[i];
+                    match fresh.then(|| self.host.fresh(&job.config, &job.detectors)) {
+                        None | Some(Ok(())) => {
+                            return (
+                                Outcome::Succeeded,
+                                format!("{what}; the job verified healthy"),
+                            );
+                        }
+                        Some(Err(why)) => {
+                            stale = Some(why);
+                            None
+                        }
                     }
-                    Some(Err(why)) => stale = Some(why),
                 }
-            }
+                Verdict::Fired(e) => Some(e),
+            };
             if self.clock.instant() >= deadline {
                 let within = humantime::format_duration(within);
-                return (
-                    Outcome::Failed,
-                    match stale {
-                        Some(why) => format!(
-                            "{what}, but no evidence newer than the restart within {within}: {why}"
-                        ),
-                        None => format!("{what}, but the job was still stuck after {within}"),
-                    },
-                );
+                let mut detail = match &stuck {
+                    Some(e) => format!(
+                        "{what}, but the job was still stuck after {within}: {}",
+                        e.detail
+                    ),
+                    None => {
+                        format!("{what}, but no evidence newer than the restart within {within}")
+                    }
+                };
+                if let Some(why) = stale {
+                    detail.push_str(&format!(
+                        "; it passed only on evidence from before the restart: {why}"
+                    ));
+                }
+                return (Outcome::Failed, detail);
             }
             let _ = self.keep_valid(held).await;
             if self.clock.instant() >= self.next_heartbeat {
