@@ -430,16 +430,31 @@ impl RawJob {
             errs,
             path,
         );
+        let reboot_after_failed_restarts = errs.count_in(
+            &format!("{path}.reboot_after_failed_restarts"),
+            self.reboot_after_failed_restarts,
+            2,
+            0,
+            MAX_COUNT,
+        );
+        // A restart stops the process detector's processes and runs the
+        // restart command. With neither, it changes nothing, and nothing could
+        // ever give evidence newer than it.
+        if reboot_after_failed_restarts > 0 && restart.command.is_none() && self.process.is_none() {
+            errs.push(
+                format!("{path}.restart"),
+                format!(
+                    "job {name:?} cannot be restarted: with no restart.command and no process detector, \
+                     a restart stops and starts nothing, so no detector could show the job healthy \
+                     after it; set restart.command (and a process detector to stop the old \
+                     process), or reboot_after_failed_restarts = 0 to go straight to a reboot"
+                ),
+            );
+        }
         JobConfig {
             name,
             confirm: errs.count_in(&format!("{path}.confirm"), self.confirm, 3, 1, MAX_COUNT),
-            reboot_after_failed_restarts: errs.count_in(
-                &format!("{path}.reboot_after_failed_restarts"),
-                self.reboot_after_failed_restarts,
-                2,
-                0,
-                MAX_COUNT,
-            ),
+            reboot_after_failed_restarts,
             give_up_after_failed_reboots: errs.count_in(
                 &format!("{path}.give_up_after_failed_reboots"),
                 self.give_up_after_failed_reboots,

@@ -3,9 +3,12 @@
 //! [`Host`] seam the agent reaches them through.
 
 use std::future::Future;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant, SystemTime};
 
-use medic_policy::PermitRef;
+use medic_policy::{Action, PermitRef};
 
 use crate::config::JobConfig;
 use crate::detect::{JobDetectors, Verdict};
@@ -26,21 +29,93 @@ pub enum CommandError {
         source: std::io::Error,
     },
     /// It ran longer than allowed and was killed.
-    #[error("{program} did not finish within {timeout}")]
+    #[error("{program} did not finish within {timeout}; output: {output:?}")]
     Timeout {
         /// The program.
         program: String,
         /// The limit.
         timeout: String,
+        /// The end of its output.
+        output: String,
     },
     /// It exited unsuccessfully.
-    #[error("{program} exited with {status}")]
+    #[error("{program} {status}; output: {output:?}")]
     Exit {
         /// The program.
         program: String,
-        /// How it exited.
-        status: std::process::ExitStatus,
+        /// How it exited, for a human (`exited with code 3`).
+        status: String,
+        /// The end of its output.
+        output: String,
     },
+}
+
+impl CommandError {
+    /// How the command ended, for a log field (`exited with code 3`).
+    pub fn status(&self) -> String {
+        match self {
+            CommandError::Spawn { source, .. } => format!("not started: {source}"),
+            CommandError::Timeout { timeout, .. } => format!("killed after {timeout}"),
+            CommandError::Exit { status, .. } => status.clone(),
+        }
+    }
+
+    /// The end of the command's output (empty when it did not start).
+    pub fn output(&self) -> &str {
+        match self {
+            CommandError::Spawn { .. } => "",
+            CommandError::Timeout { output, .. } | CommandError::Exit { output, .. } => output,
+        }
+    }
+}
+
+/// How much of the end of a command's output (stdout and stderr together)
+/// is kept for the outcome and the log.
+pub const OUTPUT_TAIL: usize = 2048;
+
+/// A command that ran to a successful exit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandReport {
+    /// How it exited, for a human (`exited with code 0`).
+    pub status: String,
+    /// The last [`OUTPUT_TAIL`] bytes of its stdout and stderr (lossy UTF-8,
+    /// trimmed).
+    pub output: String,
+}
+
+/// What an action is done for, handed to every command the agent runs under
+/// a permit (restart, reboot) in its environment: `MEDIC_JOB`,
+/// `MEDIC_ACTION`, `MEDIC_PERMIT_ID`, `MEDIC_FENCING_TOKEN`, `MEDIC_REASON`
+/// and `MEDIC_DRY_RUN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionContext {
+    /// The job the action is for.
+    pub job: String,
+    /// The action.
+    pub action: Action,
+    /// The permit it is done under.
+    pub permit: PermitRef,
+    /// Why: the evidence that made the job stuck.
+    pub reason: String,
+    /// Whether the permit is a dry run.
+    pub dry_run: bool,
+}
+
+impl ActionContext {
+    /// The environment variables a command gets.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("MEDIC_JOB", self.job.clone()),
+            ("MEDIC_ACTION", self.action.as_str().to_owned()),
+            ("MEDIC_PERMIT_ID", self.permit.id.to_string()),
+            ("MEDIC_FENCING_TOKEN", self.permit.token.0.to_string()),
+            ("MEDIC_REASON", self.reason.clone()),
+            (
+                "MEDIC_DRY_RUN",
+                if self.dry_run { "1" } else { "0" }.to_owned(),
+            ),
+        ]
+    }
 }
 
 /// Why an effect on the host failed: which step, and how its command
@@ -53,6 +128,15 @@ pub enum HostError {
     /// The reboot command failed.
     #[error("reboot command failed: {0}")]
     RebootCommand(#[source] CommandError),
+}
+
+impl HostError {
+    /// The command that failed.
+    pub fn command(&self) -> &CommandError {
+        match self {
+            HostError::RestartCommand(e) | HostError::RebootCommand(e) => e,
+        }
+    }
 }
 
 /// Sends `signal` to each process's group (or the process alone when it
@@ -101,33 +185,113 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-/// Runs `argv` (no shell) with a deadline; kills it (and its process
-/// group) if it runs over.
-pub async fn run(argv: &[String], timeout: Duration) -> Result<(), CommandError> {
+/// Runs `argv` (no shell) with a deadline and `env` added to its
+/// environment; kills it (and its process group) if it runs over.
+///
+/// Its stdout and stderr go to an unlinked temporary file rather than a
+/// pipe, so a job it starts in the background that inherits them is never
+/// killed by SIGPIPE once the agent stops reading; the last
+/// [`OUTPUT_TAIL`] bytes are read back when it ends.
+pub async fn run(
+    argv: &[String],
+    timeout: Duration,
+    env: &[(&'static str, String)],
+) -> Result<CommandReport, CommandError> {
     let program = argv.first().cloned().unwrap_or_default();
-    let mut cmd = tokio::process::Command::new(&program);
-    cmd.args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| CommandError::Spawn {
+    let spawn_error = |source| CommandError::Spawn {
         program: program.clone(),
         source,
-    })?;
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(CommandError::Exit { program, status }),
-        Ok(Err(source)) => Err(CommandError::Spawn { program, source }),
-        Err(_) => {
-            if let Some(id) = child.id().and_then(|id| i32::try_from(id).ok()) {
-                let _ = killpg(Pid::from_raw(id), Signal::SIGKILL);
-            }
-            let _ = child.kill().await;
-            Err(CommandError::Timeout {
-                program,
-                timeout: humantime::format_duration(timeout).to_string(),
-            })
+    };
+    let mut out = output_file().map_err(spawn_error)?;
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(argv.get(1..).unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().map_err(spawn_error)?)
+        .stderr(out.try_clone().map_err(spawn_error)?)
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(spawn_error)?;
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    if waited.is_err() {
+        if let Some(id) = child.id().and_then(|id| i32::try_from(id).ok()) {
+            let _ = killpg(Pid::from_raw(id), Signal::SIGKILL);
         }
+        let _ = child.kill().await;
+    }
+    let output = tail(&mut out);
+    match waited {
+        Ok(Ok(status)) if status.success() => Ok(CommandReport {
+            status: describe(status),
+            output,
+        }),
+        Ok(Ok(status)) => Err(CommandError::Exit {
+            program,
+            status: describe(status),
+            output,
+        }),
+        Ok(Err(source)) => Err(CommandError::Spawn { program, source }),
+        Err(_) => Err(CommandError::Timeout {
+            program,
+            timeout: humantime::format_duration(timeout).to_string(),
+            output,
+        }),
+    }
+}
+
+/// A new, already unlinked file in the temporary directory, readable by
+/// the agent alone.
+fn output_file() -> std::io::Result<std::fs::File> {
+    let dir = std::env::temp_dir();
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    for n in 0..100u32 {
+        let path = dir.join(format!("medic-output-{}-{nanos}-{n}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(f) => {
+                let _ = std::fs::remove_file(&path);
+                return Ok(f);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "cannot create an output file in {}",
+        dir.display()
+    )))
+}
+
+/// The last [`OUTPUT_TAIL`] bytes of `file`, as trimmed lossy UTF-8.
+fn tail(file: &mut std::fs::File) -> String {
+    let len = file.seek(SeekFrom::End(0)).unwrap_or(0);
+    let from = len.saturating_sub(OUTPUT_TAIL as u64);
+    let mut raw = Vec::new();
+    if file.seek(SeekFrom::Start(from)).is_ok() {
+        let _ = file.take(OUTPUT_TAIL as u64).read_to_end(&mut raw);
+    }
+    let text = String::from_utf8_lossy(&raw);
+    if from > 0 {
+        format!("[{from} bytes cut] {}", text.trim())
+    } else {
+        text.trim().to_owned()
+    }
+}
+
+/// An exit status for a human: `exited with code 3`, `killed by signal 9`.
+fn describe(status: std::process::ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => format!("ended with {status}"),
     }
 }
 
@@ -151,23 +315,33 @@ pub trait Host: Send + 'static {
         now: SystemTime,
     ) -> impl Future<Output = Verdict> + Send;
 
-    /// Restarts `job` under `permit`: the first irreversible step. `Err`
-    /// says why the restart itself failed (verification is the agent's).
+    /// Restarts `job` for `action` (its permit, and why): the first
+    /// irreversible step. `Ok` carries how the restart command ended, if
+    /// the job has one; `Err` says why the restart itself failed
+    /// (verification is the agent's).
     fn restart(
         &mut self,
         job: &JobConfig,
         detectors: &JobDetectors,
-        permit: &PermitRef,
-    ) -> impl Future<Output = Result<(), HostError>> + Send;
+        action: &ActionContext,
+    ) -> impl Future<Output = Result<Option<CommandReport>, HostError>> + Send;
 
-    /// Reboots the host under `permit` (for `job`) with `command`. On a real
-    /// host a successful command does not come back: the machine goes down.
+    /// Reboots the host for `action` with `command`. On a real host a
+    /// successful command does not come back: the machine goes down.
     fn reboot(
         &mut self,
         command: &[String],
-        job: &str,
-        permit: &PermitRef,
+        action: &ActionContext,
     ) -> impl Future<Output = Result<(), HostError>> + Send;
+
+    /// After a check that found `job` healthy during a restart's
+    /// verification: `Err` says which detector has no evidence newer than
+    /// the restart ([`JobDetectors::mark_restart`]). The default asks the
+    /// detectors what their last check saw.
+    fn fresh(&mut self, job: &JobConfig, detectors: &JobDetectors) -> Result<(), String> {
+        let _ = job;
+        detectors.fresh()
+    }
 }
 
 /// The real machine: detectors read /proc, files and systemd; a restart
@@ -190,27 +364,28 @@ impl Host for SystemHost {
         &mut self,
         job: &JobConfig,
         detectors: &JobDetectors,
-        _permit: &PermitRef,
-    ) -> Result<(), HostError> {
+        action: &ActionContext,
+    ) -> Result<Option<CommandReport>, HostError> {
         let cfg = &job.restart;
         let pids = detectors.pids().await;
         stop_processes(&pids, cfg.signal, cfg.grace).await;
-        if let Some(cmd) = &cfg.command {
-            run(cmd, cfg.command_timeout)
+        match &cfg.command {
+            Some(cmd) => run(cmd, cfg.command_timeout, &action.env())
                 .await
-                .map_err(HostError::RestartCommand)?;
+                .map(Some)
+                .map_err(HostError::RestartCommand),
+            None => Ok(None),
         }
-        Ok(())
     }
 
     async fn reboot(
         &mut self,
         command: &[String],
-        _job: &str,
-        _permit: &PermitRef,
+        action: &ActionContext,
     ) -> Result<(), HostError> {
-        run(command, Duration::from_secs(300))
+        run(command, Duration::from_secs(300), &action.env())
             .await
+            .map(|_| ())
             .map_err(HostError::RebootCommand)
     }
 }

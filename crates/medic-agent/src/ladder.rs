@@ -112,7 +112,7 @@ mod tests {
 
     fn job() -> JobConfig {
         crate::config::AgentConfig::from_toml(
-            "host_id = \"h\"\n[[jobs]]\nname = \"j\"\n[jobs.heartbeat_file]\npath = \"/x\"\n",
+            "host_id = \"h\"\n[[jobs]]\nname = \"j\"\nrestart.command = [\"true\"]\n[jobs.heartbeat_file]\npath = \"/x\"\n",
         )
         .unwrap_or_else(|e| panic!("{e}"))
         .jobs

@@ -832,3 +832,121 @@ async fn over_mutual_tls_the_agent_is_identified_by_its_certificate() {
     job.kill();
     c.stop().await;
 }
+
+/// Freezes the running job `job` (first started as `first`), waits for the
+/// agent's restart to end, and returns how the permit ended.
+async fn restart_outcome(
+    admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
+    job: &Job,
+) -> pb::event::PermitEnded {
+    warmed_up(admin).await;
+    job.freeze();
+    let e = first_outcome(admin).await;
+    let Some(pb::event::Payload::PermitEnded(end)) = e.payload else {
+        panic!("{e:?}")
+    };
+    end
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_command_that_starts_nothing_is_failed_not_succeeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    job.start();
+    // The restart stops the frozen job, and its command starts nothing. The
+    // heartbeat file is still younger than stale_after and the stale pidfile
+    // within absent_grace: both detectors pass, but on evidence from before
+    // the restart.
+    std::fs::write(dir.path().join("start.sh"), "echo nothing to start\n").unwrap();
+    let c = coordinator("").await;
+    let mut admin = c.admin().await;
+    let (_tx, task) = spawn_agent(agent_config(
+        dir.path(),
+        &format!("http://{}", c.addr),
+        "absent_grace = \"1m\"",
+    ));
+    let end = restart_outcome(&mut admin, &job).await;
+    assert_eq!(end.state(), pb::PermitState::Failed, "{end:?}");
+    assert!(
+        end.detail.contains("restart command exited with code 0")
+            && end.detail.contains("nothing to start"),
+        "{}",
+        end.detail
+    );
+    // The ladder now climbs to a reboot, whose command would not return.
+    task.abort();
+    let _ = task.await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_waits_for_a_heartbeat_written_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let first = job.start();
+    // The restart command returns at once; the job comes back 1.5 s later.
+    std::fs::write(
+        dir.path().join("start.sh"),
+        format!(
+            "nohup sh -c 'sleep 1.5; exec sh {}' >/dev/null 2>&1 &\n",
+            dir.path().join("job.sh").display()
+        ),
+    )
+    .unwrap();
+    let c = coordinator("").await;
+    let mut admin = c.admin().await;
+    let (tx, task) = spawn_agent(agent_config(dir.path(), &format!("http://{}", c.addr), ""));
+    let end = restart_outcome(&mut admin, &job).await;
+    assert_eq!(end.state(), pb::PermitState::Succeeded, "{end:?}");
+    // Succeeded only once the new job was running and heartbeating.
+    let now = job.try_pid();
+    assert!(
+        now.is_some_and(|p| p != first && alive(p)),
+        "SUCCEEDED before the restarted job ran (pidfile: {now:?})"
+    );
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_restart_command_gets_the_permit_context_in_its_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    job.start();
+    let env = dir.path().join("env.txt");
+    std::fs::write(
+        dir.path().join("start.sh"),
+        format!(
+            "env | grep ^MEDIC_ | sort > {env}\nnohup sh {job} >/dev/null 2>&1 &\n",
+            env = env.display(),
+            job = dir.path().join("job.sh").display()
+        ),
+    )
+    .unwrap();
+    let c = coordinator("").await;
+    let mut admin = c.admin().await;
+    let (tx, task) = spawn_agent(agent_config(dir.path(), &format!("http://{}", c.addr), ""));
+    let end = restart_outcome(&mut admin, &job).await;
+    assert_eq!(end.state(), pb::PermitState::Succeeded, "{end:?}");
+    let env = std::fs::read_to_string(&env).unwrap();
+    for want in [
+        "MEDIC_JOB=ingest\n".to_owned(),
+        "MEDIC_ACTION=restart_job\n".to_owned(),
+        format!("MEDIC_PERMIT_ID={}\n", end.permit_id),
+        "MEDIC_DRY_RUN=0\n".to_owned(),
+        "MEDIC_FENCING_TOKEN=".to_owned(),
+    ] {
+        assert!(env.contains(&want), "no {want:?} in:\n{env}");
+    }
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("MEDIC_REASON=") && l.contains("stopped")),
+        "no reason naming the stopped job in:\n{env}"
+    );
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}

@@ -220,3 +220,37 @@ fn an_unknown_key_in_an_inline_detector_table_is_named_by_its_path() {
     );
     assert_eq!(m, "unknown key");
 }
+
+#[test]
+fn check_config_rejects_a_job_whose_restart_can_give_no_fresh_evidence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        r#"
+host_id = "h1"
+[[jobs]]
+name = "ingest"
+[jobs.heartbeat_file]
+path = "/run/ingest.hb"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_medic-agent"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("jobs[0].restart: job \"ingest\" cannot be restarted")
+            && stderr.contains("no restart.command and no process detector"),
+        "{stderr}"
+    );
+    // A job going straight to a reboot needs no restart.
+    let ok = AgentConfig::from_toml(
+        "host_id = \"h1\"\n[[jobs]]\nname = \"ingest\"\nreboot_after_failed_restarts = 0\n[jobs.heartbeat_file]\npath = \"/run/ingest.hb\"\n",
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+}

@@ -301,6 +301,10 @@ fn skeleton(file: File, key: &str) -> Vec<(&'static str, &'static str)> {
     if key.starts_with("jobs[].") {
         out.push(("jobs[].name", r#""ingest""#));
         out.push(("jobs[].probe.command", r#"["/bin/true"]"#));
+        // A job must have something its restart can act on.
+        if key != "jobs[].restart.command" {
+            out.push(("jobs[].restart.command", r#"["/bin/true"]"#));
+        }
     }
     if key.starts_with("jobs[].heartbeat_file.") {
         out.push(("jobs[].heartbeat_file.path", r#""/run/ingest/heartbeat""#));

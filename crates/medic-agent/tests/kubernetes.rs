@@ -427,7 +427,7 @@ fn agent_renderer_refuses_host_id_in_the_template_and_skips_missing_labels() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("host_id or [labels]"));
 
     let (dir, out) = render_agent(
-        "[[jobs]]\nname = \"a\"\n[jobs.probe]\ncommand = [\"true\"]\n",
+        "[[jobs]]\nname = \"a\"\nrestart.command = [\"true\"]\n[jobs.probe]\ncommand = [\"true\"]\n",
         r#""topology.kubernetes.io/zone":"z1""#,
         "zone=topology.kubernetes.io/zone rack=example.net/rack",
     );

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use medic_agent::config::JobConfig;
 use medic_agent::detect::{Evidence, JobDetectors, Verdict};
+use medic_agent::effects::{ActionContext, CommandReport};
 use medic_agent::{Agent, AgentConfig, Control, Environment, Host, HostError};
-use medic_policy::PermitRef;
 use medic_proto::pb::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -85,12 +85,12 @@ impl Host for AlwaysStuck {
         &mut self,
         _: &JobConfig,
         _: &JobDetectors,
-        _: &PermitRef,
-    ) -> Result<(), HostError> {
+        _: &ActionContext,
+    ) -> Result<Option<CommandReport>, HostError> {
         self.actions.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        Ok(None)
     }
-    async fn reboot(&mut self, _: &[String], _: &str, _: &PermitRef) -> Result<(), HostError> {
+    async fn reboot(&mut self, _: &[String], _: &ActionContext) -> Result<(), HostError> {
         self.actions.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }

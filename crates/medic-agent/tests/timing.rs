@@ -14,13 +14,14 @@ use std::time::{Duration, SystemTime};
 
 use medic_agent::config::JobConfig;
 use medic_agent::detect::{Evidence, JobDetectors, Verdict};
+use medic_agent::effects::{ActionContext, CommandReport};
 use medic_agent::{
     Agent, AgentConfig, Control, Coordinator, Environment, Host, HostError, VirtualClock,
 };
 use medic_client::CallError;
 use medic_policy::{
     Action, Decision, Denial, DenyReason, FencingToken, Heartbeat, HeartbeatReply, Outcome, Permit,
-    PermitId, PermitRef, PermitRequest, PermitState, Quarantine, QuarantineCause,
+    PermitId, PermitRequest, PermitState, Quarantine, QuarantineCause,
 };
 use medic_proto::request::{OutcomeReport, Renewal};
 use tokio::sync::mpsc;
@@ -233,12 +234,12 @@ impl Host for StuckJob {
         &mut self,
         _: &JobConfig,
         _: &JobDetectors,
-        _: &PermitRef,
-    ) -> Result<(), HostError> {
+        _: &ActionContext,
+    ) -> Result<Option<CommandReport>, HostError> {
         self.restarts.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        Ok(None)
     }
-    async fn reboot(&mut self, _: &[String], _: &str, _: &PermitRef) -> Result<(), HostError> {
+    async fn reboot(&mut self, _: &[String], _: &ActionContext) -> Result<(), HostError> {
         self.reboots.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -259,6 +260,7 @@ confirm = 1
 {extra}
 [jobs.restart]
 verify_timeout = "60s"
+command = ["true"]
 [jobs.heartbeat_file]
 path = "{hb}"
 "#,

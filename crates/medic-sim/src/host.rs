@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use medic_agent::config::JobConfig;
 use medic_agent::detect::{Evidence, JobDetectors, Verdict};
+use medic_agent::effects::{ActionContext, CommandReport};
 use medic_agent::{Agent, AgentConfig, Control, Environment, Host};
 use medic_policy::{Action, PermitRef};
 use rand::Rng;
@@ -182,9 +183,9 @@ impl Host for SimHost {
         &mut self,
         job: &JobConfig,
         _detectors: &JobDetectors,
-        permit: &PermitRef,
-    ) -> Result<(), medic_agent::HostError> {
-        self.record(Action::RestartJob, &job.name, permit);
+        action: &ActionContext,
+    ) -> Result<Option<CommandReport>, medic_agent::HostError> {
+        self.record(Action::RestartJob, &job.name, &action.permit);
         let secs = {
             let mut st = self.lock();
             draw(st.model.rng(), self.shared.scenario.fleet.restart_time)
@@ -197,19 +198,24 @@ impl Host for SimHost {
             let _ = self.events.send(MachineEvent::Crash);
             std::future::pending::<()>().await;
         }
-        Ok(())
+        Ok(None)
     }
 
     async fn reboot(
         &mut self,
         _command: &[String],
-        job: &str,
-        permit: &PermitRef,
+        action: &ActionContext,
     ) -> Result<(), medic_agent::HostError> {
-        self.record(Action::RebootHost, job, permit);
+        self.record(Action::RebootHost, &action.job, &action.permit);
         let _ = self.events.send(MachineEvent::Reboot);
         // The machine goes down: the driver drops this agent mid-await.
         std::future::pending::<()>().await;
+        Ok(())
+    }
+
+    /// The simulated job's checks are its own model: a healthy check after
+    /// a restart is fresh by construction.
+    fn fresh(&mut self, _job: &JobConfig, _detectors: &JobDetectors) -> Result<(), String> {
         Ok(())
     }
 }
@@ -260,7 +266,8 @@ name = "ingest"
 confirm = {confirm}
 reboot_after_failed_restarts = {restarts}
 give_up_after_failed_reboots = {reboots}
-restart = {{ grace = "{grace}", verify_timeout = "{verify}" }}
+# The command is never run: the simulated machine restarts the job.
+restart = {{ grace = "{grace}", verify_timeout = "{verify}", command = ["true"] }}
 # Never read: the simulated machine answers every check.
 heartbeat_file = {{ path = "/run/medic-sim/ingest.hb" }}
 "#,

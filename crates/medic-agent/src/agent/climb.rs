@@ -9,7 +9,7 @@ use medic_policy::{Action, Outcome};
 
 use crate::coordinator::Coordinator;
 use crate::detect::Verdict;
-use crate::effects::Host;
+use crate::effects::{ActionContext, Host};
 use crate::ladder::{self, Health, Step};
 use crate::state::Pending;
 
@@ -119,6 +119,21 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             .inc();
     }
 
+    /// What the action under `held` is for, for the commands it runs.
+    fn context(&self, i: usize, held: &Held) -> ActionContext {
+        ActionContext {
+            job: held.job.clone(),
+            action: held.action,
+            permit: held.permit.clone(),
+            reason: self.watched[i]
+                .health
+                .stuck()
+                .map(|(e, _)| format!("{}: {}", e.detector, e.detail))
+                .unwrap_or_default(),
+            dry_run: held.dry_run,
+        }
+    }
+
     pub(super) async fn restart(&mut self, i: usize, held: &mut Held) -> (Outcome, String) {
         let verify_timeout = self.watched[i].config.restart.verify_timeout;
         if !self.confirm_valid(held).await {
@@ -127,44 +142,89 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 "permit revoked or about to expire before the restart".to_owned(),
             );
         }
+        let ctx = self.context(i, held);
+        // Evidence from before this instant does not verify the restart.
+        let began = self.clock.now();
+        let job = &mut self.watched[i];
+        job.detectors.mark_restart(began);
         // The first irreversible step.
-        let job = &self.watched[i];
-        if let Err(e) = self
-            .host
-            .restart(&job.config, &job.detectors, &held.permit)
-            .await
-        {
-            return (Outcome::Failed, e.to_string());
-        }
-        self.verify(i, held, verify_timeout, "restarted").await
+        let what = match self.host.restart(&job.config, &job.detectors, &ctx).await {
+            Err(e) => {
+                let cmd = e.command();
+                tracing::warn!(
+                    job = %ctx.job, permit = %ctx.permit.id, command_status = %cmd.status(),
+                    command_output = %cmd.output(), "restart command failed"
+                );
+                return (Outcome::Failed, e.to_string());
+            }
+            Ok(Some(report)) => {
+                tracing::info!(
+                    job = %ctx.job, permit = %ctx.permit.id, command_status = %report.status,
+                    command_output = %report.output, "restart command finished"
+                );
+                format!(
+                    "restarted (restart command {}; output: {:?})",
+                    report.status, report.output
+                )
+            }
+            Ok(None) => "restarted".to_owned(),
+        };
+        self.verify(i, held, verify_timeout, &what, true).await
     }
 
     /// Waits until the job's detectors pass, renewing the permit and
-    /// heartbeating meanwhile.
+    /// heartbeating meanwhile. With `fresh`, a pass counts only when every
+    /// detector's evidence is newer than the restart
+    /// ([`crate::detect::JobDetectors::mark_restart`]).
     pub(super) async fn verify(
         &mut self,
         i: usize,
         held: &mut Held,
         within: Duration,
         what: &str,
+        fresh: bool,
     ) -> (Outcome, String) {
         let deadline = self.clock.instant() + within;
         let step = self.config.check_interval.min(Duration::from_secs(1));
+        // The last pass on evidence from before the restart: why it did
+        // not count.
+        let mut stale = None;
         loop {
-            if self.check_now(i).await == Verdict::Healthy {
-                return (
-                    Outcome::Succeeded,
-                    format!("{what}; the job verified healthy"),
-                );
-            }
+            let stuck = match self.check_now(i).await {
+                Verdict::Healthy => {
+                    let job = &self.watched[i];
+                    match fresh.then(|| self.host.fresh(&job.config, &job.detectors)) {
+                        None | Some(Ok(())) => {
+                            return (
+                                Outcome::Succeeded,
+                                format!("{what}; the job verified healthy"),
+                            );
+                        }
+                        Some(Err(why)) => {
+                            stale = Some(why);
+                            None
+                        }
+                    }
+                }
+                Verdict::Fired(e) => Some(e),
+            };
             if self.clock.instant() >= deadline {
-                return (
-                    Outcome::Failed,
-                    format!(
-                        "{what}, but the job was still stuck after {}",
-                        humantime::format_duration(within)
+                let within = humantime::format_duration(within);
+                let mut detail = match &stuck {
+                    Some(e) => format!(
+                        "{what}, but the job was still stuck after {within}: {}",
+                        e.detail
                     ),
-                );
+                    None => {
+                        format!("{what}, but no evidence newer than the restart within {within}")
+                    }
+                };
+                if let Some(why) = stale {
+                    detail.push_str(&format!(
+                        "; it passed only on evidence from before the restart: {why}"
+                    ));
+                }
+                return (Outcome::Failed, detail);
             }
             let _ = self.keep_valid(held).await;
             if self.clock.instant() >= self.next_heartbeat {
@@ -198,13 +258,20 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         }
         tracing::warn!(job = %held.job, permit = %held.permit.id, "rebooting the host");
         let cmd = self.config.reboot_command.clone();
-        match self.host.reboot(&cmd, &held.job, &held.permit).await {
-            Err(e) => (Outcome::Failed, e.to_string()),
+        let ctx = self.context(i, held);
+        match self.host.reboot(&cmd, &ctx).await {
+            Err(e) => {
+                let c = e.command();
+                tracing::warn!(
+                    job = %ctx.job, permit = %ctx.permit.id, command_status = %c.status(),
+                    command_output = %c.output(), "reboot command failed"
+                );
+                (Outcome::Failed, e.to_string())
+            }
             Ok(()) => {
                 // `systemctl reboot` returns before the host goes down: give
                 // it time. Still here afterwards means it did not reboot.
                 self.clock.sleep(Duration::from_secs(120)).await;
-                let _ = i;
                 (
                     Outcome::Failed,
                     "the reboot command returned but the host did not reboot".to_owned(),
@@ -236,7 +303,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         // Heartbeat first so the coordinator knows the host is back.
         self.heartbeat().await;
         let within = self.watched[i].config.restart.verify_timeout;
-        let (outcome, detail) = self.verify(i, &mut held, within, "rebooted").await;
+        let (outcome, detail) = self.verify(i, &mut held, within, "rebooted", false).await;
         self.report_pending(&p, outcome, &detail).await;
     }
 

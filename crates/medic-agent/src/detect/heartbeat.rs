@@ -19,6 +19,10 @@ pub(crate) struct HeartbeatDetector {
     started: SystemTime,
     stat: Blocking<io::Result<SystemTime>>,
     warned: Warned,
+    /// When the restart being verified began, if one is.
+    mark: Option<SystemTime>,
+    /// The mtime the last check read (`None`: missing or unreadable).
+    last_mtime: Option<SystemTime>,
 }
 
 impl HeartbeatDetector {
@@ -28,12 +32,39 @@ impl HeartbeatDetector {
             started,
             stat: Blocking::default(),
             warned: Warned::default(),
+            mark: None,
+            last_mtime: None,
+        }
+    }
+
+    /// A restart begins at `at`: only a file written after it is fresh.
+    pub(crate) fn mark_restart(&mut self, at: SystemTime) {
+        self.mark = Some(at);
+        self.last_mtime = None;
+    }
+
+    /// Whether the last check saw the file written after the restart began.
+    pub(crate) fn fresh(&self) -> Result<(), String> {
+        let target = self.config.path.display();
+        let Some(mark) = self.mark else {
+            return Ok(());
+        };
+        match self.last_mtime {
+            None => Err(format!(
+                "heartbeat file {target} has not been written since the restart (missing or unreadable)"
+            )),
+            Some(mtime) if mtime > mark => Ok(()),
+            Some(mtime) => Err(format!(
+                "heartbeat file {target} was last written {} before the restart",
+                human(mark.duration_since(mtime).unwrap_or_default())
+            )),
         }
     }
 
     pub(crate) async fn check(&mut self, now: SystemTime) -> Option<Evidence> {
         let path = self.config.path.clone();
         let target = self.config.path.display().to_string();
+        self.last_mtime = None;
         let mtime = match self
             .stat
             .run(FS_TIMEOUT, move || {
@@ -50,6 +81,7 @@ impl HeartbeatDetector {
         match mtime {
             Ok(mtime) => {
                 self.warned.clear(NAME, &target);
+                self.last_mtime = Some(mtime);
                 // An mtime in the future (clock steps) counts as fresh.
                 let age = now.duration_since(mtime).unwrap_or_default();
                 (age > self.config.stale_after).then(|| Evidence {

@@ -557,6 +557,46 @@ impl JobDetectors {
         }
     }
 
+    /// A restart of the job begins at `at` (wall clock): from now on
+    /// [`JobDetectors::fresh`] accepts only evidence newer than it. Call it
+    /// before the job's processes are stopped.
+    pub fn mark_restart(&mut self, at: SystemTime) {
+        if let Some(d) = &mut self.heartbeat {
+            d.mark_restart(at);
+        }
+        if let Some(d) = &mut self.process {
+            d.mark_restart(at);
+        }
+        if let Some(d) = &mut self.probe {
+            d.mark_restart();
+        }
+        if let Some(d) = &mut self.systemd {
+            d.mark_restart();
+        }
+    }
+
+    /// After [`JobDetectors::mark_restart`] and a healthy check: whether
+    /// every detector's last check saw evidence newer than the restart (a
+    /// heartbeat file written after it began, processes started after it, a
+    /// probe that passed after the restart command finished, a systemd unit
+    /// that entered active after it). `Err` names the first detector that
+    /// did not, and what it saw. Without a restart marked: `Ok`.
+    pub fn fresh(&self) -> Result<(), String> {
+        if let Some(d) = &self.heartbeat {
+            d.fresh()?;
+        }
+        if let Some(d) = &self.process {
+            d.fresh()?;
+        }
+        if let Some(d) = &self.probe {
+            d.fresh()?;
+        }
+        if let Some(d) = &self.systemd {
+            d.fresh()?;
+        }
+        Ok(())
+    }
+
     /// The job's processes (from the process detector: the pidfile, the
     /// systemd unit's `MainPID`, or every command-line match), for the restart
     /// step to signal. Empty without a process detector or when none is found

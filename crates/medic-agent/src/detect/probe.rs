@@ -16,6 +16,9 @@ pub(crate) struct ProbeDetector {
     /// `command` as written, for messages.
     shown: String,
     warned: Warned,
+    /// During a restart's verification: whether a check since the restart
+    /// began passed (`None`: no restart being verified).
+    passed_since_mark: Option<bool>,
 }
 
 impl ProbeDetector {
@@ -25,10 +28,31 @@ impl ProbeDetector {
             config,
             shown,
             warned: Warned::default(),
+            passed_since_mark: None,
+        }
+    }
+
+    /// A restart begins: only a probe that passes from now on is fresh (the
+    /// agent checks again only once the restart command has finished).
+    pub(crate) fn mark_restart(&mut self) {
+        self.passed_since_mark = Some(false);
+    }
+
+    /// Whether the last check, run after the restart, passed.
+    pub(crate) fn fresh(&self) -> Result<(), String> {
+        match self.passed_since_mark {
+            Some(false) => Err(format!(
+                "probe {} has not passed since the restart",
+                self.shown
+            )),
+            None | Some(true) => Ok(()),
         }
     }
 
     pub(crate) async fn check(&mut self) -> Option<Evidence> {
+        if self.passed_since_mark.is_some() {
+            self.passed_since_mark = Some(false);
+        }
         let run = match command::run(
             &self.config.command,
             self.config.timeout,
@@ -46,7 +70,12 @@ impl ProbeDetector {
         self.warned.clear(NAME, &self.shown);
         let output = run.output.text();
         match run.finished {
-            Finished::Exited(status) if status.success() => None,
+            Finished::Exited(status) if status.success() => {
+                if self.passed_since_mark.is_some() {
+                    self.passed_since_mark = Some(true);
+                }
+                None
+            }
             Finished::Exited(status) => Some(Evidence {
                 detector: NAME,
                 detail: format!(

@@ -50,8 +50,11 @@ pub(crate) struct Seen {
     pub(crate) comm: String,
     /// `R`, `S`, `D`, `T`, `t`, `Z`, ...
     pub(crate) state: char,
-    /// When it started (only read when `max_runtime` is set).
+    /// When it started (only read when `max_runtime` is set or a restart
+    /// is being verified).
     pub(crate) started: Option<SystemTime>,
+    /// When it started, in clock ticks since boot.
+    pub(crate) start_ticks: u64,
 }
 
 impl ProcFs {
@@ -84,15 +87,28 @@ impl ProcFs {
 
     /// When a process started `starttime` clock ticks after boot.
     fn start_time(&self, starttime: u64, btime: u64) -> Option<SystemTime> {
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(btime))?
+            .checked_add(self.since_boot(starttime)?)
+    }
+
+    /// `ticks` clock ticks as a duration.
+    fn since_boot(&self, ticks: u64) -> Option<Duration> {
         if self.ticks == 0 {
             return None;
         }
-        let secs = starttime / self.ticks;
+        let secs = ticks / self.ticks;
         // rem < ticks, so rem * 1e9 / ticks < 1e9.
-        let nanos = u128::from(starttime % self.ticks) * 1_000_000_000 / u128::from(self.ticks);
-        UNIX_EPOCH
-            .checked_add(Duration::from_secs(btime))?
-            .checked_add(Duration::new(secs, u32::try_from(nanos).ok()?))
+        let nanos = u128::from(ticks % self.ticks) * 1_000_000_000 / u128::from(self.ticks);
+        Some(Duration::new(secs, u32::try_from(nanos).ok()?))
+    }
+
+    /// Time since boot from `<root>/uptime`, on the clock process start
+    /// times are counted on (wall-clock steps do not move it).
+    fn uptime(&self) -> Option<Duration> {
+        let text = std::fs::read_to_string(self.root.join("uptime")).ok()?;
+        let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+        Duration::try_from_secs_f64(secs).ok()
     }
 
     /// `<root>/PID/stat`; `None` when the process is gone (or dead, state X).
@@ -119,6 +135,7 @@ impl ProcFs {
             comm: stat.comm,
             state: stat.state,
             started,
+            start_ticks: stat.starttime,
         }))
     }
 
@@ -284,6 +301,19 @@ pub(crate) struct ProcessDetector {
     warned: Warned,
     /// The target as written, for messages.
     shown: String,
+    /// When the restart being verified began, if one is.
+    mark: Option<Mark>,
+    /// The processes the last check found (`None`: none, or it could not
+    /// look).
+    last_found: Option<Vec<Seen>>,
+}
+
+/// When a restart began: on the wall clock, and as time since boot when
+/// /proc tells it (start times are compared on that clock).
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    wall: SystemTime,
+    since_boot: Option<Duration>,
 }
 
 impl ProcessDetector {
@@ -308,7 +338,52 @@ impl ProcessDetector {
             reads: Blocking::default(),
             warned: Warned::default(),
             shown,
+            mark: None,
+            last_found: None,
         }
+    }
+
+    /// A restart begins at `at`: only processes started after it are fresh
+    /// (by start time, so a reused pid does not count).
+    pub(crate) fn mark_restart(&mut self, at: SystemTime) {
+        self.mark = Some(Mark {
+            wall: at,
+            since_boot: self.procfs.uptime(),
+        });
+        self.last_found = None;
+    }
+
+    /// Whether the last check found the job's processes, all started after
+    /// the restart began.
+    pub(crate) fn fresh(&self) -> Result<(), String> {
+        let Some(mark) = self.mark else {
+            return Ok(());
+        };
+        let Some(seen) = &self.last_found else {
+            return Err(format!(
+                "no process of the job ({}) has been found since the restart",
+                self.shown
+            ));
+        };
+        for s in seen {
+            let before = match (mark.since_boot, self.procfs.since_boot(s.start_ticks)) {
+                (Some(mark), Some(start)) => mark.checked_sub(start).filter(|d| !d.is_zero()),
+                _ => s
+                    .started
+                    .and_then(|start| mark.wall.duration_since(start).ok())
+                    .filter(|d| !d.is_zero()),
+            };
+            if let Some(before) = before {
+                return Err(format!(
+                    "process {} ({}, {}) started {} before the restart",
+                    s.pid,
+                    s.comm,
+                    self.shown,
+                    human(before)
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn set_clock_ticks(&mut self, ticks: u64) {
@@ -325,7 +400,7 @@ impl ProcessDetector {
             Err(why) => return Ok(Look::Absent(why)),
         };
         let procfs = self.procfs.clone();
-        let with_start = self.config.max_runtime.is_some();
+        let with_start = self.config.max_runtime.is_some() || self.mark.is_some();
         self.reads
             .run(FS_TIMEOUT, move || look(&procfs, &how, with_start))
             .await
@@ -333,6 +408,7 @@ impl ProcessDetector {
     }
 
     pub(crate) async fn check(&mut self, now: SystemTime) -> Option<Evidence> {
+        self.last_found = None;
         match self.look().await {
             Err(reason) => {
                 // Unknown: keep what we knew (D since...) for the next look.
@@ -364,6 +440,7 @@ impl ProcessDetector {
             Ok(Look::Found { seen, source }) => {
                 self.warned.clear(NAME, &self.shown);
                 self.last_seen = Some(now);
+                self.last_found = Some(seen.clone());
                 let mut d_since = HashMap::new();
                 let mut first = None;
                 for s in &seen {

@@ -97,6 +97,12 @@ pub(crate) struct SystemdDetector {
     /// since when.
     transition: Option<((String, String), SystemTime)>,
     warned: Warned,
+    /// What the last check saw: ActiveState and ActiveEnterTimestampMonotonic
+    /// (`None`: it could not look).
+    last: Option<(String, String)>,
+    /// During a restart's verification: the ActiveEnterTimestampMonotonic
+    /// seen before the restart began (`Some(None)`: none was seen).
+    mark: Option<Option<String>>,
 }
 
 impl SystemdDetector {
@@ -106,6 +112,35 @@ impl SystemdDetector {
             systemctl,
             transition: None,
             warned: Warned::default(),
+            last: None,
+            mark: None,
+        }
+    }
+
+    /// A restart begins: only a unit that enters `active` from now on is
+    /// fresh, told by a change of its ActiveEnterTimestampMonotonic.
+    pub(crate) fn mark_restart(&mut self) {
+        self.mark = Some(self.last.take().map(|(_, entered)| entered));
+    }
+
+    /// Whether the last check saw the unit active, entered after the restart
+    /// began.
+    pub(crate) fn fresh(&self) -> Result<(), String> {
+        let unit = &self.config.unit;
+        let Some(before) = &self.mark else {
+            return Ok(());
+        };
+        match &self.last {
+            None => Err(format!("unit {unit} could not be read since the restart")),
+            Some((active, _)) if active != "active" => Err(format!(
+                "unit {unit} is {active}, not active, since the restart"
+            )),
+            Some((_, entered)) if entered.is_empty() || Some(entered) == before.as_ref() => {
+                Err(format!(
+                    "unit {unit} has not entered active since the restart (ActiveEnterTimestampMonotonic={entered:?} unchanged)"
+                ))
+            }
+            Some(_) => Ok(()),
         }
     }
 
@@ -123,12 +158,14 @@ impl SystemdDetector {
                 "ActiveState",
                 "SubState",
                 "StateChangeTimestampMonotonic",
+                "ActiveEnterTimestampMonotonic",
             ],
         )
         .await
         {
             Ok(props) => props,
             Err(e) => {
+                self.last = None;
                 self.transition = None;
                 self.warned.warn(NAME, &unit, e.to_string());
                 return None;
@@ -136,6 +173,10 @@ impl SystemdDetector {
         };
         let get = |k: &str| props.get(k).map(String::as_str).unwrap_or("");
         let (load, active, sub) = (get("LoadState"), get("ActiveState"), get("SubState"));
+        self.last = Some((
+            active.to_owned(),
+            get("ActiveEnterTimestampMonotonic").to_owned(),
+        ));
         if load == "not-found" {
             self.transition = None;
             self.warned.warn(
