@@ -950,3 +950,80 @@ async fn the_restart_command_gets_the_permit_context_in_its_environment() {
     job.kill();
     c.stop().await;
 }
+
+/// Quarantines for a gave-up job, as the history records them.
+async fn gave_up_quarantines(
+    admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
+) -> usize {
+    history(admin, pb::EventKind::Quarantine)
+        .await
+        .iter()
+        .filter(|e| {
+            matches!(&e.payload, Some(pb::event::Payload::HostQuarantined(q))
+                if q.cause() == pb::QuarantineCause::GaveUp)
+        })
+        .count()
+}
+
+/// A host whose job gave up is quarantined; a person fixes the job by hand
+/// and releases the host, and it stays released: the agent stops asking
+/// for a human, with nothing deleted by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_fixed_by_hand_and_released_stays_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    // The job gave up before this agent started: its ladder is exhausted.
+    let state_dir = dir.path().join("agent-state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    std::fs::write(
+        state_dir.join("state.json"),
+        r#"{"version":1,"jobs":{"ingest":{"failed_restarts":1,"failed_reboots":1,
+            "gave_up":"ladder exhausted: 1 restart and 1 reboot did not fix it"}},
+            "pending":null}"#,
+    )
+    .unwrap();
+    let c = coordinator("").await;
+    let mut admin = c.admin().await;
+    let config = agent_config(
+        dir.path(),
+        &format!("http://{}", c.addr),
+        "absent_grace = \"1s\"",
+    );
+    let (tx, task) = spawn_agent(config);
+    let poll = Poll::new("the host quarantined because its job gave up");
+    while gave_up_quarantines(&mut admin).await == 0 {
+        poll.tick().await;
+    }
+
+    // Fixed by hand, then released.
+    job.start();
+    let mut req = tonic::Request::new(pb::UnquarantineRequest {
+        host_id: "h1".into(),
+        reason: "fixed the job by hand".into(),
+    });
+    req.metadata_mut()
+        .insert("medic-actor", "alice".parse().unwrap());
+    admin.unquarantine(req).await.unwrap();
+
+    // Several heartbeats later it is still released.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        gave_up_quarantines(&mut admin).await,
+        1,
+        "quarantined again"
+    );
+    let s = admin
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(s.quarantined_hosts, 0, "{s:?}");
+    let saved = std::fs::read_to_string(state_dir.join("state.json")).unwrap();
+    assert!(!saved.contains("ladder exhausted"), "{saved}");
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}

@@ -243,6 +243,14 @@ impl Host for StuckJob {
         self.reboots.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
+    /// Healthy here means healthy on evidence made now.
+    fn fresh(&mut self, _: &JobConfig, _: &JobDetectors) -> Result<(), String> {
+        if self.healthy.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err("no evidence since".to_owned())
+        }
+    }
 }
 
 fn config(dir: &Path, extra: &str) -> AgentConfig {

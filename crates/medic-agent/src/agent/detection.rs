@@ -16,6 +16,10 @@ pub(super) struct WatchedJob {
     pub(super) config: JobConfig,
     pub(super) detectors: JobDetectors,
     pub(super) health: Health,
+    /// Whether its detectors were told to look for evidence of a fix by
+    /// hand (the job gave up): from then on, only evidence newer than that
+    /// clears its gave-up state.
+    pub(super) fix_watched: bool,
 }
 
 impl<H: Host, C: Coordinator> Agent<H, C> {
@@ -41,7 +45,8 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 healthy.push(job.config.name.clone());
             }
         }
-        self.clear_gave_up(&healthy);
+        let fixed = self.fixed_by_hand(&healthy, now);
+        self.clear_gave_up(&fixed);
         let now_stuck: Vec<bool> = self
             .watched
             .iter()
@@ -62,9 +67,42 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             .set(i64::try_from(stuck).unwrap_or(i64::MAX));
     }
 
-    /// A job that gave up and is then seen healthy (fixed by a person) has
-    /// its gave-up state cleared and its ladder reset. The host's
-    /// quarantine stays until a person releases it.
+    /// Of the jobs found healthy, those that gave up and show evidence of
+    /// a fix made after the agent began watching for one: a heartbeat file
+    /// written since, processes started since, a probe passed since. A job
+    /// merely not yet past a grace period (its process absent for less
+    /// than `absent_grace`) is not fixed.
+    fn fixed_by_hand(&mut self, healthy: &[String], now: std::time::SystemTime) -> Vec<String> {
+        let Ok(state) = &self.state else {
+            return Vec::new();
+        };
+        let mut fixed = Vec::new();
+        for job in &mut self.watched {
+            let gave_up = state
+                .jobs
+                .get(&job.config.name)
+                .is_some_and(|c| c.gave_up.is_some());
+            if !gave_up {
+                job.fix_watched = false;
+                continue;
+            }
+            if !job.fix_watched {
+                job.detectors.mark_restart(now);
+                job.fix_watched = true;
+                continue;
+            }
+            if healthy.contains(&job.config.name)
+                && self.host.fresh(&job.config, &job.detectors).is_ok()
+            {
+                fixed.push(job.config.name.clone());
+            }
+        }
+        fixed
+    }
+
+    /// A job that gave up and is then seen fixed by a person has its
+    /// gave-up state cleared and its ladder reset. The host's quarantine
+    /// stays until a person releases it.
     fn clear_gave_up(&mut self, healthy: &[String]) {
         let Ok(state) = &mut self.state else {
             return;

@@ -156,6 +156,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 config: j.clone(),
                 detectors: JobDetectors::new(j.detectors.clone(), env.proc_root.clone(), now),
                 health: Health::Healthy,
+                fix_watched: false,
             })
             .collect();
         Self {
@@ -247,6 +248,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                             now,
                         ),
                         health: Health::Healthy,
+                        fix_watched: false,
                     },
                 }
             })
