@@ -48,6 +48,9 @@ struct Scripted {
     granted: Arc<Mutex<Option<Permit>>>,
     /// Outcome reports get no answer (no coordinator reachable).
     reports_unreachable: bool,
+    /// The renewal with this number (1 = the first) and every later one
+    /// finds the permit revoked.
+    revoke_at_renewal: Option<usize>,
     /// The wake-up value heartbeat replies carry.
     wake: Arc<AtomicU64>,
     /// Whether the host is quarantined: set, as the coordinator does, by a
@@ -69,6 +72,7 @@ impl Scripted {
             decisions: Arc::new(Mutex::new(answers.into_iter().collect())),
             granted: Arc::default(),
             reports_unreachable: false,
+            revoke_at_renewal: None,
             wake: Arc::new(AtomicU64::new(1)),
             quarantined: Arc::default(),
         }
@@ -187,6 +191,17 @@ impl Coordinator for Scripted {
 
     async fn renew_permit(&mut self, _: Renewal) -> Result<Permit, CallError> {
         self.record(Call::Renew);
+        if self
+            .revoke_at_renewal
+            .is_some_and(|n| self.times_of(&Call::Renew).len() >= n)
+        {
+            return Err(CallError::Status {
+                url: "scripted".into(),
+                status: tonic::Status::failed_precondition(
+                    "permit p-000000000001 has already ended (revoked)",
+                ),
+            });
+        }
         Ok(self.granted.lock().unwrap().clone().unwrap())
     }
 
@@ -567,4 +582,58 @@ async fn a_job_seen_healthy_clears_its_gave_up_state() {
     let asked = coordinator.times_of(&Call::Request(Action::RestartJob));
     assert!(asked[0] >= fixed.1, "{asked:?}");
     assert!(coordinator.quarantined.load(Ordering::SeqCst));
+}
+
+/// An operator revokes the permit while the restart is being verified: the
+/// agent stops verifying at once, reports nothing (the coordinator ended
+/// the permit), counts no failed restart (so its ladder does not climb to
+/// a reboot), and does not ask again at once.
+#[tokio::test(start_paused = true)]
+async fn a_permit_revoked_during_verification_stops_it_once_and_counts_no_failed_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = StuckJob::default();
+    let mut coordinator = Scripted::new([
+        Answer::Grant(Duration::from_secs(30)),
+        Answer::Grant(Duration::from_secs(30)),
+    ]);
+    // The first renewal confirms the permit right before the restart; the
+    // second, 10 s into verification, finds it revoked.
+    coordinator.revoke_at_renewal = Some(2);
+    run_until(
+        config(dir.path(), "reboot_after_failed_restarts = 1"),
+        host.clone(),
+        coordinator.clone(),
+        |c| {
+            c.times_of(&Call::Request(Action::RestartJob)).len() >= 2
+                || !c.times_of(&Call::Request(Action::RebootHost)).is_empty()
+        },
+    )
+    .await;
+
+    assert_eq!(host.restarts.load(Ordering::SeqCst), 1);
+    let asked = coordinator.times_of(&Call::Request(Action::RestartJob));
+    let renewals = coordinator.times_of(&Call::Renew);
+    let first_permit: Vec<_> = renewals.iter().filter(|&&t| t < asked[1]).collect();
+    assert_eq!(
+        first_permit.len(),
+        2,
+        "no renewal after the revocation: {renewals:?}"
+    );
+    assert!(
+        coordinator.reports().is_empty(),
+        "{:?}",
+        coordinator.reports()
+    );
+    assert!(
+        coordinator
+            .times_of(&Call::Request(Action::RebootHost))
+            .is_empty(),
+        "a revoked restart is not a failed one: {:?}",
+        coordinator.calls()
+    );
+    assert!(
+        asked[1] >= renewals[1] + Duration::from_secs(10),
+        "asked again at once: {asked:?}, revoked at {:?}",
+        renewals[1]
+    );
 }

@@ -47,13 +47,20 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             return;
         };
         self.held = Some(held.clone());
-        self.act(i, held).await;
+        let revoked = self.act(i, held).await;
         self.held = None;
-        self.next_request = self.clock.instant();
+        // After a revocation, not at once: an operator stopped it for a
+        // reason, and the coordinator's cooldown counts from the revocation.
+        self.next_request = if revoked {
+            self.clock.instant() + self.heartbeat_interval
+        } else {
+            self.clock.instant()
+        };
     }
 
-    /// Carries out a granted action and reports its outcome.
-    pub(super) async fn act(&mut self, i: usize, mut held: Held) {
+    /// Carries out a granted action and reports its outcome. True when the
+    /// coordinator ended the permit first (a revocation).
+    pub(super) async fn act(&mut self, i: usize, mut held: Held) -> bool {
         let name = held.job.clone();
         let (outcome, detail) = 'act: {
             if !self.keep_valid(&mut held).await {
@@ -86,7 +93,10 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 Action::RebootHost => self.reboot(i, &mut held).await,
             }
         };
-        self.report(&held, outcome, &detail).await;
+        // The coordinator ended the permit itself: it takes no outcome.
+        if held.ended.is_none() {
+            self.report(&held, outcome, &detail).await;
+        }
         self.count_action(held.action, outcome);
         if let Ok(state) = &mut self.state {
             ladder::record(
@@ -101,6 +111,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         if outcome == Outcome::Succeeded {
             self.watched[i].health = Health::Healthy;
         }
+        held.ended.is_some()
     }
 
     pub(super) fn count_action(&self, action: Action, outcome: Outcome) {
@@ -226,7 +237,16 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 }
                 return (Outcome::Failed, detail);
             }
-            let _ = self.keep_valid(held).await;
+            // Revoked or ended meanwhile: verification stops. The action
+            // is not counted as failed: nobody let it finish.
+            if !self.keep_valid(held).await
+                && let Some(why) = &held.ended
+            {
+                return (
+                    Outcome::Aborted,
+                    format!("{what}; the permit ended during verification ({why}); stopped"),
+                );
+            }
             if self.clock.instant() >= self.next_heartbeat {
                 self.heartbeat().await;
             }
@@ -299,6 +319,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             dry_run: false,
             ttl: Duration::from_secs(u64::MAX / 4),
             renewed: self.clock.instant(),
+            ended: None,
         };
         // Heartbeat first so the coordinator knows the host is back.
         self.heartbeat().await;
@@ -315,6 +336,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             dry_run: false,
             ttl: Duration::ZERO,
             renewed: self.clock.instant(),
+            ended: None,
         };
         self.report(&held, outcome, detail).await;
         self.count_action(p.action, outcome);

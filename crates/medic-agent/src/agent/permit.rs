@@ -26,6 +26,10 @@ pub(super) struct Held {
     pub(super) ttl: Duration,
     /// When it was received or last renewed (monotonic).
     pub(super) renewed: Instant,
+    /// Set once the coordinator said the permit is no longer active
+    /// (revoked, ended, expired): why. Nothing more is done under it, and
+    /// no outcome is reported for it.
+    pub(super) ended: Option<String>,
 }
 
 impl Held {
@@ -190,6 +194,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                             dry_run: permit.dry_run,
                             ttl: permit.ttl,
                             renewed: received,
+                            ended: None,
                         };
                         tracing::warn!(job = %name, %action, permit = %held.permit.id, "permit granted");
                         self.metrics.permits_granted.inc();
@@ -215,6 +220,9 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
     }
 
     pub(super) async fn renew_if(&mut self, held: &mut Held, always: bool) -> bool {
+        if held.ended.is_some() {
+            return false;
+        }
         let now = self.clock.instant();
         if always || now.duration_since(held.renewed) >= held.ttl / 3 {
             let renewal = Renewal {
@@ -225,8 +233,10 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             let reply = self.coordinator.renew_permit(renewal).await;
             match reply {
                 Ok(_) => held.renewed = sent,
+                // Said once, in the action's last line: nothing more is done
+                // under it.
                 Err(e @ CallError::Status { .. }) if !e.is_transient() => {
-                    tracing::warn!(permit = %held.permit.id, error = %e, "permit no longer active; aborting");
+                    held.ended = Some(e.to_string());
                     return false;
                 }
                 // Unreachable, or a reply that cannot be used: whether the
