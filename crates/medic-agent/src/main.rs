@@ -10,6 +10,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 const EXIT_USAGE: u8 = 64;
 const EXIT_CONFIG: u8 = 78;
+/// sysexits `EX_CANTCREAT`: the state directory cannot be written.
+const EXIT_CANTCREAT: u8 = 73;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -104,6 +106,17 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            // Without a usable state directory the agent could not keep its
+            // ladder or finish a reboot: refuse to start, and say why.
+            if let Err(e) = StateFile::new(&cfg.state_dir).check_writable() {
+                tracing::error!(
+                    state_dir = %cfg.state_dir.display(),
+                    "{e}; the agent keeps its ladder counters and a reboot's pending permit \
+                     there and does not start without it (fix state_dir in {})",
+                    config.display()
+                );
+                return ExitCode::from(EXIT_CANTCREAT);
+            }
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -146,6 +146,27 @@ impl StateFile {
         Ok(Some(old))
     }
 
+    /// Whether the state directory can hold the state: created if missing,
+    /// and a file written, synced and removed there. The agent checks it at
+    /// start-up: an agent that cannot keep its ladder or a reboot's pending
+    /// permit must not run.
+    pub fn check_writable(&self) -> Result<(), StateError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let probe = dir.join(".write-check");
+        let err = |source| StateError::Write {
+            path: probe.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        {
+            let mut f = std::fs::File::create(&probe).map_err(err)?;
+            f.write_all(b"medic-agent\n").map_err(err)?;
+            f.sync_all().map_err(err)?;
+        }
+        std::fs::remove_file(&probe).map_err(err)?;
+        Ok(())
+    }
+
     /// Writes the state atomically and durably.
     pub fn save(&self, state: &AgentState) -> Result<(), StateError> {
         let err = |source| StateError::Write {

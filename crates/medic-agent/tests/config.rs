@@ -254,3 +254,53 @@ path = "/run/ingest.hb"
     );
     assert!(ok.is_ok(), "{ok:?}");
 }
+
+/// An agent that could not keep its ladder or a reboot's pending permit
+/// must not run: an unusable `state_dir` stops start-up, naming it.
+#[test]
+fn an_unusable_state_dir_stops_start_up_naming_it() {
+    let bin = env!("CARGO_BIN_EXE_medic-agent");
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where a directory must be created: unusable even for
+    // root.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let state_dir = blocker.join("state");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+host_id = "h1"
+coordinators = ["http://127.0.0.1:9"]
+state_dir = "{}"
+[[jobs]]
+name = "ingest"
+[jobs.restart]
+command = ["true"]
+[jobs.heartbeat_file]
+path = "{}"
+"#,
+            state_dir.display(),
+            dir.path().join("job.hb").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    // Logs go to stdout or stderr depending on the log setup: read both.
+    let stderr = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(73), "{stderr}");
+    assert!(
+        stderr.contains(&state_dir.display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not start without it"), "{stderr}");
+}

@@ -87,6 +87,9 @@ pub struct Agent<H = SystemHost, C = Coordinators> {
     attempt: Option<(String, Action, String)>,
     held: Option<Held>,
     reachable: Option<bool>,
+    /// The last cause of unreachability logged, and when: logged again
+    /// when it changes, and at most once a minute.
+    unreachable_said: Option<(Instant, String)>,
     metrics: std::sync::Arc<crate::metrics::AgentMetrics>,
     /// Which jobs were stuck at the last check.
     last_stuck: Vec<bool>,
@@ -167,6 +170,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             attempt: None,
             held: None,
             reachable: None,
+            unreachable_said: None,
             metrics: std::sync::Arc::new(crate::metrics::AgentMetrics::new()),
             last_stuck: Vec::new(),
             wake: None,

@@ -45,6 +45,9 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         if !ok {
             self.metrics.coordinator_errors.inc();
         }
+        if ok {
+            self.unreachable_said = None;
+        }
         if self.reachable != Some(ok) {
             if ok {
                 tracing::info!("coordinator reachable");
@@ -63,12 +66,25 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
     pub(super) fn call_failed(&mut self, call: &str, e: &CallError) {
         if e.is_transient() {
             self.note_reachable(false);
+            self.say_why_unreachable(call, e);
             return;
         }
         self.note_reachable(true);
         if let CallError::Malformed { .. } = e {
             self.metrics.malformed_replies.inc();
             tracing::error!(call, error = %e, "the coordinator's reply cannot be used; the call failed");
+        }
+    }
+
+    /// Logs why no coordinator answered (a wrong CA, connection refused, a
+    /// timeout each read differently) at warn: when the cause changes, and
+    /// at most once a minute while it stays the same.
+    fn say_why_unreachable(&mut self, call: &str, e: &CallError) {
+        let now = self.clock.instant();
+        let cause = e.to_string();
+        if worth_saying(self.unreachable_said.as_ref(), now, &cause) {
+            tracing::warn!(call, error = %cause, "no coordinator answered");
+            self.unreachable_said = Some((now, cause));
         }
     }
 
@@ -284,5 +300,40 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 }
             }
         }
+    }
+}
+
+/// Whether a cause of unreachability is worth a warning: the first, a
+/// different one, or the same one a minute after it was last said.
+fn worth_saying(said: Option<&(Instant, String)>, now: Instant, cause: &str) -> bool {
+    const EVERY: Duration = Duration::from_secs(60);
+    said.is_none_or(|(at, last)| last != cause || now.duration_since(*at) >= EVERY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_cause_is_said_when_new_or_changed_and_once_a_minute() {
+        let t0 = Instant::now();
+        let refused = "cannot reach the coordinator at http://c:7470: connection refused";
+        assert!(worth_saying(None, t0, refused));
+        let said = (t0, refused.to_owned());
+        assert!(!worth_saying(
+            Some(&said),
+            t0 + Duration::from_secs(59),
+            refused
+        ));
+        assert!(worth_saying(
+            Some(&said),
+            t0 + Duration::from_secs(60),
+            refused
+        ));
+        assert!(worth_saying(
+            Some(&said),
+            t0 + Duration::from_secs(1),
+            "tls: invalid peer certificate: UnknownIssuer"
+        ));
     }
 }
