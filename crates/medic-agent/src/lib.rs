@@ -31,7 +31,7 @@ pub mod metrics;
 pub mod state;
 pub mod tls;
 
-pub use agent::{Agent, Control, Environment};
+pub use agent::{Activity, Agent, Control, Environment};
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use config::AgentConfig;
 pub use coordinator::{Coordinator, Coordinators};

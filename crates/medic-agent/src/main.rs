@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use medic_agent::state::StateFile;
@@ -178,8 +179,45 @@ fn reset_job(job: &str, config: &Path, state_dir: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// The longest a stop waits for an action in flight: the slowest job's
+/// restart (grace, then verification) with a minute to spare, within the
+/// unit's `TimeoutStopSec` (5 minutes).
+fn stop_bound(cfg: &AgentConfig) -> Duration {
+    let slowest = cfg
+        .jobs
+        .iter()
+        .map(|j| j.restart.grace + j.restart.verify_timeout)
+        .max()
+        .unwrap_or_default();
+    (slowest + Duration::from_secs(60)).min(Duration::from_secs(270))
+}
+
 async fn serve(cfg: AgentConfig, path: PathBuf) -> ExitCode {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let agent = Agent::new(cfg.clone(), Environment::default());
+    let activity = agent.activity();
+    let bound = stop_bound(&cfg);
+    let stop = move |signal: &str| {
+        match activity.describe() {
+            Some(what) => tracing::warn!(
+                signal,
+                "stopping after the action in flight: {what} (at most {})",
+                humantime::format_duration(bound)
+            ),
+            None => tracing::info!(signal, "stopping"),
+        }
+        // Bounded: an action that overruns is left to its permit's expiry
+        // (the coordinator then quarantines the host for a human).
+        tokio::spawn(async move {
+            tokio::time::sleep(bound).await;
+            tracing::error!(
+                "still not stopped {} after the stop request: exiting now; the permit in flight \
+                 ends by expiry",
+                humantime::format_duration(bound)
+            );
+            std::process::exit(1);
+        });
+    };
     let signals = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
@@ -198,13 +236,13 @@ async fn serve(cfg: AgentConfig, path: PathBuf) -> ExitCode {
                         tracing::error!("reload rejected, the running configuration stays: {}: {e}", path.display());
                     },
                 },
-                _ = term.recv() => { let _ = tx.send(Control::Shutdown).await; }
-                _ = int.recv() => { let _ = tx.send(Control::Shutdown).await; }
+                _ = term.recv() => { stop("SIGTERM"); let _ = tx.send(Control::Shutdown).await; }
+                _ = int.recv() => { stop("SIGINT"); let _ = tx.send(Control::Shutdown).await; }
             }
         }
     });
     let _ = sd_ready();
-    Agent::new(cfg, Environment::default()).run(rx).await;
+    agent.run(rx).await;
     ExitCode::SUCCESS
 }
 

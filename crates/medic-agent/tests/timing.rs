@@ -637,3 +637,44 @@ async fn a_permit_revoked_during_verification_stops_it_once_and_counts_no_failed
         renewals[1]
     );
 }
+
+/// While an action is in flight, the agent says what it is (a stop
+/// request logs it); idle, nothing.
+#[tokio::test(start_paused = true)]
+async fn the_action_in_flight_is_described_for_a_stop_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = StuckJob::default();
+    let coordinator = Scripted::new([Answer::Grant(Duration::from_secs(30))]);
+    let env = Environment {
+        clock: Arc::new(VirtualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        )),
+        ..Environment::default()
+    };
+    let agent = Agent::with_coordinator(
+        config(dir.path(), ""),
+        env,
+        host.clone(),
+        coordinator.clone(),
+    );
+    let activity = agent.activity();
+    assert_eq!(activity.describe(), None);
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(agent.run(rx));
+    // Verifying the restart (renewed every 10 s of it).
+    while coordinator.times_of(&Call::Renew).len() < 2 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let what = activity.describe().expect("an action in flight");
+    assert!(
+        what.starts_with("restart_job of job \"ingest\" under permit"),
+        "{what}"
+    );
+    while coordinator.reports().is_empty() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(activity.describe(), None);
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+}

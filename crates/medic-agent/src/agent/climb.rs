@@ -62,6 +62,10 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
     /// coordinator ended the permit first (a revocation).
     pub(super) async fn act(&mut self, i: usize, mut held: Held) -> bool {
         let name = held.job.clone();
+        self.activity.set(Some(format!(
+            "{} of job {name:?} under permit {}",
+            held.action, held.permit.id
+        )));
         let (outcome, detail) = 'act: {
             if !self.keep_valid(&mut held).await {
                 break 'act (
@@ -111,6 +115,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         if outcome == Outcome::Succeeded {
             self.watched[i].health = Health::Healthy;
         }
+        self.activity.set(None);
         held.ended.is_some()
     }
 

@@ -90,6 +90,8 @@ pub struct Agent<H = SystemHost, C = Coordinators> {
     /// The last cause of unreachability logged, and when: logged again
     /// when it changes, and at most once a minute.
     unreachable_said: Option<(Instant, String)>,
+    /// What the agent is doing under a permit, for whoever stops it.
+    activity: Activity,
     metrics: std::sync::Arc<crate::metrics::AgentMetrics>,
     /// Which jobs were stuck at the last check.
     last_stuck: Vec<bool>,
@@ -171,6 +173,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             held: None,
             reachable: None,
             unreachable_said: None,
+            activity: Activity::default(),
             metrics: std::sync::Arc::new(crate::metrics::AgentMetrics::new()),
             last_stuck: Vec::new(),
             wake: None,
@@ -184,6 +187,12 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             clock,
             config,
         }
+    }
+
+    /// A handle on what the agent is doing under a permit: a stop request
+    /// says what it waits for.
+    pub fn activity(&self) -> Activity {
+        self.activity.clone()
     }
 
     /// The agent's metrics.
@@ -306,4 +315,23 @@ pub async fn run_until(config: AgentConfig, env: Environment, shutdown: impl Fut
     shutdown.await;
     let _ = tx.send(Control::Shutdown).await;
     let _ = task.await;
+}
+
+/// What an agent is doing under a permit right now (an action and its
+/// verification), readable from another task: a SIGTERM handler says what
+/// the agent finishes before it stops.
+#[derive(Clone, Debug, Default)]
+pub struct Activity(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Activity {
+    /// The action in flight, in words; `None` when idle.
+    pub fn describe(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|d| d.clone())
+    }
+
+    pub(super) fn set(&self, what: Option<String>) {
+        if let Ok(mut d) = self.0.lock() {
+            *d = what;
+        }
+    }
 }
