@@ -672,6 +672,11 @@ async fn corrupt_state_file_stops_actions_but_not_heartbeats() {
         .expect("the agent still heartbeats");
     assert!(h.live);
     assert!(!h.problems.is_empty(), "and reports the stuck job");
+    // The operator sees why it does nothing.
+    assert!(
+        h.state_error.contains("state.json") && h.state_error.contains("unusable"),
+        "{h:?}"
+    );
     assert!(
         history(&mut admin, pb::EventKind::Grant).await.is_empty(),
         "it never asked"

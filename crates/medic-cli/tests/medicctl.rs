@@ -1008,3 +1008,38 @@ async fn several_coordinators_are_tried_in_turn_until_one_answers() {
     assert_eq!(alone.code, 2, "{alone:#?}");
     server.stop().await.unwrap();
 }
+
+/// An agent that cannot use its state file takes no action; `hosts` says
+/// so, and why, first in its HEALTH column.
+#[tokio::test]
+async fn hosts_show_an_agent_whose_state_file_is_unusable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut agent, _) = ready(dir.path(), FAST, &["h1", "h2"]).await;
+    let why = "agent state file /var/lib/medic-agent/state.json is unusable (expected value)";
+    agent
+        .heartbeat(pb::HeartbeatRequest {
+            state_error: Some(why.into()),
+            host_id: "h1".into(),
+            labels: labels(&[("rack", "r1")]),
+            agent_version: "test".into(),
+            problems: vec![],
+            held_permit: None,
+            needs_human: None,
+        })
+        .await
+        .unwrap();
+    let hosts = server.medicctl(&["hosts", "-o", "json"]).await.json();
+    let list = hosts["hosts"].as_array().unwrap();
+    let h1 = list.iter().find(|h| h["host_id"] == "h1").unwrap();
+    let h2 = list.iter().find(|h| h["host_id"] == "h2").unwrap();
+    assert_eq!(h1["state_error"], why, "{hosts}");
+    assert_eq!(h2["state_error"], serde_json::Value::Null, "{hosts}");
+    let table = server.medicctl(&["hosts"]).await;
+    assert!(
+        table
+            .ok()
+            .contains("AGENT STATE UNUSABLE: agent state file"),
+        "{table:#?}"
+    );
+    server.stop().await.unwrap();
+}

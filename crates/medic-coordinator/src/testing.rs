@@ -255,6 +255,7 @@ pub async fn heartbeat(
     };
     agent
         .heartbeat(pb::HeartbeatRequest {
+            state_error: None,
             host_id: host.into(),
             labels,
             agent_version: "test".into(),

@@ -75,6 +75,7 @@ fn fleet(rate_count: u32, per: &str, burst: u32) -> Fleet {
     for i in 0..HOSTS {
         engine.heartbeat(
             Heartbeat {
+                state_error: None,
                 host: host(i),
                 labels: labels(i),
                 agent_version: "0.1.0".into(),
@@ -229,6 +230,7 @@ fn bench(c: &mut Criterion) {
             .map(|k| {
                 let i = (k * 7919 + 1) % HOSTS;
                 Heartbeat {
+                    state_error: None,
                     host: host(i),
                     labels: labels(i),
                     agent_version: "0.1.0".into(),

@@ -112,6 +112,7 @@ fn main() {
             };
             engine.heartbeat(
                 Heartbeat {
+                    state_error: None,
                     host: h.id.clone(),
                     labels: h.labels.clone(),
                     agent_version: "example".into(),

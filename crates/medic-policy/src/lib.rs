@@ -35,6 +35,7 @@
 //!     problems: vec![],
 //!     held_permit: None,
 //!     needs_human: None,
+//!     state_error: None,
 //! }, start);
 //! let request = PermitRequest {
 //!     request_id: RequestId::new("req-1").unwrap(),
@@ -51,7 +52,7 @@
 //! let later = start + Duration::from_secs(30);
 //! # engine.heartbeat(Heartbeat { host: request.host.clone(), labels: Labels::new(),
 //! #     agent_version: "0.1.0".into(), problems: vec![], held_permit: None,
-//! #     needs_human: None }, later);
+//! #     needs_human: None, state_error: None }, later);
 //! let d = engine.request_permit(request, later).unwrap();
 //! assert!(d.permit().is_some());
 //! // Every durable change is an event for the store.

@@ -222,6 +222,9 @@ pub struct Heartbeat {
     /// Set when the agent has climbed its whole ladder and stopped: the host
     /// needs a human. The text says why. The coordinator quarantines the host.
     pub needs_human: Option<String>,
+    /// Set while the agent cannot use its state file: it takes no action
+    /// until a person repairs or removes it. Shown in `medicctl hosts`.
+    pub state_error: Option<String>,
 }
 
 /// What the coordinator tells an agent in reply to a heartbeat.

@@ -79,6 +79,9 @@ pub struct HostView {
     /// Since when it has been silent, if it was live and went silent (the
     /// breakers count it as unhealthy until it is heard from again).
     pub silent_since: Option<Time>,
+    /// Set while its agent cannot use its state file (and takes no action):
+    /// why, as the agent last said.
+    pub state_error: Option<String>,
     /// Its last heartbeat (`None` if known only through a permit).
     pub last_heartbeat: Option<Time>,
     /// Its reported problems.

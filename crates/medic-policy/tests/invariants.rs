@@ -603,6 +603,7 @@ impl StateMachineTest for EngineTest {
                 };
                 h.engine.heartbeat(
                     Heartbeat {
+                        state_error: None,
                         host: host_id(host),
                         labels: host_labels(host),
                         agent_version: "test".into(),

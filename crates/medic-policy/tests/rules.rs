@@ -188,6 +188,7 @@ impl Fleet {
     fn beat(&mut self, i: usize, edit: impl FnOnce(&mut Heartbeat)) -> HeartbeatReply {
         let m = &self.members[i];
         let mut hb = Heartbeat {
+            state_error: None,
             host: m.id.clone(),
             labels: m.labels.clone(),
             agent_version: "0.1.0".into(),

@@ -58,6 +58,7 @@ impl Fleet {
     /// value.
     fn beat(&mut self, i: usize, needs_human: Option<&str>) -> u64 {
         let hb = Heartbeat {
+            state_error: None,
             host: Self::host(i),
             labels: Default::default(),
             agent_version: "0.1.0".into(),

@@ -122,6 +122,7 @@ async fn register(
                 };
                 client
                     .heartbeat(pb::HeartbeatRequest {
+                        state_error: None,
                         host_id: name,
                         labels,
                         agent_version: "medic-sim".into(),

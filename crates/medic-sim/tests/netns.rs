@@ -689,6 +689,7 @@ async fn host(
         }
         if last_heartbeat.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             let hb = medic_policy::Heartbeat {
+                state_error: None,
                 host: host.clone(),
                 labels: labels.clone().into_iter().collect(),
                 agent_version: "netns-test".into(),

@@ -218,6 +218,7 @@ impl<'s> Coordinator<'s> {
             };
             self.engine.heartbeat(
                 Heartbeat {
+                    state_error: None,
                     host: id,
                     labels,
                     agent_version: "0.1.0".into(),

@@ -43,6 +43,13 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 .find_map(|c| c.gave_up.clone()),
         };
         let heartbeat = Heartbeat {
+            // Shown in `medicctl hosts`: this agent acts on nothing until
+            // a person repairs or removes its state file.
+            state_error: self
+                .state
+                .as_ref()
+                .err()
+                .map(|e| within(e.to_string(), 1000)),
             host: self.config.host_id.clone(),
             labels: self.config.labels.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -137,4 +144,19 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             self.save();
         }
     }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary: the
+/// coordinator refuses longer fields, and a refused heartbeat would make
+/// the host look dead.
+fn within(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max.saturating_sub(3);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
 }

@@ -37,6 +37,19 @@ pub(super) async fn hosts(ctx: &mut Ctx<'_>, a: HostsArgs) -> Result<(), Error> 
     Ok(())
 }
 
+/// The HEALTH column: what stops the agent acting comes first.
+fn health(h: &pb::Host) -> String {
+    if !h.state_error.is_empty() {
+        format!("AGENT STATE UNUSABLE: {}", h.state_error)
+    } else if h.silent_since.is_some() {
+        "silent".to_owned()
+    } else if h.unhealthy {
+        "unhealthy".to_owned()
+    } else {
+        "ok".to_owned()
+    }
+}
+
 /// Hosts, one row each.
 fn host_table(hosts: &[pb::Host], now: SystemTime) -> Table {
     let mut t = Table::new(&[
@@ -53,7 +66,7 @@ fn host_table(hosts: &[pb::Host], now: SystemTime) -> Table {
         t.row(vec![
             h.host_id.clone(),
             if h.live { "yes" } else { "no" }.to_owned(),
-            if h.unhealthy { "unhealthy" } else { "ok" }.to_owned(),
+            health(h),
             format::labels(&h.labels),
             or_dash(&h.active_permit_id),
             format::opt_time(h.last_heartbeat.as_ref(), now, "never"),

@@ -35,6 +35,12 @@ pub struct Host {
     pub active_permit_id: Option<String>,
     /// Its quarantine; `null`: not quarantined.
     pub quarantine: Option<Quarantine>,
+    /// Since when it has been silent (was live, stopped heartbeating);
+    /// `null`: live, or not seen live since the coordinator started.
+    pub silent_since: Option<String>,
+    /// Why its agent cannot use its state file (it takes no action);
+    /// `null`: the state file is fine.
+    pub state_error: Option<String>,
 }
 
 /// A job's confirmed stuck condition.
@@ -71,6 +77,8 @@ impl From<&pb::Host> for Host {
                 .collect(),
             active_permit_id: non_empty(&h.active_permit_id),
             quarantine: h.quarantine.as_ref().map(Quarantine::from),
+            silent_since: time(h.silent_since.as_ref()),
+            state_error: non_empty(&h.state_error),
         }
     }
 }

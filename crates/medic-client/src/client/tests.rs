@@ -162,6 +162,7 @@ fn client(urls: &[&str]) -> Client {
 
 fn heartbeat() -> Heartbeat {
     Heartbeat {
+        state_error: None,
         host: HostId::new("h1").unwrap(),
         labels: Default::default(),
         agent_version: "test".into(),

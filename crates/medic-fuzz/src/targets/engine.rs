@@ -594,6 +594,7 @@ impl Harness {
             } => {
                 let now = self.observe();
                 let hb = Heartbeat {
+                    state_error: None,
                     host: host_id(*host),
                     labels: labels(*l),
                     agent_version: "0.1.0".to_owned(),

@@ -36,6 +36,7 @@ impl Engine {
         }
         let slot = &mut self.hosts[i];
         slot.agent_version = hb.agent_version;
+        slot.state_error = hb.state_error;
         slot.problems = hb.problems;
         slot.last_heartbeat = Some(now);
         self.arm_liveness(i);

@@ -157,6 +157,7 @@ impl Engine {
             labels,
             group_values,
             agent_version: String::new(),
+            state_error: None,
             last_heartbeat: None,
             problems: Vec::new(),
             active_permit: None,

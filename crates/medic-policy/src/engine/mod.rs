@@ -130,6 +130,8 @@ struct HostSlot {
     /// Interned value per group label (index-aligned with `Engine::groups`).
     group_values: Vec<Option<u32>>,
     agent_version: String,
+    /// Why the agent cannot use its state file, as it last said.
+    state_error: Option<String>,
     last_heartbeat: Option<Time>,
     problems: Vec<Problem>,
     active_permit: Option<PermitId>,

@@ -272,6 +272,7 @@ impl From<HostView> for pb::Host {
             live: h.live,
             unhealthy: h.unhealthy,
             silent_since: h.silent_since.map(to_timestamp),
+            state_error: h.state_error.unwrap_or_default(),
             last_heartbeat: h.last_heartbeat.map(to_timestamp),
             problems: h.problems.into_iter().map(Into::into).collect(),
             active_permit_id: h
@@ -299,6 +300,7 @@ impl TryFrom<pb::Host> for HostView {
             live: h.live,
             unhealthy: h.unhealthy,
             silent_since: optional_time("silent_since", h.silent_since)?,
+            state_error: Some(h.state_error).filter(|e| !e.is_empty()),
             last_heartbeat: optional_time("last_heartbeat", h.last_heartbeat)?,
             problems: repeated("problems", h.problems)?,
             active_permit,

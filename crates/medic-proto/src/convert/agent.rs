@@ -161,6 +161,7 @@ impl From<Heartbeat> for pb::HeartbeatRequest {
             problems: h.problems.into_iter().map(Into::into).collect(),
             held_permit: h.held_permit.map(Into::into),
             needs_human: h.needs_human,
+            state_error: h.state_error,
         }
     }
 }
@@ -181,6 +182,10 @@ impl TryFrom<pb::HeartbeatRequest> for Heartbeat {
                 needs_human: h
                     .needs_human
                     .map(|text| bounded("needs_human", text, MAX_REASON_LEN))
+                    .transpose()?,
+                state_error: h
+                    .state_error
+                    .map(|text| bounded("state_error", text, MAX_REASON_LEN))
                     .transpose()?,
             })
         };

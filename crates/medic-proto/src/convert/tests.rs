@@ -117,6 +117,7 @@ fn domain_breaker() -> BreakerTrip {
 
 fn heartbeat() -> Heartbeat {
     Heartbeat {
+        state_error: None,
         host: host("web-1.use1"),
         labels: labels(&[("rack", "r12"), ("pool", "ingest")]),
         agent_version: "0.3.1".to_owned(),
@@ -361,6 +362,7 @@ fn status_round_trips() {
 #[test]
 fn host_view_round_trips_with_and_without_permit() {
     let busy = HostView {
+        state_error: None,
         host: host("web-1.use1"),
         labels: labels(&[("rack", "r12")]),
         agent_version: "0.3.1".to_owned(),
@@ -1315,6 +1317,7 @@ fn id_limits_are_the_ones_medic_policy_enforces() {
 fn heartbeat_at_every_limit_is_accepted_and_encodes_under_128_kib() {
     let text = |n: usize| "x".repeat(n);
     let wire = pb::HeartbeatRequest {
+        state_error: None,
         host_id: text(MAX_HOST_ID_LEN),
         labels: (0..MAX_LABELS)
             .map(|i| {
@@ -1350,6 +1353,7 @@ fn responses_are_not_held_to_request_limits() {
         problems: many_problems(MAX_PROBLEMS + 1),
         agent_version: "x".repeat(MAX_AGENT_VERSION_LEN + 1),
         ..pb::Host::from(HostView {
+            state_error: None,
             host: host("web-1.use1"),
             labels: Labels::new(),
             agent_version: String::new(),
