@@ -678,3 +678,54 @@ async fn the_action_in_flight_is_described_for_a_stop_request() {
     tx.send(Control::Shutdown).await.unwrap();
     task.await.unwrap();
 }
+
+/// A dry run climbs the ladder as failures would, so a reboot is
+/// previewed too, and it gives up in words only: nothing is restarted or
+/// rebooted, the real ladder does not move, and no human is asked for.
+#[tokio::test(start_paused = true)]
+async fn the_dry_run_ladder_climbs_to_a_reboot_preview_and_changes_nothing_real() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = StuckJob::default();
+    let coordinator = Scripted::new([
+        Answer::Grant(Duration::from_secs(30)),
+        Answer::Grant(Duration::from_secs(30)),
+    ]);
+    let mut config = config(
+        dir.path(),
+        "reboot_after_failed_restarts = 1\ngive_up_after_failed_reboots = 1",
+    );
+    config.dry_run = true;
+    run_until(config.clone(), host.clone(), coordinator.clone(), |c| {
+        c.reports().len() >= 2
+    })
+    .await;
+
+    assert!(
+        !coordinator
+            .times_of(&Call::Request(Action::RestartJob))
+            .is_empty()
+    );
+    assert!(
+        !coordinator
+            .times_of(&Call::Request(Action::RebootHost))
+            .is_empty()
+    );
+    assert_eq!(host.restarts.load(Ordering::SeqCst), 0);
+    assert_eq!(host.reboots.load(Ordering::SeqCst), 0);
+    let reports = coordinator.reports();
+    assert!(
+        reports.iter().all(|(_, o, _)| *o == Outcome::DryRun),
+        "{reports:?}"
+    );
+    assert!(
+        reports[0].2.contains("would restart job \"ingest\"")
+            && reports[1].2.contains("would reboot the host"),
+        "{reports:?}"
+    );
+    assert!(
+        coordinator.heartbeats().iter().all(|(_, needs)| !needs),
+        "a dry run asks for no human"
+    );
+    let saved = std::fs::read_to_string(config.state_dir.join("state.json")).unwrap_or_default();
+    assert!(!saved.contains("failed_restarts\": 1"), "{saved}");
+}

@@ -24,14 +24,19 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             return;
         }
         let Some(i) = self.watched.iter().position(|j| {
-            j.health.stuck().is_some() && self.counters(&j.config.name).gave_up.is_none()
+            j.health.stuck().is_some() && self.ladder_of(&j.config.name).gave_up.is_none()
         }) else {
             self.attempt = None;
             return;
         };
         let name = self.watched[i].config.name.clone();
-        let counters = self.counters(&name);
+        let counters = self.ladder_of(&name);
         let action = match ladder::next_step(&counters, &self.watched[i].config) {
+            Step::GiveUp(why) if self.dry_running() => {
+                tracing::warn!(job = %name, %why, "DRY RUN: would give up and ask for a human (the host would be quarantined)");
+                self.dry_ladder.entry(name).or_default().gave_up = Some(why);
+                return;
+            }
             Step::GiveUp(why) => {
                 tracing::error!(job = %name, %why, "ladder exhausted: the host needs a human");
                 if let Ok(state) = &mut self.state {
@@ -81,7 +86,8 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 );
             }
             if self.config.dry_run || held.dry_run {
-                tracing::warn!(job = %name, action = %held.action, "DRY RUN: would {} now", verb(held.action));
+                let would = self.would(i, held.action).await;
+                tracing::warn!(job = %name, action = %held.action, "DRY RUN: would {would}");
                 // DRY_RUN is only for dry-run permits; an ordinary permit
                 // this agent did not act on ends ABORTED (the coordinator
                 // refuses anything else).
@@ -90,7 +96,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 } else {
                     Outcome::Aborted
                 };
-                break 'act (outcome, format!("dry run: would {}", verb(held.action)));
+                break 'act (outcome, format!("dry run: would {would}"));
             }
             match held.action {
                 Action::RestartJob => self.restart(i, &mut held).await,
@@ -102,6 +108,15 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             self.report(&held, outcome, &detail).await;
         }
         self.count_action(held.action, outcome);
+        // Nothing was done, so the job is still stuck: the dry-run ladder
+        // climbs as a failure would, to preview the next rung.
+        if outcome == Outcome::DryRun {
+            ladder::record(
+                self.dry_ladder.entry(name.clone()).or_default(),
+                held.action,
+                Outcome::Failed,
+            );
+        }
         if let Ok(state) = &mut self.state {
             ladder::record(
                 state.jobs.entry(name.clone()).or_default(),
@@ -133,6 +148,43 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Exactly what `action` on job `i` would do now: the processes and
+    /// signals, the grace, the command (for a dry run's log and outcome).
+    async fn would(&self, i: usize, action: Action) -> String {
+        let job = &self.watched[i];
+        match action {
+            Action::RestartJob => {
+                let r = &job.config.restart;
+                let pids = job.detectors.pids().await;
+                let signal = if pids.is_empty() {
+                    "signal no process (none found)".to_owned()
+                } else {
+                    format!(
+                        "send {} to pid(s) {pids:?} (their process groups), SIGKILL what is left after {}",
+                        r.signal,
+                        humantime::format_duration(r.grace)
+                    )
+                };
+                let command = match &r.command {
+                    Some(c) => format!(
+                        ", then run {c:?} (timeout {})",
+                        humantime::format_duration(r.command_timeout)
+                    ),
+                    None => String::new(),
+                };
+                format!(
+                    "restart job {:?}: {signal}{command}, and verify within {}",
+                    job.config.name,
+                    humantime::format_duration(r.verify_timeout)
+                )
+            }
+            Action::RebootHost => format!(
+                "reboot the host for job {:?}: run {:?}",
+                job.config.name, self.config.reboot_command
+            ),
+        }
     }
 
     /// What the action under `held` is for, for the commands it runs.
@@ -354,12 +406,5 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             state.pending = None;
         }
         self.save();
-    }
-}
-
-fn verb(a: Action) -> &'static str {
-    match a {
-        Action::RestartJob => "restart the job",
-        Action::RebootHost => "reboot the host",
     }
 }

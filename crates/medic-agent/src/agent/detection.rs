@@ -45,6 +45,10 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 healthy.push(job.config.name.clone());
             }
         }
+        // A healthy job starts its dry-run ladder afresh too.
+        for name in &healthy {
+            self.dry_ladder.remove(name);
+        }
         let fixed = self.fixed_by_hand(&healthy, now);
         self.clear_gave_up(&fixed);
         let now_stuck: Vec<bool> = self

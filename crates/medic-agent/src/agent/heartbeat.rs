@@ -63,6 +63,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         match reply {
             Ok(reply) => {
                 self.note_reachable(true);
+                self.coordinator_dry_run = reply.dry_run;
                 // Within the bounds a config may set, whatever the
                 // coordinator sends: `now + d` must not overflow.
                 let d = reply.heartbeat_interval.clamp(

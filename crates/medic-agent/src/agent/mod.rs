@@ -97,6 +97,11 @@ pub struct Agent<H = SystemHost, C = Coordinators> {
     last_stuck: Vec<bool>,
     /// The coordinator's wake-up value in its last heartbeat reply.
     wake: Option<u64>,
+    /// Whether the coordinator said it runs in dry-run (last heartbeat).
+    coordinator_dry_run: bool,
+    /// The ladder as a dry run climbs it, per job: in memory only, so a
+    /// preview never moves the real counters.
+    dry_ladder: std::collections::BTreeMap<String, crate::state::JobCounters>,
     /// Set while the next request waits out a denial: the wake-up value
     /// seen when it came. A reply with another value ends the wait early.
     waiting: Option<Waiting>,
@@ -177,6 +182,8 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             metrics: std::sync::Arc::new(crate::metrics::AgentMetrics::new()),
             last_stuck: Vec::new(),
             wake: None,
+            coordinator_dry_run: false,
+            dry_ladder: std::collections::BTreeMap::new(),
             waiting: None,
             host,
             coordinator,
@@ -286,6 +293,21 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 tracing::error!(error = %e, "not acting until the state file is fixed");
                 self.state = Err(e);
             }
+        }
+    }
+
+    /// Whether the next permit would be a dry run: this agent's own
+    /// dry-run, or the coordinator's.
+    pub(super) fn dry_running(&self) -> bool {
+        self.config.dry_run || self.coordinator_dry_run
+    }
+
+    /// The ladder a stuck job climbs now: the dry-run one while dry-running.
+    pub(super) fn ladder_of(&self, job: &str) -> crate::state::JobCounters {
+        if self.dry_running() {
+            self.dry_ladder.get(job).cloned().unwrap_or_default()
+        } else {
+            self.counters(job)
         }
     }
 
