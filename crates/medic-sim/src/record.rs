@@ -26,7 +26,11 @@ pub struct Sample {
     /// Reboots performed so far.
     pub reboots_total: usize,
     /// Open breakers (medic only; `None` while the coordinator is down).
+    /// Half-open ones let probes through and are counted apart.
     pub breakers_open: Option<usize>,
+    /// Half-open breakers (medic only; `None` while the coordinator is
+    /// down).
+    pub breakers_half_open: Option<usize>,
     /// Whether the coordinator answered (medic only).
     pub coordinator_up: bool,
 }

@@ -522,7 +522,7 @@ pub fn html(r: &RunResult) -> String {
         ));
         charts.push_str(&chart(
             "breaker",
-            "Breaker state (open breakers) and coordinator availability",
+            "Breaker state (open and half-open breakers) and coordinator availability",
             "count",
             x_max,
             &[
@@ -531,6 +531,12 @@ pub fn html(r: &RunResult) -> String {
                     color: "#ff7f0e",
                     dashed: false,
                     points: series(m, |s| Some(u(s.breakers_open.unwrap_or(0)))),
+                },
+                Line {
+                    name: "half-open breakers".into(),
+                    color: "#2ca02c",
+                    dashed: false,
+                    points: series(m, |s| Some(u(s.breakers_half_open.unwrap_or(0)))),
                 },
                 Line {
                     name: "coordinator down".into(),

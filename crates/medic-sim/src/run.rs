@@ -310,7 +310,9 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
                 Ok(Ok(r)) => {
                     let s = r.into_inner().status.unwrap_or_default();
                     sample.coordinator_up = true;
-                    sample.breakers_open = Some(s.breakers.len());
+                    let half_open = s.breakers.iter().filter(|b| b.half_open.is_some()).count();
+                    sample.breakers_open = Some(s.breakers.len() - half_open);
+                    sample.breakers_half_open = Some(half_open);
                     for act in &s.actions {
                         let active = act.active as usize;
                         match pb::Action::try_from(act.action) {

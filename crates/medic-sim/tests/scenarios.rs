@@ -176,6 +176,14 @@ async fn reset_mid_outage_lets_one_probe_through_and_reopens_on_its_failure() {
     assert_eq!(probes, 1, "probes granted while half-open");
     assert_eq!(r.half_open_probes, 1);
     assert_eq!(r.half_open_grants_after_reset, 1);
+    // The chart counts the half-open breaker apart from open ones.
+    assert!(
+        r.medic
+            .series
+            .iter()
+            .any(|s| s.breakers_half_open == Some(1) && s.breakers_open == Some(0)),
+        "no sample saw the breaker half-open"
+    );
     let summary = medic_sim::report::summary(&r);
     assert!(
         summary.contains("granted after reset while half-open: 1 (budget 1)"),
