@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::time::Duration;
 
-use super::{Engine, HostActionHistory, HostSlot};
+use super::{Engine, HostActionHistory, HostSlot, lane_action};
 use crate::types::{
     Action, BreakerScope, COORDINATOR_ACTOR, Event, Pause, PermitId, PermitState, Quarantine,
     QuarantineCause, Time, later,
@@ -152,11 +152,11 @@ impl Engine {
         let keeps = Action::ALL.map(|a| self.config.limits(a).host_budget.per);
         for slot in &mut self.hosts {
             for (l, h) in slot.history.iter_mut().enumerate() {
-                prune(h, keeps[l % 2]);
+                prune(h, keeps[lane_action(l).index()]);
             }
         }
         for (l, rate) in self.rate.iter_mut().enumerate() {
-            rate.prune(&self.config.limits(Action::ALL[l % 2]).rate, now);
+            rate.prune(&self.config.limits(lane_action(l)).rate, now);
         }
         self.permit_requests
             .retain(|_, rid| self.durable.requests.contains_key(rid));

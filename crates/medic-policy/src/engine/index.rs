@@ -5,9 +5,11 @@
 
 use std::cmp::Reverse;
 
-use super::{Counts, Engine, Flags, GroupIndex, HostActionHistory, HostSlot, LANES, lane};
+use super::{
+    Counts, Engine, Flags, GroupIndex, HostActionHistory, HostSlot, LANES, lane, lane_action,
+};
 use crate::rate::RateState;
-use crate::types::{Action, HostId, Labels, Permit, PermitId, PermitState, Time, later};
+use crate::types::{HostId, Labels, Permit, PermitId, PermitState, Time, later};
 
 // === impl Engine: rebuilding the indexes ===
 
@@ -106,7 +108,7 @@ impl Engine {
             }
         }
         self.rate = std::array::from_fn(|l| {
-            let a = Action::ALL[l % 2];
+            let a = lane_action(l);
             RateState::rebuild(
                 &self.config.limits(a).rate,
                 std::mem::take(&mut per_lane[l]),

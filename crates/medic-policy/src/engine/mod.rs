@@ -115,6 +115,11 @@ fn lane(action: crate::types::Action, dry_run: bool) -> usize {
     action.index() + if dry_run { 2 } else { 0 }
 }
 
+/// The action whose budgets lane `l` keeps (the inverse of [`lane`]).
+fn lane_action(l: usize) -> crate::types::Action {
+    crate::types::Action::ALL[l % 2]
+}
+
 /// Per host and lane: what budgets remember.
 #[derive(Debug, Default, Clone)]
 struct HostActionHistory {
