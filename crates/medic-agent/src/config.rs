@@ -42,6 +42,9 @@ struct RawJob {
     reboot_after_failed_restarts: Option<i64>,
     give_up_after_failed_reboots: Option<i64>,
     restart: RawRestart,
+    pre: Option<RawHook>,
+    post: Option<RawHook>,
+    probation: Option<String>,
     heartbeat_file: Option<RawHeartbeatFile>,
     process: Option<RawProcess>,
     probe: Option<RawProbe>,
@@ -56,6 +59,13 @@ struct RawRestart {
     command: Option<Vec<String>>,
     command_timeout: Option<String>,
     verify_timeout: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawHook {
+    command: Option<Vec<String>>,
+    timeout: Option<String>,
 }
 
 /// The validated agent configuration.
@@ -103,6 +113,15 @@ pub struct JobConfig {
     pub give_up_after_failed_reboots: u32,
     /// How to restart it.
     pub restart: RestartConfig,
+    /// Run under the permit before the action (drain, tell the workload,
+    /// or veto by exiting non-zero).
+    pub pre: Option<HookConfig>,
+    /// Run under the permit once the action is verified (undo the drain).
+    pub post: Option<HookConfig>,
+    /// After a verified fix, the job must stay healthy this long before
+    /// the outcome is SUCCEEDED; the permit is held meanwhile. Zero: off.
+    /// Default 5m.
+    pub probation: Duration,
     /// How to tell it is stuck.
     pub detectors: DetectorsConfig,
 }
@@ -121,6 +140,21 @@ pub struct RestartConfig {
     /// The detectors must pass within this long after the restart. Default 2m.
     pub verify_timeout: Duration,
 }
+
+/// A hook: a command run before or after a job's action, under its permit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookConfig {
+    /// argv, run without a shell in its own process group.
+    pub command: Vec<String>,
+    /// Killed (its whole process group) after this long. Default 60s.
+    pub timeout: Duration,
+}
+
+/// The longest `probation`: a day.
+pub const MAX_PROBATION: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest hook `timeout`: an hour.
+pub const MAX_HOOK_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl AgentConfig {
     /// Reads and validates `agent.toml` text.
@@ -422,6 +456,21 @@ impl RawJob {
                 Duration::from_secs(120),
             ),
         };
+        let pre = self
+            .pre
+            .as_ref()
+            .map(|h| h.validate(errs, &format!("{path}.pre")));
+        let post = self
+            .post
+            .as_ref()
+            .map(|h| h.validate(errs, &format!("{path}.post")));
+        let probation = errs.duration_in(
+            &format!("{path}.probation"),
+            self.probation.as_deref(),
+            Duration::from_secs(300),
+            Duration::ZERO..=MAX_PROBATION,
+            "",
+        );
         let detectors = detect::validate(
             self.heartbeat_file.as_ref(),
             self.process.as_ref(),
@@ -463,7 +512,35 @@ impl RawJob {
                 MAX_COUNT,
             ),
             restart,
+            pre,
+            post,
+            probation,
             detectors,
+        }
+    }
+}
+
+impl RawHook {
+    fn validate(&self, errs: &mut Errors, path: &str) -> HookConfig {
+        let command = match &self.command {
+            Some(c) => argv(errs, &format!("{path}.command"), c),
+            None => {
+                errs.push(
+                    format!("{path}.command"),
+                    "is required: the hook's argv, for example [\"/usr/local/bin/drain\"]",
+                );
+                Vec::new()
+            }
+        };
+        HookConfig {
+            command,
+            timeout: errs.duration_in(
+                &format!("{path}.timeout"),
+                self.timeout.as_deref(),
+                Duration::from_secs(60),
+                Duration::from_millis(1)..=MAX_HOOK_TIMEOUT,
+                "",
+            ),
         }
     }
 }

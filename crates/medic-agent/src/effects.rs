@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use medic_policy::{Action, PermitRef};
 
-use crate::config::JobConfig;
+use crate::config::{HookConfig, JobConfig};
 use crate::detect::{JobDetectors, Verdict};
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -117,6 +117,37 @@ impl ActionContext {
         ]
     }
 }
+
+/// Which of a job's hooks runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// Before the action: drain, tell the workload, or veto.
+    Pre,
+    /// After the action is verified (or after an action not taken once
+    /// `pre` had run): undo what `pre` did.
+    Post,
+}
+
+impl Hook {
+    /// `pre` or `post`: the config key, `MEDIC_HOOK`, and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Pre => "pre",
+            Hook::Post => "post",
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A hook running: it owns what it needs, so that the agent renews its
+/// permit and heartbeats while it waits.
+pub type HookRun =
+    std::pin::Pin<Box<dyn Future<Output = Result<CommandReport, CommandError>> + Send + 'static>>;
 
 /// Why an effect on the host failed: which step, and how its command
 /// failed (could not start, ran over its time, or exited unsuccessfully).
@@ -333,6 +364,25 @@ pub trait Host: Send + 'static {
         command: &[String],
         action: &ActionContext,
     ) -> impl Future<Output = Result<(), HostError>> + Send;
+
+    /// Starts `job`'s `which` hook, `command`, for `action`. The default
+    /// runs it for real ([`run`]: argv, no shell, its own process group,
+    /// killed at its timeout, output bounded) with the action's context and
+    /// `MEDIC_HOOK` in its environment.
+    fn hook(
+        &mut self,
+        job: &JobConfig,
+        which: Hook,
+        command: &HookConfig,
+        action: &ActionContext,
+    ) -> HookRun {
+        let _ = job;
+        let argv = command.command.clone();
+        let timeout = command.timeout;
+        let mut env = action.env();
+        env.push(("MEDIC_HOOK", which.as_str().to_owned()));
+        Box::pin(async move { run(&argv, timeout, &env).await })
+    }
 
     /// After a check that found `job` healthy during a restart's
     /// verification: `Err` says which detector has no evidence newer than

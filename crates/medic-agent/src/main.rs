@@ -180,13 +180,21 @@ fn reset_job(job: &str, config: &Path, state_dir: Option<PathBuf>) -> ExitCode {
 }
 
 /// The longest a stop waits for an action in flight: the slowest job's
-/// restart (grace, then verification) with a minute to spare, within the
-/// unit's `TimeoutStopSec` (5 minutes).
+/// restart (its hooks, grace, command and verification) with a minute to
+/// spare, within the unit's `TimeoutStopSec` (5 minutes). Probation is not
+/// waited for: the next agent resumes it.
 fn stop_bound(cfg: &AgentConfig) -> Duration {
+    let hook = |h: &Option<medic_agent::config::HookConfig>| h.as_ref().map(|h| h.timeout);
     let slowest = cfg
         .jobs
         .iter()
-        .map(|j| j.restart.grace + j.restart.verify_timeout)
+        .map(|j| {
+            j.restart.grace
+                + j.restart.command_timeout
+                + j.restart.verify_timeout
+                + hook(&j.pre).unwrap_or_default()
+                + hook(&j.post).unwrap_or_default()
+        })
         .max()
         .unwrap_or_default();
     (slowest + Duration::from_secs(60)).min(Duration::from_secs(270))

@@ -27,6 +27,15 @@ pub struct ActionLabels {
     pub outcome: String,
 }
 
+/// Labels: a hook and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabels {
+    /// `pre` or `post`.
+    pub hook: String,
+    /// `ok`, `failed` (non-zero exit), `timeout` or `not_started`.
+    pub result: String,
+}
+
 /// Every agent metric.
 #[derive(Debug)]
 pub struct AgentMetrics {
@@ -45,6 +54,10 @@ pub struct AgentMetrics {
     pub permit_denials: Family<ReasonLabel, Counter>,
     /// Actions finished, by action and outcome.
     pub actions: Family<ActionLabels, Counter>,
+    /// Hooks run, by hook and result.
+    pub hooks: Family<HookLabels, Counter>,
+    /// 1 while a verified fix is on probation (its permit held).
+    pub on_probation: Gauge,
     /// 1 while the last call reached a coordinator.
     pub coordinator_reachable: Gauge,
     /// Calls that reached no coordinator.
@@ -91,6 +104,17 @@ impl AgentMetrics {
             "Actions finished, by action and outcome",
             actions.clone(),
         );
+        let hooks = Family::<HookLabels, Counter>::default();
+        r.register(
+            "hooks",
+            "Job hooks run, by hook (pre, post) and result (ok, failed, timeout, not_started)",
+            hooks.clone(),
+        );
+        let on_probation = gauge(
+            &mut r,
+            "on_probation",
+            "1 while a verified fix is on probation, its permit held until the job has stayed healthy",
+        );
         let coordinator_reachable = gauge(
             &mut r,
             "coordinator_reachable",
@@ -116,6 +140,8 @@ impl AgentMetrics {
             permits_granted,
             permit_denials,
             actions,
+            hooks,
+            on_probation,
             coordinator_reachable,
             coordinator_errors,
             malformed_replies,

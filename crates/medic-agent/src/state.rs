@@ -1,5 +1,5 @@
 //! The agent's durable state: ladder counters per job, and the permit of a
-//! reboot in progress. Written atomically (temporary file, fsync, rename,
+//! reboot in progress or of a fix on probation. Written atomically (temporary file, fsync, rename,
 //! fsync of the directory), so a crash or the reboot itself leaves either
 //! the old or the new state, never half of one.
 
@@ -52,8 +52,28 @@ pub struct Pending {
     pub action: Action,
     /// The job it was for.
     pub job: String,
-    /// When the action started (wall clock, for logs).
+    /// When the action started (wall clock). After a reboot, only evidence
+    /// newer than this verifies it.
     pub started_at: SystemTime,
+    /// Why the action was taken (the evidence), for the commands run when
+    /// it is finished (`MEDIC_REASON` of the post hook).
+    #[serde(default)]
+    pub reason: String,
+    /// Set once the action is verified and the job is on probation: the
+    /// agent that starts next resumes the probation instead of verifying
+    /// again.
+    #[serde(default)]
+    pub probation: Option<ProbationRecord>,
+}
+
+/// A verified fix on probation, as recorded in [`Pending`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbationRecord {
+    /// When the fix was verified (wall clock): probation ends `probation`
+    /// after it.
+    pub since: SystemTime,
+    /// What was done and verified, for the outcome's detail.
+    pub detail: String,
 }
 
 /// Why the state file cannot be used.

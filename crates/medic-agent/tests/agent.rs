@@ -191,7 +191,20 @@ fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The test job with no probation (its own tests set one), `extra_job`
+/// added to its process detector.
 fn agent_config(dir: &Path, coordinator: &str, extra_job: &str) -> AgentConfig {
+    agent_config_with(dir, coordinator, "probation = \"0s\"", extra_job)
+}
+
+/// The test job with `job_keys` (hooks, probation) in its `[[jobs]]`
+/// table and `extra_job` in its process detector.
+fn agent_config_with(
+    dir: &Path,
+    coordinator: &str,
+    job_keys: &str,
+    extra_job: &str,
+) -> AgentConfig {
     AgentConfig::from_toml(&format!(
         r#"
 host_id = "h1"
@@ -209,6 +222,7 @@ name = "ingest"
 confirm = 2
 reboot_after_failed_restarts = 1
 give_up_after_failed_reboots = 1
+{job_keys}
 [jobs.restart]
 signal = "TERM"
 grace = "2s"
@@ -1029,6 +1043,273 @@ async fn a_host_fixed_by_hand_and_released_stays_released() {
     assert!(!saved.contains("ladder exhausted"), "{saved}");
     tx.send(Control::Shutdown).await.unwrap();
     task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}
+
+// === Hooks and probation ===
+
+/// Outcomes in the coordinator's history, oldest first.
+async fn outcomes(
+    admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
+) -> Vec<pb::event::PermitEnded> {
+    history(admin, pb::EventKind::Outcome)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.payload {
+            Some(pb::event::Payload::PermitEnded(end)) => Some(end),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Permits granted, oldest first.
+async fn grants(
+    admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
+) -> Vec<pb::Permit> {
+    history(admin, pb::EventKind::Grant)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.payload {
+            Some(pb::event::Payload::PermitGranted(p)) => p.permit,
+            _ => None,
+        })
+        .collect()
+}
+
+/// A shell hook: `script` run by `sh -c`, as argv.
+fn sh_hook(table: &str, script: &str, timeout: &str) -> String {
+    format!("[jobs.{table}]\ncommand = [\"sh\", \"-c\", {script:?}]\ntimeout = \"{timeout}\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vetoing_pre_hook_restarts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let first = job.start();
+    let runs = dir.path().join("pre-runs");
+    let keys = format!(
+        "probation = \"0s\"\n{}",
+        sh_hook(
+            "pre",
+            &format!(
+                "echo run >> {}; echo \"refusing: $MEDIC_JOB is the last replica\"; exit 3",
+                runs.display()
+            ),
+            "5s"
+        )
+    );
+    let c = coordinator("").await;
+    let mut admin = c.admin().await;
+    let (tx, task) = spawn_agent(agent_config_with(
+        dir.path(),
+        &format!("http://{}", c.addr),
+        &keys,
+        "",
+    ));
+    let end = restart_outcome(&mut admin, &job).await;
+    assert_eq!(end.state(), pb::PermitState::Aborted, "{end:?}");
+    assert!(
+        end.detail
+            .contains("the pre hook stopped the restart_job; nothing was done")
+            && end.detail.contains("exited with code 3")
+            && end.detail.contains("refusing: ingest is the last replica"),
+        "{}",
+        end.detail
+    );
+    // Nothing was restarted: the frozen job is the same process, still
+    // stopped; and the agent does not ask again at once (it waits at least
+    // 5 s after a first veto, longer after each next one).
+    assert_eq!(job.pid(), first);
+    assert_eq!(job.state(first), "T");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap().lines().count(),
+        1,
+        "asked again at once after a veto"
+    );
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_pre_hook_is_killed_and_the_action_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let first = job.start();
+    // The hook leaves a child in its process group, then hangs.
+    let child = dir.path().join("hook-child.pid");
+    let keys = format!(
+        "probation = \"0s\"\n{}",
+        sh_hook(
+            "pre",
+            &format!("sleep 600 & echo $! > {}; wait", child.display()),
+            "1s"
+        )
+    );
+    let c = coordinator("").await;
+    let mut admin = c.admin().await;
+    let (tx, task) = spawn_agent(agent_config_with(
+        dir.path(),
+        &format!("http://{}", c.addr),
+        &keys,
+        "",
+    ));
+    let end = restart_outcome(&mut admin, &job).await;
+    assert_eq!(end.state(), pb::PermitState::Aborted, "{end:?}");
+    assert!(
+        end.detail.contains("did not finish within 1s") && end.detail.contains("nothing was done"),
+        "{}",
+        end.detail
+    );
+    // Its whole process group was killed, and nothing was restarted.
+    let child: i32 = std::fs::read_to_string(&child)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_for("the hook's child killed", || !alive(child)).await;
+    assert_eq!(job.pid(), first);
+    assert_eq!(job.state(first), "T");
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_around_a_verified_restart_with_the_permit_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let first = job.start();
+    let log = dir.path().join("steps.log");
+    let step = |what: &str| {
+        format!(
+            "echo \"{what} $MEDIC_HOOK $MEDIC_ACTION $MEDIC_PERMIT_ID\" >> {}",
+            log.display()
+        )
+    };
+    std::fs::write(
+        dir.path().join("start.sh"),
+        format!(
+            "{}\nnohup sh {} >/dev/null 2>&1 &\n",
+            step("restart"),
+            dir.path().join("job.sh").display()
+        ),
+    )
+    .unwrap();
+    let keys = format!(
+        "probation = \"0s\"\n{}{}",
+        sh_hook("pre", &step("drain"), "5s"),
+        sh_hook("post", &format!("{}; exit 1", step("undrain")), "5s"),
+    );
+    let c = coordinator("").await;
+    let mut admin = c.admin().await;
+    let (tx, task) = spawn_agent(agent_config_with(
+        dir.path(),
+        &format!("http://{}", c.addr),
+        &keys,
+        "",
+    ));
+    let end = restart_outcome(&mut admin, &job).await;
+    // A failing post hook does not undo a verified fix: the outcome stays
+    // SUCCEEDED and its detail says the hook failed.
+    assert_eq!(end.state(), pb::PermitState::Succeeded, "{end:?}");
+    assert!(
+        end.detail.contains("the job verified healthy")
+            && end.detail.contains("the post hook failed")
+            && end.detail.contains("exited with code 1"),
+        "{}",
+        end.detail
+    );
+    assert_ne!(job.try_pid(), Some(first));
+    let p = &end.permit_id;
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!(
+            "drain pre restart_job {p}\nrestart  restart_job {p}\nundrain post restart_job {p}\n"
+        )
+    );
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relapse_in_probation_is_failed_and_climbs_the_ladder() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let first = job.start();
+    let c = coordinator("").await;
+    let mut admin = c.admin().await;
+    let (tx, task) = spawn_agent(agent_config_with(
+        dir.path(),
+        &format!("http://{}", c.addr),
+        "probation = \"1h\"",
+        "",
+    ));
+    warmed_up(&mut admin).await;
+    job.freeze();
+    // Restarted and verified; the permit is held through probation.
+    let second = job.wait_pid(Some(first));
+    let state = dir.path().join("agent-state/state.json");
+    wait_for("the probation recorded in the state file", || {
+        std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"probation\": {"))
+    })
+    .await;
+    assert!(
+        outcomes(&mut admin).await.is_empty(),
+        "ended before probation"
+    );
+    let s = admin
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let restarts = s
+        .actions
+        .iter()
+        .find(|a| a.action() == pb::Action::RestartJob)
+        .unwrap();
+    assert_eq!(
+        restarts.active, 1,
+        "the permit counts against the cap: {s:?}"
+    );
+    // The restarted job relapses.
+    job.freeze();
+    let poll = Poll::new("the restart's outcome");
+    let end = loop {
+        if let Some(end) = outcomes(&mut admin).await.into_iter().next() {
+            break end;
+        }
+        poll.tick().await;
+    };
+    assert_eq!(end.state(), pb::PermitState::Failed, "{end:?}");
+    assert!(
+        end.detail.contains("the job verified healthy")
+            && end.detail.contains("relapsed")
+            && end.detail.contains("into its 1h probation")
+            && end.detail.contains(&format!("process {second}")),
+        "{}",
+        end.detail
+    );
+    // The ladder climbs: one failed restart asks for a reboot next.
+    let poll = Poll::new("a reboot granted");
+    while !grants(&mut admin)
+        .await
+        .iter()
+        .any(|p| p.action() == pb::Action::RebootHost)
+    {
+        poll.tick().await;
+    }
+    task.abort();
+    let _ = task.await;
+    drop(tx);
     job.kill();
     c.stop().await;
 }

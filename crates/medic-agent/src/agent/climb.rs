@@ -9,12 +9,23 @@ use medic_policy::{Action, Outcome};
 
 use crate::coordinator::Coordinator;
 use crate::detect::Verdict;
-use crate::effects::{ActionContext, Host};
+use crate::effects::{ActionContext, Hook, Host};
 use crate::ladder::{self, Health, Step};
 use crate::state::Pending;
 
 use super::Agent;
 use super::permit::Held;
+
+/// How an action under a permit ended, for when to ask again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// Done (whatever the outcome), or on probation.
+    Done,
+    /// The coordinator ended the permit (a revocation).
+    Revoked,
+    /// The pre hook vetoed it.
+    Vetoed,
+}
 
 impl<H: Host, C: Coordinator> Agent<H, C> {
     /// If a job is stuck and nothing is in flight, climbs its ladder.
@@ -51,27 +62,35 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         let Some(held) = self.request_permit(i, action, &counters).await else {
             return;
         };
-        self.held = Some(held.clone());
-        let revoked = self.act(i, held).await;
-        self.held = None;
-        // After a revocation, not at once: an operator stopped it for a
-        // reason, and the coordinator's cooldown counts from the revocation.
-        self.next_request = if revoked {
-            self.clock.instant() + self.heartbeat_interval
-        } else {
-            self.clock.instant()
-        };
+        let ended = self.act(i, held).await;
+        self.next_request = self.clock.instant()
+            + match ended {
+                // Not at once: an operator stopped it for a reason, and the
+                // coordinator's cooldown counts from the revocation.
+                Ended::Revoked => self.heartbeat_interval,
+                // The pre hook said "not now": ask again later and later
+                // while it keeps saying so.
+                Ended::Vetoed => self.vetoes.fail(),
+                Ended::Done => Duration::ZERO,
+            };
+        if ended != Ended::Vetoed {
+            self.vetoes.reset();
+        }
     }
 
-    /// Carries out a granted action and reports its outcome. True when the
-    /// coordinator ended the permit first (a revocation).
-    pub(super) async fn act(&mut self, i: usize, mut held: Held) -> bool {
+    /// Carries out a granted action: the pre hook, the action, its
+    /// verification, the post hook; then probation, or the outcome
+    /// reported.
+    pub(super) async fn act(&mut self, i: usize, mut held: Held) -> Ended {
         let name = held.job.clone();
+        self.held = Some(held.clone());
         self.activity.set(Some(format!(
             "{} of job {name:?} under permit {}",
             held.action, held.permit.id
         )));
-        let (outcome, detail) = 'act: {
+        let mut pre_ran = false;
+        let mut vetoed = false;
+        let (outcome, mut detail) = 'act: {
             if !self.keep_valid(&mut held).await {
                 break 'act (
                     Outcome::Aborted,
@@ -98,14 +117,60 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 };
                 break 'act (outcome, format!("dry run: would {would}"));
             }
+            // The pre hook may veto: nothing is done then.
+            match self.run_hook(i, Hook::Pre, &mut held).await {
+                None => {}
+                Some(Ok(_)) => pre_ran = true,
+                Some(Err(e)) => {
+                    vetoed = true;
+                    break 'act (
+                        Outcome::Aborted,
+                        format!(
+                            "the pre hook stopped the {}; nothing was done: {e}",
+                            held.action
+                        ),
+                    );
+                }
+            }
             match held.action {
                 Action::RestartJob => self.restart(i, &mut held).await,
-                Action::RebootHost => self.reboot(i, &mut held).await,
+                Action::RebootHost => self.reboot(&mut held).await,
             }
         };
+        // The post hook undoes what the pre hook did once the job is fine:
+        // after a verified fix, or when nothing irreversible was done. A
+        // job left stuck keeps it (the next rung, or a human, takes over).
+        let undo = outcome == Outcome::Aborted && pre_ran && !held.acted;
+        if (outcome == Outcome::Succeeded || undo)
+            && let Some(Err(e)) = self.run_hook(i, Hook::Post, &mut held).await
+        {
+            detail.push_str(&format!("; the post hook failed: {e}"));
+        }
+        if outcome == Outcome::Succeeded && held.ended.is_none() {
+            let probation = self.watched[i].config.probation;
+            if !probation.is_zero() {
+                self.begin_probation(held, probation, detail);
+                return Ended::Done;
+            }
+        }
+        self.finish(&held, outcome, &detail).await;
+        if held.ended.is_some() {
+            Ended::Revoked
+        } else if vetoed {
+            Ended::Vetoed
+        } else {
+            Ended::Done
+        }
+    }
+
+    /// Ends the action under `held`: reports `outcome` (unless the
+    /// coordinator ended the permit itself), moves the ladder, clears the
+    /// pending record, and logs the one line that says how it ended.
+    pub(super) async fn finish(&mut self, held: &Held, outcome: Outcome, detail: &str) {
+        let name = held.job.clone();
         // The coordinator ended the permit itself: it takes no outcome.
         if held.ended.is_none() {
-            self.report(&held, outcome, &detail).await;
+            self.report(held, outcome, detail).await;
         }
         self.count_action(held.action, outcome);
         // Nothing was done, so the job is still stuck: the dry-run ladder
@@ -126,12 +191,16 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             state.pending = None;
         }
         self.save();
-        tracing::warn!(job = %name, action = %held.action, outcome = ?outcome, %detail, "action finished");
-        if outcome == Outcome::Succeeded {
-            self.watched[i].health = Health::Healthy;
+        tracing::warn!(job = %name, action = %held.action, permit = %held.permit.id, outcome = ?outcome, %detail, "action finished");
+        if outcome == Outcome::Succeeded
+            && let Some(job) = self.watched.iter_mut().find(|j| j.config.name == name)
+        {
+            job.health = Health::Healthy;
         }
+        self.held = None;
+        self.probation = None;
+        self.metrics.on_probation.set(0);
         self.activity.set(None);
-        held.ended.is_some()
     }
 
     pub(super) fn count_action(&self, action: Action, outcome: Outcome) {
@@ -150,11 +219,21 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             .inc();
     }
 
-    /// Exactly what `action` on job `i` would do now: the processes and
-    /// signals, the grace, the command (for a dry run's log and outcome).
+    /// Exactly what `action` on job `i` would do now: the hooks, the
+    /// processes and signals, the grace, the command, verification and
+    /// probation (for a dry run's log and outcome).
     async fn would(&self, i: usize, action: Action) -> String {
         let job = &self.watched[i];
-        match action {
+        let hook = |which: Hook, h: &Option<crate::config::HookConfig>| {
+            h.as_ref().map(|h| {
+                format!(
+                    "run the {which} hook {:?} (timeout {})",
+                    h.command,
+                    humantime::format_duration(h.timeout)
+                )
+            })
+        };
+        let act = match action {
             Action::RestartJob => {
                 let r = &job.config.restart;
                 let pids = job.detectors.pids().await;
@@ -184,20 +263,32 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 "reboot the host for job {:?}: run {:?}",
                 job.config.name, self.config.reboot_command
             ),
-        }
+        };
+        let probation = (!job.config.probation.is_zero()).then(|| {
+            format!(
+                "hold the permit through {} of probation",
+                humantime::format_duration(job.config.probation)
+            )
+        });
+        [
+            hook(Hook::Pre, &job.config.pre),
+            Some(act),
+            hook(Hook::Post, &job.config.post),
+            probation,
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; then ")
     }
 
     /// What the action under `held` is for, for the commands it runs.
-    fn context(&self, i: usize, held: &Held) -> ActionContext {
+    pub(super) fn context(&self, held: &Held) -> ActionContext {
         ActionContext {
             job: held.job.clone(),
             action: held.action,
             permit: held.permit.clone(),
-            reason: self.watched[i]
-                .health
-                .stuck()
-                .map(|(e, _)| format!("{}: {}", e.detector, e.detail))
-                .unwrap_or_default(),
+            reason: held.reason.clone(),
             dry_run: held.dry_run,
         }
     }
@@ -210,12 +301,13 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 "permit revoked or about to expire before the restart".to_owned(),
             );
         }
-        let ctx = self.context(i, held);
+        let ctx = self.context(held);
         // Evidence from before this instant does not verify the restart.
         let began = self.clock.now();
         let job = &mut self.watched[i];
-        job.detectors.mark_restart(began);
+        job.detectors.mark_restart(began, began);
         // The first irreversible step.
+        held.acted = true;
         let what = match self.host.restart(&job.config, &job.detectors, &ctx).await {
             Err(e) => {
                 let cmd = e.command();
@@ -311,13 +403,15 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         }
     }
 
-    pub(super) async fn reboot(&mut self, i: usize, held: &mut Held) -> (Outcome, String) {
+    pub(super) async fn reboot(&mut self, held: &mut Held) -> (Outcome, String) {
         if let Ok(state) = &mut self.state {
             state.pending = Some(Pending {
                 permit: held.permit.clone(),
                 action: Action::RebootHost,
                 job: held.job.clone(),
                 started_at: self.clock.now(),
+                reason: held.reason.clone(),
+                probation: None,
             });
         }
         self.save();
@@ -334,8 +428,9 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             );
         }
         tracing::warn!(job = %held.job, permit = %held.permit.id, "rebooting the host");
+        held.acted = true;
         let cmd = self.config.reboot_command.clone();
-        let ctx = self.context(i, held);
+        let ctx = self.context(held);
         match self.host.reboot(&cmd, &ctx).await {
             Err(e) => {
                 let c = e.command();
@@ -358,15 +453,11 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
     }
 
     /// After a restart (of the agent, or of the host), finishes an action
-    /// recorded as pending: verifies the job and reports the outcome.
+    /// recorded as pending: a reboot is verified on evidence newer than it
+    /// and followed by the post hook and probation; a probation resumes
+    /// where it stopped.
     pub(super) async fn finish_pending(&mut self) {
         let Some(p) = self.state.as_ref().ok().and_then(|s| s.pending.clone()) else {
-            return;
-        };
-        tracing::warn!(job = %p.job, permit = %p.permit.id, "finishing the {} in progress before the agent stopped", p.action);
-        let Some(i) = self.watched.iter().position(|j| j.config.name == p.job) else {
-            self.report_pending(&p, Outcome::Aborted, "the job is no longer configured")
-                .await;
             return;
         };
         let mut held = Held {
@@ -374,37 +465,47 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             action: p.action,
             job: p.job.clone(),
             dry_run: false,
-            ttl: Duration::from_secs(u64::MAX / 4),
-            renewed: self.clock.instant(),
-            ended: None,
-        };
-        // Heartbeat first so the coordinator knows the host is back.
-        self.heartbeat().await;
-        let within = self.watched[i].config.restart.verify_timeout;
-        let (outcome, detail) = self.verify(i, &mut held, within, "rebooted", false).await;
-        self.report_pending(&p, outcome, &detail).await;
-    }
-
-    pub(super) async fn report_pending(&mut self, p: &Pending, outcome: Outcome, detail: &str) {
-        let held = Held {
-            permit: p.permit.clone(),
-            action: p.action,
-            job: p.job.clone(),
-            dry_run: false,
+            reason: p.reason.clone(),
+            // Unknown until the first renewal says.
             ttl: Duration::ZERO,
             renewed: self.clock.instant(),
             ended: None,
+            acted: true,
         };
-        self.report(&held, outcome, detail).await;
-        self.count_action(p.action, outcome);
-        if let Ok(state) = &mut self.state {
-            ladder::record(
-                state.jobs.entry(p.job.clone()).or_default(),
-                p.action,
-                outcome,
-            );
-            state.pending = None;
+        let Some(i) = self.watched.iter().position(|j| j.config.name == p.job) else {
+            tracing::warn!(job = %p.job, permit = %p.permit.id, "the job of the {} in progress before the agent stopped is no longer configured", p.action);
+            let outcome = if p.probation.is_some() {
+                Outcome::Succeeded
+            } else {
+                Outcome::Aborted
+            };
+            self.finish(&held, outcome, "the job is no longer configured")
+                .await;
+            return;
+        };
+        self.held = Some(held.clone());
+        if let Some(record) = p.probation {
+            self.resume_probation(i, held, record);
+            return;
         }
-        self.save();
+        tracing::warn!(job = %p.job, permit = %p.permit.id, "finishing the {} in progress before the agent stopped", p.action);
+        // Only evidence newer than the reboot verifies it.
+        let now = self.clock.now();
+        self.watched[i].detectors.mark_restart(p.started_at, now);
+        // Heartbeat first so the coordinator knows the host is back.
+        self.heartbeat().await;
+        let within = self.watched[i].config.restart.verify_timeout;
+        let (outcome, mut detail) = self.verify(i, &mut held, within, "rebooted", true).await;
+        if outcome == Outcome::Succeeded
+            && let Some(Err(e)) = self.run_hook(i, Hook::Post, &mut held).await
+        {
+            detail.push_str(&format!("; the post hook failed: {e}"));
+        }
+        let probation = self.watched[i].config.probation;
+        if outcome == Outcome::Succeeded && held.ended.is_none() && !probation.is_zero() {
+            self.begin_probation(held, probation, detail);
+            return;
+        }
+        self.finish(&held, outcome, &detail).await;
     }
 }

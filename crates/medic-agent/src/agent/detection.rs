@@ -91,7 +91,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 continue;
             }
             if !job.fix_watched {
-                job.detectors.mark_restart(now);
+                job.detectors.mark_restart(now, now);
                 job.fix_watched = true;
                 continue;
             }

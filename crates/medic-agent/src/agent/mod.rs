@@ -6,13 +6,17 @@
 //!
 //! The loop is here; its parts have their own files: `detection` (the
 //! check round), `heartbeat`, `permit` (asking for, renewing and
-//! reporting on a permit) and `climb` (the ladder's rungs carried out
-//! under a permit, and a reboot finished after it).
+//! reporting on a permit), `climb` (the ladder's rungs carried out under a
+//! permit, and a reboot finished after it), `hooks` (a job's pre and post
+//! commands) and `probation` (a verified fix held under its permit until
+//! it has stayed healthy).
 
 mod climb;
 mod detection;
 mod heartbeat;
+mod hooks;
 mod permit;
+mod probation;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -34,6 +38,7 @@ use crate::state::{AgentState, StateError, StateFile};
 
 use detection::WatchedJob;
 use permit::Held;
+use probation::Probation;
 
 /// What the signal handler (or a test) asks of a running agent.
 #[derive(Debug)]
@@ -82,10 +87,15 @@ pub struct Agent<H = SystemHost, C = Coordinators> {
     next_heartbeat: Instant,
     next_request: Instant,
     backoff: Backoff,
+    /// The wait after a pre hook's veto: it grows while the hook keeps
+    /// vetoing.
+    vetoes: Backoff,
     /// The attempt in progress: (job, action, request_id), reused when a
     /// request must be retried after a transport failure.
     attempt: Option<(String, Action, String)>,
     held: Option<Held>,
+    /// Set while a verified fix is on probation under `held`.
+    probation: Option<Probation>,
     reachable: Option<bool>,
     /// The last cause of unreachability logged, and when: logged again
     /// when it changes, and at most once a minute.
@@ -174,8 +184,10 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             next_heartbeat: clock.instant(),
             next_request: clock.instant(),
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            vetoes: Backoff::new(Duration::from_secs(10), Duration::from_secs(300)),
             attempt: None,
             held: None,
+            probation: None,
             reachable: None,
             unreachable_said: None,
             activity: Activity::default(),
@@ -240,9 +252,20 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             if self.clock.instant() >= self.next_heartbeat {
                 self.heartbeat().await;
             }
-            if self.clock.instant() >= self.next_request {
+            if self.probation.is_some() {
+                self.tend_probation().await;
+            } else if self.clock.instant() >= self.next_request {
                 self.maybe_act().await;
             }
+        }
+        if let (Some(p), Some(held)) = (&self.probation, &self.held) {
+            tracing::warn!(
+                job = %held.job, permit = %held.permit.id,
+                "stopping during the job's probation ({} left): the agent that starts next resumes it",
+                humantime::format_duration(std::time::Duration::from_secs(
+                    p.until.saturating_duration_since(self.clock.instant()).as_secs()
+                ))
+            );
         }
         if let Some(s) = metrics_server {
             s.abort();

@@ -23,6 +23,8 @@ pub(super) struct Held {
     pub(super) action: Action,
     pub(super) job: String,
     pub(super) dry_run: bool,
+    /// Why it was asked for (the evidence), for the commands run under it.
+    pub(super) reason: String,
     pub(super) ttl: Duration,
     /// When it was received or last renewed (monotonic).
     pub(super) renewed: Instant,
@@ -30,6 +32,10 @@ pub(super) struct Held {
     /// (revoked, ended, expired): why. Nothing more is done under it, and
     /// no outcome is reported for it.
     pub(super) ended: Option<String>,
+    /// Set once the first irreversible step began (the restart's signals,
+    /// the reboot command): before it, an ended action is ABORTED with
+    /// nothing done.
+    pub(super) acted: bool,
 }
 
 impl Held {
@@ -208,9 +214,11 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                             action,
                             job: name.clone(),
                             dry_run: permit.dry_run,
+                            reason: reason.clone(),
                             ttl: permit.ttl,
                             renewed: received,
                             ended: None,
+                            acted: false,
                         };
                         tracing::warn!(job = %name, %action, permit = %held.permit.id, "permit granted");
                         self.metrics.permits_granted.inc();
@@ -248,7 +256,14 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             let sent = self.clock.instant();
             let reply = self.coordinator.renew_permit(renewal).await;
             match reply {
-                Ok(_) => held.renewed = sent,
+                Ok(p) => {
+                    held.renewed = sent;
+                    // A permit held from before the agent started learns
+                    // its lifetime here.
+                    if !p.ttl.is_zero() {
+                        held.ttl = p.ttl;
+                    }
+                }
                 // Said once, in the action's last line: nothing more is done
                 // under it.
                 Err(e @ CallError::Status { .. }) if !e.is_transient() => {

@@ -557,15 +557,17 @@ impl JobDetectors {
         }
     }
 
-    /// A restart of the job begins at `at` (wall clock): from now on
-    /// [`JobDetectors::fresh`] accepts only evidence newer than it. Call it
-    /// before the job's processes are stopped.
-    pub fn mark_restart(&mut self, at: SystemTime) {
+    /// A restart of the job began at `at` (wall clock), which is `now` for
+    /// a restart about to begin, or earlier for a reboot finished after the
+    /// host came back: from now on [`JobDetectors::fresh`] accepts only
+    /// evidence newer than it. Call it before the job's processes are
+    /// stopped.
+    pub fn mark_restart(&mut self, at: SystemTime, now: SystemTime) {
         if let Some(d) = &mut self.heartbeat {
             d.mark_restart(at);
         }
         if let Some(d) = &mut self.process {
-            d.mark_restart(at);
+            d.mark_restart(at, now.duration_since(at).unwrap_or_default());
         }
         if let Some(d) = &mut self.probe {
             d.mark_restart();

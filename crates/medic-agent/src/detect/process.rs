@@ -343,12 +343,13 @@ impl ProcessDetector {
         }
     }
 
-    /// A restart begins at `at`: only processes started after it are fresh
-    /// (by start time, so a reused pid does not count).
-    pub(crate) fn mark_restart(&mut self, at: SystemTime) {
+    /// A restart began at `at`, `ago` before now: only processes started
+    /// after it are fresh (by start time, so a reused pid does not count).
+    /// A restart from before the last boot makes every process fresh.
+    pub(crate) fn mark_restart(&mut self, at: SystemTime, ago: Duration) {
         self.mark = Some(Mark {
             wall: at,
-            since_boot: self.procfs.uptime(),
+            since_boot: self.procfs.uptime().map(|u| u.saturating_sub(ago)),
         });
         self.last_found = None;
     }
