@@ -304,3 +304,64 @@ path = "{}"
     );
     assert!(stderr.contains("does not start without it"), "{stderr}");
 }
+
+#[test]
+fn hooks_and_probation_are_validated_naming_the_key() {
+    let job = "host_id = \"h\"\n[[jobs]]\nname = \"j\"\nrestart.command = [\"true\"]\nheartbeat_file = { path = \"/run/j\" }\n";
+    for (extra, path, want) in [
+        (
+            "[jobs.pre]\ntimeout = \"5s\"\n",
+            "jobs[0].pre.command",
+            "is required",
+        ),
+        (
+            "[jobs.post]\ncommand = []\n",
+            "jobs[0].post.command",
+            "must name a program",
+        ),
+        (
+            "[jobs.pre]\ncommand = [\"drain\"]\ntimeout = \"0s\"\n",
+            "jobs[0].pre.timeout",
+            "must be longer than zero",
+        ),
+        (
+            "[jobs.pre]\ncommand = [\"drain\"]\ntimout = \"5s\"\n",
+            "jobs[0].pre.timout",
+            "unknown key",
+        ),
+        (
+            "probation = \"2days\"\n",
+            "jobs[0].probation",
+            "must be at most 1day",
+        ),
+    ] {
+        // `probation` belongs to the job's own table, before its sub-tables.
+        let toml = if extra.starts_with('[') {
+            format!("{job}{extra}")
+        } else {
+            job.replacen("name = \"j\"\n", &format!("name = \"j\"\n{extra}"), 1)
+        };
+        let m = error_at(&toml, path);
+        assert!(m.contains(want), "{path}: {m}");
+    }
+    let ok = AgentConfig::from_toml(&format!(
+        "{}[jobs.pre]\ncommand = [\"/usr/local/bin/drain\", \"--wait\"]\n[jobs.post]\ncommand = [\"/usr/local/bin/undrain\"]\ntimeout = \"2m\"\n",
+        job.replacen("name = \"j\"\n", "name = \"j\"\nprobation = \"0s\"\n", 1)
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let j = &ok.jobs[0];
+    assert_eq!(j.probation, std::time::Duration::ZERO);
+    let pre = j.pre.as_ref().unwrap();
+    assert_eq!(pre.command, ["/usr/local/bin/drain", "--wait"]);
+    assert_eq!(pre.timeout, std::time::Duration::from_secs(60));
+    assert_eq!(
+        j.post.as_ref().unwrap().timeout,
+        std::time::Duration::from_secs(120)
+    );
+    let defaults = AgentConfig::from_toml(job).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        defaults.jobs[0].probation,
+        std::time::Duration::from_secs(300)
+    );
+    assert!(defaults.jobs[0].pre.is_none() && defaults.jobs[0].post.is_none());
+}

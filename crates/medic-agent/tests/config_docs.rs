@@ -229,6 +229,8 @@ fn sample(key: &str) -> Option<&'static str> {
         "jobs[].process.cmdline" => r#""^/usr/bin/ingest( |$)""#,
         "jobs[].process.max_runtime" => r#""6h""#,
         "jobs[].probe.command" => r#"["/bin/true"]"#,
+        "jobs[].pre.command" => r#"["/usr/local/bin/lb-drain"]"#,
+        "jobs[].post.command" => r#"["/usr/local/bin/lb-undrain"]"#,
         "jobs[].systemd.unit" => r#""ingest.service""#,
         "tls.ca" => r#""@FIXTURE@/ca.pem""#,
         "tls.server_name" => r#""localhost""#,
@@ -318,6 +320,12 @@ fn skeleton(file: File, key: &str) -> Vec<(&'static str, &'static str)> {
     }
     if key.starts_with("jobs[].systemd.") {
         out.push(("jobs[].systemd.unit", r#""ingest.service""#));
+    }
+    if key.starts_with("jobs[].pre.") {
+        out.push(("jobs[].pre.command", r#"["/usr/local/bin/lb-drain"]"#));
+    }
+    if key.starts_with("jobs[].post.") {
+        out.push(("jobs[].post.command", r#"["/usr/local/bin/lb-undrain"]"#));
     }
     out
 }

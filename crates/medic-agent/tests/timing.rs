@@ -233,6 +233,8 @@ struct StuckJob {
     restarts: Arc<AtomicUsize>,
     reboots: Arc<AtomicUsize>,
     healthy: Arc<AtomicBool>,
+    /// A restart fixes the job (until the test makes it relapse).
+    heal_on_restart: Arc<AtomicBool>,
 }
 
 impl Host for StuckJob {
@@ -252,6 +254,9 @@ impl Host for StuckJob {
         _: &ActionContext,
     ) -> Result<Option<CommandReport>, HostError> {
         self.restarts.fetch_add(1, Ordering::SeqCst);
+        if self.heal_on_restart.load(Ordering::SeqCst) {
+            self.healthy.store(true, Ordering::SeqCst);
+        }
         Ok(None)
     }
     async fn reboot(&mut self, _: &[String], _: &ActionContext) -> Result<(), HostError> {
@@ -294,7 +299,9 @@ path = "{hb}"
 }
 
 /// Runs an agent on virtual time until `done` holds (checked every virtual
-/// second, for at most an hour of it), then stops it.
+/// second, for at most an hour of it), then stops it. Its wall clock reads
+/// a fixed origin when the test began, so an agent started again later in
+/// a test sees the time move on.
 async fn run_until(
     config: AgentConfig,
     host: StuckJob,
@@ -303,7 +310,7 @@ async fn run_until(
 ) {
     let env = Environment {
         clock: Arc::new(VirtualClock::new(
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + coordinator.elapsed(),
         )),
         ..Environment::default()
     };
@@ -728,4 +735,148 @@ async fn the_dry_run_ladder_climbs_to_a_reboot_preview_and_changes_nothing_real(
     );
     let saved = std::fs::read_to_string(config.state_dir.join("state.json")).unwrap_or_default();
     assert!(!saved.contains("failed_restarts\": 1"), "{saved}");
+}
+
+/// A machine whose job a restart fixes.
+fn healing() -> StuckJob {
+    let host = StuckJob::default();
+    host.heal_on_restart.store(true, Ordering::SeqCst);
+    host
+}
+
+/// After a verified fix the permit is held, and renewed, through the
+/// job's probation; only then is the outcome SUCCEEDED.
+#[tokio::test(start_paused = true)]
+async fn a_verified_fix_is_held_through_probation_then_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = healing();
+    let coordinator = Scripted::new([Answer::Grant(Duration::from_secs(60))]);
+    run_until(
+        config(dir.path(), "probation = \"5m\""),
+        host.clone(),
+        coordinator.clone(),
+        |c| !c.reports().is_empty(),
+    )
+    .await;
+
+    assert_eq!(host.restarts.load(Ordering::SeqCst), 1);
+    let granted = coordinator.times_of(&Call::Request(Action::RestartJob))[0];
+    let (at, outcome, detail) = coordinator.reports().remove(0);
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert!(
+        detail.contains("the job verified healthy; healthy through 5m of probation"),
+        "{detail}"
+    );
+    let held = at - granted;
+    assert!(
+        held >= Duration::from_secs(300) && held <= Duration::from_secs(303),
+        "{held:?}"
+    );
+    // Renewed every third of its 60 s TTL meanwhile, so it never expired.
+    let renewals = coordinator.times_of(&Call::Renew);
+    assert!(renewals.len() >= 15, "{renewals:?}");
+    for pair in renewals.windows(2) {
+        assert!(pair[1] - pair[0] <= Duration::from_secs(21), "{renewals:?}");
+    }
+    assert!(
+        *renewals.last().unwrap() + Duration::from_secs(60) > at,
+        "{renewals:?}"
+    );
+}
+
+/// A job that relapses during probation ends the permit FAILED, and the
+/// ladder climbs to the next rung.
+#[tokio::test(start_paused = true)]
+async fn a_relapse_in_probation_is_failed_and_the_next_rung_is_a_reboot() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = healing();
+    let coordinator = Scripted::new([
+        Answer::Grant(Duration::from_secs(60)),
+        Answer::Grant(Duration::from_secs(600)),
+    ]);
+    let relapse = host.clone();
+    run_until(
+        config(
+            dir.path(),
+            "probation = \"5m\"\nreboot_after_failed_restarts = 1",
+        ),
+        host.clone(),
+        coordinator.clone(),
+        move |c| {
+            // Two minutes into probation the job is stuck again.
+            if c.elapsed() >= Duration::from_secs(120) {
+                relapse.heal_on_restart.store(false, Ordering::SeqCst);
+                relapse.healthy.store(false, Ordering::SeqCst);
+            }
+            !c.times_of(&Call::Request(Action::RebootHost)).is_empty()
+        },
+    )
+    .await;
+
+    let (at, outcome, detail) = coordinator.reports().remove(0);
+    assert_eq!(outcome, Outcome::Failed);
+    assert!(
+        detail.contains("the job verified healthy, but the job relapsed")
+            && detail.contains("into its 5m probation: heartbeat_file: stale"),
+        "{detail}"
+    );
+    assert!(
+        at >= Duration::from_secs(120) && at <= Duration::from_secs(123),
+        "{at:?}"
+    );
+    let reboot = coordinator.times_of(&Call::Request(Action::RebootHost))[0];
+    assert!(reboot - at <= Duration::from_secs(2), "{reboot:?} {at:?}");
+}
+
+/// An agent stopped during probation leaves it in its state file; the next
+/// one resumes it (no second restart) and ends it on time.
+#[tokio::test(start_paused = true)]
+async fn an_agent_restarted_during_probation_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = healing();
+    let coordinator = Scripted::new([Answer::Grant(Duration::from_secs(60))]);
+    let config = config(dir.path(), "probation = \"5m\"");
+    let state = config.state_dir.join("state.json");
+    let on_probation = {
+        let state = state.clone();
+        move |c: &Scripted| {
+            c.elapsed() >= Duration::from_secs(60)
+                && std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"probation\": {"))
+        }
+    };
+    run_until(
+        config.clone(),
+        host.clone(),
+        coordinator.clone(),
+        on_probation,
+    )
+    .await;
+    assert!(coordinator.reports().is_empty());
+    let stopped = coordinator.elapsed();
+
+    run_until(config, host.clone(), coordinator.clone(), |c| {
+        !c.reports().is_empty()
+    })
+    .await;
+    assert_eq!(host.restarts.load(Ordering::SeqCst), 1, "restarted again");
+    let granted = coordinator.times_of(&Call::Request(Action::RestartJob))[0];
+    let (at, outcome, detail) = coordinator.reports().remove(0);
+    assert_eq!(outcome, Outcome::Succeeded, "{detail}");
+    assert!(
+        detail.contains("healthy through 5m of probation"),
+        "{detail}"
+    );
+    assert!(at > stopped);
+    let held = at - granted;
+    assert!(
+        held >= Duration::from_secs(300) && held <= Duration::from_secs(303),
+        "{held:?}"
+    );
+    assert!(
+        coordinator
+            .times_of(&Call::Renew)
+            .iter()
+            .any(|&t| t > stopped),
+        "the resumed probation renews the permit"
+    );
 }
