@@ -51,6 +51,11 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             });
         }
         self.save();
+        // Verified healthy just now: a relapse is a new streak of `confirm`
+        // positive checks from here.
+        if let Some(job) = self.watched.iter_mut().find(|j| j.config.name == held.job) {
+            job.health = Health::Healthy;
+        }
         tracing::info!(
             job = %held.job, action = %held.action, permit = %held.permit.id, %detail,
             "verified; on probation for {} (the permit is held until then)",
