@@ -2,9 +2,13 @@
 //! detectors at a 10 s check interval, measured from /proc over at least 60 s.
 //! A coordinator serves it in the same process, so heartbeats flow.
 //!
+//! It runs twice: a baseline, then with pre and post hooks and probation on
+//! every job and one more job frozen as the measurement starts, so that a
+//! whole restart (hooks, verification, probation) happens inside it.
+//!
 //! Run: `cargo bench -p medic-agent --bench footprint` (add `-- --secs N` to
-//! measure longer; default 60). Goal (issue 4): under 8 MiB RSS and 0.2% of
-//! one core.
+//! measure each run longer; default 90). Goal (issues 4 and 16): under 8 MiB
+//! RSS and 0.2% of one core.
 
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss)]
 
@@ -46,15 +50,18 @@ fn main() {
         .position(|a| a == "--secs")
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(90);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
     // A coordinator for the agent to heartbeat to.
     let (control, addr) = rt.block_on(async {
-        let config =
-            CoordinatorConfig::from_toml("[fleet]\nheartbeat_interval = \"10s\"\n").unwrap();
+        let config = CoordinatorConfig::from_toml(
+            "[server]\nadmission = { per_second = 1000, burst = 1000 }\n\
+             [fleet]\nheartbeat_interval = \"10s\"\n[limits.restart_job]\ncooldown = \"0s\"\n",
+        )
+        .unwrap();
         let store = RedbStore::open(&d.join("coordinator")).unwrap();
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -71,14 +78,76 @@ fn main() {
         (control, addr)
     });
 
-    // 20 healthy jobs: 8 heartbeat files, 6 processes found by cmdline, 6
+    let base = measure(&rt, d, &addr.to_string(), false, secs);
+    let hooked = measure(&rt, d, &addr.to_string(), true, secs);
+    println!(
+        "medic-agent, 20 jobs (heartbeat files, cmdline processes, probes), check every 10 s, over {secs} s each:"
+    );
+    for (what, m) in [
+        ("baseline (no hooks, no action)", &base),
+        (
+            "pre/post hooks and 30s probation on every job, one job frozen and fixed",
+            &hooked,
+        ),
+    ] {
+        println!(
+            "  {what}:\n    RSS {:.2} MiB (peak {:.2} MiB), CPU {:.3}% of one core (agent and its children){}",
+            m.rss as f64 / 1024.0,
+            m.peak as f64 / 1024.0,
+            m.cpu * 100.0,
+            m.outcome
+                .as_ref()
+                .map(|o| format!("\n    the frozen job's permit: {o}"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "  ratio with hooks and probation to baseline: RSS {:.2}x, CPU {:.2}x",
+        hooked.peak as f64 / base.peak as f64,
+        hooked.cpu / base.cpu
+    );
+    rt.block_on(async {
+        let _ = control.send(Control::Shutdown).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+}
+
+/// What one run of the agent used.
+struct Measured {
+    rss: u64,
+    peak: u64,
+    cpu: f64,
+    /// With hooks: how the frozen job's permit ended.
+    outcome: Option<String>,
+}
+
+/// Runs the agent over 20 healthy jobs for `secs` after 12 s of settling.
+/// With `hooks`, every job has pre and post hooks and a 30 s probation, and
+/// one more job, a shell loop with a pidfile, is frozen as the measurement
+/// starts: its restart runs the hooks, verification and probation inside
+/// the window.
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    d: &std::path::Path,
+    addr: &str,
+    hooks: bool,
+    secs: u64,
+) -> Measured {
+    let d = &d.join(if hooks { "hooks" } else { "base" });
+    std::fs::create_dir_all(d).unwrap();
+    let extra = if hooks {
+        "probation = \"30s\"\n[jobs.pre]\ncommand = [\"true\"]\n[jobs.post]\ncommand = [\"true\"]\n"
+    } else {
+        ""
+    };
+    // 20 healthy jobs: 7 heartbeat files, 7 processes found by cmdline, 6
     // probes (`true`), each job with one or two detectors.
     let mut jobs = String::new();
     let mut keep = Vec::new();
     for i in 0..20 {
         let hb = d.join(format!("job{i}.hb"));
         std::fs::write(&hb, "").unwrap();
-        write!(jobs, "[[jobs]]\nname = \"job{i}\"\n").unwrap();
+        write!(jobs, "[[jobs]]\nname = \"job{i}\"\n{extra}").unwrap();
         match i % 3 {
             0 => write!(
                 jobs,
@@ -87,15 +156,12 @@ fn main() {
             )
             .unwrap(),
             1 => {
-                let child = Command::new("sleep")
-                    .arg(format!("{}", 100_000 + i))
-                    .spawn()
-                    .unwrap();
+                let n = 100_000 + i + if hooks { 100 } else { 0 };
+                let child = Command::new("sleep").arg(n.to_string()).spawn().unwrap();
                 keep.push(child);
                 write!(
                     jobs,
-                    "[jobs.process]\ncmdline = \"^sleep {}$\"\n[jobs.heartbeat_file]\npath = \"{}\"\nstale_after = \"1h\"\n",
-                    100_000 + i,
+                    "[jobs.process]\ncmdline = \"^sleep {n}$\"\n[jobs.heartbeat_file]\npath = \"{}\"\nstale_after = \"1h\"\n",
                     hb.display()
                 )
                 .unwrap();
@@ -106,6 +172,36 @@ fn main() {
             )
             .unwrap(),
         }
+    }
+    let pidfile = d.join("frozen.pid");
+    if hooks {
+        std::fs::write(
+            d.join("frozen.sh"),
+            format!(
+                "echo $$ > {}\nwhile true; do touch {}; sleep 1; done\n",
+                pidfile.display(),
+                d.join("frozen.hb").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("start.sh"),
+            format!(
+                "nohup sh {} >/dev/null 2>&1 &\n",
+                d.join("frozen.sh").display()
+            ),
+        )
+        .unwrap();
+        Command::new("sh").arg(d.join("start.sh")).status().unwrap();
+        write!(
+            jobs,
+            "[[jobs]]\nname = \"frozen\"\n{extra}[jobs.restart]\ncommand = [\"sh\", \"{}\"]\n\
+             [jobs.heartbeat_file]\npath = \"{}\"\n[jobs.process]\npidfile = \"{}\"\n",
+            d.join("start.sh").display(),
+            d.join("frozen.hb").display(),
+            pidfile.display()
+        )
+        .unwrap();
     }
     let config = d.join("agent.toml");
     std::fs::write(
@@ -121,12 +217,19 @@ fn main() {
         .arg(&config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let pid = agent.id();
     // Settle (first checks, connection), then measure.
     std::thread::sleep(Duration::from_secs(12));
+    let frozen = std::fs::read_to_string(&pidfile).ok();
+    if let Some(p) = &frozen {
+        Command::new("kill")
+            .args(["-STOP", p.trim()])
+            .status()
+            .unwrap();
+    }
     let (_, t0) = usage(pid);
     let start = Instant::now();
     let mut peak = 0;
@@ -136,23 +239,46 @@ fn main() {
     }
     let (rss, t1) = usage(pid);
     let cpu = (t1 - t0) as f64 / 100.0 / start.elapsed().as_secs_f64();
-    println!(
-        "medic-agent, 20 jobs (heartbeat files, cmdline processes, probes), check every 10 s, over {secs} s:"
-    );
-    println!(
-        "  RSS {:.2} MiB (peak {:.2} MiB), CPU {:.3}% of one core (agent and its probe children)",
-        rss as f64 / 1024.0,
-        peak as f64 / 1024.0,
-        cpu * 100.0
-    );
+    let outcome = hooks.then(|| last_outcome(rt, addr));
     let _ = agent.kill();
     let _ = agent.wait();
     for mut c in keep {
         let _ = c.kill();
         let _ = c.wait();
     }
+    if let Ok(p) = std::fs::read_to_string(&pidfile) {
+        let _ = Command::new("kill").args(["-KILL", p.trim()]).status();
+    }
+    Measured {
+        rss,
+        peak,
+        cpu,
+        outcome,
+    }
+}
+
+/// How the last permit in the coordinator's history ended, in its words.
+fn last_outcome(rt: &tokio::runtime::Runtime, addr: &str) -> String {
     rt.block_on(async {
-        let _ = control.send(Control::Shutdown).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    });
+        let mut admin =
+            medic_proto::pb::v1::admin_client::AdminClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap();
+        let events = admin
+            .get_history(medic_proto::pb::v1::GetHistoryRequest {
+                kinds: vec![medic_proto::pb::v1::EventKind::Outcome.into()],
+                newest_first: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        match events.first().and_then(|e| e.payload.clone()) {
+            Some(medic_proto::pb::v1::event::Payload::PermitEnded(end)) => {
+                format!("{:?}: {}", end.state(), end.detail)
+            }
+            _ => "none ended within the window".to_owned(),
+        }
+    })
 }
