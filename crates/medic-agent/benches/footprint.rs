@@ -147,7 +147,13 @@ fn measure(
     for i in 0..20 {
         let hb = d.join(format!("job{i}.hb"));
         std::fs::write(&hb, "").unwrap();
-        write!(jobs, "[[jobs]]\nname = \"job{i}\"\n{extra}").unwrap();
+        // A restart must have something to act on (check-config refuses a
+        // job whose restart could change nothing); none runs here.
+        write!(
+            jobs,
+            "[[jobs]]\nname = \"job{i}\"\n{extra}[jobs.restart]\ncommand = [\"true\"]\n"
+        )
+        .unwrap();
         match i % 3 {
             0 => write!(
                 jobs,
@@ -215,9 +221,9 @@ fn measure(
     let mut agent = Command::new(env!("CARGO_BIN_EXE_medic-agent"))
         .args(["run", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let pid = agent.id();
@@ -229,6 +235,9 @@ fn measure(
             .args(["-STOP", p.trim()])
             .status()
             .unwrap();
+    }
+    if let Ok(Some(status)) = agent.try_wait() {
+        panic!("the agent exited during settling ({status}): see its log above");
     }
     let (_, t0) = usage(pid);
     let start = Instant::now();
