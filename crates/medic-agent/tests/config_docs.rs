@@ -196,6 +196,8 @@ fn sample(key: &str) -> Option<&'static str> {
     Some(match key {
         // coordinator.toml
         "notify.webhooks[].url" => r#""https://hooks.example.net/medic""#,
+        "notify.webhooks[].headers.<name>" => r#"{ file = "@FIXTURE@/token" }"#,
+        "notify.webhooks[].hmac_secret_file" => r#""@FIXTURE@/token""#,
         "breaker.domains.<label>.unhealthy_percent" => "50",
         "limits.<action>.windows[].days" => r#"["sat", "sun"]"#,
         "limits.<action>.windows[].start" => r#""22:00""#,
@@ -356,11 +358,15 @@ enum Node {
 }
 
 /// Assignments of (key path with placeholders, TOML value) as one TOML
-/// document, with `<action>` as `action` and `<label>` as `rack`.
+/// document, with `<action>` as `action`, `<label>` as `rack` and `<name>`
+/// (a header) as `Authorization`.
 fn document(assignments: &[(String, String)], action: &str) -> String {
     let mut root = BTreeMap::new();
     for (key, value) in assignments {
-        let key = key.replace("<action>", action).replace("<label>", "rack");
+        let key = key
+            .replace("<action>", action)
+            .replace("<label>", "rack")
+            .replace("<name>", "Authorization");
         let segs: Vec<&str> = key.split('.').collect();
         set(&mut root, &segs, value, &key);
     }
@@ -612,6 +618,11 @@ fn normalise(path: &str) -> String {
         } else {
             segs[i - 1].trim_end_matches("[]")
         };
+        // A header's value (a string, or `{ file = ... }`) is one key.
+        if prev == "headers" {
+            out.push("<name>");
+            break;
+        }
         out.push(match prev {
             "limits" => "<action>",
             "groups" | "domains" | "labels" => "<label>",

@@ -370,15 +370,50 @@ async fn deliver(
     }
 }
 
+/// The header that carries the body's HMAC-SHA256 signature.
+pub const SIGNATURE_HEADER: &str = "x-medic-signature";
+
+/// The header that carries the time the signature was made (Unix seconds).
+pub const TIMESTAMP_HEADER: &str = "x-medic-timestamp";
+
+/// The signature of `body` sent at `timestamp` (Unix seconds) under `key`:
+/// `sha256=` and the hex HMAC-SHA256 of `TIMESTAMP.BODY`. Signing the time
+/// with the body lets a receiver refuse an old request replayed.
+pub fn signature(key: &[u8], timestamp: u64, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(timestamp.to_string().as_bytes());
+    ctx.update(b".");
+    ctx.update(body);
+    let tag = ctx.sign();
+    let mut out = String::from("sha256=");
+    for b in tag.as_ref() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
 async fn post(client: &HttpClient, hook: &Webhook, body: Bytes) -> Result<(), String> {
-    let req = hyper::Request::post(&hook.url)
+    let mut req = hyper::Request::post(&hook.url)
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(
             hyper::header::USER_AGENT,
             concat!("medic-coordinator/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
+        );
+    for (name, value) in &hook.headers {
+        req = req.header(name, value.expose());
+    }
+    if let Some(key) = &hook.hmac_key {
+        // Each attempt is signed afresh, so a retry is not refused as old.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        req = req
+            .header(TIMESTAMP_HEADER, now)
+            .header(SIGNATURE_HEADER, signature(key.expose(), now, &body));
+    }
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
     match tokio::time::timeout(hook.timeout, client.request(req)).await {
         Err(_) => Err(format!(
             "no answer within {}",

@@ -298,3 +298,184 @@ async fn http_get_metrics(addr: SocketAddr) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+/// A webhook receiver that keeps each request's headers and raw body.
+async fn raw_receiver() -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<(axum::http::HeaderMap, axum::body::Bytes)>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send((headers, body));
+                    "ok"
+                }
+            },
+        ),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, rx)
+}
+
+/// A file only its owner can read, as tokens and keys must be.
+fn secret_file(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// The receiver's check from docs/configuration.md, as written there.
+fn documented_check() -> String {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md"),
+    )
+    .unwrap();
+    let (_, rest) = doc.split_once("<!-- webhook-check:start -->").unwrap();
+    let (block, _) = rest.split_once("<!-- webhook-check:end -->").unwrap();
+    block
+        .lines()
+        .filter(|l| !l.starts_with("```"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_carry_configured_headers_and_a_signature_the_documented_check_accepts() {
+    let (addr, mut rx) = raw_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = secret_file(dir.path(), "auth", "Bearer s3cr3t-token-for-the-receiver\n");
+    let key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let key_file = secret_file(dir.path(), "hmac", &format!("{key}\n"));
+    let toml = with_webhook(
+        &format!("http://{addr}/hook"),
+        &format!(
+            "hmac_secret_file = {:?}\nheaders = {{ Authorization = {{ file = {:?} }}, \"X-Team\" = \"sre\" }}",
+            key_file.display().to_string(),
+            auth.display().to_string()
+        ),
+    );
+    let server = TestServer::start(dir.path(), &toml).await;
+    let mut admin = server.admin().await;
+    admin
+        .pause(pb::PauseRequest {
+            reason: "change freeze".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        headers["authorization"],
+        "Bearer s3cr3t-token-for-the-receiver"
+    );
+    assert_eq!(headers["x-team"], "sre");
+    let ts = headers["x-medic-timestamp"].to_str().unwrap().to_owned();
+    let sig = headers["x-medic-signature"].to_str().unwrap().to_owned();
+    // HMAC-SHA256 of "TIMESTAMP.BODY" under the key, checked independently.
+    let hex = sig.strip_prefix("sha256=").unwrap();
+    let tag: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let mut signed = format!("{ts}.").into_bytes();
+    signed.extend_from_slice(&body);
+    ring::hmac::verify(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_bytes()),
+        &signed,
+        &tag,
+    )
+    .expect("the signature verifies");
+    let age = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - ts.parse::<u64>().unwrap();
+    assert!(age <= 10, "{age}");
+
+    // The documented shell check accepts it, and refuses a changed body.
+    std::fs::write(dir.path().join("body.json"), &body).unwrap();
+    let script =
+        documented_check().replace("/etc/medic/webhook-hmac", &key_file.display().to_string());
+    let check = |dir: &std::path::Path| {
+        std::process::Command::new("bash")
+            .args(["-c", &script])
+            .current_dir(dir)
+            .env("TS", &ts)
+            .env("SIG", &sig)
+            .output()
+            .unwrap()
+    };
+    let out = check(dir.path());
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("signed by medic"),
+        "{out:?}"
+    );
+    std::fs::write(dir.path().join("body.json"), b"{\"kind\":\"forged\"}").unwrap();
+    let out = check(dir.path());
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stdout).contains("bad signature"),
+        "{out:?}"
+    );
+    server.stop().await.unwrap();
+}
+
+#[test]
+fn webhook_headers_and_keys_are_validated_naming_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    std::fs::write(&open, "Bearer x").unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let short = secret_file(dir.path(), "short", "abc");
+    for (extra, want) in [
+        (
+            "headers = { \"Bad Name\" = \"x\" }".to_owned(),
+            "notify.webhooks[0].headers.Bad Name: \"Bad Name\" is not a valid HTTP header name",
+        ),
+        (
+            "headers = { \"X-Medic-Signature\" = \"x\" }".to_owned(),
+            "notify.webhooks[0].headers.X-Medic-Signature: X-Medic-Signature is set by medic itself",
+        ),
+        (
+            "headers = { \"X-Team\" = \"a\\nb\" }".to_owned(),
+            "notify.webhooks[0].headers.X-Team: must be a non-empty header value",
+        ),
+        (
+            format!(
+                "headers = {{ Authorization = {{ file = {:?} }} }}",
+                open.display().to_string()
+            ),
+            "notify.webhooks[0].headers.Authorization:",
+        ),
+        (
+            format!("hmac_secret_file = {:?}", short.display().to_string()),
+            "an HMAC key must be at least 32 bytes",
+        ),
+    ] {
+        let toml = format!("[[notify.webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\n{extra}\n");
+        let e = medic_coordinator::CoordinatorConfig::from_toml(&toml)
+            .expect_err(&extra)
+            .to_string();
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+    // A world-readable token file is refused with the mode and the fix.
+    let toml = format!(
+        "[[notify.webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nheaders = {{ Authorization = {{ file = {:?} }} }}\n",
+        open.display().to_string()
+    );
+    let e = medic_coordinator::CoordinatorConfig::from_toml(&toml)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("0644") || e.contains("644"), "{e}");
+}

@@ -39,7 +39,8 @@ use tls::{RawTls, check_transport};
 pub use audit::{AuditConfig, MAX_DENIAL_SAMPLE_INTERVAL};
 pub use fleet::{FLEET_SECTIONS, FleetConfig};
 pub use notify::{
-    MAX_WEBHOOK_ATTEMPTS, MAX_WEBHOOK_TIMEOUT, NotifyConfig, NotifyKind, Webhook, WebhookFormat,
+    MAX_WEBHOOK_ATTEMPTS, MAX_WEBHOOK_TIMEOUT, MIN_HMAC_KEY, NotifyConfig, NotifyKind, Secret,
+    Webhook, WebhookFormat,
 };
 pub use reload::{ConfigSource, FileSource, load_blocking};
 pub use server::{

@@ -1,6 +1,8 @@
 //! `[notify]`: the webhooks told about what an on-call person must know,
 //! and the kinds of notification.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use medic_policy::config::{Errors, MAX_COUNT};
@@ -21,6 +23,23 @@ struct RawWebhook {
     events: Option<Vec<String>>,
     timeout: Option<String>,
     max_attempts: Option<i64>,
+    headers: BTreeMap<String, RawHeaderValue>,
+    hmac_secret_file: Option<String>,
+}
+
+/// A header's value: written in the config (not secret), or read from a
+/// file (a token).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum RawHeaderValue {
+    Value(String),
+    File { file: String },
+}
+
+impl Default for RawHeaderValue {
+    fn default() -> Self {
+        RawHeaderValue::Value(String::new())
+    }
 }
 
 /// `[notify]`: webhooks told about what an on-call person must know.
@@ -105,6 +124,59 @@ pub struct Webhook {
     pub timeout: Duration,
     /// Attempts before a notification is dropped. Default 5.
     pub max_attempts: u32,
+    /// Headers sent with every request (an `Authorization` token, say),
+    /// values written in the config or read from files.
+    pub headers: Vec<(hyper::header::HeaderName, Secret)>,
+    /// The key that signs every body (`X-Medic-Signature`), read from a
+    /// file.
+    pub hmac_key: Option<Secret>,
+}
+
+/// A value that may be secret: compared, never shown (`Debug` names where
+/// it came from, not what it is).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    value: Vec<u8>,
+    /// The file it was read from, if it was.
+    from: Option<PathBuf>,
+}
+
+impl Secret {
+    /// The value.
+    pub fn expose(&self) -> &[u8] {
+        &self.value
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.from {
+            Some(p) => write!(f, "Secret(from {})", p.display()),
+            None => write!(f, "Secret({} bytes)", self.value.len()),
+        }
+    }
+}
+
+/// The shortest HMAC key: 32 bytes, as long as the SHA-256 output.
+pub const MIN_HMAC_KEY: usize = 32;
+
+/// Reads a secret from `file` (mode 0600 or stricter, or root-owned and
+/// 0640), trimmed of surrounding whitespace.
+fn secret_from(errs: &mut Errors, path: &str, file: &str) -> Option<Secret> {
+    let p = PathBuf::from(file);
+    match medic_proto::secret_file::read(&p) {
+        Err(e) => {
+            errs.push(path, e);
+            None
+        }
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            Some(Secret {
+                value: text.trim().as_bytes().to_vec(),
+                from: Some(p),
+            })
+        }
+    }
 }
 
 /// The longest `notify.webhooks[].timeout`: 5 minutes.
@@ -195,12 +267,68 @@ impl RawWebhook {
             1,
             MAX_WEBHOOK_ATTEMPTS,
         );
+        let mut headers = Vec::new();
+        for (name, raw) in &self.headers {
+            let at = format!("{path}.headers.{name}");
+            let Ok(header) = hyper::header::HeaderName::from_bytes(name.as_bytes()) else {
+                errs.push(&at, format!("{name:?} is not a valid HTTP header name"));
+                continue;
+            };
+            let reserved = [
+                hyper::header::CONTENT_TYPE,
+                hyper::header::CONTENT_LENGTH,
+                hyper::header::HOST,
+                hyper::header::USER_AGENT,
+            ];
+            if reserved.contains(&header) || name.to_ascii_lowercase().starts_with("x-medic-") {
+                errs.push(
+                    &at,
+                    format!("{name} is set by medic itself (Content-Type, Content-Length, Host, User-Agent, X-Medic-*)"),
+                );
+                continue;
+            }
+            let value = match raw {
+                RawHeaderValue::Value(v) => Some(Secret {
+                    value: v.as_bytes().to_vec(),
+                    from: None,
+                }),
+                RawHeaderValue::File { file } => secret_from(errs, &at, file),
+            };
+            let Some(value) = value else { continue };
+            if value.value.is_empty()
+                || hyper::header::HeaderValue::from_bytes(&value.value).is_err()
+            {
+                errs.push(
+                    &at,
+                    "must be a non-empty header value: visible ASCII and spaces, no line breaks",
+                );
+                continue;
+            }
+            headers.push((header, value));
+        }
+        let hmac_key = self.hmac_secret_file.as_deref().and_then(|f| {
+            let at = format!("{path}.hmac_secret_file");
+            let key = secret_from(errs, &at, f)?;
+            if key.value.len() < MIN_HMAC_KEY {
+                errs.push(
+                    &at,
+                    format!(
+                        "{f}: an HMAC key must be at least {MIN_HMAC_KEY} bytes (for example \
+                         `openssl rand -hex 32`)"
+                    ),
+                );
+                return None;
+            }
+            Some(key)
+        });
         Some(Webhook {
             url: url?,
             format,
             events,
             timeout,
             max_attempts,
+            headers,
+            hmac_key,
         })
     }
 }
