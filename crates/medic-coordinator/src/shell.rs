@@ -73,9 +73,17 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
         }
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(medic_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Reflection in both versions: grpcurl and current tools speak v1;
+        // grpcio-reflection's client and older tools only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(medic_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(|e| RunError::Serve(format!("reflection: {e}")))?;
+        let reflection = reflection()
             .build_v1()
             .map_err(|e| RunError::Serve(format!("reflection: {e}")))?;
         let (stop, stopped) = watch::channel(false);
@@ -133,6 +141,7 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
                     .layer(CallLayer::new(metrics.clone()))
                     .add_service(health_service)
                     .add_service(reflection)
+                    .add_service(reflection_v1alpha)
                     .add_service(services.agents.clone())
                     .add_service(services.admins.clone())
                     .serve_with_incoming_shutdown(ReceiverStream::new(incoming), async move {

@@ -888,6 +888,51 @@ async fn reflection_lists_both_services_and_health() {
     server.stop().await.unwrap();
 }
 
+/// Older reflection clients (grpcio-reflection's, for one) speak only
+/// v1alpha: they list the same services.
+#[tokio::test]
+async fn reflection_v1alpha_lists_both_services_too() {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), FAST).await;
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let list = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let describe = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "medic.v1.Admin".into(),
+        )),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![list, describe]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reply {reply:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in ["medic.v1.Remediation", "medic.v1.Admin"] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    let reply = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+        panic!("unexpected reply {reply:?}");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_dry_run_outcome_for_an_enforce_permit_is_failed_precondition() {
     let dir = tempfile::tempdir().unwrap();
