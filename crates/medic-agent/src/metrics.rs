@@ -8,7 +8,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Labels: a denial reason.
@@ -148,7 +147,7 @@ impl AgentMetrics {
         }
     }
 
-    /// The text exposition format.
+    /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -156,36 +155,86 @@ impl AgentMetrics {
     }
 }
 
-/// Serves `GET /metrics` (and `/healthz`) on `listener` until dropped: a
-/// minimal HTTP/1.1 responder, so the agent carries no HTTP server stack.
+/// Serves `/metrics` (in the format the scraper's `Accept` asks for:
+/// OpenMetrics or the classic text format) and `/healthz` on `listener`,
+/// HTTP/1.1 with hyper, until dropped. GET and HEAD only; any other path is
+/// 404.
 pub async fn serve(listener: TcpListener, metrics: Arc<AgentMetrics>) {
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
+        let Ok((sock, _)) = listener.accept().await else {
             continue;
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n =
-                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
-                    .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if head.starts_with("GET /metrics") {
-                ("200 OK", metrics.encode())
-            } else if head.starts_with("GET /healthz") {
-                ("200 OK", "ok\n".to_owned())
-            } else {
-                ("404 Not Found", "not found\n".to_owned())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
+            let service = hyper::service::service_fn(move |req| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&req, &metrics)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(5))
+                .serve_connection(hyper_util::rt::TokioIo::new(sock), service);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
         });
+    }
+}
+
+fn respond<B>(
+    req: &hyper::Request<B>,
+    metrics: &AgentMetrics,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    use hyper::{Method, StatusCode, header};
+    let reply = |status: StatusCode, content_type: &str, body: String| {
+        let len = body.len();
+        let body = if req.method() == Method::HEAD {
+            String::new()
+        } else {
+            body
+        };
+        let mut resp = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        if let Ok(v) = header::HeaderValue::from_str(content_type) {
+            h.insert(header::CONTENT_TYPE, v);
+        }
+        h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
+        resp
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "only GET and HEAD\n".to_owned(),
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let format = medic_proto::exposition::Format::negotiate(accept);
+            let mut resp = reply(
+                StatusCode::OK,
+                format.content_type(),
+                format.render(metrics.encode()),
+            );
+            resp.headers_mut()
+                .insert(header::VARY, header::HeaderValue::from_static("Accept"));
+            resp
+        }
+        "/healthz" => reply(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "ok\n".to_owned(),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found: try /metrics or /healthz\n".to_owned(),
+        ),
     }
 }

@@ -410,13 +410,22 @@ struct HttpState {
     ticked: Arc<Ticked>,
 }
 
-async fn metrics_handler(State(s): State<HttpState>) -> impl IntoResponse {
+/// `/metrics` in the format the scraper's `Accept` asks for: OpenMetrics
+/// or the classic text format (`medic_proto::exposition`).
+async fn metrics_handler(
+    State(s): State<HttpState>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = medic_proto::exposition::Format::negotiate(accept);
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
+        [
+            (axum::http::header::CONTENT_TYPE, format.content_type()),
+            (axum::http::header::VARY, "Accept"),
+        ],
+        format.render(s.metrics.encode()),
     )
 }
 

@@ -16,6 +16,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod exposition;
 pub mod limits;
 pub mod logs;
 pub mod metadata;
