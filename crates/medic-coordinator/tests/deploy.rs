@@ -101,19 +101,41 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
     }
 }
 
+/// The text exposition of every metric family medic exports: the
+/// coordinator's and the agent's (`medic_agent_*`).
+fn exported() -> String {
+    use medic_agent::metrics::{ActionLabels, AgentMetrics, HookLabels, ReasonLabel};
+    let mut all = medic_coordinator::metrics::Metrics::new().encode();
+    // A labelled family shows only once it has a series.
+    let agent = AgentMetrics::new();
+    let _ = agent.permit_denials.get_or_create(&ReasonLabel {
+        reason: "paused".to_owned(),
+    });
+    let _ = agent.actions.get_or_create(&ActionLabels {
+        action: "restart_job".to_owned(),
+        outcome: "succeeded".to_owned(),
+    });
+    let _ = agent.hooks.get_or_create(&HookLabels {
+        hook: "pre".to_owned(),
+        result: "ok".to_owned(),
+    });
+    all.push_str(&agent.encode());
+    all
+}
+
 #[test]
-fn alert_rules_use_only_metrics_the_coordinator_exports() {
-    let exported = medic_coordinator::metrics::Metrics::new().encode();
+fn alert_rules_use_only_metrics_medic_exports() {
+    let exported = exported();
     let rules = std::fs::read_to_string(rules_dir().join("medic-rules.yaml")).unwrap();
     let mut checked = 0;
     for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-        if !word.starts_with("medic_") || word.starts_with("medic_agent_") {
+        if !word.starts_with("medic_") {
             continue;
         }
         let family = word.strip_suffix("_total").unwrap_or(word);
         assert!(
             exported.contains(&format!("# TYPE {family} ")),
-            "the rules use {word}, which the coordinator does not export"
+            "the rules use {word}, which neither the coordinator nor the agent exports"
         );
         checked += 1;
     }
@@ -147,13 +169,16 @@ fn every_alert_has_a_runbook_section() {
     }
 }
 
-#[test]
-fn grafana_dashboard_queries_only_exported_metrics() {
+fn dashboard() -> serde_json::Value {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/medic-dashboard.json");
-    let dash: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let exported = medic_coordinator::metrics::Metrics::new().encode();
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn grafana_dashboard_queries_only_exported_metrics() {
+    let dash = dashboard();
+    let exported = exported();
     let panels = dash["panels"].as_array().expect("panels");
     assert!(panels.len() >= 10);
     let mut metrics = 0;
@@ -162,7 +187,7 @@ fn grafana_dashboard_queries_only_exported_metrics() {
         for t in p["targets"].as_array().expect("targets") {
             let expr = t["expr"].as_str().expect("expr");
             for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-                if !word.starts_with("medic_") || word.starts_with("medic_agent_") {
+                if !word.starts_with("medic_") {
                     continue;
                 }
                 let family = word
@@ -171,7 +196,7 @@ fn grafana_dashboard_queries_only_exported_metrics() {
                     .unwrap_or(word);
                 assert!(
                     exported.contains(&format!("# TYPE {family} ")),
-                    "panel {:?} queries {word}, which the coordinator does not export",
+                    "panel {:?} queries {word}, which neither the coordinator nor the agent exports",
                     p["title"]
                 );
                 metrics += 1;
@@ -179,4 +204,97 @@ fn grafana_dashboard_queries_only_exported_metrics() {
         }
     }
     assert!(metrics >= 15, "{metrics}");
+}
+
+/// The metric selectors in a PromQL expression: each `medic_*` name with
+/// its label matchers ("" when it has none).
+fn selectors(expr: &str) -> Vec<(&str, &str)> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut found = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("medic_") {
+        let at_start = rest[..i].chars().next_back().is_none_or(|c| !word(c));
+        let tail = &rest[i..];
+        let end = tail.find(|c: char| !word(c)).unwrap_or(tail.len());
+        let (name, after) = tail.split_at(end);
+        let matchers = after
+            .strip_prefix('{')
+            .and_then(|m| m.split_once('}'))
+            .map_or("", |(m, _)| m);
+        if at_start {
+            found.push((name, matchers));
+        }
+        rest = &tail[end..];
+    }
+    found
+}
+
+#[test]
+fn grafana_dashboard_filters_every_query_on_the_instance_variable() {
+    // The check itself: a selector without the filter is seen as such.
+    assert_eq!(
+        selectors(r#"sum(rate(medic_x_total[5m])) / medic_y{instance=~"$instance"}"#),
+        [
+            ("medic_x_total", ""),
+            ("medic_y", r#"instance=~"$instance""#)
+        ]
+    );
+    let dash = dashboard();
+    let exported = exported();
+    let vars = dash["templating"]["list"].as_array().expect("templating");
+    let var = vars
+        .iter()
+        .find(|v| v["name"] == "instance")
+        .expect("an `instance` variable");
+    assert_eq!(var["type"], "query");
+    assert_eq!(var["multi"], true);
+    assert_eq!(var["includeAll"], true);
+    // All as a regex of every listed instance would grow with the fleet,
+    // and leave out hosts that appear after the dashboard was loaded.
+    assert_eq!(var["allValue"], ".*");
+    let query = var["query"].as_str().expect("query");
+    assert!(
+        query.starts_with("label_values(") && query.ends_with(", instance)"),
+        "{query}"
+    );
+    let listed = selectors(query);
+    assert!(!listed.is_empty(), "{query}");
+    for (name, _) in listed {
+        assert!(
+            exported.contains(&format!("# TYPE {name} ")),
+            "the instance variable lists {name}, which medic does not export"
+        );
+    }
+
+    let filter = r#"instance=~"$instance""#;
+    let mut panels: Vec<&serde_json::Value> =
+        dash["panels"].as_array().expect("panels").iter().collect();
+    let mut checked = 0;
+    while let Some(p) = panels.pop() {
+        // A collapsed row holds its panels.
+        if let Some(inner) = p["panels"].as_array() {
+            panels.extend(inner);
+        }
+        let Some(targets) = p["targets"].as_array() else {
+            continue;
+        };
+        for t in targets {
+            let expr = t["expr"].as_str().expect("expr");
+            let found = selectors(expr);
+            assert!(
+                !found.is_empty(),
+                "panel {:?} queries no medic metric: {expr}",
+                p["title"]
+            );
+            for (name, matchers) in found {
+                assert!(
+                    matchers.split(',').any(|m| m.trim() == filter),
+                    "panel {:?}: {name} in {expr} is not filtered on {filter}",
+                    p["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 25, "{checked}");
 }
