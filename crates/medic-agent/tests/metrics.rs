@@ -10,49 +10,10 @@ use std::sync::Arc;
 
 use medic_agent::metrics::{ActionLabels, AgentMetrics, ReasonLabel};
 
-/// One HTTP/1.1 request; the head and the body of the answer.
-pub async fn http(addr: SocketAddr, method: &str, path: &str, accept: Option<&str>) -> (String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
-    s.write_all(
-        format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{accept}Connection: close\r\n\r\n")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    (head.to_owned(), body.to_owned())
-}
-
-/// Runs `python3 -c SCRIPT` with `text` on stdin; its stdout.
-fn python(script: &str, text: &str) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Family names and types as the Python client's classic text parser and
-/// its OpenMetrics parser see them.
-const FAMILIES: &str = "import sys\n\
-from prometheus_client.parser import text_string_to_metric_families as classic\n\
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as om\n\
-parse = om if sys.argv[-1] == 'om' else classic\n\
-for f in parse(sys.stdin.read()):\n    print(f.name, f.type, len(f.samples))\n";
+use medic_coordinator::testing::{http_request as http, promtool_check_metrics, python_families};
 
 fn families(text: &str, format: &str) -> String {
-    python(&FAMILIES.replace("sys.argv[-1]", &format!("{format:?}")), text)
+    python_families(text, format == "om")
 }
 
 async fn serving() -> SocketAddr {
@@ -83,10 +44,14 @@ async fn metrics_are_classic_text_by_default_and_openmetrics_when_asked() {
     let (head, classic) = http(addr, "GET", "/metrics", Some("text/plain;version=0.0.4")).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
-        head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"),
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    assert!(classic.contains("# TYPE medic_agent_actions_total counter"), "{classic}");
+    assert!(
+        classic.contains("# TYPE medic_agent_actions_total counter"),
+        "{classic}"
+    );
     assert!(!classic.contains("# EOF"), "{classic}");
     let (_, plain) = http(addr, "GET", "/metrics", None).await;
     assert_eq!(plain, classic);
@@ -113,30 +78,16 @@ async fn metrics_are_classic_text_by_default_and_openmetrics_when_asked() {
         "medic_agent_jobs_stuck gauge 1",
     ] {
         assert!(c.lines().any(|l| l == want), "classic: no {want:?} in\n{c}");
-        assert!(o.lines().any(|l| l == want), "openmetrics: no {want:?} in\n{o}");
+        assert!(
+            o.lines().any(|l| l == want),
+            "openmetrics: no {want:?} in\n{o}"
+        );
     }
     assert!(!c.contains(" unknown "), "{c}");
     assert_eq!(c.lines().count(), o.lines().count(), "{c}\n{o}");
 
     // promtool reads the classic format and finds nothing to complain of.
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(classic.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check_metrics(&classic);
 }
 
 #[tokio::test]
@@ -148,8 +99,14 @@ async fn head_is_answered_and_unknown_paths_and_methods_are_refused() {
     let (head, _) = http(addr, "GET", "/metricsXYZ", None).await;
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     let (head, body) = http(addr, "GET", "/healthz", None).await;
-    assert!(head.starts_with("HTTP/1.1 200") && body == "ok\n", "{head}{body}");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && body == "ok\n",
+        "{head}{body}"
+    );
     let (head, _) = http(addr, "POST", "/metrics", None).await;
     assert!(head.starts_with("HTTP/1.1 405"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("allow: get, head"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("allow: get, head"),
+        "{head}"
+    );
 }

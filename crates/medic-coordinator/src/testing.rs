@@ -325,6 +325,83 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     out
 }
 
+/// An HTTP/1.1 request over loopback with an optional `Accept` header: the
+/// head and the body of the answer.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    accept: Option<&str>,
+) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{accept}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (head.to_owned(), body.to_owned())
+}
+
+fn piped(program: &str, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The metric families in exposition `text` as the Python client's parser
+/// reads it (its OpenMetrics parser with `openmetrics`, its classic text
+/// parser otherwise): one `NAME TYPE SAMPLES` line per family.
+pub fn python_families(text: &str, openmetrics: bool) -> String {
+    let module = if openmetrics {
+        "prometheus_client.openmetrics.parser"
+    } else {
+        "prometheus_client.parser"
+    };
+    let script = format!(
+        "import sys\nfrom {module} import text_string_to_metric_families as parse\n\
+         for f in parse(sys.stdin.read()):\n    print(f.name, f.type, len(f.samples))\n"
+    );
+    let out = piped("python3", &["-c", &script], text);
+    assert!(
+        out.status.success(),
+        "the Python client cannot parse it: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `promtool check metrics` on classic exposition `text`: panics with its
+/// complaints, if any.
+pub fn promtool_check_metrics(text: &str) {
+    let out = piped("promtool", &["check", "metrics"], text);
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Reads a raw TCP connection until the server closes it: `true` if it did
 /// within `limit`.
 pub async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {

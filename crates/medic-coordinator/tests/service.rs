@@ -888,6 +888,72 @@ async fn reflection_lists_both_services_and_health() {
     server.stop().await.unwrap();
 }
 
+/// `/metrics` answers what the scraper asks for, and Prometheus' own
+/// tools read both answers: one family per metric, none typed unknown.
+#[tokio::test]
+async fn metrics_are_negotiated_and_read_cleanly_by_promtool_and_the_python_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut agent, _) = ready(dir.path(), FAST, &["h1", "h2"]).await;
+    granted(request(&mut agent, "h1", RestartJob, "a").await);
+    let addr = server.metrics_addr;
+    let (head, classic) =
+        http_request(addr, "GET", "/metrics", Some("text/plain;version=0.0.4")).await;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(
+        classic.contains("# TYPE medic_decisions_total counter")
+            && classic
+                .contains("medic_decisions_total{action=\"restart_job\",outcome=\"granted\"} 1"),
+        "{classic}"
+    );
+    let (head, om) = http_request(
+        addr,
+        "GET",
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+    )
+    .await;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    let c = python_families(&classic, false);
+    let o = python_families(&om, true);
+    let decisions: Vec<&str> = c
+        .lines()
+        .filter(|l| l.starts_with("medic_decisions "))
+        .collect();
+    assert_eq!(
+        decisions.len(),
+        1,
+        "one family for medic_decisions_total:\n{c}"
+    );
+    assert!(decisions[0].starts_with("medic_decisions counter"), "{c}");
+    assert!(!c.contains(" unknown "), "families typed unknown:\n{c}");
+    let names = |t: &str| {
+        t.lines()
+            .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&c),
+        names(&o),
+        "the two formats hold the same families"
+    );
+    promtool_check_metrics(&classic);
+    let (head, body) = http_request(addr, "HEAD", "/metrics", None).await;
+    assert!(
+        head.starts_with("HTTP/1.1 200") && body.is_empty(),
+        "{head}"
+    );
+    server.stop().await.unwrap();
+}
+
 /// Older reflection clients (grpcio-reflection's, for one) speak only
 /// v1alpha: they list the same services.
 #[tokio::test]
