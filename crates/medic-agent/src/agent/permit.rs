@@ -198,7 +198,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                             })
                             .inc();
                         tracing::info!(
-                            job = %name, %action, reason = %d.reason, message = %d.message,
+                            job = %name, %action, reason = %d.reason, denial = %d.message,
                             retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs())),
                             "permit denied; leaving the job alone"
                         );
