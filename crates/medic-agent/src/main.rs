@@ -60,6 +60,21 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Print a shell completion script (bash, zsh or fish), for example
+    /// `medic-agent completions bash > /etc/bash_completion.d/medic-agent`. The Debian
+    /// package installs them.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (medic-agent.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -96,6 +111,8 @@ fn main() -> ExitCode {
             config,
             state_dir,
         } => reset_job(&job, &config, state_dir),
+        Command::Completions { shell } => docs(Some(shell), None),
+        Command::Man { out } => docs(None, Some(&out)),
         Command::Run { config, log_format } => {
             medic_proto::logs::init(matches!(log_format, LogFormat::Json));
             let cfg = match AgentConfig::load(&config) {
@@ -174,6 +191,31 @@ fn reset_job(job: &str, config: &Path, state_dir: Option<PathBuf>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `completions SHELL` and `man --out DIR`: what the Debian package
+/// installs, generated from this command line's own definition.
+fn docs(shell: Option<clap_complete::Shell>, out: Option<&Path>) -> ExitCode {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let result = match (shell, out) {
+        (Some(shell), _) => std::io::stdout().write_all(&medic_proto::clidocs::completion(
+            Cli::command(),
+            "medic-agent",
+            shell,
+        )),
+        (None, Some(dir)) => {
+            medic_proto::clidocs::write_man_pages(Cli::command(), "medic-agent", dir).map(|_| ())
+        }
+        (None, None) => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("medic-agent: {e}");
             ExitCode::FAILURE
         }
     }

@@ -305,6 +305,10 @@ Examples:
   medicctl completions zsh > \"${fpath[1]}/_medicctl\""
     )]
     Completions(CompletionsArgs),
+
+    /// Write the man pages (medicctl.1 and one per subcommand) into a directory
+    #[command(hide = true)]
+    Man(ManArgs),
 }
 
 /// `medicctl pause`.
@@ -495,6 +499,14 @@ pub struct CompletionsArgs {
     /// The shell
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// `medicctl man` (hidden: the Debian package runs it at build time).
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Where to write them (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: std::path::PathBuf,
 }
 
 /// A remediation kind, as typed on the command line.

@@ -38,17 +38,21 @@ use crate::commands::Ctx;
 
 /// Runs one medicctl command, writing its output to `out`.
 ///
-/// `completions` needs no coordinator; every other command connects first,
+/// `completions` and `man` need no coordinator; every other command connects first,
 /// so an unreachable coordinator fails before anything is printed.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
     let Cli { global, command } = cli;
-    if let Command::Completions(a) = command {
-        // Generated into memory first: clap_complete panics on a failed
-        // write, and a closed pipe is not worth a panic.
-        let mut script = Vec::new();
-        clap_complete::generate(a.shell, &mut Cli::command(), "medicctl", &mut script);
-        out.write_all(&script)?;
+    if let Command::Completions(a) = &command {
+        out.write_all(&medic_proto::clidocs::completion(
+            Cli::command(),
+            "medicctl",
+            a.shell,
+        ))?;
         out.flush()?;
+        return Ok(());
+    }
+    if let Command::Man(a) = &command {
+        medic_proto::clidocs::write_man_pages(Cli::command(), "medicctl", &a.out)?;
         return Ok(());
     }
     let conn = Target::from_args(&global).connect().await?;

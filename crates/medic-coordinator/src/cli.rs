@@ -78,6 +78,21 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print a shell completion script (bash, zsh or fish), for example
+    /// `medic-coordinator completions bash > /etc/bash_completion.d/medic-coordinator`. The Debian
+    /// package installs them.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (medic-coordinator.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// `medic-coordinator config ...`: the fleet-wide configuration of
@@ -148,6 +163,34 @@ impl Cli {
                 force,
             }),
             Command::Run { config, log_format } => serve_command(config, log_format),
+            Command::Completions { shell } => docs(Some(shell), None),
+            Command::Man { out } => docs(None, Some(&out)),
+        }
+    }
+}
+
+/// `completions SHELL` and `man --out DIR`: what the Debian package
+/// installs, generated from this command line's own definition.
+fn docs(shell: Option<clap_complete::Shell>, out: Option<&Path>) -> ExitCode {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let result = match (shell, out) {
+        (Some(shell), _) => std::io::stdout().write_all(&medic_proto::clidocs::completion(
+            Cli::command(),
+            "medic-coordinator",
+            shell,
+        )),
+        (None, Some(dir)) => {
+            medic_proto::clidocs::write_man_pages(Cli::command(), "medic-coordinator", dir)
+                .map(|_| ())
+        }
+        (None, None) => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("medic-coordinator: {e}");
+            ExitCode::FAILURE
         }
     }
 }

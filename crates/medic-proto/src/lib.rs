@@ -14,6 +14,7 @@
 //! - [`FILE_DESCRIPTOR_SET`]: for gRPC server reflection.
 #![forbid(unsafe_code)]
 
+pub mod clidocs;
 pub mod convert;
 pub mod error;
 pub mod exposition;

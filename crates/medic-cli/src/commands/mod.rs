@@ -90,7 +90,7 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>, command: Command) -> Result<(), Error
         Command::Breaker(BreakerCommand::Reset(a)) => breaker::reset(ctx, a).await,
         Command::Reload(a) => reload::reload(ctx, a).await,
         Command::Watch(a) => watch::watch(ctx, a).await,
-        Command::Completions(_) => Ok(()),
+        Command::Completions(_) | Command::Man(_) => Ok(()),
     }
 }
 
