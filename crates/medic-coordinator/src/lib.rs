@@ -54,6 +54,7 @@ pub mod server;
 pub mod service;
 pub mod shell;
 pub mod signal;
+pub mod status_page;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;

@@ -29,6 +29,7 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::server::{Listeners, RunError};
 use crate::service::{AdminService, AgentService, CallLayer};
+use crate::status_page::PageSource;
 
 /// The medic services, by their generated names.
 const MEDIC_SERVICES: [&str; 2] = [
@@ -88,10 +89,12 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
             .map_err(|e| RunError::Serve(format!("reflection: {e}")))?;
         let (stop, stopped) = watch::channel(false);
         let (grpc_addr, metrics_addr) = (address(&listeners.grpc), address(&listeners.metrics));
+        let follower_of = leader.clone();
         let services = Services {
             agents: Switch::new(leader.clone()),
             admins: Switch::new(leader),
             fatal: Arc::new(OnceLock::new()),
+            page: Arc::new(OnceLock::new()),
             max_message: config.server.max_message_bytes,
         };
         if let Some(core) = core {
@@ -156,11 +159,14 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
             let app = axum::Router::new()
                 .route("/metrics", get(metrics_handler))
                 .route("/healthz", get(healthz_handler))
+                .route("/status", get(status_handler))
                 .with_state(HttpState {
                     metrics,
                     draining: stopped.clone(),
                     fatal: services.fatal.clone(),
                     ticked: ticked.clone(),
+                    page: config.server.status_page.then(|| services.page.clone()),
+                    leader: follower_of,
                 });
             tokio::spawn(async move {
                 axum::serve(listeners.metrics, app)
@@ -224,12 +230,17 @@ struct Services<S: Store> {
     admins: Switch<Admins<S>>,
     /// The leading core's fatal flag, for `/healthz`.
     fatal: Arc<OnceLock<watch::Receiver<Option<Halt>>>>,
+    /// The leading core, for the status page.
+    page: Arc<OnceLock<Arc<dyn PageSource>>>,
     max_message: usize,
 }
 
 impl<S: Store + std::fmt::Debug> Services<S> {
     async fn lead(&self, core: &Arc<Core<S>>, health: &HealthReporter) {
         let _ = self.fatal.set(core.failure());
+        let _ = self
+            .page
+            .set(Arc::new(crate::status_page::CoreSource(core.clone())));
         self.agents.lead(
             pb::remediation_server::RemediationServer::new(AgentService::new(core.clone()))
                 .max_decoding_message_size(self.max_message),
@@ -408,6 +419,50 @@ struct HttpState {
     /// The core's fatal flag, once there is a core (a follower has none).
     fatal: Arc<OnceLock<watch::Receiver<Option<Halt>>>>,
     ticked: Arc<Ticked>,
+    /// The status page's source, once this replica leads; `None` when the
+    /// page is turned off (`server.status_page = false`).
+    page: Option<Arc<OnceLock<Arc<dyn PageSource>>>>,
+    /// Who leads, for a follower's page.
+    leader: watch::Receiver<Option<String>>,
+}
+
+/// `/status`: the read-only status page (`crate::status_page`).
+async fn status_handler(State(s): State<HttpState>) -> axum::response::Response {
+    let html = |code: StatusCode, body: String| {
+        (
+            code,
+            [
+                (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (axum::http::header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response()
+    };
+    let Some(page) = &s.page else {
+        return (
+            StatusCode::NOT_FOUND,
+            "the status page is turned off (server.status_page = false)\n",
+        )
+            .into_response();
+    };
+    let Some(source) = page.get() else {
+        let leader = s.leader.borrow().clone();
+        return html(
+            StatusCode::OK,
+            crate::status_page::follower(leader.as_deref()),
+        );
+    };
+    match source.snapshot().await {
+        Ok(snap) => html(StatusCode::OK, crate::status_page::render(&snap)),
+        Err(why) => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "<!DOCTYPE html><p>the status is not available: {}</p>\n",
+                why.replace('<', "&lt;")
+            ),
+        ),
+    }
 }
 
 /// `/metrics` in the format the scraper's `Accept` asks for: OpenMetrics

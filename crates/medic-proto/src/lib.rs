@@ -23,6 +23,7 @@ pub mod logs;
 pub mod metadata;
 pub mod request;
 pub mod secret_file;
+pub mod summary;
 
 /// Code generated from `proto/medic/v1` by tonic-prost-build.
 ///

@@ -21,6 +21,7 @@ pub(super) struct RawServer {
     tick_interval: Option<String>,
     admission: RawAdmission,
     insecure: Option<bool>,
+    status_page: Option<bool>,
     max_message_bytes: Option<i64>,
     request_timeout: Option<String>,
     max_connections: Option<i64>,
@@ -56,6 +57,9 @@ pub struct ServerConfig {
     /// Plaintext gRPC on a non-loopback address, accepted knowingly.
     /// Default false.
     pub insecure: bool,
+    /// Serve the read-only status page at `/status` on the metrics
+    /// listener. Default true.
+    pub status_page: bool,
     /// Largest request message accepted, in bytes. Default 256 KiB.
     pub max_message_bytes: usize,
     /// Longest a call may run; past it the call is cut off with CANCELLED
@@ -254,6 +258,7 @@ impl RawServer {
             tick_interval,
             admission,
             insecure: self.insecure.unwrap_or(false),
+            status_page: self.status_page.unwrap_or(true),
             max_message_bytes,
             request_timeout,
             max_connections,
