@@ -261,10 +261,14 @@ Examples:
     /// Why a host would (not) get a permit now: every rule that would deny
     #[command(
         long_about = "\
-What would happen if HOST asked for --action now: every rule that would deny it
-(not only the first), each with when it would clear by itself, or that a human
-must act. Changes nothing and uses no budget. Exits 0 either way.",
-        after_help = "Example:\n  medicctl explain web-17 --action reboot-host"
+What would happen if HOST asked for --action now (without --action: for every
+action, one after the other): every rule that would deny it (not only the
+first), each with when it would clear by itself, or that a human must act.
+Changes nothing and uses no budget. Exits 0 either way.",
+        after_help = "\
+Examples:
+  medicctl explain web-17
+  medicctl explain web-17 --action reboot-host"
     )]
     Explain(ExplainArgs),
 
@@ -433,9 +437,9 @@ pub struct ExplainArgs {
     /// The host asked about
     #[arg(value_name = "HOST")]
     pub host: String,
-    /// The action asked about
+    /// The action asked about [default: every action]
     #[arg(long, value_enum)]
-    pub action: ActionArg,
+    pub action: Option<ActionArg>,
 }
 
 /// `medicctl breaker ...`.

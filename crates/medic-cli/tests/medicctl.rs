@@ -273,6 +273,58 @@ async fn explain_lists_every_rule_that_denies() {
     server.stop().await.unwrap();
 }
 
+/// Without --action, explain answers for every action, one after the other.
+#[tokio::test]
+async fn explain_without_action_explains_every_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _agent, _) = ready(dir.path(), FAST, &["h1"]).await;
+    server
+        .medicctl(&[
+            "pause",
+            "--reason",
+            "kernel rollout",
+            "--action",
+            "reboot-host",
+        ])
+        .await
+        .ok();
+
+    let out = server.medicctl(&["explain", "h1"]).await;
+    let text = out.ok();
+    let restart = text
+        .find("h1 would be granted restart_job now")
+        .unwrap_or_else(|| panic!("{text}"));
+    let reboot = text
+        .find("h1 would be denied reboot_host now: 1 rule denies")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(restart < reboot, "in action order: {text}");
+    assert!(text.contains("kernel rollout"), "{text}");
+
+    // JSON: one object per action, keyed by its name, each shaped as the
+    // single-action answer.
+    let all = server
+        .medicctl(&["explain", "h1", "-o", "json"])
+        .await
+        .json();
+    let keys: Vec<&String> = all.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["reboot_host", "restart_job"], "{all}");
+    assert_eq!(all["restart_job"]["would_grant"], true, "{all}");
+    assert_eq!(all["restart_job"]["action"], "restart_job", "{all}");
+    assert_eq!(all["reboot_host"]["would_grant"], false, "{all}");
+    assert_eq!(
+        all["reboot_host"]["denials"][0]["reason"], "paused",
+        "{all}"
+    );
+    // With --action, the single object as before.
+    let one = server
+        .medicctl(&["explain", "h1", "--action", "reboot-host", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(one["host_id"], "h1", "{one}");
+    assert_eq!(one["action"], "reboot_host", "{one}");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn history_pages_through_more_than_one_page() {
     let dir = tempfile::tempdir().unwrap();
@@ -732,7 +784,6 @@ async fn bad_usage_exits_64_and_help_exits_0() {
         &["pause", "--reason", "x", "--selector", "r1"], // not KEY=VALUE
         &["resume", "--reason", "x", "--id", "1", "--all"],
         &["status", "-o", "yaml"],
-        &["explain", "h1"], // no --action
         &["explain", "h1", "--action", "format-disk"],
         &["history", "--kind", "everything"],
         &["history", "--limit", "0"],
