@@ -234,9 +234,17 @@ past that step completes. The host's slot frees at once.",
 
     /// Hold a host for a human: it gets no permit until released
     #[command(
-        after_help = "Example:\n  medicctl quarantine web-17 --reason 'disk errors, DCOPS-881'"
+        long_about = "\
+Hold a host for a human: it gets no permit until released. The host must be
+known to the coordinator (see `medicctl hosts`), so that a typo does not
+quarantine nothing; --force quarantines a host that has not heartbeated yet
+(before it is provisioned).",
+        after_help = "\
+Examples:
+  medicctl quarantine web-17 --reason 'disk errors, DCOPS-881'
+  medicctl quarantine web-99 --force --reason 'not ready, DCOPS-900'"
     )]
-    Quarantine(HostReasonArgs),
+    Quarantine(QuarantineArgs),
 
     /// Release a quarantined host; its attempt budget starts afresh
     #[command(after_help = "Example:\n  medicctl unquarantine web-17 --reason 'disk replaced'")]
@@ -396,6 +404,18 @@ pub struct HostReasonArgs {
     /// Why (required)
     #[arg(long, value_parser = parse_reason)]
     pub reason: String,
+}
+
+/// `medicctl quarantine`.
+#[derive(Debug, Args)]
+pub struct QuarantineArgs {
+    /// The host, and why.
+    #[command(flatten)]
+    pub target: HostReasonArgs,
+    /// Quarantine the host even if the coordinator does not know it (it has
+    /// not heartbeated yet)
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `medicctl history`.

@@ -213,6 +213,51 @@ async fn quarantine_and_unquarantine_show_in_hosts() {
     server.stop().await.unwrap();
 }
 
+/// A host id the coordinator does not know (a typo) is refused, naming it
+/// and --force; --force quarantines a host before its first heartbeat.
+#[tokio::test]
+async fn quarantine_of_an_unknown_host_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _agent, _) = ready(dir.path(), FAST, &["web-17"]).await;
+
+    let typo = server
+        .medicctl(&["quarantine", "web-71", "--reason", "disk errors"])
+        .await;
+    assert_eq!(typo.code, 1, "{typo:#?}");
+    assert!(typo.stderr.contains("\"web-71\""), "{typo:#?}");
+    assert!(typo.stderr.contains("--force"), "{typo:#?}");
+    assert!(typo.stdout.is_empty(), "{typo:#?}");
+    let h = server
+        .medicctl(&["history", "--kind", "quarantine", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(
+        h["events"],
+        serde_json::json!([]),
+        "nothing quarantined: {h}"
+    );
+
+    let forced = server
+        .medicctl(&[
+            "quarantine",
+            "web-99",
+            "--force",
+            "--reason",
+            "not provisioned yet",
+            "-o",
+            "json",
+        ])
+        .await
+        .json();
+    assert_eq!(forced["quarantine"]["host_id"], "web-99", "{forced}");
+    // A known host needs no --force.
+    server
+        .medicctl(&["quarantine", "web-17", "--reason", "disk errors"])
+        .await
+        .ok();
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn explain_lists_every_rule_that_denies() {
     let dir = tempfile::tempdir().unwrap();
