@@ -421,11 +421,12 @@ pub struct QuarantineArgs {
 /// `medicctl history`.
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
-    /// Only events at or after this: a duration back from now (`1h`), or a UTC
-    /// time (`2026-11-26T17:00:00Z`)
+    /// Only events at or after this: a duration back from now (`1h`), a time
+    /// with Z or an offset (`2026-11-26T17:00:00Z`, `2026-11-26T18:00:00+01:00`),
+    /// or a local time in this machine's zone (`2026-11-26 18:00`)
     #[arg(long, value_parser = parse_when, value_name = "WHEN")]
     pub since: Option<When>,
-    /// Only events before this: a duration back from now, or a UTC time
+    /// Only events before this: the same forms as --since
     #[arg(long, value_parser = parse_when, value_name = "WHEN")]
     pub until: Option<When>,
     /// Only events about this host
@@ -674,19 +675,61 @@ pub fn parse_breaker_scope(s: &str) -> Result<BreakerScopeArg, String> {
     Ok(BreakerScopeArg::Domain { label, value })
 }
 
-/// A UTC time (`2026-11-26T17:00:00Z`, `2026-11-26 17:00:00`) or a span
-/// back from now (`90m`).
+/// The forms `--since` and `--until` accept, for their help and errors.
+const WHEN_FORMS: &str = "a duration back from now (1h, 30m, 2d), an RFC 3339 time with \
+     Z or an offset (2026-11-26T17:00:00Z, 2026-11-26T18:00:00+01:00), or a local time \
+     in this machine's zone (2026-11-26 18:00, 2026-11-26T18:00:00, 2026-11-26)";
+
+/// A span back from now (`90m`), an RFC 3339 time with `Z` or an offset
+/// (`2026-11-26T18:00:00+01:00`; a space may stand for the `T`), or a local
+/// time without an offset (`2026-11-26 18:00`, `2026-11-26T18:00:00`,
+/// `2026-11-26` for its midnight) read in this machine's zone (`TZ`, or
+/// `/etc/localtime`).
 pub fn parse_when(s: &str) -> Result<When, String> {
+    use chrono::{DateTime, Local, LocalResult, NaiveDate, NaiveDateTime, TimeZone};
+
     let s = s.trim();
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(When::Ago(d));
     }
-    humantime::parse_rfc3339_weak(s).map(When::At).map_err(|_| {
-        format!(
-            "{s:?} is neither a duration back from now (1h, 30m) nor a UTC time \
-             (2026-11-26T17:00:00Z)"
-        )
-    })
+    let bad = || format!("{s:?} is not a time; expected {WHEN_FORMS}");
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(When::At(SystemTime::from(t)));
+    }
+    let local = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+    .or_else(|| {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    });
+    let Some(naive) = local else {
+        // An offset or Z with a space for the `T`: RFC 3339 allows it.
+        return match s.split_once(' ') {
+            Some((date, time)) if !time.contains(' ') => {
+                DateTime::parse_from_rfc3339(&format!("{date}T{time}"))
+                    .map(|t| When::At(SystemTime::from(t)))
+                    .map_err(|_| bad())
+            }
+            _ => Err(bad()),
+        };
+    };
+    match Local.from_local_datetime(&naive) {
+        LocalResult::Single(t) => Ok(When::At(SystemTime::from(t))),
+        // A wall-clock hour that happens twice (clocks set back): the
+        // first, so that --since loses nothing.
+        LocalResult::Ambiguous(first, _) => Ok(When::At(SystemTime::from(first))),
+        LocalResult::None => Err(format!(
+            "{s:?} does not exist in this machine's time zone (the clocks skip it); give an \
+             offset (2026-03-29T02:30:00+01:00) or a UTC time with Z"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -733,5 +776,53 @@ mod tests {
             Ok(When::At(_))
         ));
         assert!(parse_when("yesterday").is_err());
+    }
+
+    #[test]
+    fn when_takes_offsets_and_local_times() {
+        use chrono::{Local, NaiveDate, TimeZone};
+        let utc_17 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_712_400); // 2026-11-26T17:00:00Z
+        for s in [
+            "2026-11-26T17:00:00Z",
+            "2026-11-26T18:00:00+01:00",
+            "2026-11-26 18:00:00+01:00",
+            "2026-11-26T12:00:00-05:00",
+        ] {
+            assert_eq!(parse_when(s), Ok(When::At(utc_17)), "{s}");
+        }
+        // No offset: this machine's zone (TZ), whatever it is here.
+        let naive = NaiveDate::from_ymd_opt(2026, 11, 26)
+            .and_then(|d| d.and_hms_opt(18, 0, 0))
+            .unwrap_or_default();
+        let local = SystemTime::from(
+            Local
+                .from_local_datetime(&naive)
+                .earliest()
+                .unwrap_or_default(),
+        );
+        for s in [
+            "2026-11-26 18:00",
+            "2026-11-26T18:00:00",
+            "2026-11-26 18:00:00.000",
+        ] {
+            assert_eq!(parse_when(s), Ok(When::At(local)), "{s}");
+        }
+        let midnight = NaiveDate::from_ymd_opt(2026, 11, 26)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .unwrap_or_default();
+        let midnight = SystemTime::from(
+            Local
+                .from_local_datetime(&midnight)
+                .earliest()
+                .unwrap_or_default(),
+        );
+        assert_eq!(parse_when("2026-11-26"), Ok(When::At(midnight)));
+        // A mistake shows every accepted form.
+        let e = parse_when("26/11/2026 18:00").expect_err("not a form it takes");
+        assert!(
+            e.contains("1h") && e.contains("+01:00") && e.contains("2026-11-26 18:00"),
+            "{e}"
+        );
+        assert!(parse_when("2026-11-26T25:00:00Z").is_err());
     }
 }

@@ -474,6 +474,47 @@ async fn history_pages_through_more_than_one_page() {
     server.stop().await.unwrap();
 }
 
+/// `--since` without an offset is a local time, in the zone TZ names; with
+/// an offset it is that instant wherever medicctl runs.
+#[tokio::test]
+async fn history_since_takes_local_times_and_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    // The test clock starts at 2026-01-01T00:00:00Z; the pause is 3s later.
+    let (server, _agent, _) = ready(dir.path(), FAST, &["h1"]).await;
+    server.medicctl(&["pause", "--reason", "one"]).await.ok();
+    let url = server.url();
+    let pauses = async |tz: &str, since: &str| -> usize {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_medicctl"))
+            .args(["--coordinator", &url, "history", "--kind", "pause"])
+            .args(["--since", since, "-o", "json"])
+            .env_remove("MEDIC_COORDINATOR")
+            .env("TZ", tz)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let h: Value = serde_json::from_slice(&out.stdout).unwrap();
+        h["events"].as_array().unwrap().len()
+    };
+    // 00:30 in UTC+1 (POSIX TZ `XYZ-1`) is 23:30Z the day before.
+    assert_eq!(pauses("XYZ-1", "2026-01-01 00:30").await, 1);
+    assert_eq!(pauses("UTC0", "2026-01-01 00:30").await, 0);
+    assert_eq!(pauses("UTC0", "2026-01-01T00:30:00+01:00").await, 1);
+    assert_eq!(pauses("XYZ-1", "2026-01-01T00:30:00Z").await, 0);
+
+    // A time it cannot read names the flag and the forms it takes.
+    let out = server
+        .medicctl(&["history", "--since", "26/11/2026 18:00"])
+        .await;
+    assert_eq!(out.code, 64, "{out:#?}");
+    assert!(out.stderr.contains("--since"), "{out:#?}");
+    assert!(
+        out.stderr.contains("2026-11-26T18:00:00+01:00") && out.stderr.contains("1h"),
+        "{out:#?}"
+    );
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn status_json_reports_mode_warmup_actions_and_hosts() {
     let dir = tempfile::tempdir().unwrap();
