@@ -299,7 +299,11 @@ invalid file changes nothing, and every error is printed with its key path
         long_about = "\
 Follow the audit history live, one line per event (one JSON object per line
 with -o json), until interrupted. With --after-id, first the events recorded
-after that id. A watcher that falls behind resumes by itself where it left off.",
+after that id. When the stream breaks (the coordinator restarts or cannot be
+reached, this watcher fell behind), watch says so on stderr and reconnects by
+itself, waiting 0.5s doubling to 10s between attempts, and resumes after the
+last event it printed: none is printed twice or lost. Only Ctrl-C, or an error
+retrying cannot fix (bad arguments, permission denied), ends it.",
         after_help = "\
 Examples:
   medicctl watch

@@ -805,6 +805,94 @@ async fn watch_streams_events_until_interrupted() {
     server.stop().await.unwrap();
 }
 
+/// A coordinator restart does not end `watch`: it says it reconnects, and
+/// goes on after the last event it printed, printing each event once.
+#[tokio::test]
+async fn watch_reconnects_after_a_coordinator_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _agent, mut admin) = ready(dir.path(), FAST, &["h1"]).await;
+    let url = server.url();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_medicctl"))
+        .args([
+            "--coordinator",
+            &url,
+            "watch",
+            "--kind",
+            "pause",
+            "-o",
+            "json",
+        ])
+        .env_remove("MEDIC_COORDINATOR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut errs = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let pause = |reason: &str| pb::PauseRequest {
+        scope: None,
+        reason: reason.into(),
+        duration: None,
+    };
+    // Live only: wait until the stream is open, by an event seen on it.
+    let mut first = None;
+    for i in 0..50 {
+        let reason = format!("before {i}");
+        admin.pause(pause(&reason)).await.unwrap();
+        admin
+            .resume(pb::ResumeRequest {
+                target: Some(pb::resume_request::Target::Scope(pb::Scope::default())),
+                reason: "again".into(),
+            })
+            .await
+            .unwrap();
+        if let Ok(line) = tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await
+        {
+            first = Some(line.unwrap().expect("a line"));
+            break;
+        }
+    }
+    let first: Value = serde_json::from_str(&first.expect("watch prints a live event")).unwrap();
+    assert_eq!(first["kind"], "pause", "{first}");
+
+    let server = server.restart().await;
+    let said = tokio::time::timeout(Duration::from_secs(10), errs.next_line())
+        .await
+        .expect("a message within 10s")
+        .unwrap()
+        .expect("a stderr line");
+    assert!(said.contains("reconnecting"), "{said}");
+    assert!(
+        !said.contains("after_id"),
+        "names the flag, not the field: {said}"
+    );
+    let mut admin = server.admin().await;
+    admin.pause(pause("after the restart")).await.unwrap();
+
+    // Every event after the first is printed once, in id order, ending
+    // with the one made after the restart.
+    let mut last = first["id"].as_u64().unwrap();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("the event made after the restart within 20s")
+            .unwrap()
+            .expect("a line");
+        let e: Value = serde_json::from_str(&line).unwrap();
+        let id = e["id"].as_u64().unwrap();
+        assert!(id > last, "printed once, in order: {id} after {last}");
+        last = id;
+        if e["reason"] == "after the restart" {
+            break;
+        }
+    }
+    assert!(child.try_wait().unwrap().is_none(), "watch still runs");
+    child.start_kill().unwrap();
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn failed_call_exits_1_with_the_servers_message() {
     let dir = tempfile::tempdir().unwrap();
