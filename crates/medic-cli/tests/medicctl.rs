@@ -1140,6 +1140,12 @@ async fn tls_files_are_checked_and_used_for_https() {
         )),
         "{out:#?}"
     );
+    assert!(
+        out.stderr.contains(&format!(
+            "the coordinator at {url} speaks plaintext, not TLS: use http://"
+        )),
+        "{out:#?}"
+    );
     server.stop().await.unwrap();
 }
 
@@ -1194,6 +1200,26 @@ async fn medicctl_speaks_mutual_tls_as_the_certificate_it_presents() {
     let out = run("viewer", &["resume", "--reason", "done"]).await;
     assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stderr.contains("PERMISSION_DENIED"), "{out:#?}");
+    server.stop().await.unwrap();
+}
+
+/// http:// against a TLS port fails with a hint to use https:// and the
+/// TLS flags, whatever the transport's own words.
+#[tokio::test]
+async fn plaintext_against_a_tls_coordinator_says_to_use_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path(), &["h1"]);
+    let toml = format!("{FAST}{}", tls_toml(&certs));
+    let server = TestServer::start(dir.path(), &toml).await;
+    let url = format!("http://localhost:{}", server.addr.port());
+    let out = medicctl_raw(&["--coordinator", &url, "status"]).await;
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "the coordinator at {url} speaks TLS: use https:// and --tls-ca/--tls-cert/--tls-key"
+        )),
+        "{out:#?}"
+    );
     server.stop().await.unwrap();
 }
 
