@@ -170,7 +170,8 @@ pub enum Command {
 The coordinator at a glance: enforce or dry-run, warm-up, pauses in force (who,
 why, since, until), open circuit breakers and why, and per action the active
 permits against the effective cap, the rate budget left and when the next grant
-fits, and whether its time windows are open; then the host counts.
+fits (when a slot frees, while every slot is in use; otherwise when the rate
+budget allows), and whether its time windows are open; then the host counts.
 
 Relative times are counted on the coordinator's clock.",
         after_help = "Example:\n  medicctl status\n  medicctl status -o json | jq '.pauses'"

@@ -568,6 +568,35 @@ async fn status_json_reports_mode_warmup_actions_and_hosts() {
     server.stop().await.unwrap();
 }
 
+/// With every slot of an action in use, the next grant does not fit now,
+/// whatever the rate budget says.
+#[tokio::test]
+async fn status_says_a_full_action_waits_for_a_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = FAST.replacen("max_in_flight = 10", "max_in_flight = 2", 1);
+    let (server, mut agent, _) = ready(dir.path(), &toml, &["h1", "h2", "h3"]).await;
+    granted(request(&mut agent, "h1", RestartJob, "a").await);
+    let one = server.medicctl(&["status"]).await;
+    let row = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("restart_job"))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_owned()
+    };
+    assert!(row(one.ok()).contains("1/2"), "{one:#?}");
+    assert!(
+        row(one.ok()).contains(" now ") && row(one.ok()).ends_with("open"),
+        "a slot is free: {one:#?}"
+    );
+
+    granted(request(&mut agent, "h2", RestartJob, "b").await);
+    let full = server.medicctl(&["status"]).await;
+    let line = row(full.ok());
+    assert!(line.contains("when a slot frees (2/2 in use)"), "{line}");
+    assert!(!line.contains(" now "), "{line}");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn permits_lists_active_permits_and_revoke_ends_one() {
     let dir = tempfile::tempdir().unwrap();
