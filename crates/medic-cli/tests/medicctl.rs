@@ -258,6 +258,36 @@ async fn quarantine_of_an_unknown_host_needs_force() {
     server.stop().await.unwrap();
 }
 
+/// Tables fit COLUMNS: free-text columns are cut with `…`, the host
+/// never; piped without COLUMNS, nothing is cut.
+#[tokio::test]
+async fn tables_fit_the_columns_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _agent, _) = ready(dir.path(), FAST, &["web-17"]).await;
+    let why = format!("disk errors {}", "x".repeat(118));
+    server
+        .medicctl(&["quarantine", "web-17", "--reason", &why])
+        .await
+        .ok();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_medicctl"))
+        .args(["--coordinator", &server.url(), "hosts"])
+        .env_remove("MEDIC_COORDINATOR")
+        .env("COLUMNS", "100")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        assert!(line.chars().count() <= 100, "{line:?} in\n{text}");
+    }
+    assert!(text.contains("web-17"), "{text}");
+    assert!(text.contains("manual by") && text.contains('…'), "{text}");
+    let whole = server.medicctl(&["hosts"]).await;
+    assert!(whole.ok().contains(&why), "{whole:#?}");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn explain_lists_every_rule_that_denies() {
     let dir = tempfile::tempdir().unwrap();
