@@ -170,7 +170,8 @@ pub enum Command {
 The coordinator at a glance: enforce or dry-run, warm-up, pauses in force (who,
 why, since, until), open circuit breakers and why, and per action the active
 permits against the effective cap, the rate budget left and when the next grant
-fits, and whether its time windows are open; then the host counts.
+fits (when a slot frees, while every slot is in use; otherwise when the rate
+budget allows), and whether its time windows are open; then the host counts.
 
 Relative times are counted on the coordinator's clock.",
         after_help = "Example:\n  medicctl status\n  medicctl status -o json | jq '.pauses'"
@@ -234,9 +235,17 @@ past that step completes. The host's slot frees at once.",
 
     /// Hold a host for a human: it gets no permit until released
     #[command(
-        after_help = "Example:\n  medicctl quarantine web-17 --reason 'disk errors, DCOPS-881'"
+        long_about = "\
+Hold a host for a human: it gets no permit until released. The host must be
+known to the coordinator (see `medicctl hosts`), so that a typo does not
+quarantine nothing; --force quarantines a host that has not heartbeated yet
+(before it is provisioned).",
+        after_help = "\
+Examples:
+  medicctl quarantine web-17 --reason 'disk errors, DCOPS-881'
+  medicctl quarantine web-99 --force --reason 'not ready, DCOPS-900'"
     )]
-    Quarantine(HostReasonArgs),
+    Quarantine(QuarantineArgs),
 
     /// Release a quarantined host; its attempt budget starts afresh
     #[command(after_help = "Example:\n  medicctl unquarantine web-17 --reason 'disk replaced'")]
@@ -261,10 +270,14 @@ Examples:
     /// Why a host would (not) get a permit now: every rule that would deny
     #[command(
         long_about = "\
-What would happen if HOST asked for --action now: every rule that would deny it
-(not only the first), each with when it would clear by itself, or that a human
-must act. Changes nothing and uses no budget. Exits 0 either way.",
-        after_help = "Example:\n  medicctl explain web-17 --action reboot-host"
+What would happen if HOST asked for --action now (without --action: for every
+action, one after the other): every rule that would deny it (not only the
+first), each with when it would clear by itself, or that a human must act.
+Changes nothing and uses no budget. Exits 0 either way.",
+        after_help = "\
+Examples:
+  medicctl explain web-17
+  medicctl explain web-17 --action reboot-host"
     )]
     Explain(ExplainArgs),
 
@@ -287,7 +300,11 @@ invalid file changes nothing, and every error is printed with its key path
         long_about = "\
 Follow the audit history live, one line per event (one JSON object per line
 with -o json), until interrupted. With --after-id, first the events recorded
-after that id. A watcher that falls behind resumes by itself where it left off.",
+after that id. When the stream breaks (the coordinator restarts or cannot be
+reached, this watcher fell behind), watch says so on stderr and reconnects by
+itself, waiting 0.5s doubling to 10s between attempts, and resumes after the
+last event it printed: none is printed twice or lost. Only Ctrl-C, or an error
+retrying cannot fix (bad arguments, permission denied), ends it.",
         after_help = "\
 Examples:
   medicctl watch
@@ -398,14 +415,27 @@ pub struct HostReasonArgs {
     pub reason: String,
 }
 
+/// `medicctl quarantine`.
+#[derive(Debug, Args)]
+pub struct QuarantineArgs {
+    /// The host, and why.
+    #[command(flatten)]
+    pub target: HostReasonArgs,
+    /// Quarantine the host even if the coordinator does not know it (it has
+    /// not heartbeated yet)
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// `medicctl history`.
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
-    /// Only events at or after this: a duration back from now (`1h`), or a UTC
-    /// time (`2026-11-26T17:00:00Z`)
+    /// Only events at or after this: a duration back from now (`1h`), a time
+    /// with Z or an offset (`2026-11-26T17:00:00Z`, `2026-11-26T18:00:00+01:00`),
+    /// or a local time in this machine's zone (`2026-11-26 18:00`)
     #[arg(long, value_parser = parse_when, value_name = "WHEN")]
     pub since: Option<When>,
-    /// Only events before this: a duration back from now, or a UTC time
+    /// Only events before this: the same forms as --since
     #[arg(long, value_parser = parse_when, value_name = "WHEN")]
     pub until: Option<When>,
     /// Only events about this host
@@ -437,9 +467,9 @@ pub struct ExplainArgs {
     /// The host asked about
     #[arg(value_name = "HOST")]
     pub host: String,
-    /// The action asked about
+    /// The action asked about [default: every action]
     #[arg(long, value_enum)]
-    pub action: ActionArg,
+    pub action: Option<ActionArg>,
 }
 
 /// `medicctl breaker ...`.
@@ -662,19 +692,61 @@ pub fn parse_breaker_scope(s: &str) -> Result<BreakerScopeArg, String> {
     Ok(BreakerScopeArg::Domain { label, value })
 }
 
-/// A UTC time (`2026-11-26T17:00:00Z`, `2026-11-26 17:00:00`) or a span
-/// back from now (`90m`).
+/// The forms `--since` and `--until` accept, for their help and errors.
+const WHEN_FORMS: &str = "a duration back from now (1h, 30m, 2d), an RFC 3339 time with \
+     Z or an offset (2026-11-26T17:00:00Z, 2026-11-26T18:00:00+01:00), or a local time \
+     in this machine's zone (2026-11-26 18:00, 2026-11-26T18:00:00, 2026-11-26)";
+
+/// A span back from now (`90m`), an RFC 3339 time with `Z` or an offset
+/// (`2026-11-26T18:00:00+01:00`; a space may stand for the `T`), or a local
+/// time without an offset (`2026-11-26 18:00`, `2026-11-26T18:00:00`,
+/// `2026-11-26` for its midnight) read in this machine's zone (`TZ`, or
+/// `/etc/localtime`).
 pub fn parse_when(s: &str) -> Result<When, String> {
+    use chrono::{DateTime, Local, LocalResult, NaiveDate, NaiveDateTime, TimeZone};
+
     let s = s.trim();
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(When::Ago(d));
     }
-    humantime::parse_rfc3339_weak(s).map(When::At).map_err(|_| {
-        format!(
-            "{s:?} is neither a duration back from now (1h, 30m) nor a UTC time \
-             (2026-11-26T17:00:00Z)"
-        )
-    })
+    let bad = || format!("{s:?} is not a time; expected {WHEN_FORMS}");
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(When::At(SystemTime::from(t)));
+    }
+    let local = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+    .or_else(|| {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    });
+    let Some(naive) = local else {
+        // An offset or Z with a space for the `T`: RFC 3339 allows it.
+        return match s.split_once(' ') {
+            Some((date, time)) if !time.contains(' ') => {
+                DateTime::parse_from_rfc3339(&format!("{date}T{time}"))
+                    .map(|t| When::At(SystemTime::from(t)))
+                    .map_err(|_| bad())
+            }
+            _ => Err(bad()),
+        };
+    };
+    match Local.from_local_datetime(&naive) {
+        LocalResult::Single(t) => Ok(When::At(SystemTime::from(t))),
+        // A wall-clock hour that happens twice (clocks set back): the
+        // first, so that --since loses nothing.
+        LocalResult::Ambiguous(first, _) => Ok(When::At(SystemTime::from(first))),
+        LocalResult::None => Err(format!(
+            "{s:?} does not exist in this machine's time zone (the clocks skip it); give an \
+             offset (2026-03-29T02:30:00+01:00) or a UTC time with Z"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -721,5 +793,53 @@ mod tests {
             Ok(When::At(_))
         ));
         assert!(parse_when("yesterday").is_err());
+    }
+
+    #[test]
+    fn when_takes_offsets_and_local_times() {
+        use chrono::{Local, NaiveDate, TimeZone};
+        let utc_17 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_712_400); // 2026-11-26T17:00:00Z
+        for s in [
+            "2026-11-26T17:00:00Z",
+            "2026-11-26T18:00:00+01:00",
+            "2026-11-26 18:00:00+01:00",
+            "2026-11-26T12:00:00-05:00",
+        ] {
+            assert_eq!(parse_when(s), Ok(When::At(utc_17)), "{s}");
+        }
+        // No offset: this machine's zone (TZ), whatever it is here.
+        let naive = NaiveDate::from_ymd_opt(2026, 11, 26)
+            .and_then(|d| d.and_hms_opt(18, 0, 0))
+            .unwrap_or_default();
+        let local = SystemTime::from(
+            Local
+                .from_local_datetime(&naive)
+                .earliest()
+                .unwrap_or_default(),
+        );
+        for s in [
+            "2026-11-26 18:00",
+            "2026-11-26T18:00:00",
+            "2026-11-26 18:00:00.000",
+        ] {
+            assert_eq!(parse_when(s), Ok(When::At(local)), "{s}");
+        }
+        let midnight = NaiveDate::from_ymd_opt(2026, 11, 26)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .unwrap_or_default();
+        let midnight = SystemTime::from(
+            Local
+                .from_local_datetime(&midnight)
+                .earliest()
+                .unwrap_or_default(),
+        );
+        assert_eq!(parse_when("2026-11-26"), Ok(When::At(midnight)));
+        // A mistake shows every accepted form.
+        let e = parse_when("26/11/2026 18:00").expect_err("not a form it takes");
+        assert!(
+            e.contains("1h") && e.contains("+01:00") && e.contains("2026-11-26 18:00"),
+            "{e}"
+        );
+        assert!(parse_when("2026-11-26T25:00:00Z").is_err());
     }
 }

@@ -215,6 +215,39 @@ fn tls_error(e: TlsError) -> Error {
     })
 }
 
+/// What the transport said, with a hint when it is what a client says
+/// that speaks the wrong protocol for the port: plaintext HTTP/2 reading a
+/// TLS record ("frame with invalid size"), or a connection a TLS server
+/// drops at once (`closed`: medic-client's guess); TLS reading plaintext.
+fn with_scheme_hint(url: &str, detail: &str, closed: bool) -> String {
+    let plain_to_tls = [
+        "frame with invalid size",
+        "invalid frame size",
+        "FRAME_SIZE_ERROR",
+    ];
+    let tls_to_plain = [
+        "InvalidContentType",
+        "invalid content type",
+        "corrupt message",
+        "wrong version number",
+        "not a TLS handshake",
+        "packet length too long",
+    ];
+    if url.starts_with("http://") && (closed || plain_to_tls.iter().any(|m| detail.contains(m))) {
+        format!(
+            "{detail} (the coordinator at {url} speaks TLS: use https:// and \
+             --tls-ca/--tls-cert/--tls-key)"
+        )
+    } else if url.starts_with("https://") && tls_to_plain.iter().any(|m| detail.contains(m)) {
+        format!(
+            "{detail} (the coordinator at {url} speaks plaintext, not TLS: use http://, \
+             without --tls-ca/--tls-cert/--tls-key)"
+        )
+    } else {
+        detail.to_owned()
+    }
+}
+
 /// A connected Admin client.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -271,10 +304,12 @@ impl Connection {
             CallError::Unreachable { attempts } => {
                 let urls: Vec<&str> = attempts.iter().map(|a| a.url.as_str()).collect();
                 let detail = match attempts.as_slice() {
-                    [one] => one.detail.clone(),
+                    [one] => with_scheme_hint(&one.url, &one.detail, false),
                     many => many
                         .iter()
-                        .map(|a| format!("{}: {}", a.url, a.detail))
+                        .map(|a| {
+                            format!("{}: {}", a.url, with_scheme_hint(&a.url, &a.detail, false))
+                        })
                         .collect::<Vec<_>>()
                         .join("; "),
                 };
@@ -284,14 +319,8 @@ impl Connection {
                 }
             }
             CallError::Transport { url, detail } => Error::Unreachable {
+                detail: with_scheme_hint(&url, &detail, hint),
                 url,
-                // A plaintext client whose connection dies at once is most
-                // likely talking to a TLS port: say so.
-                detail: if hint {
-                    format!("{detail} (if the coordinator serves TLS, use https:// with --tls-ca)")
-                } else {
-                    detail
-                },
             },
             CallError::Timeout { url, .. } => Error::Timeout {
                 url,

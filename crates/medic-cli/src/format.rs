@@ -151,6 +151,37 @@ pub fn or_dash(s: &str) -> String {
     }
 }
 
+/// The headings of free-text columns, which a table cut to the terminal's
+/// width may shorten.
+pub const FREE_TEXT: &[&str] = &[
+    "WHY",
+    "WHAT",
+    "REASON",
+    "QUARANTINE",
+    "PROBLEMS",
+    "HEALTH",
+    "ERROR",
+    "CAUSE",
+];
+
+/// How wide tables may be: `COLUMNS` when set to a number; otherwise the
+/// terminal's width when standard output is one; otherwise no limit (a
+/// pipe or a file gets every character).
+pub fn terminal_width() -> Option<usize> {
+    if let Some(n) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return Some(n);
+    }
+    use std::io::IsTerminal;
+    if !io::stdout().is_terminal() {
+        return None;
+    }
+    terminal_size::terminal_size().map(|(w, _)| usize::from(w.0))
+}
+
 /// Columns aligned on the widest cell, two spaces apart; the last column
 /// is not padded (it may hold long free text).
 #[derive(Debug, Clone)]
@@ -176,8 +207,18 @@ impl Table {
         self.rows.len() <= 1
     }
 
-    /// Writes the table, one line per row.
+    /// Writes the table, one line per row, cut to the terminal's width
+    /// (see [`terminal_width`]).
     pub fn write(&self, out: &mut dyn Write) -> io::Result<()> {
+        self.write_within(out, terminal_width())
+    }
+
+    /// Writes the table, one line per row. Given a `width`, lines longer
+    /// than it have their free-text columns (reasons, problems, messages:
+    /// see [`FREE_TEXT`]) cut short with `…`, the widest first, as far as
+    /// needed and never below their heading; other columns (ids, hosts,
+    /// times) are never cut, so a line may still be longer.
+    pub fn write_within(&self, out: &mut dyn Write, width: Option<usize>) -> io::Result<()> {
         let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let mut widths = vec![0usize; columns];
         for row in &self.rows {
@@ -185,9 +226,43 @@ impl Table {
                 widths[i] = widths[i].max(cell.chars().count());
             }
         }
+        // Free-text columns, shortened one character at a time from the
+        // widest, down to their heading at least, until lines fit.
+        let full = widths.clone();
+        if let Some(limit) = width {
+            let free: Vec<(usize, usize)> = self.rows[0]
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| FREE_TEXT.contains(&h.as_str()))
+                .map(|(i, h)| (i, h.chars().count().max(2)))
+                .collect();
+            let mut total = widths.iter().sum::<usize>() + 2 * columns.saturating_sub(1);
+            while total > limit {
+                let Some(&(i, _)) = free
+                    .iter()
+                    .filter(|(i, least)| widths[*i] > *least)
+                    .max_by_key(|(i, _)| widths[*i])
+                else {
+                    break;
+                };
+                widths[i] -= 1;
+                total -= 1;
+            }
+        }
         for row in &self.rows {
             let mut line = String::new();
             for (i, cell) in row.iter().enumerate() {
+                let shortened;
+                let cell = if widths[i] < full[i] && cell.chars().count() > widths[i] {
+                    shortened = cell
+                        .chars()
+                        .take(widths[i] - 1)
+                        .chain(['…'])
+                        .collect::<String>();
+                    &shortened
+                } else {
+                    cell
+                };
                 if i + 1 == row.len() {
                     line.push_str(cell);
                 } else {
@@ -262,5 +337,30 @@ mod tests {
             String::from_utf8_lossy(&out),
             "HOST     STATE        WHY\nh1       ok           fine\nhost-22  quarantined  disk\n"
         );
+    }
+
+    #[test]
+    fn tables_cut_the_widest_free_text_column_to_the_width() {
+        let mut t = Table::new(&["HOST", "QUARANTINE", "PROBLEMS"]);
+        let long = "x".repeat(130);
+        t.row(vec![
+            "a-very-long-host-name".into(),
+            long.clone(),
+            "disk".into(),
+        ]);
+        let mut out = Vec::new();
+        t.write_within(&mut out, Some(60))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8_lossy(&out);
+        for line in text.lines() {
+            assert!(line.chars().count() <= 60, "{line:?}");
+        }
+        assert!(text.contains("a-very-long-host-name"), "{text}");
+        assert!(text.contains("x…"), "{text}");
+        // No width: every character.
+        let mut out = Vec::new();
+        t.write_within(&mut out, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(String::from_utf8_lossy(&out).contains(&long));
     }
 }

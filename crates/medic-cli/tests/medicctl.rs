@@ -213,6 +213,81 @@ async fn quarantine_and_unquarantine_show_in_hosts() {
     server.stop().await.unwrap();
 }
 
+/// A host id the coordinator does not know (a typo) is refused, naming it
+/// and --force; --force quarantines a host before its first heartbeat.
+#[tokio::test]
+async fn quarantine_of_an_unknown_host_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _agent, _) = ready(dir.path(), FAST, &["web-17"]).await;
+
+    let typo = server
+        .medicctl(&["quarantine", "web-71", "--reason", "disk errors"])
+        .await;
+    assert_eq!(typo.code, 1, "{typo:#?}");
+    assert!(typo.stderr.contains("\"web-71\""), "{typo:#?}");
+    assert!(typo.stderr.contains("--force"), "{typo:#?}");
+    assert!(typo.stdout.is_empty(), "{typo:#?}");
+    let h = server
+        .medicctl(&["history", "--kind", "quarantine", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(
+        h["events"],
+        serde_json::json!([]),
+        "nothing quarantined: {h}"
+    );
+
+    let forced = server
+        .medicctl(&[
+            "quarantine",
+            "web-99",
+            "--force",
+            "--reason",
+            "not provisioned yet",
+            "-o",
+            "json",
+        ])
+        .await
+        .json();
+    assert_eq!(forced["quarantine"]["host_id"], "web-99", "{forced}");
+    // A known host needs no --force.
+    server
+        .medicctl(&["quarantine", "web-17", "--reason", "disk errors"])
+        .await
+        .ok();
+    server.stop().await.unwrap();
+}
+
+/// Tables fit COLUMNS: free-text columns are cut with `…`, the host
+/// never; piped without COLUMNS, nothing is cut.
+#[tokio::test]
+async fn tables_fit_the_columns_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _agent, _) = ready(dir.path(), FAST, &["web-17"]).await;
+    let why = format!("disk errors {}", "x".repeat(118));
+    server
+        .medicctl(&["quarantine", "web-17", "--reason", &why])
+        .await
+        .ok();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_medicctl"))
+        .args(["--coordinator", &server.url(), "hosts"])
+        .env_remove("MEDIC_COORDINATOR")
+        .env("COLUMNS", "100")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        assert!(line.chars().count() <= 100, "{line:?} in\n{text}");
+    }
+    assert!(text.contains("web-17"), "{text}");
+    assert!(text.contains("manual by") && text.contains('…'), "{text}");
+    let whole = server.medicctl(&["hosts"]).await;
+    assert!(whole.ok().contains(&why), "{whole:#?}");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn explain_lists_every_rule_that_denies() {
     let dir = tempfile::tempdir().unwrap();
@@ -270,6 +345,58 @@ async fn explain_lists_every_rule_that_denies() {
         .map(|d| d["reason"].as_str().unwrap())
         .collect();
     assert_eq!(reasons, ["paused"], "{e}");
+    server.stop().await.unwrap();
+}
+
+/// Without --action, explain answers for every action, one after the other.
+#[tokio::test]
+async fn explain_without_action_explains_every_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _agent, _) = ready(dir.path(), FAST, &["h1"]).await;
+    server
+        .medicctl(&[
+            "pause",
+            "--reason",
+            "kernel rollout",
+            "--action",
+            "reboot-host",
+        ])
+        .await
+        .ok();
+
+    let out = server.medicctl(&["explain", "h1"]).await;
+    let text = out.ok();
+    let restart = text
+        .find("h1 would be granted restart_job now")
+        .unwrap_or_else(|| panic!("{text}"));
+    let reboot = text
+        .find("h1 would be denied reboot_host now: 1 rule denies")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(restart < reboot, "in action order: {text}");
+    assert!(text.contains("kernel rollout"), "{text}");
+
+    // JSON: one object per action, keyed by its name, each shaped as the
+    // single-action answer.
+    let all = server
+        .medicctl(&["explain", "h1", "-o", "json"])
+        .await
+        .json();
+    let keys: Vec<&String> = all.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["reboot_host", "restart_job"], "{all}");
+    assert_eq!(all["restart_job"]["would_grant"], true, "{all}");
+    assert_eq!(all["restart_job"]["action"], "restart_job", "{all}");
+    assert_eq!(all["reboot_host"]["would_grant"], false, "{all}");
+    assert_eq!(
+        all["reboot_host"]["denials"][0]["reason"], "paused",
+        "{all}"
+    );
+    // With --action, the single object as before.
+    let one = server
+        .medicctl(&["explain", "h1", "--action", "reboot-host", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(one["host_id"], "h1", "{one}");
+    assert_eq!(one["action"], "reboot_host", "{one}");
     server.stop().await.unwrap();
 }
 
@@ -377,6 +504,47 @@ async fn history_pages_through_more_than_one_page() {
     server.stop().await.unwrap();
 }
 
+/// `--since` without an offset is a local time, in the zone TZ names; with
+/// an offset it is that instant wherever medicctl runs.
+#[tokio::test]
+async fn history_since_takes_local_times_and_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    // The test clock starts at 2026-01-01T00:00:00Z; the pause is 3s later.
+    let (server, _agent, _) = ready(dir.path(), FAST, &["h1"]).await;
+    server.medicctl(&["pause", "--reason", "one"]).await.ok();
+    let url = server.url();
+    let pauses = async |tz: &str, since: &str| -> usize {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_medicctl"))
+            .args(["--coordinator", &url, "history", "--kind", "pause"])
+            .args(["--since", since, "-o", "json"])
+            .env_remove("MEDIC_COORDINATOR")
+            .env("TZ", tz)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let h: Value = serde_json::from_slice(&out.stdout).unwrap();
+        h["events"].as_array().unwrap().len()
+    };
+    // 00:30 in UTC+1 (POSIX TZ `XYZ-1`) is 23:30Z the day before.
+    assert_eq!(pauses("XYZ-1", "2026-01-01 00:30").await, 1);
+    assert_eq!(pauses("UTC0", "2026-01-01 00:30").await, 0);
+    assert_eq!(pauses("UTC0", "2026-01-01T00:30:00+01:00").await, 1);
+    assert_eq!(pauses("XYZ-1", "2026-01-01T00:30:00Z").await, 0);
+
+    // A time it cannot read names the flag and the forms it takes.
+    let out = server
+        .medicctl(&["history", "--since", "26/11/2026 18:00"])
+        .await;
+    assert_eq!(out.code, 64, "{out:#?}");
+    assert!(out.stderr.contains("--since"), "{out:#?}");
+    assert!(
+        out.stderr.contains("2026-11-26T18:00:00+01:00") && out.stderr.contains("1h"),
+        "{out:#?}"
+    );
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn status_json_reports_mode_warmup_actions_and_hosts() {
     let dir = tempfile::tempdir().unwrap();
@@ -427,6 +595,35 @@ async fn status_json_reports_mode_warmup_actions_and_hosts() {
     );
     assert!(text.contains("109 of 110 per 1h"), "{text}");
     assert!(text.contains("1/10"), "{text}");
+    server.stop().await.unwrap();
+}
+
+/// With every slot of an action in use, the next grant does not fit now,
+/// whatever the rate budget says.
+#[tokio::test]
+async fn status_says_a_full_action_waits_for_a_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = FAST.replacen("max_in_flight = 10", "max_in_flight = 2", 1);
+    let (server, mut agent, _) = ready(dir.path(), &toml, &["h1", "h2", "h3"]).await;
+    granted(request(&mut agent, "h1", RestartJob, "a").await);
+    let one = server.medicctl(&["status"]).await;
+    let row = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("restart_job"))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_owned()
+    };
+    assert!(row(one.ok()).contains("1/2"), "{one:#?}");
+    assert!(
+        row(one.ok()).contains(" now ") && row(one.ok()).ends_with("open"),
+        "a slot is free: {one:#?}"
+    );
+
+    granted(request(&mut agent, "h2", RestartJob, "b").await);
+    let full = server.medicctl(&["status"]).await;
+    let line = row(full.ok());
+    assert!(line.contains("when a slot frees (2/2 in use)"), "{line}");
+    assert!(!line.contains(" now "), "{line}");
     server.stop().await.unwrap();
 }
 
@@ -667,6 +864,94 @@ async fn watch_streams_events_until_interrupted() {
     server.stop().await.unwrap();
 }
 
+/// A coordinator restart does not end `watch`: it says it reconnects, and
+/// goes on after the last event it printed, printing each event once.
+#[tokio::test]
+async fn watch_reconnects_after_a_coordinator_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _agent, mut admin) = ready(dir.path(), FAST, &["h1"]).await;
+    let url = server.url();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_medicctl"))
+        .args([
+            "--coordinator",
+            &url,
+            "watch",
+            "--kind",
+            "pause",
+            "-o",
+            "json",
+        ])
+        .env_remove("MEDIC_COORDINATOR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut errs = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let pause = |reason: &str| pb::PauseRequest {
+        scope: None,
+        reason: reason.into(),
+        duration: None,
+    };
+    // Live only: wait until the stream is open, by an event seen on it.
+    let mut first = None;
+    for i in 0..50 {
+        let reason = format!("before {i}");
+        admin.pause(pause(&reason)).await.unwrap();
+        admin
+            .resume(pb::ResumeRequest {
+                target: Some(pb::resume_request::Target::Scope(pb::Scope::default())),
+                reason: "again".into(),
+            })
+            .await
+            .unwrap();
+        if let Ok(line) = tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await
+        {
+            first = Some(line.unwrap().expect("a line"));
+            break;
+        }
+    }
+    let first: Value = serde_json::from_str(&first.expect("watch prints a live event")).unwrap();
+    assert_eq!(first["kind"], "pause", "{first}");
+
+    let server = server.restart().await;
+    let said = tokio::time::timeout(Duration::from_secs(10), errs.next_line())
+        .await
+        .expect("a message within 10s")
+        .unwrap()
+        .expect("a stderr line");
+    assert!(said.contains("reconnecting"), "{said}");
+    assert!(
+        !said.contains("after_id"),
+        "names the flag, not the field: {said}"
+    );
+    let mut admin = server.admin().await;
+    admin.pause(pause("after the restart")).await.unwrap();
+
+    // Every event after the first is printed once, in id order, ending
+    // with the one made after the restart.
+    let mut last = first["id"].as_u64().unwrap();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("the event made after the restart within 20s")
+            .unwrap()
+            .expect("a line");
+        let e: Value = serde_json::from_str(&line).unwrap();
+        let id = e["id"].as_u64().unwrap();
+        assert!(id > last, "printed once, in order: {id} after {last}");
+        last = id;
+        if e["reason"] == "after the restart" {
+            break;
+        }
+    }
+    assert!(child.try_wait().unwrap().is_none(), "watch still runs");
+    child.start_kill().unwrap();
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn failed_call_exits_1_with_the_servers_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -732,7 +1017,6 @@ async fn bad_usage_exits_64_and_help_exits_0() {
         &["pause", "--reason", "x", "--selector", "r1"], // not KEY=VALUE
         &["resume", "--reason", "x", "--id", "1", "--all"],
         &["status", "-o", "yaml"],
-        &["explain", "h1"], // no --action
         &["explain", "h1", "--action", "format-disk"],
         &["history", "--kind", "everything"],
         &["history", "--limit", "0"],
@@ -915,6 +1199,12 @@ async fn tls_files_are_checked_and_used_for_https() {
         )),
         "{out:#?}"
     );
+    assert!(
+        out.stderr.contains(&format!(
+            "the coordinator at {url} speaks plaintext, not TLS: use http://"
+        )),
+        "{out:#?}"
+    );
     server.stop().await.unwrap();
 }
 
@@ -969,6 +1259,26 @@ async fn medicctl_speaks_mutual_tls_as_the_certificate_it_presents() {
     let out = run("viewer", &["resume", "--reason", "done"]).await;
     assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stderr.contains("PERMISSION_DENIED"), "{out:#?}");
+    server.stop().await.unwrap();
+}
+
+/// http:// against a TLS port fails with a hint to use https:// and the
+/// TLS flags, whatever the transport's own words.
+#[tokio::test]
+async fn plaintext_against_a_tls_coordinator_says_to_use_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dev_certs(dir.path(), &["h1"]);
+    let toml = format!("{FAST}{}", tls_toml(&certs));
+    let server = TestServer::start(dir.path(), &toml).await;
+    let url = format!("http://localhost:{}", server.addr.port());
+    let out = medicctl_raw(&["--coordinator", &url, "status"]).await;
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "the coordinator at {url} speaks TLS: use https:// and --tls-ca/--tls-cert/--tls-key"
+        )),
+        "{out:#?}"
+    );
     server.stop().await.unwrap();
 }
 

@@ -136,12 +136,38 @@ impl TestServer {
     /// Starts a coordinator with `toml` (a whole coordinator.toml; the
     /// listen addresses are replaced by port-0 listeners) in `dir`.
     pub async fn start_in(dir: &Path, toml: &str, clock: Arc<ManualClock>) -> Self {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_with(dir, toml, clock, grpc).await
+    }
+
+    /// Stops this coordinator and starts another on the same gRPC address,
+    /// state directory, config and clock: what clients see of a restart.
+    pub async fn restart(self) -> Self {
+        let (dir, addr, clock) = (self.dir.clone(), self.addr, self.clock.clone());
+        let toml = std::fs::read_to_string(&self.config_path).unwrap();
+        self.stop().await.unwrap();
+        let mut last = None;
+        for _ in 0..100 {
+            match TcpListener::bind(addr).await {
+                Ok(grpc) => return Self::start_with(&dir, &toml, clock, grpc).await,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("cannot bind {addr} again: {last:?}");
+    }
+
+    async fn start_with(
+        dir: &Path,
+        toml: &str,
+        clock: Arc<ManualClock>,
+        grpc: TcpListener,
+    ) -> Self {
         let config_path = dir.join("coordinator.toml");
         std::fs::write(&config_path, toml).unwrap();
         let config = CoordinatorConfig::from_toml(toml).unwrap_or_else(|e| panic!("{e}"));
         let state = dir.join("state");
         let store = RedbStore::open(&state).unwrap_or_else(|e| panic!("{e}"));
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = grpc.local_addr().unwrap();
         let metrics_addr = metrics.local_addr().unwrap();

@@ -2,26 +2,63 @@
 
 use std::time::SystemTime;
 
+use clap::ValueEnum;
 use medic_proto::pb::v1 as pb;
 
 use super::Ctx;
-use crate::cli::ExplainArgs;
+use crate::cli::{ActionArg, ExplainArgs};
 use crate::error::Error;
 use crate::format::{self, Table};
 use crate::json;
 
 pub(super) async fn explain(ctx: &mut Ctx<'_>, a: ExplainArgs) -> Result<(), Error> {
-    let req = pb::ExplainRequest {
-        host_id: a.host,
-        action: pb::Action::from(a.action).into(),
+    let Some(action) = a.action else {
+        return explain_all(ctx, a.host).await;
     };
-    let r = ctx
-        .conn
-        .unary(req, |mut c, r| async move { c.explain(r).await })
-        .await?;
+    let r = ask(ctx, &a.host, action).await?;
     if ctx.is_json() {
         return ctx.json(&json::Explain::from(&r));
     }
+    print(ctx, &r)
+}
+
+/// Without `--action`: every action, one after the other (in JSON, one
+/// object keyed by action). Every answer is fetched before anything is
+/// printed, so a failed call prints nothing.
+async fn explain_all(ctx: &mut Ctx<'_>, host: String) -> Result<(), Error> {
+    let mut answers = Vec::new();
+    for action in ActionArg::value_variants() {
+        answers.push(ask(ctx, &host, *action).await?);
+    }
+    if ctx.is_json() {
+        let all: json::ExplainAll = answers
+            .iter()
+            .map(|r| (json::action_name(r.action), json::Explain::from(r)))
+            .collect();
+        return ctx.json(&all);
+    }
+    for (i, r) in answers.iter().enumerate() {
+        if i > 0 {
+            writeln!(ctx.out)?;
+        }
+        print(ctx, r)?;
+    }
+    Ok(())
+}
+
+/// One `Explain` call.
+async fn ask(ctx: &Ctx<'_>, host: &str, action: ActionArg) -> Result<pb::ExplainResponse, Error> {
+    let req = pb::ExplainRequest {
+        host_id: host.to_owned(),
+        action: pb::Action::from(action).into(),
+    };
+    ctx.conn
+        .unary(req, |mut c, r| async move { c.explain(r).await })
+        .await
+}
+
+/// One answer for people: a verdict line, then the denials.
+fn print(ctx: &mut Ctx<'_>, r: &pb::ExplainResponse) -> Result<(), Error> {
     let action = json::action_name(r.action);
     if r.would_grant {
         writeln!(

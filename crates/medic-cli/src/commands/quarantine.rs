@@ -6,12 +6,23 @@ use std::time::SystemTime;
 use medic_proto::pb::v1 as pb;
 
 use super::Ctx;
-use crate::cli::HostReasonArgs;
+use super::page;
+use crate::cli::{HostReasonArgs, QuarantineArgs};
 use crate::error::Error;
 use crate::format;
 use crate::json;
 
-pub(super) async fn quarantine(ctx: &mut Ctx<'_>, a: HostReasonArgs) -> Result<(), Error> {
+pub(super) async fn quarantine(ctx: &mut Ctx<'_>, a: QuarantineArgs) -> Result<(), Error> {
+    let QuarantineArgs { target: a, force } = a;
+    if !force && !known(ctx, &a.host).await? {
+        return Err(Error::Failed(format!(
+            "the coordinator at {} does not know host {:?} (it has never heartbeated): check \
+             the id with `medicctl hosts`, or pass --force to quarantine it before its agent \
+             first reports",
+            ctx.conn.url(),
+            a.host
+        )));
+    }
     let req = pb::QuarantineRequest {
         host_id: a.host,
         reason: a.reason,
@@ -32,6 +43,21 @@ pub(super) async fn quarantine(ctx: &mut Ctx<'_>, a: HostReasonArgs) -> Result<(
         q.host_id, q.host_id
     )?;
     Ok(())
+}
+
+/// Whether the coordinator lists `host` (`ListHosts`, every page).
+async fn known(ctx: &Ctx<'_>, host: &str) -> Result<bool, Error> {
+    let conn = &ctx.conn;
+    let hosts = page::all(|page_token, page_size| {
+        let req = pb::ListHostsRequest {
+            page_size,
+            page_token,
+            ..Default::default()
+        };
+        conn.unary(req, |mut c, r| async move { c.list_hosts(r).await })
+    })
+    .await?;
+    Ok(hosts.iter().any(|h| h.host_id == host))
 }
 
 pub(super) async fn unquarantine(ctx: &mut Ctx<'_>, a: HostReasonArgs) -> Result<(), Error> {

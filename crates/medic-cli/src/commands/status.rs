@@ -178,6 +178,22 @@ fn granting(s: &pb::Status) -> String {
     }
 }
 
+/// When the next grant of an action fits: never while it is disabled, when
+/// a slot frees while every slot is in use, otherwise when the rate budget
+/// allows (`rate_next_at`), which may be now.
+fn next_grant(a: &pb::ActionStatus, now: SystemTime) -> String {
+    if a.effective_cap == 0 {
+        "never (disabled)".to_owned()
+    } else if a.active >= a.effective_cap {
+        format!(
+            "when a slot frees ({}/{} in use)",
+            a.active, a.effective_cap
+        )
+    } else {
+        format::opt_time(a.rate_next_at.as_ref(), now, "now")
+    }
+}
+
 /// Per action: slots against the cap, budget left, when the next grant
 /// fits, and whether its windows are open.
 fn action_table(actions: &[pb::ActionStatus], now: SystemTime) -> Table {
@@ -202,7 +218,7 @@ fn action_table(actions: &[pb::ActionStatus], now: SystemTime) -> Table {
                 a.rate_limit.saturating_sub(a.rate_used),
                 a.rate_limit
             ),
-            format::opt_time(a.rate_next_at.as_ref(), now, "now"),
+            next_grant(a, now),
             if a.in_window { "open" } else { "closed" }.to_owned(),
         ]);
     }

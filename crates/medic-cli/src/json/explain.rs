@@ -19,6 +19,10 @@ pub struct Explain {
     pub denials: Vec<Denial>,
 }
 
+/// `medicctl explain HOST` without `--action`: every action's
+/// [`Explain`], keyed by the action's name (`restart_job`, `reboot_host`).
+pub type ExplainAll = std::collections::BTreeMap<String, Explain>;
+
 /// One rule's refusal.
 #[derive(Debug, Clone, Serialize)]
 pub struct Denial {

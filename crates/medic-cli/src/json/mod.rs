@@ -32,7 +32,7 @@ mod status;
 use medic_proto::pb::v1 as pb;
 
 pub use breaker::{Breaker, BreakersClosed};
-pub use explain::{Denial, Explain};
+pub use explain::{Denial, Explain, ExplainAll};
 pub use history::{Event, History, Payload};
 pub use hosts::{Host, Hosts, Problem};
 pub use pause::{Pause, Paused, Resumed, Scope};

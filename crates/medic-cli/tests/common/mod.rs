@@ -58,6 +58,9 @@ pub async fn medicctl_raw(args: &[&str]) -> Run {
         .env_remove("MEDIC_TLS_CA")
         .env_remove("MEDIC_TLS_CERT")
         .env_remove("MEDIC_TLS_KEY")
+        // Tables are cut to COLUMNS; stdout is a pipe, so without it they
+        // are whole.
+        .env_remove("COLUMNS")
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
         .await
