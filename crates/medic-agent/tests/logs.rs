@@ -92,9 +92,12 @@ async fn json_logs_hold_one_message_per_line_and_child_output_in_fields() {
     )
     .unwrap();
     Command::new("sh")
-        .arg(d.join("job.sh"))
-        .stdout(Stdio::null())
-        .spawn()
+        .arg("-c")
+        .arg(format!(
+            "nohup sh {} >/dev/null 2>&1 &",
+            d.join("job.sh").display()
+        ))
+        .status()
         .unwrap();
     let agent_toml = d.join("agent.toml");
     std::fs::write(
@@ -156,7 +159,6 @@ pidfile = "{pid}"
         .resume(pb::ResumeRequest {
             target: Some(pb::resume_request::Target::PauseId(pause_id)),
             reason: "over".into(),
-            ..Default::default()
         })
         .await
         .unwrap();
