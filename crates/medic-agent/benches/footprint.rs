@@ -14,11 +14,9 @@
 
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medic_coordinator::{Control, CoordinatorConfig, Listeners, SystemClock, run};
-use medic_store::RedbStore;
+use medic_coordinator::testing::LiveServer;
 
 fn usage(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -56,27 +54,12 @@ fn main() {
     let d = dir.path();
 
     // A coordinator for the agent to heartbeat to.
-    let (control, addr) = rt.block_on(async {
-        let config = CoordinatorConfig::from_toml(
-            "[server]\nadmission = { per_second = 1000, burst = 1000 }\n\
+    let server = rt.block_on(LiveServer::start(
+        "[server]\nadmission = { per_second = 1000, burst = 1000 }\n\
              [fleet]\nheartbeat_interval = \"10s\"\n[limits.restart_job]\ncooldown = \"0s\"\n",
-        )
-        .unwrap();
-        let store = RedbStore::open(&d.join("coordinator")).unwrap();
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = grpc.local_addr().unwrap();
-        let (control, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(run(
-            config,
-            None,
-            store,
-            Listeners { grpc, metrics },
-            rx,
-            Arc::new(SystemClock),
-        ));
-        (control, addr)
-    });
+        &d.join("coordinator"),
+    ));
+    let addr = server.addr;
 
     let base = measure(&rt, d, &addr.to_string(), false, secs);
     let hooked = measure(&rt, d, &addr.to_string(), true, secs);
@@ -106,10 +89,7 @@ fn main() {
         hooked.peak as f64 / base.peak as f64,
         hooked.cpu / base.cpu
     );
-    rt.block_on(async {
-        let _ = control.send(Control::Shutdown).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    });
+    rt.block_on(server.stop());
 }
 
 /// What one run of the agent used.

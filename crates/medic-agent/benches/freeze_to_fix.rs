@@ -15,12 +15,10 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use medic_coordinator::{Control, CoordinatorConfig, Listeners, SystemClock, run};
+use medic_coordinator::testing::LiveServer;
 use medic_proto::pb::v1 as pb;
-use medic_store::RedbStore;
 
 const COORDINATOR: &str = r#"
 [server]
@@ -75,23 +73,8 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_owned();
 
-    let (control, addr) = rt.block_on(async {
-        let config = CoordinatorConfig::from_toml(COORDINATOR).unwrap();
-        let store = RedbStore::open(&d.join("coordinator")).unwrap();
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = grpc.local_addr().unwrap();
-        let (control, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(run(
-            config,
-            None,
-            store,
-            Listeners { grpc, metrics },
-            rx,
-            Arc::new(SystemClock),
-        ));
-        (control, addr)
-    });
+    let server = rt.block_on(LiveServer::start(COORDINATOR, &d.join("coordinator")));
+    let addr = server.addr;
 
     // The job, and the restart command that starts it again, detached.
     std::fs::write(
@@ -245,8 +228,5 @@ pidfile = "{pid}"
             .args(["-KILL", &p.to_string()])
             .status();
     }
-    rt.block_on(async {
-        let _ = control.send(Control::Shutdown).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    });
+    rt.block_on(server.stop());
 }

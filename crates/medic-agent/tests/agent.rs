@@ -6,13 +6,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use medic_agent::{Agent, AgentConfig, Control, Environment};
-use medic_coordinator::{Control as CControl, CoordinatorConfig, Listeners, SystemClock, run};
+use medic_coordinator::testing::LiveServer;
 use medic_proto::pb::v1 as pb;
-use medic_store::RedbStore;
 use tokio::sync::mpsc;
 
 const COORDINATOR: &str = r#"
@@ -35,52 +33,29 @@ permit_ttl = "60s"
 cooldown = "0s"
 "#;
 
+/// The in-process coordinator and its state directory.
 struct Coordinator {
-    addr: std::net::SocketAddr,
-    control: mpsc::Sender<CControl>,
-    task: tokio::task::JoinHandle<()>,
+    live: LiveServer,
     _dir: tempfile::TempDir,
 }
 
-async fn coordinator(extra: &str) -> Coordinator {
-    let dir = tempfile::tempdir().unwrap();
-    let config = CoordinatorConfig::from_toml(&format!("{COORDINATOR}{extra}")).unwrap();
-    let store = RedbStore::open(&dir.path().join("state")).unwrap();
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = grpc.local_addr().unwrap();
-    let (control, rx) = mpsc::channel(1);
-    let task = tokio::spawn(async move {
-        run(
-            config,
-            None,
-            store,
-            Listeners { grpc, metrics },
-            rx,
-            Arc::new(SystemClock),
-        )
-        .await
-        .unwrap();
-    });
-    Coordinator {
-        addr,
-        control,
-        task,
-        _dir: dir,
+impl std::ops::Deref for Coordinator {
+    type Target = LiveServer;
+    fn deref(&self) -> &LiveServer {
+        &self.live
     }
 }
 
 impl Coordinator {
-    async fn admin(&self) -> pb::admin_client::AdminClient<tonic::transport::Channel> {
-        pb::admin_client::AdminClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap()
-    }
-
     async fn stop(self) {
-        let _ = self.control.send(CControl::Shutdown).await;
-        let _ = self.task.await;
+        self.live.stop().await;
     }
+}
+
+async fn coordinator(extra: &str) -> Coordinator {
+    let dir = tempfile::tempdir().unwrap();
+    let live = LiveServer::start(&format!("{COORDINATOR}{extra}"), dir.path()).await;
+    Coordinator { live, _dir: dir }
 }
 
 /// A job: a shell loop that writes its pid and touches a heartbeat file.

@@ -7,12 +7,10 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medic_coordinator::{Control, CoordinatorConfig, Listeners, SystemClock, run};
+use medic_coordinator::testing::LiveServer;
 use medic_proto::pb::v1 as pb;
-use medic_store::RedbStore;
 
 const COORDINATOR: &str = r#"
 [server]
@@ -42,23 +40,9 @@ async fn outcomes(admin: &mut pb::admin_client::AdminClient<tonic::transport::Ch
 async fn json_logs_hold_one_message_per_line_and_child_output_in_fields() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = CoordinatorConfig::from_toml(COORDINATOR).unwrap();
-    let store = RedbStore::open(&d.join("coordinator")).unwrap();
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = grpc.local_addr().unwrap();
-    let (control, rx) = tokio::sync::mpsc::channel(1);
-    let server = tokio::spawn(run(
-        config,
-        None,
-        store,
-        Listeners { grpc, metrics },
-        rx,
-        Arc::new(SystemClock),
-    ));
-    let mut admin = pb::admin_client::AdminClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let server = LiveServer::start(COORDINATOR, &d.join("coordinator")).await;
+    let addr = server.addr;
+    let mut admin = server.admin().await;
     let pause_id = admin
         .pause(pb::PauseRequest {
             scope: None,
@@ -185,8 +169,7 @@ pidfile = "{pid}"
             .args(["-KILL", &p.to_string()])
             .status();
     }
-    let _ = control.send(Control::Shutdown).await;
-    let _ = server.await;
+    server.stop().await;
 
     let mut seen = Vec::new();
     for line in log.lines() {

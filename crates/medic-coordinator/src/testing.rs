@@ -46,6 +46,56 @@ permit_ttl = "60s"
 cooldown = "0s"
 "#;
 
+/// A coordinator on the system clock, in this process, on loopback port
+/// 0, its state in a directory the caller provides: for tests and
+/// benchmarks that drive real agents in real time ([`TestServer`] runs on a
+/// manual clock).
+#[derive(Debug)]
+pub struct LiveServer {
+    /// Its gRPC address.
+    pub addr: SocketAddr,
+    control: mpsc::Sender<Control>,
+    task: JoinHandle<Result<(), RunError>>,
+}
+
+impl LiveServer {
+    /// Starts one on `toml` with its state in `state_dir`.
+    pub async fn start(toml: &str, state_dir: &Path) -> Self {
+        let config = CoordinatorConfig::from_toml(toml).unwrap_or_else(|e| panic!("{e}"));
+        let store = RedbStore::open(&state_dir.join("state")).unwrap();
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = grpc.local_addr().unwrap();
+        let (control, rx) = mpsc::channel(1);
+        let task = tokio::spawn(run(
+            config,
+            None,
+            store,
+            Listeners { grpc, metrics },
+            rx,
+            Arc::new(crate::SystemClock),
+        ));
+        Self {
+            addr,
+            control,
+            task,
+        }
+    }
+
+    /// An operator client (plaintext loopback: the caller is admin).
+    pub async fn admin(&self) -> pb::admin_client::AdminClient<Channel> {
+        pb::admin_client::AdminClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    /// Stops it and waits for it to end.
+    pub async fn stop(self) {
+        let _ = self.control.send(Control::Shutdown).await;
+        let _ = self.task.await;
+    }
+}
+
 #[derive(Debug)]
 pub struct TestServer {
     pub addr: SocketAddr,
