@@ -166,6 +166,7 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
                     fatal: services.fatal.clone(),
                     ticked: ticked.clone(),
                     page: config.server.status_page.then(|| services.page.clone()),
+                    rendered: Arc::default(),
                     leader: follower_of,
                 });
             tokio::spawn(async move {
@@ -422,6 +423,12 @@ struct HttpState {
     /// The status page's source, once this replica leads; `None` when the
     /// page is turned off (`server.status_page = false`).
     page: Option<Arc<OnceLock<Arc<dyn PageSource>>>>,
+    /// The last page rendered, and when: viewers within
+    /// `status_page::REUSE` of it get it again, so however many browsers
+    /// refresh, the engine is read for the page at most that often (the
+    /// page is served without authentication, and reading every host
+    /// takes the engine's lock).
+    rendered: Arc<tokio::sync::Mutex<Option<(std::time::Instant, String)>>>,
     /// Who leads, for a follower's page.
     leader: watch::Receiver<Option<String>>,
 }
@@ -453,8 +460,19 @@ async fn status_handler(State(s): State<HttpState>) -> axum::response::Response 
             crate::status_page::follower(leader.as_deref()),
         );
     };
+    // One render at a time; those waiting meanwhile get its result.
+    let mut rendered = s.rendered.lock().await;
+    if let Some((at, page)) = rendered.as_ref()
+        && at.elapsed() < crate::status_page::REUSE
+    {
+        return html(StatusCode::OK, page.clone());
+    }
     match source.snapshot().await {
-        Ok(snap) => html(StatusCode::OK, crate::status_page::render(&snap)),
+        Ok(snap) => {
+            let page = crate::status_page::render(&snap);
+            *rendered = Some((std::time::Instant::now(), page.clone()));
+            html(StatusCode::OK, page)
+        }
         Err(why) => html(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(

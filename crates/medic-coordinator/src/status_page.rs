@@ -22,6 +22,10 @@ use crate::core::Core;
 /// How often the page reloads itself, in seconds.
 pub const REFRESH_SECS: u32 = 5;
 
+/// How long a rendered page is served again to other viewers before the
+/// engine is read anew.
+pub const REUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How many of the latest events the page shows.
 pub const EVENTS: usize = 25;
 

@@ -181,3 +181,31 @@ async fn the_status_page_can_be_turned_off() {
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     server.stop().await.unwrap();
 }
+
+/// However many viewers refresh, the engine is read for the page at most
+/// once per `REUSE`: a pause made right after a render shows only once the
+/// rendered page is older than that.
+#[tokio::test]
+async fn viewers_within_a_moment_share_one_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), FAST).await;
+    let mut admin = server.admin().await;
+    let started = std::time::Instant::now();
+    let (_, first) = http_request(server.metrics_addr, "GET", "/status", None).await;
+    admin
+        .pause(pb::PauseRequest {
+            scope: None,
+            reason: "change freeze".into(),
+            duration: None,
+        })
+        .await
+        .unwrap();
+    let (_, second) = http_request(server.metrics_addr, "GET", "/status", None).await;
+    if started.elapsed() < medic_coordinator::status_page::REUSE {
+        assert_eq!(first, second, "re-rendered within REUSE");
+    }
+    tokio::time::sleep(medic_coordinator::status_page::REUSE).await;
+    let (_, third) = http_request(server.metrics_addr, "GET", "/status", None).await;
+    assert!(third.contains("change freeze"), "{third}");
+    server.stop().await.unwrap();
+}

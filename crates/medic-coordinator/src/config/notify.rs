@@ -161,7 +161,7 @@ impl std::fmt::Debug for Secret {
 pub const MIN_HMAC_KEY: usize = 32;
 
 /// Reads a secret from `file` (mode 0600 or stricter, or root-owned and
-/// 0640), trimmed of surrounding whitespace.
+/// 0640), trimmed of surrounding ASCII whitespace.
 fn secret_from(errs: &mut Errors, path: &str, file: &str) -> Option<Secret> {
     let p = PathBuf::from(file);
     match medic_proto::secret_file::read(&p) {
@@ -169,13 +169,12 @@ fn secret_from(errs: &mut Errors, path: &str, file: &str) -> Option<Secret> {
             errs.push(path, e);
             None
         }
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            Some(Secret {
-                value: text.trim().as_bytes().to_vec(),
-                from: Some(p),
-            })
-        }
+        // The bytes as written, less surrounding whitespace: a key that is
+        // not UTF-8 must sign with its own bytes, not replacement ones.
+        Ok(bytes) => Some(Secret {
+            value: bytes.trim_ascii().to_vec(),
+            from: Some(p),
+        }),
     }
 }
 
