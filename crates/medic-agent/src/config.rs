@@ -11,7 +11,7 @@ use medic_policy::config::{
     parse_toml,
 };
 use medic_policy::text;
-use medic_policy::{HostId, Labels};
+use medic_policy::{Action, HostId, Labels};
 use serde::Deserialize;
 
 use crate::detect::{self, DetectorsConfig, RawHeartbeatFile, RawProbe, RawProcess, RawSystemd};
@@ -42,6 +42,7 @@ struct RawJob {
     reboot_after_failed_restarts: Option<i64>,
     give_up_after_failed_reboots: Option<i64>,
     restart: RawRestart,
+    ladder: Option<Vec<RawStep>>,
     pre: Option<RawHook>,
     post: Option<RawHook>,
     probation: Option<String>,
@@ -58,6 +59,16 @@ struct RawRestart {
     grace: Option<String>,
     command: Option<Vec<String>>,
     command_timeout: Option<String>,
+    verify_timeout: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawStep {
+    action: Option<String>,
+    attempts: Option<i64>,
+    command: Option<Vec<String>>,
+    timeout: Option<String>,
     verify_timeout: Option<String>,
 }
 
@@ -107,10 +118,11 @@ pub struct JobConfig {
     pub name: String,
     /// Consecutive positive checks before the job counts as stuck. Default 3.
     pub confirm: u32,
-    /// Failed restarts before a reboot is asked for. Default 2.
-    pub reboot_after_failed_restarts: u32,
-    /// Failed reboots before the agent stops and asks for a human. Default 1.
-    pub give_up_after_failed_reboots: u32,
+    /// The rungs climbed in order while the job stays stuck, each tried
+    /// `attempts` times before the next; past the last, a human. Default:
+    /// `reboot_after_failed_restarts` (2) restarts, then
+    /// `give_up_after_failed_reboots` (1) reboots.
+    pub ladder: Vec<LadderStep>,
     /// How to restart it.
     pub restart: RestartConfig,
     /// Run under the permit before the action (drain, tell the workload,
@@ -140,6 +152,43 @@ pub struct RestartConfig {
     /// The detectors must pass within this long after the restart. Default 2m.
     pub verify_timeout: Duration,
 }
+
+/// One rung of a job's ladder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LadderStep {
+    /// The action asked for (and its permit's kind).
+    pub action: Action,
+    /// Failed attempts of it before the next rung.
+    pub attempts: u32,
+    /// For a custom action: the command that carries it out.
+    pub custom: Option<CustomStep>,
+}
+
+/// How the agent carries out a custom action: a command run under the
+/// action's permit, between the job's hooks, then the job verified (the
+/// detectors must pass on checks made after the command finished) and put
+/// on probation, as after a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomStep {
+    /// argv, run without a shell in its own process group, with the
+    /// action's context in its environment (`MEDIC_ACTION` names it).
+    pub command: Vec<String>,
+    /// Killed (its whole process group) after this long. Default 5m.
+    pub timeout: Duration,
+    /// The detectors must pass within this long after the command.
+    /// Default: the job's `restart.verify_timeout`.
+    pub verify_timeout: Duration,
+}
+
+impl JobConfig {
+    /// The ladder's rung for `action`, if it has one.
+    pub fn step(&self, action: Action) -> Option<&LadderStep> {
+        self.ladder.iter().find(|s| s.action == action)
+    }
+}
+
+/// The longest custom step `timeout`: an hour.
+pub const MAX_STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// A hook: a command run before or after a job's action, under its permit.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -479,44 +528,186 @@ impl RawJob {
             errs,
             path,
         );
-        let reboot_after_failed_restarts = errs.count_in(
-            &format!("{path}.reboot_after_failed_restarts"),
-            self.reboot_after_failed_restarts,
-            2,
-            0,
-            MAX_COUNT,
-        );
+        let ladder = self.validate_ladder(errs, path, &restart);
         // A restart stops the process detector's processes and runs the
         // restart command. With neither, it changes nothing, and nothing could
         // ever give evidence newer than it.
-        if reboot_after_failed_restarts > 0 && restart.command.is_none() && self.process.is_none() {
+        let restarts = ladder.iter().any(|s| s.action == Action::RestartJob);
+        if restarts && restart.command.is_none() && self.process.is_none() {
             errs.push(
                 format!("{path}.restart"),
                 format!(
                     "job {name:?} cannot be restarted: with no restart.command and no process detector, \
                      a restart stops and starts nothing, so no detector could show the job healthy \
                      after it; set restart.command (and a process detector to stop the old \
-                     process), or reboot_after_failed_restarts = 0 to go straight to a reboot"
+                     process), or leave restart_job out of its ladder \
+                     (reboot_after_failed_restarts = 0) to go straight to the next rung"
                 ),
             );
         }
         JobConfig {
             name,
             confirm: errs.count_in(&format!("{path}.confirm"), self.confirm, 3, 1, MAX_COUNT),
-            reboot_after_failed_restarts,
-            give_up_after_failed_reboots: errs.count_in(
-                &format!("{path}.give_up_after_failed_reboots"),
-                self.give_up_after_failed_reboots,
-                1,
-                0,
-                MAX_COUNT,
-            ),
+            ladder,
             restart,
             pre,
             post,
             probation,
             detectors,
         }
+    }
+}
+
+impl RawJob {
+    /// `[[jobs.ladder]]`, or the default ladder from
+    /// `reboot_after_failed_restarts` and `give_up_after_failed_reboots`.
+    fn validate_ladder(
+        &self,
+        errs: &mut Errors,
+        path: &str,
+        restart: &RestartConfig,
+    ) -> Vec<LadderStep> {
+        let Some(raw) = &self.ladder else {
+            let restarts = errs.count_in(
+                &format!("{path}.reboot_after_failed_restarts"),
+                self.reboot_after_failed_restarts,
+                2,
+                0,
+                MAX_COUNT,
+            );
+            let reboots = errs.count_in(
+                &format!("{path}.give_up_after_failed_reboots"),
+                self.give_up_after_failed_reboots,
+                1,
+                0,
+                MAX_COUNT,
+            );
+            return [
+                (Action::RestartJob, restarts),
+                (Action::RebootHost, reboots),
+            ]
+            .into_iter()
+            .filter(|&(_, n)| n > 0)
+            .map(|(action, attempts)| LadderStep {
+                action,
+                attempts,
+                custom: None,
+            })
+            .collect();
+        };
+        for key in [
+            (
+                "reboot_after_failed_restarts",
+                self.reboot_after_failed_restarts,
+            ),
+            (
+                "give_up_after_failed_reboots",
+                self.give_up_after_failed_reboots,
+            ),
+        ]
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k)
+        {
+            errs.push(
+                format!("{path}.{key}"),
+                "cannot be combined with ladder: give each rung its attempts there",
+            );
+        }
+        if raw.is_empty() {
+            errs.push(
+                format!("{path}.ladder"),
+                "must have at least one rung (for example { action = \"restart_job\", attempts = 2 })",
+            );
+        }
+        let mut steps: Vec<LadderStep> = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let at = format!("{path}.ladder[{i}]");
+            let action = match r.action.as_deref() {
+                None => {
+                    errs.push(
+                        format!("{at}.action"),
+                        "is required: restart_job, reboot_host, or a custom action the \
+                         coordinator declares",
+                    );
+                    continue;
+                }
+                Some(name) => match Action::declare(name) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        errs.push(format!("{at}.action"), e.message);
+                        continue;
+                    }
+                },
+            };
+            if steps.iter().any(|s| s.action == action) {
+                errs.push(
+                    format!("{at}.action"),
+                    format!(
+                        "{action} is already a rung of this ladder; give it more attempts instead"
+                    ),
+                );
+                continue;
+            }
+            let attempts = errs.count_in(&format!("{at}.attempts"), r.attempts, 1, 1, MAX_COUNT);
+            let custom = if action.is_builtin() {
+                for (key, set) in [
+                    ("command", r.command.is_some()),
+                    ("timeout", r.timeout.is_some()),
+                    ("verify_timeout", r.verify_timeout.is_some()),
+                ] {
+                    if set {
+                        errs.push(
+                            format!("{at}.{key}"),
+                            format!(
+                                "is for custom actions; {action} is configured by {}",
+                                if action == Action::RestartJob {
+                                    "[jobs.restart]"
+                                } else {
+                                    "reboot_command"
+                                }
+                            ),
+                        );
+                    }
+                }
+                None
+            } else {
+                let command = match &r.command {
+                    Some(c) => argv(errs, &format!("{at}.command"), c),
+                    None => {
+                        errs.push(
+                            format!("{at}.command"),
+                            format!(
+                                "is required for the custom action {action}: the argv that \
+                                 carries it out, for example [\"/usr/local/bin/{action}\"]"
+                            ),
+                        );
+                        Vec::new()
+                    }
+                };
+                Some(CustomStep {
+                    command,
+                    timeout: errs.duration_in(
+                        &format!("{at}.timeout"),
+                        r.timeout.as_deref(),
+                        Duration::from_secs(300),
+                        Duration::from_millis(1)..=MAX_STEP_TIMEOUT,
+                        "",
+                    ),
+                    verify_timeout: errs.positive_duration(
+                        &format!("{at}.verify_timeout"),
+                        r.verify_timeout.as_deref(),
+                        restart.verify_timeout,
+                    ),
+                })
+            };
+            steps.push(LadderStep {
+                action,
+                attempts,
+                custom,
+            });
+        }
+        steps
     }
 }
 

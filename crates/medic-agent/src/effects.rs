@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use medic_policy::{Action, PermitRef};
 
-use crate::config::{HookConfig, JobConfig};
+use crate::config::{CustomStep, HookConfig, JobConfig};
 use crate::detect::{JobDetectors, Verdict};
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -159,13 +159,24 @@ pub enum HostError {
     /// The reboot command failed.
     #[error("reboot command failed: {0}")]
     RebootCommand(#[source] CommandError),
+    /// A custom action's command failed.
+    #[error("{action} command failed: {source}")]
+    ActionCommand {
+        /// The custom action.
+        action: Action,
+        /// How its command failed.
+        #[source]
+        source: CommandError,
+    },
 }
 
 impl HostError {
     /// The command that failed.
     pub fn command(&self) -> &CommandError {
         match self {
-            HostError::RestartCommand(e) | HostError::RebootCommand(e) => e,
+            HostError::RestartCommand(e)
+            | HostError::RebootCommand(e)
+            | HostError::ActionCommand { source: e, .. } => e,
         }
     }
 }
@@ -364,6 +375,30 @@ pub trait Host: Send + 'static {
         command: &[String],
         action: &ActionContext,
     ) -> impl Future<Output = Result<(), HostError>> + Send;
+
+    /// Carries out the custom action of `action` for `job` by running
+    /// `step`'s command: the first irreversible step. The default runs it
+    /// for real ([`run`]) with the action's context in its environment.
+    fn custom(
+        &mut self,
+        job: &JobConfig,
+        step: &CustomStep,
+        action: &ActionContext,
+    ) -> impl Future<Output = Result<CommandReport, HostError>> + Send {
+        let _ = job;
+        let argv = step.command.clone();
+        let timeout = step.timeout;
+        let env = action.env();
+        let kind = action.action;
+        async move {
+            run(&argv, timeout, &env)
+                .await
+                .map_err(|source| HostError::ActionCommand {
+                    action: kind,
+                    source,
+                })
+        }
+    }
 
     /// Starts `job`'s `which` hook, `command`, for `action`. The default
     /// runs it for real ([`run`]: argv, no shell, its own process group,

@@ -1,6 +1,7 @@
 //! The remediation ladder of one job, as pure functions: whether it is
 //! stuck (after `confirm` consecutive positive checks), what to ask for
-//! next (restart, then reboot, then a human), and how an outcome moves it.
+//! next (the job's ladder: by default restart, then reboot; then a human),
+//! and how an outcome moves it.
 
 use std::time::SystemTime;
 
@@ -76,21 +77,57 @@ pub enum Step {
     GiveUp(String),
 }
 
-/// What to do for a stuck job, given its counters.
+/// What to do for a stuck job, given its counters: the first rung of its
+/// ladder with attempts left.
 pub fn next_step(counters: &JobCounters, job: &JobConfig) -> Step {
     if let Some(why) = &counters.gave_up {
         return Step::GiveUp(why.clone());
     }
-    if counters.failed_restarts < job.reboot_after_failed_restarts {
-        return Step::Ask(Action::RestartJob);
+    if let Some(step) = job
+        .ladder
+        .iter()
+        .find(|s| failures(counters, s.action) < s.attempts)
+    {
+        return Step::Ask(step.action);
     }
-    if counters.failed_reboots < job.give_up_after_failed_reboots {
-        return Step::Ask(Action::RebootHost);
+    let tried: Vec<String> = job
+        .ladder
+        .iter()
+        .map(|s| {
+            format!(
+                "{} failed {}",
+                failures(counters, s.action),
+                plural(s.action)
+            )
+        })
+        .collect();
+    Step::GiveUp(if tried.is_empty() {
+        format!("job {} is stuck and its ladder has no rungs", job.name)
+    } else {
+        format!("job {} is still stuck after {}", job.name, tried.join(", "))
+    })
+}
+
+/// How an action is counted in messages (`restarts`, `drain_host attempts`).
+fn plural(action: Action) -> String {
+    match action {
+        Action::RestartJob => "restart(s)".to_owned(),
+        Action::RebootHost => "reboot(s)".to_owned(),
+        Action::Custom(_) => format!("{action} attempt(s)"),
     }
-    Step::GiveUp(format!(
-        "job {} is still stuck after {} failed restart(s) and {} failed reboot(s)",
-        job.name, counters.failed_restarts, counters.failed_reboots
-    ))
+}
+
+/// Failed attempts of `action` since the job was last fixed.
+pub fn failures(counters: &JobCounters, action: Action) -> u32 {
+    match action {
+        Action::RestartJob => counters.failed_restarts,
+        Action::RebootHost => counters.failed_reboots,
+        Action::Custom(_) => counters
+            .failed_custom
+            .get(action.as_str())
+            .copied()
+            .unwrap_or(0),
+    }
 }
 
 /// Moves the counters after an action's outcome. A success resets the
@@ -101,6 +138,12 @@ pub fn record(counters: &mut JobCounters, action: Action, outcome: Outcome) {
         Outcome::Failed => match action {
             Action::RestartJob => counters.failed_restarts += 1,
             Action::RebootHost => counters.failed_reboots += 1,
+            Action::Custom(_) => {
+                *counters
+                    .failed_custom
+                    .entry(action.as_str().to_owned())
+                    .or_default() += 1;
+            }
         },
         Outcome::Aborted | Outcome::DryRun => {}
     }

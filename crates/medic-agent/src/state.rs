@@ -32,6 +32,9 @@ pub struct JobCounters {
     pub failed_restarts: u32,
     /// Reboots that did not fix it.
     pub failed_reboots: u32,
+    /// Custom actions that did not fix it, by action name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_custom: BTreeMap<String, u32>,
     /// Set when the ladder is exhausted: why a human is needed. Sent to the
     /// coordinator as `needs_human`, which quarantines the host.
     pub gave_up: Option<String>,
@@ -223,6 +226,7 @@ mod tests {
             failed_reboots: 1,
             gave_up: Some("still stuck".into()),
             quarantined: true,
+            ..JobCounters::default()
         };
         let mut state = file.load().unwrap_or_else(|e| panic!("{e}"));
         state.jobs.insert("ingest".into(), gave_up.clone());

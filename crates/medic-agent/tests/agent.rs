@@ -1288,3 +1288,157 @@ async fn a_relapse_in_probation_is_failed_and_climbs_the_ladder() {
     job.kill();
     c.stop().await;
 }
+
+/// A job whose ladder is one custom action, `clear_cache`, whose command
+/// logs its context and thaws the job (SIGCONT): the fix without a restart.
+fn custom_ladder(dir: &Path, action: &str) -> String {
+    format!(
+        "probation = \"0s\"\n[[jobs.ladder]]\naction = \"{action}\"\n\
+         command = [\"sh\", \"-c\", \"echo $MEDIC_ACTION $MEDIC_PERMIT_ID >> {log}; kill -CONT $(cat {pid})\"]\n\
+         timeout = \"5s\"\nverify_timeout = \"5s\"\n",
+        log = dir.join("custom.log").display(),
+        pid = dir.join("job.pid").display(),
+    )
+}
+
+/// The shared agent config, with its default-ladder keys replaced by
+/// `ladder`.
+fn agent_config_with_ladder(dir: &Path, coordinator: &str, ladder: &str) -> AgentConfig {
+    AgentConfig::from_toml(&format!(
+        r#"
+host_id = "h1"
+coordinators = ["{coordinator}"]
+check_interval = "200ms"
+heartbeat_interval = "1s"
+request_timeout = "2s"
+state_dir = "{state}"
+safety_margin = "1s"
+reboot_command = ["sleep", "600"]
+[labels]
+rack = "r1"
+[[jobs]]
+name = "ingest"
+confirm = 2
+{ladder}
+[jobs.restart]
+command = ["sh", "{start}"]
+[jobs.heartbeat_file]
+path = "{hb}"
+stale_after = "1s"
+[jobs.process]
+pidfile = "{pid}"
+"#,
+        state = dir.join("agent-state").display(),
+        start = dir.join("start.sh").display(),
+        hb = dir.join("job.hb").display(),
+        pid = dir.join("job.pid").display(),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_action_runs_its_command_under_its_own_permit_and_is_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let first = job.start();
+    let c = coordinator(
+        "[actions.clear_cache]\ndescription = \"drop the job's cache\"\n\
+         [limits.clear_cache]\nmax_in_flight = 3\npermit_ttl = \"30s\"\ncooldown = \"0s\"\n",
+    )
+    .await;
+    let mut admin = c.admin().await;
+    let (tx, task) = spawn_agent(agent_config_with_ladder(
+        dir.path(),
+        &format!("http://{}", c.addr),
+        &custom_ladder(dir.path(), "clear_cache"),
+    ));
+    let end = restart_outcome(&mut admin, &job).await;
+    assert_eq!(end.state(), pb::PermitState::Succeeded, "{end:?}");
+    assert_eq!(end.action_name, "clear_cache");
+    assert_eq!(end.action(), pb::Action::Custom);
+    assert!(
+        end.detail.contains("ran clear_cache") && end.detail.contains("verified healthy"),
+        "{}",
+        end.detail
+    );
+    // The command ran once, under that permit, and the job was not
+    // restarted: the same process is running again.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("custom.log")).unwrap(),
+        format!("clear_cache {}\n", end.permit_id)
+    );
+    assert_eq!(job.pid(), first);
+    let granted = grants(&mut admin).await;
+    assert_eq!(granted.len(), 1);
+    assert_eq!(granted[0].action_name, "clear_cache");
+    // The coordinator's status lists it beside the built-ins.
+    let status = admin
+        .get_status(pb::GetStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let names: Vec<&str> = status
+        .actions
+        .iter()
+        .map(|a| a.action_name.as_str())
+        .collect();
+    assert_eq!(names, ["restart_job", "reboot_host", "clear_cache"]);
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_the_coordinator_does_not_declare_is_denied_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    job.start();
+    let c = coordinator("").await;
+    let mut admin = c.admin().await;
+    let config = agent_config_with_ladder(
+        dir.path(),
+        &format!("http://{}", c.addr),
+        &custom_ladder(dir.path(), "reimage"),
+    );
+    let agent = Agent::new(config, Environment::default());
+    let metrics = agent.metrics();
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(agent.run(rx));
+    warmed_up(&mut admin).await;
+    job.freeze();
+    let denied = || {
+        metrics
+            .permit_denials
+            .get_or_create(&medic_agent::metrics::ReasonLabel {
+                reason: "unknown_action".to_owned(),
+            })
+            .get()
+    };
+    wait_for("an unknown_action denial", || denied() >= 1).await;
+    assert!(grants(&mut admin).await.is_empty());
+    assert!(!dir.path().join("custom.log").exists(), "nothing ran");
+    let explain = admin
+        .explain(pb::ExplainRequest {
+            host_id: "h1".into(),
+            action: pb::Action::Custom.into(),
+            action_name: "reimage".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let d = &explain.denials[0];
+    assert_eq!(d.reason(), pb::DenyReason::UnknownAction);
+    assert!(
+        d.message.contains("unknown action \"reimage\""),
+        "{}",
+        d.message
+    );
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    signal(job.pid(), "CONT");
+    job.kill();
+    c.stop().await;
+}

@@ -365,3 +365,82 @@ fn hooks_and_probation_are_validated_naming_the_key() {
     );
     assert!(defaults.jobs[0].pre.is_none() && defaults.jobs[0].post.is_none());
 }
+
+#[test]
+fn a_ladder_of_custom_and_builtin_rungs_is_read_in_order() {
+    let c = AgentConfig::from_toml(
+        r#"
+host_id = "h1"
+[[jobs]]
+name = "ingest"
+[[jobs.ladder]]
+action = "restart_job"
+attempts = 2
+[[jobs.ladder]]
+action = "drain_host"
+command = ["/usr/local/bin/drain", "ingest"]
+timeout = "2m"
+[[jobs.ladder]]
+action = "reboot_host"
+[jobs.restart]
+command = ["systemctl", "restart", "ingest"]
+[jobs.heartbeat_file]
+path = "/run/ingest.hb"
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ladder = &c.jobs[0].ladder;
+    let names: Vec<(&str, u32)> = ladder
+        .iter()
+        .map(|s| (s.action.as_str(), s.attempts))
+        .collect();
+    assert_eq!(
+        names,
+        [("restart_job", 2), ("drain_host", 1), ("reboot_host", 1)]
+    );
+    let drain = ladder[1].custom.as_ref().unwrap();
+    assert_eq!(drain.command, ["/usr/local/bin/drain", "ingest"]);
+    assert_eq!(drain.timeout, std::time::Duration::from_secs(120));
+    // verify_timeout defaults to the restart's (2m).
+    assert_eq!(drain.verify_timeout, std::time::Duration::from_secs(120));
+}
+
+#[test]
+fn ladder_mistakes_are_named_by_key() {
+    let job = |ladder: &str| {
+        format!(
+            "host_id = \"h1\"\n[[jobs]]\nname = \"ingest\"\n{ladder}\n[jobs.heartbeat_file]\npath = \"/run/x.hb\"\n"
+        )
+    };
+    for (ladder, path, words) in [
+        (
+            "[[jobs.ladder]]\naction = \"drain_host\"\n",
+            "jobs[0].ladder[0].command",
+            "is required for the custom action drain_host",
+        ),
+        (
+            "[[jobs.ladder]]\naction = \"reboot_host\"\ncommand = [\"x\"]\n",
+            "jobs[0].ladder[0].command",
+            "is for custom actions",
+        ),
+        (
+            "[[jobs.ladder]]\naction = \"Drain Host\"\ncommand = [\"x\"]\n",
+            "jobs[0].ladder[0].action",
+            "invalid action name",
+        ),
+        (
+            "[[jobs.ladder]]\naction = \"reboot_host\"\n[[jobs.ladder]]\naction = \"reboot_host\"\n",
+            "jobs[0].ladder[1].action",
+            "already a rung",
+        ),
+        (
+            "reboot_after_failed_restarts = 1\n[[jobs.ladder]]\naction = \"reboot_host\"\n",
+            "jobs[0].reboot_after_failed_restarts",
+            "cannot be combined with ladder",
+        ),
+        ("ladder = []\n", "jobs[0].ladder", "at least one rung"),
+    ] {
+        let msg = error_at(&job(ladder), path);
+        assert!(msg.contains(words), "{path}: {msg}");
+    }
+}

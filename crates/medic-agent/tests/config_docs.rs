@@ -204,6 +204,12 @@ fn sample(key: &str) -> Option<&'static str> {
         "limits.<action>.windows[].end" => r#""06:00""#,
         "limits.<action>.groups.<label>.max_in_flight" => "1",
         "limits.<action>.groups.<label>.max_in_flight_percent" => "25",
+        "limits.<action>.jobs.<job>.max_in_flight" => "2",
+        "limits.<action>.jobs.<job>.groups.<label>" => "1",
+        "actions.<custom>" => "{}",
+        "limits.<action>.override_ceiling.max_in_flight" => "100",
+        "limits.<action>.override_ceiling.rate_count" => "200",
+        "actions.<custom>.description" => r#""drain traffic""#,
         "tls.client_ca" => r#""@FIXTURE@/ca.pem""#,
         "auth.agent_spiffe_prefix" => r#""spiffe://medic.dev/host/""#,
         "auth.operator_ca" => r#""@FIXTURE@/ca.pem""#,
@@ -233,6 +239,9 @@ fn sample(key: &str) -> Option<&'static str> {
         "jobs[].probe.command" => r#"["/bin/true"]"#,
         "jobs[].pre.command" => r#"["/usr/local/bin/lb-drain"]"#,
         "jobs[].post.command" => r#"["/usr/local/bin/lb-undrain"]"#,
+        "jobs[].ladder[].action" => r#""drain_host""#,
+        "jobs[].ladder[].command" => r#"["/usr/local/bin/drain"]"#,
+        "jobs[].ladder[].verify_timeout" => r#""1m""#,
         "jobs[].systemd.unit" => r#""ingest.service""#,
         "tls.ca" => r#""@FIXTURE@/ca.pem""#,
         "tls.server_name" => r#""localhost""#,
@@ -310,6 +319,15 @@ fn skeleton(file: File, key: &str) -> Vec<(&'static str, &'static str)> {
             out.push(("jobs[].restart.command", r#"["/bin/true"]"#));
         }
     }
+    // A rung is a custom action, so that its command keys apply.
+    if key.starts_with("jobs[].ladder[].") {
+        if key != "jobs[].ladder[].action" {
+            out.push(("jobs[].ladder[].action", r#""drain_host""#));
+        }
+        if key != "jobs[].ladder[].command" {
+            out.push(("jobs[].ladder[].command", r#"["/usr/local/bin/drain"]"#));
+        }
+    }
     if key.starts_with("jobs[].heartbeat_file.") {
         out.push(("jobs[].heartbeat_file.path", r#""/run/ingest/heartbeat""#));
     }
@@ -358,15 +376,18 @@ enum Node {
 }
 
 /// Assignments of (key path with placeholders, TOML value) as one TOML
-/// document, with `<action>` as `action`, `<label>` as `rack` and `<name>`
-/// (a header) as `Authorization`.
+/// document, with `<action>` as `action`, `<label>` as `rack`, `<name>`
+/// (a header) as `Authorization`, `<custom>` (a custom action) as
+/// `drain_host` and `<job>` as `zookeeper`.
 fn document(assignments: &[(String, String)], action: &str) -> String {
     let mut root = BTreeMap::new();
     for (key, value) in assignments {
         let key = key
             .replace("<action>", action)
             .replace("<label>", "rack")
-            .replace("<name>", "Authorization");
+            .replace("<name>", "Authorization")
+            .replace("<custom>", "drain_host")
+            .replace("<job>", "zookeeper");
         let segs: Vec<&str> = key.split('.').collect();
         set(&mut root, &segs, value, &key);
     }
@@ -625,6 +646,8 @@ fn normalise(path: &str) -> String {
         }
         out.push(match prev {
             "limits" => "<action>",
+            "actions" if i == 1 => "<custom>",
+            "jobs" if segs[0] == "limits" => "<job>",
             "groups" | "domains" | "labels" => "<label>",
             _ => seg,
         });

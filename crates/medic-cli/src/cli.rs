@@ -207,6 +207,26 @@ Examples:
     )]
     Resume(ResumeArgs),
 
+    /// Raise or lower one limit of one action for a bounded time, or end such an override
+    #[command(
+        long_about = "\
+Override one limit of one action for a bounded time: the fleet-wide cap
+(--max-in-flight, which replaces min(max_in_flight, max_in_flight_percent)) or
+the rate budget's count (--rate-count). Audited with your reason, announced by
+webhook, shown in `medicctl status`, and ended by itself after --for (at most
+7 days). An override never passes the configured ceiling
+(limits.<action>.override_ceiling; by default the configured value, so that
+without a ceiling an override can only lower a limit). A newer override of the
+same action and limit replaces the older one. `medicctl override end ID` ends
+one early.",
+        after_help = "\
+Examples:
+  medicctl override --action restart-job --max-in-flight 20 --for 1h --reason 'backlog after db-3, INC-1234'
+  medicctl override --action reboot-host --max-in-flight 0 --for 6h --reason 'kernel regression'
+  medicctl override end 4 --reason 'backlog cleared'"
+    )]
+    Override(OverrideArgs),
+
     /// List hosts as the coordinator sees them
     #[command(after_help = "\
 Examples:
@@ -341,8 +361,49 @@ pub struct PauseArgs {
     #[arg(long, value_parser = parse_label, value_delimiter = ',', value_name = "KEY=VALUE")]
     pub selector: Vec<(String, String)>,
     /// Only this action [default: every action]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = parse_action, value_name = "ACTION")]
     pub action: Option<ActionArg>,
+}
+
+/// `medicctl override`: set one (the flags), or `end` one.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct OverrideArgs {
+    /// `end ID`
+    #[command(subcommand)]
+    pub command: Option<OverrideCommand>,
+    /// The action whose limit to override (required to set one)
+    #[arg(long, value_parser = parse_action, value_name = "ACTION")]
+    pub action: Option<ActionArg>,
+    /// The fleet-wide cap to put in force (0 stops the action)
+    #[arg(long, value_name = "N", conflicts_with = "rate_count")]
+    pub max_in_flight: Option<u32>,
+    /// The rate budget's count per its configured window (at least 1)
+    #[arg(long, value_name = "N")]
+    pub rate_count: Option<u32>,
+    /// How long (`30m`, `2h`; at most 7 days; required to set one)
+    #[arg(long = "for", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+    /// Why, for the audit history and the webhook (required)
+    #[arg(long, value_parser = parse_reason)]
+    pub reason: Option<String>,
+}
+
+/// `medicctl override end`.
+#[derive(Debug, Subcommand)]
+pub enum OverrideCommand {
+    /// End an override before its time
+    End(OverrideEndArgs),
+}
+
+/// `medicctl override end ID`.
+#[derive(Debug, Args)]
+pub struct OverrideEndArgs {
+    /// The override's id (see `medicctl status`)
+    pub id: u64,
+    /// Why (required)
+    #[arg(long, value_parser = parse_reason)]
+    pub reason: String,
 }
 
 /// `medicctl resume`.
@@ -358,7 +419,7 @@ pub struct ResumeArgs {
     #[arg(long, value_parser = parse_label, value_delimiter = ',', value_name = "KEY=VALUE")]
     pub selector: Vec<(String, String)>,
     /// The pauses whose action is exactly this one
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = parse_action, value_name = "ACTION")]
     pub action: Option<ActionArg>,
     /// Every pause in force, whatever its scope
     #[arg(long, conflicts_with_all = ["selector", "action"])]
@@ -386,7 +447,7 @@ pub struct PermitsArgs {
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
     /// Only this action's permits
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = parse_action, value_name = "ACTION")]
     pub action: Option<ActionArg>,
     /// Ended permits too (kept for the coordinator's retention period)
     #[arg(long)]
@@ -445,7 +506,7 @@ pub struct HistoryArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub kind: Vec<KindArg>,
     /// Only events about this action (leaves out breakers, quarantines, config)
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = parse_action, value_name = "ACTION")]
     pub action: Option<ActionArg>,
     /// Print at most this many events
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
@@ -468,7 +529,7 @@ pub struct ExplainArgs {
     #[arg(value_name = "HOST")]
     pub host: String,
     /// The action asked about [default: every action]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = parse_action, value_name = "ACTION")]
     pub action: Option<ActionArg>,
 }
 
@@ -539,24 +600,34 @@ pub struct ManArgs {
     pub out: std::path::PathBuf,
 }
 
-/// A remediation kind, as typed on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ActionArg {
-    /// Restart one job on the host.
-    #[value(alias = "restart_job")]
-    RestartJob,
-    /// Reboot the whole host.
-    #[value(alias = "reboot_host")]
-    RebootHost,
+/// A remediation kind, as typed on the command line: `restart-job`,
+/// `reboot-host`, or a custom action the coordinator declares
+/// (`drain-host` or `drain_host`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionArg(pub medic_policy::Action);
+
+impl ActionArg {
+    /// The wire's `(action, action_name)` pair.
+    pub fn wire(self) -> (i32, String) {
+        (
+            medic_proto::convert::wire_action(self.0),
+            self.0.as_str().to_owned(),
+        )
+    }
 }
 
-impl From<ActionArg> for pb::Action {
-    fn from(a: ActionArg) -> Self {
-        match a {
-            ActionArg::RestartJob => pb::Action::RestartJob,
-            ActionArg::RebootHost => pb::Action::RebootHost,
-        }
-    }
+/// `--action`: hyphens or underscores, any valid action name.
+pub fn parse_action(s: &str) -> Result<ActionArg, String> {
+    let name = s.trim().replace('-', "_");
+    medic_policy::Action::from_wire(&name)
+        .map(ActionArg)
+        .map_err(|e| {
+            format!(
+                "{}; the built-ins are restart-job and reboot-host, and medicctl status \
+                 lists the coordinator's custom actions",
+                e.message
+            )
+        })
 }
 
 /// An audit-event kind, as typed on the command line.
@@ -584,6 +655,8 @@ pub enum KindArg {
     Access,
     /// The wall clock was checked at start-up, or found stepped.
     Clock,
+    /// An operator's override of a limit began or ended.
+    Override,
 }
 
 impl From<KindArg> for pb::EventKind {
@@ -600,6 +673,7 @@ impl From<KindArg> for pb::EventKind {
             KindArg::Renew => pb::EventKind::Renew,
             KindArg::Access => pb::EventKind::Access,
             KindArg::Clock => pb::EventKind::Clock,
+            KindArg::Override => pb::EventKind::Override,
         }
     }
 }

@@ -1017,7 +1017,7 @@ async fn bad_usage_exits_64_and_help_exits_0() {
         &["pause", "--reason", "x", "--selector", "r1"], // not KEY=VALUE
         &["resume", "--reason", "x", "--id", "1", "--all"],
         &["status", "-o", "yaml"],
-        &["explain", "h1", "--action", "format-disk"],
+        &["explain", "h1", "--action", "Format Disk!"],
         &["history", "--kind", "everything"],
         &["history", "--limit", "0"],
         &["breaker", "reset", "--reason", "x", "--scope", "rack"],
@@ -1351,5 +1351,208 @@ async fn hosts_show_an_agent_whose_state_file_is_unusable() {
             .contains("AGENT STATE UNUSABLE: agent state file"),
         "{table:#?}"
     );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn custom_actions_show_in_status_permits_explain_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{FAST}\n[actions.drain_host]\ndescription = \"drain traffic\"\n\
+         [limits.drain_host]\nmax_in_flight = 1\npermit_ttl = \"30s\"\n\
+         [limits.restart_job.jobs.zookeeper]\nmax_in_flight = 1\n"
+    );
+    let (server, mut agent, _) = ready(dir.path(), &toml, &["h1", "h2"]).await;
+    let drain = |host: &str, id: &str| pb::RequestPermitRequest {
+        action: pb::Action::Custom.into(),
+        action_name: "drain_host".into(),
+        ..permit_request(host, pb::Action::Unspecified, id)
+    };
+    let g = granted(
+        agent
+            .request_permit(drain("h1", "d1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap(),
+    );
+    let permit = g.permit.unwrap();
+    assert_eq!(permit.action_name, "drain_host");
+
+    let s = server.medicctl(&["status", "-o", "json"]).await.json();
+    let names: Vec<&str> = s["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["restart_job", "reboot_host", "drain_host"], "{s}");
+    let text = server.medicctl(&["status"]).await;
+    assert!(text.ok().contains("drain_host"), "{text:#?}");
+
+    let permits = server
+        .medicctl(&["permits", "--action", "drain-host"])
+        .await;
+    let permits = permits.ok();
+    assert!(permits.contains(&permit.permit_id), "{permits}");
+    assert!(permits.contains("drain_host"), "{permits}");
+    let none = server
+        .medicctl(&["permits", "--action", "restart-job", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(none["permits"], serde_json::json!([]), "{none}");
+
+    // Explain without --action asks about every configured action.
+    let all = server
+        .medicctl(&["explain", "h2", "-o", "json"])
+        .await
+        .json();
+    let keys: Vec<&String> = all.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["drain_host", "reboot_host", "restart_job"], "{all}");
+    assert_eq!(
+        all["drain_host"]["denials"][0]["reason"], "concurrency_cap",
+        "{all}"
+    );
+    // An action nobody declared: the answer names it.
+    let unknown = server
+        .medicctl(&["explain", "h2", "--action", "reimage"])
+        .await;
+    assert!(
+        unknown.ok().contains("unknown action \"reimage\""),
+        "{unknown:#?}"
+    );
+    // A bad name is refused before any call.
+    let bad = server
+        .medicctl(&["explain", "h2", "--action", "Re Image"])
+        .await;
+    assert_eq!(bad.code, 64, "{bad:#?}");
+    assert!(bad.stderr.contains("invalid action name"), "{bad:#?}");
+
+    let history = server
+        .medicctl(&["history", "--action", "drain_host", "-o", "json"])
+        .await
+        .json();
+    let events = history["events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["kind"] == "grant"), "{history}");
+
+    // A pause of one custom action stops only it.
+    server
+        .medicctl(&[
+            "pause",
+            "--reason",
+            "drain script bug",
+            "--action",
+            "drain-host",
+        ])
+        .await
+        .ok();
+    let one = server
+        .medicctl(&["explain", "h2", "--action", "drain-host", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(one["denials"][0]["reason"], "paused", "{one}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn override_lowers_a_cap_survives_a_restart_and_ends_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut agent, _) = ready(dir.path(), FAST, &["h1", "h2", "h3"]).await;
+
+    // Above the ceiling (no override_ceiling: the configured 10) it is
+    // refused, naming the ceiling; without a reason it is a usage error.
+    let above = server
+        .medicctl(&[
+            "override",
+            "--action",
+            "restart-job",
+            "--max-in-flight",
+            "11",
+            "--for",
+            "1h",
+            "--reason",
+            "more",
+        ])
+        .await;
+    assert_eq!(above.code, 1, "{above:#?}");
+    assert!(
+        above.stderr.contains("override_ceiling") && above.stderr.contains("up to 10"),
+        "{above:#?}"
+    );
+    let no_reason = server
+        .medicctl(&[
+            "override",
+            "--action",
+            "restart-job",
+            "--max-in-flight",
+            "1",
+            "--for",
+            "1h",
+        ])
+        .await;
+    assert_eq!(no_reason.code, 64, "{no_reason:#?}");
+    assert!(no_reason.stderr.contains("--reason"), "{no_reason:#?}");
+
+    let set = server
+        .medicctl(&[
+            "override",
+            "--action",
+            "restart-job",
+            "--max-in-flight",
+            "1",
+            "--for",
+            "1h",
+            "--reason",
+            "db-3 fragile, INC-9",
+            "-o",
+            "json",
+        ])
+        .await
+        .json();
+    let id = set["id"].as_u64().unwrap();
+    assert_eq!(set["limit"], "max_in_flight", "{set}");
+    assert_eq!(set["value"], 1, "{set}");
+
+    granted(request(&mut agent, "h1", RestartJob, "a").await);
+    let d = denied(request(&mut agent, "h2", RestartJob, "b").await);
+    assert_eq!(d.reason(), pb::DenyReason::ConcurrencyCap, "{d:?}");
+
+    // It is durable: a restarted coordinator still holds it.
+    let server = server.restart().await;
+    let status = server.medicctl(&["status"]).await;
+    let text = status.ok();
+    assert!(text.contains("OVERRIDDEN"), "{text}");
+    assert!(text.contains("db-3 fragile, INC-9"), "{text}");
+    let s = server.medicctl(&["status", "-o", "json"]).await.json();
+    assert_eq!(s["overrides"][0]["id"], id, "{s}");
+
+    let ended = server
+        .medicctl(&[
+            "override",
+            "end",
+            &id.to_string(),
+            "--reason",
+            "db-3 healthy",
+        ])
+        .await;
+    assert!(ended.ok().contains("db-3 fragile"), "{ended:#?}");
+    let again = server
+        .medicctl(&["override", "end", &id.to_string(), "--reason", "twice"])
+        .await;
+    assert_eq!(again.code, 1, "{again:#?}");
+    assert!(again.stderr.contains("no override"), "{again:#?}");
+    let s = server.medicctl(&["status", "-o", "json"]).await.json();
+    assert_eq!(s["overrides"], serde_json::json!([]), "{s}");
+
+    // The audit history has both ends, with who and why.
+    let h = server
+        .medicctl(&["history", "--kind", "override", "-o", "json"])
+        .await
+        .json();
+    let events = h["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{h}");
+    assert_eq!(events[0]["reason"], "db-3 fragile, INC-9", "{h}");
+    assert_eq!(events[1]["reason"], "db-3 healthy", "{h}");
     server.stop().await.unwrap();
 }

@@ -434,6 +434,7 @@ fn permit(host: &str, request_id: String) -> pb::RequestPermitRequest {
         request_id,
         host_id: host.into(),
         action: pb::Action::RestartJob.into(),
+        action_name: String::new(),
         job: "ingest".into(),
         reason: "bench".into(),
     }

@@ -181,6 +181,7 @@ async fn in_process() -> f64 {
                 request_id: format!("deny-{k}"),
                 host_id: host(k, k),
                 action: pb::Action::RestartJob.into(),
+                action_name: String::new(),
                 job: "ingest".into(),
                 reason: "bench".into(),
             })
@@ -241,6 +242,7 @@ async fn in_process() -> f64 {
                 request_id: format!("grant-{c}-{n}"),
                 host_id: h.clone(),
                 action: pb::Action::RebootHost.into(),
+                action_name: String::new(),
                 job: "ingest".into(),
                 reason: "bench".into(),
             })
@@ -375,6 +377,7 @@ async fn mutual_tls(plain_ceiling: f64) {
                 request_id: format!("deny-{c}-{}", n % 64),
                 host_id: hosts[c].clone(),
                 action: pb::Action::RestartJob.into(),
+                action_name: String::new(),
                 job: "ingest".into(),
                 reason: "bench".into(),
             };

@@ -98,6 +98,8 @@ pub struct Metrics {
     pub breaker_open: Family<CauseLabel, Gauge>,
     /// Pauses in force.
     pub pauses_active: Gauge,
+    /// Operators' overrides of limits in force.
+    pub overrides_active: Gauge,
     /// Live hosts.
     pub hosts_live: Gauge,
     /// Unhealthy hosts.
@@ -167,6 +169,8 @@ pub struct Metrics {
     /// The decision counters, created up front: the hot path only clones
     /// an `Arc`, it never allocates label strings.
     decision_counters: HashMap<(Action, &'static str), Counter>,
+    /// The actions the last status listed (their gauges exist).
+    status_actions: std::sync::Mutex<Vec<Action>>,
     rpc_histograms: std::sync::RwLock<HashMap<String, Histogram>>,
 }
 
@@ -236,6 +240,11 @@ impl Metrics {
             });
         }
         let pauses_active = gauge(&mut registry, "pauses_active", "Pauses in force");
+        let overrides_active = gauge(
+            &mut registry,
+            "overrides_active",
+            "Operators' temporary overrides of limits in force",
+        );
         let hosts_live = gauge(&mut registry, "hosts_live", "Live hosts");
         let hosts_unhealthy = gauge(
             &mut registry,
@@ -427,7 +436,7 @@ impl Metrics {
                 reason: reason.to_owned(),
             });
         }
-        for action in Action::ALL {
+        for action in Action::BUILTIN {
             let l = ActionLabel {
                 action: action.as_str().to_owned(),
             };
@@ -445,7 +454,7 @@ impl Metrics {
             .into_iter()
             .chain(DenyReason::ALL.iter().map(|r| r.as_str()));
         for outcome in outcomes {
-            for action in Action::ALL {
+            for action in Action::BUILTIN {
                 let c = decisions
                     .get_or_create(&DecisionLabels {
                         action: action.as_str().to_owned(),
@@ -471,6 +480,7 @@ impl Metrics {
             connections_refused,
             connections_closed_idle,
             decision_counters,
+            status_actions: std::sync::Mutex::new(Action::BUILTIN.to_vec()),
             rpc_histograms: std::sync::RwLock::default(),
             registry,
             decisions,
@@ -482,6 +492,7 @@ impl Metrics {
             breakers_half_open,
             breaker_open,
             pauses_active,
+            overrides_active,
             hosts_live,
             hosts_unhealthy,
             hosts_silent,
@@ -577,8 +588,25 @@ impl Metrics {
         h.observe(seconds);
     }
 
-    /// Sets the gauges from the engine's status.
+    /// Sets the gauges from the engine's status. A custom action a reload
+    /// removed loses its series instead of keeping its last values.
     pub fn set_status(&self, s: &Status) {
+        {
+            let mut shown = self
+                .status_actions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now: Vec<Action> = s.actions.iter().map(|a| a.action).collect();
+            for gone in shown.iter().filter(|a| !now.contains(a)) {
+                let l = ActionLabel {
+                    action: gone.as_str().to_owned(),
+                };
+                self.permits_active.remove(&l);
+                self.permits_cap.remove(&l);
+                self.rate_budget_remaining.remove(&l);
+            }
+            *shown = now;
+        }
         for a in &s.actions {
             let l = ActionLabel {
                 action: a.action.as_str().to_owned(),
@@ -607,6 +635,7 @@ impl Metrics {
                 .set(len(open().filter(|b| b.cause == cause).count()));
         }
         self.pauses_active.set(len(s.pauses.len()));
+        self.overrides_active.set(len(s.overrides.len()));
         self.hosts_live.set(i64::from(s.live_hosts));
         self.hosts_unhealthy.set(i64::from(s.unhealthy_hosts));
         self.hosts_silent.set(i64::from(s.silent_hosts));

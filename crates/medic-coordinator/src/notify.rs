@@ -31,8 +31,9 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// stable; `details` depends on `kind` (see `config/coordinator.toml`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Notification {
-    /// `breaker_opened`, `breaker_closed`, `paused`, `resumed`,
-    /// `host_quarantined`, `host_lost` or `config_reload_failed`.
+    /// `breaker_opened`, `breaker_half_opened`, `breaker_closed`, `paused`,
+    /// `resumed`, `host_quarantined`, `host_lost`, `config_reload_failed`,
+    /// `override_set` or `override_ended`.
     pub kind: &'static str,
     /// The audit history entry it comes from (`medicctl history`).
     pub event_id: u64,
@@ -148,6 +149,48 @@ impl Notification {
                 reason,
                 None,
                 serde_json::json!({ "pause_id": pause.id, "scope": pause.scope.to_string() }),
+            )),
+            Record::Policy(Event::OverrideSet(o)) => Some(n(
+                NotifyKind::OverrideSet,
+                format!(
+                    "medic limit OVERRIDDEN by {}: {} {} = {} until {}: {}",
+                    o.actor,
+                    o.action,
+                    o.limit,
+                    o.value,
+                    medic_policy::rfc3339(o.until),
+                    o.reason
+                ),
+                &o.actor,
+                &o.reason,
+                None,
+                serde_json::json!({
+                    "override_id": o.id,
+                    "action": o.action.as_str(),
+                    "limit": o.limit.as_str(),
+                    "value": o.value,
+                    "until": medic_policy::rfc3339(o.until),
+                }),
+            )),
+            Record::Policy(Event::OverrideEnded {
+                over,
+                actor,
+                reason,
+                ..
+            }) => Some(n(
+                NotifyKind::OverrideEnded,
+                format!(
+                    "medic override {} ({} {} = {}) ended by {actor}: {reason}",
+                    over.id, over.action, over.limit, over.value
+                ),
+                actor,
+                reason,
+                None,
+                serde_json::json!({
+                    "override_id": over.id,
+                    "action": over.action.as_str(),
+                    "limit": over.limit.as_str(),
+                }),
             )),
             Record::Policy(Event::HostQuarantined(q)) => Some(n(
                 NotifyKind::HostQuarantined,

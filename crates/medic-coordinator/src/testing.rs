@@ -354,6 +354,7 @@ pub fn permit_request(
         request_id: request_id.into(),
         host_id: host.into(),
         action: action.into(),
+        action_name: String::new(),
         job: "ingest".into(),
         reason: "heartbeat file stale".into(),
     }

@@ -161,6 +161,7 @@ async fn a_backward_step_across_a_restart_leaves_budgets_and_pauses_as_set() {
             scope: Some(pb::Scope {
                 selector: labels(&[]),
                 action: pb::Action::RebootHost.into(),
+                action_name: String::new(),
             }),
             reason: "change freeze".into(),
             duration: Some(prost_types::Duration {

@@ -156,6 +156,7 @@ async fn stream_until_dead(addr: &str, hosts: usize, seen: &mut Seen, round: usi
             request_id: rid.clone(),
             host_id: host.clone(),
             action: pb::Action::RestartJob.into(),
+            action_name: String::new(),
             job: "ingest".into(),
             reason: "crash test".into(),
         };
@@ -249,6 +250,7 @@ async fn grants_survive_crashes_at_every_point() {
             scope: Some(pb::Scope {
                 selector: [("rack".to_owned(), "r9".to_owned())].into(),
                 action: 0,
+                action_name: String::new(),
             }),
             reason: "rack r9 switch replacement".into(),
             duration: None,
@@ -268,6 +270,7 @@ async fn grants_survive_crashes_at_every_point() {
             request_id: "reboot-1".into(),
             host_id: "h8".into(),
             action: pb::Action::RebootHost.into(),
+            action_name: String::new(),
             job: "ingest".into(),
             reason: "restarts failed".into(),
         })
@@ -376,6 +379,7 @@ async fn grants_survive_crashes_at_every_point() {
                     request_id: (*rid).clone(),
                     host_id: (*host).clone(),
                     action: pb::Action::RestartJob.into(),
+                    action_name: String::new(),
                     job: "ingest".into(),
                     reason: "crash test".into(),
                 })
@@ -416,6 +420,7 @@ async fn grants_survive_crashes_at_every_point() {
             request_id: "reboot-2".into(),
             host_id: "h10".into(),
             action: pb::Action::RebootHost.into(),
+            action_name: String::new(),
             job: "ingest".into(),
             reason: "after crashes".into(),
         })

@@ -197,6 +197,7 @@ async fn request(
             request_id: request_id.into(),
             host_id: host.into(),
             action: pb::Action::RestartJob.into(),
+            action_name: String::new(),
             job: "ingest".into(),
             reason: "fault test".into(),
         })
@@ -566,6 +567,7 @@ async fn grant_until_refused(addr: &str, tag: &str) -> Vec<(String, String, Stri
                 request_id: rid.clone(),
                 host_id: host.clone(),
                 action: pb::Action::RestartJob.into(),
+                action_name: String::new(),
                 job: "ingest".into(),
                 reason: "fault test".into(),
             })

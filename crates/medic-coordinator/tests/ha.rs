@@ -184,6 +184,7 @@ fn permit(host: &str, request_id: &str) -> pb::RequestPermitRequest {
         request_id: request_id.into(),
         host_id: host.into(),
         action: pb::Action::RestartJob.into(),
+        action_name: String::new(),
         job: "ingest".into(),
         reason: "stuck".into(),
     }

@@ -20,6 +20,7 @@ fn status(breakers: Vec<BreakerTrip>, silent_hosts: u32) -> Status {
         quarantined_hosts: 0,
         min_fleet_size: 0,
         pauses: Vec::new(),
+        overrides: Vec::new(),
         breakers,
         actions: Vec::new(),
     }

@@ -206,6 +206,7 @@ async fn grant_latency(server: &TestServer, n: usize) -> Duration {
                 scope: Some(pb::Scope {
                     selector: labels(&[("rack", "none")]),
                     action: 0,
+                    action_name: String::new(),
                 }),
                 reason: format!("round {i}"),
                 duration: None,

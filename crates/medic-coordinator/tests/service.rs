@@ -265,6 +265,7 @@ async fn every_rule_denies_with_its_reason_and_retry_after() {
             scope: Some(pb::Scope {
                 selector: labels(&[]),
                 action: RestartJob.into(),
+                action_name: String::new(),
             }),
             reason: "dependency outage".into(),
             duration: Some(prost_types::Duration {
@@ -290,6 +291,7 @@ async fn every_rule_denies_with_its_reason_and_retry_after() {
         .explain(pb::ExplainRequest {
             host_id: "h4".into(),
             action: RestartJob.into(),
+            action_name: String::new(),
         })
         .await
         .unwrap()
@@ -412,6 +414,7 @@ async fn pause_and_resume_with_scope_and_expiry() {
             scope: Some(pb::Scope {
                 selector: labels(&[("rack", "r1")]),
                 action: 0,
+                action_name: String::new(),
             }),
             reason: "rack r1 maintenance".into(),
             duration: None,
@@ -632,6 +635,7 @@ async fn restart_keeps_permits_tokens_pauses_and_quarantines() {
             scope: Some(pb::Scope {
                 selector: labels(&[]),
                 action: RebootHost.into(),
+                action_name: String::new(),
             }),
             reason: "no reboots today".into(),
             duration: None,

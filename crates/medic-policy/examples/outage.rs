@@ -150,6 +150,8 @@ fn main() {
                         match action {
                             Action::RestartJob => m_restart += 1,
                             Action::RebootHost => m_reboot += 1,
+                            // The outage asks only for the built-ins.
+                            Action::Custom(_) => {}
                         }
                     }
                     Decision::Denied(d) => *denials.entry(d.reason.as_str()).or_default() += 1,

@@ -118,6 +118,26 @@ pub enum PolicyError {
     /// No breaker matching the scope is open.
     #[error("no breaker is open{0}")]
     NoOpenBreaker(ScopeSuffix),
+    /// No override with this id is in force (it never was, it expired, or
+    /// it was ended).
+    #[error("no override {0} is in force (medicctl status lists those that are)")]
+    NoSuchOverride(u64),
+    /// An override would pass the configured ceiling.
+    #[error(
+        "{limit} of {action} may be overridden up to {ceiling} \
+         (limits.{action}.override_ceiling.{limit}), not {value}; raise the ceiling in the \
+         configuration (reviewed, reloaded) to go higher"
+    )]
+    OverrideAboveCeiling {
+        /// The action.
+        action: crate::types::Action,
+        /// The limit.
+        limit: crate::types::OverrideLimit,
+        /// The value asked for.
+        value: u32,
+        /// The ceiling in force.
+        ceiling: u32,
+    },
     /// Input failed validation.
     #[error(transparent)]
     Invalid(#[from] InvalidInput),

@@ -60,6 +60,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod action;
 pub mod config;
 mod engine;
 mod error;
@@ -71,7 +72,7 @@ mod view;
 mod window;
 
 pub use config::{ConfigError, ConfigErrors, PolicyConfig, RawPolicy};
-pub use engine::{Engine, ResumeTarget};
+pub use engine::{Engine, MAX_OVERRIDE, ResumeTarget};
 pub use error::{InvalidInput, PolicyError, ScopeSuffix};
 pub use state::{DurableState, EndRecord, GrantRecord};
 pub use types::*;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::PolicyConfig;
 use crate::types::{
     Action, BreakerScope, BreakerTrip, ClockMark, ClockStep, Event, FencingToken, HalfOpen, HostId,
-    Pause, Permit, PermitId, PermitState, Quarantine, RequestId, Time,
+    Override, Pause, Permit, PermitId, PermitState, Quarantine, RequestId, Time,
 };
 
 /// One grant, as the rate and attempt budgets remember it.
@@ -83,6 +83,12 @@ pub struct DurableState {
     /// wall-clock step across a restart from time passing.
     #[serde(default)]
     pub clock: Option<ClockMark>,
+    /// The highest override id ever issued.
+    #[serde(default)]
+    pub last_override_id: u64,
+    /// Operators' overrides in force, by id.
+    #[serde(default)]
+    pub overrides: BTreeMap<u64, Override>,
 }
 
 impl DurableState {
@@ -165,6 +171,13 @@ impl DurableState {
             Event::BreakerOpened(trip) => {
                 self.breakers.insert(trip.scope.clone(), trip.clone());
             }
+            Event::OverrideSet(o) => {
+                self.last_override_id = self.last_override_id.max(o.id);
+                self.overrides.insert(o.id, o.clone());
+            }
+            Event::OverrideEnded { over, .. } => {
+                self.overrides.remove(&over.id);
+            }
             Event::BreakerHalfOpened {
                 scope,
                 actor,
@@ -209,6 +222,10 @@ impl DurableState {
             }
         }
         self.quarantines.values_mut().for_each(|q| s(&mut q.since));
+        for o in self.overrides.values_mut() {
+            s(&mut o.since);
+            s(&mut o.until);
+        }
         for b in self.breakers.values_mut() {
             s(&mut b.since);
             if let Some(h) = &mut b.half_open {
@@ -224,7 +241,11 @@ impl DurableState {
     /// which lies ahead): a wall clock behind it was stepped back.
     pub fn latest_recorded(&self) -> Option<Time> {
         let permits = self.permits.values().map(|p| p.granted_at);
-        let pauses = self.pauses.values().map(|p| p.since);
+        let pauses = self
+            .pauses
+            .values()
+            .map(|p| p.since)
+            .chain(self.overrides.values().map(|o| o.since));
         let quarantines = self.quarantines.values().map(|q| q.since);
         let breakers = self
             .breakers
@@ -250,21 +271,24 @@ impl DurableState {
     pub fn compact(&mut self, config: &PolicyConfig, now: Time) {
         let older_than = |t: Time, keep: Duration| now.duration_since(t).is_ok_and(|d| d > keep);
 
-        let grant_keep = Action::ALL.map(|a| {
+        // An action the config no longer knows keeps its records under the
+        // disabled action's limits, a day at most.
+        let grant_keep = |a: Action| {
             let l = config.limits(a);
-            let rate_keep = l.rate.lookback();
-            rate_keep.max(l.host_budget.per)
-        });
+            l.rate.lookback().max(l.host_budget.per)
+        };
         self.grants
-            .retain(|g| !older_than(g.at, grant_keep[g.action.index()]));
+            .retain(|g| !older_than(g.at, grant_keep(g.action)));
 
-        let end_keep = Action::ALL.map(|a| config.limits(a).cooldown.max(config.breaker.window));
+        let end_keep = |a: Action| config.limits(a).cooldown.max(config.breaker.window);
         self.endings
-            .retain(|e| !older_than(e.at, end_keep[e.action.index()]));
+            .retain(|e| !older_than(e.at, end_keep(e.action)));
 
-        let budget_keep = Action::ALL
-            .iter()
-            .map(|&a| config.limits(a).host_budget.per)
+        let budget_keep = config
+            .limits
+            .values()
+            .chain(std::iter::once(&config.unknown_limits))
+            .map(|l| l.host_budget.per)
             .max()
             .unwrap_or_default();
         self.released

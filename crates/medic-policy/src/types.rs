@@ -152,44 +152,7 @@ pub struct PermitRef {
     pub token: FencingToken,
 }
 
-// === impl Action ===
-
-/// A remediation kind. Each has its own limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Restart one job on the host.
-    RestartJob,
-    /// Reboot the whole host.
-    RebootHost,
-}
-
-impl Action {
-    /// Every action, in index order.
-    pub const ALL: [Action; 2] = [Action::RestartJob, Action::RebootHost];
-
-    /// Dense index for per-action arrays.
-    pub fn index(self) -> usize {
-        match self {
-            Action::RestartJob => 0,
-            Action::RebootHost => 1,
-        }
-    }
-
-    /// The name used in config keys and messages (`restart_job`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::RestartJob => "restart_job",
-            Action::RebootHost => "reboot_host",
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::action::{Action, CustomAction, MAX_ACTION_NAME, MAX_WIRE_ACTIONS, PerAction};
 
 // === Heartbeats ===
 
@@ -404,11 +367,18 @@ pub enum DenyReason {
     GroupCap,
     /// Rule 7: the action's rate budget is spent.
     RateLimited,
+    /// The action is neither a built-in nor declared in the coordinator's
+    /// `[actions]`.
+    UnknownAction,
+    /// Rule 6: the cap on one job's permits (fleet-wide or per failure
+    /// domain) is reached.
+    JobCap,
 }
 
 impl DenyReason {
     /// Every reason, in rule order.
-    pub const ALL: [DenyReason; 14] = [
+    pub const ALL: [DenyReason; 16] = [
+        DenyReason::UnknownAction,
         DenyReason::UnknownHost,
         DenyReason::WarmingUp,
         DenyReason::FleetTooSmall,
@@ -422,6 +392,7 @@ impl DenyReason {
         DenyReason::OutsideWindow,
         DenyReason::ConcurrencyCap,
         DenyReason::GroupCap,
+        DenyReason::JobCap,
         DenyReason::RateLimited,
     ];
 
@@ -442,6 +413,8 @@ impl DenyReason {
             DenyReason::ConcurrencyCap => "concurrency_cap",
             DenyReason::GroupCap => "group_cap",
             DenyReason::RateLimited => "rate_limited",
+            DenyReason::UnknownAction => "unknown_action",
+            DenyReason::JobCap => "job_cap",
         }
     }
 }
@@ -875,6 +848,64 @@ pub enum RecordKind {
     Access,
     /// The wall clock was checked (at start-up) or found stepped.
     Clock,
+    /// An operator's temporary override of a limit began or ended.
+    Override,
+}
+
+// === Overrides ===
+
+/// Which limit an [`Override`] changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverrideLimit {
+    /// The action's fleet-wide cap: the override replaces
+    /// `min(max_in_flight, max_in_flight_percent)` with its value.
+    MaxInFlight,
+    /// The action's rate budget's `count` per `per`.
+    RateCount,
+}
+
+impl OverrideLimit {
+    /// Both limits.
+    pub const ALL: [OverrideLimit; 2] = [OverrideLimit::MaxInFlight, OverrideLimit::RateCount];
+
+    /// The config key it overrides (`max_in_flight`, `rate_count`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverrideLimit::MaxInFlight => "max_in_flight",
+            OverrideLimit::RateCount => "rate_count",
+        }
+    }
+}
+
+impl fmt::Display for OverrideLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An operator's temporary change of one limit of one action: audited,
+/// bounded in time, never past the configured ceiling
+/// (`limits.<action>.override_ceiling`), and ended by itself at `until`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    /// Its id, unique for the coordinator's whole life.
+    pub id: u64,
+    /// The action whose limit it changes.
+    pub action: Action,
+    /// Which limit.
+    pub limit: OverrideLimit,
+    /// The value in force instead of the configured one (held to the
+    /// ceiling in force, which a reload may lower).
+    pub value: u32,
+    /// Who set it.
+    pub actor: String,
+    /// Why (required).
+    pub reason: String,
+    /// Since when.
+    pub since: Time,
+    /// When it ends by itself.
+    pub until: Time,
 }
 
 /// A durable change of the engine's state. Every mutation of durable state is
@@ -955,6 +986,20 @@ pub enum Event {
         /// When (after the step).
         at: Time,
     },
+    /// An operator's override of a limit began.
+    OverrideSet(Override),
+    /// An override ended: by an operator, by its expiry, or replaced by a
+    /// newer one of the same action and limit.
+    OverrideEnded {
+        /// The override that ended.
+        over: Override,
+        /// Who ended it (`coordinator` when it expired).
+        actor: String,
+        /// Why.
+        reason: String,
+        /// When.
+        at: Time,
+    },
     /// A breaker went half-open: its condition had been clear for
     /// `auto_close_after`, or an operator reset it.
     BreakerHalfOpened {
@@ -998,6 +1043,7 @@ impl Event {
             | Event::BreakerHalfOpened { .. }
             | Event::BreakerClosed { .. } => RecordKind::Breaker,
             Event::ClockChecked { .. } => RecordKind::Clock,
+            Event::OverrideSet(_) | Event::OverrideEnded { .. } => RecordKind::Override,
         }
     }
 
@@ -1011,7 +1057,9 @@ impl Event {
             | Event::Resumed { at, .. }
             | Event::ClockChecked { at, .. }
             | Event::BreakerHalfOpened { at, .. }
-            | Event::BreakerClosed { at, .. } => *at,
+            | Event::BreakerClosed { at, .. }
+            | Event::OverrideEnded { at, .. } => *at,
+            Event::OverrideSet(o) => o.since,
             Event::HostQuarantined(q) => q.since,
             Event::Paused(p) => p.since,
             Event::BreakerOpened(t) => t.since,
@@ -1030,7 +1078,9 @@ impl Event {
             | Event::BreakerOpened(_)
             | Event::ClockChecked { .. }
             | Event::BreakerHalfOpened { .. }
-            | Event::BreakerClosed { .. } => None,
+            | Event::BreakerClosed { .. }
+            | Event::OverrideSet(_)
+            | Event::OverrideEnded { .. } => None,
         }
     }
 }

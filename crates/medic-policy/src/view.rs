@@ -28,6 +28,8 @@ pub struct Status {
     pub min_fleet_size: u32,
     /// Pauses in force.
     pub pauses: Vec<Pause>,
+    /// Operators' overrides of limits in force.
+    pub overrides: Vec<crate::types::Override>,
     /// Tripped breakers: open, or half-open.
     pub breakers: Vec<BreakerTrip>,
     /// Per action: slots and budget.
@@ -46,6 +48,9 @@ impl Status {
 pub struct ActionStatus {
     /// The action.
     pub action: Action,
+    /// Whether its grants are dry runs (the global mode or the action's
+    /// own `dry_run`).
+    pub dry_run: bool,
     /// Active permits.
     pub active: u32,
     /// `min(max_in_flight, max_in_flight_percent of live fleet)`, at least 1

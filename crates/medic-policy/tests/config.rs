@@ -1,5 +1,7 @@
 //! Config validation: every error at once, each with its key path.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use medic_policy::{Action, ConfigErrors, PolicyConfig, RawPolicy};
@@ -98,7 +100,97 @@ fn unknown_keys_are_rejected_with_their_full_names() {
 fn unknown_action_section_is_named() {
     let e = errors("[limits.reboot_planet]\nmax_in_flight = 1\n");
     assert_eq!(paths(&e), vec!["limits.reboot_planet"]);
-    assert!(e.to_string().contains("restart_job or reboot_host"));
+    let text = e.to_string();
+    assert!(text.contains("restart_job, reboot_host"), "{text}");
+    assert!(
+        text.contains("declare it in [actions.reboot_planet]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_declared_custom_action_gets_limits_with_reboot_like_defaults() {
+    let c = PolicyConfig::from_toml(
+        r#"
+        [actions.drain_host]
+        description = "drain traffic"
+        [limits.drain_host]
+        max_in_flight = 3
+        dry_run = true
+        "#,
+    )
+    .unwrap();
+    let drain = Action::declare("drain_host").unwrap();
+    assert!(c.knows(drain));
+    assert_eq!(
+        c.actions().map(Action::as_str).collect::<Vec<_>>(),
+        ["restart_job", "reboot_host", "drain_host"]
+    );
+    let l = c.limits(drain);
+    assert_eq!(l.max_in_flight, 3);
+    assert!(l.dry_run);
+    let reboot = c.limits(Action::RebootHost);
+    assert_eq!(l.cooldown, reboot.cooldown);
+    assert_eq!(l.rate, reboot.rate);
+    assert_eq!(l.host_budget, reboot.host_budget);
+    assert_eq!(c.custom_actions[&drain].description, "drain traffic");
+    // Undeclared, limits read as disabled.
+    let other = Action::declare("reimage").unwrap();
+    assert!(!c.knows(other));
+    assert_eq!(c.limits(other).max_in_flight, 0);
+}
+
+#[test]
+fn bad_custom_action_declarations_are_named() {
+    let e = errors(
+        r#"
+        [actions.restart_job]
+        [actions.Drain-Host]
+        [actions.reimage]
+        description = "bad\u0007bell"
+        "#,
+    );
+    let p = paths(&e);
+    assert!(p.contains(&"actions.restart_job"), "{e}");
+    assert!(p.contains(&"actions.Drain-Host"), "{e}");
+    assert!(p.contains(&"actions.reimage.description"), "{e}");
+    assert!(e.to_string().contains("is a built-in action"), "{e}");
+    assert!(e.to_string().contains("invalid action name"), "{e}");
+}
+
+#[test]
+fn job_caps_are_validated_naming_the_key() {
+    let ok = PolicyConfig::from_toml(
+        r#"
+        [limits.restart_job.jobs.zookeeper]
+        max_in_flight = 2
+        groups = { rack = 1 }
+        "#,
+    )
+    .unwrap();
+    let cap = &ok.limits(Action::RestartJob).jobs["zookeeper"];
+    assert_eq!(cap.max_in_flight, Some(2));
+    assert_eq!(cap.groups["rack"], 1);
+
+    let e = errors(
+        r#"
+        [limits.restart_job.jobs.zookeeper]
+        [limits.restart_job.jobs.kafka]
+        max_in_flight = 0
+        groups = { rack = 0 }
+        [limits.reboot_host.jobs."two words"]
+        max_in_flight = 1
+        "#,
+    );
+    let p = paths(&e);
+    for want in [
+        "limits.restart_job.jobs.zookeeper",
+        "limits.restart_job.jobs.kafka.max_in_flight",
+        "limits.restart_job.jobs.kafka.groups.rack",
+        "limits.reboot_host.jobs.two words",
+    ] {
+        assert!(p.contains(&want), "missing {want}; got:\n{e}");
+    }
 }
 
 #[test]

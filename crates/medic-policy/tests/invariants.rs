@@ -65,6 +65,22 @@ fn configs() -> Vec<PolicyConfig> {
         host_budget = { max_attempts = 2, per = "2h" }
         [limits.reboot_host.groups.rack]
         max_in_flight = 1
+        [limits.restart_job.jobs.job-0]
+        max_in_flight = 2
+        groups = { rack = 1 }
+        [limits.restart_job.override_ceiling]
+        max_in_flight = 7
+        rate_count = 12
+        [actions.drain_host]
+        description = "drain the host's traffic"
+        [limits.drain_host]
+        max_in_flight = 2
+        permit_ttl = "3m"
+        cooldown = "2m"
+        rate = { count = 3, per = "20m", burst = 0 }
+        host_budget = { max_attempts = 2, per = "1h" }
+        [limits.drain_host.jobs.job-1]
+        groups = { zone = 1 }
     "#;
     let tight = r#"
         mode = "dry-run"
@@ -111,6 +127,13 @@ fn configs() -> Vec<PolicyConfig> {
         permit_ttl = "2m"
         cooldown = "1m"
         rate = { count = 4, per = "20m", burst = 1 }
+        [actions.drain_host]
+        [limits.drain_host]
+        dry_run = true
+        max_in_flight = 1
+        permit_ttl = "1m"
+        [limits.drain_host.jobs.job-2]
+        max_in_flight = 1
     "#;
     [base, tight, loose]
         .iter()
@@ -184,10 +207,29 @@ enum Step {
         secs: u64,
     },
     Restart,
+    /// An operator overrides a limit (maybe above its ceiling, or without
+    /// a reason: then it must be refused).
+    Override {
+        action: Action,
+        rate: bool,
+        value: u32,
+        secs: u64,
+        reason: bool,
+    },
+    EndOverride {
+        pick: usize,
+    },
 }
 
+/// The built-ins and `drain_host`, a custom action two of the three
+/// configs declare (the third does not know it: it is denied there).
 fn action() -> impl Strategy<Value = Action> {
-    prop_oneof![Just(Action::RestartJob), Just(Action::RebootHost)]
+    let drain = Action::declare("drain_host").unwrap();
+    prop_oneof![
+        Just(Action::RestartJob),
+        Just(Action::RebootHost),
+        Just(drain)
+    ]
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
@@ -236,6 +278,12 @@ impl ReferenceStateMachine for Model {
             12 => prop_oneof![1u64..20, 20u64..200, 200u64..4000]
                 .prop_map(|secs| Step::Advance { secs }),
             1 => Just(Step::Restart),
+            2 => (action(), any::<bool>(), 0u32..10, prop_oneof![1u64..120, 120u64..3600],
+                  proptest::bool::weighted(0.9))
+                .prop_map(|(action, rate, value, secs, reason)| Step::Override {
+                    action, rate, value, secs, reason,
+                }),
+            1 => any::<usize>().prop_map(|pick| Step::EndOverride { pick }),
         ]
         .boxed()
     }
@@ -271,6 +319,8 @@ struct Harness {
     last_token: FencingToken,
     /// Model of pauses issued through the engine: id → (scope, until).
     pauses: BTreeMap<u64, (Scope, Option<Time>)>,
+    /// Overrides the model knows are in force until their `until`.
+    overrides: BTreeMap<u64, medic_policy::Override>,
     quarantined: BTreeSet<HostId>,
     last_end: HashMap<(HostId, Action, bool), Time>,
     next_request: u64,
@@ -388,8 +438,19 @@ impl Harness {
     /// model state `before` the request.
     fn check_grant(&self, req: &PermitRequest, token: FencingToken, dry: bool, before: &Before) {
         let cfg = self.cfg();
-        let limits = cfg.limits(req.action);
         let now = self.now;
+        // The limits in force: the config's, with the overrides the model
+        // knows to be unexpired. An expired override still applied, or an
+        // override past its ceiling, shows as a broken cap below.
+        let mut in_force = cfg.limits(req.action).clone();
+        for o in self
+            .overrides
+            .values()
+            .filter(|o| o.action == req.action && o.until > now)
+        {
+            in_force.overridden(o.limit, o.value);
+        }
+        let limits = &in_force;
         // I5: strictly increasing tokens.
         assert!(
             token > before.last_token,
@@ -416,8 +477,19 @@ impl Harness {
             "I3: granted to a quarantined host {}",
             req.host
         );
-        // A dry-run permit asked or granted in dry-run mode.
-        assert_eq!(dry, req.dry_run || cfg.dry_run, "dry-run of the permit");
+        // Only actions the config knows are granted.
+        assert!(
+            cfg.knows(req.action),
+            "granted {} which the config does not declare",
+            req.action
+        );
+        // A dry-run permit asked, granted in dry-run mode, or of an action
+        // that is dry-run only.
+        assert_eq!(
+            dry,
+            req.dry_run || cfg.dry_run || limits.dry_run,
+            "dry-run of the permit"
+        );
         if let Some(end) = before.last_end.get(&(req.host.clone(), req.action, dry)) {
             assert!(
                 now.duration_since(*end).unwrap() >= limits.cooldown,
@@ -523,6 +595,34 @@ impl Harness {
                 req.action
             );
         }
+        // I1: the job's caps, fleet-wide and per label value.
+        if let Some(jcap) = limits.jobs.get(&req.job) {
+            let same_job = |p: &&medic_policy::Permit| p.action == req.action && p.job == req.job;
+            let n = self.engine.permits().filter(same_job).count() as u32;
+            if let Some(max) = jcap.max_in_flight {
+                assert!(
+                    n <= max,
+                    "I1: {n} active {} of job {} > {max}",
+                    req.action,
+                    req.job
+                );
+            }
+            for (label, &max) in &jcap.groups {
+                let value = &labels[label];
+                let n = self
+                    .engine
+                    .permits()
+                    .filter(same_job)
+                    .filter(|p| p.labels.get(label) == Some(value))
+                    .count() as u32;
+                assert!(
+                    n <= max,
+                    "I1: {n} active {} of job {} in {label}={value} > {max}",
+                    req.action,
+                    req.job
+                );
+            }
+        }
         // I2: grants in the window ending now.
         let r = limits.rate;
         let in_window = self
@@ -578,6 +678,7 @@ impl StateMachineTest for EngineTest {
             dry: HashMap::new(),
             last_token: FencingToken(0),
             pauses: BTreeMap::new(),
+            overrides: BTreeMap::new(),
             quarantined: BTreeSet::new(),
             last_end: HashMap::new(),
             next_request: 0,
@@ -812,6 +913,55 @@ impl StateMachineTest for EngineTest {
             Step::Advance { secs } => {
                 h.now += Duration::from_secs(secs);
             }
+            Step::Override {
+                action,
+                rate,
+                value,
+                secs,
+                reason,
+            } => {
+                let limit = if rate {
+                    medic_policy::OverrideLimit::RateCount
+                } else {
+                    medic_policy::OverrideLimit::MaxInFlight
+                };
+                let res = h.engine.set_override(
+                    action,
+                    limit,
+                    value,
+                    Duration::from_secs(secs),
+                    "op:test",
+                    if reason { "incident" } else { " " },
+                    h.now,
+                );
+                h.absorb();
+                let cfg = h.cfg().clone();
+                let should = reason
+                    && cfg.knows(action)
+                    && value <= cfg.limits(action).ceiling(limit)
+                    && !(rate && value == 0);
+                assert_eq!(
+                    res.is_ok(),
+                    should,
+                    "override {action} {limit}={value}: {res:?}"
+                );
+                if let Ok(o) = res {
+                    h.overrides
+                        .retain(|_, x| !(x.action == o.action && x.limit == o.limit));
+                    h.overrides.insert(o.id, o);
+                }
+            }
+            Step::EndOverride { pick } => {
+                let ids: Vec<u64> = h.overrides.keys().copied().collect();
+                if !ids.is_empty() {
+                    let id = ids[pick % ids.len()];
+                    let res = h.engine.end_override(id, "op:test", "done", h.now);
+                    h.absorb();
+                    let expired = h.overrides[&id].until <= h.now;
+                    assert_eq!(res.is_err(), expired, "end of override {id}: {res:?}");
+                    h.overrides.remove(&id);
+                }
+            }
             Step::Restart => {
                 // A coordinator restart: the new engine sees only what the
                 // events made durable. Liveness is not durable.
@@ -842,9 +992,12 @@ impl StateMachineTest for EngineTest {
         );
         // The engine's incremental active counts agree with a recount.
         let (_, _, active) = h.engine.counts();
-        for a in Action::ALL {
+        for a in Action::BUILTIN
+            .into_iter()
+            .chain([Action::declare("drain_host").unwrap()])
+        {
             let n = h.engine.permits().filter(|p| p.action == a).count() as u32;
-            assert_eq!(active[a.index()], n, "active count of {a} drifted");
+            assert_eq!(active[a], n, "active count of {a} drifted");
         }
     }
 }
@@ -880,7 +1033,7 @@ fn request(
         unhealthy: h.unhealthy(),
     };
     let active_before = h.engine.permits().count();
-    let dry = req.dry_run || h.cfg().dry_run;
+    let dry = req.dry_run || h.cfg().dry_run || h.cfg().limits(req.action).dry_run;
     let decision = h.engine.request_permit(req.clone(), h.now).unwrap();
     let events = h.absorb();
     // A dry run quarantines nothing, even with its attempt budget spent.

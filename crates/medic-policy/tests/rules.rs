@@ -1512,7 +1512,7 @@ fn quarantined_host_gets_nothing_until_released() {
         .unwrap();
     assert_eq!(q.cause, QuarantineCause::Manual);
 
-    for action in Action::ALL {
+    for action in Action::BUILTIN {
         let d = f.deny("h1", action);
         assert_eq!(d.reason, DenyReason::Quarantined);
         assert_eq!(d.retry_after, None);
@@ -1632,7 +1632,7 @@ fn host_holds_at_most_one_permit() {
     let p = f.grant("h1", Action::RestartJob);
     f.advance(mins(1));
 
-    for action in Action::ALL {
+    for action in Action::BUILTIN {
         let d = f.deny("h1", action);
         assert_eq!(d.reason, DenyReason::HostBusy);
         assert_eq!(d.retry_after, Some(mins(9)), "until the permit expires");
@@ -3526,4 +3526,412 @@ fn hosts_unheard_of_for_the_retention_are_forgotten_but_not_their_budgets() {
     f.advance(mins(1));
     f.engine.tick(f.now);
     assert_eq!(f.status().known_hosts, 2);
+}
+
+// === Custom actions and per-job caps ===
+
+fn drain() -> Action {
+    Action::declare("drain_host").unwrap()
+}
+
+#[test]
+fn a_custom_action_is_granted_within_its_own_limits() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [actions.drain_host]
+        description = "drain traffic"
+        [limits.drain_host]
+        max_in_flight = 1
+        cooldown = "10m"
+        "#,
+        4,
+    );
+    let p = f.grant("h1", drain());
+    assert_eq!(p.action, drain());
+    // Its own cap: a second drain waits, a restart does not.
+    let d = f.deny("h2", drain());
+    assert_eq!(d.reason, DenyReason::ConcurrencyCap);
+    assert_mentions(&d, &["1 of 1 drain_host permits active fleet-wide"]);
+    f.grant("h3", Action::RestartJob);
+    // Its own cooldown after it ends.
+    f.finish(&p, Outcome::Succeeded);
+    let d = f.deny("h1", drain());
+    assert_eq!(d.reason, DenyReason::Cooldown);
+    assert_mentions(&d, &["last drain_host permit ended"]);
+    let s = f.status();
+    let names: Vec<&str> = s.actions.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(names, ["restart_job", "reboot_host", "drain_host"]);
+}
+
+#[test]
+fn grant_denied_for_an_action_the_coordinator_does_not_know() {
+    let mut f = Fleet::ready("[breaker]\nunhealthy_percent = 100\n", 4);
+    let unknown = Action::declare("reimage").unwrap();
+    let d = f.deny("h1", unknown);
+    assert_eq!(d.reason, DenyReason::UnknownAction);
+    assert_eq!(d.retry_after, None);
+    assert_mentions(
+        &d,
+        &[
+            "unknown action \"reimage\"",
+            "restart_job, reboot_host",
+            "[actions.reimage]",
+        ],
+    );
+    // Explain says the same, first.
+    assert_eq!(
+        reasons(&f.explain("h1", unknown))[0],
+        DenyReason::UnknownAction
+    );
+}
+
+#[test]
+fn a_custom_action_removed_by_a_reload_grants_nothing_more_but_its_permits_end_normally() {
+    let with = r#"
+        [breaker]
+        unhealthy_percent = 100
+        [actions.drain_host]
+        [limits.drain_host]
+        max_in_flight = 5
+    "#;
+    let mut f = Fleet::ready(with, 4);
+    let p = f.grant("h1", drain());
+    f.engine
+        .set_config(config("[breaker]\nunhealthy_percent = 100\n"), f.now);
+    assert_eq!(f.deny("h2", drain()).reason, DenyReason::UnknownAction);
+    let ended = f.finish(&p, Outcome::Succeeded);
+    assert_eq!(ended.state, PermitState::Succeeded);
+}
+
+#[test]
+fn an_action_marked_dry_run_is_granted_as_a_dry_run_in_enforce_mode() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [actions.drain_host]
+        [limits.drain_host]
+        dry_run = true
+        "#,
+        4,
+    );
+    assert!(f.grant("h1", drain()).dry_run);
+    assert!(!f.grant("h2", Action::RestartJob).dry_run);
+    let s = f.status();
+    let drain_status = s.actions.iter().find(|a| a.action == drain()).unwrap();
+    assert!(drain_status.dry_run);
+}
+
+#[test]
+fn job_cap_limits_one_jobs_permits_fleet_wide_and_per_rack() {
+    let mut f = Fleet::ready_with(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 100
+        [limits.restart_job.jobs.zookeeper]
+        max_in_flight = 2
+        groups = { rack = 1 }
+        "#,
+        &[
+            ("a", "rack=r1"),
+            ("b", "rack=r1"),
+            ("c", "rack=r2"),
+            ("d", "rack=r3"),
+            ("e", "rack=r1"),
+        ],
+    );
+    let zk = |f: &mut Fleet, name: &str, id: &str| {
+        f.request_with(id, name, Action::RestartJob, "zookeeper")
+            .unwrap()
+    };
+    assert!(matches!(zk(&mut f, "a", "z1"), Decision::Granted { .. }));
+    // One per rack: b shares rack r1 with a.
+    let Decision::Denied(d) = zk(&mut f, "b", "z2") else {
+        panic!("b should wait for a's zookeeper restart");
+    };
+    assert_eq!(d.reason, DenyReason::JobCap);
+    assert_mentions(
+        &d,
+        &["1 of 1 restart_job permits for job \"zookeeper\" active in rack=r1"],
+    );
+    // Other jobs in rack r1 are not held back.
+    assert!(matches!(
+        f.request_with("k1", "e", Action::RestartJob, "kafka")
+            .unwrap(),
+        Decision::Granted { .. }
+    ));
+    assert!(matches!(zk(&mut f, "c", "z3"), Decision::Granted { .. }));
+    // Two fleet-wide: d in a free rack still waits.
+    let Decision::Denied(d) = zk(&mut f, "d", "z4") else {
+        panic!("d should wait: two zookeeper restarts are out");
+    };
+    assert_eq!(d.reason, DenyReason::JobCap);
+    assert_mentions(
+        &d,
+        &["2 of 2 restart_job permits for job \"zookeeper\" active fleet-wide"],
+    );
+    // Explain with the job names the cap; without a job it cannot.
+    let e = f
+        .engine
+        .explain_job(&host("d"), Action::RestartJob, Some("zookeeper"), f.now);
+    assert_eq!(reasons(&e), vec![DenyReason::JobCap]);
+    assert!(f.explain("d", Action::RestartJob).denials.is_empty());
+}
+
+#[test]
+fn a_job_cap_on_a_job_no_agent_names_holds_back_nothing() {
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 10
+        [limits.restart_job.jobs.zookepeer]
+        max_in_flight = 1
+        "#,
+        4,
+    );
+    for h in ["h1", "h2", "h3"] {
+        f.grant(h, Action::RestartJob);
+    }
+}
+
+// === Operators' overrides ===
+
+const OVERRIDABLE: &str = r#"
+    [breaker]
+    unhealthy_percent = 100
+    [limits.restart_job]
+    max_in_flight = 1
+    rate = { count = 100, per = "1h", burst = 10 }
+    cooldown = "0s"
+    permit_ttl = "2h"
+    override_ceiling = { max_in_flight = 3 }
+"#;
+
+#[test]
+fn an_override_raises_a_cap_for_its_time_and_then_ends_by_itself() {
+    use medic_policy::OverrideLimit::MaxInFlight;
+    let mut f = Fleet::ready(OVERRIDABLE, 6);
+    f.grant("h1", Action::RestartJob);
+    assert_eq!(
+        f.deny("h2", Action::RestartJob).reason,
+        DenyReason::ConcurrencyCap
+    );
+    let o = f
+        .engine
+        .set_override(
+            Action::RestartJob,
+            MaxInFlight,
+            3,
+            mins(30),
+            "alice",
+            "INC-7: backlog",
+            f.now,
+        )
+        .unwrap();
+    assert_eq!(o.until, f.now + mins(30));
+    assert!(matches!(
+        f.engine.take_events().last(),
+        Some(Event::OverrideSet(x)) if x.id == o.id
+    ));
+    f.grant("h2", Action::RestartJob);
+    f.grant("h3", Action::RestartJob);
+    let d = f.deny("h4", Action::RestartJob);
+    assert_mentions(&d, &["3 of 3 restart_job permits active"]);
+    assert_eq!(f.status().overrides, vec![o.clone()]);
+    // Past its end it is gone, by itself, and the configured cap is back.
+    f.advance(mins(31));
+    let ended = f.engine.take_events();
+    assert!(
+        ended.iter().any(|e| matches!(
+            e,
+            Event::OverrideEnded { over, actor, .. } if over.id == o.id && actor == "coordinator"
+        )),
+        "{ended:?}"
+    );
+    assert!(f.status().overrides.is_empty());
+    assert_eq!(
+        f.deny("h4", Action::RestartJob).reason,
+        DenyReason::ConcurrencyCap
+    );
+}
+
+#[test]
+fn an_override_past_its_ceiling_or_without_a_reason_is_refused() {
+    use medic_policy::OverrideLimit::{MaxInFlight, RateCount};
+    let mut f = Fleet::ready(OVERRIDABLE, 2);
+    let e = f
+        .engine
+        .set_override(
+            Action::RestartJob,
+            MaxInFlight,
+            4,
+            mins(30),
+            "alice",
+            "more",
+            f.now,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, PolicyError::OverrideAboveCeiling { ceiling: 3, .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("limits.restart_job.override_ceiling.max_in_flight"),
+        "{e}"
+    );
+    // Without a ceiling, an override may only lower: reboot_host's cap is
+    // its configured 10 (the default).
+    let e = f
+        .engine
+        .set_override(
+            Action::RebootHost,
+            MaxInFlight,
+            11,
+            mins(5),
+            "alice",
+            "x",
+            f.now,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, PolicyError::OverrideAboveCeiling { ceiling: 10, .. }),
+        "{e}"
+    );
+    let e = f
+        .engine
+        .set_override(
+            Action::RestartJob,
+            MaxInFlight,
+            2,
+            mins(5),
+            "alice",
+            "  ",
+            f.now,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("reason"), "{e}");
+    let e = f
+        .engine
+        .set_override(
+            Action::RestartJob,
+            RateCount,
+            0,
+            mins(5),
+            "alice",
+            "x",
+            f.now,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("at least 1"), "{e}");
+    let e = f
+        .engine
+        .set_override(
+            Action::RestartJob,
+            MaxInFlight,
+            2,
+            secs(8 * 24 * 3600),
+            "alice",
+            "x",
+            f.now,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("duration"), "{e}");
+    let e = f
+        .engine
+        .set_override(
+            Action::declare("reimage").unwrap(),
+            MaxInFlight,
+            1,
+            mins(5),
+            "alice",
+            "x",
+            f.now,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("unknown action \"reimage\""), "{e}");
+    assert_eq!(
+        f.engine.end_override(42, "alice", "x", f.now).unwrap_err(),
+        PolicyError::NoSuchOverride(42)
+    );
+    assert!(f.status().overrides.is_empty());
+}
+
+#[test]
+fn overrides_survive_a_restart_and_a_lowered_ceiling_holds_them() {
+    use medic_policy::OverrideLimit::MaxInFlight;
+    let mut f = Fleet::ready(OVERRIDABLE, 6);
+    f.engine
+        .set_override(
+            Action::RestartJob,
+            MaxInFlight,
+            3,
+            mins(30),
+            "alice",
+            "INC-7",
+            f.now,
+        )
+        .unwrap();
+    let mut f = f.restarted();
+    f.warm_up();
+    assert_eq!(f.status().overrides.len(), 1);
+    for h in ["h1", "h2", "h3"] {
+        f.grant(h, Action::RestartJob);
+    }
+    assert_eq!(
+        f.deny("h4", Action::RestartJob).reason,
+        DenyReason::ConcurrencyCap
+    );
+    // A reload lowering the ceiling to 2: the override is held to it.
+    let lower = OVERRIDABLE.replace("max_in_flight = 3 }", "max_in_flight = 2 }");
+    f.engine.set_config(config(&lower), f.now);
+    let s = f.status();
+    let restart = s
+        .actions
+        .iter()
+        .find(|a| a.action == Action::RestartJob)
+        .unwrap();
+    assert_eq!(restart.effective_cap, 2);
+}
+
+#[test]
+fn a_raised_rate_count_frees_grants_at_once() {
+    use medic_policy::OverrideLimit::RateCount;
+    let mut f = Fleet::ready(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        [limits.restart_job]
+        max_in_flight = 10
+        cooldown = "0s"
+        rate = { count = 1, per = "1h", burst = 0 }
+        override_ceiling = { rate_count = 10 }
+        "#,
+        4,
+    );
+    f.grant("h1", Action::RestartJob);
+    assert_eq!(
+        f.deny("h2", Action::RestartJob).reason,
+        DenyReason::RateLimited
+    );
+    f.engine
+        .set_override(
+            Action::RestartJob,
+            RateCount,
+            10,
+            mins(30),
+            "alice",
+            "backlog",
+            f.now,
+        )
+        .unwrap();
+    // 10 per hour: one every 6 minutes.
+    f.advance(mins(6));
+    f.grant("h2", Action::RestartJob);
 }

@@ -22,8 +22,8 @@ use medic_policy::{
 
 use crate::convert::{
     bounded, bounded_labels, bounded_scope_or_fleet, check_count, check_labels, check_len,
-    from_duration, indexed, optional_enum, optional_msg, optional_time, permit_id, required_enum,
-    required_text, wire_enum,
+    from_duration, indexed, optional_msg, optional_time, permit_id, required_enum, required_text,
+    wire_enum,
 };
 use crate::limits::{
     MAX_FILTER_VALUES, MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN, MAX_OUTCOME_DETAIL_LEN,
@@ -60,8 +60,8 @@ fn check_filter<T>(field: &str, values: &[T]) -> Result<(), InvalidInput> {
 }
 
 /// An optional action filter: `ACTION_UNSPECIFIED` means every action.
-fn action_filter(field: &str, raw: i32) -> Result<Option<Action>, InvalidInput> {
-    optional_enum::<pb::Action, _>(field, raw)
+fn action_filter(field: &str, raw: i32, name: &str) -> Result<Option<Action>, InvalidInput> {
+    crate::convert::action_from_wire(field, raw, name)
 }
 
 // === Page ===
@@ -167,6 +167,77 @@ impl TryFrom<pb::ReportOutcomeRequest> for OutcomeReport {
                 },
                 outcome: required_enum::<pb::Outcome, _>("outcome", r.outcome)?,
                 detail: bounded("detail", r.detail, MAX_OUTCOME_DETAIL_LEN)?,
+            })
+        })
+    }
+}
+
+// === SetOverride, EndOverride ===
+
+/// A validated `SetOverrideRequest` (the ceiling and the action's being
+/// declared are the engine's to check).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetOverrideCommand {
+    /// The action.
+    pub action: Action,
+    /// Which limit.
+    pub limit: medic_policy::OverrideLimit,
+    /// The value to put in force.
+    pub value: u32,
+    /// How long.
+    pub duration: Duration,
+    /// Why.
+    pub reason: String,
+}
+
+impl TryFrom<pb::SetOverrideRequest> for SetOverrideCommand {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::SetOverrideRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            let duration = from_duration(
+                "duration",
+                r.duration
+                    .ok_or_else(|| InvalidInput::new("duration", "must be set"))?,
+            )?;
+            if duration.is_zero() || duration > medic_policy::MAX_OVERRIDE {
+                return Err(InvalidInput::new(
+                    "duration",
+                    "must be positive and at most 7 days (a longer change belongs in the \
+                     configuration)",
+                ));
+            }
+            Ok(Self {
+                action: crate::convert::required_action("action", r.action, &r.action_name)?,
+                limit: required_enum::<pb::OverrideLimit, _>("limit", r.limit)?,
+                value: r.value,
+                duration,
+                reason: reason(r.reason)?,
+            })
+        })
+    }
+}
+
+/// A validated `EndOverrideRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndOverrideCommand {
+    /// Which override.
+    pub id: u64,
+    /// Why.
+    pub reason: String,
+}
+
+impl TryFrom<pb::EndOverrideRequest> for EndOverrideCommand {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::EndOverrideRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            if r.override_id == 0 {
+                return Err(InvalidInput::new("override_id", "must be set"));
+            }
+            Ok(Self {
+                id: r.override_id,
+                reason: reason(r.reason)?,
             })
         })
     }
@@ -445,7 +516,7 @@ impl TryFrom<pb::ListPermitsRequest> for PermitQuery {
             }
             Ok(Self {
                 host: host_filter("host_id", r.host_id)?,
-                action: action_filter("action", r.action)?,
+                action: action_filter("action", r.action, &r.action_name)?,
                 states,
                 page: Page::new(r.page_size, r.page_token)?,
             })
@@ -492,7 +563,7 @@ impl TryFrom<pb::GetHistoryRequest> for HistoryQuery {
                 until,
                 host: host_filter("host_id", r.host_id)?,
                 kinds: event_kinds("kinds", r.kinds)?,
-                action: action_filter("action", r.action)?,
+                action: action_filter("action", r.action, &r.action_name)?,
                 page: Page::new(r.page_size, r.page_token)?,
                 newest_first: r.newest_first,
             })
@@ -516,7 +587,7 @@ impl TryFrom<pb::ExplainRequest> for ExplainQuery {
         request(|| {
             Ok(Self {
                 host: request_host_id("host_id", r.host_id)?,
-                action: required_enum::<pb::Action, _>("action", r.action)?,
+                action: crate::convert::required_action("action", r.action, &r.action_name)?,
             })
         })
     }
@@ -719,6 +790,7 @@ mod tests {
             scope: Some(pb::Scope {
                 selector: [(String::new(), "r12".to_owned())].into(),
                 action: 0,
+                action_name: String::new(),
             }),
             reason: "x".to_owned(),
             duration: Some(to_duration(Duration::from_secs(7200))),
@@ -747,6 +819,7 @@ mod tests {
             target: Some(pb::resume_request::Target::Scope(pb::Scope {
                 selector: Default::default(),
                 action: pb::Action::RebootHost.into(),
+                action_name: String::new(),
             })),
             reason: "failover done".to_owned(),
         };
@@ -793,6 +866,7 @@ mod tests {
             ExplainQuery::try_from(pb::ExplainRequest {
                 host_id: hidden.to_owned(),
                 action: pb::Action::RestartJob.into(),
+                action_name: String::new(),
             })
             .map(|_| ()),
             HostQuery::try_from(pb::ListHostsRequest {
@@ -948,6 +1022,7 @@ mod tests {
         let wire = pb::ExplainRequest {
             host_id: "web-1.use1".to_owned(),
             action: 0,
+            action_name: String::new(),
         };
         assert_error(ExplainQuery::try_from(wire), "request.action: must be set");
     }
@@ -1019,6 +1094,7 @@ mod tests {
         Some(pb::Scope {
             selector,
             action: 0,
+            action_name: String::new(),
         })
     }
 
@@ -1135,6 +1211,7 @@ mod tests {
                 target: Some(pb::resume_request::Target::Scope(pb::Scope {
                     selector: selector(n),
                     action: 0,
+                    action_name: String::new(),
                 })),
                 reason: "failover done".to_owned(),
             })

@@ -204,6 +204,7 @@ pub(crate) async fn run_storm(
                     request_id: format!("storm-{name}"),
                     host_id: name.clone(),
                     action: pb::Action::RestartJob.into(),
+                    action_name: String::new(),
                     job: "ingest".into(),
                     reason: "storm".into(),
                 })
@@ -280,7 +281,11 @@ pub(crate) async fn run_storm(
             ..Side::default()
         },
         caps: (
-            Some(policy.limits[0].effective_cap(u32::try_from(n).unwrap_or(u32::MAX))),
+            Some(
+                policy
+                    .limits(medic_policy::Action::RestartJob)
+                    .effective_cap(u32::try_from(n).unwrap_or(u32::MAX)),
+            ),
             None,
         ),
         breakers: Vec::new(),
@@ -444,6 +449,7 @@ pub async fn bench(opts: &BenchOptions) -> Result<BenchResult, SimError> {
                         request_id: format!("bench-{worker}-{n}"),
                         host_id: host.clone(),
                         action: pb::Action::RestartJob.into(),
+                        action_name: String::new(),
                         job: "ingest".into(),
                         reason: "bench".into(),
                     })

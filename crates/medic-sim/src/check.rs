@@ -98,6 +98,10 @@ impl AuditEntry {
             Some(Event::HostReleased { host, .. }) => format!("RELEASE {host}"),
             Some(Event::Paused(p)) => format!("PAUSE #{}", p.id),
             Some(Event::Resumed { pause, .. }) => format!("RESUME #{}", pause.id),
+            Some(Event::OverrideSet(o)) => {
+                format!("OVERRIDE #{} {} {} = {}", o.id, o.action, o.limit, o.value)
+            }
+            Some(Event::OverrideEnded { over, .. }) => format!("OVERRIDE END #{}", over.id),
             Some(Event::ClockChecked { step: Some(s), .. }) => format!("CLOCK STEPPED {s}"),
             Some(Event::ClockChecked { step: None, .. }) => "CLOCK CHECKED".to_owned(),
             None => format!("{:?} {}", self.kind, self.host),

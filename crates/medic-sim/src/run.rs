@@ -365,7 +365,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     let tick = coordinator.config().server.tick_interval;
     let max_ttl = policy
         .limits
-        .iter()
+        .values()
         .map(|l| l.permit_ttl)
         .max()
         .unwrap_or_default();

@@ -28,6 +28,8 @@ cooldown = "10s"
 rate = { count = 3, per = "100s", burst = 1 }
 [limits.restart_job.groups.rack]
 max_in_flight = 1
+[limits.restart_job.jobs.zookeeper]
+max_in_flight = 1
 [limits.reboot_host]
 max_in_flight = 1
 permit_ttl = "60s"
@@ -83,13 +85,27 @@ impl History {
     }
 
     fn grant_req(&mut self, token: u64, host: &str, rack: &str, s: u64, req: &str) -> Permit {
+        self.grant_of(token, host, rack, s, req, Action::RestartJob, "ingest")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn grant_of(
+        &mut self,
+        token: u64,
+        host: &str,
+        rack: &str,
+        s: u64,
+        req: &str,
+        action: Action,
+        job: &str,
+    ) -> Permit {
         let permit = Permit {
             id: PermitId::for_token(FencingToken(token)),
             token: FencingToken(token),
             request_id: RequestId::new(req).unwrap(),
             host: HostId::new(host).unwrap(),
-            action: Action::RestartJob,
-            job: "ingest".into(),
+            action,
+            job: job.into(),
             reason: "stuck".into(),
             labels: labels(rack),
             dry_run: false,
@@ -251,6 +267,38 @@ fn i1_group_cap_exceeded_is_caught() {
     let v = h.check(&[]);
     only(&v, "I1");
     assert!(v.violations[0].message.contains("rack=r1"));
+}
+
+#[test]
+fn i1_job_cap_exceeded_is_caught() {
+    let mut h = History::new();
+    let a = h.grant_of(1, "h1", "r1", 10, "z1", Action::RestartJob, "zookeeper");
+    let b = h.grant_of(2, "h2", "r2", 11, "z2", Action::RestartJob, "zookeeper");
+    h.end(&a, 20);
+    h.end(&b, 21);
+    let v = h.check(&[]);
+    only(&v, "I1");
+    assert!(
+        v.violations[0].message.contains("job \"zookeeper\""),
+        "{:#?}",
+        v.violations
+    );
+}
+
+#[test]
+fn a_grant_of_an_undeclared_action_is_caught() {
+    let mut h = History::new();
+    let reimage = Action::declare("reimage").unwrap();
+    let a = h.grant_of(1, "h1", "r1", 10, "x1", reimage, "ingest");
+    h.end(&a, 20);
+    let v = h.check(&[]);
+    assert!(
+        v.violations
+            .iter()
+            .any(|x| x.message.contains("does not declare")),
+        "{:#?}",
+        v.violations
+    );
 }
 
 #[test]

@@ -30,7 +30,7 @@ rate = { count = 60, per = "10m", burst = 10 }
     let p = &c.policy;
     assert_eq!(p.fleet.heartbeat_interval, Duration::from_millis(500));
     assert_eq!(p.fleet.host_ttl, Duration::from_millis(1500));
-    let r = &p.limits[0];
+    let r = p.limits(medic_policy::Action::RestartJob);
     assert_eq!(r.permit_ttl, Duration::from_secs(30));
     assert_eq!(r.cooldown, Duration::from_secs(6));
     assert_eq!(r.rate.per, Duration::from_secs(30));

@@ -1,5 +1,5 @@
-//! Climbing a stuck job's ladder: the next rung (restart, reboot, or a
-//! human), the action carried out under its permit with the problem
+//! Climbing a stuck job's ladder: the next rung (restart, a custom
+//! action, reboot, or a human), the action carried out under its permit with the problem
 //! checked again first, verification, and a reboot finished after the
 //! agent comes back.
 
@@ -135,6 +135,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             match held.action {
                 Action::RestartJob => self.restart(i, &mut held).await,
                 Action::RebootHost => self.reboot(&mut held).await,
+                Action::Custom(_) => self.custom(i, &mut held).await,
             }
         };
         // The post hook undoes what the pre hook did once the job is fine:
@@ -263,6 +264,19 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 "reboot the host for job {:?}: run {:?}",
                 job.config.name, self.config.reboot_command
             ),
+            Action::Custom(_) => match job.config.step(action).and_then(|s| s.custom.as_ref()) {
+                Some(c) => format!(
+                    "{action} for job {:?}: run {:?} (timeout {}), and verify within {}",
+                    job.config.name,
+                    c.command,
+                    humantime::format_duration(c.timeout),
+                    humantime::format_duration(c.verify_timeout)
+                ),
+                None => format!(
+                    "nothing: job {:?} has no {action} rung any more",
+                    job.config.name
+                ),
+            },
         };
         let probation = (!job.config.probation.is_zero()).then(|| {
             format!(
@@ -330,6 +344,58 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             Ok(None) => "restarted".to_owned(),
         };
         self.verify(i, held, verify_timeout, &what, true).await
+    }
+
+    /// A custom action: its rung's command under the permit, then the job
+    /// verified on checks made after the command finished. Its processes
+    /// need not be new (the command may fix the job without restarting
+    /// it), but a stale heartbeat file or a failing probe still fails it.
+    pub(super) async fn custom(&mut self, i: usize, held: &mut Held) -> (Outcome, String) {
+        let action = held.action;
+        let Some(step) = self.watched[i]
+            .config
+            .step(action)
+            .and_then(|s| s.custom.clone())
+        else {
+            // The ladder changed (a reload) between the request and now.
+            return (
+                Outcome::Aborted,
+                format!("job {:?} has no {action} rung any more", held.job),
+            );
+        };
+        if !self.confirm_valid(held).await {
+            return (
+                Outcome::Aborted,
+                format!("permit revoked or about to expire before the {action}"),
+            );
+        }
+        let ctx = self.context(held);
+        held.acted = true;
+        let job = &self.watched[i];
+        let what = match self.host.custom(&job.config, &step, &ctx).await {
+            Err(e) => {
+                let cmd = e.command();
+                tracing::warn!(
+                    job = %ctx.job, action = %action, permit = %ctx.permit.id,
+                    command_status = %cmd.status(), command_output = %cmd.output(),
+                    "custom action command failed"
+                );
+                return (Outcome::Failed, e.to_string());
+            }
+            Ok(report) => {
+                tracing::info!(
+                    job = %ctx.job, action = %action, permit = %ctx.permit.id,
+                    command_status = %report.status, command_output = %report.output,
+                    "custom action command finished"
+                );
+                format!(
+                    "ran {action} (command {}; output: {:?})",
+                    report.status, report.output
+                )
+            }
+        };
+        self.verify(i, held, step.verify_timeout, &what, false)
+            .await
     }
 
     /// Waits until the job's detectors pass, renewing the permit and

@@ -197,11 +197,23 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                                 reason: d.reason.as_str().to_owned(),
                             })
                             .inc();
-                        tracing::info!(
-                            job = %name, %action, reason = %d.reason, denial = %d.message,
-                            retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs())),
-                            "permit denied; leaving the job alone"
-                        );
+                        let retry_in =
+                            humantime::format_duration(Duration::from_secs(wait.as_secs()));
+                        if d.reason == medic_policy::DenyReason::UnknownAction {
+                            // Not a passing state: the agent's ladder and the
+                            // coordinator's [actions] disagree until a
+                            // person changes one of them.
+                            tracing::error!(
+                                job = %name, %action, reason = %d.reason, denial = %d.message,
+                                %retry_in,
+                                "the coordinator does not know this action; fix the job's ladder or declare the action in the coordinator's [actions]"
+                            );
+                        } else {
+                            tracing::info!(
+                                job = %name, %action, reason = %d.reason, denial = %d.message,
+                                %retry_in, "permit denied; leaving the job alone"
+                            );
+                        }
                         self.next_request = self.clock.instant() + wait;
                         self.waiting = Some(Waiting { wake: self.wake });
                     }

@@ -2,7 +2,6 @@
 
 use std::time::SystemTime;
 
-use clap::ValueEnum;
 use medic_proto::pb::v1 as pb;
 
 use super::Ctx;
@@ -27,13 +26,18 @@ pub(super) async fn explain(ctx: &mut Ctx<'_>, a: ExplainArgs) -> Result<(), Err
 /// printed, so a failed call prints nothing.
 async fn explain_all(ctx: &mut Ctx<'_>, host: String) -> Result<(), Error> {
     let mut answers = Vec::new();
-    for action in ActionArg::value_variants() {
-        answers.push(ask(ctx, &host, *action).await?);
+    for action in configured_actions(ctx).await? {
+        answers.push(ask(ctx, &host, action).await?);
     }
     if ctx.is_json() {
         let all: json::ExplainAll = answers
             .iter()
-            .map(|r| (json::action_name(r.action), json::Explain::from(r)))
+            .map(|r| {
+                (
+                    json::action_name(r.action, &r.action_name),
+                    json::Explain::from(r),
+                )
+            })
             .collect();
         return ctx.json(&all);
     }
@@ -46,11 +50,29 @@ async fn explain_all(ctx: &mut Ctx<'_>, host: String) -> Result<(), Error> {
     Ok(())
 }
 
+/// The actions the coordinator is configured with, from its status: the
+/// built-ins and its custom actions.
+async fn configured_actions(ctx: &Ctx<'_>) -> Result<Vec<ActionArg>, Error> {
+    let status = ctx.status_response().await?.status.unwrap_or_default();
+    let mut out = Vec::new();
+    for a in &status.actions {
+        let name = json::action_name(a.action, &a.action_name);
+        let parsed = crate::cli::parse_action(&name).map_err(|e| {
+            Error::Failed(format!(
+                "the coordinator listed an action medicctl cannot read: {e}"
+            ))
+        })?;
+        out.push(parsed);
+    }
+    Ok(out)
+}
+
 /// One `Explain` call.
 async fn ask(ctx: &Ctx<'_>, host: &str, action: ActionArg) -> Result<pb::ExplainResponse, Error> {
     let req = pb::ExplainRequest {
         host_id: host.to_owned(),
-        action: pb::Action::from(action).into(),
+        action: action.wire().0,
+        action_name: action.wire().1,
     };
     ctx.conn
         .unary(req, |mut c, r| async move { c.explain(r).await })
@@ -59,7 +81,7 @@ async fn ask(ctx: &Ctx<'_>, host: &str, action: ActionArg) -> Result<pb::Explain
 
 /// One answer for people: a verdict line, then the denials.
 fn print(ctx: &mut Ctx<'_>, r: &pb::ExplainResponse) -> Result<(), Error> {
-    let action = json::action_name(r.action);
+    let action = json::action_name(r.action, &r.action_name);
     if r.would_grant {
         writeln!(
             ctx.out,

@@ -23,6 +23,7 @@ mod breaker;
 mod explain;
 mod history;
 mod hosts;
+mod overrides;
 mod page;
 mod pause;
 mod permits;
@@ -80,6 +81,7 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>, command: Command) -> Result<(), Error
         Command::Status => status::status(ctx).await,
         Command::Pause(a) => pause::pause(ctx, a).await,
         Command::Resume(a) => pause::resume(ctx, a).await,
+        Command::Override(a) => overrides::run(ctx, a).await,
         Command::Hosts(a) => hosts::hosts(ctx, a).await,
         Command::Permits(a) => permits::permits(ctx, a).await,
         Command::Revoke(a) => permits::revoke(ctx, a).await,
@@ -101,16 +103,19 @@ fn selector(pairs: &[(String, String)]) -> BTreeMap<String, String> {
     pairs.iter().cloned().collect()
 }
 
-/// An `--action` filter as the wire's enum value (unspecified: any action).
-fn action_filter(a: Option<ActionArg>) -> i32 {
-    a.map_or(pb::Action::Unspecified, Into::into).into()
+/// An `--action` filter as the wire's `(action, action_name)` pair
+/// (unspecified and empty: any action).
+fn action_filter(a: Option<ActionArg>) -> (i32, String) {
+    a.map_or((0, String::new()), ActionArg::wire)
 }
 
 /// A pause's scope: a `--selector` and an `--action`.
 fn scope(pairs: &[(String, String)], action: Option<ActionArg>) -> pb::Scope {
+    let (action, action_name) = action_filter(action);
     pb::Scope {
         selector: selector(pairs),
-        action: action_filter(action),
+        action,
+        action_name,
     }
 }
 

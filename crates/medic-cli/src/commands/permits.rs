@@ -34,7 +34,8 @@ pub(super) async fn permits(ctx: &mut Ctx<'_>, a: PermitsArgs) -> Result<(), Err
     let permits = page::all(|page_token, page_size| {
         let req = pb::ListPermitsRequest {
             host_id: a.host.clone().unwrap_or_default(),
-            action: action_filter(a.action),
+            action: action_filter(a.action).0,
+            action_name: action_filter(a.action).1,
             states: states.clone(),
             page_size,
             page_token,
@@ -76,7 +77,7 @@ fn permit_table(permits: &[pb::Permit], now: SystemTime) -> Table {
         t.row(vec![
             p.permit_id.clone(),
             p.host_id.clone(),
-            json::action_name(p.action),
+            json::action_name(p.action, &p.action_name),
             or_dash(&p.job),
             state,
             format::opt_time(p.granted_at.as_ref(), now, "-"),
@@ -110,7 +111,7 @@ pub(super) async fn revoke(ctx: &mut Ctx<'_>, a: RevokeArgs) -> Result<(), Error
         ctx.out,
         "revoked {} ({} on {}); the agent aborts before any irreversible step",
         p.permit_id,
-        json::action_name(p.action),
+        json::action_name(p.action, &p.action_name),
         p.host_id
     )?;
     Ok(())

@@ -15,7 +15,7 @@ pub(super) fn scope_text(s: Option<&pb::Scope>) -> String {
         Some(s) if !s.selector.is_empty() => format::labels(&s.selector),
         _ => "fleet".to_owned(),
     };
-    if let Some(a) = s.and_then(|s| json::action(s.action)) {
+    if let Some(a) = s.and_then(|s| json::action(s.action, &s.action_name)) {
         text.push_str(&format!(", {a} only"));
     }
     text
@@ -32,6 +32,23 @@ pub(super) fn pause_table(pauses: &[pb::Pause], now: SystemTime) -> Table {
             format::opt_time(p.since.as_ref(), now, "-"),
             format::opt_time(p.until.as_ref(), now, "until resumed"),
             p.reason.clone(),
+        ]);
+    }
+    t
+}
+
+/// Overrides, one row each (`status`, `override end`).
+pub(super) fn override_table(overrides: &[pb::Override], now: SystemTime) -> Table {
+    let mut t = Table::new(&["ID", "ACTION", "LIMIT", "VALUE", "BY", "UNTIL", "REASON"]);
+    for o in overrides {
+        t.row(vec![
+            o.override_id.to_string(),
+            json::action_name(o.action, &o.action_name),
+            json::override_limit(o.limit),
+            o.value.to_string(),
+            or_dash(&o.actor),
+            format::opt_time(o.until.as_ref(), now, "-"),
+            o.reason.clone(),
         ]);
     }
     t

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use medic_proto::pb::v1 as pb;
 
 use super::Ctx;
-use super::show::{breaker_table, pause_table};
+use super::show::{breaker_table, override_table, pause_table};
 use crate::error::Error;
 use crate::format::{self, Table, system_time};
 use crate::json;
@@ -32,6 +32,14 @@ pub(super) async fn status(ctx: &mut Ctx<'_>) -> Result<(), Error> {
     } else {
         writeln!(out, "PAUSED (no grants within these scopes):")?;
         pause_table(&s.pauses, now).write(out)?;
+    }
+    if !s.overrides.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "OVERRIDDEN (limits changed by operators until the time shown, `medicctl override end`):"
+        )?;
+        override_table(&s.overrides, now).write(out)?;
     }
     writeln!(out)?;
     if s.breakers.is_empty() {
@@ -171,8 +179,13 @@ fn action_table(actions: &[pb::ActionStatus], now: SystemTime) -> Table {
     ]);
     for a in actions {
         let per = format::opt_duration(a.rate_per.as_ref(), "-");
+        let name = json::action_name(a.action, &a.action_name);
         t.row(vec![
-            json::action_name(a.action),
+            if a.dry_run {
+                format!("{name} (dry run)")
+            } else {
+                name
+            },
             if a.effective_cap == 0 {
                 format!("{}/0 (disabled)", a.active)
             } else {

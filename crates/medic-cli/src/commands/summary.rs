@@ -16,7 +16,7 @@ pub(super) fn summary(e: &pb::Event) -> String {
             with_reason(
                 format!(
                     "granted {} {} for job {}{}",
-                    json::action_name(p.action),
+                    json::action_name(p.action, &p.action_name),
                     p.permit_id,
                     p.job,
                     if p.dry_run { " (dry run)" } else { "" }
@@ -34,7 +34,7 @@ pub(super) fn summary(e: &pb::Event) -> String {
         Some(P::PermitEnded(x)) => with_reason(
             format!(
                 "{} {} {}",
-                json::action_name(x.action),
+                json::action_name(x.action, &x.action_name),
                 x.permit_id,
                 json::permit_state(x.state)
             ),
@@ -66,6 +66,29 @@ pub(super) fn summary(e: &pb::Event) -> String {
                     p.pause_id
                 ),
                 &r.reason,
+            )
+        }
+        Some(P::OverrideSet(o)) => with_reason(
+            format!(
+                "override {}: {} {} = {} until {}",
+                o.override_id,
+                json::action_name(o.action, &o.action_name),
+                json::override_limit(o.limit),
+                o.value,
+                at(o.until.as_ref())
+            ),
+            &o.reason,
+        ),
+        Some(P::OverrideEnded(x)) => {
+            let o = x.r#override.clone().unwrap_or_default();
+            with_reason(
+                format!(
+                    "override {} ended ({} {})",
+                    o.override_id,
+                    json::action_name(o.action, &o.action_name),
+                    json::override_limit(o.limit)
+                ),
+                &x.reason,
             )
         }
         Some(P::BreakerOpened(b)) => with_reason(
@@ -123,7 +146,7 @@ fn denied(d: &pb::event::Denied) -> String {
     with_reason(
         format!(
             "{} denied ({}){}",
-            json::action_name(d.action),
+            json::action_name(d.action, &d.action_name),
             json::deny_reason(denial.reason),
             if d.count > 1 {
                 format!(" x{}", d.count)

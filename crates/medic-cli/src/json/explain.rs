@@ -50,7 +50,7 @@ impl From<&pb::ExplainResponse> for Explain {
     fn from(e: &pb::ExplainResponse) -> Self {
         Explain {
             host_id: e.host_id.clone(),
-            action: action_name(e.action),
+            action: action_name(e.action, &e.action_name),
             would_grant: e.would_grant,
             denials: e.denials.iter().map(Denial::from).collect(),
         }

@@ -106,6 +106,22 @@ pub enum Payload {
         /// When.
         at: Option<String>,
     },
+    /// An operator's override of a limit began.
+    OverrideSet {
+        /// The override.
+        r#override: super::Override,
+    },
+    /// An override ended.
+    OverrideEnded {
+        /// The override as it was.
+        r#override: Option<super::Override>,
+        /// Who ended it (`coordinator` when it expired).
+        actor: String,
+        /// Why.
+        reason: String,
+        /// When.
+        at: Option<String>,
+    },
     /// A circuit breaker opened.
     BreakerOpened {
         /// The breaker.
@@ -197,7 +213,7 @@ impl From<&pb::Event> for Event {
             Some(P::PermitEnded(x)) => Payload::PermitEnded {
                 permit_id: x.permit_id.clone(),
                 host_id: x.host_id.clone(),
-                action: action_name(x.action),
+                action: action_name(x.action, &x.action_name),
                 state: permit_state(x.state),
                 actor: x.actor.clone(),
                 detail: x.detail.clone(),
@@ -224,6 +240,15 @@ impl From<&pb::Event> for Event {
             Some(P::BreakerOpened(b)) => Payload::BreakerOpened {
                 breaker: Breaker::from(b),
             },
+            Some(P::OverrideSet(o)) => Payload::OverrideSet {
+                r#override: super::Override::from(o),
+            },
+            Some(P::OverrideEnded(x)) => Payload::OverrideEnded {
+                r#override: x.r#override.as_ref().map(super::Override::from),
+                actor: x.actor.clone(),
+                reason: x.reason.clone(),
+                at: time(x.at.as_ref()),
+            },
             Some(P::BreakerHalfOpened(b)) => Payload::BreakerHalfOpened {
                 scope: breaker_scope(b.scope.as_ref()),
                 actor: b.actor.clone(),
@@ -238,7 +263,7 @@ impl From<&pb::Event> for Event {
             },
             Some(P::Denied(d)) => Payload::Denied {
                 host_id: d.host_id.clone(),
-                action: action_name(d.action),
+                action: action_name(d.action, &d.action_name),
                 denial: d.denial.as_ref().map(Denial::from),
                 count: d.count,
             },

@@ -35,7 +35,7 @@ pub use breaker::{Breaker, BreakersClosed};
 pub use explain::{Denial, Explain, ExplainAll};
 pub use history::{Event, History, Payload};
 pub use hosts::{Host, Hosts, Problem};
-pub use pause::{Pause, Paused, Resumed, Scope};
+pub use pause::{Override, Pause, Paused, Resumed, Scope};
 pub use permits::{Permit, Permits, Revoked};
 pub use quarantine::{Quarantine, Quarantined, Released};
 pub use reload::{ConfigError, Reload};
@@ -60,17 +60,33 @@ fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
-/// `restart_job`, `reboot_host`; `None` for ACTION_UNSPECIFIED.
-pub fn action(raw: i32) -> Option<String> {
+/// `restart_job`, `reboot_host`, a custom action's name; `None` for
+/// neither an enum value nor a name. The name wins: it is what coordinators
+/// that know custom actions fill in.
+pub fn action(raw: i32, name: &str) -> Option<String> {
+    if !name.is_empty() {
+        return Some(name.to_owned());
+    }
     match pb::Action::try_from(raw) {
         Ok(pb::Action::Unspecified) => None,
         a => Some(enum_name(a.ok().map(|a| a.as_str_name()), raw, "ACTION_")),
     }
 }
 
-/// `restart_job`, `reboot_host` (or `unknown(N)`), for a required action.
-pub fn action_name(raw: i32) -> String {
-    action(raw).unwrap_or_else(|| format!("unknown({raw})"))
+/// Like [`action`], for a required action (`unknown(N)` when unreadable).
+pub fn action_name(raw: i32, name: &str) -> String {
+    action(raw, name).unwrap_or_else(|| format!("unknown({raw})"))
+}
+
+/// `max_in_flight` or `rate_count`.
+pub fn override_limit(raw: i32) -> String {
+    enum_name(
+        pb::OverrideLimit::try_from(raw)
+            .ok()
+            .map(|l| l.as_str_name()),
+        raw,
+        "OVERRIDE_LIMIT_",
+    )
 }
 
 /// `active`, `succeeded`, ... `revoked`.

@@ -20,7 +20,43 @@ impl From<Option<&pb::Scope>> for Scope {
     fn from(s: Option<&pb::Scope>) -> Self {
         Scope {
             selector: s.map(|s| s.selector.clone()).unwrap_or_default(),
-            action: s.and_then(|s| action(s.action)),
+            action: s.and_then(|s| action(s.action, &s.action_name)),
+        }
+    }
+}
+
+/// An operator's temporary override of a limit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Override {
+    /// Its id, for `medicctl override end`.
+    pub id: u64,
+    /// The action whose limit it changes.
+    pub action: String,
+    /// `max_in_flight` or `rate_count`.
+    pub limit: String,
+    /// The value in force instead of the configured one.
+    pub value: u32,
+    /// Who set it.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// When it began.
+    pub since: Option<String>,
+    /// When it ends by itself.
+    pub until: Option<String>,
+}
+
+impl From<&pb::Override> for Override {
+    fn from(o: &pb::Override) -> Self {
+        Override {
+            id: o.override_id,
+            action: super::action_name(o.action, &o.action_name),
+            limit: super::override_limit(o.limit),
+            value: o.value,
+            actor: o.actor.clone(),
+            reason: o.reason.clone(),
+            since: time(o.since.as_ref()),
+            until: time(o.until.as_ref()),
         }
     }
 }

@@ -53,7 +53,7 @@ impl From<&pb::Permit> for Permit {
             fencing_token: p.fencing_token,
             request_id: p.request_id.clone(),
             host_id: p.host_id.clone(),
-            action: action_name(p.action),
+            action: action_name(p.action, &p.action_name),
             job: p.job.clone(),
             reason: p.reason.clone(),
             labels: p.labels.clone(),

@@ -38,6 +38,8 @@ pub struct Status {
     pub hosts: HostCounts,
     /// Pauses in force.
     pub pauses: Vec<Pause>,
+    /// Operators' overrides of limits in force.
+    pub overrides: Vec<super::Override>,
     /// Open circuit breakers.
     pub breakers: Vec<Breaker>,
     /// Per action: slots and budget.
@@ -100,6 +102,8 @@ pub struct ActionStatus {
     pub rate_next_at: Option<String>,
     /// Whether the action's time windows allow it now.
     pub in_window: bool,
+    /// Whether its grants are dry runs (the mode, or the action's own).
+    pub dry_run: bool,
 }
 
 impl From<&pb::GetStatusResponse> for Status {
@@ -134,12 +138,13 @@ impl From<&pb::GetStatusResponse> for Status {
                 min_fleet_size: s.min_fleet_size,
             },
             pauses: s.pauses.iter().map(Pause::from).collect(),
+            overrides: s.overrides.iter().map(super::Override::from).collect(),
             breakers: s.breakers.iter().map(Breaker::from).collect(),
             actions: s
                 .actions
                 .iter()
                 .map(|a| ActionStatus {
-                    action: action_name(a.action),
+                    action: action_name(a.action, &a.action_name),
                     active: a.active,
                     effective_cap: a.effective_cap,
                     rate_limit: a.rate_limit,
@@ -148,6 +153,7 @@ impl From<&pb::GetStatusResponse> for Status {
                     rate_per_seconds: seconds(a.rate_per.as_ref()),
                     rate_next_at: time(a.rate_next_at.as_ref()),
                     in_window: a.in_window,
+                    dry_run: a.dry_run,
                 })
                 .collect(),
         }

@@ -13,10 +13,11 @@ use super::{AuditConfig, CoordinatorConfig, NotifyConfig};
 /// replicas cannot disagree on limits; each replica's own file holds the
 /// rest (`server`, `tls`, `auth`, `store`), which name its addresses and
 /// files.
-pub const FLEET_SECTIONS: [&str; 7] = [
+pub const FLEET_SECTIONS: [&str; 8] = [
     "mode",
     "fleet",
     "breaker",
+    "actions",
     "limits",
     "idempotency",
     "audit",

@@ -21,7 +21,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use medic_policy::config::{
-    ConfigErrors, Errors, RawBreaker, RawFleet, RawIdempotency, RawLimits, parse_toml,
+    ConfigErrors, Errors, RawActionDecl, RawBreaker, RawFleet, RawIdempotency, RawLimits,
+    parse_toml,
 };
 use medic_policy::{PolicyConfig, RawPolicy};
 use serde::Deserialize;
@@ -64,6 +65,7 @@ struct RawCoordinator {
     mode: Option<String>,
     fleet: RawFleet,
     breaker: RawBreaker,
+    actions: BTreeMap<String, RawActionDecl>,
     limits: BTreeMap<String, RawLimits>,
     idempotency: RawIdempotency,
 }
@@ -114,6 +116,7 @@ impl CoordinatorConfig {
             mode: raw.mode.clone(),
             fleet: raw.fleet.clone(),
             breaker: raw.breaker.clone(),
+            actions: raw.actions.clone(),
             limits: raw.limits.clone(),
             idempotency: raw.idempotency.clone(),
         }
@@ -229,9 +232,9 @@ impl CoordinatorConfig {
     /// The actions' caps and rates, for summaries.
     pub fn limits_summary(&self) -> String {
         let p = &self.policy;
-        let caps: Vec<String> = medic_policy::Action::ALL
-            .iter()
-            .map(|&a| {
+        let caps: Vec<String> = p
+            .actions()
+            .map(|a| {
                 let l = p.limits(a);
                 format!(
                     "{a} max {}{} rate {}/{}+{}",

@@ -72,11 +72,15 @@ pub enum NotifyKind {
     HostLost,
     /// A config reload was rejected.
     ConfigReloadFailed,
+    /// An operator overrode a limit.
+    OverrideSet,
+    /// An override ended (by an operator, by its expiry, or replaced).
+    OverrideEnded,
 }
 
 impl NotifyKind {
     /// Every kind.
-    pub const ALL: [NotifyKind; 8] = [
+    pub const ALL: [NotifyKind; 10] = [
         NotifyKind::BreakerOpened,
         NotifyKind::BreakerHalfOpened,
         NotifyKind::BreakerClosed,
@@ -85,6 +89,8 @@ impl NotifyKind {
         NotifyKind::HostQuarantined,
         NotifyKind::HostLost,
         NotifyKind::ConfigReloadFailed,
+        NotifyKind::OverrideSet,
+        NotifyKind::OverrideEnded,
     ];
 
     /// The name in config files and in the JSON body's `kind`.
@@ -98,6 +104,8 @@ impl NotifyKind {
             NotifyKind::HostQuarantined => "host_quarantined",
             NotifyKind::HostLost => "host_lost",
             NotifyKind::ConfigReloadFailed => "config_reload_failed",
+            NotifyKind::OverrideSet => "override_set",
+            NotifyKind::OverrideEnded => "override_ended",
         }
     }
 }

@@ -113,6 +113,64 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
         .await
     }
 
+    async fn set_override(
+        &self,
+        req: Request<pb::SetOverrideRequest>,
+    ) -> Result<Response<pb::SetOverrideResponse>, Status> {
+        self.handle(
+            req,
+            Access::Write,
+            |op, cmd: rq::SetOverrideCommand| async move {
+                let actor = op.actor;
+                let over = self
+                    .core
+                    .apply(|e, now| {
+                        e.set_override(
+                            cmd.action,
+                            cmd.limit,
+                            cmd.value,
+                            cmd.duration,
+                            &actor,
+                            &cmd.reason,
+                            now,
+                        )
+                    })
+                    .await??;
+                tracing::warn!(
+                    %actor, action = %over.action, limit = %over.limit, value = over.value,
+                    until = %medic_policy::rfc3339(over.until), reason = %over.reason,
+                    id = over.id, "limit overridden"
+                );
+                Ok(pb::SetOverrideResponse {
+                    r#override: Some(over.into()),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn end_override(
+        &self,
+        req: Request<pb::EndOverrideRequest>,
+    ) -> Result<Response<pb::EndOverrideResponse>, Status> {
+        self.handle(
+            req,
+            Access::Write,
+            |op, cmd: rq::EndOverrideCommand| async move {
+                let actor = op.actor;
+                let over = self
+                    .core
+                    .apply(|e, now| e.end_override(cmd.id, &actor, &cmd.reason, now))
+                    .await??;
+                tracing::warn!(%actor, id = over.id, reason = %cmd.reason, "override ended");
+                Ok(pb::EndOverrideResponse {
+                    r#override: Some(over.into()),
+                })
+            },
+        )
+        .await
+    }
+
     async fn resume(
         &self,
         req: Request<pb::ResumeRequest>,

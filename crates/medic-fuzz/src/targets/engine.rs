@@ -293,8 +293,18 @@ fn permit_choice(g: &mut Gen) -> PermitChoice {
     }
 }
 
+/// The built-ins and a custom action, which a config may or may not
+/// declare (undeclared, every request for it is denied).
+fn actions() -> [Action; 3] {
+    [
+        Action::RestartJob,
+        Action::RebootHost,
+        Action::declare("drain_host").unwrap_or(Action::RebootHost),
+    ]
+}
+
 fn action(g: &mut Gen) -> Action {
-    *g.pick(&Action::ALL)
+    *g.pick(&actions())
 }
 
 fn op(g: &mut Gen) -> Op {
@@ -809,10 +819,9 @@ impl Harness {
         let (live, _, active) = self.engine.counts();
         features.add_parts(&[
             "state",
-            &active
-                .map(|n| n.min(3))
+            &actions()
                 .iter()
-                .map(u32::to_string)
+                .map(|&a| active[a].min(3).to_string())
                 .collect::<String>(),
             &d.quarantines.len().min(3).to_string(),
             &d.pauses.len().min(2).to_string(),
@@ -933,7 +942,7 @@ impl Harness {
         }
         let (live, _, active) = self.engine.counts();
         assert!(
-            active[p.action.index()] <= limits.effective_cap(live),
+            active[p.action] <= limits.effective_cap(live),
             "granted past the concurrency cap"
         );
         assert_eq!(p.ttl, limits.permit_ttl);
@@ -943,7 +952,12 @@ impl Harness {
             later(now, p.ttl),
             "a grant must run to now + ttl"
         );
-        assert_eq!(p.dry_run, self.config.dry_run);
+        assert_eq!(p.dry_run, self.config.dry_run || limits.dry_run);
+        assert!(
+            self.config.knows(p.action),
+            "granted {}, which the config does not declare",
+            p.action
+        );
     }
 
     fn check(&mut self, op: &Op) {
@@ -963,18 +977,23 @@ impl Harness {
         );
         let (live, unhealthy, active) = self.engine.counts();
         let mut holders = BTreeSet::new();
-        let mut by_action = [0u32; 2];
+        let mut by_action = medic_policy::PerAction::<u32>::default();
         for p in self.engine.permits() {
-            by_action[p.action.index()] += 1;
+            by_action[p.action] += 1;
             assert!(
                 holders.insert(p.host.clone()),
                 "host {} holds two permits",
                 p.host
             );
         }
-        assert_eq!(active, by_action, "active counts drifted from the permits");
+        for a in actions() {
+            assert_eq!(
+                active[a], by_action[a],
+                "active {a} count drifted from the permits"
+            );
+        }
         for label in self.config.group_labels() {
-            for a in Action::ALL {
+            for a in actions() {
                 for (value, n, _) in self.engine.group_active(&label, a) {
                     let held = self
                         .engine
@@ -1026,6 +1045,8 @@ fn event_kind(e: &medic_policy::Event) -> &'static str {
         E::BreakerHalfOpened { .. } => "breaker-half-opened",
         E::BreakerClosed { .. } => "breaker-closed",
         E::ClockChecked { .. } => "clock",
+        E::OverrideSet(_) => "override-set",
+        E::OverrideEnded { .. } => "override-ended",
     }
 }
 
@@ -1068,7 +1089,7 @@ pub fn exercise(config: &PolicyConfig, features: &mut Features) {
         held: None,
         needs_human: false,
     }));
-    for (i, a) in Action::ALL.iter().enumerate() {
+    for (i, a) in actions().iter().enumerate() {
         ops.push(Op::Request {
             request: i,
             host: i,

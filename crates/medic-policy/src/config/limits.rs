@@ -35,6 +35,34 @@ pub struct RawLimits {
     pub windows: Option<Vec<RawWindow>>,
     /// Caps per value of a label, keyed by label.
     pub groups: BTreeMap<String, RawGroupCap>,
+    /// Caps per job name, keyed by job.
+    pub jobs: BTreeMap<String, RawJobCap>,
+    /// Grant this action as dry-run only, whatever the global mode.
+    pub dry_run: Option<bool>,
+    /// The most an operator's override may raise a limit to.
+    pub override_ceiling: Option<RawCeiling>,
+}
+
+/// `override_ceiling = { max_in_flight, rate_count }`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawCeiling {
+    /// Ceiling of an override of `max_in_flight`.
+    pub max_in_flight: Option<i64>,
+    /// Ceiling of an override of `rate.count`.
+    pub rate_count: Option<i64>,
+}
+
+/// The most an operator's temporary override (`medicctl override`) may set
+/// each limit to. By default the configured values: an override can lower
+/// a limit but raise it only where the configuration allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverrideCeiling {
+    /// For `max_in_flight` (an override replaces the whole fleet-wide cap,
+    /// percentage included).
+    pub max_in_flight: u32,
+    /// For `rate.count`.
+    pub rate_count: u32,
 }
 
 /// `rate = { count, per, burst }`.
@@ -90,6 +118,12 @@ pub struct ActionLimits {
     pub windows: Vec<Window>,
     /// Caps per value of each label.
     pub groups: BTreeMap<String, GroupCap>,
+    /// Caps per job name (`zookeeper`): fleet-wide and per label value.
+    pub jobs: BTreeMap<String, JobCap>,
+    /// Every grant of this action is a dry run, whatever the global mode.
+    pub dry_run: bool,
+    /// How far operators' overrides may raise its limits.
+    pub override_ceiling: OverrideCeiling,
 }
 
 /// `count` grants per `per`, plus `burst` at once (GCRA). In any window of
@@ -140,6 +174,30 @@ pub struct HostBudget {
     pub per: Duration,
 }
 
+/// `[limits.<action>.jobs.<job>]`, as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawJobCap {
+    /// Fleet-wide cap on active permits of this action for this job.
+    pub max_in_flight: Option<i64>,
+    /// Caps per value of a label (`rack = 1`), for this job only.
+    pub groups: BTreeMap<String, i64>,
+}
+
+/// Caps on one job's permits of an action, so one service's remediations
+/// cannot take out its own quorum: at most `max_in_flight` fleet-wide, and
+/// at most `groups[label]` per value of each label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobCap {
+    /// Fleet-wide cap, if any.
+    pub max_in_flight: Option<u32>,
+    /// Cap per value of each label.
+    pub groups: BTreeMap<String, u32>,
+}
+
+/// Longest job name a job cap may name, in bytes (as on the wire).
+pub const MAX_JOB_NAME: usize = 256;
+
 /// A cap per value of one label; both limits apply when both are set.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GroupCap {
@@ -150,6 +208,53 @@ pub struct GroupCap {
 }
 
 impl ActionLimits {
+    /// These limits with an operator's override of `limit` to `value`,
+    /// held to the ceiling: `max_in_flight` replaces the whole fleet-wide
+    /// cap (the percentage too); `rate_count` the rate's count (at least 1).
+    pub fn overridden(&mut self, limit: crate::types::OverrideLimit, value: u32) {
+        use crate::types::OverrideLimit;
+        match limit {
+            OverrideLimit::MaxInFlight => {
+                self.max_in_flight = value.min(self.override_ceiling.max_in_flight);
+                self.max_in_flight_percent = None;
+            }
+            OverrideLimit::RateCount => {
+                self.rate.count = value.min(self.override_ceiling.rate_count).max(1);
+            }
+        }
+    }
+
+    /// The ceiling an override of `limit` may not pass.
+    pub fn ceiling(&self, limit: crate::types::OverrideLimit) -> u32 {
+        match limit {
+            crate::types::OverrideLimit::MaxInFlight => self.override_ceiling.max_in_flight,
+            crate::types::OverrideLimit::RateCount => self.override_ceiling.rate_count,
+        }
+    }
+
+    /// The limits of an action the configuration does not know: nothing is
+    /// granted.
+    pub fn disabled() -> Self {
+        let d = action_defaults(Action::RebootHost);
+        Self {
+            max_in_flight: 0,
+            max_in_flight_percent: None,
+            permit_ttl: d.permit_ttl,
+            cooldown: d.cooldown,
+            rate: d.rate,
+            host_budget: d.host_budget,
+            timezone: chrono_tz::UTC,
+            windows: Vec::new(),
+            groups: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            dry_run: false,
+            override_ceiling: OverrideCeiling {
+                max_in_flight: 0,
+                rate_count: d.rate.count,
+            },
+        }
+    }
+
     /// `min(max_in_flight, max_in_flight_percent of live)`; a percentage
     /// rounds down but never below 1, so small fleets can still heal.
     pub fn effective_cap(&self, live: u32) -> u32 {
@@ -181,7 +286,8 @@ fn percent_of(p: f64, n: u32) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX).max(1)
 }
 
-/// Defaults per action: restarts are cheap and frequent, reboots rare.
+/// Defaults per action: restarts are cheap and frequent, reboots rare, and
+/// a custom action, whose cost medic cannot know, is limited like a reboot.
 struct ActionDefaults {
     max_in_flight: u32,
     max_in_flight_percent: f64,
@@ -210,7 +316,7 @@ fn action_defaults(action: Action) -> ActionDefaults {
                 per: Duration::from_secs(24 * HOUR),
             },
         },
-        Action::RebootHost => ActionDefaults {
+        Action::RebootHost | Action::Custom(_) => ActionDefaults {
             max_in_flight: 10,
             max_in_flight_percent: 1.0,
             permit_ttl: Duration::from_secs(30 * MIN),
@@ -291,6 +397,15 @@ impl RawLimits {
             })
             .collect();
 
+        let jobs = self
+            .jobs
+            .iter()
+            .map(|(job, c)| {
+                let cap = c.validate(errs, &format!("{path}.jobs.{job}"), job);
+                (job.clone(), cap)
+            })
+            .collect();
+
         ActionLimits {
             max_in_flight,
             max_in_flight_percent,
@@ -301,6 +416,15 @@ impl RawLimits {
             timezone,
             windows,
             groups,
+            jobs,
+            dry_run: self.dry_run.unwrap_or(false),
+            override_ceiling: validate_ceiling(
+                errs,
+                &k("override_ceiling"),
+                self.override_ceiling.as_ref(),
+                max_in_flight,
+                rate.count,
+            ),
         }
     }
 }
@@ -390,6 +514,84 @@ impl RawGroupCap {
             max_in_flight,
             max_in_flight_percent,
         }
+    }
+}
+
+impl RawJobCap {
+    /// `[limits.<action>.jobs.<job>]` at `path`: a valid job name and at
+    /// least one cap.
+    fn validate(&self, errs: &mut Errors, path: &str, job: &str) -> JobCap {
+        if job.is_empty()
+            || job.len() > MAX_JOB_NAME
+            || job
+                .chars()
+                .any(|c| c.is_whitespace() || crate::text::is_hidden(c))
+        {
+            errs.push(
+                path,
+                format!(
+                    "job name {job:?} must be 1 to {MAX_JOB_NAME} bytes without spaces or \
+                     invisible (control or format) characters, as agents name their jobs"
+                ),
+            );
+        }
+        let max_in_flight = self
+            .max_in_flight
+            .map(|v| errs.count_in(&format!("{path}.max_in_flight"), Some(v), 1, 1, MAX_COUNT));
+        let groups: BTreeMap<String, u32> = self
+            .groups
+            .iter()
+            .map(|(label, &v)| {
+                let key = format!("{path}.groups.{label}");
+                label_key_ok(errs, &key, label);
+                (label.clone(), errs.count_in(&key, Some(v), 1, 1, MAX_COUNT))
+            })
+            .collect();
+        if max_in_flight.is_none() && groups.is_empty() {
+            errs.push(
+                path,
+                "needs max_in_flight, groups (for example groups = { rack = 1 }), or both",
+            );
+        }
+        JobCap {
+            max_in_flight,
+            groups,
+        }
+    }
+}
+
+/// `override_ceiling` at `path`: each at least the configured value it
+/// caps (a ceiling below it would stop overrides from restoring it).
+fn validate_ceiling(
+    errs: &mut Errors,
+    path: &str,
+    raw: Option<&RawCeiling>,
+    max_in_flight: u32,
+    rate_count: u32,
+) -> OverrideCeiling {
+    let raw = raw.cloned().unwrap_or_default();
+    let ceiling = |errs: &mut Errors, key: &str, v: Option<i64>, configured: u32, what: &str| {
+        let key = format!("{path}.{key}");
+        let c = errs.count_in(&key, v, configured, 0, MAX_COUNT);
+        if c < configured {
+            errs.push(
+                key,
+                format!("must be at least {what} ({configured}), got {c}"),
+            );
+            configured
+        } else {
+            c
+        }
+    };
+    OverrideCeiling {
+        max_in_flight: ceiling(
+            errs,
+            "max_in_flight",
+            raw.max_in_flight,
+            max_in_flight,
+            "max_in_flight",
+        ),
+        rate_count: ceiling(errs, "rate_count", raw.rate_count, rate_count, "rate.count"),
     }
 }
 

@@ -16,9 +16,11 @@
 //! - `parse`: reading TOML, with unknown keys and type errors by key path.
 //! - `fleet`: `[fleet]`, liveness and warm-up.
 //! - `breaker`: `[breaker]`, the circuit breakers.
+//! - `actions`: `[actions.<name>]`, custom action kinds.
 //! - `limits`: `[limits.<action>]`, caps, budgets and group caps.
 //! - `windows`: weekly windows of an action.
 
+mod actions;
 mod bounds;
 mod breaker;
 mod errors;
@@ -34,6 +36,7 @@ use serde::Deserialize;
 
 use crate::types::Action;
 
+pub use actions::{ActionDecl, MAX_DESCRIPTION, RawActionDecl};
 pub use bounds::{
     MAX_COUNT, MAX_DURATION, MAX_FORGET_HOSTS_AFTER, MAX_HEARTBEAT_INTERVAL,
     MIN_HEARTBEAT_INTERVAL, MIN_RATE_PER,
@@ -45,7 +48,8 @@ pub use breaker::{
 pub use errors::{ConfigError, ConfigErrors, Errors};
 pub use fleet::{FleetConfig, RawFleet};
 pub use limits::{
-    ActionLimits, GroupCap, HostBudget, Rate, RawGroupCap, RawHostBudget, RawLimits, RawRate,
+    ActionLimits, GroupCap, HostBudget, JobCap, MAX_JOB_NAME, OverrideCeiling, Rate, RawCeiling,
+    RawGroupCap, RawHostBudget, RawJobCap, RawLimits, RawRate,
 };
 pub use parse::{Number, parse_toml};
 pub use windows::{RawWindow, Window};
@@ -62,7 +66,10 @@ pub struct RawPolicy {
     pub fleet: RawFleet,
     /// The circuit breaker.
     pub breaker: RawBreaker,
-    /// Per-action limits, keyed `restart_job` / `reboot_host`.
+    /// Custom action kinds, keyed by name.
+    pub actions: BTreeMap<String, RawActionDecl>,
+    /// Per-action limits, keyed by action name (`restart_job`,
+    /// `reboot_host`, or a name declared in `actions`).
     pub limits: BTreeMap<String, RawLimits>,
     /// Idempotency records.
     pub idempotency: RawIdempotency,
@@ -85,8 +92,14 @@ pub struct PolicyConfig {
     pub fleet: FleetConfig,
     /// The circuit breaker.
     pub breaker: BreakerConfig,
-    /// Per-action limits, indexed by [`Action::index`].
-    pub limits: [ActionLimits; 2],
+    /// Per-action limits: the built-ins and every declared custom action.
+    pub limits: BTreeMap<Action, ActionLimits>,
+    /// The declared custom actions.
+    pub custom_actions: BTreeMap<Action, ActionDecl>,
+    /// The limits of an action this configuration does not know (a custom
+    /// action removed by a reload while permits of it were active): nothing
+    /// more is granted.
+    pub unknown_limits: ActionLimits,
     /// How long a granted request_id is remembered for idempotent retries.
     pub idempotency_retention: Duration,
 }
@@ -113,16 +126,36 @@ impl PolicyConfig {
         errs.finish(config)
     }
 
-    /// The limits of `action`.
+    /// The limits of `action`; a disabled action's when it is not
+    /// configured.
     pub fn limits(&self, action: Action) -> &ActionLimits {
-        &self.limits[action.index()]
+        self.limits.get(&action).unwrap_or(&self.unknown_limits)
+    }
+
+    /// Whether `action` is a built-in or declared in `[actions]`.
+    pub fn knows(&self, action: Action) -> bool {
+        self.limits.contains_key(&action)
+    }
+
+    /// Every configured action: the built-ins, then custom ones by name.
+    pub fn actions(&self) -> impl Iterator<Item = Action> + '_ {
+        self.limits.keys().copied()
+    }
+
+    /// Every configured action's name, for messages (`restart_job,
+    /// reboot_host, drain_host`).
+    pub fn action_names(&self) -> String {
+        self.actions()
+            .map(Action::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Every label that some group cap or domain breaker counts by, sorted.
     pub fn group_labels(&self) -> Vec<String> {
         let mut keys: Vec<String> = self
             .limits
-            .iter()
+            .values()
             .flat_map(|l| l.groups.keys().cloned())
             .chain(self.breaker.domains.keys().cloned())
             .collect();
@@ -163,18 +196,31 @@ impl RawPolicy {
         let fleet = self.fleet.validate(errs, &p("fleet"));
         let breaker = self.breaker.validate(errs, &p("breaker"), &fleet);
 
+        let custom_actions = actions::validate_actions(&self.actions, errs, &p("actions"));
         for key in self.limits.keys() {
-            if !Action::ALL.iter().any(|a| a.as_str() == key) {
+            let known =
+                Action::builtin(key).is_some() || custom_actions.keys().any(|a| a.as_str() == key);
+            if !known {
+                let declared: Vec<&str> = custom_actions.keys().map(|a| a.as_str()).collect();
                 errs.push(
                     p(&format!("limits.{key}")),
-                    "unknown action; expected restart_job or reboot_host",
+                    format!(
+                        "unknown action; expected restart_job, reboot_host{}, or declare it \
+                         in [actions.{key}]",
+                        declared.iter().fold(String::new(), |acc, n| acc + ", " + n)
+                    ),
                 );
             }
         }
-        let limits = Action::ALL.map(|a| {
-            let raw = self.limits.get(a.as_str()).cloned().unwrap_or_default();
-            raw.validate(errs, &p(&format!("limits.{}", a.as_str())), a, &fleet)
-        });
+        let limits: BTreeMap<Action, ActionLimits> = Action::BUILTIN
+            .into_iter()
+            .chain(custom_actions.keys().copied())
+            .map(|a| {
+                let raw = self.limits.get(a.as_str()).cloned().unwrap_or_default();
+                let l = raw.validate(errs, &p(&format!("limits.{}", a.as_str())), a, &fleet);
+                (a, l)
+            })
+            .collect();
 
         let reachable = most_outcomes_within(breaker.window, &limits);
         if u64::from(breaker.min_samples) > reachable {
@@ -195,8 +241,8 @@ impl RawPolicy {
             self.idempotency.retention.as_deref(),
             Duration::from_secs(24 * 3600),
         );
-        for a in Action::ALL {
-            let ttl = limits[a.index()].permit_ttl;
+        for (a, l) in &limits {
+            let ttl = l.permit_ttl;
             if idempotency_retention < ttl {
                 errs.push(
                     p("idempotency.retention"),
@@ -214,6 +260,8 @@ impl RawPolicy {
             fleet,
             breaker,
             limits,
+            custom_actions,
+            unknown_limits: ActionLimits::disabled(),
             idempotency_retention,
         }
     }
@@ -224,9 +272,9 @@ impl RawPolicy {
 /// `count + burst` in each of the `ceil(window / per)` rate windows that
 /// cover it) plus the permits already active when it began (at most
 /// `max_in_flight`).
-fn most_outcomes_within(window: Duration, limits: &[ActionLimits; 2]) -> u64 {
+fn most_outcomes_within(window: Duration, limits: &BTreeMap<Action, ActionLimits>) -> u64 {
     let total = limits
-        .iter()
+        .values()
         .filter(|l| l.max_in_flight > 0)
         .map(|l| {
             let windows = window.as_nanos().div_ceil(l.rate.per.as_nanos().max(1));

@@ -5,9 +5,9 @@
 use std::cmp::Reverse;
 use std::time::Duration;
 
-use super::{Engine, HostActionHistory, HostSlot, lane_action};
+use super::{Engine, HostActionHistory, HostSlot};
 use crate::types::{
-    Action, BreakerScope, COORDINATOR_ACTOR, Event, Pause, PermitId, PermitState, Quarantine,
+    BreakerScope, COORDINATOR_ACTOR, Event, Override, Pause, PermitId, PermitState, Quarantine,
     QuarantineCause, Time, later,
 };
 
@@ -20,6 +20,7 @@ impl Engine {
         self.expire_silent_hosts(now);
         self.expire_permits(now);
         self.expire_pauses(now);
+        self.expire_overrides(now);
         self.failures.age(now, self.config.breaker.window);
         self.age_silences(now);
         self.evaluate_breaker(BreakerScope::Fleet, now);
@@ -103,6 +104,29 @@ impl Engine {
         }
     }
 
+    /// Overrides past their end stop by themselves.
+    fn expire_overrides(&mut self, now: Time) {
+        let expired: Vec<Override> = self
+            .durable
+            .overrides
+            .values()
+            .filter(|o| o.until <= now)
+            .cloned()
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for over in expired {
+            self.emit(Event::OverrideEnded {
+                over,
+                actor: COORDINATOR_ACTOR.to_owned(),
+                reason: "override expired".to_owned(),
+                at: now,
+            });
+        }
+        self.overrides_changed();
+    }
+
     /// Periodic housekeeping: everything `advance` does, plus every domain
     /// breaker and compaction of records no rule needs. The coordinator calls
     /// it on a timer (about once per second).
@@ -149,14 +173,35 @@ impl Engine {
                 h.attempts.pop_front();
             }
         };
-        let keeps = Action::ALL.map(|a| self.config.limits(a).host_budget.per);
+        let config = &self.config;
         for slot in &mut self.hosts {
-            for (l, h) in slot.history.iter_mut().enumerate() {
-                prune(h, keeps[lane_action(l).index()]);
+            for (a, h) in slot.history.iter_mut() {
+                prune(h, config.limits(a).host_budget.per);
             }
         }
-        for (l, rate) in self.rate.iter_mut().enumerate() {
-            rate.prune(&self.config.limits(lane_action(l)).rate, now);
+        // A rate lowered by an override looks back further than the
+        // configured one: keep what either may look at.
+        let rates: Vec<(crate::types::Action, crate::config::Rate)> = self
+            .durable
+            .overrides
+            .values()
+            .map(|o| (o.action, self.limits_in_force(o.action).rate))
+            .collect();
+        let config = &self.config;
+        for (a, rate) in self.rate.iter_mut() {
+            let configured = config.limits(a).rate;
+            let keep = rates
+                .iter()
+                .filter(|(oa, _)| *oa == a)
+                .map(|(_, r)| *r)
+                .fold(configured, |acc, r| {
+                    if r.lookback() > acc.lookback() {
+                        r
+                    } else {
+                        acc
+                    }
+                });
+            rate.prune(&keep, now);
         }
         self.permit_requests
             .retain(|_, rid| self.durable.requests.contains_key(rid));

@@ -5,7 +5,7 @@ use std::cmp::Reverse;
 
 use humantime::format_duration;
 
-use super::{Engine, lane};
+use super::Engine;
 use crate::error::PolicyError;
 use crate::types::{
     COORDINATOR_ACTOR, Decision, Denial, DenyReason, Event, FencingToken, Heartbeat,
@@ -118,13 +118,21 @@ impl Engine {
             return Ok(Decision::Denied(self.unknown_host(&req.host)));
         };
         self.evaluate_domain_breakers(i, now);
-        let dry_run = self.config.dry_run || req.dry_run;
+        let dry_run = self.dry_run_for(req.action, req.dry_run);
         let mut denials = Vec::with_capacity(1);
-        self.evaluate(Some(i), req.action, dry_run, now, false, &mut denials);
+        self.evaluate(
+            Some(i),
+            req.action,
+            Some(&req.job),
+            dry_run,
+            now,
+            false,
+            &mut denials,
+        );
         if let Some(denial) = denials.pop() {
             // A dry run only says what would happen: it quarantines nothing.
             if denial.reason == DenyReason::AttemptBudgetExhausted && !dry_run {
-                let b = self.config.limits(req.action).host_budget;
+                let b = self.limits_in_force(req.action).host_budget;
                 self.emit(Event::HostQuarantined(Quarantine {
                     host: req.host.clone(),
                     cause: QuarantineCause::AttemptBudget,
@@ -160,7 +168,7 @@ impl Engine {
 
     fn grant(&mut self, i: usize, req: PermitRequest, now: Time) -> Permit {
         let token = FencingToken(self.durable.last_token.0 + 1);
-        let limits = self.config.limits(req.action);
+        let limits = self.limits_in_force(req.action).into_owned();
         let ttl = limits.permit_ttl;
         let permit = Permit {
             id: PermitId::for_token(token),
@@ -171,15 +179,19 @@ impl Engine {
             job: req.job,
             reason: req.reason,
             labels: self.hosts[i].labels.clone(),
-            dry_run: self.config.dry_run || req.dry_run,
+            dry_run: self.dry_run_for(req.action, req.dry_run),
             granted_at: now,
             expires_at: later(now, ttl),
             ttl,
             state: PermitState::Active,
         };
-        let l = lane(permit.action, permit.dry_run);
-        self.rate[l].record(&self.config.limits(permit.action).rate, now);
-        self.hosts[i].history[l].attempts.push_back(now);
+        let (a, dry) = (permit.action, permit.dry_run);
+        self.rate.get_mut(a, dry).record(&limits.rate, now);
+        self.hosts[i]
+            .history
+            .get_mut(a, dry)
+            .attempts
+            .push_back(now);
         self.hosts[i].active_permit = Some(permit.id.clone());
         self.count_permit(&permit, 1);
         self.permit_expiry
@@ -333,7 +345,7 @@ impl Engine {
             if slot.active_permit.as_ref() == Some(id) {
                 slot.active_permit = None;
             }
-            slot.history[lane(p.action, p.dry_run)].last_end = Some(now);
+            slot.history.get_mut(p.action, p.dry_run).last_end = Some(now);
             self.refresh(i, now);
         }
         Permit { state, ..p }

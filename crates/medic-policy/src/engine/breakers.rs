@@ -40,7 +40,7 @@ impl Engine {
                 if warm && let Some(detail) = self.liveness_drop() {
                     return Some((BreakerCause::LivenessDrop, detail));
                 }
-                let c = self.fleet;
+                let c = &self.fleet;
                 if fleet_known
                     && c.unhealthy_or_silent() >= b.min_unhealthy
                     && over(
@@ -51,7 +51,7 @@ impl Engine {
                 {
                     return Some((
                         BreakerCause::UnhealthyFraction,
-                        unhealthy_detail(&c, "", b.unhealthy_percent),
+                        unhealthy_detail(c, "", b.unhealthy_percent),
                     ));
                 }
                 let (n, failed) = (self.failures.hosts(), self.failures.failed_hosts());
@@ -82,7 +82,7 @@ impl Engine {
                 .then(|| {
                     (
                         BreakerCause::UnhealthyFraction,
-                        unhealthy_detail(&c, &format!(" in {label}={value}"), d.unhealthy_percent),
+                        unhealthy_detail(c, &format!(" in {label}={value}"), d.unhealthy_percent),
                     )
                 })
             }
@@ -90,9 +90,9 @@ impl Engine {
     }
 
     /// The counts of one failure domain's value, if the engine indexes it.
-    pub(super) fn domain_counts(&self, label: &str, value: &str) -> Option<Counts> {
+    pub(super) fn domain_counts(&self, label: &str, value: &str) -> Option<&Counts> {
         let g = self.groups.iter().find(|g| g.label == label)?;
-        Some(g.counts[*g.ids.get(value)? as usize])
+        Some(&g.counts[*g.ids.get(value)? as usize])
     }
 
     /// Moves the breaker of `scope` along: open when its condition holds,

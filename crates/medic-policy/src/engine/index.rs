@@ -5,9 +5,7 @@
 
 use std::cmp::Reverse;
 
-use super::{
-    Counts, Engine, Flags, GroupIndex, HostActionHistory, HostSlot, LANES, lane, lane_action,
-};
+use super::{Counts, Engine, Flags, GroupIndex, HostActionHistory, HostSlot, Lanes};
 use crate::rate::RateState;
 use crate::types::{HostId, Labels, Permit, PermitId, PermitState, Time, later};
 
@@ -96,24 +94,39 @@ impl Engine {
     /// The rate budgets and each host's attempts, from the grant log: a
     /// restart does not refill them (rule 7).
     fn rebuild_budgets(&mut self) {
-        let mut per_lane: [Vec<Time>; LANES] = Default::default();
         for g in &self.durable.grants {
-            let l = lane(g.action, g.dry_run);
-            per_lane[l].push(g.at);
             if let Some(&i) = self.host_index.get(&g.host) {
                 let released = self.durable.released.get(&g.host).map(|r| r.0);
                 if released.is_none_or(|r| g.seq > r) {
-                    self.hosts[i].history[l].attempts.push_back(g.at);
+                    self.hosts[i]
+                        .history
+                        .get_mut(g.action, g.dry_run)
+                        .attempts
+                        .push_back(g.at);
                 }
             }
         }
-        self.rate = std::array::from_fn(|l| {
-            let a = lane_action(l);
-            RateState::rebuild(
-                &self.config.limits(a).rate,
-                std::mem::take(&mut per_lane[l]),
-            )
-        });
+        self.rebuild_rates();
+    }
+
+    /// The rate budgets alone, from the grant log under the rates in force
+    /// (the configuration's, or an override's).
+    pub(super) fn rebuild_rates(&mut self) {
+        let mut per_lane: Lanes<Vec<Time>> = Lanes::default();
+        for g in &self.durable.grants {
+            per_lane.get_mut(g.action, g.dry_run).push(g.at);
+        }
+        let mut rate: Lanes<RateState> = Lanes::default();
+        for (dry_run, lanes) in [
+            (false, &mut per_lane.enforce),
+            (true, &mut per_lane.dry_run),
+        ] {
+            for (a, times) in lanes.iter_mut() {
+                *rate.get_mut(a, dry_run) =
+                    RateState::rebuild(&self.limits_in_force(a).rate, std::mem::take(times));
+            }
+        }
+        self.rate = rate;
     }
 
     /// Each host's last permit end (for cooldowns), and the failure
@@ -123,7 +136,7 @@ impl Engine {
         let ends: Vec<_> = self.durable.endings.clone();
         for e in ends {
             if let Some(&i) = self.host_index.get(&e.host) {
-                self.hosts[i].history[lane(e.action, e.dry_run)].last_end = Some(e.at);
+                self.hosts[i].history.get_mut(e.action, e.dry_run).last_end = Some(e.at);
             }
             if !e.dry_run {
                 self.record_outcome_sample(e.at, &e.host, e.state);
@@ -144,15 +157,18 @@ impl Engine {
         let i = self.hosts.len();
         // A host met for the first time may already have history (grants
         // before a restart, before it heartbeated again).
-        let mut history: [HostActionHistory; LANES] = Default::default();
+        let mut history = Lanes::<HostActionHistory>::default();
         let released = self.durable.released.get(&id).map(|r| r.0);
         for g in self.durable.grants.iter().filter(|g| g.host == id) {
             if released.is_none_or(|r| g.seq > r) {
-                history[lane(g.action, g.dry_run)].attempts.push_back(g.at);
+                history
+                    .get_mut(g.action, g.dry_run)
+                    .attempts
+                    .push_back(g.at);
             }
         }
         for e in self.durable.endings.iter().filter(|e| e.host == id) {
-            history[lane(e.action, e.dry_run)].last_end = Some(e.at);
+            history.get_mut(e.action, e.dry_run).last_end = Some(e.at);
         }
         self.hosts.push(HostSlot {
             id: id.clone(),
@@ -247,12 +263,14 @@ impl Engine {
     /// Adds (`sign = 1`) or removes (`-1`) a permit from the active counts,
     /// by the labels it was granted under.
     pub(super) fn count_permit(&mut self, p: &Permit, sign: i32) {
-        let a = p.action.index();
-        self.fleet.active[a] = self.fleet.active[a].saturating_add_signed(sign);
+        let a = p.action;
+        let n = &mut self.fleet.active[a];
+        *n = n.saturating_add_signed(sign);
         for g in &mut self.groups {
             if let Some(v) = p.labels.get(&g.label) {
                 let id = g.intern(v) as usize;
-                g.counts[id].active[a] = g.counts[id].active[a].saturating_add_signed(sign);
+                let n = &mut g.counts[id].active[a];
+                *n = n.saturating_add_signed(sign);
             }
         }
     }

@@ -36,26 +36,28 @@ mod views;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
-use crate::config::PolicyConfig;
+use std::borrow::Cow;
+
+use crate::config::{ActionLimits, PolicyConfig};
 use crate::rate::RateState;
 use crate::state::DurableState;
 use crate::types::{
-    BreakerScope, ClockMark, ClockStep, Event, FencingToken, HostId, Labels, PermitId, Problem,
-    Time,
+    Action, BreakerScope, ClockMark, ClockStep, Event, FencingToken, HostId, Labels, PerAction,
+    PermitId, Problem, Time,
 };
 
-pub use operator::ResumeTarget;
+pub use operator::{MAX_OVERRIDE, ResumeTarget};
 
 /// Live, unhealthy, silent and active counts of the fleet or of one group
 /// value.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Counts {
     live: u32,
     unhealthy: u32,
     /// Hosts that were live and went silent, not yet heard from again or
     /// forgotten: unhealthy for the breakers, since silence is not health.
     silent: u32,
-    active: [u32; 2],
+    active: PerAction<u32>,
 }
 
 impl Counts {
@@ -69,9 +71,9 @@ impl Counts {
         self.live.saturating_add(self.silent)
     }
 
-    /// Active permits of both actions.
+    /// Active permits of every action.
     fn active_total(&self) -> u32 {
-        self.active[0].saturating_add(self.active[1])
+        self.active.values().fold(0, |n, a| n.saturating_add(*a))
     }
 }
 
@@ -108,16 +110,45 @@ impl GroupIndex {
 /// Budgets are kept per lane: an action, in enforce or in dry-run. A
 /// dry-run permit spends only the dry-run lane's budgets (rate, attempts,
 /// cooldown), so previewing never uses up what real remediation needs.
-const LANES: usize = 4;
-
-/// The lane of `action` for permits granted with `dry_run`.
-fn lane(action: crate::types::Action, dry_run: bool) -> usize {
-    action.index() + if dry_run { 2 } else { 0 }
+#[derive(Debug, Clone)]
+struct Lanes<T> {
+    enforce: PerAction<T>,
+    dry_run: PerAction<T>,
 }
 
-/// The action whose budgets lane `l` keeps (the inverse of [`lane`]).
-fn lane_action(l: usize) -> crate::types::Action {
-    crate::types::Action::ALL[l % 2]
+impl<T: Default> Default for Lanes<T> {
+    fn default() -> Self {
+        Self {
+            enforce: PerAction::default(),
+            dry_run: PerAction::default(),
+        }
+    }
+}
+
+impl<T: Default> Lanes<T> {
+    /// The lane of `action` for permits granted with `dry_run`.
+    fn get(&self, action: Action, dry_run: bool) -> &T {
+        if dry_run {
+            self.dry_run.get(action)
+        } else {
+            self.enforce.get(action)
+        }
+    }
+
+    /// The lane of `action` for permits granted with `dry_run`, created
+    /// empty when missing.
+    fn get_mut(&mut self, action: Action, dry_run: bool) -> &mut T {
+        if dry_run {
+            self.dry_run.get_mut(action)
+        } else {
+            self.enforce.get_mut(action)
+        }
+    }
+
+    /// Every lane in use, with the action whose budgets it keeps.
+    fn iter_mut(&mut self) -> impl Iterator<Item = (Action, &mut T)> {
+        self.enforce.iter_mut().chain(self.dry_run.iter_mut())
+    }
 }
 
 /// Per host and lane: what budgets remember.
@@ -140,7 +171,7 @@ struct HostSlot {
     last_heartbeat: Option<Time>,
     problems: Vec<Problem>,
     active_permit: Option<PermitId>,
-    history: [HostActionHistory; LANES],
+    history: Lanes<HostActionHistory>,
     /// What the counts hold for this host.
     flags: Flags,
     /// Since when the host has been silent, if it was live and went silent
@@ -168,7 +199,7 @@ pub struct Engine {
     groups: Vec<GroupIndex>,
     fleet: Counts,
     /// The rate budget per lane.
-    rate: [RateState; LANES],
+    rate: Lanes<RateState>,
     /// Outcome samples for the failure breaker, by host.
     failures: samples::FailureSamples,
     /// Hosts that went silent recently (the liveness-drop breaker).
@@ -249,6 +280,33 @@ impl Engine {
         self.rebuild_indexes();
         self.wake = self.wake.wrapping_add(1);
         self.advance(now);
+    }
+
+    /// The limits of `action` in force: the configuration's, with the
+    /// operators' overrides of it applied (held to its ceilings). Borrowed
+    /// unless an override is in force: the deny path allocates nothing.
+    pub(super) fn limits_in_force(&self, action: Action) -> Cow<'_, ActionLimits> {
+        let base = self.config.limits(action);
+        let mut overrides = self
+            .durable
+            .overrides
+            .values()
+            .filter(|o| o.action == action)
+            .peekable();
+        if overrides.peek().is_none() {
+            return Cow::Borrowed(base);
+        }
+        let mut l = base.clone();
+        for o in overrides {
+            l.overridden(o.limit, o.value);
+        }
+        Cow::Owned(l)
+    }
+
+    /// Whether a grant of `action` would be a dry run: the global mode, the
+    /// action's own `dry_run`, or the request asked for one.
+    fn dry_run_for(&self, action: Action, asked: bool) -> bool {
+        asked || self.config.dry_run || self.config.limits(action).dry_run
     }
 
     /// The wake-up value a heartbeat reply to `host` carries: the fleet's,
@@ -340,7 +398,7 @@ impl Engine {
             // A released host's attempt budget starts afresh.
             Event::HostReleased { host, .. } => {
                 if let Some(&i) = self.host_index.get(host) {
-                    for h in &mut self.hosts[i].history {
+                    for (_, h) in self.hosts[i].history.iter_mut() {
                         h.attempts.clear();
                     }
                 }

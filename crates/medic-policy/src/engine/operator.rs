@@ -1,17 +1,148 @@
-//! What operators call: pauses, quarantines, revocations and breaker
-//! resets. Each is audited through the event it records, with its actor
+//! What operators call: pauses, quarantines, revocations, breaker resets
+//! and overrides of limits. Each is audited through the event it records, with its actor
 //! and reason.
 
 use super::Engine;
+use crate::error::InvalidInput;
 use crate::error::{PolicyError, ScopeSuffix};
 use crate::types::{
-    BreakerScope, BreakerTrip, Event, HostId, Pause, Permit, PermitId, PermitState, Quarantine,
-    QuarantineCause, Scope, Time,
+    Action, BreakerScope, BreakerTrip, Event, HostId, Override, OverrideLimit, Pause, Permit,
+    PermitId, PermitState, Quarantine, QuarantineCause, Scope, Time, later,
 };
+
+/// The longest an override may last: a week. Longer is a configuration
+/// change, reviewed like one.
+pub const MAX_OVERRIDE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 // === impl Engine: operator calls ===
 
 impl Engine {
+    /// Overrides `limit` of `action` with `value` for `duration`: audited,
+    /// never past the configured ceiling, ended by itself. A newer override
+    /// of the same action and limit replaces the older one (which ends,
+    /// saying so). Lowering a cap revokes nothing (I10).
+    #[allow(clippy::too_many_arguments)]
+    pub fn set_override(
+        &mut self,
+        action: Action,
+        limit: OverrideLimit,
+        value: u32,
+        duration: std::time::Duration,
+        actor: &str,
+        reason: &str,
+        now: Time,
+    ) -> Result<Override, PolicyError> {
+        let now = self.observe(now);
+        self.advance(now);
+        if !self.config.knows(action) {
+            return Err(InvalidInput::new(
+                "action",
+                format!(
+                    "unknown action \"{action}\": this coordinator knows {}",
+                    self.config.action_names()
+                ),
+            )
+            .into());
+        }
+        if reason.trim().is_empty() {
+            return Err(InvalidInput::new(
+                "reason",
+                "must say why: an override bypasses the reviewed configuration",
+            )
+            .into());
+        }
+        if duration.is_zero() || duration > MAX_OVERRIDE {
+            return Err(InvalidInput::new(
+                "duration",
+                format!(
+                    "must be more than 0s and at most {} (a longer change belongs in the \
+                     configuration), got {}",
+                    humantime::format_duration(MAX_OVERRIDE),
+                    humantime::format_duration(duration)
+                ),
+            )
+            .into());
+        }
+        if limit == OverrideLimit::RateCount && value == 0 {
+            return Err(InvalidInput::new(
+                "value",
+                "rate_count must be at least 1; pause the action to stop it",
+            )
+            .into());
+        }
+        let ceiling = self.config.limits(action).ceiling(limit);
+        if value > ceiling {
+            return Err(PolicyError::OverrideAboveCeiling {
+                action,
+                limit,
+                value,
+                ceiling,
+            });
+        }
+        let replaced: Vec<Override> = self
+            .durable
+            .overrides
+            .values()
+            .filter(|o| o.action == action && o.limit == limit)
+            .cloned()
+            .collect();
+        let over = Override {
+            id: self.durable.last_override_id + 1,
+            action,
+            limit,
+            value,
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            since: now,
+            until: later(now, duration),
+        };
+        for old in replaced {
+            self.emit(Event::OverrideEnded {
+                over: old,
+                actor: actor.to_owned(),
+                reason: format!("replaced by override {}", over.id),
+                at: now,
+            });
+        }
+        self.emit(Event::OverrideSet(over.clone()));
+        self.overrides_changed();
+        Ok(over)
+    }
+
+    /// Ends override `id` before its time.
+    pub fn end_override(
+        &mut self,
+        id: u64,
+        actor: &str,
+        reason: &str,
+        now: Time,
+    ) -> Result<Override, PolicyError> {
+        let now = self.observe(now);
+        self.advance(now);
+        let over = self
+            .durable
+            .overrides
+            .get(&id)
+            .cloned()
+            .ok_or(PolicyError::NoSuchOverride(id))?;
+        self.emit(Event::OverrideEnded {
+            over: over.clone(),
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            at: now,
+        });
+        self.overrides_changed();
+        Ok(over)
+    }
+
+    /// After an override began or ended: the rate budgets are rebuilt
+    /// under the rates now in force (a raised count frees grants at once),
+    /// and waiting agents are told to ask again.
+    pub(super) fn overrides_changed(&mut self) {
+        self.rebuild_rates();
+        self.wake = self.wake.wrapping_add(1);
+    }
+
     /// Pauses grants in `scope` until resumed or until `until`.
     pub fn pause(
         &mut self,

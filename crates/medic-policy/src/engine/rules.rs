@@ -2,8 +2,8 @@
 //! rule, each returning the denial it would give, or `None` when it passes,
 //! and [`Engine::evaluate`], which runs them in order.
 //!
-//! The order is behaviour: a request gets the first denial. It is 9, 1, 2,
-//! 3, 4, 5, 8, 6, 7: the fleet-wide rules first (warm-up and the fleet
+//! The order is behaviour: a request gets the first denial. It is an
+//! action the configuration does not know, then 9, 1, 2, 3, 4, 5, 8, 6, 7: the fleet-wide rules first (warm-up and the fleet
 //! floor, pauses, breakers), then the host's own (quarantine, one at a
 //! time, cooldown, attempt budget), then windows, concurrency caps and the
 //! rate budget. Messages are built only when a rule denies: the deny path
@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use humantime::format_duration;
 
-use super::{Engine, HostActionHistory, HostSlot, lane};
+use super::{Engine, HostActionHistory, HostSlot};
 use crate::config::ActionLimits;
+use crate::rate::RateState;
 use crate::types::{Action, BreakerTrip, Denial, DenyReason, HostId, Labels, Pause, Time};
 use crate::window;
 
@@ -52,13 +53,15 @@ impl Denials<'_> {
 
 impl Engine {
     /// Evaluates the rules in order for host slot `i` (or an unknown host)
-    /// and `action`, for a permit granted with `dry_run` (whose budgets are
-    /// the dry-run lane's), pushing denials. Stops at the first unless
-    /// `all`.
+    /// and `action` on `job` (job caps are skipped without one), for a
+    /// permit granted with `dry_run` (whose budgets are the dry-run
+    /// lane's), pushing denials. Stops at the first unless `all`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn evaluate(
         &self,
         i: Option<usize>,
         action: Action,
+        job: Option<&str>,
         dry_run: bool,
         now: Time,
         all: bool,
@@ -67,18 +70,21 @@ impl Engine {
         let slot = i.map(|i| &self.hosts[i]);
         // `Break` only says that evaluation stopped early; the denial that
         // stopped it is already in `out`.
-        let _ = self.check_rules(slot, action, dry_run, now, &mut Denials { out, all });
+        let _ = self.check_rules(slot, action, job, dry_run, now, &mut Denials { out, all });
     }
 
     fn check_rules(
         &self,
         slot: Option<&HostSlot>,
         action: Action,
+        job: Option<&str>,
         dry_run: bool,
         now: Time,
         denials: &mut Denials<'_>,
     ) -> ControlFlow<()> {
-        let limits = self.config.limits(action);
+        denials.check(self.check_known(action))?;
+        let limits = self.limits_in_force(action);
+        let limits = limits.as_ref();
         let empty = Labels::new();
         let labels = slot.map_or(&empty, |s| &s.labels);
 
@@ -92,7 +98,7 @@ impl Engine {
             return ControlFlow::Continue(());
         };
         let host = &slot.id;
-        let history = &slot.history[lane(action, dry_run)];
+        let history = slot.history.get(action, dry_run);
         denials.check(self.check_quarantine(host))?; // rule 3
         denials.check(self.check_one_at_a_time(slot, now))?; // rule 4
         denials.check(check_cooldown(host, history, action, limits, now))?; // rule 5
@@ -104,6 +110,9 @@ impl Engine {
         for denial in self.check_group_caps(slot, action, limits) {
             denials.deny(denial)?; // rule 6
         }
+        if let Some(job) = job {
+            denials.check(self.check_job_caps(slot, action, job, limits))?; // rule 6
+        }
         denials.check(self.check_rate_budget(action, dry_run, limits, now)) // rule 7
     }
 }
@@ -111,6 +120,19 @@ impl Engine {
 // === impl Engine: one check per rule ===
 
 impl Engine {
+    /// Before the rules: the action must be one the configuration knows.
+    fn check_known(&self, action: Action) -> Option<Denial> {
+        (!self.config.knows(action)).then(|| Denial {
+            reason: DenyReason::UnknownAction,
+            retry_after: None,
+            message: format!(
+                "unknown action \"{action}\": this coordinator knows {}; declare it in \
+                 [actions.{action}] of the coordinator's configuration",
+                self.config.action_names()
+            ),
+        })
+    }
+
     /// Rule 9: no grants while warming up after start.
     fn check_warm_up(&self, now: Time) -> Option<Denial> {
         let left = self.warming_up(now)?;
@@ -297,7 +319,7 @@ impl Engine {
 
     /// Rule 6: active permits of `action` stay within the fleet-wide cap.
     fn check_fleet_cap(&self, action: Action, limits: &ActionLimits) -> Option<Denial> {
-        let active = self.fleet.active[action.index()];
+        let active = self.fleet.active[action];
         let cap = limits.effective_cap(self.fleet.live);
         (active >= cap).then(|| Denial {
             reason: DenyReason::ConcurrencyCap,
@@ -324,22 +346,67 @@ impl Engine {
                 let (Some(gcap), Some(v)) = (limits.groups.get(&g.label), value) else {
                     return None;
                 };
-                let c = g.counts[*v as usize];
+                let c = &g.counts[*v as usize];
                 let cap = gcap.cap(c.live);
-                (c.active[action.index()] >= cap).then(|| Denial {
+                (c.active[action] >= cap).then(|| Denial {
                     reason: DenyReason::GroupCap,
                     retry_after: Some(retry_after),
                     message: format!(
                         "{} of {} {action} permits active in {}={} ({} live hosts there); \
                          a slot frees when one ends",
-                        c.active[action.index()],
-                        cap,
-                        g.label,
-                        g.names[*v as usize],
-                        c.live
+                        c.active[action], cap, g.label, g.names[*v as usize], c.live
                     ),
                 })
             })
+    }
+
+    /// Rule 6: active permits of `action` for `job` stay within the job's
+    /// caps: fleet-wide, and per value of each label for the host's value.
+    /// Counted over the active permits, which the caps keep few.
+    fn check_job_caps(
+        &self,
+        slot: &HostSlot,
+        action: Action,
+        job: &str,
+        limits: &ActionLimits,
+    ) -> Option<Denial> {
+        let cap = limits.jobs.get(job)?;
+        let same_job = || {
+            self.durable
+                .permits
+                .values()
+                .filter(move |p| p.action == action && p.job == job)
+        };
+        let retry_after = Some(self.config.fleet.heartbeat_interval);
+        if let Some(max) = cap.max_in_flight {
+            let active = u32::try_from(same_job().count()).unwrap_or(u32::MAX);
+            if active >= max {
+                return Some(Denial {
+                    reason: DenyReason::JobCap,
+                    retry_after,
+                    message: format!(
+                        "{active} of {max} {action} permits for job {job:?} active fleet-wide \
+                         (limits.{action}.jobs.{job}.max_in_flight); a slot frees when one ends"
+                    ),
+                });
+            }
+        }
+        cap.groups.iter().find_map(|(label, &max)| {
+            let value = slot.labels.get(label)?;
+            let active = same_job()
+                .filter(|p| p.labels.get(label) == Some(value))
+                .count();
+            let active = u32::try_from(active).unwrap_or(u32::MAX);
+            (active >= max).then(|| Denial {
+                reason: DenyReason::JobCap,
+                retry_after,
+                message: format!(
+                    "{active} of {max} {action} permits for job {job:?} active in \
+                     {label}={value} (limits.{action}.jobs.{job}.groups.{label}); a slot frees \
+                     when one ends"
+                ),
+            })
+        })
     }
 
     /// Rule 7: grants of `action` stay within the rate budget.
@@ -350,7 +417,7 @@ impl Engine {
         limits: &ActionLimits,
         now: Time,
     ) -> Option<Denial> {
-        let rate = &self.rate[lane(action, dry_run)];
+        let rate: &RateState = self.rate.get(action, dry_run);
         let wait = rate.check(&limits.rate, now).err()?;
         let r = limits.rate;
         Some(Denial {

@@ -3,8 +3,8 @@
 //! `now` let time pass first (permits and pauses that are due expire,
 //! breakers that are due open or close).
 
-use super::{Engine, lane};
-use crate::types::{Action, HostId, Labels, Permit, Time, later};
+use super::Engine;
+use crate::types::{Action, HostId, Labels, PerAction, Permit, Time, later};
 use crate::view::{ActionStatus, Explanation, HostView, Status};
 use crate::window;
 
@@ -16,6 +16,18 @@ impl Engine {
     /// like every call, it lets time pass first, so permits and pauses that
     /// are due expire and breakers that are due open or close.
     pub fn explain(&mut self, host: &HostId, action: Action, now: Time) -> Explanation {
+        self.explain_job(host, action, None, now)
+    }
+
+    /// [`Engine::explain`] for a request naming `job`: its job caps count
+    /// too.
+    pub fn explain_job(
+        &mut self,
+        host: &HostId,
+        action: Action,
+        job: Option<&str>,
+        now: Time,
+    ) -> Explanation {
         let now = self.observe(now);
         self.advance(now);
         let i = self.host_index.get(host).copied();
@@ -27,7 +39,8 @@ impl Engine {
         if i.is_none() {
             denials.push(self.unknown_host(host));
         }
-        self.evaluate(i, action, self.config.dry_run, now, true, &mut denials);
+        let dry_run = self.dry_run_for(action, false);
+        self.evaluate(i, action, job, dry_run, now, true, &mut denials);
         Explanation {
             host: host.clone(),
             action,
@@ -39,14 +52,17 @@ impl Engine {
     pub fn status(&mut self, now: Time) -> Status {
         let now = self.observe(now);
         self.advance(now);
-        let actions = Action::ALL
-            .iter()
-            .map(|&a| {
-                let l = self.config.limits(a);
-                let r = &self.rate[lane(a, self.config.dry_run)];
+        let actions = self
+            .config
+            .actions()
+            .map(|a| {
+                let l = self.limits_in_force(a);
+                let dry_run = self.dry_run_for(a, false);
+                let r = self.rate.get(a, dry_run);
                 ActionStatus {
                     action: a,
-                    active: self.fleet.active[a.index()],
+                    dry_run,
+                    active: self.fleet.active[a],
                     effective_cap: l.effective_cap(self.fleet.live),
                     rate_limit: l.rate.limit(),
                     rate_per: l.rate.per,
@@ -68,6 +84,7 @@ impl Engine {
             quarantined_hosts: u32::try_from(self.durable.quarantines.len()).unwrap_or(u32::MAX),
             min_fleet_size: self.config.fleet.min_fleet_size,
             pauses: self.durable.pauses.values().cloned().collect(),
+            overrides: self.durable.overrides.values().cloned().collect(),
             breakers: self.durable.breakers.values().cloned().collect(),
             actions,
         }
@@ -122,8 +139,12 @@ impl Engine {
 
     /// Counts for invariant checks and metrics: (live, unhealthy, active per
     /// action).
-    pub fn counts(&self) -> (u32, u32, [u32; 2]) {
-        (self.fleet.live, self.fleet.unhealthy, self.fleet.active)
+    pub fn counts(&self) -> (u32, u32, PerAction<u32>) {
+        (
+            self.fleet.live,
+            self.fleet.unhealthy,
+            self.fleet.active.clone(),
+        )
     }
 
     /// Active permits of `action` in each value of group label `label`.
@@ -135,7 +156,7 @@ impl Engine {
                 g.names
                     .iter()
                     .zip(&g.counts)
-                    .map(|(n, c)| (n.clone(), c.active[action.index()], c.live))
+                    .map(|(n, c)| (n.clone(), c.active[action], c.live))
             })
             .collect()
     }

@@ -3,13 +3,13 @@
 
 use medic_policy::{
     ActionStatus, BreakerCause, BreakerScope, BreakerTrip, Explanation, HalfOpen, HostView,
-    InvalidInput, Pause, Quarantine, QuarantineCause, Scope, Status,
+    InvalidInput, Override, OverrideLimit, Pause, Quarantine, QuarantineCause, Scope, Status,
 };
 
 use super::{
-    enum_conversions, host_id, labels, non_empty, optional_enum, optional_msg, optional_time,
-    permit_id, positive_duration, repeated, required_enum, required_msg, required_time,
-    to_duration, to_timestamp, wire_enum,
+    action_from_wire, enum_conversions, host_id, labels, non_empty, optional_msg, optional_time,
+    permit_id, positive_duration, repeated, required_action, required_enum, required_msg,
+    required_time, to_duration, to_timestamp, wire_action, wire_enum,
 };
 use crate::pb::v1 as pb;
 
@@ -35,7 +35,8 @@ impl From<Scope> for pb::Scope {
     fn from(s: Scope) -> Self {
         Self {
             selector: s.selector,
-            action: s.action.map_or(0, wire_enum::<pb::Action, _>),
+            action: s.action.map_or(0, wire_action),
+            action_name: s.action.map_or_else(String::new, |a| a.as_str().to_owned()),
         }
     }
 }
@@ -46,7 +47,7 @@ impl TryFrom<pb::Scope> for Scope {
     fn try_from(s: pb::Scope) -> Result<Self, InvalidInput> {
         Ok(Self {
             selector: labels("selector", s.selector)?,
-            action: optional_enum::<pb::Action, _>("action", s.action)?,
+            action: action_from_wire("action", s.action, &s.action_name)?,
         })
     }
 }
@@ -85,6 +86,49 @@ impl TryFrom<pb::Pause> for Pause {
             reason: p.reason,
             since: required_time("since", p.since)?,
             until: optional_time("until", p.until)?,
+        })
+    }
+}
+
+// === impl Override ===
+
+enum_conversions!(OverrideLimit, pb::OverrideLimit, "limit", {
+    MaxInFlight <=> MaxInFlight,
+    RateCount <=> RateCount,
+});
+
+impl From<Override> for pb::Override {
+    fn from(o: Override) -> Self {
+        Self {
+            override_id: o.id,
+            action: wire_action(o.action),
+            action_name: o.action.as_str().to_owned(),
+            limit: wire_enum::<pb::OverrideLimit, _>(o.limit),
+            value: o.value,
+            actor: o.actor,
+            reason: o.reason,
+            since: Some(to_timestamp(o.since)),
+            until: Some(to_timestamp(o.until)),
+        }
+    }
+}
+
+impl TryFrom<pb::Override> for Override {
+    type Error = InvalidInput;
+
+    fn try_from(o: pb::Override) -> Result<Self, InvalidInput> {
+        if o.override_id == 0 {
+            return Err(InvalidInput::new("override_id", "must be set"));
+        }
+        Ok(Self {
+            id: o.override_id,
+            action: required_action("action", o.action, &o.action_name)?,
+            limit: required_enum::<pb::OverrideLimit, _>("limit", o.limit)?,
+            value: o.value,
+            actor: o.actor,
+            reason: o.reason,
+            since: required_time("since", o.since)?,
+            until: required_time("until", o.until)?,
         })
     }
 }
@@ -203,6 +247,7 @@ impl From<Status> for pb::Status {
             quarantined_hosts: s.quarantined_hosts,
             min_fleet_size: s.min_fleet_size,
             pauses: s.pauses.into_iter().map(Into::into).collect(),
+            overrides: s.overrides.into_iter().map(Into::into).collect(),
             breakers: s.breakers.into_iter().map(Into::into).collect(),
             actions: s.actions.into_iter().map(Into::into).collect(),
         }
@@ -223,6 +268,7 @@ impl TryFrom<pb::Status> for Status {
             quarantined_hosts: s.quarantined_hosts,
             min_fleet_size: s.min_fleet_size,
             pauses: repeated("pauses", s.pauses)?,
+            overrides: repeated("overrides", s.overrides)?,
             breakers: repeated("breakers", s.breakers)?,
             actions: repeated("actions", s.actions)?,
         })
@@ -232,7 +278,8 @@ impl TryFrom<pb::Status> for Status {
 impl From<ActionStatus> for pb::ActionStatus {
     fn from(a: ActionStatus) -> Self {
         Self {
-            action: wire_enum::<pb::Action, _>(a.action),
+            action: wire_action(a.action),
+            action_name: a.action.as_str().to_owned(),
             active: a.active,
             effective_cap: a.effective_cap,
             rate_limit: a.rate_limit,
@@ -240,6 +287,7 @@ impl From<ActionStatus> for pb::ActionStatus {
             rate_used: a.rate_used,
             rate_next_at: a.rate_next_at.map(to_timestamp),
             in_window: a.in_window,
+            dry_run: a.dry_run,
         }
     }
 }
@@ -249,7 +297,7 @@ impl TryFrom<pb::ActionStatus> for ActionStatus {
 
     fn try_from(a: pb::ActionStatus) -> Result<Self, InvalidInput> {
         Ok(Self {
-            action: required_enum::<pb::Action, _>("action", a.action)?,
+            action: required_action("action", a.action, &a.action_name)?,
             active: a.active,
             effective_cap: a.effective_cap,
             rate_limit: a.rate_limit,
@@ -257,6 +305,7 @@ impl TryFrom<pb::ActionStatus> for ActionStatus {
             rate_used: a.rate_used,
             rate_next_at: optional_time("rate_next_at", a.rate_next_at)?,
             in_window: a.in_window,
+            dry_run: a.dry_run,
         })
     }
 }
@@ -315,7 +364,8 @@ impl From<Explanation> for pb::ExplainResponse {
     fn from(e: Explanation) -> Self {
         Self {
             host_id: e.host.as_str().to_owned(),
-            action: wire_enum::<pb::Action, _>(e.action),
+            action: wire_action(e.action),
+            action_name: e.action.as_str().to_owned(),
             would_grant: e.would_grant(),
             denials: e.denials.into_iter().map(Into::into).collect(),
         }
@@ -341,7 +391,7 @@ impl TryFrom<pb::ExplainResponse> for Explanation {
             }
             Ok(Self {
                 host: host_id("host_id", e.host_id)?,
-                action: required_enum::<pb::Action, _>("action", e.action)?,
+                action: required_action("action", e.action, &e.action_name)?,
                 denials,
             })
         };

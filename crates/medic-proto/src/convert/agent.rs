@@ -1,15 +1,15 @@
 //! The agent API's types: heartbeats, permit requests, permits, decisions.
 
 use medic_policy::{
-    Action, Decision, Denial, DenyReason, FencingToken, Heartbeat, HeartbeatReply, InvalidInput,
-    Outcome, Permit, PermitRef, PermitRequest, PermitState, Problem, RequestId,
+    Decision, Denial, DenyReason, FencingToken, Heartbeat, HeartbeatReply, InvalidInput, Outcome,
+    Permit, PermitRef, PermitRequest, PermitState, Problem, RequestId,
 };
 
 use super::{
     bounded, bounded_labels, check_count, check_len, enum_conversions, host_id, indexed, labels,
     non_empty, optional_duration, optional_enum, optional_msg, permit_id, positive_duration,
-    renamed, required_enum, required_msg, required_text, required_time, to_duration, to_timestamp,
-    wire_enum,
+    renamed, required_action, required_enum, required_msg, required_text, required_time,
+    to_duration, to_timestamp, wire_action, wire_enum,
 };
 use crate::limits::{
     MAX_AGENT_VERSION_LEN, MAX_DETECTOR_LEN, MAX_JOB_LEN, MAX_PROBLEM_DETAIL_LEN, MAX_PROBLEMS,
@@ -18,11 +18,6 @@ use crate::limits::{
 use crate::pb::v1 as pb;
 
 // === Enums ===
-
-enum_conversions!(Action, pb::Action, "action", {
-    RestartJob <=> RestartJob,
-    RebootHost <=> RebootHost,
-});
 
 enum_conversions!(PermitState, pb::PermitState, "state", {
     Active <=> Active,
@@ -56,6 +51,8 @@ enum_conversions!(DenyReason, pb::DenyReason, "reason", {
     ConcurrencyCap <=> ConcurrencyCap,
     GroupCap <=> GroupCap,
     RateLimited <=> RateLimited,
+    UnknownAction <=> UnknownAction,
+    JobCap <=> JobCap,
 });
 
 // === impl Problem ===
@@ -237,7 +234,8 @@ impl From<PermitRequest> for pb::RequestPermitRequest {
         Self {
             request_id: r.request_id.as_str().to_owned(),
             host_id: r.host.as_str().to_owned(),
-            action: wire_enum::<pb::Action, _>(r.action),
+            action: wire_action(r.action),
+            action_name: r.action.as_str().to_owned(),
             job: r.job,
             reason: r.reason,
             dry_run: r.dry_run,
@@ -258,7 +256,7 @@ impl TryFrom<pb::RequestPermitRequest> for PermitRequest {
                     Ok(id)
                 })?,
                 host: request_host_id("host_id", r.host_id)?,
-                action: required_enum::<pb::Action, _>("action", r.action)?,
+                action: required_action("action", r.action, &r.action_name)?,
                 job: required_text("job", r.job, MAX_JOB_LEN).and_then(|job| {
                     check_visible("job", &job)?;
                     Ok(job)
@@ -284,7 +282,8 @@ impl From<Permit> for pb::Permit {
             fencing_token: p.token.0,
             request_id: p.request_id.as_str().to_owned(),
             host_id: p.host.as_str().to_owned(),
-            action: wire_enum::<pb::Action, _>(p.action),
+            action: wire_action(p.action),
+            action_name: p.action.as_str().to_owned(),
             job: p.job,
             reason: p.reason,
             labels: p.labels,
@@ -306,7 +305,7 @@ impl TryFrom<pb::Permit> for Permit {
             token: FencingToken(p.fencing_token),
             request_id: request_id("request_id", p.request_id)?,
             host: host_id("host_id", p.host_id)?,
-            action: required_enum::<pb::Action, _>("action", p.action)?,
+            action: required_action("action", p.action, &p.action_name)?,
             job: p.job,
             reason: p.reason,
             labels: labels("labels", p.labels)?,

@@ -9,8 +9,8 @@ use medic_policy::{
 };
 
 use super::{
-    host_id, permit_id, required, required_duration, required_enum, required_msg, required_time,
-    to_duration, to_timestamp, wire_enum,
+    host_id, permit_id, required, required_action, required_duration, required_enum, required_msg,
+    required_time, to_duration, to_timestamp, wire_action, wire_enum,
 };
 use crate::pb::v1 as pb;
 use pb::event::Payload;
@@ -38,6 +38,7 @@ impl From<RecordKind> for pb::EventKind {
             RecordKind::Renew => Self::Renew,
             RecordKind::Access => Self::Access,
             RecordKind::Clock => Self::Clock,
+            RecordKind::Override => Self::Override,
         }
     }
 }
@@ -57,6 +58,7 @@ pub fn record_kind(k: pb::EventKind) -> Option<RecordKind> {
         pb::EventKind::Renew => RecordKind::Renew,
         pb::EventKind::Access => RecordKind::Access,
         pb::EventKind::Clock => RecordKind::Clock,
+        pb::EventKind::Override => RecordKind::Override,
     })
 }
 
@@ -81,6 +83,8 @@ impl pb::Event {
             Event::PermitEnded { actor, detail, .. } => (actor.clone(), detail.clone()),
             Event::HostQuarantined(q) => (q.actor.clone(), q.reason.clone()),
             Event::Paused(p) => (p.actor.clone(), p.reason.clone()),
+            Event::OverrideSet(o) => (o.actor.clone(), o.reason.clone()),
+            Event::OverrideEnded { actor, reason, .. } => (actor.clone(), reason.clone()),
             Event::HostReleased { actor, reason, .. }
             | Event::Resumed { actor, reason, .. }
             | Event::BreakerHalfOpened { actor, reason, .. }
@@ -125,7 +129,8 @@ impl pb::Event {
             reason: denial.message.clone(),
             payload: Some(Payload::Denied(pb::event::Denied {
                 host_id: host.as_str().to_owned(),
-                action: wire_enum::<pb::Action, _>(action),
+                action: wire_action(action),
+                action_name: action.as_str().to_owned(),
                 denial: Some(denial.into()),
                 count,
             })),
@@ -213,7 +218,8 @@ impl From<Event> for Payload {
             } => Payload::PermitEnded(w::PermitEnded {
                 permit_id: id.as_str().to_owned(),
                 host_id: host.as_str().to_owned(),
-                action: wire_enum::<pb::Action, _>(action),
+                action: wire_action(action),
+                action_name: action.as_str().to_owned(),
                 state: wire_enum::<pb::PermitState, _>(state),
                 actor,
                 detail,
@@ -244,6 +250,18 @@ impl From<Event> for Payload {
                 at: Some(to_timestamp(at)),
             }),
             Event::BreakerOpened(t) => Payload::BreakerOpened(t.into()),
+            Event::OverrideSet(o) => Payload::OverrideSet(o.into()),
+            Event::OverrideEnded {
+                over,
+                actor,
+                reason,
+                at,
+            } => Payload::OverrideEnded(w::OverrideEnded {
+                r#override: Some(over.into()),
+                actor,
+                reason,
+                at: Some(to_timestamp(at)),
+            }),
             Event::BreakerHalfOpened {
                 scope,
                 actor,
@@ -310,6 +328,8 @@ impl TryFrom<Payload> for Event {
             Payload::BreakerClosed(c) => ("breaker_closed", breaker_closed(c)),
             Payload::BreakerHalfOpened(h) => ("breaker_half_opened", breaker_half_opened(h)),
             Payload::ClockChecked(c) => ("clock_checked", clock_checked(c)),
+            Payload::OverrideSet(o) => ("override_set", o.try_into().map(Event::OverrideSet)),
+            Payload::OverrideEnded(e) => ("override_ended", override_ended(e)),
             Payload::Denied(_) => return Err(not_a_policy_event("denied")),
             Payload::ConfigReloaded(_) => return Err(not_a_policy_event("config_reloaded")),
             Payload::AccessDenied(_) => return Err(not_a_policy_event("access_denied")),
@@ -350,7 +370,7 @@ fn permit_ended(e: pb::event::PermitEnded) -> Result<Event, InvalidInput> {
     Ok(Event::PermitEnded {
         id: permit_id("permit_id", e.permit_id)?,
         host: host_id("host_id", e.host_id)?,
-        action: required_enum::<pb::Action, _>("action", e.action)?,
+        action: required_action("action", e.action, &e.action_name)?,
         state,
         actor: e.actor,
         detail: e.detail,
@@ -373,6 +393,15 @@ fn resumed(r: pb::event::Resumed) -> Result<Event, InvalidInput> {
         actor: r.actor,
         reason: r.reason,
         at: required_time("at", r.at)?,
+    })
+}
+
+fn override_ended(e: pb::event::OverrideEnded) -> Result<Event, InvalidInput> {
+    Ok(Event::OverrideEnded {
+        over: required_msg("override", e.r#override)?,
+        actor: e.actor,
+        reason: e.reason,
+        at: required_time("at", e.at)?,
     })
 }
 

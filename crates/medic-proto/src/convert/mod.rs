@@ -32,9 +32,10 @@ pub use event::record_kind;
 
 use std::collections::BTreeMap;
 
-use medic_policy::{HostId, InvalidInput, Labels, PermitId, Scope};
+use medic_policy::{Action, HostId, InvalidInput, Labels, PermitId, Scope};
 
 use crate::limits::{MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS};
+use crate::pb::v1 as pb;
 
 pub(crate) use admin::scope_or_fleet;
 pub use time::{MAX_DURATION_SECS, from_duration, from_timestamp, to_duration, to_timestamp};
@@ -277,6 +278,70 @@ macro_rules! enum_conversions {
     };
 }
 pub(crate) use enum_conversions;
+
+// === Actions: the enum and the name ===
+
+/// The `action` enum value of `a` (a custom action is `ACTION_CUSTOM`,
+/// named by the sibling `action_name`, which replies always fill with
+/// [`Action::as_str`]).
+pub fn wire_action(a: Action) -> i32 {
+    match a {
+        Action::RestartJob => pb::Action::RestartJob,
+        Action::RebootHost => pb::Action::RebootHost,
+        Action::Custom(_) => pb::Action::Custom,
+    }
+    .into()
+}
+
+/// The action an `(action, action_name)` pair names, as the `Action` enum's
+/// comment in types.proto reads it; `None` when both are unset. `field` is
+/// the enum field's path; the name's is `field` + `_name`.
+pub fn action_from_wire(field: &str, raw: i32, name: &str) -> Result<Option<Action>, InvalidInput> {
+    let name_field = || format!("{field}_name");
+    let by_name =
+        || Action::from_wire(name).map_err(|e| InvalidInput::new(name_field(), e.message));
+    let wire = pb::Action::try_from(raw).map_err(|_| unknown_enum(field, raw))?;
+    let builtin = match wire {
+        pb::Action::Unspecified if name.is_empty() => return Ok(None),
+        pb::Action::Unspecified => return by_name().map(Some),
+        pb::Action::Custom if name.is_empty() => {
+            return Err(InvalidInput::new(
+                name_field(),
+                "must be set when action is ACTION_CUSTOM",
+            ));
+        }
+        pb::Action::Custom => {
+            let a = by_name()?;
+            if a.is_builtin() {
+                return Err(InvalidInput::new(
+                    name_field(),
+                    format!(
+                        "{name:?} is a built-in action; send its own enum value, not ACTION_CUSTOM"
+                    ),
+                ));
+            }
+            return Ok(Some(a));
+        }
+        pb::Action::RestartJob => Action::RestartJob,
+        pb::Action::RebootHost => Action::RebootHost,
+    };
+    if name.is_empty() || name == builtin.as_str() {
+        Ok(Some(builtin))
+    } else {
+        Err(InvalidInput::new(
+            name_field(),
+            format!(
+                "is {:?} but {field} is {builtin}; leave it empty or make them agree",
+                name.chars().take(80).collect::<String>()
+            ),
+        ))
+    }
+}
+
+/// Like [`action_from_wire`], for a field that is required.
+pub fn required_action(field: &str, raw: i32, name: &str) -> Result<Action, InvalidInput> {
+    action_from_wire(field, raw, name)?.ok_or_else(|| InvalidInput::new(field, "must be set"))
+}
 
 // === Ids and labels ===
 

@@ -143,6 +143,13 @@ fn assert_error<T: std::fmt::Debug>(result: Result<T, InvalidInput>, expected: &
     }
 }
 
+fn assert_err_has<T: std::fmt::Debug>(result: Result<T, InvalidInput>, expected: &str) {
+    match result {
+        Ok(v) => panic!("expected error {expected:?}, got {v:?}"),
+        Err(e) => assert!(e.to_string().starts_with(expected), "{e}"),
+    }
+}
+
 // === Round trips ===
 
 #[test]
@@ -331,9 +338,20 @@ fn status_round_trips() {
         quarantined_hosts: 4,
         min_fleet_size: 100,
         pauses: vec![pause(None)],
+        overrides: vec![medic_policy::Override {
+            id: 3,
+            action: Action::declare("drain_host").expect("a valid name"),
+            limit: medic_policy::OverrideLimit::MaxInFlight,
+            value: 4,
+            actor: "alice".into(),
+            reason: "INC-7".into(),
+            since: at(1_700_000_000),
+            until: at(1_700_003_600),
+        }],
         breakers: vec![domain_breaker()],
         actions: vec![
             ActionStatus {
+                dry_run: false,
                 action: Action::RestartJob,
                 active: 12,
                 effective_cap: 500,
@@ -344,6 +362,7 @@ fn status_round_trips() {
                 in_window: true,
             },
             ActionStatus {
+                dry_run: false,
                 action: Action::RebootHost,
                 active: 3,
                 effective_cap: 3,
@@ -593,13 +612,16 @@ fn every_wire_permit_state_mirrors_a_domain_state_of_the_same_name() {
 
 #[test]
 fn actions_outcomes_and_causes_round_trip() {
-    for a in Action::ALL {
-        let wire = pb::Action::from(a);
+    for a in Action::BUILTIN {
+        let wire = pb::Action::try_from(crate::convert::wire_action(a)).expect("a wire value");
         assert_eq!(
             wire.as_str_name(),
             format!("ACTION_{}", a.as_str().to_uppercase())
         );
-        assert_eq!(Action::try_from(wire), Ok(a));
+        assert_eq!(
+            crate::convert::required_action("action", wire.into(), a.as_str()),
+            Ok(a)
+        );
     }
     for o in [
         Outcome::Succeeded,
@@ -822,9 +844,71 @@ fn wire_permit_request() -> pb::RequestPermitRequest {
         request_id: "3f2a-01".to_owned(),
         host_id: "web-1.use1".to_owned(),
         action: pb::Action::RebootHost.into(),
+        action_name: String::new(),
         job: "ingest".to_owned(),
         reason: "2 restarts failed".to_owned(),
     }
+}
+
+#[test]
+fn an_action_pair_reads_as_types_proto_says() {
+    use crate::convert::{action_from_wire, required_action, wire_action};
+    let custom = i32::from(pb::Action::Custom);
+    let restart = i32::from(pb::Action::RestartJob);
+    let drain = Action::declare("drain_host").expect("a valid name");
+    // Old agents: the enum alone.
+    assert_eq!(
+        required_action("action", restart, ""),
+        Ok(Action::RestartJob)
+    );
+    // Built-in named twice, consistently.
+    assert_eq!(
+        required_action("action", restart, "restart_job"),
+        Ok(Action::RestartJob)
+    );
+    // Custom by ACTION_CUSTOM + name, or by name alone.
+    assert_eq!(required_action("action", custom, "drain_host"), Ok(drain));
+    assert_eq!(required_action("action", 0, "drain_host"), Ok(drain));
+    assert_eq!(
+        required_action("action", 0, "reboot_host"),
+        Ok(Action::RebootHost)
+    );
+    // Replies fill both.
+    assert_eq!(wire_action(drain), custom);
+    // A filter with neither is "every action".
+    assert_eq!(action_from_wire("action", 0, ""), Ok(None));
+    assert_err_has(required_action("action", 0, ""), "action: must be set");
+    assert_err_has(
+        required_action("action", custom, ""),
+        "action_name: must be set when action is ACTION_CUSTOM",
+    );
+    assert_err_has(
+        required_action("action", custom, "restart_job"),
+        "action_name: \"restart_job\" is a built-in action",
+    );
+    assert_err_has(
+        required_action("action", restart, "drain_host"),
+        "action_name: is \"drain_host\" but action is restart_job",
+    );
+    assert_err_has(
+        required_action("request.action", custom, "Drain Host"),
+        "request.action_name: invalid action name",
+    );
+    assert_err_has(required_action("action", 9, ""), "action: unknown value 9");
+}
+
+#[test]
+fn a_custom_permit_request_round_trips() {
+    let wire = pb::RequestPermitRequest {
+        action: pb::Action::Custom.into(),
+        action_name: "reimage".to_owned(),
+        ..wire_permit_request()
+    };
+    let req = PermitRequest::try_from(wire).expect("a valid request");
+    assert_eq!(req.action.as_str(), "reimage");
+    let back = pb::RequestPermitRequest::from(req);
+    assert_eq!(back.action, i32::from(pb::Action::Custom));
+    assert_eq!(back.action_name, "reimage");
 }
 
 #[test]
@@ -1017,6 +1101,7 @@ fn status_with_bad_pause_names_its_index() {
         quarantined_hosts: 0,
         min_fleet_size: 0,
         pauses: vec![pause(None), pause(None)],
+        overrides: Vec::new(),
         breakers: vec![],
         actions: vec![],
     });

@@ -67,7 +67,18 @@ pub(super) fn i1_caps_hold(
 ) {
     v.count("I1");
     let (id, a) = (&permit.id, permit.action);
-    let limits = &cx.policy.limits[a.index()];
+    if !cx.policy.knows(a) {
+        v.flag(
+            "I1",
+            format!(
+                "{id} grants {a}, which the configuration does not declare (it knows {})",
+                cx.policy.action_names()
+            ),
+            Vec::new(),
+        );
+    }
+    let limits = state.limits_at(cx.policy, a, permit.granted_at);
+    let limits = &limits;
     let same: Vec<&Active> = state.active_of(a).collect();
     let cap = limits.effective_cap(fleet.size);
     if count(&same) > cap {
@@ -79,6 +90,47 @@ pub(super) fn i1_caps_hold(
             ),
             entries_of(&same),
         );
+    }
+    if let Some(job_cap) = limits.jobs.get(&permit.job) {
+        let of_job: Vec<&Active> = same
+            .iter()
+            .copied()
+            .filter(|x| x.permit.job == permit.job)
+            .collect();
+        let job = &permit.job;
+        if let Some(max) = job_cap.max_in_flight
+            && count(&of_job) > max
+        {
+            v.flag(
+                "I1",
+                format!(
+                    "{} active {a} permits for job {job:?} after {id}, job cap at most {max}",
+                    of_job.len()
+                ),
+                entries_of(&of_job),
+            );
+        }
+        for (label, &max) in &job_cap.groups {
+            let Some(value) = permit.labels.get(label) else {
+                continue;
+            };
+            let in_group: Vec<&Active> = of_job
+                .iter()
+                .copied()
+                .filter(|x| x.permit.labels.get(label) == Some(value))
+                .collect();
+            if count(&in_group) > max {
+                v.flag(
+                    "I1",
+                    format!(
+                        "{} active {a} permits for job {job:?} in {label}={value} after {id}, \
+                         job cap at most {max}",
+                        in_group.len()
+                    ),
+                    entries_of(&in_group),
+                );
+            }
+        }
     }
     for (label, group) in &limits.groups {
         let Some(value) = permit.labels.get(label) else {
@@ -106,9 +158,11 @@ pub(super) fn i1_caps_hold(
 /// I2: no window of length `per` holds more than `count + burst` grants
 /// of an action.
 pub(super) fn i2_rate_holds(v: &mut Verdict, state: &Replay, cx: &Context<'_>) {
-    for a in Action::ALL {
-        let rate = cx.policy.limits[a.index()].rate;
-        let grants = &state.grants[a.index()];
+    for (&a, grants) in &state.grants {
+        let mut rate = cx.policy.limits(a).rate;
+        if let Some(&top) = state.rate_overrides.get(&a) {
+            rate.count = rate.count.max(top);
+        }
         let mut lo = 0;
         for hi in 0..grants.len() {
             v.count("I2");
@@ -212,7 +266,7 @@ pub(super) fn i3_no_grant_while_forbidden(
             vec![*q, entry],
         );
     }
-    let cooldown = cx.policy.limits[a.index()].cooldown;
+    let cooldown = cx.policy.limits(a).cooldown;
     if let Some(end) = state.last_end.get(&(host.clone(), a))
         && at.duration_since(end.at).unwrap_or_default() < cooldown
     {

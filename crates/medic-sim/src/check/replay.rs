@@ -101,8 +101,8 @@ pub(super) struct Replay {
     /// The latest grant's token.
     pub(super) last_token: Option<(FencingToken, EntryId)>,
     pub(super) requests: HashMap<(HostId, RequestId), Answer>,
-    /// Grant times, per action (`Action::index`).
-    pub(super) grants: [Vec<Stamp>; Action::ALL.len()],
+    /// Grant times, per action.
+    pub(super) grants: BTreeMap<Action, Vec<Stamp>>,
     /// Each host's last end of a permit, per action (cooldowns count from it).
     pub(super) last_end: HashMap<(HostId, Action), Stamp>,
     /// Tripped breakers (open or half-open).
@@ -114,9 +114,36 @@ pub(super) struct Replay {
     pub(super) pauses: BTreeMap<u64, InForce>,
     /// Quarantined hosts, and the entry that quarantined each.
     pub(super) quarantined: HashMap<HostId, EntryId>,
+    /// Operators' overrides of limits, by id, as set (each counts until
+    /// its `until` or its end, whichever comes first).
+    pub(super) overrides: BTreeMap<u64, medic_policy::Override>,
+    /// The highest rate count any override ever put in force, per action:
+    /// the sliding-window check allows it throughout (a budget changed
+    /// mid-window is judged by its most generous value).
+    pub(super) rate_overrides: BTreeMap<Action, u32>,
 }
 
 impl Replay {
+    /// The limits of `action` in force at `at`: the configuration's, with
+    /// the overrides set and not yet ended or expired by then. A grant past
+    /// them breaks a cap; an override still applied after its end shows so.
+    pub(super) fn limits_at(
+        &self,
+        policy: &medic_policy::PolicyConfig,
+        action: Action,
+        at: SystemTime,
+    ) -> medic_policy::config::ActionLimits {
+        let mut l = policy.limits(action).clone();
+        for o in self
+            .overrides
+            .values()
+            .filter(|o| o.action == action && o.since <= at && o.until > at)
+        {
+            l.overridden(o.limit, o.value);
+        }
+        l
+    }
+
     /// Permits past their expiry at `at` no longer hold a slot, whether or
     /// not the tick that records it has run yet.
     pub(super) fn expire_before(&mut self, at: SystemTime) {
@@ -255,6 +282,16 @@ impl Replay {
             Event::Resumed { pause, .. } => {
                 self.pauses.remove(&pause.id);
             }
+            Event::OverrideSet(o) => {
+                if o.limit == medic_policy::OverrideLimit::RateCount {
+                    let top = self.rate_overrides.entry(o.action).or_default();
+                    *top = (*top).max(o.value);
+                }
+                self.overrides.insert(o.id, o.clone());
+            }
+            Event::OverrideEnded { over, .. } => {
+                self.overrides.remove(&over.id);
+            }
             Event::ClockChecked { step: None, .. } => {}
             Event::ClockChecked {
                 step: Some(step), ..
@@ -318,7 +355,10 @@ impl Replay {
                 entry,
             },
         );
-        self.grants[permit.action.index()].push(Stamp { at, entry });
+        self.grants
+            .entry(permit.action)
+            .or_default()
+            .push(Stamp { at, entry });
         self.granted.insert(
             permit.id.clone(),
             Granted {
@@ -339,8 +379,12 @@ impl Replay {
         for end in self.ended.values_mut().chain(self.last_end.values_mut()) {
             s(&mut end.at);
         }
-        for grants in &mut self.grants {
+        for grants in self.grants.values_mut() {
             grants.iter_mut().for_each(|g| s(&mut g.at));
+        }
+        for o in self.overrides.values_mut() {
+            s(&mut o.since);
+            s(&mut o.until);
         }
         for p in self.pauses.values_mut() {
             if let Some(u) = &mut p.pause.until {
