@@ -279,6 +279,8 @@ pub(crate) async fn run_storm(
             name: "legacy script".into(),
             ..Side::default()
         },
+        lock: Side::default(),
+        denials_by_rule: Vec::new(),
         caps: (
             Some(policy.limits[0].effective_cap(u32::try_from(n).unwrap_or(u32::MAX))),
             None,

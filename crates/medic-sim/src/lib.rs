@@ -9,9 +9,11 @@
 //!
 //! Modules:
 //! - [`scenario`]: scenario files (fleet, failure processes, incidents).
-//! - [`model`]: which simulated job is stuck when, and why.
+//! - [`model`]: which simulated job is stuck when, and why; the shared
+//!   dependency with a capacity that remediations can keep failing.
 //! - [`host`]: a simulated host running the real agent.
-//! - [`legacy`]: the reboot script medic replaces, as the baseline.
+//! - [`legacy`]: the baselines: the reboot script medic replaces, and the
+//!   same script behind a bare reboot lock (kured-style).
 //! - [`coord`]: the coordinator a run talks to (in-process, a child
 //!   process, or external).
 //! - [`proxy`]: a TCP relay to cut agents off from the coordinator.

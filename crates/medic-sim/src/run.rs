@@ -98,6 +98,11 @@ pub struct RunResult {
     pub medic: Side,
     /// The legacy script over the same world.
     pub legacy: Side,
+    /// The legacy script behind a reboot lock of concurrency 1 and
+    /// nothing else (kured-style), over the same world.
+    pub lock: Side,
+    /// Denials per rule, from the history's samples, in scenario time.
+    pub denials_by_rule: Vec<crate::report::RuleDenials>,
     /// The effective caps at the end (restart, reboot).
     pub caps: (Option<u32>, Option<u32>),
     /// Breaker changes.
@@ -194,6 +199,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     }
 
     let world = World::build(&scenario, opts.seed);
+    let dependency = world.dependency();
     let clock = SimClock::start(scale);
     let shared = Arc::new(Shared {
         clock,
@@ -223,7 +229,8 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
 
     let mut specs = Vec::new();
     for (i, plan) in world.hosts.iter().enumerate() {
-        let model = JobModel::new(plan.clone(), opts.seed.wrapping_mul(1_000_003) ^ i as u64);
+        let model = JobModel::new(plan.clone(), opts.seed.wrapping_mul(1_000_003) ^ i as u64)
+            .with_dependency(dependency.as_ref(), i);
         let url = match &part_proxy {
             Some(p) if plan.ever_partitioned() => p.url(),
             _ => main_url.clone(),
@@ -387,16 +394,17 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     let wall = clock.wall.elapsed().unwrap_or_default();
 
     let read_at = SystemTime::now();
-    let mut history: Vec<AuditEntry> = coordinator
-        .history()
-        .await?
-        .into_iter()
-        .map(AuditEntry::from_wire)
-        .collect();
+    let mut wire = coordinator.history().await?;
     if opts.external.is_some() {
         // Someone else's coordinator has a past: judge this run only.
-        history.retain(|e| e.at >= started);
+        wire.retain(|e| {
+            e.time
+                .and_then(|t| medic_proto::convert::from_timestamp("time", t).ok())
+                .is_some_and(|at| at >= started)
+        });
     }
+    let denials_by_rule = crate::report::denials_by_rule(&wire, |at| clock.t_of(at));
+    let history: Vec<AuditEntry> = wire.into_iter().map(AuditEntry::from_wire).collect();
     let mut coordinator = coordinator;
     let starts = coordinator.starts.clone();
     let kills = coordinator.kills;
@@ -418,6 +426,12 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     );
 
     let legacy = crate::legacy::run(&scenario, &world, step);
+    let lock = crate::legacy::run_script(
+        &scenario,
+        &world,
+        step,
+        crate::legacy::Script::Lock { concurrency: 1 },
+    );
     let mut medic = Side {
         name: "medic".into(),
         restarts: actions
@@ -437,6 +451,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     medic.left_stuck = left;
     medic.left_stuck_minutes = for_secs / 60.0;
     medic.finish();
+    medic.finish_dependency(dependency.as_ref(), end);
 
     let mut result = RunResult {
         speed,
@@ -445,6 +460,8 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
         origin: clock.wall,
         medic,
         legacy,
+        lock,
+        denials_by_rule,
         caps,
         breakers: Vec::new(),
         half_open_grants_after_reset: 0,
