@@ -21,6 +21,10 @@
 //! - [`check`]: the invariant checker over what a run left behind.
 //! - [`record`], [`report`]: time series, the terminal summary and the
 //!   HTML report.
+//! - [`sweep`]: one scenario over a grid of coordinator settings, and the
+//!   trade-off between lost capacity and remediations.
+//! - [`replay`]: a real coordinator's exported audit history decided again
+//!   under candidate limits, request by request.
 //! - [`netns`]: network namespaces for multi-host tests (Linux, root).
 //! - [`error`]: why a simulation could not run.
 #![forbid(unsafe_code)]
@@ -36,9 +40,11 @@ pub mod model;
 pub mod netns;
 pub mod proxy;
 pub mod record;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod sweep;
 
 pub use error::SimError;
 pub use run::{Options, RunResult, run};
