@@ -16,6 +16,7 @@
 //!   same script behind a bare reboot lock (kured-style).
 //! - [`coord`]: the coordinator a run talks to (in-process, a child
 //!   process, or external).
+//! - [`stepclock`]: the coordinator's wall clock, steppable by a scenario.
 //! - [`proxy`]: a TCP relay to cut agents off from the coordinator.
 //! - [`mod@run`]: one simulation; [`mod@bench`]: load and the permit storm.
 //! - [`check`]: the invariant checker over what a run left behind.
@@ -44,6 +45,7 @@ pub mod replay;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod stepclock;
 pub mod sweep;
 
 pub use error::SimError;

@@ -221,7 +221,8 @@ impl World {
                 }
                 Incident::CoordinatorCrash { .. }
                 | Incident::BreakerReset { .. }
-                | Incident::DependencyBlip { .. } => {}
+                | Incident::DependencyBlip { .. }
+                | Incident::ClockStep { .. } => {}
             }
         }
         let dependency = scenario.dependency.as_ref().map(|spec| {

@@ -26,6 +26,38 @@ pub fn minutes(t: f64) -> String {
     if neg { format!("-{body}") } else { body }
 }
 
+/// Undoes the coordinator's clock steps on the times of its history, so
+/// that they can be read in scenario time: fed the history in order, it
+/// learns each step from its `ClockChecked` record, and takes later times
+/// back by the steps seen so far.
+#[derive(Clone, Debug, Default)]
+pub struct Unstep {
+    steps: Vec<medic_policy::ClockStep>,
+}
+
+impl Unstep {
+    /// Learns from one record of the history.
+    pub fn observe(&mut self, event: Option<&medic_policy::Event>) {
+        if let Some(medic_policy::Event::ClockChecked {
+            step: Some(step), ..
+        }) = event
+        {
+            self.steps.push(*step);
+        }
+    }
+
+    /// `t`, read on the coordinator's clock, without the steps seen so far.
+    pub fn apply(&self, t: SystemTime) -> SystemTime {
+        self.steps.iter().rev().fold(t, |t, s| {
+            medic_policy::ClockStep {
+                forward: !s.forward,
+                by: s.by,
+            }
+            .shift(t)
+        })
+    }
+}
+
 /// How many requests one rule denied, and when (scenario time).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RuleDenials {
@@ -52,7 +84,11 @@ pub fn denials_by_rule(
         String,
         (RuleDenials, std::collections::BTreeSet<String>),
     > = std::collections::BTreeMap::new();
+    let mut unstep = Unstep::default();
     for e in history {
+        if let Some(pb::event::Payload::ClockChecked(_)) = &e.payload {
+            unstep.observe(medic_policy::Event::try_from(e.clone()).ok().as_ref());
+        }
         let Some(pb::event::Payload::Denied(d)) = &e.payload else {
             continue;
         };
@@ -64,7 +100,7 @@ pub fn denials_by_rule(
         let t = e
             .time
             .and_then(|t| medic_proto::convert::from_timestamp("time", t).ok())
-            .map_or(0.0, &t_of);
+            .map_or(0.0, |at| t_of(unstep.apply(at)));
         let entry = by.entry(rule.clone()).or_insert_with(|| {
             (
                 RuleDenials {

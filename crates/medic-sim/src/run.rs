@@ -172,6 +172,13 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
         ));
     }
     let started = SystemTime::now();
+    if scenario.steps_clock() && (opts.external.is_some() || scenario.crashes_coordinator()) {
+        return Err(SimError::Scenario(
+            "a scenario that steps the coordinator's clock needs the simulator's in-process \
+             coordinator (no --coordinator, no coordinator crash)"
+                .into(),
+        ));
+    }
     let mode = match (&opts.external, scenario.crashes_coordinator()) {
         (Some((url, tls)), false) => Mode::External {
             url: url.clone(),
@@ -251,6 +258,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     let proxies = Arc::new((main_proxy, part_proxy));
     let timeline = tokio::spawn(timeline(
         scenario.incidents.clone(),
+        scale,
         clock,
         coordinator.clone(),
         proxies.clone(),
@@ -499,7 +507,11 @@ pub(crate) fn summarize_history(r: &mut RunResult, clock: &SimClock) {
     let end = r.scenario.duration.secs();
     // Breakers half-open after an operator's reset.
     let mut reset: Vec<medic_policy::BreakerScope> = Vec::new();
+    // Times in scenario time even when the coordinator's clock stepped.
+    let mut unstep = crate::report::Unstep::default();
     for e in &r.history {
+        unstep.observe(e.event.as_ref());
+        let at = unstep.apply(e.at);
         match &e.event {
             Some(Event::PermitGranted { permit })
                 if reset.iter().any(|s| s.covers(&permit.labels)) =>
@@ -528,14 +540,14 @@ pub(crate) fn summarize_history(r: &mut RunResult, clock: &SimClock) {
                     | Event::BreakerHalfOpened { .. }
                     | Event::BreakerClosed { .. }
             )
-        ) && clock.t_of(e.at) > end
+        ) && clock.t_of(at) > end
         {
             continue;
         }
         let change =
             |state, scope: &medic_policy::BreakerScope, cause, actor: &str, reason: &str| {
                 BreakerChange {
-                    t: clock.t_of(e.at),
+                    t: clock.t_of(at),
                     open: state == BreakerState::Open,
                     state,
                     cause,
@@ -585,6 +597,7 @@ pub(crate) fn summarize_history(r: &mut RunResult, clock: &SimClock) {
 
 async fn timeline(
     incidents: Vec<Incident>,
+    scale: Scale,
     clock: SimClock,
     coordinator: Arc<tokio::sync::Mutex<Coordinator>>,
     proxies: Arc<(Option<Proxy>, Option<Proxy>)>,
@@ -597,6 +610,7 @@ async fn timeline(
         Kill,
         Restart,
         Reset(String),
+        SetClock(bool, Duration),
     }
     let mut steps: Vec<(f64, Step)> = Vec::new();
     for inc in incidents {
@@ -606,6 +620,14 @@ async fn timeline(
                 steps.push((at.secs() + duration.secs(), Step::Cut(false)));
             }
             Incident::BreakerReset { at, reason } => steps.push((at.secs(), Step::Reset(reason))),
+            Incident::ClockStep { at, forward, back } => {
+                if let Some(by) = forward.or(back) {
+                    steps.push((
+                        at.secs(),
+                        Step::SetClock(forward.is_some(), scale.real(by.0)),
+                    ));
+                }
+            }
             Incident::CoordinatorCrash { at, down_for } => {
                 steps.push((at.secs(), Step::Kill));
                 steps.push((at.secs() + down_for.secs(), Step::Restart));
@@ -629,6 +651,12 @@ async fn timeline(
                 }
                 if let Err(e) = c.kill().await {
                     tracing::error!(error = %e, "cannot kill the coordinator");
+                }
+            }
+            Step::SetClock(forward, by) => {
+                let c = coordinator.lock().await;
+                if let Err(e) = c.step_clock(forward, by) {
+                    tracing::error!(error = %e, "cannot step the coordinator's clock");
                 }
             }
             Step::Reset(reason) => {

@@ -304,6 +304,19 @@ pub enum Incident {
         /// How long a job takes to start again.
         start_time: Span,
     },
+    /// The coordinator's wall clock steps (`forward` or `back`, exactly
+    /// one), its boot clock does not: what a bad NTP server or an operator
+    /// setting the time does.
+    ClockStep {
+        /// When.
+        at: Dur,
+        /// Steps it ahead by this much.
+        #[serde(default)]
+        forward: Option<Dur>,
+        /// Steps it back by this much.
+        #[serde(default)]
+        back: Option<Dur>,
+    },
     /// A few hosts fail again `refail_after` each fix.
     Flapping {
         /// When it starts.
@@ -499,6 +512,13 @@ impl Scenario {
             .collect();
         for (i, inc) in self.incidents.iter().enumerate() {
             match inc {
+                Incident::ClockStep { forward, back, .. }
+                    if forward.is_some() == back.is_some() =>
+                {
+                    errs.push(format!(
+                        "incidents[{i}]: a clock-step needs exactly one of forward and back"
+                    ));
+                }
                 Incident::DependencyBlip { .. } if self.dependency.is_none() => errs.push(format!(
                     "incidents[{i}]: a dependency-blip needs a [dependency] section (its capacity)"
                 )),
@@ -545,6 +565,13 @@ impl Scenario {
         self.incidents
             .iter()
             .any(|i| matches!(i, Incident::CoordinatorCrash { .. }))
+    }
+
+    /// Whether the coordinator's clock is stepped.
+    pub fn steps_clock(&self) -> bool {
+        self.incidents
+            .iter()
+            .any(|i| matches!(i, Incident::ClockStep { .. }))
     }
 
     /// Whether some agents are cut off at some point.
@@ -703,6 +730,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "rolling-deploy",
         include_str!("../scenarios/rolling-deploy.toml"),
     ),
+    ("clock-jump", include_str!("../scenarios/clock-jump.toml")),
 ];
 
 fn builtin(name: &str) -> Option<&'static str> {
