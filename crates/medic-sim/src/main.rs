@@ -63,9 +63,8 @@ enum Command {
     /// Runs a scenario (a built-in name or a TOML file), compares medic with
     /// the legacy reboot script, checks the invariants, writes the report.
     Run {
-        /// `steady`, `dependency-outage`, `bad-rack`, `flapping`,
-        /// `coordinator-crash`, `agent-crash`, `partition`, `storm`, or a
-        /// path.
+        /// A built-in scenario (`cascade`, `steady`, `dependency-outage`...:
+        /// `medic-sim list` names them all) or a path.
         scenario: String,
         /// The scenario's short form (what CI runs).
         #[arg(long)]

@@ -215,3 +215,37 @@ fn a_candidate_config_with_an_unknown_key_is_refused_naming_it() {
     let e = medic_sim::replay::candidate(&path).unwrap_err().to_string();
     assert!(e.contains("unhealthy_pct"), "{e}");
 }
+
+#[test]
+fn the_command_prints_both_decisions_and_only_the_changes_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = recorded_history(dir.path());
+    let candidate = dir.path().join("candidate.toml");
+    std::fs::write(&candidate, config(1)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medic-sim"))
+        .args([
+            "replay",
+            "--fleet-size",
+            "20",
+            "--changes-only",
+            "--history",
+        ])
+        .arg(&history)
+        .arg("--config")
+        .arg(&candidate)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("deny rate_limited"), "{text}");
+    assert!(
+        text.lines()
+            .filter(|l| l.contains(" h0"))
+            .all(|l| l.contains("<- differs")),
+        "--changes-only printed an agreeing row:\n{text}"
+    );
+}

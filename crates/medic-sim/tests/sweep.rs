@@ -147,3 +147,19 @@ rate = { count = 60, per = "10m", burst = 0 }
     let html = medic_sim::sweep::html(&r);
     assert_eq!(html.matches(r#"class="point""#).count(), 2);
 }
+
+#[test]
+fn the_command_exits_78_naming_an_unknown_key_and_64_on_a_malformed_set() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_medic-sim"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["sweep", "cascade", "--set", "breaker.unhealthy_pct=10,20"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("breaker.unhealthy_pct"), "{err}");
+    let out = run(&["sweep", "cascade", "--set", "breaker.unhealthy_percent"]);
+    assert_eq!(out.status.code(), Some(64));
+}
