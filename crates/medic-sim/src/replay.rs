@@ -9,8 +9,9 @@
 //! - Requests: every grant, and every denial sample (which stands for
 //!   `count` denials of one host; it is replayed once, at its time).
 //! - The fleet: every host named in the history, live throughout (it
-//!   heartbeats every `fleet.heartbeat_interval`), with the labels of its
-//!   grants; `--fleet-size N` adds healthy hosts up to N, since a host that
+//!   heartbeats at each record at least `fleet.heartbeat_interval` after
+//!   the last, and every half `fleet.host_ttl` through quiet stretches),
+//!   with the labels of its grants; `--fleet-size N` adds healthy hosts up to N, since a host that
 //!   never asked for anything is not in the history but counts in every
 //!   percentage.
 //! - Health: a host reports a problem with its job from its first request
@@ -358,6 +359,7 @@ fn replay(
         .unwrap_or(first);
     let mut engine = Engine::new(config.clone(), start);
     let hb_every = config.fleet.heartbeat_interval.max(Duration::from_secs(1));
+    let gap_step = (config.fleet.host_ttl / 2).max(hb_every);
     // Per host: reporting a problem since; the candidate's active permit
     // (and when it ends, how).
     let mut sick: Vec<Option<SystemTime>> = vec![None; fleet.len()];
@@ -417,14 +419,29 @@ fn replay(
             recorded_success.push(at);
             next_success += 1;
         }
-        // The candidate's permits that have ended by now.
-        for (h, slot) in held.iter_mut().enumerate() {
-            if let Some((p, until, outcome)) = slot.clone()
-                && until <= now
-            {
-                let _ = engine.report_outcome(&fleet[h].0, &p, outcome, "replayed outcome", until);
-                *slot = None;
+        // The fleet heartbeats through a quiet stretch of the history, so
+        // that it is not read as silence; the candidate's permits end on
+        // the way, when they do.
+        let mut t = last_hb.unwrap_or(now);
+        loop {
+            let next = (t + gap_step).min(now);
+            for (h, slot) in held.iter_mut().enumerate() {
+                if let Some((p, until, outcome)) = slot.clone()
+                    && until <= next
+                {
+                    let _ =
+                        engine.report_outcome(&fleet[h].0, &p, outcome, "replayed outcome", next);
+                    *slot = None;
+                }
             }
+            if next >= now {
+                break;
+            }
+            for h in 0..fleet.len() {
+                heartbeat(&mut engine, h, next, &sick, &held);
+            }
+            last_hb = Some(next);
+            t = next;
         }
         if last_hb.is_none_or(|t| now.duration_since(t).unwrap_or_default() >= hb_every) {
             for h in 0..fleet.len() {

@@ -229,7 +229,8 @@ pub async fn sweep(
         .iter()
         .map(|p| apply(scenario, p))
         .collect::<Result<_, _>>()?;
-    let mut out = Vec::with_capacity(points.len());
+    let total = points.len();
+    let mut out = Vec::with_capacity(total);
     let mut legacy = (0.0, 0);
     let mut duration = scenario.duration.secs();
     for (i, (point, s)) in points.into_iter().zip(scenarios).enumerate() {
@@ -237,7 +238,7 @@ pub async fn sweep(
         legacy = (r.legacy.stuck_host_minutes, r.legacy.reboots);
         duration = r.scenario.duration.secs();
         let p = PointResult::from_run(point, &r);
-        progress(i + 1, out.capacity(), &p);
+        progress(i + 1, total, &p);
         out.push(p);
     }
     Ok(SweepResult {

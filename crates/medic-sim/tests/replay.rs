@@ -46,6 +46,12 @@ fn host(i: usize) -> HostId {
 /// cap of 2 denies some), and
 /// exported as `medicctl history -o json` writes it.
 fn recorded_history(dir: &Path) -> std::path::PathBuf {
+    recorded_history_with(dir, false)
+}
+
+/// The same, and with `again_after_two_hours` the same eight requests
+/// again two quiet hours later.
+fn recorded_history_with(dir: &Path, again_after_two_hours: bool) -> std::path::PathBuf {
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let mut engine = Engine::new(policy(&config(60)), t0);
     let hb = |engine: &mut Engine, i: usize, now| {
@@ -73,7 +79,8 @@ fn recorded_history(dir: &Path) -> std::path::PathBuf {
         }
     };
     let mut pending: Vec<(SystemTime, HostId, PermitRef)> = Vec::new();
-    for step in 0..=40u64 {
+    let last_step = if again_after_two_hours { 760 } else { 40 };
+    for step in 0..=last_step {
         let now = t0 + Duration::from_secs(step * 10);
         for i in 0..20 {
             hb(&mut engine, i, now);
@@ -89,8 +96,8 @@ fn recorded_history(dir: &Path) -> std::path::PathBuf {
             }
         });
         push_events(&mut engine, &mut wire, &mut id);
-        if (4..12).contains(&step) {
-            let i = usize::try_from(step).unwrap();
+        if (4..12).contains(&step) || (again_after_two_hours && (724..732).contains(&step)) {
+            let i = usize::try_from(step % 720).unwrap();
             let req = PermitRequest {
                 request_id: RequestId::new(format!("r{step}")).unwrap(),
                 host: host(i),
@@ -151,6 +158,17 @@ fn replaying_a_history_under_its_own_limits_reproduces_every_decision() {
         "{}",
         medic_sim::replay::render(&r, false)
     );
+}
+
+#[test]
+fn two_quiet_hours_in_the_history_are_not_read_as_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = recorded_history_with(dir.path(), true);
+    let r = replay_file(&path, &policy(&config(60)), 20).unwrap();
+    let text = medic_sim::replay::render(&r, false);
+    assert_eq!(r.rows.len(), 16, "{text}");
+    assert_eq!(r.agreeing(), 16, "{text}");
+    assert!(!text.contains("breaker"), "{text}");
 }
 
 #[test]
