@@ -459,7 +459,8 @@ const MR: f64 = 16.0;
 const MT: f64 = 16.0;
 const MB: f64 = 34.0;
 
-fn nice_max(v: f64) -> f64 {
+/// The least round number (1, 2, 2.5 or 5 times a power of ten) at least `v`.
+pub(crate) fn nice_max(v: f64) -> f64 {
     if v <= 1.0 {
         return 1.0;
     }

@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use crate::error::SimError;
-use crate::report::{esc, minutes};
+use crate::report::{esc, minutes, nice_max};
 use crate::run::{Options, RunResult};
 use crate::scenario::{Scale, Scenario};
 
@@ -276,7 +276,8 @@ pub fn table(r: &SweepResult) -> String {
     let dep = r.points.iter().any(|p| p.dependency_down_minutes.is_some());
     let _ = writeln!(
         o,
-        "\n  {:<width$} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}{}  invariants",
+        "\n  {:>3} {:<width$} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}{}  invariants",
+        "#",
         "settings",
         "lost h-min",
         "remed.",
@@ -287,10 +288,11 @@ pub fn table(r: &SweepResult) -> String {
         "stuck",
         if dep { "  dep. down" } else { "" }
     );
-    for p in &r.points {
+    for (i, p) in r.points.iter().enumerate() {
         let _ = writeln!(
             o,
-            "  {:<width$} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}{}  {}",
+            "  {:>3} {:<width$} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}{}  {}",
+            i + 1,
             label(&p.point),
             p.lost_host_minutes,
             p.remediations(),
@@ -317,20 +319,30 @@ pub fn html(r: &SweepResult) -> String {
     const W: f64 = 760.0;
     const H: f64 = 360.0;
     const M: f64 = 56.0;
-    let x_max = r
-        .points
-        .iter()
-        .map(|p| p.remediations() as f64)
-        .fold(1.0, f64::max)
-        * 1.1;
-    let y_max = r
-        .points
-        .iter()
-        .map(|p| p.lost_host_minutes)
-        .fold(1.0, f64::max)
-        * 1.1;
+    #[allow(clippy::cast_precision_loss)]
+    let x_max = nice_max(
+        r.points
+            .iter()
+            .map(|p| p.remediations() as f64)
+            .fold(1.0, f64::max)
+            * 1.05,
+    );
+    let y_max = nice_max(
+        r.points
+            .iter()
+            .map(|p| p.lost_host_minutes)
+            .fold(1.0, f64::max)
+            * 1.05,
+    );
     let px = |x: f64| M + x / x_max * (W - 2.0 * M);
     let py = |y: f64| H - M - y / y_max * (H - 2.0 * M);
+    let tick = |v: f64| {
+        if v.fract().abs() < 1e-9 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
+    };
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -344,13 +356,13 @@ pub fn html(r: &SweepResult) -> String {
         let f = f64::from(i) / 4.0;
         let _ = write!(
             svg,
-            r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle" fill="#555">{:.0}</text><text x="{}" y="{:.1}" font-size="11" text-anchor="end" fill="#555">{:.0}</text>"##,
+            r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle" fill="#555">{}</text><text x="{}" y="{:.1}" font-size="11" text-anchor="end" fill="#555">{}</text>"##,
             px(x_max * f),
             H - M + 16.0,
-            x_max * f,
+            tick(x_max * f),
             M - 6.0,
             py(y_max * f) + 4.0,
-            y_max * f
+            tick(y_max * f)
         );
     }
     let _ = write!(
@@ -361,20 +373,43 @@ pub fn html(r: &SweepResult) -> String {
         H / 2.0,
         H / 2.0
     );
-    for p in &r.points {
+    // Points that fall on the same spot share one label.
+    let mut labels: Vec<((i64, i64), Vec<usize>)> = Vec::new();
+    for (i, p) in r.points.iter().enumerate() {
+        #[allow(clippy::cast_precision_loss)]
         let (x, y) = (px(p.remediations() as f64), py(p.lost_host_minutes));
         let _ = write!(
             svg,
-            r##"<circle class="point" cx="{x:.1}" cy="{y:.1}" r="5" fill="{}"><title>{}</title></circle><text x="{:.1}" y="{:.1}" font-size="10" fill="#333">{}</text>"##,
+            r##"<circle class="point" cx="{x:.1}" cy="{y:.1}" r="5" fill="{}"><title>#{} {}</title></circle>"##,
             if p.invariants_ok {
                 "#1f77b4"
             } else {
                 "#d62728"
             },
+            i + 1,
             esc(&label(&p.point)),
-            x + 7.0,
-            y - 6.0,
-            esc(&label(&p.point))
+        );
+        #[allow(clippy::cast_possible_truncation)]
+        let key = ((x / 12.0).round() as i64, (y / 12.0).round() as i64);
+        match labels.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(i + 1),
+            None => labels.push((key, vec![i + 1])),
+        }
+    }
+    for ((kx, ky), numbers) in &labels {
+        #[allow(clippy::cast_precision_loss)]
+        let (x, y) = (*kx as f64 * 12.0, *ky as f64 * 12.0);
+        let text = numbers
+            .iter()
+            .map(|n| format!("#{n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#333">{}</text>"##,
+            x + 8.0,
+            y - 8.0,
+            esc(&text)
         );
     }
     svg.push_str("</svg>");
@@ -386,7 +421,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 820px; 
 pre {{ background: #f6f6f6; padding: 1em; white-space: pre; overflow-x: auto; font-size: 12px; }}
 </style></head><body>
 <h1>medic-sim sweep: {name}</h1>
-<p>Each dot is one point of the grid: what it cost in capacity (hosts stuck or down) against how much it remediated. Lower is better on both; red dots broke an invariant.</p>
+<p>Each dot is one point of the grid (numbered as in the table below): what it cost in capacity (hosts stuck or down) against how much it remediated. Lower is better on both; red dots broke an invariant.</p>
 <figure><figcaption>Lost capacity against remediations</figcaption>{svg}</figure>
 <pre>{table}</pre>
 </body></html>

@@ -163,3 +163,42 @@ fn the_command_exits_78_naming_an_unknown_key_and_64_on_a_malformed_set() {
     let out = run(&["sweep", "cascade", "--set", "breaker.unhealthy_percent"]);
     assert_eq!(out.status.code(), Some(64));
 }
+
+#[test]
+fn the_plot_numbers_each_point_and_labels_points_on_one_spot_once() {
+    use medic_sim::sweep::{PointResult, SweepResult};
+    let point = |v: i64, lost: f64, restarts: usize| PointResult {
+        point: vec![("breaker.unhealthy_percent".into(), toml::Value::Integer(v))],
+        lost_host_minutes: lost,
+        restarts,
+        reboots: 0,
+        denials: 0,
+        breaker_opens: 0,
+        left_stuck: 0,
+        dependency_down_minutes: None,
+        invariants_ok: true,
+    };
+    let r = SweepResult {
+        scenario: "t".into(),
+        seed: 1,
+        duration: 600.0,
+        points: vec![
+            point(10, 500.0, 0),
+            point(20, 500.0, 0),
+            point(30, 100.0, 40),
+        ],
+        legacy: (900.0, 50),
+    };
+    let html = medic_sim::sweep::html(&r);
+    assert_eq!(html.matches(r#"class="point""#).count(), 3);
+    assert!(
+        html.contains(">#1 #2</text>"),
+        "coinciding points share a label"
+    );
+    assert!(html.contains(">#3</text>"));
+    let table = medic_sim::sweep::table(&r);
+    assert!(
+        table.contains("  3 breaker.unhealthy_percent=30"),
+        "{table}"
+    );
+}
