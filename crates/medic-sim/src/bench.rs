@@ -280,6 +280,8 @@ pub(crate) async fn run_storm(
             name: "legacy script".into(),
             ..Side::default()
         },
+        lock: Side::default(),
+        denials_by_rule: Vec::new(),
         caps: (
             Some(
                 policy

@@ -64,6 +64,8 @@ pub struct Coordinator {
     pub starts: Vec<SystemTime>,
     /// How many times it was killed.
     pub kills: usize,
+    /// The in-process coordinator's clock, which a scenario may step.
+    clock: Arc<crate::stepclock::StepClock>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -88,6 +90,7 @@ impl Coordinator {
             url: String::new(),
             starts: Vec::new(),
             kills: 0,
+            clock: Arc::default(),
         };
         c.launch().await?;
         Ok(c)
@@ -123,7 +126,7 @@ impl Coordinator {
                     store,
                     Listeners { grpc, metrics },
                     rx,
-                    Arc::new(SystemClock),
+                    self.clock.clone(),
                 ));
                 self.inner = Inner::InProcess { control, handle };
                 self.url = format!("http://{addr}");
@@ -181,6 +184,20 @@ impl Coordinator {
             self.starts.push(t);
         }
         Ok(())
+    }
+
+    /// Steps its wall clock `by`, forward or back (an in-process
+    /// coordinator only).
+    pub fn step_clock(&self, forward: bool, by: Duration) -> Result<(), SimError> {
+        match self.inner {
+            Inner::InProcess { .. } => {
+                self.clock.step(forward, by);
+                Ok(())
+            }
+            _ => Err(SimError::Coordinator(
+                "only an in-process coordinator's clock can be stepped".into(),
+            )),
+        }
     }
 
     /// Kills it with SIGKILL: no drain, no clean close of the store.

@@ -7,6 +7,9 @@ pub enum SimError {
     /// The scenario file is invalid.
     #[error("scenario: {0}")]
     Scenario(String),
+    /// A command line that makes no sense (a malformed `--set`).
+    #[error("{0}")]
+    Usage(String),
     /// The generated coordinator or agent configuration was rejected.
     #[error("configuration: {0}")]
     Config(String),

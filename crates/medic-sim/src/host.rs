@@ -266,6 +266,7 @@ name = "ingest"
 confirm = {confirm}
 reboot_after_failed_restarts = {restarts}
 give_up_after_failed_reboots = {reboots}
+probation = "{probation}"
 # The command is never run: the simulated machine restarts the job.
 restart = {{ grace = "{grace}", verify_timeout = "{verify}", command = ["true"] }}
 # Never read: the simulated machine answers every check.
@@ -281,6 +282,7 @@ heartbeat_file = {{ path = "/run/medic-sim/ingest.hb" }}
             reboots = a.give_up_after_failed_reboots,
             grace = scale.text(Duration::from_secs(30)),
             verify = scale.text(a.verify_timeout.0),
+            probation = scale.text(a.probation.0),
         );
         let config = AgentConfig::from_toml(&toml)
             .map_err(|e| crate::SimError::Config(format!("agent {}: {e}", plan.name)))?;
@@ -348,6 +350,7 @@ pub async fn drive(spec: Arc<SimHostSpec>, shared: Arc<Shared>, mut stop: watch:
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     st.down = true;
                     let t = shared.clock.t();
+                    st.model.going_down(t);
                     let secs = draw(st.model.rng(), shared.scenario.fleet.reboot_time);
                     let never = match st.model.plan().crash {
                         Some(c) if t >= c.start && t < c.end => {

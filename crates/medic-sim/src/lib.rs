@@ -9,16 +9,23 @@
 //!
 //! Modules:
 //! - [`scenario`]: scenario files (fleet, failure processes, incidents).
-//! - [`model`]: which simulated job is stuck when, and why.
+//! - [`model`]: which simulated job is stuck when, and why; the shared
+//!   dependency with a capacity that remediations can keep failing.
 //! - [`host`]: a simulated host running the real agent.
-//! - [`legacy`]: the reboot script medic replaces, as the baseline.
+//! - [`legacy`]: the baselines: the reboot script medic replaces, and the
+//!   same script behind a bare reboot lock (kured-style).
 //! - [`coord`]: the coordinator a run talks to (in-process, a child
 //!   process, or external).
+//! - [`stepclock`]: the coordinator's wall clock, steppable by a scenario.
 //! - [`proxy`]: a TCP relay to cut agents off from the coordinator.
 //! - [`mod@run`]: one simulation; [`mod@bench`]: load and the permit storm.
 //! - [`check`]: the invariant checker over what a run left behind.
 //! - [`record`], [`report`]: time series, the terminal summary and the
 //!   HTML report.
+//! - [`sweep`]: one scenario over a grid of coordinator settings, and the
+//!   trade-off between lost capacity and remediations.
+//! - [`replay`]: a real coordinator's exported audit history decided again
+//!   under candidate limits, request by request.
 //! - [`netns`]: network namespaces for multi-host tests (Linux, root).
 //! - [`error`]: why a simulation could not run.
 #![forbid(unsafe_code)]
@@ -34,9 +41,12 @@ pub mod model;
 pub mod netns;
 pub mod proxy;
 pub mod record;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod stepclock;
+pub mod sweep;
 
 pub use error::SimError;
 pub use run::{Options, RunResult, run};

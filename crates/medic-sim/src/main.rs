@@ -63,9 +63,8 @@ enum Command {
     /// Runs a scenario (a built-in name or a TOML file), compares medic with
     /// the legacy reboot script, checks the invariants, writes the report.
     Run {
-        /// `steady`, `dependency-outage`, `bad-rack`, `flapping`,
-        /// `coordinator-crash`, `agent-crash`, `partition`, `storm`, or a
-        /// path.
+        /// A built-in scenario (`cascade`, `steady`, `dependency-outage`...:
+        /// `medic-sim list` names them all) or a path.
         scenario: String,
         /// The scenario's short form (what CI runs).
         #[arg(long)]
@@ -87,6 +86,56 @@ enum Command {
         quiet: bool,
         #[command(flatten)]
         remote: Remote,
+    },
+    /// Runs a scenario once per point of a grid of coordinator settings and
+    /// shows the trade-off between lost capacity and remediations.
+    #[command(after_help = "Example:
+  medic-sim sweep cascade --short --set breaker.unhealthy_percent=10,20,30,40 \\
+      --set limits.restart_job.rate.count=10,60 --report sweep.html")]
+    Sweep {
+        /// A built-in scenario name or a path.
+        scenario: String,
+        /// `KEY=V1,V2,...`: a key of the scenario's `[coordinator]` table as
+        /// a dotted TOML path, and the values it takes (TOML values; bare
+        /// text is a string). Repeat for more axes: the grid is their
+        /// cartesian product.
+        #[arg(long = "set", value_name = "KEY=V1,V2,...", required = true)]
+        sets: Vec<String>,
+        /// The scenario's short form.
+        #[arg(long)]
+        short: bool,
+        /// Seed of the failures and incidents (the same for every point).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Scenario seconds per real second (overrides the scenario's).
+        #[arg(long)]
+        speed: Option<f64>,
+        /// Where to write the HTML report with the trade-off plot.
+        #[arg(long, default_value = "medic-sim-sweep.html")]
+        report: PathBuf,
+        /// No progress lines.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Decides a real coordinator's exported audit history again under a
+    /// candidate configuration, request by request.
+    #[command(after_help = "Export the history with:
+  medicctl history -o json --limit 1000000 > history.json
+(or keep the lines of `medicctl watch -o json`).")]
+    Replay {
+        /// The exported history (`medicctl history -o json`).
+        #[arg(long)]
+        history: PathBuf,
+        /// The candidate `coordinator.toml`.
+        #[arg(long)]
+        config: PathBuf,
+        /// Hosts in the fleet, counting those the history never names
+        /// (they count in every percentage); at least the named ones.
+        #[arg(long, default_value_t = 0)]
+        fleet_size: usize,
+        /// Show only the requests the candidate decides differently.
+        #[arg(long)]
+        changes_only: bool,
     },
     /// Lists the built-in scenarios.
     List,
@@ -155,6 +204,33 @@ async fn dispatch(command: Command) -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
+        }
+        Command::Sweep {
+            scenario,
+            sets,
+            short,
+            seed,
+            speed,
+            report,
+            quiet,
+        } => sweep(&scenario, &sets, short, seed, speed, &report, quiet).await,
+        Command::Replay {
+            history,
+            config,
+            fleet_size,
+            changes_only,
+        } => {
+            let candidate = match medic_sim::replay::candidate(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            match medic_sim::replay::replay_file(&history, &candidate, fleet_size) {
+                Ok(r) => {
+                    print!("{}", medic_sim::replay::render(&r, changes_only));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
         }
         Command::Coordinator { config } => {
             // Test builds only: faults named in FAILPOINTS (tests/netns.rs).
@@ -252,6 +328,75 @@ async fn dispatch(command: Command) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
+    }
+}
+
+/// Prints `e` and picks the exit code of its kind.
+fn fail(e: &medic_sim::SimError) -> ExitCode {
+    eprintln!("medic-sim: {e}");
+    match e {
+        medic_sim::SimError::Usage(_) => ExitCode::from(EXIT_USAGE),
+        medic_sim::SimError::Scenario(_) | medic_sim::SimError::Config(_) => {
+            ExitCode::from(EXIT_CONFIG)
+        }
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// `medic-sim sweep`.
+async fn sweep(
+    scenario: &str,
+    sets: &[String],
+    short: bool,
+    seed: u64,
+    speed: Option<f64>,
+    report: &std::path::Path,
+    quiet: bool,
+) -> ExitCode {
+    let sc = match Scenario::load(scenario) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let axes: Vec<medic_sim::sweep::Axis> = match sets
+        .iter()
+        .map(|s| medic_sim::sweep::Axis::parse(s))
+        .collect()
+    {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
+    let opts = Options {
+        seed,
+        speed,
+        short,
+        exe: std::env::current_exe().ok(),
+        ..Options::default()
+    };
+    let r = medic_sim::sweep::sweep(&sc, &axes, &opts, |i, n, p| {
+        if !quiet {
+            eprintln!(
+                "  [{i}/{n}] {}: {:.0} host-minutes lost, {} remediations",
+                medic_sim::sweep::label(&p.point),
+                p.lost_host_minutes,
+                p.remediations()
+            );
+        }
+    })
+    .await;
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    print!("{}", medic_sim::sweep::table(&r));
+    if let Err(e) = std::fs::write(report, medic_sim::sweep::html(&r)) {
+        eprintln!("medic-sim: cannot write {}: {e}", report.display());
+        return ExitCode::FAILURE;
+    }
+    println!("\n  report: {}", report.display());
+    if r.points.iter().all(|p| p.invariants_ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_VIOLATION)
     }
 }
 

@@ -58,9 +58,25 @@ pub struct Side {
     pub left_stuck_minutes: f64,
     /// Samples over time.
     pub series: Vec<Sample>,
+    /// The shared dependency on this side, in a scenario that has one.
+    pub dependency: Option<crate::model::DependencyOutcome>,
 }
 
 impl Side {
+    /// The dependency's figures, from `dependency` (this side's) and the
+    /// stuck counts of the series, up to `end`.
+    pub fn finish_dependency(
+        &mut self,
+        dependency: Option<&crate::model::SharedDependency>,
+        end: f64,
+    ) {
+        if let Some(d) = dependency {
+            let stuck: Vec<(f64, usize)> = self.series.iter().map(|s| (s.t, s.stuck)).collect();
+            let mut d = d.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.dependency = Some(d.outcome(end, &stuck));
+        }
+    }
+
     /// Fills the maxima from the series.
     pub fn finish(&mut self) {
         self.max_restarts_in_flight = self

@@ -3,6 +3,11 @@
 
 use std::fmt::Write as _;
 
+use std::time::SystemTime;
+
+use medic_policy::DenyReason;
+use medic_proto::pb::v1 as pb;
+
 use crate::bench::{BenchResult, Latency, StormResult};
 use crate::check::COVERED;
 use crate::record::Side;
@@ -19,6 +24,109 @@ pub fn minutes(t: f64) -> String {
         format!("{}m{:02}s", s / 60, s % 60)
     };
     if neg { format!("-{body}") } else { body }
+}
+
+/// Undoes the coordinator's clock steps on the times of its history, so
+/// that they can be read in scenario time: fed the history in order, it
+/// learns each step from its `ClockChecked` record, and takes later times
+/// back by the steps seen so far.
+#[derive(Clone, Debug, Default)]
+pub struct Unstep {
+    steps: Vec<medic_policy::ClockStep>,
+}
+
+impl Unstep {
+    /// Learns from one record of the history.
+    pub fn observe(&mut self, event: Option<&medic_policy::Event>) {
+        if let Some(medic_policy::Event::ClockChecked {
+            step: Some(step), ..
+        }) = event
+        {
+            self.steps.push(*step);
+        }
+    }
+
+    /// `t`, read on the coordinator's clock, without the steps seen so far.
+    pub fn apply(&self, t: SystemTime) -> SystemTime {
+        self.steps.iter().rev().fold(t, |t, s| {
+            medic_policy::ClockStep {
+                forward: !s.forward,
+                by: s.by,
+            }
+            .shift(t)
+        })
+    }
+}
+
+/// How many requests one rule denied, and when (scenario time).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleDenials {
+    /// The rule (`breaker_open`, `fleet_cap`...).
+    pub rule: String,
+    /// Requests it denied (the samples' counts summed).
+    pub count: u64,
+    /// Hosts it denied.
+    pub hosts: usize,
+    /// Its first sampled denial (scenario seconds).
+    pub first: f64,
+    /// Its last sampled denial (scenario seconds).
+    pub last: f64,
+}
+
+/// Denials per rule from the history's denial samples (each stands for
+/// `count` denials), with `t_of` turning their times into scenario time;
+/// most denials first.
+pub fn denials_by_rule(
+    history: &[pb::Event],
+    t_of: impl Fn(SystemTime) -> f64,
+) -> Vec<RuleDenials> {
+    let mut by: std::collections::BTreeMap<
+        String,
+        (RuleDenials, std::collections::BTreeSet<String>),
+    > = std::collections::BTreeMap::new();
+    let mut unstep = Unstep::default();
+    for e in history {
+        if let Some(pb::event::Payload::ClockChecked(_)) = &e.payload {
+            unstep.observe(medic_policy::Event::try_from(e.clone()).ok().as_ref());
+        }
+        let Some(pb::event::Payload::Denied(d)) = &e.payload else {
+            continue;
+        };
+        let rule = d
+            .denial
+            .as_ref()
+            .and_then(|x| DenyReason::try_from(pb::DenyReason::try_from(x.reason).ok()?).ok())
+            .map_or_else(|| "unknown".to_owned(), |r| r.as_str().to_owned());
+        let t = e
+            .time
+            .and_then(|t| medic_proto::convert::from_timestamp("time", t).ok())
+            .map_or(0.0, |at| t_of(unstep.apply(at)));
+        let entry = by.entry(rule.clone()).or_insert_with(|| {
+            (
+                RuleDenials {
+                    rule,
+                    count: 0,
+                    hosts: 0,
+                    first: t,
+                    last: t,
+                },
+                std::collections::BTreeSet::new(),
+            )
+        });
+        entry.0.count += d.count.max(1);
+        entry.0.first = entry.0.first.min(t);
+        entry.0.last = entry.0.last.max(t);
+        entry.1.insert(d.host_id.clone());
+    }
+    let mut out: Vec<RuleDenials> = by
+        .into_values()
+        .map(|(mut r, hosts)| {
+            r.hosts = hosts.len();
+            r
+        })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.rule.cmp(&b.rule)));
+    out
 }
 
 /// Text with its line breaks and runs of spaces folded into single spaces.
@@ -62,16 +170,21 @@ pub fn summary(r: &RunResult) -> String {
     if let Some(st) = &r.storm {
         storm_summary(&mut o, st, r);
     } else {
-        let (m, l) = (&r.medic, &r.legacy);
+        let (m, l, k) = (&r.medic, &r.legacy, &r.lock);
         let _ = writeln!(o);
-        let _ = writeln!(o, "  {:<40} {:>18} {:>18}", "", "medic", "legacy script");
-        let row = |o: &mut String, name: &str, a: String, b: String| {
-            let _ = writeln!(o, "  {name:<40} {a:>18} {b:>18}");
+        let _ = writeln!(
+            o,
+            "  {:<40} {:>18} {:>18} {:>18}",
+            "", "medic", "legacy script", k.name
+        );
+        let row = |o: &mut String, name: &str, a: String, b: String, c: String| {
+            let _ = writeln!(o, "  {name:<40} {a:>18} {b:>18} {c:>18}");
         };
         row(
             &mut o,
             "restarts performed",
             m.restarts.to_string(),
+            "-".into(),
             "-".into(),
         );
         row(
@@ -79,11 +192,13 @@ pub fn summary(r: &RunResult) -> String {
             "reboots performed",
             m.reboots.to_string(),
             l.reboots.to_string(),
+            k.reboots.to_string(),
         );
         row(
             &mut o,
             "most restarts in flight at once",
             format!("{}{}", m.max_restarts_in_flight, cap(r.caps.0)),
+            "-".into(),
             "-".into(),
         );
         row(
@@ -91,33 +206,84 @@ pub fn summary(r: &RunResult) -> String {
             "most reboots in flight at once",
             format!("{}{}", m.max_reboots_in_flight, cap(r.caps.1)),
             l.max_reboots_in_flight.to_string(),
+            k.max_reboots_in_flight.to_string(),
         );
         row(
             &mut o,
-            "host-minutes stuck or down",
+            "lost capacity (host-minutes stuck/down)",
             format!("{:.0}", m.stuck_host_minutes),
             format!("{:.0}", l.stuck_host_minutes),
+            format!("{:.0}", k.stuck_host_minutes),
         );
         row(
             &mut o,
             "longest a host stayed stuck",
             minutes(m.longest_stuck_minutes * 60.0),
             minutes(l.longest_stuck_minutes * 60.0),
+            minutes(k.longest_stuck_minutes * 60.0),
         );
+        let left = |s: &Side| {
+            format!(
+                "{} ({})",
+                s.left_stuck,
+                minutes(s.left_stuck_minutes * 60.0)
+            )
+        };
         row(
             &mut o,
             "hosts stuck at the end (longest for)",
-            format!(
-                "{} ({})",
-                m.left_stuck,
-                minutes(m.left_stuck_minutes * 60.0)
-            ),
-            format!(
-                "{} ({})",
-                l.left_stuck,
-                minutes(l.left_stuck_minutes * 60.0)
-            ),
+            left(m),
+            left(l),
+            left(k),
         );
+        if let (Some(md), Some(ld), Some(kd)) = (&m.dependency, &l.dependency, &k.dependency) {
+            let _ = writeln!(
+                o,
+                "  the {} (capacity {:.0} requests/s):",
+                md.name, md.capacity
+            );
+            row(
+                &mut o,
+                "  minutes it was failing",
+                format!("{:.1}", md.down_minutes),
+                format!("{:.1}", ld.down_minutes),
+                format!("{:.1}", kd.down_minutes),
+            );
+            row(
+                &mut o,
+                "  times it failed",
+                md.down.len().to_string(),
+                ld.down.len().to_string(),
+                kd.down.len().to_string(),
+            );
+            row(
+                &mut o,
+                "  peak demand (requests/s)",
+                format!("{:.0}", md.peak_load),
+                format!("{:.0}", ld.peak_load),
+                format!("{:.0}", kd.peak_load),
+            );
+            let rec = |d: &crate::model::DependencyOutcome| {
+                d.full_recovery_minutes
+                    .map_or_else(|| "not in the run".to_owned(), |x| minutes(x * 60.0))
+            };
+            row(&mut o, "  time to full recovery", rec(md), rec(ld), rec(kd));
+        }
+        if !r.denials_by_rule.is_empty() {
+            let _ = writeln!(o);
+            let _ = writeln!(o, "  denials by rule (scenario time):");
+            for d in &r.denials_by_rule {
+                let _ = writeln!(
+                    o,
+                    "    {:<22} {:>7} to {:>4} host(s), {} to {}",
+                    d.rule,
+                    d.count,
+                    d.hosts,
+                    minutes(d.first),
+                    minutes(d.last)
+                );
+            }
+        }
         let _ = writeln!(o);
         let n = |state| r.breakers.iter().filter(|b| b.state == state).count();
         let _ = writeln!(
@@ -269,7 +435,8 @@ pub fn bench_summary(b: &BenchResult) -> String {
 
 // === HTML ===
 
-fn esc(s: &str) -> String {
+/// `s` escaped for HTML text and attributes.
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -292,7 +459,8 @@ const MR: f64 = 16.0;
 const MT: f64 = 16.0;
 const MB: f64 = 34.0;
 
-fn nice_max(v: f64) -> f64 {
+/// The least round number (1, 2, 2.5 or 5 times a power of ten) at least `v`.
+pub(crate) fn nice_max(v: f64) -> f64 {
     if v <= 1.0 {
         return 1.0;
     }
@@ -433,7 +601,7 @@ fn u(v: usize) -> f64 {
 pub fn html(r: &RunResult) -> String {
     let s = &r.scenario;
     let x_max = s.duration.secs();
-    let (m, l) = (&r.medic, &r.legacy);
+    let (m, l, k) = (&r.medic, &r.legacy, &r.lock);
     let mut charts = String::new();
     if r.storm.is_none() {
         charts.push_str(&chart(
@@ -454,8 +622,54 @@ pub fn html(r: &RunResult) -> String {
                     dashed: false,
                     points: series(l, |s| Some(u(s.stuck))),
                 },
+                Line {
+                    name: k.name.clone(),
+                    color: "#9467bd",
+                    dashed: true,
+                    points: series(k, |s| Some(u(s.stuck))),
+                },
             ],
         ));
+        if let (Some(md), Some(ld), Some(kd)) = (&m.dependency, &l.dependency, &k.dependency) {
+            let load = |d: &crate::model::DependencyOutcome| -> Vec<(f64, f64)> {
+                d.series.iter().map(|s| (s.t, s.load)).collect()
+            };
+            charts.push_str(&chart(
+                "dependency",
+                &format!(
+                    "Demand on the {} against its capacity (requests per second)",
+                    md.name
+                ),
+                "requests/s",
+                x_max,
+                &[
+                    Line {
+                        name: "medic".into(),
+                        color: "#1f77b4",
+                        dashed: false,
+                        points: load(md),
+                    },
+                    Line {
+                        name: "legacy script".into(),
+                        color: "#d62728",
+                        dashed: false,
+                        points: load(ld),
+                    },
+                    Line {
+                        name: k.name.clone(),
+                        color: "#9467bd",
+                        dashed: true,
+                        points: load(kd),
+                    },
+                    Line {
+                        name: "capacity".into(),
+                        color: "#7f7f7f",
+                        dashed: true,
+                        points: vec![(0.0, md.capacity), (x_max, md.capacity)],
+                    },
+                ],
+            ));
+        }
         charts.push_str(&chart(
             "inflight",
             "Remediations in flight against the cap",
@@ -560,6 +774,21 @@ pub fn html(r: &RunResult) -> String {
     );
     let _ = write!(body, "<pre class=\"summary\">{}</pre>", esc(&summary(r)));
     body.push_str(&charts);
+    if !r.denials_by_rule.is_empty() {
+        body.push_str("<h2>Denials by rule</h2><table><tr><th>rule</th><th>requests denied</th><th>hosts</th><th>first</th><th>last</th></tr>");
+        for d in &r.denials_by_rule {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&d.rule),
+                d.count,
+                d.hosts,
+                minutes(d.first),
+                minutes(d.last)
+            );
+        }
+        body.push_str("</table>");
+    }
     if !r.breakers.is_empty() {
         body.push_str("<h2>Breaker changes</h2><table><tr><th>time</th><th>change</th><th>scope</th><th>why</th></tr>");
         for b in &r.breakers {

@@ -98,6 +98,11 @@ pub struct RunResult {
     pub medic: Side,
     /// The legacy script over the same world.
     pub legacy: Side,
+    /// The legacy script behind a reboot lock of concurrency 1 and
+    /// nothing else (kured-style), over the same world.
+    pub lock: Side,
+    /// Denials per rule, from the history's samples, in scenario time.
+    pub denials_by_rule: Vec<crate::report::RuleDenials>,
     /// The effective caps at the end (restart, reboot).
     pub caps: (Option<u32>, Option<u32>),
     /// Breaker changes.
@@ -167,6 +172,13 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
         ));
     }
     let started = SystemTime::now();
+    if scenario.steps_clock() && (opts.external.is_some() || scenario.crashes_coordinator()) {
+        return Err(SimError::Scenario(
+            "a scenario that steps the coordinator's clock needs the simulator's in-process \
+             coordinator (no --coordinator, no coordinator crash)"
+                .into(),
+        ));
+    }
     let mode = match (&opts.external, scenario.crashes_coordinator()) {
         (Some((url, tls)), false) => Mode::External {
             url: url.clone(),
@@ -194,6 +206,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     }
 
     let world = World::build(&scenario, opts.seed);
+    let dependency = world.dependency();
     let clock = SimClock::start(scale);
     let shared = Arc::new(Shared {
         clock,
@@ -223,7 +236,8 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
 
     let mut specs = Vec::new();
     for (i, plan) in world.hosts.iter().enumerate() {
-        let model = JobModel::new(plan.clone(), opts.seed.wrapping_mul(1_000_003) ^ i as u64);
+        let model = JobModel::new(plan.clone(), opts.seed.wrapping_mul(1_000_003) ^ i as u64)
+            .with_dependency(dependency.as_ref(), i);
         let url = match &part_proxy {
             Some(p) if plan.ever_partitioned() => p.url(),
             _ => main_url.clone(),
@@ -244,6 +258,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     let proxies = Arc::new((main_proxy, part_proxy));
     let timeline = tokio::spawn(timeline(
         scenario.incidents.clone(),
+        scale,
         clock,
         coordinator.clone(),
         proxies.clone(),
@@ -387,16 +402,17 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     let wall = clock.wall.elapsed().unwrap_or_default();
 
     let read_at = SystemTime::now();
-    let mut history: Vec<AuditEntry> = coordinator
-        .history()
-        .await?
-        .into_iter()
-        .map(AuditEntry::from_wire)
-        .collect();
+    let mut wire = coordinator.history().await?;
     if opts.external.is_some() {
         // Someone else's coordinator has a past: judge this run only.
-        history.retain(|e| e.at >= started);
+        wire.retain(|e| {
+            e.time
+                .and_then(|t| medic_proto::convert::from_timestamp("time", t).ok())
+                .is_some_and(|at| at >= started)
+        });
     }
+    let denials_by_rule = crate::report::denials_by_rule(&wire, |at| clock.t_of(at));
+    let history: Vec<AuditEntry> = wire.into_iter().map(AuditEntry::from_wire).collect();
     let mut coordinator = coordinator;
     let starts = coordinator.starts.clone();
     let kills = coordinator.kills;
@@ -418,6 +434,12 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     );
 
     let legacy = crate::legacy::run(&scenario, &world, step);
+    let lock = crate::legacy::run_script(
+        &scenario,
+        &world,
+        step,
+        crate::legacy::Script::Lock { concurrency: 1 },
+    );
     let mut medic = Side {
         name: "medic".into(),
         restarts: actions
@@ -437,6 +459,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     medic.left_stuck = left;
     medic.left_stuck_minutes = for_secs / 60.0;
     medic.finish();
+    medic.finish_dependency(dependency.as_ref(), end);
 
     let mut result = RunResult {
         speed,
@@ -445,6 +468,8 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
         origin: clock.wall,
         medic,
         legacy,
+        lock,
+        denials_by_rule,
         caps,
         breakers: Vec::new(),
         half_open_grants_after_reset: 0,
@@ -482,7 +507,11 @@ pub(crate) fn summarize_history(r: &mut RunResult, clock: &SimClock) {
     let end = r.scenario.duration.secs();
     // Breakers half-open after an operator's reset.
     let mut reset: Vec<medic_policy::BreakerScope> = Vec::new();
+    // Times in scenario time even when the coordinator's clock stepped.
+    let mut unstep = crate::report::Unstep::default();
     for e in &r.history {
+        unstep.observe(e.event.as_ref());
+        let at = unstep.apply(e.at);
         match &e.event {
             Some(Event::PermitGranted { permit })
                 if reset.iter().any(|s| s.covers(&permit.labels)) =>
@@ -511,14 +540,14 @@ pub(crate) fn summarize_history(r: &mut RunResult, clock: &SimClock) {
                     | Event::BreakerHalfOpened { .. }
                     | Event::BreakerClosed { .. }
             )
-        ) && clock.t_of(e.at) > end
+        ) && clock.t_of(at) > end
         {
             continue;
         }
         let change =
             |state, scope: &medic_policy::BreakerScope, cause, actor: &str, reason: &str| {
                 BreakerChange {
-                    t: clock.t_of(e.at),
+                    t: clock.t_of(at),
                     open: state == BreakerState::Open,
                     state,
                     cause,
@@ -568,6 +597,7 @@ pub(crate) fn summarize_history(r: &mut RunResult, clock: &SimClock) {
 
 async fn timeline(
     incidents: Vec<Incident>,
+    scale: Scale,
     clock: SimClock,
     coordinator: Arc<tokio::sync::Mutex<Coordinator>>,
     proxies: Arc<(Option<Proxy>, Option<Proxy>)>,
@@ -580,6 +610,7 @@ async fn timeline(
         Kill,
         Restart,
         Reset(String),
+        SetClock(bool, Duration),
     }
     let mut steps: Vec<(f64, Step)> = Vec::new();
     for inc in incidents {
@@ -589,6 +620,14 @@ async fn timeline(
                 steps.push((at.secs() + duration.secs(), Step::Cut(false)));
             }
             Incident::BreakerReset { at, reason } => steps.push((at.secs(), Step::Reset(reason))),
+            Incident::ClockStep { at, forward, back } => {
+                if let Some(by) = forward.or(back) {
+                    steps.push((
+                        at.secs(),
+                        Step::SetClock(forward.is_some(), scale.real(by.0)),
+                    ));
+                }
+            }
             Incident::CoordinatorCrash { at, down_for } => {
                 steps.push((at.secs(), Step::Kill));
                 steps.push((at.secs() + down_for.secs(), Step::Restart));
@@ -612,6 +651,12 @@ async fn timeline(
                 }
                 if let Err(e) = c.kill().await {
                     tracing::error!(error = %e, "cannot kill the coordinator");
+                }
+            }
+            Step::SetClock(forward, by) => {
+                let c = coordinator.lock().await;
+                if let Err(e) = c.step_clock(forward, by) {
+                    tracing::error!(error = %e, "cannot step the coordinator's clock");
                 }
             }
             Step::Reset(reason) => {

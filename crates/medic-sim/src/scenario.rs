@@ -66,6 +66,9 @@ pub struct Scenario {
     /// The legacy reboot script's settings.
     #[serde(default)]
     pub legacy: Legacy,
+    /// A shared dependency with a capacity (the database), for the
+    /// cascade: remediations reconnect to it in bursts.
+    pub dependency: Option<DependencySpec>,
     /// Incidents on the timeline.
     #[serde(default)]
     pub incidents: Vec<Incident>,
@@ -128,8 +131,11 @@ fn default_restart_time() -> Span {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Jobs {
-    /// Local faults per host per hour.
+    /// Local faults per host per hour (at the start, with a ramp).
     pub failure_rate_per_hour: f64,
+    /// A slow burn: the rate climbs linearly from `failure_rate_per_hour`
+    /// at the start to this at the end of the run.
+    pub failure_rate_per_hour_at_end: Option<f64>,
     /// Probability that a restart clears a local fault.
     pub restart_fixes: f64,
     /// Probability that a reboot clears a local fault.
@@ -140,6 +146,7 @@ impl Default for Jobs {
     fn default() -> Self {
         Self {
             failure_rate_per_hour: 0.01,
+            failure_rate_per_hour_at_end: None,
             restart_fixes: 0.7,
             reboot_fixes: 0.95,
         }
@@ -165,6 +172,9 @@ pub struct AgentSettings {
     pub verify_timeout: Dur,
     /// Least time a permit must have left before an irreversible step.
     pub safety_margin: Dur,
+    /// How long a fixed job must stay healthy before the outcome is
+    /// SUCCEEDED (the permit is held meanwhile).
+    pub probation: Dur,
 }
 
 impl Default for AgentSettings {
@@ -177,6 +187,7 @@ impl Default for AgentSettings {
             give_up_after_failed_reboots: 1,
             verify_timeout: Dur(Duration::from_secs(120)),
             safety_margin: Dur(Duration::from_secs(30)),
+            probation: Dur(Duration::from_secs(300)),
         }
     }
 }
@@ -196,6 +207,46 @@ impl Default for Legacy {
             interval: Dur(Duration::from_secs(60)),
         }
     }
+}
+
+/// A dependency the jobs share, with a capacity. Every connected job sends
+/// it `steady_load` requests per second; a job that just (re)connected (its
+/// restart, or its host's reboot, ended) sends `reconnect_load` for
+/// `reconnect_for` (connection set-up, cold caches, backlog). While the
+/// demand exceeds `capacity` it fails, and it recovers only once the demand
+/// has stayed within capacity for `recover_after`: a metastable failure,
+/// kept going by the load of the remediations themselves. While it fails,
+/// the jobs that use it are stuck, and nothing done on a host fixes them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DependencySpec {
+    /// Its name, for the report (`database`).
+    #[serde(default = "default_dependency_name")]
+    pub name: String,
+    /// Requests per second it can serve.
+    pub capacity: f64,
+    /// Requests per second of a connected job.
+    #[serde(default = "default_steady_load")]
+    pub steady_load: f64,
+    /// Requests per second of a job in its first `reconnect_for`.
+    pub reconnect_load: f64,
+    /// How long a reconnecting job's burst lasts.
+    pub reconnect_for: Dur,
+    /// How long the demand must stay within capacity before it recovers.
+    pub recover_after: Dur,
+    /// Fraction of the hosts whose job uses it, in (0, 1].
+    #[serde(default = "default_share")]
+    pub share: f64,
+}
+
+fn default_dependency_name() -> String {
+    "database".to_owned()
+}
+fn default_steady_load() -> f64 {
+    1.0
+}
+fn default_share() -> f64 {
+    1.0
 }
 
 /// Something that happens to the fleet.
@@ -223,6 +274,49 @@ pub enum Incident {
         /// The rack (`r03`).
         rack: String,
     },
+    /// The scenario's `[dependency]` fails from `at` for `duration`
+    /// whatever its load; afterwards it recovers like an overloaded one,
+    /// once its demand has stayed within capacity for `recover_after`.
+    DependencyBlip {
+        /// When it starts.
+        at: Dur,
+        /// How long it is down for sure.
+        duration: Dur,
+    },
+    /// Every host of one zone sticks (its network, its power), fixed only
+    /// when the zone is.
+    Zone {
+        /// When it starts.
+        at: Dur,
+        /// How long it lasts.
+        duration: Dur,
+        /// The zone (`z1`).
+        zone: String,
+    },
+    /// A rolling deploy: every job restarts once on purpose, one host after
+    /// the other over `duration`, and takes `start_time` to come back
+    /// (its detectors fire meanwhile). Remediation should not pile on.
+    Deploy {
+        /// When it starts.
+        at: Dur,
+        /// How long the whole fleet takes.
+        duration: Dur,
+        /// How long a job takes to start again.
+        start_time: Span,
+    },
+    /// The coordinator's wall clock steps (`forward` or `back`, exactly
+    /// one), its boot clock does not: what a bad NTP server or an operator
+    /// setting the time does.
+    ClockStep {
+        /// When.
+        at: Dur,
+        /// Steps it ahead by this much.
+        #[serde(default)]
+        forward: Option<Dur>,
+        /// Steps it back by this much.
+        #[serde(default)]
+        back: Option<Dur>,
+    },
     /// A few hosts fail again `refail_after` each fix.
     Flapping {
         /// When it starts.
@@ -233,6 +327,9 @@ pub enum Incident {
         hosts: usize,
         /// How soon after a fix the job sticks again.
         refail_after: Dur,
+        /// Pick them inside this zone only.
+        #[serde(default)]
+        zone: Option<String>,
     },
     /// `share` of the agents cannot reach the coordinator.
     Partition {
@@ -380,7 +477,60 @@ impl Scenario {
                 errs.push(format!("{name}: must be in [0, 1], got {p}"));
             }
         }
+        if let Some(r) = self.jobs.failure_rate_per_hour_at_end
+            && !(r >= 0.0 && r.is_finite())
+        {
+            errs.push(format!(
+                "jobs.failure_rate_per_hour_at_end: must be a rate of 0 or more, got {r}"
+            ));
+        }
+        if let Some(d) = &self.dependency {
+            for (name, v) in [
+                ("dependency.capacity", d.capacity),
+                ("dependency.steady_load", d.steady_load),
+                ("dependency.reconnect_load", d.reconnect_load),
+            ] {
+                if !(v >= 0.0 && v.is_finite()) {
+                    errs.push(format!("{name}: must be 0 or more, got {v}"));
+                }
+            }
+            if d.capacity <= 0.0 {
+                errs.push(format!(
+                    "dependency.capacity: must be positive, got {}",
+                    d.capacity
+                ));
+            }
+            if !(d.share > 0.0 && d.share <= 1.0) {
+                errs.push(format!(
+                    "dependency.share: must be in (0, 1], got {}",
+                    d.share
+                ));
+            }
+        }
+        let zones: Vec<String> = (0..self.fleet.zones.max(1))
+            .map(|z| format!("z{z}"))
+            .collect();
         for (i, inc) in self.incidents.iter().enumerate() {
+            match inc {
+                Incident::ClockStep { forward, back, .. }
+                    if forward.is_some() == back.is_some() =>
+                {
+                    errs.push(format!(
+                        "incidents[{i}]: a clock-step needs exactly one of forward and back"
+                    ));
+                }
+                Incident::DependencyBlip { .. } if self.dependency.is_none() => errs.push(format!(
+                    "incidents[{i}]: a dependency-blip needs a [dependency] section (its capacity)"
+                )),
+                Incident::Zone { zone, .. }
+                | Incident::Flapping {
+                    zone: Some(zone), ..
+                } if !zones.contains(zone) => errs.push(format!(
+                    "incidents[{i}].zone: {zone:?} is not a zone of this fleet ({})",
+                    zones.join(", ")
+                )),
+                _ => {}
+            }
             let share = match inc {
                 Incident::Dependency { share, .. } | Incident::Partition { share, .. } => {
                     Some(*share)
@@ -415,6 +565,13 @@ impl Scenario {
         self.incidents
             .iter()
             .any(|i| matches!(i, Incident::CoordinatorCrash { .. }))
+    }
+
+    /// Whether the coordinator's clock is stepped.
+    pub fn steps_clock(&self) -> bool {
+        self.incidents
+            .iter()
+            .any(|i| matches!(i, Incident::ClockStep { .. }))
     }
 
     /// Whether some agents are cut off at some point.
@@ -559,6 +716,21 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../scenarios/mass-silence.toml"),
     ),
     ("storm", include_str!("../scenarios/storm.toml")),
+    ("cascade", include_str!("../scenarios/cascade.toml")),
+    ("slow-burn", include_str!("../scenarios/slow-burn.toml")),
+    (
+        "zone-flapping",
+        include_str!("../scenarios/zone-flapping.toml"),
+    ),
+    (
+        "half-cut-off",
+        include_str!("../scenarios/half-cut-off.toml"),
+    ),
+    (
+        "rolling-deploy",
+        include_str!("../scenarios/rolling-deploy.toml"),
+    ),
+    ("clock-jump", include_str!("../scenarios/clock-jump.toml")),
 ];
 
 fn builtin(name: &str) -> Option<&'static str> {

@@ -121,6 +121,8 @@ pub(super) struct Replay {
     /// the sliding-window check allows it throughout (a budget changed
     /// mid-window is judged by its most generous value).
     pub(super) rate_overrides: BTreeMap<Action, u32>,
+    /// The coordinator's clock steps so far, in order.
+    pub(super) steps: Vec<ClockStep>,
 }
 
 impl Replay {
@@ -368,13 +370,25 @@ impl Replay {
         );
     }
 
+    /// A time read on a clock that never stepped (a host's), in the frame of
+    /// the coordinator's clock after every step seen: the frame every time
+    /// this replay holds is in.
+    pub(super) fn in_final_frame(&self, t: SystemTime) -> SystemTime {
+        self.steps.iter().fold(t, |t, step| step.shift(t))
+    }
+
     /// A step moved every recorded time with the clock: so do the times
     /// this replay holds, or the windows after it would be judged across
     /// the jump.
     fn shift(&mut self, step: ClockStep) {
         let s = |t: &mut SystemTime| *t = step.shift(*t);
+        self.steps.push(step);
         for a in self.active.values_mut() {
             s(&mut a.expires_at);
+        }
+        for g in self.granted.values_mut() {
+            s(&mut g.permit.granted_at);
+            s(&mut g.permit.expires_at);
         }
         for end in self.ended.values_mut().chain(self.last_end.values_mut()) {
             s(&mut end.at);
