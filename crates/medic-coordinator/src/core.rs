@@ -63,6 +63,21 @@ enum Write {
     Close(oneshot::Sender<()>),
 }
 
+/// Runs `f`, a call into the store, on a blocking thread; or on the
+/// caller's task when the store is `inline` ([`Store::inline`]), so that a
+/// simulated fleet on one thread never waits on another.
+pub async fn off_task<T, F>(inline: bool, f: F) -> Result<T, tokio::task::JoinError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    if inline {
+        Ok(f())
+    } else {
+        tokio::task::spawn_blocking(f).await
+    }
+}
+
 /// State shared by every handler.
 #[derive(Debug)]
 pub struct Core<S: Store> {
@@ -124,7 +139,7 @@ impl<S: Store> Core<S> {
         let store = Arc::new(store);
         let loaded = {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || store.load())
+            crate::core::off_task(store.inline(), move || store.load())
                 .await
                 .map_err(|e| StoreError::Backend(format!("loading task failed: {e}")))??
         };
@@ -512,7 +527,7 @@ impl<S: Store> Core<S> {
         // An idle coordinator must notice too that its state file was
         // deleted or replaced: nothing it acknowledged after would survive.
         let store = self.store.clone();
-        let verified = tokio::task::spawn_blocking(move || store.verify())
+        let verified = crate::core::off_task(store.inline(), move || store.verify())
             .await
             .unwrap_or_else(|e| Err(StoreError::Backend(format!("store check failed: {e}"))));
         if let Err(e) = verified {
@@ -547,7 +562,7 @@ impl<S: Store> Core<S> {
         let audit = self.config().audit.clone();
         let store = self.store.clone();
         let now = self.clock.now();
-        let removed = tokio::task::spawn_blocking(move || {
+        let removed = crate::core::off_task(store.inline(), move || {
             store.compact(
                 Retention {
                     max_age: audit.retention,
@@ -731,7 +746,7 @@ impl<S: Store> Committer<S> {
         let core = &self.core;
         let store = core.store.clone();
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || store.append(records))
+        let result = crate::core::off_task(store.inline(), move || store.append(records))
             .await
             .unwrap_or_else(|e| Err(StoreError::Backend(format!("commit task failed: {e}"))));
         core.metrics
@@ -771,7 +786,7 @@ impl<S: Store> Committer<S> {
     async fn snapshot(&mut self, state: Box<DurableState>) {
         let store = self.core.store.clone();
         let upto = self.last_id;
-        match tokio::task::spawn_blocking(move || store.snapshot(&state, upto)).await {
+        match crate::core::off_task(store.inline(), move || store.snapshot(&state, upto)).await {
             Ok(Ok(())) => self.since_snapshot = 0,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "snapshot failed; start-up will replay more of the log")
