@@ -24,7 +24,7 @@ use medic_client::{Attempt, CallError, Client, Endpoints, MemoryConnector, Setti
 use medic_policy::{Action, Decision, Heartbeat, HeartbeatReply, Permit, PermitRef, PermitRequest};
 use medic_proto::request::{OutcomeReport, Renewal};
 use rand::Rng;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::model::{JobModel, draw};
@@ -459,11 +459,48 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs host `spec` until `stop` turns true: starts its agent, and plays
+/// The end of a run, told to every host's driver. Drivers learn of it in
+/// the order they began to wait (a `Notify`; a `watch` channel would wake
+/// them in a random order), so a run on virtual time ends the same way
+/// every time.
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopped: AtomicBool,
+    changed: tokio::sync::Notify,
+}
+
+impl Stop {
+    /// Tells every driver.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Whether the run is ending.
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the run ends.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before the flag is read: no stop is missed.
+            notified.as_mut().enable();
+            if self.stopped() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Runs host `spec` until `stop`: starts its agent, and plays
 /// reboots, crashes and hosts that never come back. On stop, an agent in
 /// the middle of an action finishes it, and a rebooting host comes back
 /// and reports first.
-pub async fn drive(spec: Arc<SimHostSpec>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn drive(spec: Arc<SimHostSpec>, shared: Arc<Shared>, stop: Arc<Stop>) {
     loop {
         let (events, mut rx) = mpsc::unbounded_channel();
         let (control, control_rx) = mpsc::channel(1);
@@ -494,7 +531,7 @@ pub async fn drive(spec: Arc<SimHostSpec>, shared: Arc<Shared>, mut stop: watch:
                 AbortOnDrop(tokio::spawn(agent.run(control_rx)))
             }
         };
-        let mut stopping = *stop.borrow();
+        let mut stopping = stop.stopped();
         if stopping {
             let _ = control.try_send(Control::Shutdown);
         }
@@ -504,7 +541,7 @@ pub async fn drive(spec: Arc<SimHostSpec>, shared: Arc<Shared>, mut stop: watch:
                 biased;
                 e = rx.recv() => break e,
                 _ = &mut task.0 => return,
-                _ = stop.wait_for(|s| *s), if !stopping => {
+                () = stop.wait(), if !stopping => {
                     stopping = true;
                     let _ = control.try_send(Control::Shutdown);
                 }

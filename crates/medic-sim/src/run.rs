@@ -32,12 +32,11 @@ use std::time::{Duration, SystemTime};
 use indicatif::{ProgressBar, ProgressStyle};
 use medic_policy::{Action, Event};
 use medic_proto::pb::v1 as pb;
-use tokio::sync::watch;
 
 use crate::check::{self, AuditEntry, Context, Verdict};
 use crate::coord::{Coordinator, Mode, TlsFiles};
 use crate::error::SimError;
-use crate::host::{Link, Shared, SimClock, SimHostSpec, drive};
+use crate::host::{Link, Shared, SimClock, SimHostSpec, Stop, drive};
 use crate::model::{JobModel, StuckTracker, World};
 use crate::proxy::Proxy;
 use crate::record::{ActionRecord, Sample, Side};
@@ -347,10 +346,10 @@ async fn run_fleet(
             model, &scenario, scale, &url, link, host_dir,
         )?));
     }
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = Arc::new(Stop::default());
     let mut drivers = tokio::task::JoinSet::new();
     for spec in &specs {
-        drivers.spawn(drive(spec.clone(), shared.clone(), stop_rx.clone()));
+        drivers.spawn(drive(spec.clone(), shared.clone(), stop.clone()));
     }
 
     // The timeline: partitions and coordinator crashes.
@@ -474,7 +473,7 @@ async fn run_fleet(
     // The end: agents finish what they are doing and stop; hosts down
     // rebooting come back and report first.
     let _ = timeline.await;
-    stop_tx.send_replace(true);
+    stop.stop();
     let a = &scenario.agent;
     let grace = scale
         .real(a.verify_timeout.0 + scenario.fleet.reboot_time.max.0 + a.check_interval.0 * 2)
