@@ -10,12 +10,18 @@
 //! Modules:
 //! - [`scenario`]: scenario files (fleet, failure processes, incidents).
 //! - [`model`]: which simulated job is stuck when, and why.
-//! - [`host`]: a simulated host running the real agent.
+//! - [`host`]: a simulated host running the real agent, and the run's
+//!   clock.
 //! - [`legacy`]: the reboot script medic replaces, as the baseline.
-//! - [`coord`]: the coordinator a run talks to (in-process, a child
-//!   process, or external).
-//! - [`proxy`]: a TCP relay to cut agents off from the coordinator.
-//! - [`mod@run`]: one simulation; [`mod@bench`]: load and the permit storm.
+//! - [`coord`]: the coordinator a run talks to (in-process on virtual time
+//!   over in-memory connections, in-process on loopback, a child process,
+//!   or external).
+//! - [`proxy`]: a TCP relay to cut agents off from the coordinator (on
+//!   real time; on virtual time the in-memory link is cut instead).
+//! - [`mod@run`]: one simulation, on virtual time (one paused clock for
+//!   every agent and the coordinator; the same seed gives the same history)
+//!   or on real time divided by a speed; [`mod@bench`]: load and the permit
+//!   storm.
 //! - [`check`]: the invariant checker over what a run left behind.
 //! - [`record`], [`report`]: time series, the terminal summary and the
 //!   HTML report.
