@@ -69,3 +69,24 @@ async fn different_seeds_give_different_histories() {
     let b = run("steady", 2).await;
     assert_ne!(a.history, b.history, "the seed changes nothing");
 }
+
+#[test]
+fn a_failing_seed_is_replayed_by_the_command_it_prints() {
+    let opts = Options {
+        seed: 42,
+        short: true,
+        ..Options::default()
+    };
+    assert_eq!(
+        medic_sim::run::replay_command("flapping", &opts),
+        "medic-sim run flapping --seed 42 --short"
+    );
+    let full = Options {
+        seed: 3,
+        ..Options::default()
+    };
+    assert_eq!(
+        medic_sim::run::replay_command("scenarios/mine.toml", &full),
+        "medic-sim run scenarios/mine.toml --seed 3"
+    );
+}
