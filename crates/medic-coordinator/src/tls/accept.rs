@@ -246,23 +246,6 @@ impl LogEvery {
     }
 }
 
-#[cfg(test)]
-mod log_every_tests {
-    use super::*;
-
-    /// EMFILE at the accept loop, retried every 50 ms, logged 20 lines a
-    /// second: now once per period, with the count of the rest.
-    #[test]
-    fn a_repeated_accept_error_is_logged_once_per_period_with_a_count() {
-        let mut log = LogEvery::new(Duration::from_millis(200));
-        assert_eq!(log.due(), Some(0));
-        let logged: Vec<Option<u64>> = (0..5).map(|_| log.due()).collect();
-        assert_eq!(logged, vec![None; 5]);
-        std::thread::sleep(Duration::from_millis(250));
-        assert_eq!(log.due(), Some(5));
-    }
-}
-
 /// Accepts in-memory connections (`medic_client::memory`) until `stop`:
 /// no TLS, no connection limits (the process's own clients), but closed
 /// when idle like any other. The returned channel feeds the gRPC server.
@@ -301,4 +284,21 @@ pub fn accept_memory(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod log_every_tests {
+    use super::*;
+
+    /// EMFILE at the accept loop, retried every 50 ms, logged 20 lines a
+    /// second: now once per period, with the count of the rest.
+    #[test]
+    fn a_repeated_accept_error_is_logged_once_per_period_with_a_count() {
+        let mut log = LogEvery::new(Duration::from_millis(200));
+        assert_eq!(log.due(), Some(0));
+        let logged: Vec<Option<u64>> = (0..5).map(|_| log.due()).collect();
+        assert_eq!(logged, vec![None; 5]);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(log.due(), Some(5));
+    }
 }
