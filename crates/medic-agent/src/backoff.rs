@@ -2,9 +2,32 @@
 //! backoff with jitter after failures, and the wait after a denial. (The
 //! calls themselves are `medic_client::Client`'s.)
 
+use std::cell::RefCell;
 use std::time::Duration;
 
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+
+thread_local! {
+    /// This thread's seeded generator, when [`seed_thread`] set one.
+    static SEEDED: RefCell<Option<StdRng>> = const { RefCell::new(None) };
+}
+
+/// Makes every random draw of the agents on this thread (jitter, request
+/// ids) repeatable from `seed`; `None` goes back to the system's
+/// generator. The simulator runs a whole fleet on one thread on virtual
+/// time, so that the same seed gives the same run.
+pub fn seed_thread(seed: Option<u64>) {
+    SEEDED.with(|r| *r.borrow_mut() = seed.map(StdRng::seed_from_u64));
+}
+
+/// Draws with this thread's seeded generator, or the system's.
+pub(crate) fn with_rng<T>(f: impl FnOnce(&mut dyn RngCore) -> T) -> T {
+    SEEDED.with(|r| match r.borrow_mut().as_mut() {
+        Some(seeded) => f(seeded),
+        None => f(&mut rand::rng()),
+    })
+}
 
 /// Exponential backoff with full jitter between failed calls.
 #[derive(Debug, Clone)]
@@ -41,7 +64,7 @@ impl Backoff {
 /// `d` scaled by a random factor in `[1 - spread, 1]`, so a fleet told the
 /// same `retry_after` does not come back at the same instant.
 pub fn jitter(d: Duration, spread: f64) -> Duration {
-    let f = 1.0 - rand::rng().random_range(0.0..=spread);
+    let f = 1.0 - with_rng(|r| r.random_range(0.0..=spread));
     d.mul_f64(f)
 }
 

@@ -71,6 +71,13 @@ impl Coordinators {
         Self { client }
     }
 
+    /// A client made elsewhere (the simulator's, connected in memory).
+    pub fn with_client(client: Client) -> Self {
+        Self {
+            client: Some(client),
+        }
+    }
+
     /// The client, or the error a configuration that was not validated
     /// left instead.
     fn client(&self) -> Result<&Client, CallError> {

@@ -20,6 +20,7 @@ use tonic::{Code, Status};
 use crate::endpoint::{Endpoints, is_loopback_url, is_tls};
 use crate::error::{Attempt, CallError, ConfigError, chain};
 use crate::headers::Headers;
+use crate::memory::MemoryConnector;
 use crate::retry;
 use crate::tls::ClientTls;
 
@@ -46,6 +47,10 @@ pub struct Settings {
     /// `retry-after-ms` hint (bounded, see [`retry::bounded_wait`]). 0: the
     /// refusal is returned at once, for callers with their own backoff.
     pub admission_retries: u32,
+    /// Connect in memory instead of over the network (the simulator's
+    /// fleet in one process); the endpoints' URLs then only name the
+    /// coordinator.
+    pub memory: Option<MemoryConnector>,
 }
 
 impl Settings {
@@ -58,7 +63,15 @@ impl Settings {
             tls: None,
             headers: Headers::none(),
             admission_retries: 0,
+            memory: None,
         }
+    }
+
+    /// Connecting through `connector` (in memory) instead of the network.
+    #[must_use]
+    pub fn memory(mut self, connector: MemoryConnector) -> Self {
+        self.memory = Some(connector);
+        self
     }
 
     /// With TLS material for the `https://` endpoints.
@@ -96,6 +109,7 @@ struct Inner {
     timeout: Duration,
     headers: Headers,
     admission_retries: u32,
+    memory: Option<MemoryConnector>,
     state: Mutex<State>,
 }
 
@@ -132,6 +146,7 @@ impl Client {
             tls,
             headers,
             admission_retries,
+            memory,
         } = settings;
         // The plaintext rules first: they say what the caller meant.
         for url in urls.as_slice().iter().filter(|u| !is_tls(u)) {
@@ -173,6 +188,7 @@ impl Client {
                 timeout,
                 headers,
                 admission_retries,
+                memory,
                 state: Mutex::new(State {
                     current: 0,
                     channel: None,
@@ -219,7 +235,13 @@ impl Client {
         let mut attempts = Vec::new();
         for k in 0..urls.len() {
             let i = (start + k) % urls.len();
-            let connect = self.inner.endpoints[i].connect();
+            let endpoint = &self.inner.endpoints[i];
+            let connect = async {
+                match &self.inner.memory {
+                    Some(m) => endpoint.connect_with_connector(m.clone()).await,
+                    None => endpoint.connect().await,
+                }
+            };
             let detail = match tokio::time::timeout(self.inner.timeout, connect).await {
                 Ok(Ok(ch)) => {
                     let mut st = self.state();

@@ -13,6 +13,8 @@
 //!   [`medic_proto`]'s conversions, so a reply that does not convert (a
 //!   grant without a usable permit) is a [`CallError::Malformed`] for the
 //!   caller, never dropped.
+//! - [`memory`]: connections to a coordinator in the same process, without
+//!   sockets (the simulator).
 //! - [`error`]: [`ConfigError`] (settings that cannot work) and
 //!   [`CallError`] (a call that did not get a usable answer).
 //!
@@ -34,6 +36,7 @@ pub mod client;
 pub mod endpoint;
 pub mod error;
 pub mod headers;
+pub mod memory;
 pub mod retry;
 pub mod tls;
 
@@ -41,4 +44,5 @@ pub use client::{Admin, Client, Settings};
 pub use endpoint::Endpoints;
 pub use error::{Attempt, CallError, ConfigError, code_name};
 pub use headers::Headers;
+pub use memory::MemoryConnector;
 pub use tls::{ClientTls, TlsError, TlsFile, TlsFiles};

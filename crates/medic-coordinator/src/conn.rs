@@ -16,7 +16,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 
@@ -116,6 +118,8 @@ impl Drop for ConnSlot {
 /// What keeps a connection from being idle: calls, and open streams.
 #[derive(Debug)]
 pub struct Activity {
+    /// On tokio's clock, as the idle timer is: both agree under a paused
+    /// clock too (the simulator's virtual time).
     base: Instant,
     /// Milliseconds after `base` of the last call (or of the accept).
     last: AtomicU64,

@@ -63,6 +63,21 @@ enum Write {
     Close(oneshot::Sender<()>),
 }
 
+/// Runs `f`, a call into the store, on a blocking thread; or on the
+/// caller's task when the store is `inline` ([`Store::inline`]), so that a
+/// simulated fleet on one thread never waits on another.
+pub async fn off_task<T, F>(inline: bool, f: F) -> Result<T, tokio::task::JoinError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    if inline {
+        Ok(f())
+    } else {
+        tokio::task::spawn_blocking(f).await
+    }
+}
+
 /// State shared by every handler.
 #[derive(Debug)]
 pub struct Core<S: Store> {
@@ -98,7 +113,7 @@ pub struct Core<S: Store> {
     /// Append writes durable so far (in the order they were sent), and
     /// whether the committer stopped: what every answer waits for (see
     /// [`Core::wait_durable`]).
-    durable: watch::Sender<(u64, bool)>,
+    durable: Arc<Durable>,
 }
 
 impl std::fmt::Debug for Write {
@@ -124,7 +139,7 @@ impl<S: Store> Core<S> {
         let store = Arc::new(store);
         let loaded = {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || store.load())
+            crate::core::off_task(store.inline(), move || store.load())
                 .await
                 .map_err(|e| StoreError::Backend(format!("loading task failed: {e}")))??
         };
@@ -167,7 +182,7 @@ impl<S: Store> Core<S> {
             deposed: std::sync::atomic::AtomicBool::new(false),
             notifier,
             submitted: std::sync::atomic::AtomicU64::new(0),
-            durable: watch::channel((0, false)).0,
+            durable: Arc::default(),
         });
         tokio::spawn(committer(core.clone(), rx, loaded.last_id));
         if !checked.is_empty() {
@@ -316,12 +331,8 @@ impl<S: Store> Core<S> {
     /// Waits until the Append writes numbered up to `upto` are durable; the
     /// store's error if the committer failed first.
     async fn wait_durable(&self, upto: u64) -> Result<(), CoreError> {
-        let mut durable = self.durable.subscribe();
-        let written = durable
-            .wait_for(|&(n, stopped)| stopped || n >= upto)
-            .await
-            .is_ok_and(|d| d.0 >= upto);
-        if written {
+        let (written, _) = self.durable.wait_for(upto).await;
+        if written >= upto {
             return Ok(());
         }
         // A failed commit sets `fatal` (with why) before the committer stops.
@@ -512,7 +523,7 @@ impl<S: Store> Core<S> {
         // An idle coordinator must notice too that its state file was
         // deleted or replaced: nothing it acknowledged after would survive.
         let store = self.store.clone();
-        let verified = tokio::task::spawn_blocking(move || store.verify())
+        let verified = crate::core::off_task(store.inline(), move || store.verify())
             .await
             .unwrap_or_else(|e| Err(StoreError::Backend(format!("store check failed: {e}"))));
         if let Err(e) = verified {
@@ -547,7 +558,7 @@ impl<S: Store> Core<S> {
         let audit = self.config().audit.clone();
         let store = self.store.clone();
         let now = self.clock.now();
-        let removed = tokio::task::spawn_blocking(move || {
+        let removed = crate::core::off_task(store.inline(), move || {
             store.compact(
                 Retention {
                     max_age: audit.retention,
@@ -636,6 +647,40 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Append writes durable so far, and whether the committer stopped, with
+/// a wake-up for the replies that wait on them. A `Notify` wakes its
+/// waiters in the order they began to wait (a `watch` channel wakes them in
+/// a random order), so that replies go out in the same order run after run
+/// (the simulator's virtual time repeats a run exactly).
+#[derive(Debug, Default)]
+struct Durable {
+    state: Mutex<(u64, bool)>,
+    changed: tokio::sync::Notify,
+}
+
+impl Durable {
+    fn update(&self, f: impl FnOnce(&mut (u64, bool))) {
+        f(&mut lock(&self.state));
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until writes up to `upto` are durable or the committer
+    /// stopped; returns the state then.
+    async fn wait_for(&self, upto: u64) -> (u64, bool) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before the state is read: no change is missed.
+            notified.as_mut().enable();
+            let d = *lock(&self.state);
+            if d.1 || d.0 >= upto {
+                return d;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Appends queued records in batches, releases the waiting replies, and
 /// feeds watchers. Stops the coordinator on the first failure.
 async fn committer<S: Store>(
@@ -648,10 +693,10 @@ async fn committer<S: Store>(
     /// waiting for earlier writes are told. One that ends other than by
     /// Close (a panic) also stops the coordinator, which could decide
     /// nothing durable any more.
-    struct Stopped(watch::Sender<(u64, bool)>, watch::Sender<Option<Halt>>);
+    struct Stopped(Arc<Durable>, watch::Sender<Option<Halt>>);
     impl Drop for Stopped {
         fn drop(&mut self) {
-            self.0.send_modify(|d| d.1 = true);
+            self.0.update(|d| d.1 = true);
             if std::thread::panicking() {
                 self.1.send_if_modified(|f| {
                     f.is_none()
@@ -731,7 +776,7 @@ impl<S: Store> Committer<S> {
         let core = &self.core;
         let store = core.store.clone();
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || store.append(records))
+        let result = crate::core::off_task(store.inline(), move || store.append(records))
             .await
             .unwrap_or_else(|e| Err(StoreError::Backend(format!("commit task failed: {e}"))));
         core.metrics
@@ -746,7 +791,7 @@ impl<S: Store> Committer<S> {
                 }
                 self.since_snapshot += n as u64;
                 // Releases the replies that waited for these writes.
-                core.durable.send_modify(|d| d.0 += writes);
+                core.durable.update(|d| d.0 += writes);
                 for entry in entries {
                     core.notifier.offer(&entry);
                     let _ = core.events.send(entry);
@@ -760,7 +805,7 @@ impl<S: Store> Committer<S> {
                 }
                 tracing::error!(error = %e, "store commit failed; the coordinator stops (the durable state is the truth at the next start)");
                 core.fatal.send_replace(Some(Halt::Store(Arc::new(e))));
-                core.durable.send_modify(|d| d.1 = true);
+                core.durable.update(|d| d.1 = true);
                 false
             }
         }
@@ -771,7 +816,7 @@ impl<S: Store> Committer<S> {
     async fn snapshot(&mut self, state: Box<DurableState>) {
         let store = self.core.store.clone();
         let upto = self.last_id;
-        match tokio::task::spawn_blocking(move || store.snapshot(&state, upto)).await {
+        match crate::core::off_task(store.inline(), move || store.snapshot(&state, upto)).await {
             Ok(Ok(())) => self.since_snapshot = 0,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "snapshot failed; start-up will replay more of the log")

@@ -146,7 +146,7 @@ pub async fn run_replicated(
     serve(
         config,
         source,
-        listeners,
+        crate::server::Transport::Network(listeners),
         control,
         clock,
         metrics,

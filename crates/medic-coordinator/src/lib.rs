@@ -61,4 +61,4 @@ pub mod tls;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::CoordinatorConfig;
-pub use server::{Control, Listeners, RunError, run};
+pub use server::{Control, Listeners, RunError, run, run_in_memory};

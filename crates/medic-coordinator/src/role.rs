@@ -256,7 +256,10 @@ pub(crate) async fn background<S: Store + Debug>(
     let mut upkeep = tokio::time::interval(Duration::from_secs(60));
     upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Biased: when both are due, the tick goes first, every time, so a
+        // run on virtual time repeats itself exactly.
         tokio::select! {
+            biased;
             _ = ticker.tick() => {
                 if let Err(e) = core.tick().await {
                     tracing::error!(error = %e, "tick failed");

@@ -38,6 +38,15 @@ pub struct Listeners {
     pub metrics: TcpListener,
 }
 
+/// What `serve` takes connections from.
+pub(crate) enum Transport {
+    /// Bound sockets: production and most tests.
+    Network(Listeners),
+    /// Connections from clients in the same process
+    /// (`medic_client::memory`); no HTTP side.
+    Memory(mpsc::UnboundedReceiver<tokio::io::DuplexStream>),
+}
+
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -85,7 +94,30 @@ pub async fn run<S: Store + Debug>(
     serve(
         config,
         Arc::new(FileSource(config_path)),
-        listeners,
+        Transport::Network(listeners),
+        control,
+        clock,
+        Arc::new(Metrics::new()),
+        Election::Immediate(store),
+    )
+    .await
+}
+
+/// [`run`] on in-memory connections (`medic_client::memory::link`): the
+/// same coordinator, with no socket and no HTTP side, so that a simulated
+/// fleet in one process, on tokio's paused clock, makes no I/O whose
+/// timing the kernel decides.
+pub async fn run_in_memory<S: Store + Debug>(
+    config: CoordinatorConfig,
+    store: S,
+    incoming: mpsc::UnboundedReceiver<tokio::io::DuplexStream>,
+    control: mpsc::Receiver<Control>,
+    clock: Arc<dyn Clock>,
+) -> Result<(), RunError> {
+    serve(
+        config,
+        Arc::new(FileSource(None)),
+        Transport::Memory(incoming),
         control,
         clock,
         Arc::new(Metrics::new()),
@@ -100,7 +132,7 @@ pub async fn run<S: Store + Debug>(
 pub(crate) async fn serve<S: Store + Debug>(
     config: CoordinatorConfig,
     source: Arc<dyn ConfigSource>,
-    listeners: Listeners,
+    listeners: Transport,
     mut control: mpsc::Receiver<Control>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,

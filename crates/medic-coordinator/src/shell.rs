@@ -27,7 +27,7 @@ use crate::config::TransportSecurity;
 use crate::core::{Core, Halt};
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::server::{Listeners, RunError};
+use crate::server::{RunError, Transport};
 use crate::service::{AdminService, AgentService, CallLayer};
 use crate::status_page::PageSource;
 
@@ -60,7 +60,7 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
     /// loaded before its port serves), else they answer as a follower
     /// naming `leader` until [`Shell::lead`].
     pub(crate) async fn start(
-        listeners: Listeners,
+        transport: Transport,
         live: &Arc<Live>,
         leader: watch::Receiver<Option<String>>,
         core: Option<&Arc<Core<S>>>,
@@ -88,7 +88,10 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
             .build_v1()
             .map_err(|e| RunError::Serve(format!("reflection: {e}")))?;
         let (stop, stopped) = watch::channel(false);
-        let (grpc_addr, metrics_addr) = (address(&listeners.grpc), address(&listeners.metrics));
+        let (grpc_addr, metrics_addr) = match &transport {
+            Transport::Network(l) => (address(&l.grpc), address(&l.metrics)),
+            Transport::Memory(_) => ("in-memory".to_owned(), "none".to_owned()),
+        };
         let follower_of = leader.clone();
         let services = Services {
             agents: Switch::new(leader.clone()),
@@ -101,7 +104,7 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
             services.lead(core, &health).await;
         }
 
-        let grpc = {
+        let (grpc, metrics_listener) = {
             let live = live.clone();
             let current: crate::tls::CurrentTls = Arc::new(move || live.current().tls.clone());
             let (limits, open_files) = crate::conn::ConnLimits {
@@ -125,15 +128,29 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
                      LimitNOFILE to serve more)"
                 );
             }
-            let incoming = crate::tls::accept(
-                listeners.grpc,
-                current,
-                metrics.clone(),
-                stopped.clone(),
-                limits,
-            );
+            let (incoming, metrics_listener) = match transport {
+                Transport::Network(listeners) => (
+                    crate::tls::accept(
+                        listeners.grpc,
+                        current,
+                        metrics.clone(),
+                        stopped.clone(),
+                        limits,
+                    ),
+                    Some(listeners.metrics),
+                ),
+                Transport::Memory(incoming) => (
+                    crate::tls::accept_memory(
+                        incoming,
+                        metrics.clone(),
+                        stopped.clone(),
+                        limits.idle,
+                    ),
+                    None,
+                ),
+            };
             let mut stopped = stopped.clone();
-            tokio::spawn(
+            let grpc = tokio::spawn(
                 tonic::transport::Server::builder()
                     .timeout(config.server.request_timeout)
                     .max_concurrent_streams(Some(256))
@@ -150,7 +167,8 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
                     .serve_with_incoming_shutdown(ReceiverStream::new(incoming), async move {
                         let _ = stopped.wait_for(|s| *s).await;
                     }),
-            )
+            );
+            (grpc, metrics_listener)
         };
 
         let ticked = Arc::new(Ticked::new(config.server.tick_interval));
@@ -170,7 +188,12 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
                     leader: follower_of,
                 });
             tokio::spawn(async move {
-                axum::serve(listeners.metrics, app)
+                // In memory there is no HTTP side: nothing scrapes a
+                // simulated coordinator.
+                let Some(listener) = metrics_listener else {
+                    return Ok(());
+                };
+                axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
                         let _ = stopped.wait_for(|s| *s).await;
                     })

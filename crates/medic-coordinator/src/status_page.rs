@@ -76,7 +76,7 @@ impl<S: Store + std::fmt::Debug> PageSource for CoreSource<S> {
                 newest_first: true,
                 ..HistoryQuery::default()
             };
-            let page = tokio::task::spawn_blocking(move || store.history(&query))
+            let page = crate::core::off_task(store.inline(), move || store.history(&query))
                 .await
                 .map_err(|e| format!("history task failed: {e}"))?
                 .map_err(|e| e.to_string())?;

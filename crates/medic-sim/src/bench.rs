@@ -269,6 +269,7 @@ pub(crate) async fn run_storm(
     } = stop_and_check(coordinator, &hosts).await?;
     let mut r = RunResult {
         speed,
+        virtual_time: false,
         seed,
         wall: clock.wall.elapsed().unwrap_or_default(),
         origin: clock.wall,

@@ -1,4 +1,6 @@
-//! The coordinator a run talks to: in-process (the default), a child
+//! The coordinator a run talks to: in-process on virtual time with
+//! in-memory connections (the default), in-process on loopback with the
+//! system clock (the permit storm, which measures real latency), a child
 //! process that can be SIGKILLed and restarted on the same state (for
 //! `coordinator-crash`), or an external one (`--coordinator URL`).
 
@@ -8,16 +10,21 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use medic_client::{Client, Endpoints, Settings};
+use medic_client::{Client, Endpoints, MemoryConnector, Settings};
 use medic_coordinator::{Control, CoordinatorConfig, Listeners, RunError, SystemClock};
 use medic_proto::pb::v1 as pb;
-use medic_store::RedbStore;
+use medic_store::{RedbStore, Store};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use crate::error::SimError;
+use crate::host::SimClock;
+
+/// The URL that names the in-memory coordinator (connections never leave
+/// the process).
+pub const MEMORY_URL: &str = "http://coordinator.medic-sim.invalid";
 
 /// PEM files for a TLS connection to an external coordinator.
 pub use medic_client::TlsFiles;
@@ -25,6 +32,12 @@ pub use medic_client::TlsFiles;
 /// Where the coordinator runs.
 #[derive(Clone, Debug)]
 pub enum Mode {
+    /// A `run_in_memory` task in this process on the run's virtual clock;
+    /// clients connect in memory.
+    Memory {
+        /// The run's clock (virtual).
+        clock: SimClock,
+    },
     /// A `run` task in this process, on loopback port 0.
     InProcess,
     /// A child process: `EXE coordinator --config FILE` (this very binary's
@@ -59,6 +72,8 @@ pub struct Coordinator {
     config: CoordinatorConfig,
     inner: Inner,
     url: String,
+    /// Connections to an in-memory coordinator.
+    memory: Option<MemoryConnector>,
     /// When each incarnation started (its `started_at`): warm-up counts
     /// from these.
     pub starts: Vec<SystemTime>,
@@ -88,6 +103,7 @@ impl Coordinator {
             config,
             inner: Inner::Down,
             url: String::new(),
+            memory: None,
             starts: Vec::new(),
             kills: 0,
             clock: Arc::default(),
@@ -113,6 +129,22 @@ impl Coordinator {
 
     async fn launch(&mut self) -> Result<(), SimError> {
         match &self.mode {
+            Mode::Memory { clock } => {
+                let store = RedbStore::open(&self.config.server.state_dir)
+                    .map_err(|e| SimError::Coordinator(e.to_string()))?;
+                let (connector, incoming) = medic_client::memory::link();
+                let (control, rx) = mpsc::channel(4);
+                let handle = tokio::spawn(medic_coordinator::run_in_memory(
+                    self.config.clone(),
+                    Inline(store),
+                    incoming,
+                    rx,
+                    Arc::new(*clock),
+                ));
+                self.inner = Inner::InProcess { control, handle };
+                self.url = MEMORY_URL.to_owned();
+                self.memory = Some(connector);
+            }
             Mode::InProcess => {
                 let store = RedbStore::open(&self.config.server.state_dir)
                     .map_err(|e| SimError::Coordinator(e.to_string()))?;
@@ -251,11 +283,24 @@ impl Coordinator {
 
     /// A channel to it (TLS for an external `https://` one).
     pub async fn channel(&self) -> Result<Channel, SimError> {
-        let tls = match &self.mode {
-            Mode::External { tls, .. } => Some(tls.clone()),
-            _ => None,
-        };
-        connect(&self.url, tls.as_ref()).await
+        self.dialer().connect().await
+    }
+
+    /// How to reach it as of now, for tasks that do not hold it.
+    pub fn dialer(&self) -> Dialer {
+        Dialer {
+            url: self.url.clone(),
+            tls: match &self.mode {
+                Mode::External { tls, .. } => Some(tls.clone()),
+                _ => None,
+            },
+            memory: self.memory.clone(),
+        }
+    }
+
+    /// Its in-memory connector, on virtual time.
+    pub fn memory(&self) -> Option<&MemoryConnector> {
+        self.memory.as_ref()
     }
 
     /// An Admin client, retrying the connection for up to `within`.
@@ -303,6 +348,87 @@ impl Coordinator {
                 return Ok(out);
             }
             token = page.next_page_token;
+        }
+    }
+}
+
+/// A store the coordinator calls on its own task ([`Store::inline`]): on
+/// virtual time every part of the run shares one thread, and a commit
+/// finishing on another thread would let the order of simultaneous events
+/// depend on the machine's timing. No virtual time passes during a call.
+#[derive(Debug)]
+struct Inline<S>(S);
+
+impl<S: Store> Store for Inline<S> {
+    fn load(&self) -> Result<medic_store::Loaded, medic_store::StoreError> {
+        self.0.load()
+    }
+    fn append(
+        &self,
+        records: Vec<(medic_policy::Time, medic_store::Record)>,
+    ) -> Result<Vec<medic_store::Entry>, medic_store::StoreError> {
+        self.0.append(records)
+    }
+    fn snapshot(
+        &self,
+        state: &medic_policy::DurableState,
+        upto: u64,
+    ) -> Result<(), medic_store::StoreError> {
+        self.0.snapshot(state, upto)
+    }
+    fn history(
+        &self,
+        query: &medic_store::HistoryQuery,
+    ) -> Result<medic_store::HistoryPage, medic_store::StoreError> {
+        self.0.history(query)
+    }
+    fn compact(
+        &self,
+        retention: medic_store::Retention,
+        now: medic_policy::Time,
+    ) -> Result<u64, medic_store::StoreError> {
+        self.0.compact(retention, now)
+    }
+    fn verify(&self) -> Result<(), medic_store::StoreError> {
+        self.0.verify()
+    }
+    fn inline(&self) -> bool {
+        true
+    }
+}
+
+/// How to reach a coordinator: its URL, TLS files for `https://`, or an
+/// in-memory connector.
+#[derive(Clone, Debug)]
+pub struct Dialer {
+    url: String,
+    tls: Option<TlsFiles>,
+    memory: Option<MemoryConnector>,
+}
+
+impl Dialer {
+    /// A coordinator at `url`, plaintext.
+    pub fn url(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            tls: None,
+            memory: None,
+        }
+    }
+
+    /// A connected channel.
+    pub async fn connect(&self) -> Result<Channel, SimError> {
+        match &self.memory {
+            Some(m) => {
+                let endpoints = Endpoints::new([self.url.as_str()])
+                    .map_err(|e| SimError::Coordinator(e.to_string()))?;
+                Client::new(Settings::new(endpoints, Duration::from_secs(5)).memory(m.clone()))
+                    .map_err(|e| SimError::Coordinator(e.to_string()))?
+                    .channel()
+                    .await
+                    .map_err(|e| SimError::Coordinator(e.to_string()))
+            }
+            None => connect(&self.url, self.tls.as_ref()).await,
         }
     }
 }

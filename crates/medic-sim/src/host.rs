@@ -5,41 +5,84 @@
 //! mid-await (power loss), keeps the host silent for the reboot time, then
 //! starts a fresh agent on the same state directory, which finishes the
 //! pending reboot exactly as after a real one.
+//!
+//! On virtual time ([`SimClock::virtual_time`]) the agent reads the run's
+//! [`SimClock`] as its wall clock and waits on tokio's paused clock, and
+//! reaches the in-process coordinator through an in-memory connection
+//! ([`Link`]); on real time it has the system's clocks and a URL.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use medic_agent::config::JobConfig;
 use medic_agent::detect::{Evidence, JobDetectors, Verdict};
 use medic_agent::effects::{ActionContext, CommandReport};
-use medic_agent::{Agent, AgentConfig, Control, Environment, Host};
-use medic_policy::{Action, PermitRef};
+use medic_agent::{Agent, AgentConfig, Control, Coordinators, Environment, Host};
+use medic_client::{Attempt, CallError, Client, Endpoints, MemoryConnector, Settings};
+use medic_policy::{Action, Decision, Heartbeat, HeartbeatReply, Permit, PermitRef, PermitRequest};
+use medic_proto::request::{OutcomeReport, Renewal};
 use rand::Rng;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::model::{JobModel, draw};
 use crate::record::ActionRecord;
 use crate::scenario::{Scale, Scenario};
 
-/// The run's clock: real time since the start, times the speed, is
+/// Where a virtual run's wall clock starts: Monday 2026-01-05 00:00 UTC,
+/// the same for every run, so that the same seed gives the same history,
+/// timestamps included.
+pub const VIRTUAL_ORIGIN_UNIX_SECS: u64 = 1_767_571_200;
+
+/// The run's clock: tokio's clock since the start, times the speed, is
 /// scenario time.
+///
+/// On virtual time (tokio's paused clock, speed 1) it is also the wall
+/// clock of every agent and of the coordinator: [`SimClock::now`] reads
+/// [`VIRTUAL_ORIGIN_UNIX_SECS`] plus the virtual time elapsed. On real
+/// time (a child-process or external coordinator) the wall clock is the
+/// system's.
 #[derive(Clone, Copy, Debug)]
 pub struct SimClock {
     start: Instant,
     /// The wall-clock time at the start.
     pub wall: SystemTime,
-    /// The speed factor.
+    /// The speed factor (1 on virtual time).
     pub scale: Scale,
+    /// Whether the run is on virtual time.
+    pub virtual_time: bool,
 }
 
 impl SimClock {
-    /// Starts now.
+    /// Starts now, on real time divided by the scale.
     pub fn start(scale: Scale) -> Self {
         Self {
             start: Instant::now(),
             wall: SystemTime::now(),
             scale,
+            virtual_time: false,
+        }
+    }
+
+    /// Starts now on virtual time (a paused tokio clock), its wall clock
+    /// at [`VIRTUAL_ORIGIN_UNIX_SECS`].
+    pub fn start_virtual() -> Self {
+        Self {
+            start: Instant::now(),
+            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(VIRTUAL_ORIGIN_UNIX_SECS),
+            scale: Scale(1.0),
+            virtual_time: true,
+        }
+    }
+
+    /// The wall clock now: the virtual one, or the system's.
+    pub fn now(&self) -> SystemTime {
+        if self.virtual_time {
+            self.wall + self.start.elapsed()
+        } else {
+            SystemTime::now()
         }
     }
 
@@ -59,12 +102,112 @@ impl SimClock {
     /// Sleeps until scenario time `t`.
     pub async fn sleep_until(&self, t: f64) {
         let at = self.start + self.scale.real_secs(t);
-        tokio::time::sleep_until(at.into()).await;
+        tokio::time::sleep_until(at).await;
     }
 
     /// Sleeps for `secs` of scenario time.
     pub async fn sleep(&self, secs: f64) {
         tokio::time::sleep(self.scale.real_secs(secs)).await;
+    }
+}
+
+/// The agents' clock on virtual time: the wall clock is the run's, the
+/// monotonic one tokio's (paused).
+impl medic_agent::Clock for SimClock {
+    fn now(&self) -> SystemTime {
+        SimClock::now(self)
+    }
+}
+
+/// The coordinator's clock on virtual time. Its boot clock moves with the
+/// wall clock (no steps) from an hour after a boot of its own.
+impl medic_coordinator::Clock for SimClock {
+    fn now(&self) -> SystemTime {
+        SimClock::now(self)
+    }
+
+    fn since_boot(&self) -> Duration {
+        Duration::from_secs(3600) + self.start.elapsed()
+    }
+
+    fn boot_id(&self) -> String {
+        "medic-sim-virtual-boot".to_owned()
+    }
+}
+
+/// How an agent on virtual time reaches the in-process coordinator: an
+/// in-memory connection, and the partition's switch when the host is one
+/// that gets cut off.
+#[derive(Clone, Debug)]
+pub struct Link {
+    /// Connects to the coordinator in memory.
+    pub connector: MemoryConnector,
+    /// While true the host is cut off: every call is refused, as the
+    /// real-time relay refuses connections.
+    pub cut: Option<Arc<AtomicBool>>,
+}
+
+/// The agent's permit service over a [`Link`]: the real client stack
+/// (`medic_client`, through the agent's own [`Coordinators`]) unless the
+/// link is cut.
+struct LinkedCoordinator {
+    inner: Coordinators,
+    url: String,
+    cut: Option<Arc<AtomicBool>>,
+}
+
+impl LinkedCoordinator {
+    fn new(config: &AgentConfig, link: &Link) -> Result<Self, crate::SimError> {
+        let url = config
+            .coordinators
+            .first()
+            .cloned()
+            .ok_or_else(|| crate::SimError::Config("agent: no coordinator URL".into()))?;
+        let endpoints =
+            Endpoints::new([url.clone()]).map_err(|e| crate::SimError::Config(e.to_string()))?;
+        let client = Client::new(
+            Settings::new(endpoints, config.request_timeout).memory(link.connector.clone()),
+        )
+        .map_err(|e| crate::SimError::Config(e.to_string()))?;
+        Ok(Self {
+            inner: Coordinators::with_client(client),
+            url,
+            cut: link.cut.clone(),
+        })
+    }
+
+    fn reachable(&self) -> Result<(), CallError> {
+        match &self.cut {
+            Some(cut) if cut.load(Ordering::SeqCst) => Err(CallError::Unreachable {
+                attempts: vec![Attempt {
+                    url: self.url.clone(),
+                    detail: "connection refused (the simulated partition)".to_owned(),
+                }],
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl medic_agent::Coordinator for LinkedCoordinator {
+    async fn heartbeat(&mut self, heartbeat: Heartbeat) -> Result<HeartbeatReply, CallError> {
+        self.reachable()?;
+        self.inner.heartbeat(heartbeat).await
+    }
+
+    async fn request_permit(&mut self, request: PermitRequest) -> Result<Decision, CallError> {
+        self.reachable()?;
+        self.inner.request_permit(request).await
+    }
+
+    async fn renew_permit(&mut self, renewal: Renewal) -> Result<Permit, CallError> {
+        self.reachable()?;
+        self.inner.renew_permit(renewal).await
+    }
+
+    async fn report_outcome(&mut self, report: OutcomeReport) -> Result<Permit, CallError> {
+        self.reachable()?;
+        self.inner.report_outcome(report).await
     }
 }
 
@@ -142,7 +285,7 @@ impl SimHost {
             job: job.to_owned(),
             permit_id: permit.id.to_string(),
             token: permit.token.0,
-            at: SystemTime::now(),
+            at: self.shared.clock.now(),
             t: self.shared.clock.t(),
             rechecked_stuck,
         });
@@ -229,15 +372,19 @@ pub struct SimHostSpec {
     pub config: AgentConfig,
     /// Its state, shared with the sampler.
     pub state: Arc<Mutex<HostState>>,
+    /// On virtual time, its in-memory link to the coordinator.
+    pub link: Option<Link>,
 }
 
 impl SimHostSpec {
-    /// A host whose agent talks to `url` and keeps its state under `dir`.
+    /// A host whose agent talks to `url` (through `link` on virtual time)
+    /// and keeps its state under `dir`.
     pub fn new(
         model: JobModel,
         scenario: &Scenario,
         scale: Scale,
         url: &str,
+        link: Option<Link>,
         dir: PathBuf,
     ) -> Result<Self, crate::SimError> {
         let plan = model.plan().clone();
@@ -286,6 +433,10 @@ heartbeat_file = {{ path = "/run/medic-sim/ingest.hb" }}
         );
         let config = AgentConfig::from_toml(&toml)
             .map_err(|e| crate::SimError::Config(format!("agent {}: {e}", plan.name)))?;
+        if let Some(link) = &link {
+            // What `drive` builds at each start of the agent, checked once.
+            LinkedCoordinator::new(&config, link)?;
+        }
         Ok(Self {
             name: plan.name.clone(),
             config,
@@ -295,6 +446,7 @@ heartbeat_file = {{ path = "/run/medic-sim/ingest.hb" }}
                 gone: false,
                 last_check_stuck: false,
             })),
+            link,
         })
     }
 }
@@ -309,11 +461,48 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs host `spec` until `stop` turns true: starts its agent, and plays
+/// The end of a run, told to every host's driver. Drivers learn of it in
+/// the order they began to wait (a `Notify`; a `watch` channel would wake
+/// them in a random order), so a run on virtual time ends the same way
+/// every time.
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopped: AtomicBool,
+    changed: tokio::sync::Notify,
+}
+
+impl Stop {
+    /// Tells every driver.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Whether the run is ending.
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the run ends.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before the flag is read: no stop is missed.
+            notified.as_mut().enable();
+            if self.stopped() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Runs host `spec` until `stop`: starts its agent, and plays
 /// reboots, crashes and hosts that never come back. On stop, an agent in
 /// the middle of an action finishes it, and a rebooting host comes back
 /// and reports first.
-pub async fn drive(spec: Arc<SimHostSpec>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn drive(spec: Arc<SimHostSpec>, shared: Arc<Shared>, stop: Arc<Stop>) {
     loop {
         let (events, mut rx) = mpsc::unbounded_channel();
         let (control, control_rx) = mpsc::channel(1);
@@ -323,17 +512,38 @@ pub async fn drive(spec: Arc<SimHostSpec>, shared: Arc<Shared>, mut stop: watch:
             state: spec.state.clone(),
             events,
         };
-        let agent = Agent::with_host(spec.config.clone(), Environment::default(), host);
-        let mut task = AbortOnDrop(tokio::spawn(agent.run(control_rx)));
-        let mut stopping = *stop.borrow();
+        let mut task = match &spec.link {
+            Some(link) => {
+                let coordinator = match LinkedCoordinator::new(&spec.config, link) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(host = %spec.name, error = %e, "cannot start the agent");
+                        return;
+                    }
+                };
+                let env = Environment {
+                    clock: Arc::new(shared.clock),
+                    ..Environment::default()
+                };
+                let agent = Agent::with_coordinator(spec.config.clone(), env, host, coordinator);
+                AbortOnDrop(tokio::spawn(agent.run(control_rx)))
+            }
+            None => {
+                let agent = Agent::with_host(spec.config.clone(), Environment::default(), host);
+                AbortOnDrop(tokio::spawn(agent.run(control_rx)))
+            }
+        };
+        let mut stopping = stop.stopped();
         if stopping {
             let _ = control.try_send(Control::Shutdown);
         }
         let event = loop {
+            // Biased: the same order every time (repeatable runs).
             tokio::select! {
+                biased;
                 e = rx.recv() => break e,
                 _ = &mut task.0 => return,
-                _ = stop.wait_for(|s| *s), if !stopping => {
+                () = stop.wait(), if !stopping => {
                     stopping = true;
                     let _ = control.try_send(Control::Shutdown);
                 }

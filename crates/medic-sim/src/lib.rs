@@ -11,14 +11,20 @@
 //! - [`scenario`]: scenario files (fleet, failure processes, incidents).
 //! - [`model`]: which simulated job is stuck when, and why; the shared
 //!   dependency with a capacity that remediations can keep failing.
-//! - [`host`]: a simulated host running the real agent.
+//! - [`host`]: a simulated host running the real agent, and the run's
+//!   clock.
 //! - [`legacy`]: the baselines: the reboot script medic replaces, and the
 //!   same script behind a bare reboot lock (kured-style).
-//! - [`coord`]: the coordinator a run talks to (in-process, a child
-//!   process, or external).
+//! - [`coord`]: the coordinator a run talks to (in-process on virtual time
+//!   over in-memory connections, in-process on loopback, a child process,
+//!   or external).
 //! - [`stepclock`]: the coordinator's wall clock, steppable by a scenario.
-//! - [`proxy`]: a TCP relay to cut agents off from the coordinator.
-//! - [`mod@run`]: one simulation; [`mod@bench`]: load and the permit storm.
+//! - [`proxy`]: a TCP relay to cut agents off from the coordinator (on
+//!   real time; on virtual time the in-memory link is cut instead).
+//! - [`mod@run`]: one simulation, on virtual time (one paused clock for
+//!   every agent and the coordinator; the same seed gives the same history)
+//!   or on real time divided by a speed; [`mod@bench`]: load and the permit
+//!   storm.
 //! - [`check`]: the invariant checker over what a run left behind.
 //! - [`record`], [`report`]: time series, the terminal summary and the
 //!   HTML report.

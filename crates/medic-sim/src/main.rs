@@ -75,7 +75,11 @@ enum Command {
         /// Run this many seeds, from `--seed` on; fails if any fails.
         #[arg(long, default_value_t = 1)]
         seeds: u64,
-        /// Scenario seconds per real second (overrides the scenario's).
+        /// On virtual time (the default: the simulator's own coordinator),
+        /// paces the run to this many scenario seconds per real second, to
+        /// watch it live; unset, it runs as fast as it can. On real time
+        /// (coordinator-crash, storm, --coordinator): scenario seconds per
+        /// real second, overriding the scenario's.
         #[arg(long)]
         speed: Option<f64>,
         /// Where to write the HTML report.
@@ -313,6 +317,15 @@ async fn dispatch(command: Command) -> ExitCode {
                     .is_none_or(medic_sim::bench::StormResult::ok);
                 if !r.verdict.ok() || !storm_ok {
                     failed = true;
+                    let again = medic_sim::run::replay_command(&scenario, &opts);
+                    if r.virtual_time {
+                        println!("\n  replay this run exactly: {again}");
+                    } else {
+                        println!(
+                            "\n  run this seed again (on real time, the same failures but not \
+                             necessarily the same history): {again}"
+                        );
+                    }
                 }
                 if seeds <= 1 {
                     if let Err(e) = std::fs::write(&report, medic_sim::report::html(&r)) {

@@ -152,16 +152,26 @@ fn cap(c: Option<u32>) -> String {
     c.map_or_else(String::new, |c| format!(" (cap {c})"))
 }
 
+/// How the run kept time: `virtual time` (every part on one simulated
+/// clock), or `real time at 20x` (a child-process or external coordinator).
+fn time_base(r: &RunResult) -> String {
+    if r.virtual_time {
+        "virtual time".to_owned()
+    } else {
+        format!("real time at {}x", r.speed)
+    }
+}
+
 /// The terminal summary.
 pub fn summary(r: &RunResult) -> String {
     let mut o = String::new();
     let s = &r.scenario;
     let _ = writeln!(
         o,
-        "medic-sim: {} (seed {}, speed {}x, {} hosts, {} of scenario time in {:.1}s)",
+        "medic-sim: {} (seed {}, {}, {} hosts, {} of scenario time in {:.1}s real)",
         s.name,
         r.seed,
-        r.speed,
+        time_base(r),
         r.storm.as_ref().map_or(s.fleet.hosts, |st| st.hosts),
         minutes(s.duration.secs()),
         r.wall.as_secs_f64()
@@ -764,11 +774,11 @@ pub fn html(r: &RunResult) -> String {
     let mut body = String::new();
     let _ = write!(
         body,
-        "<h1>medic-sim: {}</h1><p class=\"desc\">{}</p><p class=\"meta\">seed {}, speed {}&times;, {} of scenario time in {:.1} s of real time</p>",
+        "<h1>medic-sim: {}</h1><p class=\"desc\">{}</p><p class=\"meta\">seed {}, {}, {} of scenario time in {:.1} s of real time</p>",
         esc(&s.name),
         esc(&one_line(&s.description)),
         r.seed,
-        r.speed,
+        esc(&time_base(r)),
         minutes(s.duration.secs()),
         r.wall.as_secs_f64()
     );

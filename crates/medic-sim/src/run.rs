@@ -2,21 +2,41 @@
 //! incidents on the timeline, then the legacy baseline over the same
 //! world, the invariant checker over everything, and the numbers for the
 //! report.
+//!
+//! # Virtual time
+//!
+//! A run with the simulator's own in-process coordinator (every scenario
+//! but `coordinator-crash`, the permit storm and `--coordinator`) runs on
+//! virtual time: one thread, a single-threaded tokio runtime whose clock
+//! is paused and jumps to the next timer whenever every task waits. The
+//! agents, the coordinator and the simulated machines share that one
+//! clock ([`SimClock`]): every timer, backoff, tick, warm-up and retry of
+//! the real agent and coordinator code is in scenario time, and the wall
+//! clock they read starts at a fixed date. They talk over in-memory
+//! connections (`medic_client::memory`), never a socket; the agents' random
+//! draws come from the run's seed. So the same scenario and seed give the
+//! same audit history, event for event, and the run goes as fast as the
+//! CPU allows; `--speed` only paces it for watching.
+//!
+//! A scenario that kills the coordinator runs it as a child process,
+//! which lives on real time: that run divides every scenario duration by
+//! the speed ([`Scale`]), as do runs against an external coordinator and
+//! the permit storm (which measures real latency).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use medic_policy::{Action, Event};
 use medic_proto::pb::v1 as pb;
-use tokio::sync::watch;
 
 use crate::check::{self, AuditEntry, Context, Verdict};
 use crate::coord::{Coordinator, Mode, TlsFiles};
 use crate::error::SimError;
-use crate::host::{Shared, SimClock, SimHostSpec, drive};
+use crate::host::{Link, Shared, SimClock, SimHostSpec, Stop, drive};
 use crate::model::{JobModel, StuckTracker, World};
 use crate::proxy::Proxy;
 use crate::record::{ActionRecord, Sample, Side};
@@ -25,9 +45,11 @@ use crate::scenario::{Incident, Scale, Scenario};
 /// How to run a scenario.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// The seed (failures, incidents, coin flips).
+    /// The seed (failures, incidents, coin flips, the agents' jitter).
     pub seed: u64,
-    /// Overrides the scenario's speed.
+    /// On real time: overrides the scenario's speed. On virtual time:
+    /// paces the run to this many scenario seconds per real second, for
+    /// watching it live (unset: as fast as it goes).
     pub speed: Option<f64>,
     /// Run the scenario's short form.
     pub short: bool,
@@ -86,8 +108,11 @@ pub struct BreakerChange {
 pub struct RunResult {
     /// The scenario as run (short form applied).
     pub scenario: Scenario,
-    /// The speed it ran at.
+    /// The speed it ran at (1 on virtual time, where scenario time is the
+    /// clock every part reads).
     pub speed: f64,
+    /// Whether it ran on virtual time.
+    pub virtual_time: bool,
     /// The seed.
     pub seed: u64,
     /// Real time the medic run took.
@@ -138,24 +163,93 @@ pub struct RunResult {
     pub storm: Option<crate::bench::StormResult>,
 }
 
-/// Runs `scenario`.
+/// Whether `scenario` runs on virtual time with these options: with the
+/// simulator's own in-process coordinator, unless the scenario kills the
+/// coordinator (a child process, on real time) or is a permit storm (real
+/// latency).
+pub fn on_virtual_time(scenario: &Scenario, opts: &Options) -> bool {
+    opts.external.is_none() && !scenario.crashes_coordinator() && scenario.storm.is_none()
+}
+
+/// The command that runs `scenario` again exactly (on virtual time, the
+/// same history), for a failing seed.
+pub fn replay_command(scenario: &str, opts: &Options) -> String {
+    let mut cmd = format!("medic-sim run {scenario} --seed {}", opts.seed);
+    if opts.short {
+        cmd.push_str(" --short");
+    }
+    if let Some((url, _)) = &opts.external {
+        cmd.push_str(&format!(" --coordinator {url}"));
+    }
+    cmd
+}
+
+/// Runs `scenario`: on virtual time (see the module's documentation) on
+/// a thread of its own, else on real time in the caller's runtime.
 pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimError> {
     let scenario = if opts.short {
         scenario.shortened()
     } else {
         scenario
     };
-    let speed = opts.speed.unwrap_or(scenario.speed);
+    if let Some(speed) = opts.speed
+        && (speed.is_nan() || speed <= 0.0)
+    {
+        return Err(SimError::Scenario(format!(
+            "--speed must be positive, got {speed}"
+        )));
+    }
+    if !on_virtual_time(&scenario, opts) {
+        return run_fleet(scenario, opts, false).await;
+    }
+    let opts = opts.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("medic-sim-fleet".to_owned())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .map_err(SimError::Io)
+                .and_then(|rt| {
+                    medic_agent::backoff::seed_thread(Some(opts.seed));
+                    rt.block_on(run_fleet(scenario, &opts, true))
+                });
+            let _ = tx.send(result);
+        })?;
+    rx.await.map_err(|_| {
+        SimError::Coordinator("the simulation thread ended without a result (it panicked)".into())
+    })?
+}
+
+/// The run itself, on virtual time (`virtual_time`: in a paused
+/// single-threaded runtime) or real time.
+async fn run_fleet(
+    scenario: Scenario,
+    opts: &Options,
+    virtual_time: bool,
+) -> Result<RunResult, SimError> {
+    let speed = if virtual_time {
+        1.0
+    } else {
+        opts.speed.unwrap_or(scenario.speed)
+    };
     if speed.is_nan() || speed <= 0.0 {
         return Err(SimError::Scenario(format!(
             "speed must be positive, got {speed}"
         )));
     }
+    let pace = if virtual_time { opts.speed } else { None };
     let scale = Scale(speed);
+    let real_start = std::time::Instant::now();
     let dir = tempfile::Builder::new().prefix("medic-sim-").tempdir()?;
     let state_dir = dir.path().join("state");
     std::fs::create_dir_all(&state_dir)?;
-    let toml = scale.coordinator_toml(&scenario.coordinator, &state_dir);
+    let mut toml = scale.coordinator_toml(&scenario.coordinator, &state_dir);
+    if virtual_time {
+        toml = without_admission_limit(&toml)?;
+    }
     if let Some((url, _)) = &opts.external
         && url.starts_with("https://")
         && scenario.storm.is_none()
@@ -196,7 +290,16 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
                 SimError::Coordinator("no medic-sim executable to run the coordinator".into())
             })?,
         },
+        (None, false) if virtual_time => Mode::Memory {
+            clock: SimClock::start_virtual(),
+        },
         (None, false) => Mode::InProcess,
+    };
+    // On virtual time the clock starts with the coordinator (no time
+    // passes while it starts), and is its clock.
+    let clock = match &mode {
+        Mode::Memory { clock } => *clock,
+        _ => SimClock::start(scale),
     };
     let coordinator = Coordinator::start(mode, &toml, dir.path()).await?;
 
@@ -207,7 +310,11 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
 
     let world = World::build(&scenario, opts.seed);
     let dependency = world.dependency();
-    let clock = SimClock::start(scale);
+    let clock = if virtual_time {
+        clock
+    } else {
+        SimClock::start(scale)
+    };
     let shared = Arc::new(Shared {
         clock,
         scenario: scenario.clone(),
@@ -220,12 +327,14 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
         .url()
         .strip_prefix("http://")
         .and_then(|a| a.parse().ok());
+    let memory = coordinator.memory().cloned();
+    let cut = Arc::new(AtomicBool::new(false));
     let main_proxy = if coordinator.killable() {
         Some(Proxy::start(target).await?)
     } else {
         None
     };
-    let part_proxy = if scenario.partitions() {
+    let part_proxy = if scenario.partitions() && memory.is_none() {
         Some(Proxy::start(target).await?)
     } else {
         None
@@ -243,14 +352,18 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
             _ => main_url.clone(),
         };
         let host_dir = dir.path().join("hosts").join(&plan.name);
+        let link = memory.as_ref().map(|connector| Link {
+            connector: connector.clone(),
+            cut: plan.ever_partitioned().then(|| cut.clone()),
+        });
         specs.push(Arc::new(SimHostSpec::new(
-            model, &scenario, scale, &url, host_dir,
+            model, &scenario, scale, &url, link, host_dir,
         )?));
     }
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = Arc::new(Stop::default());
     let mut drivers = tokio::task::JoinSet::new();
     for spec in &specs {
-        drivers.spawn(drive(spec.clone(), shared.clone(), stop_rx.clone()));
+        drivers.spawn(drive(spec.clone(), shared.clone(), stop.clone()));
     }
 
     // The timeline: partitions and coordinator crashes.
@@ -262,6 +375,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
         clock,
         coordinator.clone(),
         proxies.clone(),
+        cut.clone(),
     ));
 
     let end = scenario.duration.secs();
@@ -281,8 +395,15 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
         ProgressBar::hidden()
     };
 
-    let admin_url = main_url.clone();
-    let external_tls = opts.external.as_ref().map(|(_, t)| t.clone());
+    let dialer = {
+        let c = coordinator.lock().await;
+        let mut d = c.dialer();
+        if c.killable() {
+            // Through the relay, which follows the coordinator's restarts.
+            d = crate::coord::Dialer::url(&main_url);
+        }
+        d
+    };
     let mut admin: Option<pb::admin_client::AdminClient<tonic::transport::Channel>> = None;
     let mut tracker = StuckTracker::new(specs.len());
     let mut series = Vec::new();
@@ -290,6 +411,12 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     let mut t_next = 0.0;
     while t_next <= end {
         clock.sleep_until(t_next).await;
+        if let Some(pace) = pace {
+            // Watching live: hold the whole simulation (this thread) until
+            // real time catches up with scenario time at the pace asked.
+            let due = real_start + Duration::from_secs_f64(t_next / pace);
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        }
         let t = clock.t();
         let stuck: Vec<bool> = specs
             .iter()
@@ -310,7 +437,8 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
             ..Sample::default()
         };
         if admin.is_none() {
-            admin = crate::coord::connect(&admin_url, external_tls.as_ref())
+            admin = dialer
+                .connect()
                 .await
                 .ok()
                 .map(pb::admin_client::AdminClient::new);
@@ -360,7 +488,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     // The end: agents finish what they are doing and stop; hosts down
     // rebooting come back and report first.
     let _ = timeline.await;
-    stop_tx.send_replace(true);
+    stop.stop();
     let a = &scenario.agent;
     let grace = scale
         .real(a.verify_timeout.0 + scenario.fleet.reboot_time.max.0 + a.check_interval.0 * 2)
@@ -399,9 +527,9 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bar.finish_and_clear();
-    let wall = clock.wall.elapsed().unwrap_or_default();
+    let wall = real_start.elapsed();
 
-    let read_at = SystemTime::now();
+    let read_at = clock.now();
     let mut wire = coordinator.history().await?;
     if opts.external.is_some() {
         // Someone else's coordinator has a past: judge this run only.
@@ -463,6 +591,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
 
     let mut result = RunResult {
         speed,
+        virtual_time,
         seed: opts.seed,
         wall,
         origin: clock.wall,
@@ -489,6 +618,23 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<RunResult, SimErr
     };
     summarize_history(&mut result, &clock);
     Ok(result)
+}
+
+/// The coordinator's configuration with admission control out of the way:
+/// it limits calls per *real* second (its limiter reads the system's
+/// clock), which on virtual time would judge how fast the simulator runs,
+/// not what the fleet does.
+fn without_admission_limit(toml: &str) -> Result<String, SimError> {
+    let mut t: toml::Table =
+        toml::from_str(toml).map_err(|e| SimError::Config(format!("coordinator: {e}")))?;
+    let most = i64::from(medic_policy::config::MAX_COUNT);
+    if let Some(toml::Value::Table(server)) = t.get_mut("server") {
+        let mut adm = toml::Table::new();
+        adm.insert("per_second".into(), most.into());
+        adm.insert("burst".into(), most.into());
+        server.insert("admission".into(), toml::Value::Table(adm));
+    }
+    toml::to_string(&t).map_err(|e| SimError::Config(format!("coordinator: {e}")))
 }
 
 fn totals(shared: &Shared) -> (usize, usize) {
@@ -601,6 +747,7 @@ async fn timeline(
     clock: SimClock,
     coordinator: Arc<tokio::sync::Mutex<Coordinator>>,
     proxies: Arc<(Option<Proxy>, Option<Proxy>)>,
+    cut_link: Arc<AtomicBool>,
 ) {
     // (time, what): true/false cut the partition; crashes kill, then
     // restart after their downtime.
@@ -640,6 +787,7 @@ async fn timeline(
         clock.sleep_until(t).await;
         match step {
             Step::Cut(cut) => {
+                cut_link.store(cut, Ordering::SeqCst);
                 if let Some(p) = &proxies.1 {
                     p.set_cut(cut);
                 }

@@ -1,8 +1,9 @@
 //! Scenario files: the fleet, its jobs' failure processes, incidents on a
 //! timeline, the coordinator's configuration and the run's length, all in
-//! *scenario time* (what the fleet would live through). A run divides every
-//! duration by its speed factor before anything waits on it (see
-//! [`Scale`]).
+//! *scenario time* (what the fleet would live through). A run on virtual
+//! time uses them as they are; a run on real time (a child-process or
+//! external coordinator, the storm) divides every duration by its speed
+//! factor before anything waits on it (see [`Scale`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -52,7 +53,8 @@ pub struct Scenario {
     pub description: String,
     /// How long the fleet runs, in scenario time.
     pub duration: Dur,
-    /// Scenario seconds per real second, unless `--speed` says otherwise.
+    /// Scenario seconds per real second on real time, unless `--speed`
+    /// says otherwise (a run on virtual time ignores it).
     #[serde(default = "default_speed")]
     pub speed: f64,
     /// The fleet.
@@ -584,8 +586,9 @@ impl Scenario {
 
 // === Time scaling ===
 
-/// How scenario time maps to real time: every duration is divided by
-/// `speed` before anything waits on it. The coordinator's whole config
+/// How scenario time maps to real time, for a run on real time (a run on
+/// virtual time has a scale of 1): every duration is divided by `speed`
+/// before anything waits on it. The coordinator's whole config
 /// (every humantime value: heartbeat interval, TTLs, cooldowns, rate
 /// windows, breaker windows...), the agents' intervals, the incidents'
 /// times, reboots and restarts are all scaled the same way, so the fleet
@@ -594,11 +597,12 @@ impl Scenario {
 /// is scaled; the coordinator's per-caller admission limit (calls per real
 /// second) is multiplied by `speed` instead.
 ///
-/// What does not scale: constants inside the agent that are not
-/// configuration (its 1 s–5 min backoff after coordinator errors, 60 s idle
-/// wait after a denial without `retry_after`, 5 min outcome-report
+/// What does not scale on real time: constants inside the agent that are
+/// not configuration (its 1 s–5 min backoff after coordinator errors, 60 s
+/// idle wait after a denial without `retry_after`, 5 min outcome-report
 /// retries) and RPC latency. They run at real speed, so they look `speed`
-/// times longer in the report's scenario time.
+/// times longer in the report's scenario time. On virtual time nothing is
+/// scaled and all of them are in scenario time.
 #[derive(Clone, Copy, Debug)]
 pub struct Scale(pub f64);
 

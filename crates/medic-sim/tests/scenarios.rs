@@ -67,14 +67,7 @@ async fn steady_heals_everything_and_holds_every_invariant_but_a_doctored_copy_f
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dependency_outage_opens_the_breaker_while_the_legacy_script_reboots_the_fleet() {
-    let r = run(
-        "dependency-outage",
-        Options {
-            speed: Some(80.0),
-            ..options(1)
-        },
-    )
-    .await;
+    let r = run("dependency-outage", options(1)).await;
     assert!(
         r.breakers.iter().any(|b| b.open && b.scope == "fleet"),
         "the fleet breaker never opened"

@@ -226,6 +226,15 @@ pub trait Store: Send + Sync + 'static {
     fn verify(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Whether the coordinator calls this store on its own task rather
+    /// than on a blocking thread. A store's calls block (a disk, a network)
+    /// and go to a thread of their own by default; the simulator asks for
+    /// them inline, so that a fleet on virtual time runs on one thread and
+    /// repeats itself exactly.
+    fn inline(&self) -> bool {
+        false
+    }
 }
 
 /// A shared store is a store: the replicated coordinator polls the leader
@@ -248,6 +257,9 @@ impl<T: Store> Store for std::sync::Arc<T> {
     }
     fn verify(&self) -> Result<(), StoreError> {
         (**self).verify()
+    }
+    fn inline(&self) -> bool {
+        (**self).inline()
     }
 }
 

@@ -240,12 +240,16 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         let mut next_check = self.clock.instant();
         loop {
             let sleep = self.clock.sleep_until(next_check);
+            // Biased: a control message and a due check at the same
+            // instant resolve the same way every time (repeatable runs on
+            // virtual time).
             tokio::select! {
-                () = sleep => {}
+                biased;
                 c = control.recv() => match c {
                     Some(Control::Reload(cfg)) => { self.reload(*cfg); continue; }
                     Some(Control::Shutdown) | None => break,
                 },
+                () = sleep => {}
             }
             next_check = self.clock.instant() + self.config.check_interval;
             self.check_jobs().await;

@@ -116,7 +116,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .unwrap_or_default()
                         .as_millis(),
-                    rand::random::<u32>()
+                    crate::backoff::with_rng(|r| r.next_u32())
                 );
                 self.attempt = Some((name.clone(), action, id.clone()));
                 id

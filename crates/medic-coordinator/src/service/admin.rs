@@ -380,7 +380,7 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
                 newest_first: q.newest_first,
             };
             let store = self.core.store().clone();
-            let page = tokio::task::spawn_blocking(move || store.history(&query))
+            let page = crate::core::off_task(store.inline(), move || store.history(&query))
                 .await
                 .map_err(|e| Status::internal(format!("history task failed: {e}")))??;
             Ok(pb::GetHistoryResponse {

@@ -158,7 +158,7 @@ pub(super) fn watch_stream<S: Store>(
                         ..HistoryQuery::default()
                     };
                     let store = store.clone();
-                    let page = tokio::task::spawn_blocking(move || store.history(&query))
+                    let page = crate::core::off_task(store.inline(), move || store.history(&query))
                         .await
                         .map_err(|e| Some(Status::internal(format!("history task failed: {e}"))))?
                         .map_err(|e| Some(Status::unavailable(e.to_string())))?;

@@ -138,7 +138,7 @@ pub fn accept(
                             activity: Some(activity),
                         },
                         idle,
-                        _slot: slot,
+                        _slot: Some(slot),
                     };
                     if tx.send(Ok(conn)).await.is_err() {
                         return;
@@ -203,7 +203,7 @@ pub fn accept(
                                 io: Io::Tls(Box::new(tls)),
                                 info,
                                 idle,
-                                _slot: slot,
+                                _slot: Some(slot),
                             }))
                             .await;
                     });
@@ -244,6 +244,46 @@ impl LogEvery {
         self.last = Some(now);
         Some(std::mem::take(&mut self.suppressed))
     }
+}
+
+/// Accepts in-memory connections (`medic_client::memory`) until `stop`:
+/// no TLS, no connection limits (the process's own clients), but closed
+/// when idle like any other. The returned channel feeds the gRPC server.
+pub fn accept_memory(
+    mut incoming: mpsc::UnboundedReceiver<tokio::io::DuplexStream>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+    idle: Duration,
+) -> mpsc::Receiver<Result<Conn, io::Error>> {
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return,
+                () = tx.closed() => return,
+                s = incoming.recv() => match s {
+                    Some(s) => s,
+                    None => return,
+                },
+            };
+            let activity = Activity::new();
+            let conn = Conn {
+                io: Io::Memory(stream),
+                info: ConnInfo {
+                    addr: None,
+                    tls: None,
+                    activity: Some(activity.clone()),
+                },
+                idle: IdleTimer::new(activity, idle, metrics.clone()),
+                _slot: None,
+            };
+            if tx.send(Ok(conn)).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 #[cfg(test)]

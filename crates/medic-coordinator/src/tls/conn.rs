@@ -21,6 +21,8 @@ use crate::conn::{Activity, ConnSlot, IdleTimer};
 
 pub(super) enum Io {
     Plain(TcpStream),
+    /// A connection from a client in the same process (the simulator).
+    Memory(tokio::io::DuplexStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
@@ -29,7 +31,8 @@ pub struct Conn {
     pub(super) io: Io,
     pub(super) info: ConnInfo,
     pub(super) idle: IdleTimer,
-    pub(super) _slot: ConnSlot,
+    /// `None` for an in-memory connection, which no limit counts.
+    pub(super) _slot: Option<ConnSlot>,
 }
 
 impl fmt::Debug for Conn {
@@ -125,6 +128,7 @@ impl AsyncRead for Conn {
         let this = self.get_mut();
         let read = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Memory(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         };
         if read.is_pending()
@@ -144,6 +148,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Memory(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -155,6 +160,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Memory(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
@@ -162,6 +168,7 @@ impl AsyncWrite for Conn {
     fn is_write_vectored(&self) -> bool {
         match &self.io {
             Io::Plain(s) => s.is_write_vectored(),
+            Io::Memory(s) => s.is_write_vectored(),
             Io::Tls(s) => s.is_write_vectored(),
         }
     }
@@ -169,6 +176,7 @@ impl AsyncWrite for Conn {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Memory(s) => Pin::new(s).poll_flush(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
@@ -176,6 +184,7 @@ impl AsyncWrite for Conn {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Memory(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }

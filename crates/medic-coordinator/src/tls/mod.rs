@@ -27,7 +27,9 @@ mod files;
 mod material;
 mod verify;
 
-pub use accept::{CurrentTls, HANDSHAKE_TIMEOUT, MAX_CONNECTION_AGE, MAX_HANDSHAKES, accept};
+pub use accept::{
+    CurrentTls, HANDSHAKE_TIMEOUT, MAX_CONNECTION_AGE, MAX_HANDSHAKES, accept, accept_memory,
+};
 pub use conn::{Conn, ConnInfo};
 pub(crate) use files::check_client_files;
 pub use material::TlsMaterial;
