@@ -130,6 +130,11 @@ impl Coordinator {
     async fn launch(&mut self) -> Result<(), SimError> {
         match &self.mode {
             Mode::Memory { clock } => {
+                // Steppable like the in-process one's, over the run's
+                // virtual clock; a relaunch keeps the steps so far.
+                if self.clock.offset_ns() == 0 {
+                    self.clock = Arc::new(crate::stepclock::StepClock::over(Arc::new(*clock)));
+                }
                 let store = RedbStore::open(&self.config.server.state_dir)
                     .map_err(|e| SimError::Coordinator(e.to_string()))?;
                 let (connector, incoming) = medic_client::memory::link();
@@ -139,7 +144,7 @@ impl Coordinator {
                     Inline(store),
                     incoming,
                     rx,
-                    Arc::new(*clock),
+                    self.clock.clone(),
                 ));
                 self.inner = Inner::InProcess { control, handle };
                 self.url = MEMORY_URL.to_owned();

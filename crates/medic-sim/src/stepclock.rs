@@ -1,23 +1,47 @@
 //! The coordinator's clock for scenarios that step its wall clock (the
-//! `clock-step` incident): the system's clocks, with an offset added to the
-//! wall clock alone. The boot clock is left as it is, as when an operator
+//! `clock-step` incident): the run's clocks (the system's on real time, the
+//! simulated one on virtual time), with an offset added to the wall clock
+//! alone. The boot clock is left as it is, as when an operator
 //! or a broken NTP daemon sets the time, so the coordinator sees the step
 //! the way it would see a real one.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use medic_coordinator::{Clock, SystemClock};
 
-/// The system's clocks, the wall clock offset by what [`StepClock::step`]
-/// added up.
-#[derive(Debug, Default)]
+/// A clock's wall clock offset by what [`StepClock::step`] added up.
 pub struct StepClock {
+    /// The clocks stepped.
+    inner: Arc<dyn Clock>,
     /// Nanoseconds added to the wall clock (negative: behind).
     offset_ns: AtomicI64,
 }
 
+impl std::fmt::Debug for StepClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepClock")
+            .field("offset_ns", &self.offset_ns())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for StepClock {
+    fn default() -> Self {
+        Self::over(Arc::new(SystemClock))
+    }
+}
+
 impl StepClock {
+    /// `inner`'s clocks, not stepped yet.
+    pub fn over(inner: Arc<dyn Clock>) -> Self {
+        Self {
+            inner,
+            offset_ns: AtomicI64::new(0),
+        }
+    }
+
     /// Steps the wall clock `by`, forward or back.
     pub fn step(&self, forward: bool, by: Duration) {
         let ns = i64::try_from(by.as_nanos()).unwrap_or(i64::MAX);
@@ -33,7 +57,7 @@ impl StepClock {
 
 impl Clock for StepClock {
     fn now(&self) -> SystemTime {
-        let now = SystemClock.now();
+        let now = self.inner.now();
         let off = self.offset_ns();
         let d = Duration::from_nanos(off.unsigned_abs());
         if off >= 0 {
@@ -44,10 +68,10 @@ impl Clock for StepClock {
     }
 
     fn since_boot(&self) -> Duration {
-        SystemClock.since_boot()
+        self.inner.since_boot()
     }
 
     fn boot_id(&self) -> String {
-        SystemClock.boot_id()
+        self.inner.boot_id()
     }
 }
