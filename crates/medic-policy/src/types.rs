@@ -404,11 +404,14 @@ pub enum DenyReason {
     GroupCap,
     /// Rule 7: the action's rate budget is spent.
     RateLimited,
+    /// An alert gate covering this host and action is closed: its query
+    /// returns something, or it cannot be evaluated.
+    GateClosed,
 }
 
 impl DenyReason {
     /// Every reason, in rule order.
-    pub const ALL: [DenyReason; 14] = [
+    pub const ALL: [DenyReason; 15] = [
         DenyReason::UnknownHost,
         DenyReason::WarmingUp,
         DenyReason::FleetTooSmall,
@@ -423,6 +426,7 @@ impl DenyReason {
         DenyReason::ConcurrencyCap,
         DenyReason::GroupCap,
         DenyReason::RateLimited,
+        DenyReason::GateClosed,
     ];
 
     /// The snake_case name used in metrics and logs.
@@ -442,6 +446,7 @@ impl DenyReason {
             DenyReason::ConcurrencyCap => "concurrency_cap",
             DenyReason::GroupCap => "group_cap",
             DenyReason::RateLimited => "rate_limited",
+            DenyReason::GateClosed => "gate_closed",
         }
     }
 }

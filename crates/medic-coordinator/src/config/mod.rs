@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use medic_policy::config::{
-    ConfigErrors, Errors, RawBreaker, RawFleet, RawIdempotency, RawLimits, parse_toml,
+    ConfigErrors, Errors, RawBreaker, RawFleet, RawGate, RawIdempotency, RawLimits, parse_toml,
 };
 use medic_policy::{PolicyConfig, RawPolicy};
 use serde::Deserialize;
@@ -66,6 +66,7 @@ struct RawCoordinator {
     breaker: RawBreaker,
     limits: BTreeMap<String, RawLimits>,
     idempotency: RawIdempotency,
+    gates: Vec<RawGate>,
 }
 
 /// The validated configuration.
@@ -116,6 +117,7 @@ impl CoordinatorConfig {
             breaker: raw.breaker.clone(),
             limits: raw.limits.clone(),
             idempotency: raw.idempotency.clone(),
+            gates: raw.gates.clone(),
         }
         .validate_into(&mut errs, "");
         let server = raw.server.validate(&mut errs);

@@ -18,11 +18,13 @@
 //! - `breaker`: `[breaker]`, the circuit breakers.
 //! - `limits`: `[limits.<action>]`, caps, budgets and group caps.
 //! - `windows`: weekly windows of an action.
+//! - `gates`: `[[gates]]`, Prometheus queries that hold remediation.
 
 mod bounds;
 mod breaker;
 mod errors;
 mod fleet;
+mod gates;
 mod limits;
 mod parse;
 mod windows;
@@ -44,6 +46,10 @@ pub use breaker::{
 };
 pub use errors::{ConfigError, ConfigErrors, Errors};
 pub use fleet::{FleetConfig, RawFleet};
+pub use gates::{
+    GATE_PLACEHOLDER, GateConfig, MAX_GATE_INTERVAL, MAX_GATE_QUERY, MIN_GATE_INTERVAL, OnError,
+    RawGate, validate_gates,
+};
 pub use limits::{
     ActionLimits, GroupCap, HostBudget, Rate, RawGroupCap, RawHostBudget, RawLimits, RawRate,
 };
@@ -66,6 +72,8 @@ pub struct RawPolicy {
     pub limits: BTreeMap<String, RawLimits>,
     /// Idempotency records.
     pub idempotency: RawIdempotency,
+    /// Alert gates.
+    pub gates: Vec<RawGate>,
 }
 
 /// `[idempotency]`.
@@ -89,6 +97,9 @@ pub struct PolicyConfig {
     pub limits: [ActionLimits; 2],
     /// How long a granted request_id is remembered for idempotent retries.
     pub idempotency_retention: Duration,
+    /// Alert gates: queries that hold the actions they cover while they
+    /// return anything.
+    pub gates: Vec<GateConfig>,
 }
 
 impl Default for PolicyConfig {
@@ -209,12 +220,16 @@ impl RawPolicy {
             }
         }
 
+        let actions = Action::ALL.map(Action::as_str);
+        let gates = validate_gates(&self.gates, errs, &p("gates"), &actions);
+
         PolicyConfig {
             dry_run,
             fleet,
             breaker,
             limits,
             idempotency_retention,
+            gates,
         }
     }
 }

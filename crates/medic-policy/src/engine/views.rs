@@ -28,10 +28,15 @@ impl Engine {
             denials.push(self.unknown_host(host));
         }
         self.evaluate(i, action, self.config.dry_run, now, true, &mut denials);
+        let notes = match i {
+            Some(i) => self.gate_notes(action, &self.hosts[i].labels, now),
+            None => Vec::new(),
+        };
         Explanation {
             host: host.clone(),
             action,
             denials,
+            notes,
         }
     }
 

@@ -318,6 +318,7 @@ impl From<Explanation> for pb::ExplainResponse {
             action: wire_enum::<pb::Action, _>(e.action),
             would_grant: e.would_grant(),
             denials: e.denials.into_iter().map(Into::into).collect(),
+            notes: e.notes,
         }
     }
 }
@@ -343,6 +344,7 @@ impl TryFrom<pb::ExplainResponse> for Explanation {
                 host: host_id("host_id", e.host_id)?,
                 action: required_enum::<pb::Action, _>("action", e.action)?,
                 denials,
+                notes: e.notes,
             })
         };
         explanation().map_err(|e| e.within("response"))

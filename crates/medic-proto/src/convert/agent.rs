@@ -56,6 +56,7 @@ enum_conversions!(DenyReason, pb::DenyReason, "reason", {
     ConcurrencyCap <=> ConcurrencyCap,
     GroupCap <=> GroupCap,
     RateLimited <=> RateLimited,
+    GateClosed <=> GateClosed,
 });
 
 // === impl Problem ===
