@@ -72,7 +72,9 @@ impl Engine {
     /// about the new one). When the round opens what held requests back,
     /// waiting agents are told to ask again at their next heartbeat.
     pub fn set_gate_readings(&mut self, gate: &GateConfig, readings: GateReadings, now: Time) {
-        let _ = self.observe(now);
+        // Time passes as in every call (expiries, silences).
+        let now = self.observe(now);
+        self.advance(now);
         let Some(i) = self.config.gates.iter().position(|g| g == gate) else {
             return;
         };
