@@ -312,7 +312,10 @@ fn skeleton(file: File, key: &str) -> Vec<(&'static str, &'static str)> {
         }
         // A per-domain gate's query names the host's value.
         if key == "gates[].label" {
-            out.push(("gates[].query", r#"'ALERTS{alertstate="firing",rack="$value"}'"#));
+            out.push((
+                "gates[].query",
+                r#"'ALERTS{alertstate="firing",rack="$value"}'"#,
+            ));
         } else if key != "gates[].query" {
             out.push(("gates[].query", r#"'ALERTS{alertstate="firing"}'"#));
         }
