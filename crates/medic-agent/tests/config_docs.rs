@@ -216,6 +216,11 @@ fn sample(key: &str) -> Option<&'static str> {
         "auth.tokens[].name" => r#""deploy-bot""#,
         "auth.tokens[].file" => r#""@FIXTURE@/token""#,
         "auth.tokens[].role" => r#""read-only""#,
+        "gates[].name" => r#""database-down""#,
+        "gates[].prometheus" => r#""http://prometheus.internal:9090""#,
+        "gates[].query" => r#"'ALERTS{alertstate="firing"}'"#,
+        "gates[].label" => r#""rack""#,
+        "gates[].actions" => r#"["reboot_host"]"#,
         "store.endpoints" => r#"["http://127.0.0.1:2379"]"#,
         "store.advertise" => r#""http://127.0.0.1:7470""#,
         "store.tls.ca" => r#""@FIXTURE@/ca.pem""#,
@@ -304,6 +309,25 @@ fn skeleton(file: File, key: &str) -> Vec<(&'static str, &'static str)> {
         out.push(("limits.<action>.windows[].days", r#"["sat", "sun"]"#));
         out.push(("limits.<action>.windows[].start", r#""22:00""#));
         out.push(("limits.<action>.windows[].end", r#""06:00""#));
+    }
+    if key.starts_with("gates[].") {
+        for (k, v) in [
+            ("gates[].name", r#""database-down""#),
+            ("gates[].prometheus", r#""http://prometheus.internal:9090""#),
+        ] {
+            if key != k {
+                out.push((k, v));
+            }
+        }
+        // A per-domain gate's query names the host's value.
+        if key == "gates[].label" {
+            out.push((
+                "gates[].query",
+                r#"'ALERTS{alertstate="firing",rack="$value"}'"#,
+            ));
+        } else if key != "gates[].query" {
+            out.push(("gates[].query", r#"'ALERTS{alertstate="firing"}'"#));
+        }
     }
     if key.starts_with("notify.webhooks[].") {
         out.push((

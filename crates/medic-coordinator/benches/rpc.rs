@@ -14,7 +14,12 @@
 //!    call), against the plaintext ceiling of phase 1;
 //! 7. a flood from one identity: another host's heartbeat latency with and
 //!    without one certificate flooding from 32 concurrent callers, under
-//!    the default admission control.
+//!    the default admission control;
+//! 8. the deny path with ten alert gates configured (all open, all covering
+//!    the request, so every one is judged before the cap denies), against
+//!    the no-op ceiling of the same server and of phase 1. The gates read a
+//!    stub Prometheus in this process that answers every query with no
+//!    series.
 //!
 //! Run: `cargo bench -p medic-coordinator --bench rpc` (add `-- --soak 60`
 //! to change the length of phase 5 in seconds; default 60).
@@ -325,6 +330,162 @@ fn beat(host: &str) -> pb::HeartbeatRequest {
         agent_version: "bench".into(),
         ..Default::default()
     }
+}
+
+/// A stub of Prometheus' query API on loopback port 0: every request
+/// (keep-alive included) gets an empty instant vector.
+async fn stub_prometheus() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let body = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request: its headers, then content-length bytes.
+                    let need = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                            break end + 4 + len;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    while buf.len() < need {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..need);
+                    if s.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Phase 8: the deny path with ten open gates covering every request.
+async fn ten_gates(phase1_ceiling: f64) {
+    let prometheus = stub_prometheus().await;
+    let gates: String = (0..10)
+        .map(|i| {
+            format!(
+                "[[gates]]\nname = \"gate-{i}\"\nprometheus = \"http://{prometheus}\"\n\
+                 query = 'ALERTS{{alertstate=\"firing\",alertname=\"Alert{i}\"}}'\n\
+                 interval = \"1s\"\ntimeout = \"500ms\"\n"
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, control, server) = start(&format!("{CONFIG}{gates}"), dir.path()).await;
+    let mut channels = Vec::new();
+    for _ in 0..CLIENTS {
+        channels.push(connect(&format!("http://{addr}")).await);
+    }
+    let mut agent = pb::remediation_client::RemediationClient::new(channels[0].clone());
+    for h in 0..HOSTS {
+        agent
+            .heartbeat(beat(&format!("host-{h:05}")))
+            .await
+            .unwrap();
+    }
+    // Past warm-up, and every gate evaluated and open: the request is
+    // denied by the cap, after all ten gates let it through.
+    let mut admin = pb::admin_client::AdminClient::new(channels[0].clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let e = admin
+            .explain(pb::ExplainRequest {
+                host_id: host(0, 0),
+                action: pb::Action::RestartJob.into(),
+                action_name: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let reasons: Vec<pb::DenyReason> = e.denials.iter().map(|d| d.reason()).collect();
+        if reasons == [pb::DenyReason::ConcurrencyCap] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gates never opened: {e:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("ten alert gates (open, each covering the request), same clients and hosts");
+    let noop = phase(&channels, |ch, _, _| async move {
+        let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+        h.check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+        None
+    })
+    .await;
+    let requests: Arc<Vec<pb::RequestPermitRequest>> = Arc::new(
+        (0..4096)
+            .map(|k| pb::RequestPermitRequest {
+                dry_run: false,
+                request_id: format!("gated-{k}"),
+                host_id: host(k, k),
+                action: pb::Action::RestartJob.into(),
+                action_name: String::new(),
+                job: "ingest".into(),
+                reason: "bench".into(),
+            })
+            .collect(),
+    );
+    let deny = phase(&channels, move |ch, c, n| {
+        let req = requests[(c * 64 + n) % requests.len()].clone();
+        async move {
+            let mut a = pb::remediation_client::RemediationClient::new(ch);
+            let r = a.request_permit(req).await.unwrap().into_inner();
+            match r.decision {
+                Some(pb::request_permit_response::Decision::Denied(d)) => {
+                    assert_eq!(d.reason(), pb::DenyReason::ConcurrencyCap, "{d:?}");
+                }
+                other => panic!("not denied by the cap: {other:?}"),
+            }
+            None
+        }
+    })
+    .await;
+    println!(
+        "  {:<28} {:>9.0} calls/s",
+        "no-op (Health/Check)",
+        noop.rate()
+    );
+    println!(
+        "  {:<28} {:>9.0} calls/s  {:>5.2} of this server's ceiling  {:>5.2} of phase 1's  p50 {:>8.3} ms  p99 {:>8.3} ms",
+        "RequestPermit (denied)",
+        deny.rate(),
+        deny.rate() / noop.rate(),
+        deny.rate() / phase1_ceiling,
+        deny.p50.as_secs_f64() * 1e3,
+        deny.p99.as_secs_f64() * 1e3
+    );
+    control.send(Control::Shutdown).await.unwrap();
+    server.await.unwrap().unwrap();
 }
 
 /// Phases 1–3 over mutual TLS, each client speaking for its own host.
@@ -641,6 +802,7 @@ fn main() {
         .build()
         .unwrap();
     let ceiling = rt.block_on(in_process());
+    rt.block_on(ten_gates(ceiling));
     rt.block_on(mutual_tls(ceiling));
     rt.block_on(flood());
     if soak_secs > 0 {

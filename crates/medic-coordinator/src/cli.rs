@@ -100,7 +100,7 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum ConfigCommand {
     /// Validate a fleet config file (only the fleet-wide sections: mode,
-    /// fleet, breaker, limits, idempotency, audit, notify) without storing
+    /// fleet, breaker, limits, idempotency, audit, notify, gates) without storing
     /// it: every error with its key path (exit 78), or a summary (exit 0).
     Check {
         /// The fleet config file.

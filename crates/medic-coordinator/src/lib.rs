@@ -26,6 +26,8 @@
 //! - [`clock`]: the clock, and wall-clock steps found against the boot
 //!   clock.
 //! - [`config`]: `coordinator.toml`, one file per section.
+//! - [`gates`]: the alert gates' evaluators: Prometheus queries run on
+//!   their interval, their results handed to the engine.
 //! - [`metrics`], [`notify`]: what operators see: Prometheus metrics and
 //!   webhooks.
 //! - [`ha`], [`fleet`]: replicated coordinators on etcd (feature `etcd`).
@@ -43,6 +45,7 @@ pub mod core;
 pub mod devcerts;
 #[cfg(feature = "etcd")]
 pub mod fleet;
+pub mod gates;
 #[cfg(feature = "etcd")]
 pub mod ha;
 pub mod live;

@@ -31,6 +31,9 @@ pub struct Live {
     /// the engine's limits and the rest of the config always come from the
     /// same read (I10).
     reloading: tokio::sync::Mutex<()>,
+    /// Counts installs: what follows the config outside any call (the
+    /// alert gates' evaluators) waits on it.
+    installed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Live {
@@ -49,6 +52,7 @@ impl Live {
             source,
             metrics,
             reloading: tokio::sync::Mutex::new(()),
+            installed: tokio::sync::watch::Sender::new(0),
         };
         live.install(config, now);
         live
@@ -102,6 +106,12 @@ impl Live {
         m.tls_cert_expiry.set(cert_expiry(&new));
         *lock(&self.config) = new;
         *lock(&self.loaded_at) = now;
+        self.installed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever a configuration is put in force.
+    pub fn installs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.installed.subscribe()
     }
 
     /// Counts a reload in `medic_config_reloads_total`.

@@ -76,6 +76,13 @@ pub struct RefusalLabels {
     pub code: String,
 }
 
+/// Labels: an alert gate.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabel {
+    /// The gate's name (`[[gates]] name`).
+    pub gate: String,
+}
+
 /// Every metric the coordinator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -166,6 +173,19 @@ pub struct Metrics {
     /// [`FLEET_CONFIG_POLL`] (replicas on etcd); above
     /// `fleet_config_revision` while a push waits for a SIGHUP.
     pub fleet_config_stored_revision: Gauge,
+    /// 1 while an alert gate holds nothing back (its query returns nothing
+    /// for any domain, and it can be evaluated or says `on_error = "open"`).
+    pub gate_open: Family<GateLabel, Gauge>,
+    /// The label values (domains) a per-domain gate holds; 0 or 1 for a
+    /// fleet-wide gate.
+    pub gate_closed_domains: Family<GateLabel, Gauge>,
+    /// 1 while a gate's last round had an evaluation that failed.
+    pub gate_failing: Family<GateLabel, Gauge>,
+    /// Gate evaluations that failed (unreachable, timed out, refused).
+    pub gate_errors: Family<GateLabel, Counter>,
+    /// When a gate last finished a round with every evaluation answered
+    /// (Unix seconds; 0: never).
+    pub gate_last_success: Family<GateLabel, Gauge>,
     /// The decision counters, created up front: the hot path only clones
     /// an `Arc`, it never allocates label strings.
     decision_counters: HashMap<(Action, &'static str), Counter>,
@@ -411,6 +431,36 @@ impl Metrics {
             "fleet_config_stored_revision",
             "etcd revision of the fleet config stored in etcd, read every 30s (replicas on etcd); above medic_fleet_config_revision while a push waits for a SIGHUP",
         );
+        let gate_open = Family::<GateLabel, Gauge>::default();
+        registry.register(
+            "gate_open",
+            "1 while an alert gate holds nothing back: its query returns nothing, and it can be evaluated or says on_error = \"open\"",
+            gate_open.clone(),
+        );
+        let gate_closed_domains = Family::<GateLabel, Gauge>::default();
+        registry.register(
+            "gate_closed_domains",
+            "Label values (failure domains) an alert gate holds now, counting those it cannot evaluate when on_error = \"closed\"; 0 or 1 for a fleet-wide gate",
+            gate_closed_domains.clone(),
+        );
+        let gate_failing = Family::<GateLabel, Gauge>::default();
+        registry.register(
+            "gate_failing",
+            "1 while an alert gate's last round had an evaluation that failed (source unreachable, timeout, query refused)",
+            gate_failing.clone(),
+        );
+        let gate_errors = Family::<GateLabel, Counter>::default();
+        registry.register(
+            "gate_errors",
+            "Alert gate evaluations that failed (source unreachable, timeout, query refused)",
+            gate_errors.clone(),
+        );
+        let gate_last_success = Family::<GateLabel, Gauge>::default();
+        registry.register(
+            "gate_last_success_timestamp_seconds",
+            "When an alert gate last finished a round with every evaluation answered (Unix time; 0: never)",
+            gate_last_success.clone(),
+        );
         for result in ["ok", "failed", "timeout", "busy"] {
             let _ = tls_handshakes.get_or_create(&ResultLabel {
                 result: result.to_owned(),
@@ -472,6 +522,11 @@ impl Metrics {
             leader,
             fleet_config_revision,
             fleet_config_stored_revision,
+            gate_open,
+            gate_closed_domains,
+            gate_failing,
+            gate_errors,
+            gate_last_success,
             notifications_sent,
             notification_retries,
             notifications_dropped,

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::config::{NotifyConfig, NotifyKind, Webhook, WebhookFormat};
 use crate::metrics::Metrics;
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// One notification, as the generic JSON body carries it. Field names are
 /// stable; `details` depends on `kind` (see `config/coordinator.toml`).
@@ -359,7 +359,7 @@ impl Notifier {
     }
 }
 
-fn http_client() -> Result<HttpClient, rustls::Error> {
+pub(crate) fn http_client() -> Result<HttpClient, rustls::Error> {
     let roots: rustls::RootCertStore = webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect();
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

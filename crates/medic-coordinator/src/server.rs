@@ -194,6 +194,10 @@ pub(crate) async fn serve<S: Store + Debug>(
         core.config().server.tick_interval,
         shell.ticked.clone(),
     )));
+    let gates = role::AbortOnDrop(tokio::spawn(crate::gates::run(
+        core.clone(),
+        Arc::new(crate::gates::Prometheus::new()),
+    )));
     tracing::info!(
         grpc = %shell.grpc_addr,
         metrics = %shell.metrics_addr,
@@ -205,6 +209,7 @@ pub(crate) async fn serve<S: Store + Debug>(
     let outcome = role::lead(&core, &mut control, lost).await;
 
     drop(background);
+    drop(gates);
     // Long-lived streams (WatchEvents) end first, or the drain would wait
     // for them the whole grace period.
     core.drain();

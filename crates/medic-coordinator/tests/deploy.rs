@@ -105,7 +105,17 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
 /// coordinator's and the agent's (`medic_agent_*`).
 fn exported() -> String {
     use medic_agent::metrics::{ActionLabels, AgentMetrics, HookLabels, ReasonLabel};
-    let mut all = medic_coordinator::metrics::Metrics::new().encode();
+    let coordinator = medic_coordinator::metrics::Metrics::new();
+    // The gate families have a series per configured gate.
+    let gate = medic_coordinator::metrics::GateLabel {
+        gate: "db-down".to_owned(),
+    };
+    let _ = coordinator.gate_open.get_or_create(&gate);
+    let _ = coordinator.gate_closed_domains.get_or_create(&gate);
+    let _ = coordinator.gate_failing.get_or_create(&gate);
+    let _ = coordinator.gate_errors.get_or_create(&gate);
+    let _ = coordinator.gate_last_success.get_or_create(&gate);
+    let mut all = coordinator.encode();
     // A labelled family shows only once it has a series.
     let agent = AgentMetrics::new();
     let _ = agent.permit_denials.get_or_create(&ReasonLabel {

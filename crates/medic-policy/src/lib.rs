@@ -7,6 +7,8 @@
 //! - `engine`: [`Engine`]: the fleet view, the rules (one check each, in
 //!   `engine/rules.rs`), and the calls of agents and operators.
 //! - `error`: [`PolicyError`], calls that make no sense in the current state.
+//! - `gates`: [`GateReadings`], the alert gates' results the coordinator
+//!   feeds in.
 //! - `rate`: the rate budget of one action (rule 7), rebuilt from grants.
 //! - `state`: [`DurableState`], what survives a restart, and the one
 //!   function that changes it.
@@ -64,6 +66,7 @@ mod action;
 pub mod config;
 mod engine;
 mod error;
+mod gates;
 mod rate;
 mod state;
 pub mod text;
@@ -74,6 +77,7 @@ mod window;
 pub use config::{ConfigError, ConfigErrors, PolicyConfig, RawPolicy};
 pub use engine::{Engine, MAX_OVERRIDE, ResumeTarget};
 pub use error::{InvalidInput, PolicyError, ScopeSuffix};
+pub use gates::{GateReading, GateReadings};
 pub use state::{DurableState, EndRecord, GrantRecord};
 pub use types::*;
 pub use view::{ActionStatus, Explanation, HostView, Status};

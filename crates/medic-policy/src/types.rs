@@ -373,11 +373,14 @@ pub enum DenyReason {
     /// Rule 6: the cap on one job's permits (fleet-wide or per failure
     /// domain) is reached.
     JobCap,
+    /// An alert gate covering this host and action is closed: its query
+    /// returns something, or it cannot be evaluated.
+    GateClosed,
 }
 
 impl DenyReason {
     /// Every reason, in rule order.
-    pub const ALL: [DenyReason; 16] = [
+    pub const ALL: [DenyReason; 17] = [
         DenyReason::UnknownAction,
         DenyReason::UnknownHost,
         DenyReason::WarmingUp,
@@ -394,6 +397,7 @@ impl DenyReason {
         DenyReason::GroupCap,
         DenyReason::JobCap,
         DenyReason::RateLimited,
+        DenyReason::GateClosed,
     ];
 
     /// The snake_case name used in metrics and logs.
@@ -415,6 +419,7 @@ impl DenyReason {
             DenyReason::RateLimited => "rate_limited",
             DenyReason::UnknownAction => "unknown_action",
             DenyReason::JobCap => "job_cap",
+            DenyReason::GateClosed => "gate_closed",
         }
     }
 }

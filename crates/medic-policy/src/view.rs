@@ -107,6 +107,9 @@ pub struct Explanation {
     /// Every rule that would deny, in rule order, each with when it would
     /// clear. Empty: the request would be granted.
     pub denials: Vec<Denial>,
+    /// What denies nothing but an operator should know: alert gates that
+    /// cannot be evaluated and let requests through (`on_error = "open"`).
+    pub notes: Vec<String>,
 }
 
 impl Explanation {

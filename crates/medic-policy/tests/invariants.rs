@@ -1,7 +1,8 @@
 //! Model-based property test: random sequences of heartbeats, requests,
 //! retries, renewals, outcomes, expiries, pauses, quarantines, breaker
-//! resets, config changes, restarts and time jumps, with ARCHITECTURE.md's
-//! invariants I1–I5 and I7 checked after every step against an independent
+//! resets, alert gate readings, config changes, restarts and time jumps,
+//! with ARCHITECTURE.md's invariants I1–I5 and I7 (and "no grant while a
+//! gate covering it is closed") checked after every step against an independent
 //! model of the fleet kept by the test (not against the engine's own counts).
 //! On failure proptest shrinks to a minimal sequence and prints it.
 
@@ -10,10 +11,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use medic_policy::config::{GateConfig, OnError};
 use medic_policy::{
-    Action, BreakerScope, Decision, DurableState, Engine, Event, FencingToken, Heartbeat, HostId,
-    Labels, Outcome, PermitRef, PermitRequest, PolicyConfig, PolicyError, Problem, RequestId,
-    ResumeTarget, Scope, Time,
+    Action, BreakerScope, Decision, DurableState, Engine, Event, FencingToken, GateReading,
+    GateReadings, Heartbeat, HostId, Labels, Outcome, PermitRef, PermitRequest, PolicyConfig,
+    PolicyError, Problem, RequestId, ResumeTarget, Scope, Time,
 };
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -81,6 +83,19 @@ fn configs() -> Vec<PolicyConfig> {
         host_budget = { max_attempts = 2, per = "1h" }
         [limits.drain_host.jobs.job-1]
         groups = { zone = 1 }
+        [[gates]]
+        name = "db"
+        prometheus = "http://prometheus:9090"
+        query = 'ALERTS{alertstate="firing",alertname="DatabaseDown"}'
+        interval = "10s"
+        [[gates]]
+        name = "rack"
+        prometheus = "http://prometheus:9090"
+        query = 'ALERTS{alertstate="firing",rack="$value"}'
+        label = "rack"
+        actions = ["reboot_host"]
+        interval = "10s"
+        stale_after = "1m"
     "#;
     let tight = r#"
         mode = "dry-run"
@@ -105,6 +120,12 @@ fn configs() -> Vec<PolicyConfig> {
         windows = [{ days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], start = "00:00", end = "12:00" }]
         [limits.reboot_host.groups.zone]
         max_in_flight = 1
+        [[gates]]
+        name = "db"
+        prometheus = "http://prometheus:9090"
+        query = 'ALERTS{alertstate="firing",alertname="DatabaseDown"}'
+        interval = "10s"
+        on_error = "open"
     "#;
     let loose = r#"
         [fleet]
@@ -219,6 +240,12 @@ enum Step {
     EndOverride {
         pick: usize,
     },
+    /// A round of a gate's evaluations: per rack (a fleet-wide gate uses
+    /// the first), 0 quiet, 1 firing, 2 failed, 3 not evaluated.
+    Gate {
+        pick: usize,
+        states: [u8; RACKS],
+    },
 }
 
 /// The built-ins and `drain_host`, a custom action two of the three
@@ -284,6 +311,8 @@ impl ReferenceStateMachine for Model {
                     action, rate, value, secs, reason,
                 }),
             1 => any::<usize>().prop_map(|pick| Step::EndOverride { pick }),
+            6 => (any::<usize>(), [0u8..4, 0u8..4, 0u8..4])
+                .prop_map(|(pick, states)| Step::Gate { pick, states }),
         ]
         .boxed()
     }
@@ -323,10 +352,42 @@ struct Harness {
     overrides: BTreeMap<u64, medic_policy::Override>,
     quarantined: BTreeSet<HostId>,
     last_end: HashMap<(HostId, Action, bool), Time>,
+    /// Model of the gate readings fed to the engine, by gate (its
+    /// settings, and when and what it read per rack; `None` for a rack
+    /// not evaluated). Cleared for a gate whose settings change, and by a
+    /// restart: readings are not durable.
+    gates: Vec<(GateConfig, Time, [Option<u8>; RACKS])>,
     next_request: u64,
 }
 
 impl Harness {
+    /// The first gate covering `action` for a host in `rack` that the
+    /// model says is closed now: firing, or unusable (failed, stale, never
+    /// evaluated) without `on_error = "open"`.
+    fn closed_gate(&self, action: Action, rack: usize) -> Option<String> {
+        self.cfg()
+            .gates
+            .iter()
+            .filter(|g| g.covers(action.as_str()))
+            .find_map(|g| {
+                let reading =
+                    self.gates
+                        .iter()
+                        .find(|(c, _, _)| c == g)
+                        .and_then(|(_, at, states)| {
+                            let state = states[if g.label.is_some() { rack } else { 0 }]?;
+                            let stale = self.now.duration_since(*at).unwrap() > g.stale_after;
+                            Some(if stale { 2 } else { state })
+                        });
+                let closed = match reading {
+                    Some(1) => true,
+                    Some(0) => false,
+                    _ => g.on_error == OnError::Closed,
+                };
+                closed.then(|| g.name.clone())
+            })
+    }
+
     fn cfg(&self) -> &PolicyConfig {
         &self.configs[self.config]
     }
@@ -556,6 +617,13 @@ impl Harness {
                 ld.window
             );
         }
+        // No grant while a gate covering it is closed.
+        if let Some(gate) = self.closed_gate(req.action, host_index(&req.host) % RACKS) {
+            panic!(
+                "granted {} to {} while gate {gate} is closed",
+                req.action, req.host
+            );
+        }
         // I4: the host held nothing before.
         assert!(
             !before.holders.contains(&req.host),
@@ -682,6 +750,7 @@ impl StateMachineTest for EngineTest {
             quarantined: BTreeSet::new(),
             last_end: HashMap::new(),
             next_request: 0,
+            gates: Vec::new(),
         }
     }
 
@@ -902,6 +971,8 @@ impl StateMachineTest for EngineTest {
             Step::SetConfig { variant } => {
                 h.config = variant;
                 h.engine.set_config(h.configs[variant].clone(), h.now);
+                let kept = h.configs[variant].gates.clone();
+                h.gates.retain(|(g, _, _)| kept.contains(g));
                 h.absorb();
             }
             Step::Tick => {
@@ -969,6 +1040,42 @@ impl StateMachineTest for EngineTest {
                 h.engine = Engine::restore(cfg, h.folded.clone(), h.now);
                 h.started = h.now;
                 h.last_heartbeat = vec![None; HOSTS];
+                h.gates.clear();
+            }
+            Step::Gate { pick, states } => {
+                let gates = h.cfg().gates.clone();
+                if !gates.is_empty() {
+                    let g = gates[pick % gates.len()].clone();
+                    let reading = |state: u8| GateReading {
+                        at: h.now,
+                        result: match state {
+                            0 => Ok(vec![]),
+                            1 => Ok(vec![format!("ALERTS{{gate=\"{}\"}}", g.name)]),
+                            _ => Err("unreachable".to_owned()),
+                        },
+                    };
+                    let readings = match &g.label {
+                        None => match states[0] {
+                            3 => None,
+                            s => Some(GateReadings::Fleet(reading(s))),
+                        },
+                        Some(_) => Some(GateReadings::ByValue(
+                            (0..RACKS)
+                                .filter(|&r| states[r] != 3)
+                                .map(|r| (format!("r{r}"), reading(states[r])))
+                                .collect(),
+                        )),
+                    };
+                    // A fleet gate's "not evaluated" is a round that was
+                    // never handed over: nothing changes.
+                    if let Some(readings) = readings {
+                        h.engine.set_gate_readings(&g, readings, h.now);
+                        h.absorb();
+                        let model = states.map(|s| (s != 3).then_some(s));
+                        h.gates.retain(|(c, _, _)| c != &g);
+                        h.gates.push((g, h.now, model));
+                    }
+                }
             }
         }
         h

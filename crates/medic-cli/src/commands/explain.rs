@@ -88,6 +88,7 @@ fn print(ctx: &mut Ctx<'_>, r: &pb::ExplainResponse) -> Result<(), Error> {
             "{} would be granted {action} now: no rule denies it",
             r.host_id
         )?;
+        print_notes(ctx, r)?;
         return Ok(());
     }
     let n = r.denials.len();
@@ -99,6 +100,15 @@ fn print(ctx: &mut Ctx<'_>, r: &pb::ExplainResponse) -> Result<(), Error> {
         if n == 1 { "denies" } else { "deny" }
     )?;
     denial_table(&r.denials, SystemTime::now()).write(ctx.out)?;
+    print_notes(ctx, r)
+}
+
+/// Lines about what denies nothing but should be known (a gate that lets
+/// requests through because it cannot be evaluated).
+fn print_notes(ctx: &mut Ctx<'_>, r: &pb::ExplainResponse) -> Result<(), Error> {
+    for note in &r.notes {
+        writeln!(ctx.out, "note: {note}")?;
+    }
     Ok(())
 }
 

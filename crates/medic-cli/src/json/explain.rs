@@ -17,6 +17,9 @@ pub struct Explain {
     pub would_grant: bool,
     /// Every rule that would deny, in rule order.
     pub denials: Vec<Denial>,
+    /// What denies nothing but an operator should know (an alert gate that
+    /// cannot be evaluated and lets requests through).
+    pub notes: Vec<String>,
 }
 
 /// `medicctl explain HOST` without `--action`: every action's
@@ -53,6 +56,7 @@ impl From<&pb::ExplainResponse> for Explain {
             action: action_name(e.action, &e.action_name),
             would_grant: e.would_grant,
             denials: e.denials.iter().map(Denial::from).collect(),
+            notes: e.notes.clone(),
         }
     }
 }

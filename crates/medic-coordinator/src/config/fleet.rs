@@ -13,7 +13,7 @@ use super::{AuditConfig, CoordinatorConfig, NotifyConfig};
 /// replicas cannot disagree on limits; each replica's own file holds the
 /// rest (`server`, `tls`, `auth`, `store`), which name its addresses and
 /// files.
-pub const FLEET_SECTIONS: [&str; 8] = [
+pub const FLEET_SECTIONS: [&str; 9] = [
     "mode",
     "fleet",
     "breaker",
@@ -22,6 +22,7 @@ pub const FLEET_SECTIONS: [&str; 8] = [
     "idempotency",
     "audit",
     "notify",
+    "gates",
 ];
 
 /// The fleet-wide part of the configuration (see [`FLEET_SECTIONS`]), as

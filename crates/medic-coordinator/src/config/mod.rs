@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use medic_policy::config::{
-    ConfigErrors, Errors, RawActionDecl, RawBreaker, RawFleet, RawIdempotency, RawLimits,
+    ConfigErrors, Errors, RawActionDecl, RawBreaker, RawFleet, RawGate, RawIdempotency, RawLimits,
     parse_toml,
 };
 use medic_policy::{PolicyConfig, RawPolicy};
@@ -68,6 +68,7 @@ struct RawCoordinator {
     actions: BTreeMap<String, RawActionDecl>,
     limits: BTreeMap<String, RawLimits>,
     idempotency: RawIdempotency,
+    gates: Vec<RawGate>,
 }
 
 /// The validated configuration.
@@ -119,6 +120,7 @@ impl CoordinatorConfig {
             actions: raw.actions.clone(),
             limits: raw.limits.clone(),
             idempotency: raw.idempotency.clone(),
+            gates: raw.gates.clone(),
         }
         .validate_into(&mut errs, "");
         let server = raw.server.validate(&mut errs);

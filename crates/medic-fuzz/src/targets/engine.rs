@@ -9,7 +9,8 @@
 //! resumes, quarantines, releases, revocations, breaker resets, views, ticks,
 //! time moving forward by anything up to the year 9999 or back, wall-clock
 //! steps reported through `clock_checked`, restarts from the durable state,
-//! and config swaps.
+//! config swaps, and alert gate readings (quiet, firing, failed, missing
+//! for some racks, taken long ago).
 //!
 //! Checked after every operation, besides "never panics":
 //! - the durable state equals what the events taken so far rebuild
@@ -21,7 +22,8 @@
 //!   and denied for the first reason `explain` gave;
 //! - a fresh grant has the next fencing token, and was made after warm-up,
 //!   to a host not quarantined, not paused, under no open breaker, within
-//!   the concurrency cap, with the configured TTL;
+//!   the concurrency cap, with the configured TTL, and with no alert gate
+//!   covering it closed (firing, or unusable without `on_error = "open"`);
 //! - a renewal extends to now + TTL.
 //!
 //! The wall clock stays between the Unix epoch and the end of year 9999
@@ -32,10 +34,12 @@ use std::fmt::Write as _;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use medic_policy::config::{GateConfig, OnError};
 use medic_policy::{
     Action, BreakerScope, ClockMark, ClockStep, Decision, DurableState, Engine, FencingToken,
-    Heartbeat, HostId, Labels, Outcome, PermitId, PermitRef, PermitRequest, PolicyConfig,
-    PolicyError, Problem, RequestId, ResumeTarget, Scope, Time, latest_time,
+    GateReading, GateReadings, Heartbeat, HostId, Labels, Outcome, PermitId, PermitRef,
+    PermitRequest, PolicyConfig, PolicyError, Problem, RequestId, ResumeTarget, Scope, Time,
+    latest_time,
 };
 
 use crate::choices::Gen;
@@ -105,6 +109,16 @@ const POLICIES: [&str; 4] = [
         cooldown = "10m"
         rate = { count = 3, per = "30m", burst = 1 }
         host_budget = { max_attempts = 2, per = "2h" }
+        [[gates]]
+        name = "db"
+        prometheus = "http://prometheus:9090"
+        query = 'ALERTS{alertstate="firing",alertname="DatabaseDown"}'
+        [[gates]]
+        name = "rack"
+        prometheus = "http://prometheus:9090"
+        query = 'ALERTS{alertstate="firing",rack="$value"}'
+        label = "rack"
+        actions = ["reboot_host"]
     "#,
     r#"
         mode = "dry-run"
@@ -152,6 +166,13 @@ const POLICIES: [&str; 4] = [
         host_budget = { max_attempts = 1000000, per = "3650d" }
         [idempotency]
         retention = "3650d"
+        [[gates]]
+        name = "advice"
+        prometheus = "https://prometheus.example"
+        query = "up{job='db'} == 0"
+        on_error = "open"
+        interval = "100ms"
+        timeout = "10ms"
     "#,
 ];
 
@@ -242,6 +263,14 @@ enum Op {
     },
     Restart,
     SetConfig(usize),
+    /// A round of the `gate`-th gate (modulo) taken `age` ago: per rack
+    /// (r1, r2, r3; a fleet-wide gate reads the first) 0 quiet, 1 firing,
+    /// 2 failed, 3 not evaluated.
+    Gate {
+        gate: usize,
+        states: [u8; 3],
+        age: Duration,
+    },
 }
 
 /// Which policy, and its text when generated.
@@ -378,7 +407,16 @@ fn op(g: &mut Gen) -> Op {
             since_boot: Duration::from_millis(g.u64() >> 24),
             boot: g.below(2),
         },
-        245..=250 => Op::Restart,
+        245..=247 => Op::Restart,
+        248..=252 => Op::Gate {
+            gate: g.below(4),
+            states: [0; 3].map(|_| g.below(4) as u8),
+            age: if g.chance(200) {
+                Duration::ZERO
+            } else {
+                span(g)
+            },
+        },
         _ => Op::SetConfig(g.below(POLICIES.len() + 1)),
     }
 }
@@ -475,6 +513,11 @@ struct Harness {
     granted: Vec<(PermitRef, HostId)>,
     /// The previous operation's kind (features of pairs).
     last: String,
+    /// The gate readings handed to the engine: each gate's settings, when
+    /// the round was taken, and per rack what it read (`None`: not
+    /// evaluated). Dropped for a gate whose settings change, and by a
+    /// restart (readings are not durable).
+    gates: Vec<(GateConfig, Time, [Option<u8>; 3])>,
 }
 
 fn host_id(i: usize) -> HostId {
@@ -549,7 +592,45 @@ impl Harness {
             clock: now,
             granted: Vec::new(),
             last: String::new(),
+            gates: Vec::new(),
         }
+    }
+
+    /// The first gate covering `action` for a host with `labels` that is
+    /// closed at `now`: a fresh reading listing series, or no usable one
+    /// (none, failed, older than `stale_after`) without `on_error = "open"`.
+    fn closed_gate(&self, action: Action, labels: &Labels, now: Time) -> Option<String> {
+        self.config
+            .gates
+            .iter()
+            .filter(|g| g.covers(action.as_str()))
+            .find_map(|g| {
+                let rack = match &g.label {
+                    None => 0,
+                    Some(l) => match labels.get(l).map(String::as_str) {
+                        None => return None,
+                        Some("r1") => 0,
+                        Some("r2") => 1,
+                        Some("r3") => 2,
+                        Some(_) => 3,
+                    },
+                };
+                let reading =
+                    self.gates
+                        .iter()
+                        .find(|(c, _, _)| c == g)
+                        .and_then(|(_, at, states)| {
+                            let state = (*states.get(rack)?)?;
+                            let age = now.duration_since(*at).unwrap_or_default();
+                            Some(if age > g.stale_after { 2 } else { state })
+                        });
+                let closed = match reading {
+                    Some(1) => true,
+                    Some(0) => false,
+                    _ => g.on_error == OnError::Closed,
+                };
+                closed.then(|| g.name.clone())
+            })
     }
 
     /// The engine's `observe`: what `now` it decides at.
@@ -786,6 +867,41 @@ impl Harness {
                 self.engine =
                     Engine::restore(self.config.clone(), self.engine.durable().clone(), self.now);
                 self.clock = self.now;
+                self.gates.clear();
+            }
+            Op::Gate { gate, states, age } => {
+                let now = self.observe();
+                if !self.config.gates.is_empty() {
+                    let g = self.config.gates[gate % self.config.gates.len()].clone();
+                    let at = earlier(now, *age);
+                    let reading = |state: u8| GateReading {
+                        at,
+                        result: match state {
+                            0 => Ok(vec![]),
+                            1 => Ok(vec![format!("ALERTS{{gate={:?}}}", g.name)]),
+                            _ => Err("unreachable".to_owned()),
+                        },
+                    };
+                    let readings = match &g.label {
+                        None if states[0] == 3 => None,
+                        None => Some(GateReadings::Fleet(reading(states[0]))),
+                        Some(_) => Some(GateReadings::ByValue(
+                            ["r1", "r2", "r3"]
+                                .iter()
+                                .zip(states)
+                                .filter(|(_, s)| **s != 3)
+                                .map(|(r, s)| ((*r).to_owned(), reading(*s)))
+                                .collect(),
+                        )),
+                    };
+                    if let Some(readings) = readings {
+                        self.engine.set_gate_readings(&g, readings, self.now);
+                        self.gates.retain(|(c, _, _)| c != &g);
+                        self.gates
+                            .push((g, at, states.map(|s| (s != 3).then_some(s))));
+                        features.add_parts(&[&tag, &format!("{states:?}")]);
+                    }
+                }
             }
             Op::SetConfig(i) => {
                 self.config = if *i < POLICIES.len() {
@@ -794,6 +910,8 @@ impl Harness {
                     PolicyConfig::default()
                 };
                 self.engine.set_config(self.config.clone(), self.now);
+                let kept = self.config.gates.clone();
+                self.gates.retain(|(g, _, _)| kept.contains(g));
             }
         }
         let now = self.observe();
@@ -958,6 +1076,12 @@ impl Harness {
             "granted {}, which the config does not declare",
             p.action
         );
+        if let Some(gate) = self.closed_gate(p.action, &p.labels, now) {
+            panic!(
+                "granted {} to {} while gate {gate} is closed",
+                p.action, p.host
+            );
+        }
     }
 
     fn check(&mut self, op: &Op) {

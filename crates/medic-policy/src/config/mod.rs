@@ -19,12 +19,14 @@
 //! - `actions`: `[actions.<name>]`, custom action kinds.
 //! - `limits`: `[limits.<action>]`, caps, budgets and group caps.
 //! - `windows`: weekly windows of an action.
+//! - `gates`: `[[gates]]`, Prometheus queries that hold remediation.
 
 mod actions;
 mod bounds;
 mod breaker;
 mod errors;
 mod fleet;
+mod gates;
 mod limits;
 mod parse;
 mod windows;
@@ -47,6 +49,10 @@ pub use breaker::{
 };
 pub use errors::{ConfigError, ConfigErrors, Errors};
 pub use fleet::{FleetConfig, RawFleet};
+pub use gates::{
+    GATE_PLACEHOLDER, GateConfig, MAX_GATE_INTERVAL, MAX_GATE_QUERY, MIN_GATE_INTERVAL, OnError,
+    RawGate, validate_gates,
+};
 pub use limits::{
     ActionLimits, GroupCap, HostBudget, JobCap, MAX_JOB_NAME, OverrideCeiling, Rate, RawCeiling,
     RawGroupCap, RawHostBudget, RawJobCap, RawLimits, RawRate,
@@ -73,6 +79,8 @@ pub struct RawPolicy {
     pub limits: BTreeMap<String, RawLimits>,
     /// Idempotency records.
     pub idempotency: RawIdempotency,
+    /// Alert gates.
+    pub gates: Vec<RawGate>,
 }
 
 /// `[idempotency]`.
@@ -102,6 +110,9 @@ pub struct PolicyConfig {
     pub unknown_limits: ActionLimits,
     /// How long a granted request_id is remembered for idempotent retries.
     pub idempotency_retention: Duration,
+    /// Alert gates: queries that hold the actions they cover while they
+    /// return anything.
+    pub gates: Vec<GateConfig>,
 }
 
 impl Default for PolicyConfig {
@@ -255,6 +266,9 @@ impl RawPolicy {
             }
         }
 
+        let actions: Vec<&str> = limits.keys().map(|a| a.as_str()).collect();
+        let gates = validate_gates(&self.gates, errs, &p("gates"), &actions);
+
         PolicyConfig {
             dry_run,
             fleet,
@@ -263,6 +277,7 @@ impl RawPolicy {
             custom_actions,
             unknown_limits: ActionLimits::disabled(),
             idempotency_retention,
+            gates,
         }
     }
 }

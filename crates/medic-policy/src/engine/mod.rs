@@ -13,6 +13,7 @@
 //!   rebuilt from durable state and then kept incrementally.
 //! - `advance`: time passing: silences, expiries, housekeeping (`tick`).
 //! - `breakers`: when a breaker opens, goes half-open and closes (rule 2).
+//! - `gates`: alert gates: the readings fed in, and the gate rule.
 //! - `samples`: the failure breaker's outcomes, counted by host.
 //! - `silence`: hosts that went silent: the liveness-drop breaker's count.
 //! - `agent`: what agents call: heartbeats, permit requests, renewals,
@@ -26,6 +27,7 @@
 mod advance;
 mod agent;
 mod breakers;
+mod gates;
 mod index;
 mod operator;
 mod rules;
@@ -39,6 +41,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::borrow::Cow;
 
 use crate::config::{ActionLimits, PolicyConfig};
+use crate::gates::GateStates;
 use crate::rate::RateState;
 use crate::state::DurableState;
 use crate::types::{
@@ -210,6 +213,9 @@ pub struct Engine {
     liveness: BinaryHeap<Reverse<(Time, usize)>>,
     /// Since when each open breaker's condition has been clear.
     breaker_clear_since: HashMap<BreakerScope, Time>,
+    /// The latest readings of the alert gates (not durable: they are
+    /// evaluated again within an interval of a start).
+    gates: GateStates,
     /// Moves whenever something happens that can turn a denial into a grant
     /// for every host: a pause ends, a breaker goes half-open or closes, the
     /// configuration is reloaded. Heartbeat replies carry it (plus the
@@ -231,6 +237,9 @@ impl Engine {
     /// An engine resuming from durable state after a restart at `now`.
     /// Warm-up begins again: liveness is not durable, so the fleet is unknown.
     pub fn restore(config: PolicyConfig, durable: DurableState, now: Time) -> Self {
+        let gates = GateStates {
+            slots: vec![None; config.gates.len()],
+        };
         let mut e = Self {
             config,
             started_at: now,
@@ -247,6 +256,7 @@ impl Engine {
             permit_expiry: BinaryHeap::new(),
             liveness: BinaryHeap::new(),
             breaker_clear_since: HashMap::new(),
+            gates,
             wake: now
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
@@ -276,6 +286,7 @@ impl Engine {
     /// (I10).
     pub fn set_config(&mut self, config: PolicyConfig, now: Time) {
         let now = self.observe(now);
+        self.gates = Self::carry_gate_states(&self.config.gates, &mut self.gates, &config.gates);
         self.config = config;
         self.rebuild_indexes();
         self.wake = self.wake.wrapping_add(1);

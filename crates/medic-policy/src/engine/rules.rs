@@ -3,8 +3,9 @@
 //! and [`Engine::evaluate`], which runs them in order.
 //!
 //! The order is behaviour: a request gets the first denial. It is an
-//! action the configuration does not know, then 9, 1, 2, 3, 4, 5, 8, 6, 7: the fleet-wide rules first (warm-up and the fleet
-//! floor, pauses, breakers), then the host's own (quarantine, one at a
+//! action the configuration does not know, then 9, 1, 2, gates, 3, 4, 5, 8,
+//! 6, 7: the fleet-wide rules first (warm-up and the fleet floor, pauses,
+//! breakers, alert gates), then the host's own (quarantine, one at a
 //! time, cooldown, attempt budget), then windows, concurrency caps and the
 //! rate budget. Messages are built only when a rule denies: the deny path
 //! is hot, and a passing check allocates nothing.
@@ -93,6 +94,9 @@ impl Engine {
         denials.check(self.check_fleet_floor())?; // rule 9
         denials.check(self.check_pauses(action, labels, now))?; // rule 1
         denials.check(self.check_breakers(labels, now))?; // rule 2
+        for denial in self.check_gates(action, labels, now) {
+            denials.deny(denial)?; // alert gates (engine/gates.rs)
+        }
 
         let Some(slot) = slot else {
             return ControlFlow::Continue(());
@@ -517,7 +521,7 @@ fn check_window(action: Action, limits: &ActionLimits, now: Time) -> Option<Deni
 
 /// A duration as messages print it: whole seconds, or milliseconds under
 /// ten seconds (so that short warm-ups and retries never read "0s").
-fn trunc(d: Duration) -> Duration {
+pub(super) fn trunc(d: Duration) -> Duration {
     if d < Duration::from_secs(10) {
         Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     } else {

@@ -41,10 +41,15 @@ impl Engine {
         }
         let dry_run = self.dry_run_for(action, false);
         self.evaluate(i, action, job, dry_run, now, true, &mut denials);
+        let notes = match i {
+            Some(i) => self.gate_notes(action, &self.hosts[i].labels, now),
+            None => Vec::new(),
+        };
         Explanation {
             host: host.clone(),
             action,
             denials,
+            notes,
         }
     }
 

@@ -368,6 +368,7 @@ impl From<Explanation> for pb::ExplainResponse {
             action_name: e.action.as_str().to_owned(),
             would_grant: e.would_grant(),
             denials: e.denials.into_iter().map(Into::into).collect(),
+            notes: e.notes,
         }
     }
 }
@@ -393,6 +394,7 @@ impl TryFrom<pb::ExplainResponse> for Explanation {
                 host: host_id("host_id", e.host_id)?,
                 action: required_action("action", e.action, &e.action_name)?,
                 denials,
+                notes: e.notes,
             })
         };
         explanation().map_err(|e| e.within("response"))

@@ -53,6 +53,7 @@ enum_conversions!(DenyReason, pb::DenyReason, "reason", {
     RateLimited <=> RateLimited,
     UnknownAction <=> UnknownAction,
     JobCap <=> JobCap,
+    GateClosed <=> GateClosed,
 });
 
 // === impl Problem ===

@@ -412,6 +412,7 @@ fn explanation_round_trips_and_says_whether_it_would_grant() {
         host: host("web-1.use1"),
         action: Action::RebootHost,
         denials: vec![],
+        notes: vec!["gate db cannot be evaluated".to_owned()],
     };
     let would_deny = Explanation {
         denials: vec![
@@ -1164,6 +1165,7 @@ fn explanation_whose_flag_contradicts_its_denials_is_rejected() {
         host: host("web-1.use1"),
         action: Action::RestartJob,
         denials: vec![denial(None)],
+        notes: vec![],
     });
     wire.would_grant = true;
     assert_error(
