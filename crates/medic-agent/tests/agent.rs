@@ -180,6 +180,25 @@ fn agent_config_with(
     job_keys: &str,
     extra_job: &str,
 ) -> AgentConfig {
+    agent_config_laddered(
+        dir,
+        coordinator,
+        "reboot_after_failed_restarts = 1\ngive_up_after_failed_reboots = 1",
+        job_keys,
+        extra_job,
+    )
+}
+
+/// The test job with `ladder` (the default ladder's keys, or
+/// `[[jobs.ladder]]` rungs), `job_keys` in its `[[jobs]]` table and
+/// `extra_job` in its process detector.
+fn agent_config_laddered(
+    dir: &Path,
+    coordinator: &str,
+    ladder: &str,
+    job_keys: &str,
+    extra_job: &str,
+) -> AgentConfig {
     AgentConfig::from_toml(&format!(
         r#"
 host_id = "h1"
@@ -195,8 +214,7 @@ rack = "r1"
 [[jobs]]
 name = "ingest"
 confirm = 2
-reboot_after_failed_restarts = 1
-give_up_after_failed_reboots = 1
+{ladder}
 {job_keys}
 [jobs.restart]
 signal = "TERM"
@@ -1304,36 +1322,7 @@ fn custom_ladder(dir: &Path, action: &str) -> String {
 /// The shared agent config, with its default-ladder keys replaced by
 /// `ladder`.
 fn agent_config_with_ladder(dir: &Path, coordinator: &str, ladder: &str) -> AgentConfig {
-    AgentConfig::from_toml(&format!(
-        r#"
-host_id = "h1"
-coordinators = ["{coordinator}"]
-check_interval = "200ms"
-heartbeat_interval = "1s"
-request_timeout = "2s"
-state_dir = "{state}"
-safety_margin = "1s"
-reboot_command = ["sleep", "600"]
-[labels]
-rack = "r1"
-[[jobs]]
-name = "ingest"
-confirm = 2
-{ladder}
-[jobs.restart]
-command = ["sh", "{start}"]
-[jobs.heartbeat_file]
-path = "{hb}"
-stale_after = "1s"
-[jobs.process]
-pidfile = "{pid}"
-"#,
-        state = dir.join("agent-state").display(),
-        start = dir.join("start.sh").display(),
-        hb = dir.join("job.hb").display(),
-        pid = dir.join("job.pid").display(),
-    ))
-    .unwrap_or_else(|e| panic!("{e}"))
+    agent_config_laddered(dir, coordinator, ladder, "", "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
