@@ -51,6 +51,8 @@ pub struct AgentMetrics {
     pub permits_granted: Counter,
     /// Denials by reason.
     pub permit_denials: Family<ReasonLabel, Counter>,
+    /// 1 while a permit request waits for a human's approval.
+    pub waiting_for_approval: Gauge,
     /// Actions finished, by action and outcome.
     pub actions: Family<ActionLabels, Counter>,
     /// Hooks run, by hook and result.
@@ -97,6 +99,12 @@ impl AgentMetrics {
             "Permit denials by reason",
             permit_denials.clone(),
         );
+        let waiting_for_approval = gauge(
+            &mut r,
+            "waiting_for_approval",
+            "1 while a permit request waits for a human's approval at the coordinator \
+             (medicctl approvals)",
+        );
         let actions = Family::<ActionLabels, Counter>::default();
         r.register(
             "actions",
@@ -138,6 +146,7 @@ impl AgentMetrics {
             permit_requests,
             permits_granted,
             permit_denials,
+            waiting_for_approval,
             actions,
             hooks,
             on_probation,

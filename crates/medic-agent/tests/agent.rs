@@ -1431,3 +1431,73 @@ async fn an_action_the_coordinator_does_not_declare_is_denied_naming_it() {
     job.kill();
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_needs_approval_waits_for_a_human_and_runs_once_approved() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let first = job.start();
+    let c = coordinator("[limits.restart_job.approval]\nalways = true\n").await;
+    let mut admin = c.admin().await;
+    let agent = Agent::new(
+        agent_config(dir.path(), &format!("http://{}", c.addr), ""),
+        Environment::default(),
+    );
+    let metrics = agent.metrics();
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(agent.run(rx));
+    warmed_up(&mut admin).await;
+    job.freeze();
+    wait_for("the agent waiting for an approval", || {
+        metrics.waiting_for_approval.get() == 1
+    })
+    .await;
+    let pending = admin
+        .list_approvals(pb::ListApprovalsRequest { all: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .approvals;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let a = &pending[0];
+    assert_eq!(
+        (a.state(), a.host_id.as_str(), a.action_name.as_str()),
+        (pb::ApprovalState::Pending, "h1", "restart_job")
+    );
+    assert!(
+        a.reason.contains("stopped"),
+        "the agent's evidence: {}",
+        a.reason
+    );
+    // Waiting is not acting: nothing granted, the job untouched, and no
+    // denial counted.
+    assert!(grants(&mut admin).await.is_empty());
+    assert_eq!(job.pid(), first);
+
+    admin
+        .approve(pb::DecideApprovalRequest {
+            approval_id: a.approval_id,
+            reason: "looked at h1, go".into(),
+        })
+        .await
+        .unwrap();
+    let e = first_outcome(&mut admin).await;
+    let Some(pb::event::Payload::PermitEnded(end)) = e.payload else {
+        panic!("{e:?}")
+    };
+    assert_eq!(end.state(), pb::PermitState::Succeeded, "{end:?}");
+    assert_ne!(job.pid(), first, "the job was restarted");
+    let all = admin
+        .list_approvals(pb::ListApprovalsRequest { all: true })
+        .await
+        .unwrap()
+        .into_inner()
+        .approvals;
+    assert_eq!(all[0].state(), pb::ApprovalState::Used, "{all:?}");
+    assert_eq!(all[0].permit_id, end.permit_id);
+    assert_eq!(metrics.waiting_for_approval.get(), 0);
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}

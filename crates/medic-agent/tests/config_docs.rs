@@ -305,6 +305,12 @@ fn skeleton(file: File, key: &str) -> Vec<(&'static str, &'static str)> {
     if key.starts_with("limits.<action>.groups.<label>.") {
         out.push(("limits.<action>.groups.<label>.max_in_flight", "5"));
     }
+    // An approval table must say when one is needed.
+    if key.starts_with("limits.<action>.approval.")
+        && key != "limits.<action>.approval.above_in_flight"
+    {
+        out.push(("limits.<action>.approval.above_in_flight", "2"));
+    }
     if key.starts_with("limits.<action>.windows[].") {
         out.push(("limits.<action>.windows[].days", r#"["sat", "sun"]"#));
         out.push(("limits.<action>.windows[].start", r#""22:00""#));

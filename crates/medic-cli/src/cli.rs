@@ -227,6 +227,45 @@ Examples:
     )]
     Override(OverrideArgs),
 
+    /// Requests waiting for a human's approval (with --all, the recent decided ones too)
+    #[command(
+        long_about = "\
+Permit requests waiting for a human's approval ([limits.<action>.approval] in the
+coordinator's configuration), newest first: who asks for what, why a human must
+approve, and when the request expires undecided. Approved ones waiting for their
+agent to ask again are listed too. With --all, the recently decided, expired,
+withdrawn and used ones as well.",
+        after_help = "\
+Examples:
+  medicctl approvals
+  medicctl approvals --all -o json | jq '.approvals[] | select(.state == \"rejected\")'"
+    )]
+    Approvals(ApprovalsArgs),
+
+    /// Approve a waiting request: it is granted when its agent asks again, if every rule still passes
+    #[command(
+        long_about = "\
+Approve a pending approval (see `medicctl approvals`). The agent asks again
+within a heartbeat and is granted only if every rule still passes: an approval
+never bypasses caps, budgets, breakers, pauses or gates. An approval that its
+agent does not use in time (limits.<action>.approval.use_within) expires.
+Audited with your identity and reason; read-only operators cannot approve.",
+        after_help = "Example:\n  medicctl approve 12 --reason 'checked the host, INC-1234'"
+    )]
+    Approve(DecideArgs),
+
+    /// Reject a waiting request: it, and new ones for the same host, action and job, are denied for a while
+    #[command(
+        long_about = "\
+Reject a pending approval (see `medicctl approvals`). The request is denied
+(APPROVAL_REJECTED, naming you and your reason), and so are new requests for the
+same host, action and job until the rejection lapses
+(limits.<action>.approval.expire_after). Audited; read-only operators cannot
+reject.",
+        after_help = "Example:\n  medicctl reject 12 --reason 'host is being decommissioned'"
+    )]
+    Reject(DecideArgs),
+
     /// List hosts as the coordinator sees them
     #[command(after_help = "\
 Examples:
@@ -387,6 +426,24 @@ pub struct OverrideArgs {
     /// Why, for the audit history and the webhook (required)
     #[arg(long, value_parser = parse_reason)]
     pub reason: Option<String>,
+}
+
+/// `medicctl approvals`.
+#[derive(Debug, Args)]
+pub struct ApprovalsArgs {
+    /// Also the recently decided, expired, withdrawn and used ones
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `medicctl approve ID` and `medicctl reject ID`.
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The approval's id (see `medicctl approvals`)
+    pub id: u64,
+    /// Why, for the audit history and the webhook (required)
+    #[arg(long, value_parser = parse_reason)]
+    pub reason: String,
 }
 
 /// `medicctl override end`.
@@ -657,6 +714,9 @@ pub enum KindArg {
     Clock,
     /// An operator's override of a limit began or ended.
     Override,
+    /// A request began to wait for a human's approval, or its approval
+    /// was decided, expired, withdrawn or used.
+    Approval,
 }
 
 impl From<KindArg> for pb::EventKind {
@@ -674,6 +734,7 @@ impl From<KindArg> for pb::EventKind {
             KindArg::Access => pb::EventKind::Access,
             KindArg::Clock => pb::EventKind::Clock,
             KindArg::Override => pb::EventKind::Override,
+            KindArg::Approval => pb::EventKind::Approval,
         }
     }
 }

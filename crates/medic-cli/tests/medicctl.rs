@@ -1556,3 +1556,107 @@ async fn override_lowers_a_cap_survives_a_restart_and_ends_early() {
     assert_eq!(events[1]["reason"], "db-3 healthy", "{h}");
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn approvals_are_listed_approved_rejected_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml =
+        format!("{FAST}\n[limits.restart_job.approval]\nalways = true\nexpire_after = \"10m\"\n");
+    let (server, mut agent, _) = ready(dir.path(), &toml, &["h1", "h2", "h3"]).await;
+
+    let w = waiting(request(&mut agent, "h1", RestartJob, "a").await);
+    let status = server.medicctl(&["status"]).await;
+    assert!(status.ok().contains("APPROVALS"), "{status:#?}");
+    let list = server.medicctl(&["approvals"]).await;
+    let text = list.ok();
+    assert!(
+        text.contains("pending") && text.contains("h1") && text.contains("restart_job"),
+        "{text}"
+    );
+    let j = server.medicctl(&["approvals", "-o", "json"]).await.json();
+    assert_eq!(j["approvals"][0]["id"], w.approval_id, "{j}");
+    assert_eq!(j["approvals"][0]["state"], "pending", "{j}");
+
+    // A reason is required; an unknown id is named.
+    let id = w.approval_id.to_string();
+    let no_reason = server.medicctl(&["approve", &id]).await;
+    assert_eq!(no_reason.code, 64, "{no_reason:#?}");
+    let unknown = server
+        .medicctl(&["approve", "999", "--reason", "who?"])
+        .await;
+    assert_eq!(unknown.code, 1, "{unknown:#?}");
+    assert!(unknown.stderr.contains("no approval 999"), "{unknown:#?}");
+
+    let ok = server
+        .medicctl(&["approve", &id, "--reason", "checked h1, INC-7"])
+        .await;
+    assert!(ok.ok().contains("approved"), "{ok:#?}");
+    let twice = server
+        .medicctl(&["reject", &id, "--reason", "changed my mind"])
+        .await;
+    assert_eq!(twice.code, 1, "{twice:#?}");
+    assert!(
+        twice.stderr.contains("already approved") && twice.stderr.contains("tester"),
+        "{twice:#?}"
+    );
+    granted(request(&mut agent, "h1", RestartJob, "a").await);
+
+    // A rejection denies the request, naming who and why.
+    let w2 = waiting(request(&mut agent, "h2", RestartJob, "b").await);
+    server
+        .medicctl(&[
+            "reject",
+            &w2.approval_id.to_string(),
+            "--reason",
+            "h2 is being replaced",
+        ])
+        .await
+        .ok();
+    let d = denied(request(&mut agent, "h2", RestartJob, "b").await);
+    assert_eq!(d.reason(), pb::DenyReason::ApprovalRejected, "{d:?}");
+    assert!(d.message.contains("h2 is being replaced"), "{}", d.message);
+
+    // An approval nobody decided expires, and cannot be approved then.
+    let w3 = waiting(request(&mut agent, "h3", RestartJob, "c").await);
+    server.advance(Duration::from_secs(11 * 60));
+    heartbeat(&mut agent, "h3", labels(&[("rack", "r1")]), true).await;
+    let late = server
+        .medicctl(&[
+            "approve",
+            &w3.approval_id.to_string(),
+            "--reason",
+            "sorry, was at lunch",
+        ])
+        .await;
+    assert_eq!(late.code, 1, "{late:#?}");
+    assert!(late.stderr.contains("already expired"), "{late:#?}");
+
+    let all = server
+        .medicctl(&["approvals", "--all", "-o", "json"])
+        .await
+        .json();
+    let states: Vec<&str> = all["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["expired", "rejected", "used"], "{all}");
+
+    // Every step is in the audit history with who and why.
+    let h = server
+        .medicctl(&["history", "--kind", "approval", "-o", "json"])
+        .await
+        .json();
+    let reasons: Vec<&str> = h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"checked h1, INC-7"), "{h}");
+    assert!(reasons.contains(&"h2 is being replaced"), "{h}");
+    let text = server.medicctl(&["history", "--kind", "approval"]).await;
+    assert!(text.ok().contains("approval"), "{text:#?}");
+    server.stop().await.unwrap();
+}

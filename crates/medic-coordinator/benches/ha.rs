@@ -497,7 +497,9 @@ async fn probe(urls: Vec<String>, tx: mpsc::UnboundedSender<Granted>, stop: Arc<
                 }
                 // Denied (warming up): a new request next time, since a
                 // retry of this id would replay the denial.
-                Ok(medic_policy::Decision::Denied(_)) => n += 1,
+                Ok(medic_policy::Decision::Denied(_) | medic_policy::Decision::Waiting(_)) => {
+                    n += 1
+                }
                 Err(e) if e.is_transient() => {}
                 Err(e) => {
                     eprintln!("request probe-{n} refused: {e}");

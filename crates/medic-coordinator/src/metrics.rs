@@ -107,6 +107,10 @@ pub struct Metrics {
     pub pauses_active: Gauge,
     /// Operators' overrides of limits in force.
     pub overrides_active: Gauge,
+    /// Requests waiting for a human's approval.
+    pub approvals_pending: Gauge,
+    /// When the oldest of them began to wait (Unix seconds; 0: none).
+    pub approval_oldest_pending: Gauge,
     /// Live hosts.
     pub hosts_live: Gauge,
     /// Unhealthy hosts.
@@ -207,7 +211,7 @@ impl Metrics {
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "decisions",
-            "Permit decisions by action and outcome (granted, replayed, or the denial reason)",
+            "Permit decisions by action and outcome (granted, replayed, waiting_approval, or the denial reason)",
             decisions.clone(),
         );
         let permits_active = Family::<ActionLabel, Gauge>::default();
@@ -264,6 +268,17 @@ impl Metrics {
             &mut registry,
             "overrides_active",
             "Operators' temporary overrides of limits in force",
+        );
+        let approvals_pending = gauge(
+            &mut registry,
+            "approvals_pending",
+            "Permit requests waiting for a human's approval (medicctl approvals)",
+        );
+        let approval_oldest_pending = gauge(
+            &mut registry,
+            "approval_oldest_pending_timestamp_seconds",
+            "When the oldest request still waiting for a human's approval began to wait \
+             (Unix seconds; 0 when none waits)",
         );
         let hosts_live = gauge(&mut registry, "hosts_live", "Live hosts");
         let hosts_unhealthy = gauge(
@@ -500,7 +515,7 @@ impl Metrics {
             });
         }
         let mut decision_counters = HashMap::new();
-        let outcomes = ["granted", "replayed"]
+        let outcomes = ["granted", "replayed", "waiting_approval"]
             .into_iter()
             .chain(DenyReason::ALL.iter().map(|r| r.as_str()));
         for outcome in outcomes {
@@ -548,6 +563,8 @@ impl Metrics {
             breaker_open,
             pauses_active,
             overrides_active,
+            approvals_pending,
+            approval_oldest_pending,
             hosts_live,
             hosts_unhealthy,
             hosts_silent,
@@ -566,7 +583,8 @@ impl Metrics {
         }
     }
 
-    /// Counts one decision (`outcome`: `granted`, `replayed` or a denial
+    /// Counts one decision (`outcome`: `granted`, `replayed`,
+    /// `waiting_approval` or a denial
     /// reason's name).
     pub fn decision(&self, action: Action, outcome: &'static str) {
         match self.decision_counters.get(&(action, outcome)) {
@@ -691,6 +709,19 @@ impl Metrics {
         }
         self.pauses_active.set(len(s.pauses.len()));
         self.overrides_active.set(len(s.overrides.len()));
+        let pending = || {
+            s.approvals
+                .iter()
+                .filter(|a| a.state == medic_policy::ApprovalState::Pending)
+        };
+        self.approvals_pending.set(len(pending().count()));
+        self.approval_oldest_pending.set(
+            pending()
+                .map(|a| a.requested_at)
+                .min()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        );
         self.hosts_live.set(i64::from(s.live_hosts));
         self.hosts_unhealthy.set(i64::from(s.unhealthy_hosts));
         self.hosts_silent.set(i64::from(s.silent_hosts));

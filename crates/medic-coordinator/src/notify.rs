@@ -33,7 +33,8 @@ pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub struct Notification {
     /// `breaker_opened`, `breaker_half_opened`, `breaker_closed`, `paused`,
     /// `resumed`, `host_quarantined`, `host_lost`, `config_reload_failed`,
-    /// `override_set` or `override_ended`.
+    /// `override_set`, `override_ended`, `approval_requested`,
+    /// `approval_decided` or `approval_expired`.
     pub kind: &'static str,
     /// The audit history entry it comes from (`medicctl history`).
     pub event_id: u64,
@@ -192,6 +193,61 @@ impl Notification {
                     "limit": over.limit.as_str(),
                 }),
             )),
+            Record::Policy(Event::ApprovalRequested(a)) => Some(n(
+                NotifyKind::ApprovalRequested,
+                format!(
+                    "medic APPROVAL NEEDED: {} of job {:?} on {} waits for a human (approval \
+                     {}, expires {}): {}. `medicctl approve {}` or `medicctl reject {}`, with \
+                     a reason",
+                    a.action,
+                    a.job,
+                    a.host,
+                    a.id,
+                    medic_policy::rfc3339(a.expires_at),
+                    a.why,
+                    a.id,
+                    a.id
+                ),
+                &medic_policy::host_actor(&a.host),
+                &a.reason,
+                Some(a.host.to_string()),
+                serde_json::json!({
+                    "approval_id": a.id,
+                    "action": a.action.as_str(),
+                    "job": a.job,
+                    "why": a.why,
+                    "dry_run": a.dry_run,
+                    "expires_at": medic_policy::rfc3339(a.expires_at),
+                }),
+            )),
+            Record::Policy(Event::ApprovalChanged {
+                id,
+                host,
+                state,
+                actor,
+                reason,
+                expires_at,
+                ..
+            }) => {
+                use medic_policy::ApprovalState as S;
+                let kind = match state {
+                    S::Approved | S::Rejected => NotifyKind::ApprovalDecided,
+                    S::Expired => NotifyKind::ApprovalExpired,
+                    S::Pending | S::Withdrawn | S::Used => return None,
+                };
+                Some(n(
+                    kind,
+                    format!("medic approval {id} for {host} {state} by {actor}: {reason}"),
+                    actor,
+                    reason,
+                    Some(host.to_string()),
+                    serde_json::json!({
+                        "approval_id": id,
+                        "state": state.as_str(),
+                        "expires_at": expires_at.map(medic_policy::rfc3339),
+                    }),
+                ))
+            }
             Record::Policy(Event::HostQuarantined(q)) => Some(n(
                 NotifyKind::HostQuarantined,
                 format!(

@@ -379,6 +379,7 @@ pub fn granted(d: pb::request_permit_response::Decision) -> pb::Grant {
     match d {
         pb::request_permit_response::Decision::Granted(g) => g,
         pb::request_permit_response::Decision::Denied(d) => panic!("denied: {d:?}"),
+        pb::request_permit_response::Decision::Waiting(w) => panic!("waiting: {w:?}"),
     }
 }
 
@@ -386,6 +387,15 @@ pub fn denied(d: pb::request_permit_response::Decision) -> pb::Denial {
     match d {
         pb::request_permit_response::Decision::Denied(d) => d,
         pb::request_permit_response::Decision::Granted(g) => panic!("granted: {g:?}"),
+        pb::request_permit_response::Decision::Waiting(w) => panic!("waiting: {w:?}"),
+    }
+}
+
+pub fn waiting(d: pb::request_permit_response::Decision) -> pb::Waiting {
+    match d {
+        pb::request_permit_response::Decision::Waiting(w) => w,
+        pb::request_permit_response::Decision::Granted(g) => panic!("granted: {g:?}"),
+        pb::request_permit_response::Decision::Denied(d) => panic!("denied: {d:?}"),
     }
 }
 

@@ -195,6 +195,7 @@ async fn stream_until_dead(addr: &str, hosts: usize, seen: &mut Seen, round: usi
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
+            Some(Decision::Waiting(w)) => panic!("no approvals are configured: {w:?}"),
             None => panic!("no decision"),
         }
     }

@@ -561,6 +561,7 @@ async fn asks(c: &Client, host: &str, request_id: &str) -> bool {
     {
         Decision::Granted { .. } => true,
         Decision::Denied(_) => false,
+        Decision::Waiting(w) => panic!("no approvals are configured: {w:?}"),
     }
 }
 

@@ -21,6 +21,7 @@ fn status(breakers: Vec<BreakerTrip>, silent_hosts: u32) -> Status {
         min_fleet_size: 0,
         pauses: Vec::new(),
         overrides: Vec::new(),
+        approvals: Vec::new(),
         breakers,
         actions: Vec::new(),
     }

@@ -356,6 +356,55 @@ async fn read_only_operator_may_read_but_not_pause() {
 }
 
 #[tokio::test]
+async fn read_only_operator_may_list_approvals_but_not_approve_or_reject() {
+    let s = setup("[limits.restart_job.approval]\nalways = true\n").await;
+    let mut agent = s.agent("web-1").await;
+    agent.heartbeat(heartbeat("web-1")).await.unwrap();
+    s.server.advance(Duration::from_secs(3));
+    agent.heartbeat(heartbeat("web-1")).await.unwrap();
+    let decision = agent
+        .request_permit(permit_request("web-1", pb::Action::RestartJob, "r-1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision;
+    let Some(pb::request_permit_response::Decision::Waiting(w)) = decision else {
+        panic!("expected the request to wait: {decision:?}")
+    };
+    let mut viewer = s.admin(Some("viewer")).await;
+    let listed = viewer
+        .list_approvals(pb::ListApprovalsRequest { all: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .approvals;
+    assert_eq!(listed.len(), 1);
+    let decide = || pb::DecideApprovalRequest {
+        approval_id: w.approval_id,
+        reason: "looks fine".into(),
+    };
+    let (c, m) = code(viewer.approve(decide()).await);
+    assert_eq!(c, Code::PermissionDenied, "{m}");
+    assert!(m.contains("read-only"), "{m}");
+    let (c, _) = code(viewer.reject(decide()).await);
+    assert_eq!(c, Code::PermissionDenied);
+    // Still pending; an admin's approval is recorded as theirs.
+    let mut admin = s.admin(Some("operator")).await;
+    let a = admin
+        .approve(decide())
+        .await
+        .unwrap()
+        .into_inner()
+        .approval
+        .unwrap();
+    assert_eq!(a.state(), pb::ApprovalState::Approved);
+    assert_eq!(a.actor, "cert:spiffe://medic.dev/operator/admin");
+    let (c, m) = code(admin.approve(decide()).await);
+    assert_eq!(c, Code::FailedPrecondition, "{m}");
+    assert!(m.contains("already approved"), "{m}");
+}
+
+#[tokio::test]
 async fn admin_operator_is_the_audit_actor() {
     let s = setup("").await;
     let mut admin = s.admin(Some("operator")).await;

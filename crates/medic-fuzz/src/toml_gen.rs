@@ -408,6 +408,13 @@ const GROUP_CAP: &[Field] = &[
     f("max_in_flight", Kind::Int),
     f("max_in_flight_percent", Kind::Num),
 ];
+const APPROVAL: &[Field] = &[
+    f("always", Kind::Bool),
+    f("above_in_flight", Kind::Int),
+    f("outside_windows", Kind::Bool),
+    f("expire_after", Kind::Dur),
+    f("use_within", Kind::Dur),
+];
 const LIMITS: &[Field] = &[
     f("max_in_flight", Kind::Int),
     f("max_in_flight_percent", Kind::Num),
@@ -418,6 +425,7 @@ const LIMITS: &[Field] = &[
     f("timezone", Kind::Str(TIMEZONES)),
     f("windows", Kind::Tables(WINDOW)),
     f("groups", Kind::Map(LABEL_KEYS, &Kind::Table(GROUP_CAP))),
+    f("approval", Kind::Table(APPROVAL)),
 ];
 const FLEET: &[Field] = &[
     f("heartbeat_interval", Kind::Dur),

@@ -155,6 +155,8 @@ fn main() {
                         }
                     }
                     Decision::Denied(d) => *denials.entry(d.reason.as_str()).or_default() += 1,
+                    // This configuration asks for no approvals.
+                    Decision::Waiting(_) => *denials.entry("waiting").or_default() += 1,
                 }
             }
         }

@@ -122,6 +122,24 @@ pub enum PolicyError {
     /// it was ended).
     #[error("no override {0} is in force (medicctl status lists those that are)")]
     NoSuchOverride(u64),
+    /// No approval has this id (it never existed, or it was decided or
+    /// ended so long ago that it was forgotten).
+    #[error("no approval {0} is known (medicctl approvals --all lists the recent ones)")]
+    NoSuchApproval(u64),
+    /// The approval is no longer pending: someone decided it, or it
+    /// expired, was withdrawn or was used. Deciding it again changes
+    /// nothing.
+    #[error("approval {id} is already {state}{by}: {reason}")]
+    ApprovalNotPending {
+        /// Which approval.
+        id: u64,
+        /// Where it stands.
+        state: crate::types::ApprovalState,
+        /// ` by <actor> at <time>`, or empty.
+        by: String,
+        /// The decider's or the coordinator's words.
+        reason: String,
+    },
     /// An override would pass the configured ceiling.
     #[error(
         "{limit} of {action} may be overridden up to {ceiling} \

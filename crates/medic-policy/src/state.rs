@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PolicyConfig;
 use crate::types::{
-    Action, BreakerScope, BreakerTrip, ClockMark, ClockStep, Event, FencingToken, HalfOpen, HostId,
-    Override, Pause, Permit, PermitId, PermitState, Quarantine, RequestId, Time,
+    Action, Approval, ApprovalState, BreakerScope, BreakerTrip, ClockMark, ClockStep, Event,
+    FencingToken, HalfOpen, HostId, Override, Pause, Permit, PermitId, PermitState, Quarantine,
+    RequestId, Time,
 };
 
 /// One grant, as the rate and attempt budgets remember it.
@@ -89,6 +90,14 @@ pub struct DurableState {
     /// Operators' overrides in force, by id.
     #[serde(default)]
     pub overrides: BTreeMap<u64, Override>,
+    /// The highest approval id ever issued.
+    #[serde(default)]
+    pub last_approval_id: u64,
+    /// Approvals: pending and approved ones, and decided ones for a while
+    /// (a rejection holds until its `expires_at`; the others are kept as
+    /// long as granted requests are, for `medicctl approvals --all`).
+    #[serde(default)]
+    pub approvals: BTreeMap<u64, Approval>,
 }
 
 impl DurableState {
@@ -178,6 +187,33 @@ impl DurableState {
             Event::OverrideEnded { over, .. } => {
                 self.overrides.remove(&over.id);
             }
+            Event::ApprovalRequested(a) => {
+                self.last_approval_id = self.last_approval_id.max(a.id);
+                self.approvals.insert(a.id, a.clone());
+            }
+            Event::ApprovalChanged {
+                id,
+                state,
+                actor,
+                reason,
+                expires_at,
+                permit,
+                at,
+                ..
+            } => {
+                if let Some(a) = self.approvals.get_mut(id) {
+                    a.state = *state;
+                    a.actor.clone_from(actor);
+                    a.decision.clone_from(reason);
+                    a.decided_at = Some(*at);
+                    if let Some(e) = expires_at {
+                        a.expires_at = *e;
+                    }
+                    if permit.is_some() {
+                        a.permit.clone_from(permit);
+                    }
+                }
+            }
             Event::BreakerHalfOpened {
                 scope,
                 actor,
@@ -226,6 +262,13 @@ impl DurableState {
             s(&mut o.since);
             s(&mut o.until);
         }
+        for a in self.approvals.values_mut() {
+            s(&mut a.requested_at);
+            s(&mut a.expires_at);
+            if let Some(d) = &mut a.decided_at {
+                s(d);
+            }
+        }
         for b in self.breakers.values_mut() {
             s(&mut b.since);
             if let Some(h) = &mut b.half_open {
@@ -246,7 +289,11 @@ impl DurableState {
             .values()
             .map(|p| p.since)
             .chain(self.overrides.values().map(|o| o.since));
-        let quarantines = self.quarantines.values().map(|q| q.since);
+        let quarantines = self.quarantines.values().map(|q| q.since).chain(
+            self.approvals
+                .values()
+                .map(|a| a.decided_at.unwrap_or(a.requested_at)),
+        );
         let breakers = self
             .breakers
             .values()
@@ -297,5 +344,13 @@ impl DurableState {
         let retention = config.idempotency_retention;
         self.requests
             .retain(|_, p| p.state == PermitState::Active || !older_than(p.granted_at, retention));
+
+        // A decided approval is kept as long as granted requests are; a
+        // rejection at least as long as it holds.
+        self.approvals.retain(|_, a| match (a.state, a.decided_at) {
+            (ApprovalState::Pending | ApprovalState::Approved, _) | (_, None) => true,
+            (ApprovalState::Rejected, _) if a.expires_at > now => true,
+            (_, Some(at)) => !older_than(at, retention),
+        });
     }
 }

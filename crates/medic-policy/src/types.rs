@@ -376,11 +376,15 @@ pub enum DenyReason {
     /// An alert gate covering this host and action is closed: its query
     /// returns something, or it cannot be evaluated.
     GateClosed,
+    /// A human rejected the approval this request waited for (or one for
+    /// the same host, action and job, recently): it is not asked again
+    /// until the rejection lapses.
+    ApprovalRejected,
 }
 
 impl DenyReason {
     /// Every reason, in rule order.
-    pub const ALL: [DenyReason; 17] = [
+    pub const ALL: [DenyReason; 18] = [
         DenyReason::UnknownAction,
         DenyReason::UnknownHost,
         DenyReason::WarmingUp,
@@ -398,6 +402,7 @@ impl DenyReason {
         DenyReason::JobCap,
         DenyReason::RateLimited,
         DenyReason::GateClosed,
+        DenyReason::ApprovalRejected,
     ];
 
     /// The snake_case name used in metrics and logs.
@@ -420,6 +425,7 @@ impl DenyReason {
             DenyReason::UnknownAction => "unknown_action",
             DenyReason::JobCap => "job_cap",
             DenyReason::GateClosed => "gate_closed",
+            DenyReason::ApprovalRejected => "approval_rejected",
         }
     }
 }
@@ -455,6 +461,10 @@ pub enum Decision {
     },
     /// Denied by the first rule that refused, in rule order.
     Denied(Denial),
+    /// Every rule passed, but the action needs a human's approval here:
+    /// the request waits in the queue of pending approvals. Not an error:
+    /// the agent asks again with the same request id.
+    Waiting(Waiting),
 }
 
 impl Decision {
@@ -462,17 +472,31 @@ impl Decision {
     pub fn permit(&self) -> Option<&Permit> {
         match self {
             Decision::Granted { permit, .. } => Some(permit),
-            Decision::Denied(_) => None,
+            Decision::Denied(_) | Decision::Waiting(_) => None,
         }
     }
 
     /// The denial, if denied.
     pub fn denial(&self) -> Option<&Denial> {
         match self {
-            Decision::Granted { .. } => None,
+            Decision::Granted { .. } | Decision::Waiting(_) => None,
             Decision::Denied(d) => Some(d),
         }
     }
+}
+
+/// The answer to a request that waits for a human's approval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    /// The pending approval (`medicctl approve ID`).
+    pub approval: u64,
+    /// When to ask again (with the same request id). A heartbeat reply's
+    /// wake-up value changes as soon as the approval is decided.
+    pub retry_after: Duration,
+    /// Until when the approval waits for a human before it expires.
+    pub expires_at: Time,
+    /// A sentence for the agent's log: why a human must approve, and how.
+    pub message: String,
 }
 
 // === Pauses, quarantines, breakers ===
@@ -855,6 +879,9 @@ pub enum RecordKind {
     Clock,
     /// An operator's temporary override of a limit began or ended.
     Override,
+    /// A request began to wait for a human's approval, or its approval was
+    /// decided, expired, withdrawn or used.
+    Approval,
 }
 
 // === Overrides ===
@@ -911,6 +938,98 @@ pub struct Override {
     pub since: Time,
     /// When it ends by itself.
     pub until: Time,
+}
+
+// === Approvals ===
+
+/// Where an [`Approval`] stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    /// Waiting for a human, until `expires_at`.
+    Pending,
+    /// Approved: the agent's next ask with the same request id is granted
+    /// if every rule still passes, until `expires_at`.
+    Approved,
+    /// Rejected by a human: the request, and new ones for the same host,
+    /// action and job, are denied until `expires_at`.
+    Rejected,
+    /// No human decided in time, or an approval was not used in time.
+    Expired,
+    /// No longer needed: when the agent asked again, the action no longer
+    /// needed an approval (fewer in flight, inside its windows).
+    Withdrawn,
+    /// Used by one grant (`permit`). An approval is used at most once.
+    Used,
+}
+
+impl ApprovalState {
+    /// The snake_case name used in output and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Rejected => "rejected",
+            ApprovalState::Expired => "expired",
+            ApprovalState::Withdrawn => "withdrawn",
+            ApprovalState::Used => "used",
+        }
+    }
+
+    /// Whether nothing more can happen to it.
+    pub fn is_final(self) -> bool {
+        !matches!(self, ApprovalState::Pending | ApprovalState::Approved)
+    }
+}
+
+impl fmt::Display for ApprovalState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A permit request waiting for (or decided by) a human: the durable queue
+/// of pending approvals holds these. Every step is an [`Event`], audited
+/// with who and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Its id, unique for the coordinator's whole life (`medicctl approve ID`).
+    pub id: u64,
+    /// The request it stands for: the agent asks again with this id.
+    pub request_id: RequestId,
+    /// The requesting host.
+    pub host: HostId,
+    /// The action asked for.
+    pub action: Action,
+    /// The job concerned.
+    pub job: String,
+    /// The agent's reason for the request.
+    pub reason: String,
+    /// Whether the permit would be a dry run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Why a human must approve (`always`, `4 in flight would pass 3`).
+    pub why: String,
+    /// When the request began to wait.
+    pub requested_at: Time,
+    /// Pending: when it expires undecided. Approved: when it expires
+    /// unused. Rejected: until when the rejection holds.
+    pub expires_at: Time,
+    /// Where it stands.
+    pub state: ApprovalState,
+    /// Who approved or rejected it (or `coordinator` when it ended by
+    /// itself); empty while pending.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub actor: String,
+    /// Why, in the decider's words (or the coordinator's).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub decision: String,
+    /// When it was decided or ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<Time>,
+    /// The permit that used it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permit: Option<PermitId>,
 }
 
 /// A durable change of the engine's state. Every mutation of durable state is
@@ -1029,6 +1148,30 @@ pub enum Event {
         /// When.
         at: Time,
     },
+    /// A request began to wait for a human's approval (state pending).
+    ApprovalRequested(Approval),
+    /// A pending approval changed state: approved or rejected by a human,
+    /// expired, withdrawn, or used by a grant; an approved one expired or
+    /// was used.
+    ApprovalChanged {
+        /// Which approval.
+        id: u64,
+        /// Its host.
+        host: HostId,
+        /// Its new state.
+        state: ApprovalState,
+        /// Who (`coordinator` for expiries, withdrawals and uses).
+        actor: String,
+        /// Why, in the decider's words, or what the coordinator saw.
+        reason: String,
+        /// Approved: until when it may be used. Rejected: until when the
+        /// rejection holds.
+        expires_at: Option<Time>,
+        /// Used: the permit granted.
+        permit: Option<PermitId>,
+        /// When.
+        at: Time,
+    },
 }
 
 impl Event {
@@ -1049,6 +1192,7 @@ impl Event {
             | Event::BreakerClosed { .. } => RecordKind::Breaker,
             Event::ClockChecked { .. } => RecordKind::Clock,
             Event::OverrideSet(_) | Event::OverrideEnded { .. } => RecordKind::Override,
+            Event::ApprovalRequested(_) | Event::ApprovalChanged { .. } => RecordKind::Approval,
         }
     }
 
@@ -1063,8 +1207,10 @@ impl Event {
             | Event::ClockChecked { at, .. }
             | Event::BreakerHalfOpened { at, .. }
             | Event::BreakerClosed { at, .. }
-            | Event::OverrideEnded { at, .. } => *at,
+            | Event::OverrideEnded { at, .. }
+            | Event::ApprovalChanged { at, .. } => *at,
             Event::OverrideSet(o) => o.since,
+            Event::ApprovalRequested(a) => a.requested_at,
             Event::HostQuarantined(q) => q.since,
             Event::Paused(p) => p.since,
             Event::BreakerOpened(t) => t.since,
@@ -1077,6 +1223,8 @@ impl Event {
             Event::PermitGranted { permit } => Some(&permit.host),
             Event::PermitEnded { host, .. } | Event::HostReleased { host, .. } => Some(host),
             Event::HostQuarantined(q) => Some(&q.host),
+            Event::ApprovalRequested(a) => Some(&a.host),
+            Event::ApprovalChanged { host, .. } => Some(host),
             Event::PermitRenewed { .. }
             | Event::Paused(_)
             | Event::Resumed { .. }

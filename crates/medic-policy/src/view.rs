@@ -30,6 +30,9 @@ pub struct Status {
     pub pauses: Vec<Pause>,
     /// Operators' overrides of limits in force.
     pub overrides: Vec<crate::types::Override>,
+    /// Approvals waiting for a human, or approved and waiting for their
+    /// agent, newest first.
+    pub approvals: Vec<crate::types::Approval>,
     /// Tripped breakers: open, or half-open.
     pub breakers: Vec<BreakerTrip>,
     /// Per action: slots and budget.

@@ -83,6 +83,12 @@ fn configs() -> Vec<PolicyConfig> {
         host_budget = { max_attempts = 2, per = "1h" }
         [limits.drain_host.jobs.job-1]
         groups = { zone = 1 }
+        [limits.drain_host.approval]
+        always = true
+        expire_after = "5m"
+        use_within = "2m"
+        [limits.reboot_host.approval]
+        above_in_flight = 1
         [[gates]]
         name = "db"
         prometheus = "http://prometheus:9090"
@@ -134,6 +140,8 @@ fn configs() -> Vec<PolicyConfig> {
         [breaker]
         unhealthy_percent = 100
         failure_percent = 100
+        # Loose: hosts going quiet between steps do not open it either.
+        liveness_drop = { percent = 100 }
         [limits.restart_job]
         max_in_flight = 8
         max_in_flight_percent = 50
@@ -155,6 +163,12 @@ fn configs() -> Vec<PolicyConfig> {
         permit_ttl = "1m"
         [limits.drain_host.jobs.job-2]
         max_in_flight = 1
+        [limits.reboot_host.approval]
+        always = true
+        expire_after = "10m"
+        use_within = "1m"
+        [limits.restart_job.approval]
+        above_in_flight = 2
     "#;
     [base, tight, loose]
         .iter()
@@ -181,6 +195,11 @@ enum Step {
         host: usize,
         problem: bool,
         needs_human: bool,
+    },
+    /// Every agent heartbeats (a bit set in `problems`: reporting one), as
+    /// a fleet does within each heartbeat interval.
+    FleetHeartbeat {
+        problems: u16,
     },
     Request {
         host: usize,
@@ -240,6 +259,17 @@ enum Step {
     EndOverride {
         pick: usize,
     },
+    /// An operator approves or rejects an approval (any: deciding one
+    /// that is not pending, or without a reason, must be refused).
+    Decide {
+        pick: usize,
+        /// Pick among the pending ones only.
+        pending: bool,
+        approve: bool,
+        reason: bool,
+        /// The waiting agent asks again at once (woken by the decision).
+        retry: bool,
+    },
     /// A round of a gate's evaluations: per rack (a fleet-wide gate uses
     /// the first), 0 quiet, 1 firing, 2 failed, 3 not evaluated.
     Gate {
@@ -271,13 +301,14 @@ fn outcome() -> impl Strategy<Value = Outcome> {
 struct Model;
 
 impl ReferenceStateMachine for Model {
-    /// The reference only counts steps; the invariants are checked against
+    /// The reference only picks the config to start in; the invariants are checked against
     /// the harness's own model of the fleet, see `Harness`.
-    type State = ();
+    /// The config variant the sequence starts in.
+    type State = usize;
     type Transition = Step;
 
     fn init_state() -> BoxedStrategy<Self::State> {
-        Just(()).boxed()
+        (0usize..3).boxed()
     }
 
     fn transitions(_: &Self::State) -> BoxedStrategy<Self::Transition> {
@@ -285,6 +316,8 @@ impl ReferenceStateMachine for Model {
         prop_oneof![
             30 => (host.clone(), proptest::bool::weighted(0.4), proptest::bool::weighted(0.01))
                 .prop_map(|(host, problem, needs_human)| Step::Heartbeat { host, problem, needs_human }),
+            6 => (any::<u16>(), any::<u16>())
+                .prop_map(|(a, b)| Step::FleetHeartbeat { problems: a & b }),
             25 => (host.clone(), action(), 0u8..3, proptest::bool::weighted(0.2))
                 .prop_map(|(host, action, job, dry_run)| Step::Request { host, action, job, dry_run }),
             4 => any::<usize>().prop_map(|pick| Step::Retry { pick }),
@@ -311,6 +344,11 @@ impl ReferenceStateMachine for Model {
                     action, rate, value, secs, reason,
                 }),
             1 => any::<usize>().prop_map(|pick| Step::EndOverride { pick }),
+            6 => (any::<usize>(), proptest::bool::weighted(0.8), proptest::bool::weighted(0.7),
+                  proptest::bool::weighted(0.95), proptest::bool::weighted(0.7))
+                .prop_map(|(pick, pending, approve, reason, retry)| Step::Decide {
+                    pick, pending, approve, reason, retry,
+                }),
             6 => (any::<usize>(), [0u8..4, 0u8..4, 0u8..4])
                 .prop_map(|(pick, states)| Step::Gate { pick, states }),
         ]
@@ -357,7 +395,17 @@ struct Harness {
     /// not evaluated). Cleared for a gate whose settings change, and by a
     /// restart: readings are not durable.
     gates: Vec<(GateConfig, Time, [Option<u8>; RACKS])>,
+    /// Approvals as the model saw them in the events: where each stands,
+    /// until when, and for which request.
+    approvals: BTreeMap<u64, ModelApproval>,
     next_request: u64,
+}
+
+#[derive(Clone, Debug)]
+struct ModelApproval {
+    state: medic_policy::ApprovalState,
+    expires_at: Time,
+    request_id: RequestId,
 }
 
 impl Harness {
@@ -440,6 +488,51 @@ impl Harness {
                 }
                 Event::Resumed { pause, .. } => {
                     self.pauses.remove(&pause.id);
+                }
+                Event::ApprovalRequested(a) => {
+                    assert!(
+                        !self.approvals.contains_key(&a.id),
+                        "approval id {} reused",
+                        a.id
+                    );
+                    self.approvals.insert(
+                        a.id,
+                        ModelApproval {
+                            state: a.state,
+                            expires_at: a.expires_at,
+                            request_id: a.request_id.clone(),
+                        },
+                    );
+                }
+                Event::ApprovalChanged {
+                    id,
+                    state,
+                    expires_at,
+                    at,
+                    ..
+                } => {
+                    use medic_policy::ApprovalState as S;
+                    let m = self
+                        .approvals
+                        .get_mut(id)
+                        .unwrap_or_else(|| panic!("approval {id} changed before it was requested"));
+                    let allowed = match (m.state, *state) {
+                        (S::Pending, S::Approved | S::Rejected | S::Expired | S::Withdrawn) => true,
+                        // Used once, and only while approved and unexpired.
+                        (S::Approved, S::Used) => m.expires_at > *at,
+                        (S::Approved, S::Expired) => m.expires_at <= *at,
+                        _ => false,
+                    };
+                    assert!(
+                        allowed,
+                        "approval {id} went from {} to {state} (an approval used twice, \
+                         or used without being approved, or after it expired)",
+                        m.state
+                    );
+                    m.state = *state;
+                    if let Some(e) = expires_at {
+                        m.expires_at = *e;
+                    }
                 }
                 _ => {}
             }
@@ -729,13 +822,13 @@ impl StateMachineTest for EngineTest {
     type SystemUnderTest = Harness;
     type Reference = Model;
 
-    fn init_test(_: &()) -> Harness {
+    fn init_test(start: &usize) -> Harness {
         let configs = configs();
         let now = start_time();
         Harness {
-            engine: Engine::new(configs[0].clone(), now),
+            engine: Engine::new(configs[*start].clone(), now),
             configs,
-            config: 0,
+            config: *start,
             started: now,
             now,
             folded: DurableState::default(),
@@ -751,41 +844,21 @@ impl StateMachineTest for EngineTest {
             last_end: HashMap::new(),
             next_request: 0,
             gates: Vec::new(),
+            approvals: BTreeMap::new(),
         }
     }
 
-    fn apply(mut h: Harness, _: &(), step: Step) -> Harness {
+    fn apply(mut h: Harness, _: &usize, step: Step) -> Harness {
         match step {
             Step::Heartbeat {
                 host,
                 problem,
                 needs_human,
-            } => {
-                let problems = if problem {
-                    vec![Problem {
-                        job: "ingest".into(),
-                        detector: "heartbeat_file".into(),
-                        since: h.now,
-                        detail: "stale".into(),
-                    }]
-                } else {
-                    vec![]
-                };
-                h.engine.heartbeat(
-                    Heartbeat {
-                        state_error: None,
-                        host: host_id(host),
-                        labels: host_labels(host),
-                        agent_version: "test".into(),
-                        problems,
-                        held_permit: None,
-                        needs_human: needs_human.then(|| "gave up".to_owned()),
-                    },
-                    h.now,
-                );
-                h.last_heartbeat[host] = Some(h.now);
-                h.problems[host] = problem;
-                h.absorb();
+            } => beat(&mut h, host, problem, needs_human),
+            Step::FleetHeartbeat { problems } => {
+                for host in 0..HOSTS {
+                    beat(&mut h, host, problems & (1 << host) != 0, false);
+                }
             }
             Step::Request {
                 host,
@@ -1022,6 +1095,52 @@ impl StateMachineTest for EngineTest {
                     h.overrides.insert(o.id, o);
                 }
             }
+            Step::Decide {
+                pick,
+                pending,
+                approve,
+                reason,
+                retry,
+            } => {
+                let ids: Vec<u64> = h
+                    .approvals
+                    .iter()
+                    .filter(|(_, a)| !pending || a.state == medic_policy::ApprovalState::Pending)
+                    .map(|(id, _)| *id)
+                    .collect();
+                if !ids.is_empty() {
+                    let id = ids[pick % ids.len()];
+                    let why = if reason { "looked at it" } else { "" };
+                    let res = h.engine.decide_approval(id, approve, "op:test", why, h.now);
+                    h.absorb();
+                    let m = &h.approvals[&id];
+                    match res {
+                        Ok(a) => {
+                            assert!(reason, "a decision without a reason was taken");
+                            let want = if approve {
+                                medic_policy::ApprovalState::Approved
+                            } else {
+                                medic_policy::ApprovalState::Rejected
+                            };
+                            assert_eq!((a.state, m.state), (want, want));
+                            let asked = h
+                                .requests
+                                .iter()
+                                .find(|(r, _)| r.request_id == a.request_id)
+                                .cloned();
+                            if let (true, Some((req, granted))) = (retry, asked) {
+                                request(&mut h, req, Some(granted));
+                            }
+                        }
+                        Err(e) => assert!(
+                            !reason
+                                || m.state != medic_policy::ApprovalState::Pending
+                                || matches!(e, PolicyError::NoSuchApproval(_)),
+                            "deciding pending approval {id} failed: {e}"
+                        ),
+                    }
+                }
+            }
             Step::EndOverride { pick } => {
                 let ids: Vec<u64> = h.overrides.keys().copied().collect();
                 if !ids.is_empty() {
@@ -1081,7 +1200,7 @@ impl StateMachineTest for EngineTest {
         h
     }
 
-    fn check_invariants(h: &Harness, _: &()) {
+    fn check_invariants(h: &Harness, _: &usize) {
         // I4: at most one active permit per host.
         let mut seen = BTreeSet::new();
         for p in h.engine.permits() {
@@ -1107,6 +1226,36 @@ impl StateMachineTest for EngineTest {
             assert_eq!(active[a], n, "active count of {a} drifted");
         }
     }
+}
+
+/// One heartbeat of `host`, reporting a problem or not, and maybe that its
+/// agent needs a human.
+fn beat(h: &mut Harness, host: usize, problem: bool, needs_human: bool) {
+    let problems = if problem {
+        vec![Problem {
+            job: "ingest".into(),
+            detector: "heartbeat_file".into(),
+            since: h.now,
+            detail: "stale".into(),
+        }]
+    } else {
+        vec![]
+    };
+    h.engine.heartbeat(
+        Heartbeat {
+            state_error: None,
+            host: host_id(host),
+            labels: host_labels(host),
+            agent_version: "test".into(),
+            problems,
+            held_permit: None,
+            needs_human: needs_human.then(|| "gave up".to_owned()),
+        },
+        h.now,
+    );
+    h.last_heartbeat[host] = Some(h.now);
+    h.problems[host] = problem;
+    h.absorb();
 }
 
 fn pick_granted(
@@ -1140,6 +1289,11 @@ fn request(
         unhealthy: h.unhealthy(),
     };
     let active_before = h.engine.permits().count();
+    let active_of_action = h
+        .engine
+        .permits()
+        .filter(|p| p.action == req.action)
+        .count();
     let dry = req.dry_run || h.cfg().dry_run || h.cfg().limits(req.action).dry_run;
     let decision = h.engine.request_permit(req.clone(), h.now).unwrap();
     let events = h.absorb();
@@ -1175,6 +1329,38 @@ fn request(
         (Decision::Granted { permit, .. }, retry) => {
             // A denied request retried may be granted later: that is a new decision.
             assert!(matches!(retry, None | Some(None)));
+            // A grant the configuration says needs a human used an
+            // approval of this very request (which `absorb` checked was
+            // approved, unexpired and unused).
+            let used: Vec<u64> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::ApprovalChanged {
+                        id,
+                        state: medic_policy::ApprovalState::Used,
+                        ..
+                    } => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            for id in &used {
+                assert_eq!(
+                    h.approvals[id].request_id, req.request_id,
+                    "approval {id} used by another request"
+                );
+            }
+            if let Some(rule) = h.cfg().limits(req.action).approval {
+                let needed = rule.always
+                    || rule
+                        .above_in_flight
+                        .is_some_and(|n| active_of_action + 1 > n as usize);
+                assert!(
+                    !needed || used.len() == 1,
+                    "granted {} to {} without a human's approval",
+                    req.action,
+                    req.host
+                );
+            }
             h.check_grant(&req, permit.token, permit.dry_run, &before);
             h.last_token = permit.token;
             h.grants.push((h.now, req.action, permit.dry_run));
@@ -1187,6 +1373,24 @@ fn request(
             {
                 Some(slot) => *slot = entry,
                 None => h.requests.push(entry),
+            }
+        }
+        (Decision::Waiting(w), retry) => {
+            assert!(
+                !matches!(retry, Some(Some(_))),
+                "I7: retry of a granted request waits"
+            );
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, Event::PermitGranted { .. })),
+                "a waiting request emitted a grant"
+            );
+            let m = &h.approvals[&w.approval];
+            assert_eq!(m.request_id, req.request_id, "waits on another's approval");
+            assert_eq!(m.state, medic_policy::ApprovalState::Pending);
+            if retry.is_none() {
+                h.requests.push((req, None));
             }
         }
         (Decision::Denied(_), retry) => {

@@ -3935,3 +3935,312 @@ fn a_raised_rate_count_frees_grants_at_once() {
     f.advance(mins(6));
     f.grant("h2", Action::RestartJob);
 }
+
+// === Human approvals ([limits.<action>.approval]) ===
+
+const APPROVE_REBOOTS: &str = r#"
+[breaker]
+unhealthy_percent = 100
+[limits.reboot_host]
+max_in_flight = 3
+[limits.reboot_host.approval]
+always = true
+expire_after = "30m"
+use_within = "10m"
+"#;
+
+fn waiting(d: Decision) -> medic_policy::Waiting {
+    match d {
+        Decision::Waiting(w) => w,
+        other => panic!("expected the request to wait for an approval, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_request_needing_approval_waits_and_is_granted_once_approved() {
+    let mut f = Fleet::ready(APPROVE_REBOOTS, 5);
+    let w = waiting(
+        f.request_with("r-1", "h1", Action::RebootHost, JOB)
+            .unwrap(),
+    );
+    assert!(w.message.contains("medicctl approve"), "{}", w.message);
+    assert!(w.retry_after > Duration::ZERO);
+    // Asking again with the same id waits on the same approval.
+    let again = waiting(
+        f.request_with("r-1", "h1", Action::RebootHost, JOB)
+            .unwrap(),
+    );
+    assert_eq!(again.approval, w.approval);
+    assert_eq!(f.engine.approvals(false).len(), 1);
+
+    let wake_before = f.heartbeat("h1").wake;
+    let a = f
+        .engine
+        .decide_approval(w.approval, true, "alice", "checked the host, go", f.now)
+        .unwrap();
+    assert_eq!(a.state, medic_policy::ApprovalState::Approved);
+    assert_ne!(
+        f.heartbeat("h1").wake,
+        wake_before,
+        "the waiting agent is woken"
+    );
+
+    let Decision::Granted { permit, replayed } = f
+        .request_with("r-1", "h1", Action::RebootHost, JOB)
+        .unwrap()
+    else {
+        panic!("an approved request is granted")
+    };
+    assert!(!replayed);
+    let a = &f.engine.durable().approvals[&w.approval];
+    assert_eq!(a.state, medic_policy::ApprovalState::Used);
+    assert_eq!(a.permit.as_ref(), Some(&permit.id));
+    // The same request asked again is the same grant (I7), not a second use.
+    assert!(matches!(
+        f.request_with("r-1", "h1", Action::RebootHost, JOB)
+            .unwrap(),
+        Decision::Granted { replayed: true, .. }
+    ));
+    // Another request needs its own approval: an approval is used once.
+    waiting(
+        f.request_with("r-2", "h2", Action::RebootHost, JOB)
+            .unwrap(),
+    );
+}
+
+#[test]
+fn an_approval_never_bypasses_the_other_rules() {
+    let mut f = Fleet::ready(APPROVE_REBOOTS, 5);
+    let w = waiting(
+        f.request_with("r-1", "h1", Action::RebootHost, JOB)
+            .unwrap(),
+    );
+    f.engine
+        .decide_approval(w.approval, true, "alice", "go", f.now)
+        .unwrap();
+    f.engine
+        .pause(Scope::fleet(), "bob", "incident", None, f.now);
+    let d = f
+        .request_with("r-1", "h1", Action::RebootHost, JOB)
+        .unwrap();
+    assert_eq!(d.denial().map(|d| d.reason), Some(DenyReason::Paused));
+    assert_eq!(
+        f.engine.durable().approvals[&w.approval].state,
+        medic_policy::ApprovalState::Approved,
+        "a denied ask leaves the approval for the next"
+    );
+    f.engine
+        .resume(ResumeTarget::All, "bob", "over", f.now)
+        .unwrap();
+    assert!(matches!(
+        f.request_with("r-1", "h1", Action::RebootHost, JOB)
+            .unwrap(),
+        Decision::Granted { .. }
+    ));
+}
+
+#[test]
+fn a_rejected_request_is_denied_naming_who_and_why_until_the_rejection_lapses() {
+    let mut f = Fleet::ready(APPROVE_REBOOTS, 5);
+    let w = waiting(
+        f.request_with("r-1", "h1", Action::RebootHost, JOB)
+            .unwrap(),
+    );
+    f.engine
+        .decide_approval(
+            w.approval,
+            false,
+            "alice",
+            "this host is being replaced",
+            f.now,
+        )
+        .unwrap();
+    let d = f.deny("h1", Action::RebootHost);
+    assert_eq!(d.reason, DenyReason::ApprovalRejected);
+    assert_mentions(&d, &["alice", "this host is being replaced"]);
+    // Another host is not held by it.
+    waiting(
+        f.request_with("r-9", "h2", Action::RebootHost, JOB)
+            .unwrap(),
+    );
+    f.advance(mins(31));
+    waiting(
+        f.request_with("r-10", "h1", Action::RebootHost, JOB)
+            .unwrap(),
+    );
+}
+
+#[test]
+fn deciding_an_approval_twice_or_after_it_expired_is_refused() {
+    let mut f = Fleet::ready(APPROVE_REBOOTS, 5);
+    let w = waiting(
+        f.request_with("r-1", "h1", Action::RebootHost, JOB)
+            .unwrap(),
+    );
+    let e = f
+        .engine
+        .decide_approval(w.approval, true, "alice", " ", f.now)
+        .unwrap_err();
+    assert!(e.to_string().contains("reason"), "{e}");
+    f.engine
+        .decide_approval(w.approval, true, "alice", "go", f.now)
+        .unwrap();
+    let e = f
+        .engine
+        .decide_approval(w.approval, false, "bob", "no", f.now)
+        .unwrap_err();
+    assert!(
+        matches!(e, PolicyError::ApprovalNotPending { .. }) && e.to_string().contains("alice"),
+        "{e}"
+    );
+    // Approved but never used: it expires after use_within.
+    f.advance(mins(11));
+    assert_eq!(
+        f.engine.durable().approvals[&w.approval].state,
+        medic_policy::ApprovalState::Expired
+    );
+
+    let w2 = waiting(
+        f.request_with("r-2", "h2", Action::RebootHost, JOB)
+            .unwrap(),
+    );
+    f.advance(mins(31));
+    let e = f
+        .engine
+        .decide_approval(w2.approval, true, "alice", "late", f.now)
+        .unwrap_err();
+    assert!(e.to_string().contains("expired"), "{e}");
+    assert!(matches!(
+        f.engine
+            .decide_approval(999, true, "alice", "who?", f.now)
+            .unwrap_err(),
+        PolicyError::NoSuchApproval(999)
+    ));
+    // The agent still asking with the expired request's id waits anew.
+    let w3 = waiting(
+        f.request_with("r-2", "h2", Action::RebootHost, JOB)
+            .unwrap(),
+    );
+    assert_ne!(w3.approval, w2.approval);
+}
+
+#[test]
+fn approval_beyond_a_threshold_is_needed_only_past_it_and_withdrawn_when_no_longer_needed() {
+    let mut f = Fleet::ready(
+        r#"
+[breaker]
+unhealthy_percent = 100
+[limits.restart_job]
+max_in_flight = 10
+cooldown = "0s"
+[limits.restart_job.approval]
+above_in_flight = 1
+"#,
+        5,
+    );
+    let p = f.grant("h1", Action::RestartJob);
+    let w = waiting(
+        f.request_with("r-x", "h2", Action::RestartJob, JOB)
+            .unwrap(),
+    );
+    assert!(
+        f.explain("h3", Action::RestartJob)
+            .notes
+            .iter()
+            .any(|n| n.contains("above_in_flight = 1")),
+        "explain says a request would wait"
+    );
+    f.finish(&p, Outcome::Succeeded);
+    // Below the threshold again: the waiting request is granted, and its
+    // approval withdrawn.
+    assert!(matches!(
+        f.request_with("r-x", "h2", Action::RestartJob, JOB)
+            .unwrap(),
+        Decision::Granted { .. }
+    ));
+    assert_eq!(
+        f.engine.durable().approvals[&w.approval].state,
+        medic_policy::ApprovalState::Withdrawn
+    );
+}
+
+#[test]
+fn outside_windows_a_request_waits_for_a_human_instead_of_being_denied() {
+    let toml = r#"
+[breaker]
+unhealthy_percent = 100
+[limits.reboot_host]
+windows = [{ days = ["sat", "sun"], start = "00:00", end = "23:59" }]
+[limits.reboot_host.approval]
+outside_windows = true
+"#;
+    // t0 is a Tuesday: outside the window.
+    let mut f = Fleet::ready(toml, 3);
+    let w = waiting(
+        f.request_with("r-1", "h1", Action::RebootHost, JOB)
+            .unwrap(),
+    );
+    f.engine
+        .decide_approval(w.approval, true, "alice", "urgent", f.now)
+        .unwrap();
+    assert!(matches!(
+        f.request_with("r-1", "h1", Action::RebootHost, JOB)
+            .unwrap(),
+        Decision::Granted { .. }
+    ));
+}
+
+#[test]
+fn approvals_survive_a_restart() {
+    let mut f = Fleet::ready(APPROVE_REBOOTS, 5);
+    let w = waiting(
+        f.request_with("r-1", "h1", Action::RebootHost, JOB)
+            .unwrap(),
+    );
+    let mut g = f.restarted();
+    g.warm_up();
+    assert_eq!(g.engine.approvals(false).len(), 1);
+    g.engine
+        .decide_approval(w.approval, true, "alice", "go", g.now)
+        .unwrap();
+    assert!(matches!(
+        g.request_with("r-1", "h1", Action::RebootHost, JOB)
+            .unwrap(),
+        Decision::Granted { .. }
+    ));
+    // Ids are never reused.
+    let w2 = waiting(
+        g.request_with("r-2", "h2", Action::RebootHost, JOB)
+            .unwrap(),
+    );
+    assert!(w2.approval > w.approval);
+}
+
+#[test]
+fn approval_config_errors_name_the_key() {
+    for (toml, key) in [
+        (
+            "[limits.reboot_host.approval]\n",
+            "limits.reboot_host.approval",
+        ),
+        (
+            "[limits.reboot_host.approval]\nalways = true\nabove_in_flight = 2\n",
+            "limits.reboot_host.approval.always",
+        ),
+        (
+            "[limits.reboot_host.approval]\noutside_windows = true\n",
+            "limits.reboot_host.approval.outside_windows",
+        ),
+        (
+            "[limits.reboot_host.approval]\nalways = true\nexpire_after = \"5s\"\n",
+            "limits.reboot_host.approval.expire_after",
+        ),
+        (
+            "[limits.reboot_host.approval]\nalways = true\ncolour = 1\n",
+            "limits.reboot_host.approval.colour",
+        ),
+    ] {
+        let e = PolicyConfig::from_toml(toml).unwrap_err().to_string();
+        assert!(e.contains(key), "{toml}: {e}");
+    }
+}

@@ -12,8 +12,8 @@ use tonic::{Code, Status};
 /// | Error | Code |
 /// |---|---|
 /// | invalid input | `INVALID_ARGUMENT` |
-/// | unknown permit, no such pause, host not quarantined, no open breaker, no such override | `NOT_FOUND` |
-/// | stale fencing token, permit already ended, an outcome its permit's mode does not allow, a reset of a half-open breaker, an override above its ceiling | `FAILED_PRECONDITION` |
+/// | unknown permit, no such pause, host not quarantined, no open breaker, no such override, no such approval | `NOT_FOUND` |
+/// | stale fencing token, permit already ended, an outcome its permit's mode does not allow, a reset of a half-open breaker, an override above its ceiling, a decision on an approval no longer pending | `FAILED_PRECONDITION` |
 /// | permit held by another host | `PERMISSION_DENIED` |
 /// | request id reused for another request, host already quarantined | `ALREADY_EXISTS` |
 pub fn policy_error_code(err: &PolicyError) -> Code {
@@ -23,12 +23,14 @@ pub fn policy_error_code(err: &PolicyError) -> Code {
         | PolicyError::NoSuchPause(_)
         | PolicyError::NotQuarantined(_)
         | PolicyError::NoOpenBreaker(_)
-        | PolicyError::NoSuchOverride(_) => Code::NotFound,
+        | PolicyError::NoSuchOverride(_)
+        | PolicyError::NoSuchApproval(_) => Code::NotFound,
         PolicyError::StaleToken { .. }
         | PolicyError::PermitEnded { .. }
         | PolicyError::OutcomeNotForMode { .. }
         | PolicyError::BreakerAlreadyHalfOpen(_)
-        | PolicyError::OverrideAboveCeiling { .. } => Code::FailedPrecondition,
+        | PolicyError::OverrideAboveCeiling { .. }
+        | PolicyError::ApprovalNotPending { .. } => Code::FailedPrecondition,
         PolicyError::WrongHost { .. } => Code::PermissionDenied,
         PolicyError::RequestIdConflict { .. } | PolicyError::AlreadyQuarantined(_) => {
             Code::AlreadyExists

@@ -243,6 +243,48 @@ impl TryFrom<pb::EndOverrideRequest> for EndOverrideCommand {
     }
 }
 
+// === ListApprovals, Approve, Reject ===
+
+/// A validated `ListApprovalsRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalQuery {
+    /// The decided and ended ones too.
+    pub all: bool,
+}
+
+impl TryFrom<pb::ListApprovalsRequest> for ApprovalQuery {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::ListApprovalsRequest) -> Result<Self, InvalidInput> {
+        Ok(Self { all: r.all })
+    }
+}
+
+/// A validated `DecideApprovalRequest` (Approve or Reject).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecideApprovalCommand {
+    /// Which approval.
+    pub id: u64,
+    /// Why.
+    pub reason: String,
+}
+
+impl TryFrom<pb::DecideApprovalRequest> for DecideApprovalCommand {
+    type Error = InvalidInput;
+
+    fn try_from(r: pb::DecideApprovalRequest) -> Result<Self, InvalidInput> {
+        request(|| {
+            if r.approval_id == 0 {
+                return Err(InvalidInput::new("approval_id", "must be set"));
+            }
+            Ok(Self {
+                id: r.approval_id,
+                reason: reason(r.reason)?,
+            })
+        })
+    }
+}
+
 // === Pause, Resume ===
 
 /// A validated `PauseRequest`.

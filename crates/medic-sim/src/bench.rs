@@ -237,7 +237,8 @@ pub(crate) async fn run_storm(
                             grants.push((name, p));
                         }
                     }
-                    Some(Decision::Denied(_)) => result.denied += 1,
+                    // The bench's configuration asks for no approvals.
+                    Some(Decision::Denied(_) | Decision::Waiting(_)) => result.denied += 1,
                     None => result.errors += 1,
                 }
             }

@@ -25,10 +25,10 @@ use medic_policy::{Event, Labels, PolicyConfig};
 use medic_proto::pb::v1 as pb;
 
 use self::invariants::{
-    Fleet, i1_caps_hold, i2_rate_holds, i3_failed_probe_reopens, i3_no_grant_while_forbidden,
-    i4_one_permit_per_host, i5_fencing, i6_no_grant_duplicated, i6_no_grant_lost,
-    i7_one_grant_per_request, i8_acts_under_valid_permit, i9_every_permit_ended,
-    i9_records_name_actor_and_reason,
+    Fleet, approvals_cover_always, approvals_hold, i1_caps_hold, i2_rate_holds,
+    i3_failed_probe_reopens, i3_no_grant_while_forbidden, i4_one_permit_per_host, i5_fencing,
+    i6_no_grant_duplicated, i6_no_grant_lost, i7_one_grant_per_request, i8_acts_under_valid_permit,
+    i9_every_permit_ended, i9_records_name_actor_and_reason,
 };
 use self::replay::Replay;
 use crate::record::ActionRecord;
@@ -104,6 +104,19 @@ impl AuditEntry {
             Some(Event::OverrideEnded { over, .. }) => format!("OVERRIDE END #{}", over.id),
             Some(Event::ClockChecked { step: Some(s), .. }) => format!("CLOCK STEPPED {s}"),
             Some(Event::ClockChecked { step: None, .. }) => "CLOCK CHECKED".to_owned(),
+            Some(Event::ApprovalRequested(a)) => format!(
+                "APPROVAL #{} requested: {} of {} (request {})",
+                a.id,
+                a.action,
+                a.host,
+                a.request_id.as_str()
+            ),
+            Some(Event::ApprovalChanged {
+                id, state, permit, ..
+            }) => match permit {
+                Some(p) => format!("APPROVAL #{id} {state} by {p}"),
+                None => format!("APPROVAL #{id} {state}"),
+            },
             None => format!("{:?} {}", self.kind, self.host),
         };
         format!(
@@ -231,11 +244,13 @@ pub fn check(history: &[AuditEntry], actions: &[ActionRecord], cx: &Context<'_>)
             }
             _ => {
                 i5_fencing(&mut v, &state, event, e.id);
+                approvals_hold(&mut v, &state, event, e.id);
                 state.apply(event, e.id);
             }
         }
     }
     i3_failed_probe_reopens(&mut v, &mut state, None);
+    approvals_cover_always(&mut v, &state, cx);
     i2_rate_holds(&mut v, &state, cx);
     i9_every_permit_ended(&mut v, &state, cx);
 
@@ -296,5 +311,9 @@ pub const COVERED: &[(&str, &str)] = &[
     (
         "I9",
         "every record has actor and reason; every permit ended",
+    ),
+    (
+        "approvals",
+        "an approval is used by one grant at most, only while approved and unexpired, by the request it stands for; every grant of an action whose approval is `always` needed used one",
     ),
 ];

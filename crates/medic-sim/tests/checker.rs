@@ -33,6 +33,8 @@ max_in_flight = 1
 [limits.reboot_host]
 max_in_flight = 1
 permit_ttl = "60s"
+[limits.reboot_host.approval]
+always = true
 "#;
 
 fn policy() -> PolicyConfig {
@@ -141,6 +143,63 @@ impl History {
                 state,
                 actor: format!("host:{}", p.host),
                 detail: "restarted".into(),
+                at: at(s),
+            },
+        );
+    }
+
+    /// A reboot of `host` waits for approval `id` from `s`.
+    fn approval_requested(&mut self, id: u64, host: &str, req: &str, s: u64) {
+        self.push(
+            pb::EventKind::Approval,
+            &format!("host:{host}"),
+            "every reboot_host needs a human's approval",
+            Event::ApprovalRequested(medic_policy::Approval {
+                id,
+                request_id: RequestId::new(req).unwrap(),
+                host: HostId::new(host).unwrap(),
+                action: Action::RebootHost,
+                job: "ingest".into(),
+                reason: "stuck".into(),
+                dry_run: false,
+                why: "every reboot_host needs a human's approval".into(),
+                requested_at: at(s),
+                expires_at: at(s + 600),
+                state: medic_policy::ApprovalState::Pending,
+                actor: String::new(),
+                decision: String::new(),
+                decided_at: None,
+                permit: None,
+            }),
+        );
+    }
+
+    /// Approval `id` moves to `state` at `s` (used: by `permit`).
+    fn approval(
+        &mut self,
+        id: u64,
+        host: &str,
+        state: medic_policy::ApprovalState,
+        permit: Option<&Permit>,
+        s: u64,
+    ) {
+        let actor = if state == medic_policy::ApprovalState::Approved {
+            "operator:alice"
+        } else {
+            "coordinator"
+        };
+        self.push(
+            pb::EventKind::Approval,
+            actor,
+            "checked",
+            Event::ApprovalChanged {
+                id,
+                host: HostId::new(host).unwrap(),
+                state,
+                actor: actor.into(),
+                reason: "checked".into(),
+                expires_at: (state == medic_policy::ApprovalState::Approved).then(|| at(s + 300)),
+                permit: permit.map(|p| p.id.clone()),
                 at: at(s),
             },
         );
@@ -496,4 +555,85 @@ fn i3_grant_while_a_liveness_drop_holds_the_fleet_breaker_open_is_caught() {
     let v = h.check(&actions);
     only(&v, "I3");
     assert!(v.violations[0].message.contains("liveness_drop"));
+}
+
+#[test]
+fn approvals_used_once_each_while_approved_pass() {
+    use medic_policy::ApprovalState::{Approved, Used};
+    let mut h = History::new();
+    h.approval_requested(1, "h1", "req-r1", 10);
+    h.approval(1, "h1", Approved, None, 20);
+    let p = h.grant_of(1, "h1", "r1", 30, "req-r1", Action::RebootHost, "ingest");
+    h.approval(1, "h1", Used, Some(&p), 30);
+    let actions = vec![acted(&p, 31)];
+    h.end(&p, 40);
+    let v = h.check(&actions);
+    assert!(v.ok(), "{:#?}", v.violations);
+    assert!(v.checked["approvals"] >= 2, "{:?}", v.checked);
+}
+
+#[test]
+fn an_approval_used_twice_is_caught() {
+    use medic_policy::ApprovalState::{Approved, Used};
+    let mut h = History::new();
+    h.approval_requested(1, "h1", "req-r1", 10);
+    h.approval(1, "h1", Approved, None, 20);
+    let p = h.grant_of(1, "h1", "r1", 30, "req-r1", Action::RebootHost, "ingest");
+    h.approval(1, "h1", Used, Some(&p), 30);
+    h.end(&p, 40);
+    // The same approval again, for another request of another host.
+    let q = h.grant_of(2, "h2", "r2", 50, "req-r2", Action::RebootHost, "ingest");
+    h.approval(1, "h1", Used, Some(&q), 50);
+    h.end(&q, 60);
+    let v = h.check(&[]);
+    only(&v, "approvals");
+    assert!(
+        v.violations
+            .iter()
+            .any(|x| x.message.contains("used twice")),
+        "{:#?}",
+        v.violations
+    );
+}
+
+#[test]
+fn a_grant_without_the_approval_its_action_always_needs_is_caught() {
+    let mut h = History::new();
+    let p = h.grant_of(1, "h1", "r1", 30, "req-r1", Action::RebootHost, "ingest");
+    h.end(&p, 40);
+    let v = h.check(&[]);
+    only(&v, "approvals");
+    assert!(
+        v.violations[0]
+            .message
+            .contains("without a human's approval")
+    );
+}
+
+#[test]
+fn an_approval_used_after_it_expired_or_never_approved_is_caught() {
+    use medic_policy::ApprovalState::{Approved, Used};
+    let mut h = History::new();
+    // Approved at 20, usable until 320; used at 400.
+    h.approval_requested(1, "h1", "req-r1", 10);
+    h.approval(1, "h1", Approved, None, 20);
+    let p = h.grant_of(1, "h1", "r1", 400, "req-r1", Action::RebootHost, "ingest");
+    h.approval(1, "h1", Used, Some(&p), 400);
+    h.end(&p, 410);
+    // Pending, never approved, used.
+    h.approval_requested(2, "h2", "req-r2", 500);
+    let q = h.grant_of(2, "h2", "r2", 510, "req-r2", Action::RebootHost, "ingest");
+    h.approval(2, "h2", Used, Some(&q), 510);
+    h.end(&q, 520);
+    let v = h.check(&[]);
+    only(&v, "approvals");
+    let messages: Vec<&str> = v.violations.iter().map(|x| x.message.as_str()).collect();
+    assert!(
+        messages.iter().any(|m| m.contains("after it expired")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("used while pending")),
+        "{messages:?}"
+    );
 }

@@ -741,6 +741,11 @@ async fn host(
                         let after = d.retry_after.unwrap_or_default();
                         medic_agent::backoff::jitter(after.min(Duration::from_millis(200)), 0.5)
                     }
+                    // This storm's configuration asks for no approvals.
+                    Decision::Waiting(w) => medic_agent::backoff::jitter(
+                        w.retry_after.min(Duration::from_millis(200)),
+                        0.5,
+                    ),
                 }
             }
             Err(e) if e.is_transient() => {

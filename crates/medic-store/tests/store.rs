@@ -292,6 +292,7 @@ impl<'s> Coordinator<'s> {
                 token: permit.token,
             },
             Decision::Denied(d) => panic!("{action} for {name} denied: {}", d.message),
+            Decision::Waiting(w) => panic!("{action} for {name} waits: {}", w.message),
         }
     }
 

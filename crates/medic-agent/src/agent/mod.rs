@@ -91,8 +91,11 @@ pub struct Agent<H = SystemHost, C = Coordinators> {
     /// vetoing.
     vetoes: Backoff,
     /// The attempt in progress: (job, action, request_id), reused when a
-    /// request must be retried after a transport failure.
+    /// request must be retried after a transport failure, and while it
+    /// waits for a human's approval.
     attempt: Option<(String, Action, String)>,
+    /// The approval the attempt waits on, once said in the log.
+    approval_said: Option<u64>,
     held: Option<Held>,
     /// Set while a verified fix is on probation under `held`.
     probation: Option<Probation>,
@@ -186,6 +189,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             vetoes: Backoff::new(Duration::from_secs(10), Duration::from_secs(300)),
             attempt: None,
+            approval_said: None,
             held: None,
             probation: None,
             reachable: None,

@@ -181,8 +181,32 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             Ok(decision) => {
                 self.note_reachable(true);
                 self.backoff.reset();
-                self.attempt = None;
+                let waits = matches!(decision, Decision::Waiting(_));
+                self.metrics.waiting_for_approval.set(i64::from(waits));
+                if !waits {
+                    self.attempt = None;
+                    self.approval_said = None;
+                }
                 match decision {
+                    Decision::Waiting(w) => {
+                        // Not a denial: the same request id is asked again
+                        // (the approval stands for it), at `retry_after`
+                        // or when a heartbeat reply's wake-up value moves.
+                        let wait = cap_denial_wait(w.retry_after, self.heartbeat_interval);
+                        if self.approval_said != Some(w.approval) {
+                            tracing::warn!(
+                                job = %name, %action, approval = w.approval,
+                                expires = %medic_policy::rfc3339(w.expires_at),
+                                message = %w.message,
+                                "waiting for a human's approval before acting"
+                            );
+                            self.approval_said = Some(w.approval);
+                        } else {
+                            tracing::debug!(job = %name, %action, approval = w.approval, "still waiting for a human's approval");
+                        }
+                        self.next_request = self.clock.instant() + wait;
+                        self.waiting = Some(Waiting { wake: self.wake });
+                    }
                     Decision::Denied(d) => {
                         // Never longer than a few heartbeats: the reason
                         // may end sooner than `retry_after` said, and a

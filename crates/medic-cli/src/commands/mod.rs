@@ -19,6 +19,7 @@
 //! - [`show`]: the tables and phrases several commands print;
 //! - [`summary`]: one line saying what an audit event records.
 
+mod approvals;
 mod breaker;
 mod explain;
 mod history;
@@ -82,6 +83,9 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>, command: Command) -> Result<(), Error
         Command::Pause(a) => pause::pause(ctx, a).await,
         Command::Resume(a) => pause::resume(ctx, a).await,
         Command::Override(a) => overrides::run(ctx, a).await,
+        Command::Approvals(a) => approvals::list(ctx, a).await,
+        Command::Approve(a) => approvals::decide(ctx, a, true).await,
+        Command::Reject(a) => approvals::decide(ctx, a, false).await,
         Command::Hosts(a) => hosts::hosts(ctx, a).await,
         Command::Permits(a) => permits::permits(ctx, a).await,
         Command::Revoke(a) => permits::revoke(ctx, a).await,

@@ -54,6 +54,44 @@ pub(super) fn override_table(overrides: &[pb::Override], now: SystemTime) -> Tab
     t
 }
 
+/// Approvals, one row each (`approvals`, `status`).
+pub(super) fn approval_table(approvals: &[pb::Approval], now: SystemTime) -> Table {
+    let mut t = Table::new(&[
+        "ID",
+        "STATE",
+        "HOST",
+        "ACTION",
+        "JOB",
+        "ASKED",
+        "EXPIRES",
+        "WHY",
+        "DECIDED BY",
+    ]);
+    for a in approvals {
+        let action = json::action_name(a.action, &a.action_name);
+        t.row(vec![
+            a.approval_id.to_string(),
+            json::approval_state(a.state),
+            a.host_id.clone(),
+            if a.dry_run {
+                format!("{action} (dry run)")
+            } else {
+                action
+            },
+            a.job.clone(),
+            format::opt_time(a.requested_at.as_ref(), now, "-"),
+            format::opt_time(a.expires_at.as_ref(), now, "-"),
+            a.why.clone(),
+            if a.actor.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{}: {}", a.actor, a.decision)
+            },
+        ]);
+    }
+    t
+}
+
 /// Breakers, one row each (`status`, `breaker reset`).
 pub(super) fn breaker_table(breakers: &[pb::BreakerTrip], now: SystemTime) -> Table {
     let mut t = Table::new(&["SCOPE", "STATE", "CAUSE", "SINCE", "WHY"]);

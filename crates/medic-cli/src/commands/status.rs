@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use medic_proto::pb::v1 as pb;
 
 use super::Ctx;
-use super::show::{breaker_table, override_table, pause_table};
+use super::show::{approval_table, breaker_table, override_table, pause_table};
 use crate::error::Error;
 use crate::format::{self, Table, system_time};
 use crate::json;
@@ -40,6 +40,14 @@ pub(super) async fn status(ctx: &mut Ctx<'_>) -> Result<(), Error> {
             "OVERRIDDEN (limits changed by operators until the time shown, `medicctl override end`):"
         )?;
         override_table(&s.overrides, now).write(out)?;
+    }
+    if !s.approvals.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "APPROVALS (requests waiting for a human, `medicctl approve ID` or `medicctl reject ID`):"
+        )?;
+        approval_table(&s.approvals, now).write(out)?;
     }
     writeln!(out)?;
     if s.breakers.is_empty() {

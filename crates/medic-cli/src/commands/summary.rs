@@ -68,6 +68,24 @@ pub(super) fn summary(e: &pb::Event) -> String {
                 &r.reason,
             )
         }
+        Some(P::ApprovalRequested(a)) => with_reason(
+            format!(
+                "approval {} requested: {} of {} on {} ({})",
+                a.approval_id,
+                json::action_name(a.action, &a.action_name),
+                a.job,
+                a.host_id,
+                a.why
+            ),
+            &a.reason,
+        ),
+        Some(P::ApprovalChanged(c)) => with_reason(
+            match json::approval_state(c.state).as_str() {
+                "used" => format!("approval {} used by permit {}", c.approval_id, c.permit_id),
+                state => format!("approval {} {state}", c.approval_id),
+            },
+            &c.reason,
+        ),
         Some(P::OverrideSet(o)) => with_reason(
             format!(
                 "override {}: {} {} = {} until {}",

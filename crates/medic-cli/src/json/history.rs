@@ -191,6 +191,31 @@ pub enum Payload {
         /// When.
         at: Option<String>,
     },
+    /// A permit request began to wait for a human's approval.
+    ApprovalRequested {
+        /// The approval, as requested (pending).
+        approval: super::Approval,
+    },
+    /// An approval changed state.
+    ApprovalChanged {
+        /// Which approval.
+        approval_id: u64,
+        /// Its host.
+        host_id: String,
+        /// `approved`, `rejected`, `expired`, `withdrawn` or `used`.
+        state: String,
+        /// Who (`coordinator` for expiries, withdrawals and uses).
+        actor: String,
+        /// Why.
+        reason: String,
+        /// Approved: until when it may be used; rejected: until when the
+        /// rejection holds.
+        expires_at: Option<String>,
+        /// Used: the permit granted with it.
+        permit_id: Option<String>,
+        /// When.
+        at: Option<String>,
+    },
     /// A payload this medicctl does not know (a newer coordinator).
     Unknown,
 }
@@ -239,6 +264,19 @@ impl From<&pb::Event> for Event {
             },
             Some(P::BreakerOpened(b)) => Payload::BreakerOpened {
                 breaker: Breaker::from(b),
+            },
+            Some(P::ApprovalRequested(a)) => Payload::ApprovalRequested {
+                approval: super::Approval::from(a),
+            },
+            Some(P::ApprovalChanged(c)) => Payload::ApprovalChanged {
+                approval_id: c.approval_id,
+                host_id: c.host_id.clone(),
+                state: super::approval_state(c.state),
+                actor: c.actor.clone(),
+                reason: c.reason.clone(),
+                expires_at: time(c.expires_at.as_ref()),
+                permit_id: (!c.permit_id.is_empty()).then(|| c.permit_id.clone()),
+                at: time(c.at.as_ref()),
             },
             Some(P::OverrideSet(o)) => Payload::OverrideSet {
                 r#override: super::Override::from(o),

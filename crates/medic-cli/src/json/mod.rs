@@ -19,6 +19,7 @@
 //! and the objects it is the home of (`pause`: [`Pause`], `permits`:
 //! [`Permit`], ...); here, the helpers they share.
 
+mod approvals;
 mod breaker;
 mod explain;
 mod history;
@@ -31,6 +32,7 @@ mod status;
 
 use medic_proto::pb::v1 as pb;
 
+pub use approvals::{Approval, Approvals, approval_state};
 pub use breaker::{Breaker, BreakersClosed};
 pub use explain::{Denial, Explain, ExplainAll};
 pub use history::{Event, History, Payload};

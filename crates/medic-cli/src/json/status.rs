@@ -40,6 +40,9 @@ pub struct Status {
     pub pauses: Vec<Pause>,
     /// Operators' overrides of limits in force.
     pub overrides: Vec<super::Override>,
+    /// Approvals waiting for a human, or approved and waiting for their
+    /// agent, newest first.
+    pub approvals: Vec<super::Approval>,
     /// Open circuit breakers.
     pub breakers: Vec<Breaker>,
     /// Per action: slots and budget.
@@ -139,6 +142,7 @@ impl From<&pb::GetStatusResponse> for Status {
             },
             pauses: s.pauses.iter().map(Pause::from).collect(),
             overrides: s.overrides.iter().map(super::Override::from).collect(),
+            approvals: s.approvals.iter().map(super::Approval::from).collect(),
             breakers: s.breakers.iter().map(Breaker::from).collect(),
             actions: s
                 .actions

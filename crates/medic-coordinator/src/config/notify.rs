@@ -76,11 +76,18 @@ pub enum NotifyKind {
     OverrideSet,
     /// An override ended (by an operator, by its expiry, or replaced).
     OverrideEnded,
+    /// A permit request began to wait for a human's approval.
+    ApprovalRequested,
+    /// A human approved or rejected a waiting request.
+    ApprovalDecided,
+    /// An approval expired: no human decided in time, or an approved
+    /// request was not asked for again in time.
+    ApprovalExpired,
 }
 
 impl NotifyKind {
     /// Every kind.
-    pub const ALL: [NotifyKind; 10] = [
+    pub const ALL: [NotifyKind; 13] = [
         NotifyKind::BreakerOpened,
         NotifyKind::BreakerHalfOpened,
         NotifyKind::BreakerClosed,
@@ -91,6 +98,9 @@ impl NotifyKind {
         NotifyKind::ConfigReloadFailed,
         NotifyKind::OverrideSet,
         NotifyKind::OverrideEnded,
+        NotifyKind::ApprovalRequested,
+        NotifyKind::ApprovalDecided,
+        NotifyKind::ApprovalExpired,
     ];
 
     /// The name in config files and in the JSON body's `kind`.
@@ -106,6 +116,9 @@ impl NotifyKind {
             NotifyKind::ConfigReloadFailed => "config_reload_failed",
             NotifyKind::OverrideSet => "override_set",
             NotifyKind::OverrideEnded => "override_ended",
+            NotifyKind::ApprovalRequested => "approval_requested",
+            NotifyKind::ApprovalDecided => "approval_decided",
+            NotifyKind::ApprovalExpired => "approval_expired",
         }
     }
 }

@@ -90,6 +90,36 @@ impl<S: Store + std::fmt::Debug> AdminService<S> {
     }
 }
 
+impl<S: Store + std::fmt::Debug> AdminService<S> {
+    /// Approve or Reject: a human's decision on a pending approval, made
+    /// durable before the reply (read-only operators are refused).
+    async fn decide(
+        &self,
+        req: Request<pb::DecideApprovalRequest>,
+        approve: bool,
+    ) -> Result<Response<pb::DecideApprovalResponse>, Status> {
+        self.handle(
+            req,
+            Access::Write,
+            |op, cmd: rq::DecideApprovalCommand| async move {
+                let actor = op.actor;
+                let a = self
+                    .core
+                    .apply(|e, now| e.decide_approval(cmd.id, approve, &actor, &cmd.reason, now))
+                    .await??;
+                tracing::warn!(
+                    %actor, id = a.id, host = %a.host, action = %a.action, job = %a.job,
+                    state = %a.state, reason = %cmd.reason, "approval decided"
+                );
+                Ok(pb::DecideApprovalResponse {
+                    approval: Some(a.into()),
+                })
+            },
+        )
+        .await
+    }
+}
+
 #[tonic::async_trait]
 impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
     async fn pause(
@@ -169,6 +199,37 @@ impl<S: Store + std::fmt::Debug> pb::admin_server::Admin for AdminService<S> {
             },
         )
         .await
+    }
+
+    async fn list_approvals(
+        &self,
+        req: Request<pb::ListApprovalsRequest>,
+    ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
+        self.handle(req, Access::Read, |_, q: rq::ApprovalQuery| async move {
+            let approvals = self.core.read(|e, _| {
+                e.approvals(q.all)
+                    .into_iter()
+                    .cloned()
+                    .map(Into::into)
+                    .collect()
+            })?;
+            Ok(pb::ListApprovalsResponse { approvals })
+        })
+        .await
+    }
+
+    async fn approve(
+        &self,
+        req: Request<pb::DecideApprovalRequest>,
+    ) -> Result<Response<pb::DecideApprovalResponse>, Status> {
+        self.decide(req, true).await
+    }
+
+    async fn reject(
+        &self,
+        req: Request<pb::DecideApprovalRequest>,
+    ) -> Result<Response<pb::DecideApprovalResponse>, Status> {
+        self.decide(req, false).await
     }
 
     async fn resume(

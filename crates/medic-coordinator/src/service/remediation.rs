@@ -129,6 +129,13 @@ impl<S: Store + std::fmt::Debug> pb::remediation_server::Remediation for AgentSe
                     self.core.metrics().decision(action, d.reason.as_str());
                     self.core.sample_denial(&host, action, d);
                 }
+                Decision::Waiting(w) => {
+                    self.core.metrics().decision(action, "waiting_approval");
+                    tracing::debug!(
+                        host = %host, %action, approval = w.approval,
+                        "permit request waits for a human's approval"
+                    );
+                }
             }
             Ok(decision.into())
         })

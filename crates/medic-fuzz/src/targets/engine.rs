@@ -109,6 +109,12 @@ const POLICIES: [&str; 4] = [
         cooldown = "10m"
         rate = { count = 3, per = "30m", burst = 1 }
         host_budget = { max_attempts = 2, per = "2h" }
+        [limits.reboot_host.approval]
+        always = true
+        expire_after = "10m"
+        use_within = "2m"
+        [limits.restart_job.approval]
+        above_in_flight = 1
         [[gates]]
         name = "db"
         prometheus = "http://prometheus:9090"
@@ -252,6 +258,13 @@ enum Op {
         action: Action,
     },
     Views,
+    /// An operator approves or rejects approval `id` (maybe one that is
+    /// not pending, or without a reason: refused).
+    Decide {
+        id: u64,
+        approve: bool,
+        reason: bool,
+    },
     Tick,
     Advance(Duration),
     Back(Duration),
@@ -394,7 +407,12 @@ fn op(g: &mut Gen) -> Op {
             host: host(g),
             action: action(g),
         },
-        173..=176 => Op::Views,
+        173..=174 => Op::Views,
+        175..=176 => Op::Decide {
+            id: g.below(6) as u64,
+            approve: g.chance(160),
+            reason: g.chance(230),
+        },
         177..=190 => Op::Tick,
         191..=225 => Op::Advance(span(g)),
         226..=232 => Op::Back(span(g)),
@@ -831,6 +849,37 @@ impl Harness {
                 let _ = self.engine.hosts(self.now);
                 features.add_str(&tag);
             }
+            Op::Decide {
+                id,
+                approve,
+                reason,
+            } => {
+                let before = self.engine.durable().approvals.get(id).map(|a| a.state);
+                let why = if *reason { "checked" } else { "" };
+                match self
+                    .engine
+                    .decide_approval(*id, *approve, "op:fuzz", why, self.now)
+                {
+                    Ok(a) => {
+                        features.add_parts(&["decide", a.state.as_str()]);
+                        assert!(*reason, "decided without a reason");
+                        assert_eq!(a.id, *id);
+                    }
+                    Err(e) => {
+                        features.add_parts(&["decide", error_kind(&e)]);
+                        let pending = self
+                            .engine
+                            .durable()
+                            .approvals
+                            .get(id)
+                            .is_some_and(|a| a.state == medic_policy::ApprovalState::Pending);
+                        assert!(
+                            !*reason || !pending,
+                            "deciding pending approval {id} (was {before:?}) failed: {e}"
+                        );
+                    }
+                }
+            }
             Op::Tick => {
                 self.engine.tick(self.now);
             }
@@ -991,6 +1040,19 @@ impl Harness {
             Ok(Decision::Granted { replayed: true, .. }) => {
                 assert!(known, "a replay of a request never granted");
                 features.add_parts(&["request", "replayed"]);
+            }
+            Ok(Decision::Waiting(w)) => {
+                features.add_parts(&["request", "waiting", action.as_str()]);
+                if let Some(e) = &explanation {
+                    assert!(
+                        e.denials.is_empty(),
+                        "waits for an approval although explain said {:?}",
+                        e.denials
+                    );
+                }
+                let a = &self.engine.durable().approvals[&w.approval];
+                assert_eq!(a.state, medic_policy::ApprovalState::Pending);
+                assert!(w.retry_after > Duration::ZERO && !w.message.is_empty());
             }
             Ok(Decision::Denied(d)) => {
                 features.add_parts(&["request", "denied", d.reason.as_str()]);
@@ -1171,6 +1233,8 @@ fn event_kind(e: &medic_policy::Event) -> &'static str {
         E::ClockChecked { .. } => "clock",
         E::OverrideSet(_) => "override-set",
         E::OverrideEnded { .. } => "override-ended",
+        E::ApprovalRequested(_) => "approval-requested",
+        E::ApprovalChanged { .. } => "approval-changed",
     }
 }
 

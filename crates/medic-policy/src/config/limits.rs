@@ -41,6 +41,54 @@ pub struct RawLimits {
     pub dry_run: Option<bool>,
     /// The most an operator's override may raise a limit to.
     pub override_ceiling: Option<RawCeiling>,
+    /// When a grant needs a human's approval.
+    pub approval: Option<RawApproval>,
+}
+
+/// `[limits.<action>.approval]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawApproval {
+    /// Every grant needs an approval.
+    pub always: Option<bool>,
+    /// A grant that would make more than this many permits of the action
+    /// active fleet-wide needs an approval.
+    pub above_in_flight: Option<i64>,
+    /// Outside the action's windows a request waits for an approval
+    /// instead of being denied.
+    pub outside_windows: Option<bool>,
+    /// How long a request waits for a human before its approval expires.
+    pub expire_after: Option<String>,
+    /// How long an approved request may wait for its agent to ask again.
+    pub use_within: Option<String>,
+}
+
+/// When grants of an action need a human's approval
+/// (`[limits.<action>.approval]`). An approval never bypasses another rule:
+/// every rule is checked again when the approved request is granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApprovalRule {
+    /// Every grant.
+    pub always: bool,
+    /// Grants that would make more than this many permits of the action
+    /// active fleet-wide.
+    pub above_in_flight: Option<u32>,
+    /// Grants outside the action's windows (which then wait for a human
+    /// instead of being denied).
+    pub outside_windows: bool,
+    /// A pending approval expires after this; a rejection holds as long.
+    pub expire_after: Duration,
+    /// An approved request must be granted within this.
+    pub use_within: Duration,
+}
+
+impl ApprovalRule {
+    /// A pending approval's default life: long enough for a human paged at
+    /// night to look, short enough that a stale request does not linger.
+    pub const DEFAULT_EXPIRE_AFTER: Duration = Duration::from_secs(3600);
+    /// How long an approval waits for its agent by default: a few
+    /// heartbeats and denial waits.
+    pub const DEFAULT_USE_WITHIN: Duration = Duration::from_secs(15 * 60);
 }
 
 /// `override_ceiling = { max_in_flight, rate_count }`.
@@ -124,6 +172,8 @@ pub struct ActionLimits {
     pub dry_run: bool,
     /// How far operators' overrides may raise its limits.
     pub override_ceiling: OverrideCeiling,
+    /// When its grants need a human's approval; `None`: never.
+    pub approval: Option<ApprovalRule>,
 }
 
 /// `count` grants per `per`, plus `burst` at once (GCRA). In any window of
@@ -252,6 +302,7 @@ impl ActionLimits {
                 max_in_flight: 0,
                 rate_count: d.rate.count,
             },
+            approval: None,
         }
     }
 
@@ -381,6 +432,7 @@ impl RawLimits {
             Some(b) => b.validate(errs, &k("host_budget"), d.host_budget),
         };
         let timezone = validate_timezone(errs, &k("timezone"), self.timezone.as_deref());
+        let has_windows = self.windows.as_ref().is_some_and(|w| !w.is_empty());
         let windows = self
             .windows
             .iter()
@@ -425,7 +477,68 @@ impl RawLimits {
                 max_in_flight,
                 rate.count,
             ),
+            approval: self
+                .approval
+                .as_ref()
+                .and_then(|a| a.validate(errs, &k("approval"), has_windows)),
         }
+    }
+}
+
+impl RawApproval {
+    /// `[limits.<action>.approval]` at `path`, for an action that has
+    /// windows (`has_windows`) or not. `None` when it is invalid (the
+    /// error is recorded).
+    fn validate(&self, errs: &mut Errors, path: &str, has_windows: bool) -> Option<ApprovalRule> {
+        let before = errs.len();
+        let k = |key: &str| format!("{path}.{key}");
+        let always = self.always.unwrap_or(false);
+        let above_in_flight = self
+            .above_in_flight
+            .map(|n| errs.count_in(&k("above_in_flight"), Some(n), 0, 0, MAX_COUNT));
+        let outside_windows = self.outside_windows.unwrap_or(false);
+        if !always && above_in_flight.is_none() && !outside_windows {
+            errs.push(
+                path,
+                "says when a grant needs a human's approval: set always = true, \
+                 above_in_flight = N or outside_windows = true",
+            );
+        }
+        if always && (above_in_flight.is_some() || outside_windows) {
+            errs.push(
+                k("always"),
+                "always = true needs an approval for every grant: drop above_in_flight \
+                 and outside_windows, or always",
+            );
+        }
+        if outside_windows && !has_windows {
+            errs.push(
+                k("outside_windows"),
+                "the action has no windows (it may run at any time), so no grant is \
+                 ever outside them; add windows or drop outside_windows",
+            );
+        }
+        let expire_after = errs.duration_in(
+            &k("expire_after"),
+            self.expire_after.as_deref(),
+            ApprovalRule::DEFAULT_EXPIRE_AFTER,
+            Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600),
+            "a human needs time to look, and a stale request should not linger",
+        );
+        let use_within = errs.duration_in(
+            &k("use_within"),
+            self.use_within.as_deref(),
+            ApprovalRule::DEFAULT_USE_WITHIN,
+            Duration::from_secs(60)..=Duration::from_secs(24 * 3600),
+            "the agent asks again within a few heartbeats",
+        );
+        (errs.len() == before).then_some(ApprovalRule {
+            always,
+            above_in_flight,
+            outside_windows,
+            expire_after,
+            use_within,
+        })
     }
 }
 

@@ -54,8 +54,8 @@ pub use gates::{
     RawGate, validate_gates,
 };
 pub use limits::{
-    ActionLimits, GroupCap, HostBudget, JobCap, MAX_JOB_NAME, OverrideCeiling, Rate, RawCeiling,
-    RawGroupCap, RawHostBudget, RawJobCap, RawLimits, RawRate,
+    ActionLimits, ApprovalRule, GroupCap, HostBudget, JobCap, MAX_JOB_NAME, OverrideCeiling, Rate,
+    RawApproval, RawCeiling, RawGroupCap, RawHostBudget, RawJobCap, RawLimits, RawRate,
 };
 pub use parse::{Number, parse_toml};
 pub use windows::{RawWindow, Window};

@@ -21,6 +21,7 @@ impl Engine {
         self.expire_permits(now);
         self.expire_pauses(now);
         self.expire_overrides(now);
+        self.expire_approvals(now);
         self.failures.age(now, self.config.breaker.window);
         self.age_silences(now);
         self.evaluate_breaker(BreakerScope::Fleet, now);

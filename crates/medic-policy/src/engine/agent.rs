@@ -6,6 +6,7 @@ use std::cmp::Reverse;
 use humantime::format_duration;
 
 use super::Engine;
+use super::approvals::Step;
 use crate::error::PolicyError;
 use crate::types::{
     COORDINATOR_ACTOR, Decision, Denial, DenyReason, Event, FencingToken, Heartbeat,
@@ -149,8 +150,17 @@ impl Engine {
             }
             return Ok(Decision::Denied(denial));
         }
+        let approval = match self.approval_step(&req, dry_run, now)? {
+            Step::Wait(w) => return Ok(Decision::Waiting(w)),
+            Step::Grant(approval) => approval,
+        };
+        let host = req.host.clone();
+        let permit = self.grant(i, req, now);
+        if let Some(id) = approval {
+            self.approval_used(id, &host, &permit.id, now);
+        }
         Ok(Decision::Granted {
-            permit: self.grant(i, req, now),
+            permit,
             replayed: false,
         })
     }

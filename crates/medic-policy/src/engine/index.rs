@@ -53,6 +53,7 @@ impl Engine {
             }
         }
         self.rebuild_silences();
+        self.approvals_changed();
     }
 
     /// Resets every host slot to what durable state says (group values,

@@ -26,6 +26,7 @@
 
 mod advance;
 mod agent;
+mod approvals;
 mod breakers;
 mod gates;
 mod index;
@@ -223,6 +224,11 @@ pub struct Engine {
     /// durable: it starts from the engine's start time, so a restart or a
     /// failover changes it too, which agents take as a (harmless) wake-up.
     wake: u64,
+    /// Wake-ups of single hosts (an approval of theirs was decided), added
+    /// to the fleet's. Not durable, like `wake`.
+    host_wake: HashMap<HostId, u64>,
+    /// When the next pending or approved approval expires.
+    approval_due: Option<Time>,
     events: Vec<Event>,
 }
 
@@ -260,6 +266,8 @@ impl Engine {
             wake: now
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            host_wake: HashMap::new(),
+            approval_due: None,
             events: Vec::new(),
         };
         e.rebuild_indexes();
@@ -321,12 +329,14 @@ impl Engine {
     }
 
     /// The wake-up value a heartbeat reply to `host` carries: the fleet's,
-    /// plus the host's last release from quarantine. Agents compare it with
+    /// plus the host's last release from quarantine and decisions on its
+    /// approvals. Agents compare it with
     /// the value they saw when they were denied; any change means "ask
     /// again now".
     pub fn wake(&self, host: &HostId) -> u64 {
         let released = self.durable.released.get(host).map_or(0, |r| r.0);
-        self.wake.wrapping_add(released)
+        let decided = self.host_wake.get(host).copied().unwrap_or(0);
+        self.wake.wrapping_add(released).wrapping_add(decided)
     }
 
     /// Records a check of the wall clock. With a `step`, everything the

@@ -104,12 +104,17 @@ impl Engine {
         let host = &slot.id;
         let history = slot.history.get(action, dry_run);
         denials.check(self.check_quarantine(host))?; // rule 3
+        denials.check(self.check_rejected(host, action, job, limits, now))?; // approvals
         denials.check(self.check_one_at_a_time(slot, now))?; // rule 4
         denials.check(check_cooldown(host, history, action, limits, now))?; // rule 5
         denials.check(check_attempt_budget(
             host, history, action, limits, dry_run, now,
         ))?; // rule 5
-        denials.check(check_window(action, limits, now))?; // rule 8
+        // Outside its windows, an action whose approval rule says
+        // `outside_windows` waits for a human instead (engine/approvals.rs).
+        if !limits.approval.is_some_and(|a| a.outside_windows) {
+            denials.check(check_window(action, limits, now))?; // rule 8
+        }
         denials.check(self.check_fleet_cap(action, limits))?; // rule 6
         for denial in self.check_group_caps(slot, action, limits) {
             denials.deny(denial)?; // rule 6

@@ -41,10 +41,15 @@ impl Engine {
         }
         let dry_run = self.dry_run_for(action, false);
         self.evaluate(i, action, job, dry_run, now, true, &mut denials);
-        let notes = match i {
+        let mut notes = match i {
             Some(i) => self.gate_notes(action, &self.hosts[i].labels, now),
             None => Vec::new(),
         };
+        if let Some(why) = self.approval_needed(action, self.config.limits(action), now) {
+            notes.push(format!(
+                "a request would wait for a human's approval before its grant: {why}"
+            ));
+        }
         Explanation {
             host: host.clone(),
             action,
@@ -90,6 +95,7 @@ impl Engine {
             min_fleet_size: self.config.fleet.min_fleet_size,
             pauses: self.durable.pauses.values().cloned().collect(),
             overrides: self.durable.overrides.values().cloned().collect(),
+            approvals: self.approvals(false).into_iter().cloned().collect(),
             breakers: self.durable.breakers.values().cloned().collect(),
             actions,
         }

@@ -2,8 +2,9 @@
 //! hosts, explanations.
 
 use medic_policy::{
-    ActionStatus, BreakerCause, BreakerScope, BreakerTrip, Explanation, HalfOpen, HostView,
-    InvalidInput, Override, OverrideLimit, Pause, Quarantine, QuarantineCause, Scope, Status,
+    ActionStatus, Approval, ApprovalState, BreakerCause, BreakerScope, BreakerTrip, Explanation,
+    HalfOpen, HostView, InvalidInput, Override, OverrideLimit, Pause, Quarantine, QuarantineCause,
+    Scope, Status,
 };
 
 use super::{
@@ -133,6 +134,71 @@ impl TryFrom<pb::Override> for Override {
     }
 }
 
+// === impl Approval ===
+
+enum_conversions!(ApprovalState, pb::ApprovalState, "state", {
+    Pending <=> Pending,
+    Approved <=> Approved,
+    Rejected <=> Rejected,
+    Expired <=> Expired,
+    Withdrawn <=> Withdrawn,
+    Used <=> Used,
+});
+
+impl From<Approval> for pb::Approval {
+    fn from(a: Approval) -> Self {
+        Self {
+            approval_id: a.id,
+            request_id: a.request_id.as_str().to_owned(),
+            host_id: a.host.as_str().to_owned(),
+            action: wire_action(a.action),
+            action_name: a.action.as_str().to_owned(),
+            job: a.job,
+            reason: a.reason,
+            dry_run: a.dry_run,
+            why: a.why,
+            requested_at: Some(to_timestamp(a.requested_at)),
+            expires_at: Some(to_timestamp(a.expires_at)),
+            state: wire_enum::<pb::ApprovalState, _>(a.state),
+            actor: a.actor,
+            decision: a.decision,
+            decided_at: a.decided_at.map(to_timestamp),
+            permit_id: a.permit.map(|p| p.as_str().to_owned()).unwrap_or_default(),
+        }
+    }
+}
+
+impl TryFrom<pb::Approval> for Approval {
+    type Error = InvalidInput;
+
+    fn try_from(a: pb::Approval) -> Result<Self, InvalidInput> {
+        if a.approval_id == 0 {
+            return Err(InvalidInput::new("approval_id", "must be set"));
+        }
+        Ok(Self {
+            id: a.approval_id,
+            request_id: super::agent::request_id("request_id", a.request_id)?,
+            host: host_id("host_id", a.host_id)?,
+            action: required_action("action", a.action, &a.action_name)?,
+            job: a.job,
+            reason: a.reason,
+            dry_run: a.dry_run,
+            why: a.why,
+            requested_at: required_time("requested_at", a.requested_at)?,
+            expires_at: required_time("expires_at", a.expires_at)?,
+            state: required_enum::<pb::ApprovalState, _>("state", a.state)?,
+            actor: a.actor,
+            decision: a.decision,
+            decided_at: optional_time("decided_at", a.decided_at)?,
+            permit: if a.permit_id.is_empty() {
+                None
+            } else {
+                Some(permit_id("permit_id", a.permit_id)?)
+            },
+        })
+    }
+}
+
 // === impl Quarantine ===
 
 impl From<Quarantine> for pb::Quarantine {
@@ -248,6 +314,7 @@ impl From<Status> for pb::Status {
             min_fleet_size: s.min_fleet_size,
             pauses: s.pauses.into_iter().map(Into::into).collect(),
             overrides: s.overrides.into_iter().map(Into::into).collect(),
+            approvals: s.approvals.into_iter().map(Into::into).collect(),
             breakers: s.breakers.into_iter().map(Into::into).collect(),
             actions: s.actions.into_iter().map(Into::into).collect(),
         }
@@ -269,6 +336,7 @@ impl TryFrom<pb::Status> for Status {
             min_fleet_size: s.min_fleet_size,
             pauses: repeated("pauses", s.pauses)?,
             overrides: repeated("overrides", s.overrides)?,
+            approvals: repeated("approvals", s.approvals)?,
             breakers: repeated("breakers", s.breakers)?,
             actions: repeated("actions", s.actions)?,
         })

@@ -2,14 +2,14 @@
 
 use medic_policy::{
     Decision, Denial, DenyReason, FencingToken, Heartbeat, HeartbeatReply, InvalidInput, Outcome,
-    Permit, PermitRef, PermitRequest, PermitState, Problem, RequestId,
+    Permit, PermitRef, PermitRequest, PermitState, Problem, RequestId, Waiting,
 };
 
 use super::{
     bounded, bounded_labels, check_count, check_len, enum_conversions, host_id, indexed, labels,
-    non_empty, optional_duration, optional_enum, optional_msg, permit_id, positive_duration,
-    renamed, required_action, required_enum, required_msg, required_text, required_time,
-    to_duration, to_timestamp, wire_action, wire_enum,
+    must_be_set, non_empty, optional_duration, optional_enum, optional_msg, permit_id,
+    positive_duration, renamed, required_action, required_enum, required_msg, required_text,
+    required_time, to_duration, to_timestamp, wire_action, wire_enum,
 };
 use crate::limits::{
     MAX_AGENT_VERSION_LEN, MAX_DETECTOR_LEN, MAX_JOB_LEN, MAX_PROBLEM_DETAIL_LEN, MAX_PROBLEMS,
@@ -54,6 +54,7 @@ enum_conversions!(DenyReason, pb::DenyReason, "reason", {
     UnknownAction <=> UnknownAction,
     JobCap <=> JobCap,
     GateClosed <=> GateClosed,
+    ApprovalRejected <=> ApprovalRejected,
 });
 
 // === impl Problem ===
@@ -270,7 +271,7 @@ impl TryFrom<pb::RequestPermitRequest> for PermitRequest {
     }
 }
 
-fn request_id(field: &str, value: String) -> Result<RequestId, InvalidInput> {
+pub(crate) fn request_id(field: &str, value: String) -> Result<RequestId, InvalidInput> {
     RequestId::new(value).map_err(|e| renamed(e, field))
 }
 
@@ -354,6 +355,12 @@ impl From<Decision> for pb::RequestPermitResponse {
                 replayed,
             }),
             Decision::Denied(denial) => Wire::Denied(denial.into()),
+            Decision::Waiting(w) => Wire::Waiting(pb::Waiting {
+                approval_id: w.approval,
+                retry_after: Some(to_duration(w.retry_after)),
+                expires_at: Some(to_timestamp(w.expires_at)),
+                message: w.message,
+            }),
         };
         Self {
             decision: Some(decision),
@@ -368,9 +375,9 @@ impl TryFrom<pb::RequestPermitResponse> for Decision {
     fn try_from(r: pb::RequestPermitResponse) -> Result<Self, InvalidInput> {
         use pb::request_permit_response::Decision as Wire;
         let decision = || -> Result<Self, InvalidInput> {
-            let decision = r
-                .decision
-                .ok_or_else(|| InvalidInput::new("decision", "must be set (granted or denied)"))?;
+            let decision = r.decision.ok_or_else(|| {
+                InvalidInput::new("decision", "must be set (granted, denied or waiting)")
+            })?;
             match decision {
                 Wire::Granted(grant) => Ok(Decision::Granted {
                     permit: required_msg("permit", grant.permit)
@@ -380,6 +387,23 @@ impl TryFrom<pb::RequestPermitResponse> for Decision {
                 Wire::Denied(denial) => Ok(Decision::Denied(
                     Denial::try_from(denial).map_err(|e| e.within("denied"))?,
                 )),
+                Wire::Waiting(w) => {
+                    let waiting = || -> Result<Waiting, InvalidInput> {
+                        if w.approval_id == 0 {
+                            return Err(must_be_set("approval_id"));
+                        }
+                        Ok(Waiting {
+                            approval: w.approval_id,
+                            retry_after: optional_duration("retry_after", w.retry_after)?
+                                .ok_or_else(|| must_be_set("retry_after"))?,
+                            expires_at: required_time("expires_at", w.expires_at)?,
+                            message: w.message,
+                        })
+                    };
+                    Ok(Decision::Waiting(
+                        waiting().map_err(|e| e.within("waiting"))?,
+                    ))
+                }
             }
         };
         decision().map_err(|e| e.within("response"))

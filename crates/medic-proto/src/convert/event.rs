@@ -9,8 +9,8 @@ use medic_policy::{
 };
 
 use super::{
-    host_id, permit_id, required, required_action, required_duration, required_enum, required_msg,
-    required_time, to_duration, to_timestamp, wire_action, wire_enum,
+    host_id, optional_time, permit_id, required, required_action, required_duration, required_enum,
+    required_msg, required_time, to_duration, to_timestamp, wire_action, wire_enum,
 };
 use crate::pb::v1 as pb;
 use pb::event::Payload;
@@ -39,6 +39,7 @@ impl From<RecordKind> for pb::EventKind {
             RecordKind::Access => Self::Access,
             RecordKind::Clock => Self::Clock,
             RecordKind::Override => Self::Override,
+            RecordKind::Approval => Self::Approval,
         }
     }
 }
@@ -59,6 +60,7 @@ pub fn record_kind(k: pb::EventKind) -> Option<RecordKind> {
         pb::EventKind::Access => RecordKind::Access,
         pb::EventKind::Clock => RecordKind::Clock,
         pb::EventKind::Override => RecordKind::Override,
+        pb::EventKind::Approval => RecordKind::Approval,
     })
 }
 
@@ -85,6 +87,8 @@ impl pb::Event {
             Event::Paused(p) => (p.actor.clone(), p.reason.clone()),
             Event::OverrideSet(o) => (o.actor.clone(), o.reason.clone()),
             Event::OverrideEnded { actor, reason, .. } => (actor.clone(), reason.clone()),
+            Event::ApprovalRequested(a) => (host_actor(&a.host), a.why.clone()),
+            Event::ApprovalChanged { actor, reason, .. } => (actor.clone(), reason.clone()),
             Event::HostReleased { actor, reason, .. }
             | Event::Resumed { actor, reason, .. }
             | Event::BreakerHalfOpened { actor, reason, .. }
@@ -251,6 +255,26 @@ impl From<Event> for Payload {
             }),
             Event::BreakerOpened(t) => Payload::BreakerOpened(t.into()),
             Event::OverrideSet(o) => Payload::OverrideSet(o.into()),
+            Event::ApprovalRequested(a) => Payload::ApprovalRequested(a.into()),
+            Event::ApprovalChanged {
+                id,
+                host,
+                state,
+                actor,
+                reason,
+                expires_at,
+                permit,
+                at,
+            } => Payload::ApprovalChanged(w::ApprovalChanged {
+                approval_id: id,
+                host_id: host.as_str().to_owned(),
+                state: wire_enum::<pb::ApprovalState, _>(state),
+                actor,
+                reason,
+                expires_at: expires_at.map(to_timestamp),
+                permit_id: permit.map(|p| p.as_str().to_owned()).unwrap_or_default(),
+                at: Some(to_timestamp(at)),
+            }),
             Event::OverrideEnded {
                 over,
                 actor,
@@ -330,6 +354,11 @@ impl TryFrom<Payload> for Event {
             Payload::ClockChecked(c) => ("clock_checked", clock_checked(c)),
             Payload::OverrideSet(o) => ("override_set", o.try_into().map(Event::OverrideSet)),
             Payload::OverrideEnded(e) => ("override_ended", override_ended(e)),
+            Payload::ApprovalRequested(a) => (
+                "approval_requested",
+                a.try_into().map(Event::ApprovalRequested),
+            ),
+            Payload::ApprovalChanged(c) => ("approval_changed", approval_changed(c)),
             Payload::Denied(_) => return Err(not_a_policy_event("denied")),
             Payload::ConfigReloaded(_) => return Err(not_a_policy_event("config_reloaded")),
             Payload::AccessDenied(_) => return Err(not_a_policy_event("access_denied")),
@@ -393,6 +422,26 @@ fn resumed(r: pb::event::Resumed) -> Result<Event, InvalidInput> {
         actor: r.actor,
         reason: r.reason,
         at: required_time("at", r.at)?,
+    })
+}
+
+fn approval_changed(c: pb::event::ApprovalChanged) -> Result<Event, InvalidInput> {
+    if c.approval_id == 0 {
+        return Err(InvalidInput::new("approval_id", "must be set"));
+    }
+    Ok(Event::ApprovalChanged {
+        id: c.approval_id,
+        host: host_id("host_id", c.host_id)?,
+        state: required_enum::<pb::ApprovalState, _>("state", c.state)?,
+        actor: c.actor,
+        reason: c.reason,
+        expires_at: optional_time("expires_at", c.expires_at)?,
+        permit: if c.permit_id.is_empty() {
+            None
+        } else {
+            Some(permit_id("permit_id", c.permit_id)?)
+        },
+        at: required_time("at", c.at)?,
     })
 }
 

@@ -265,6 +265,76 @@ fn denied_decision_round_trips_with_and_without_retry_after() {
 }
 
 #[test]
+fn waiting_decision_round_trips_and_a_waiting_without_its_approval_is_refused() {
+    let decision = Decision::Waiting(medic_policy::Waiting {
+        approval: 4,
+        retry_after: Duration::from_secs(10),
+        expires_at: at(1_700_003_600),
+        message: "waiting for a human to approve".into(),
+    });
+    let wire = pb::RequestPermitResponse::from(decision.clone());
+    assert_eq!(Decision::try_from(wire.clone()), Ok(decision));
+    let mut bad = wire;
+    if let Some(pb::request_permit_response::Decision::Waiting(w)) = &mut bad.decision {
+        w.approval_id = 0;
+    }
+    assert_error(
+        Decision::try_from(bad),
+        "response.waiting.approval_id: must be set",
+    );
+}
+
+#[test]
+fn approval_events_round_trip_through_a_history_entry_under_their_kind() {
+    let requested = medic_policy::Approval {
+        id: 3,
+        request_id: RequestId::new("web-1-ingest-7").expect("valid"),
+        host: HostId::new("web-1").expect("valid"),
+        action: Action::declare("drain_host").expect("a valid name"),
+        job: "ingest".into(),
+        reason: "stuck".into(),
+        dry_run: false,
+        why: "every drain_host needs a human's approval".into(),
+        requested_at: at(1_700_000_000),
+        expires_at: at(1_700_003_600),
+        state: medic_policy::ApprovalState::Pending,
+        actor: String::new(),
+        decision: String::new(),
+        decided_at: None,
+        permit: None,
+    };
+    let events = [
+        Event::ApprovalRequested(requested),
+        Event::ApprovalChanged {
+            id: 3,
+            host: HostId::new("web-1").expect("valid"),
+            state: medic_policy::ApprovalState::Approved,
+            actor: "alice".into(),
+            reason: "checked".into(),
+            expires_at: Some(at(1_700_000_900)),
+            permit: None,
+            at: at(1_700_000_060),
+        },
+        Event::ApprovalChanged {
+            id: 3,
+            host: HostId::new("web-1").expect("valid"),
+            state: medic_policy::ApprovalState::Used,
+            actor: "coordinator".into(),
+            reason: "used by permit p-7".into(),
+            expires_at: None,
+            permit: Some(PermitId::for_token(FencingToken(7))),
+            at: at(1_700_000_070),
+        },
+    ];
+    for (id, event) in (1..).zip(events) {
+        let wire = pb::Event::from_policy(id, event.clone());
+        assert_eq!(wire.kind(), pb::EventKind::Approval);
+        assert_eq!(wire.host_id, "web-1");
+        assert_eq!(Event::try_from(wire), Ok(event));
+    }
+}
+
+#[test]
 fn denial_that_needs_a_human_has_no_retry_after_on_the_wire() {
     let wire = pb::Denial::from(denial(None));
     assert_eq!(wire.retry_after, None);
@@ -348,6 +418,42 @@ fn status_round_trips() {
             since: at(1_700_000_000),
             until: at(1_700_003_600),
         }],
+        approvals: vec![
+            medic_policy::Approval {
+                id: 9,
+                request_id: RequestId::new("web-1-ingest-7").expect("valid"),
+                host: HostId::new("web-1").expect("valid"),
+                action: Action::RebootHost,
+                job: "ingest".into(),
+                reason: "heartbeat file 12m old".into(),
+                dry_run: true,
+                why: "every reboot_host needs a human's approval".into(),
+                requested_at: at(1_700_000_010),
+                expires_at: at(1_700_003_610),
+                state: medic_policy::ApprovalState::Pending,
+                actor: String::new(),
+                decision: String::new(),
+                decided_at: None,
+                permit: None,
+            },
+            medic_policy::Approval {
+                id: 8,
+                request_id: RequestId::new("web-2-ingest-3").expect("valid"),
+                host: HostId::new("web-2").expect("valid"),
+                action: Action::declare("drain_host").expect("a valid name"),
+                job: "ingest".into(),
+                reason: "stuck".into(),
+                dry_run: false,
+                why: "2 drain_host permits in flight would pass 1".into(),
+                requested_at: at(1_700_000_000),
+                expires_at: at(1_700_000_900),
+                state: medic_policy::ApprovalState::Used,
+                actor: "coordinator".into(),
+                decision: "used by permit p-00000000000000000007".into(),
+                decided_at: Some(at(1_700_000_100)),
+                permit: Some(PermitId::for_token(FencingToken(7))),
+            },
+        ],
         breakers: vec![domain_breaker()],
         actions: vec![
             ActionStatus {
@@ -974,7 +1080,7 @@ fn decision_with_neither_grant_nor_denial_says_what_may_be_set() {
     let wire = pb::RequestPermitResponse { decision: None };
     assert_error(
         Decision::try_from(wire),
-        "response.decision: must be set (granted or denied)",
+        "response.decision: must be set (granted, denied or waiting)",
     );
 }
 
@@ -1093,6 +1199,7 @@ fn breaker_domain_without_value_names_the_field() {
 #[test]
 fn status_with_bad_pause_names_its_index() {
     let mut wire = pb::Status::from(Status {
+        approvals: Vec::new(),
         dry_run: false,
         warming_up_until: None,
         known_hosts: 0,

@@ -534,3 +534,93 @@ pub(super) fn i9_every_permit_ended(v: &mut Verdict, state: &Replay, cx: &Contex
         }
     }
 }
+
+/// Approvals: an approval moves only forward (pending to decided; approved
+/// to used or expired), is used by one grant at most, only while approved
+/// and unexpired, and by the request it stands for.
+pub(super) fn approvals_hold(v: &mut Verdict, state: &Replay, event: &Event, entry: EntryId) {
+    use medic_policy::ApprovalState as S;
+    let Event::ApprovalChanged {
+        id,
+        state: to,
+        permit,
+        at,
+        ..
+    } = event
+    else {
+        return;
+    };
+    v.count("approvals");
+    let Some(a) = state.approvals.get(id) else {
+        v.flag(
+            "approvals",
+            format!("approval {id} changed to {to} but was never requested"),
+            vec![entry],
+        );
+        return;
+    };
+    let allowed = match (a.state, *to) {
+        (S::Pending, S::Approved | S::Rejected | S::Expired | S::Withdrawn) => true,
+        (S::Approved, S::Used) => a.expires_at > *at,
+        (S::Approved, S::Expired) => a.expires_at <= *at,
+        _ => false,
+    };
+    if !allowed {
+        let why = match (a.state, *to) {
+            (S::Used, S::Used) => "an approval used twice".to_owned(),
+            (S::Approved, S::Used) => "used after it expired".to_owned(),
+            (_, S::Used) => format!("used while {}", a.state),
+            (from, to) => format!("went from {from} to {to}"),
+        };
+        v.flag(
+            "approvals",
+            format!("approval {id} of {}: {why}", a.host),
+            vec![a.entry, entry],
+        );
+    }
+    if *to == S::Used {
+        let used_by = permit.as_ref().and_then(|p| state.granted.get(p));
+        match used_by {
+            Some(g) if g.permit.request_id == a.request_id && g.permit.host == a.host => {}
+            Some(g) => v.flag(
+                "approvals",
+                format!(
+                    "approval {id} (request {} of {}) used by permit {} of request {} of {}",
+                    a.request_id, a.host, g.permit.id, g.permit.request_id, g.permit.host
+                ),
+                vec![a.entry, g.entry, entry],
+            ),
+            None => v.flag(
+                "approvals",
+                format!("approval {id} used by a permit the history never granted"),
+                vec![entry],
+            ),
+        }
+    }
+}
+
+/// Approvals: every grant of an action whose approval is `always` needed
+/// was granted with an approval.
+pub(super) fn approvals_cover_always(v: &mut Verdict, state: &Replay, cx: &Context<'_>) {
+    for (id, g) in &state.granted {
+        let always = cx
+            .policy
+            .limits(g.permit.action)
+            .approval
+            .is_some_and(|r| r.always);
+        if !always {
+            continue;
+        }
+        v.count("approvals");
+        if !state.used.contains_key(id) {
+            v.flag(
+                "approvals",
+                format!(
+                    "{} granted {} to {} without a human's approval (limits.{}.approval.always)",
+                    id, g.permit.action, g.permit.host, g.permit.action
+                ),
+                vec![g.entry],
+            );
+        }
+    }
+}

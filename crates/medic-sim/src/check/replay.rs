@@ -123,6 +123,22 @@ pub(super) struct Replay {
     pub(super) rate_overrides: BTreeMap<Action, u32>,
     /// The coordinator's clock steps so far, in order.
     pub(super) steps: Vec<ClockStep>,
+    /// Approvals by id, as the history shows them.
+    pub(super) approvals: BTreeMap<u64, Approval>,
+    /// The approval each permit was granted with.
+    pub(super) used: HashMap<PermitId, u64>,
+}
+
+/// An approval, as the history shows it.
+#[derive(Debug)]
+pub(super) struct Approval {
+    pub(super) state: medic_policy::ApprovalState,
+    pub(super) request_id: RequestId,
+    pub(super) host: HostId,
+    /// Pending: when it expires undecided; approved: unused.
+    pub(super) expires_at: SystemTime,
+    /// The entry that moved it to its state.
+    pub(super) entry: EntryId,
 }
 
 impl Replay {
@@ -298,6 +314,36 @@ impl Replay {
             Event::ClockChecked {
                 step: Some(step), ..
             } => self.shift(*step),
+            Event::ApprovalRequested(a) => {
+                self.approvals.insert(
+                    a.id,
+                    Approval {
+                        state: a.state,
+                        request_id: a.request_id.clone(),
+                        host: a.host.clone(),
+                        expires_at: a.expires_at,
+                        entry,
+                    },
+                );
+            }
+            Event::ApprovalChanged {
+                id,
+                state,
+                expires_at,
+                permit,
+                ..
+            } => {
+                if let Some(a) = self.approvals.get_mut(id) {
+                    a.state = *state;
+                    a.entry = entry;
+                    if let Some(e) = expires_at {
+                        a.expires_at = *e;
+                    }
+                }
+                if let Some(p) = permit {
+                    self.used.insert(p.clone(), *id);
+                }
+            }
         }
     }
 
@@ -407,6 +453,9 @@ impl Replay {
         }
         for r in &mut self.reopen {
             s(&mut r.at);
+        }
+        for a in self.approvals.values_mut() {
+            s(&mut a.expires_at);
         }
     }
 }
