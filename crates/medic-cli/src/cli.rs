@@ -717,6 +717,8 @@ pub enum KindArg {
     /// A request began to wait for a human's approval, or its approval
     /// was decided, expired, withdrawn or used.
     Approval,
+    /// An alert gate closed or opened.
+    Gate,
 }
 
 impl From<KindArg> for pb::EventKind {
@@ -735,6 +737,7 @@ impl From<KindArg> for pb::EventKind {
             KindArg::Clock => pb::EventKind::Clock,
             KindArg::Override => pb::EventKind::Override,
             KindArg::Approval => pb::EventKind::Approval,
+            KindArg::Gate => pb::EventKind::Gate,
         }
     }
 }

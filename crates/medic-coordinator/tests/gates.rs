@@ -293,6 +293,32 @@ timeout = "200ms"
         metric(&server, r#"medic_gate_failing{gate="db-down"}"#).await,
         Some(0.0)
     );
+    // The audit history says when the gate closed, on what, and when it
+    // opened again.
+    let history = server
+        .admin()
+        .await
+        .get_history(pb::GetHistoryRequest {
+            kinds: vec![pb::EventKind::Gate.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let changes: Vec<(bool, String)> = history
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(pb::event::Payload::GateChanged(g)) => Some((g.closed, g.detail.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(changes.len() >= 2, "{changes:?}");
+    assert!(
+        changes[0].0 && changes[0].1.contains("DatabaseDown"),
+        "{changes:?}"
+    );
+    assert!(!changes[changes.len() - 1].0, "{changes:?}");
     server.stop().await.unwrap();
 }
 

@@ -187,6 +187,8 @@ impl DurableState {
             Event::OverrideEnded { over, .. } => {
                 self.overrides.remove(&over.id);
             }
+            // The audit trail of the gates: nothing durable changes.
+            Event::GateChanged { .. } => {}
             Event::ApprovalRequested(a) => {
                 self.last_approval_id = self.last_approval_id.max(a.id);
                 self.approvals.insert(a.id, a.clone());

@@ -882,6 +882,8 @@ pub enum RecordKind {
     /// A request began to wait for a human's approval, or its approval was
     /// decided, expired, withdrawn or used.
     Approval,
+    /// An alert gate closed or opened for a failure domain or the fleet.
+    Gate,
 }
 
 // === Overrides ===
@@ -1148,6 +1150,26 @@ pub enum Event {
         /// When.
         at: Time,
     },
+    /// An alert gate began or stopped holding requests back for one failure
+    /// domain (or the fleet): its query returned series, or it could not
+    /// be evaluated and closes on error; or it returned nothing again. Not
+    /// durable state: it is the audit trail of what the gates did (a gate
+    /// starts closed after a restart until its first evaluation).
+    GateChanged {
+        /// The gate's name.
+        gate: String,
+        /// Its label, for a per-domain gate (`rack`).
+        label: Option<String>,
+        /// The label's value it changed for (`r12`); `None` for a
+        /// fleet-wide gate.
+        value: Option<String>,
+        /// Closed (holding requests back) or open again.
+        closed: bool,
+        /// What the evaluation returned: the firing series, or the error.
+        detail: String,
+        /// When.
+        at: Time,
+    },
     /// A request began to wait for a human's approval (state pending).
     ApprovalRequested(Approval),
     /// A pending approval changed state: approved or rejected by a human,
@@ -1193,6 +1215,7 @@ impl Event {
             Event::ClockChecked { .. } => RecordKind::Clock,
             Event::OverrideSet(_) | Event::OverrideEnded { .. } => RecordKind::Override,
             Event::ApprovalRequested(_) | Event::ApprovalChanged { .. } => RecordKind::Approval,
+            Event::GateChanged { .. } => RecordKind::Gate,
         }
     }
 
@@ -1208,7 +1231,8 @@ impl Event {
             | Event::BreakerHalfOpened { at, .. }
             | Event::BreakerClosed { at, .. }
             | Event::OverrideEnded { at, .. }
-            | Event::ApprovalChanged { at, .. } => *at,
+            | Event::ApprovalChanged { at, .. }
+            | Event::GateChanged { at, .. } => *at,
             Event::OverrideSet(o) => o.since,
             Event::ApprovalRequested(a) => a.requested_at,
             Event::HostQuarantined(q) => q.since,
@@ -1233,7 +1257,8 @@ impl Event {
             | Event::BreakerHalfOpened { .. }
             | Event::BreakerClosed { .. }
             | Event::OverrideSet(_)
-            | Event::OverrideEnded { .. } => None,
+            | Event::OverrideEnded { .. }
+            | Event::GateChanged { .. } => None,
         }
     }
 }

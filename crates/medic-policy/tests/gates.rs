@@ -419,3 +419,58 @@ fn gate_query_placeholder_value_is_escaped() {
         r#"ALERTS{alertstate="firing",alertname="RackPower",rack="r\"1\\"}"#
     );
 }
+
+// === The audit trail ===
+
+/// The gate changes among the events emitted since the last call:
+/// (gate, value, closed).
+fn gate_changes(f: &mut Fleet) -> Vec<(String, Option<String>, bool)> {
+    f.engine
+        .take_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            medic_policy::Event::GateChanged {
+                gate,
+                value,
+                closed,
+                ..
+            } => Some((gate, value, closed)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_gate_closing_and_opening_is_recorded_once_per_change_and_domain() {
+    let mut f = Fleet::new(RACK_GATE, &["r12", "r1"]);
+    let _ = f.engine.take_events();
+    let fire = || firing(r#"ALERTS{alertname="RackPower",rack="r12"}"#);
+    f.rack_readings("rack-power", &[("r12", fire()), ("r1", quiet())]);
+    // The first quiet reading records nothing: nothing was recorded closed.
+    assert_eq!(
+        gate_changes(&mut f),
+        [("rack-power".to_owned(), Some("r12".to_owned()), true)]
+    );
+    // The same again: no change, no record.
+    f.rack_readings("rack-power", &[("r12", fire()), ("r1", quiet())]);
+    assert_eq!(gate_changes(&mut f), []);
+    f.rack_readings(
+        "rack-power",
+        &[("r12", quiet()), ("r1", Err("timed out".into()))],
+    );
+    assert_eq!(
+        gate_changes(&mut f),
+        [
+            ("rack-power".to_owned(), Some("r1".to_owned()), true),
+            ("rack-power".to_owned(), Some("r12".to_owned()), false),
+        ]
+    );
+    // A reload that removes the gate records it open where it was closed.
+    let config = PolicyConfig::from_toml(BASE).unwrap();
+    let now = f.now;
+    f.engine.set_config(config, now);
+    assert_eq!(
+        gate_changes(&mut f),
+        [("rack-power".to_owned(), Some("r1".to_owned()), false)]
+    );
+}

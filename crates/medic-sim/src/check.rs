@@ -104,6 +104,19 @@ impl AuditEntry {
             Some(Event::OverrideEnded { over, .. }) => format!("OVERRIDE END #{}", over.id),
             Some(Event::ClockChecked { step: Some(s), .. }) => format!("CLOCK STEPPED {s}"),
             Some(Event::ClockChecked { step: None, .. }) => "CLOCK CHECKED".to_owned(),
+            Some(Event::GateChanged {
+                gate,
+                value,
+                closed,
+                ..
+            }) => format!(
+                "GATE {gate}{} {}",
+                value
+                    .as_ref()
+                    .map(|v| format!(" for {v}"))
+                    .unwrap_or_default(),
+                if *closed { "CLOSED" } else { "OPEN" }
+            ),
             Some(Event::ApprovalRequested(a)) => format!(
                 "APPROVAL #{} requested: {} of {} (request {})",
                 a.id,
@@ -225,7 +238,13 @@ pub fn check(history: &[AuditEntry], actions: &[ActionRecord], cx: &Context<'_>)
     let mut v = Verdict::default();
     let fleet = Fleet::of(cx.fleet);
     let mut state = Replay::default();
+    let mut starts = cx.starts.iter().peekable();
     for e in history {
+        // A coordinator start: its gates hold everything back until their
+        // first evaluation, whatever the history last said of them.
+        while starts.next_if(|s| **s <= e.at).is_some() {
+            state.gates_closed.clear();
+        }
         i9_records_name_actor_and_reason(&mut v, e);
         let Some(event) = &e.event else { continue };
         i3_failed_probe_reopens(&mut v, &mut state, Some(e.at));
@@ -292,7 +311,7 @@ pub const COVERED: &[(&str, &str)] = &[
     ),
     (
         "I3",
-        "no grant while paused, breaker open, quarantined, in cooldown or warming up; under a half-open breaker, at most its probe budget active, and a failed or expired probe reopens it (weekly windows: not checked)",
+        "no grant while paused, breaker open, an alert gate closed (as the history records it), quarantined, in cooldown or warming up; under a half-open breaker, at most its probe budget active, and a failed or expired probe reopens it (weekly windows: not checked)",
     ),
     ("I4", "at most one active permit per host"),
     (

@@ -35,6 +35,12 @@ max_in_flight = 1
 permit_ttl = "60s"
 [limits.reboot_host.approval]
 always = true
+[[gates]]
+name = "rack-power"
+prometheus = "http://prometheus:9090"
+query = 'ALERTS{alertstate="firing",rack="$value"}'
+label = "rack"
+actions = ["restart_job"]
 "#;
 
 fn policy() -> PolicyConfig {
@@ -143,6 +149,23 @@ impl History {
                 state,
                 actor: format!("host:{}", p.host),
                 detail: "restarted".into(),
+                at: at(s),
+            },
+        );
+    }
+
+    /// Gate rack-power closes (or opens) for `rack` at `s`.
+    fn gate(&mut self, rack: &str, closed: bool, s: u64) {
+        self.push(
+            pb::EventKind::Gate,
+            "coordinator",
+            "the query returns ALERTS{rack=...}",
+            Event::GateChanged {
+                gate: "rack-power".into(),
+                label: Some("rack".into()),
+                value: Some(rack.into()),
+                closed,
+                detail: "the query returns ALERTS{rack=...}".into(),
                 at: at(s),
             },
         );
@@ -635,5 +658,42 @@ fn an_approval_used_after_it_expired_or_never_approved_is_caught() {
     assert!(
         messages.iter().any(|m| m.contains("used while pending")),
         "{messages:?}"
+    );
+}
+
+#[test]
+fn a_grant_while_a_gate_covering_it_is_closed_is_caught() {
+    let mut h = History::new();
+    h.gate("r1", true, 10);
+    // Another rack, and another action, are not held.
+    let other_rack = h.grant(1, "h2", "r2", 20);
+    let other_action = h.grant_of(
+        2,
+        "h3",
+        "r3",
+        20,
+        "req-2",
+        Action::declare("drain_host").unwrap(),
+        "ingest",
+    );
+    h.end(&other_rack, 30);
+    h.end(&other_action, 30);
+    let held = h.grant(3, "h1", "r1", 40);
+    h.end(&held, 50);
+    h.gate("r1", false, 60);
+    let after = h.grant(4, "h1", "r1", 70);
+    h.end(&after, 80);
+    let v = h.check(&[]);
+    let i3: Vec<&str> = v
+        .violations
+        .iter()
+        .filter(|x| x.invariant == "I3")
+        .map(|x| x.message.as_str())
+        .collect();
+    assert_eq!(i3.len(), 1, "{:#?}", v.violations);
+    assert!(
+        i3[0].contains("alert gate rack-power for r1 was closed")
+            && i3[0].contains(&held.id.to_string()),
+        "{i3:?}"
     );
 }

@@ -68,6 +68,19 @@ pub(super) fn summary(e: &pb::Event) -> String {
                 &r.reason,
             )
         }
+        Some(P::GateChanged(g)) => with_reason(
+            format!(
+                "gate {}{} {}",
+                g.gate,
+                if g.value.is_empty() {
+                    String::new()
+                } else {
+                    format!(" for {}={}", g.label, g.value)
+                },
+                if g.closed { "closed" } else { "open" }
+            ),
+            &g.detail,
+        ),
         Some(P::ApprovalRequested(a)) => with_reason(
             format!(
                 "approval {} requested: {} of {} on {} ({})",

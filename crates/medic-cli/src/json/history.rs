@@ -216,6 +216,21 @@ pub enum Payload {
         /// When.
         at: Option<String>,
     },
+    /// An alert gate closed or opened for a failure domain or the fleet.
+    GateChanged {
+        /// The gate's name.
+        gate: String,
+        /// Its label (per-domain gates), or null.
+        label: Option<String>,
+        /// The label's value, or null for a fleet-wide gate.
+        value: Option<String>,
+        /// Closed (holding requests back) or open again.
+        closed: bool,
+        /// The firing series, or the error.
+        detail: String,
+        /// When.
+        at: Option<String>,
+    },
     /// A payload this medicctl does not know (a newer coordinator).
     Unknown,
 }
@@ -264,6 +279,14 @@ impl From<&pb::Event> for Event {
             },
             Some(P::BreakerOpened(b)) => Payload::BreakerOpened {
                 breaker: Breaker::from(b),
+            },
+            Some(P::GateChanged(g)) => Payload::GateChanged {
+                gate: g.gate.clone(),
+                label: (!g.label.is_empty()).then(|| g.label.clone()),
+                value: (!g.value.is_empty()).then(|| g.value.clone()),
+                closed: g.closed,
+                detail: g.detail.clone(),
+                at: time(g.at.as_ref()),
             },
             Some(P::ApprovalRequested(a)) => Payload::ApprovalRequested {
                 approval: super::Approval::from(a),

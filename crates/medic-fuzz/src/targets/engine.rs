@@ -1235,6 +1235,7 @@ fn event_kind(e: &medic_policy::Event) -> &'static str {
         E::OverrideEnded { .. } => "override-ended",
         E::ApprovalRequested(_) => "approval-requested",
         E::ApprovalChanged { .. } => "approval-changed",
+        E::GateChanged { .. } => "gate-changed",
     }
 }
 

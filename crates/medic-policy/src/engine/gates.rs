@@ -16,7 +16,7 @@ use super::Engine;
 use super::rules::trunc;
 use crate::config::{GateConfig, OnError};
 use crate::gates::{GateReading, GateReadings, GateStates};
-use crate::types::{Action, Denial, DenyReason, Labels, Time};
+use crate::types::{Action, Denial, DenyReason, Event, Labels, Time};
 
 /// How many series a denial names before it says how many more there are.
 const SERIES_SHOWN: usize = 5;
@@ -96,9 +96,74 @@ impl Engine {
             }
             (Some(GateReadings::ByValue(_)), GateReadings::Fleet(_)) => true,
         };
+        let g = g.clone();
+        self.record_gate_changes(&g, &readings, now);
         self.gates.slots[i] = Some(readings);
         if reopened {
             self.wake = self.wake.wrapping_add(1);
+        }
+    }
+
+    /// Emits `Event::GateChanged` for every domain of `g` whose reading
+    /// now holds requests back and whose closing was not recorded yet, or
+    /// no longer holds them and whose closing was. Staleness aside: a
+    /// reading that goes stale without a newer one closes the gate at
+    /// decision time, unrecorded (the trail never says open while the
+    /// engine holds requests back, which is what the audit must not miss).
+    fn record_gate_changes(&mut self, g: &GateConfig, readings: &GateReadings, now: Time) {
+        let mut domains: Vec<(Option<&String>, &GateReading)> = match readings {
+            GateReadings::Fleet(r) => vec![(None, r)],
+            GateReadings::ByValue(m) => m.iter().map(|(v, r)| (Some(v), r)).collect(),
+        };
+        // In value order: the same readings give the same history.
+        domains.sort_by(|a, b| a.0.cmp(&b.0));
+        for (value, r) in domains {
+            let closed = holds(g, Some(r));
+            let key = (g.name.clone(), value.cloned());
+            if closed == self.gates_closed.contains(&key) {
+                continue;
+            }
+            let detail = match &r.result {
+                Ok(series) if series.is_empty() => "the query returns nothing".to_owned(),
+                Ok(series) => format!("the query returns {}", series_list(series)),
+                Err(e) => format!("it cannot be evaluated ({e}); on_error = \"closed\""),
+            };
+            if closed {
+                self.gates_closed.insert(key);
+            } else {
+                self.gates_closed.remove(&key);
+            }
+            self.emit(Event::GateChanged {
+                gate: g.name.clone(),
+                label: g.label.clone(),
+                value: value.cloned(),
+                closed,
+                detail,
+                at: now,
+            });
+        }
+    }
+
+    /// After a reload: gates that are gone hold nothing back any more, and
+    /// the audit trail says so for each domain it recorded closed. (A gate
+    /// whose settings changed keeps its record until its first reading.)
+    pub(super) fn forget_removed_gates(&mut self, now: Time) {
+        let gone: Vec<(String, Option<String>)> = self
+            .gates_closed
+            .iter()
+            .filter(|(name, _)| !self.config.gates.iter().any(|g| &g.name == name))
+            .cloned()
+            .collect();
+        for (gate, value) in gone {
+            self.gates_closed.remove(&(gate.clone(), value.clone()));
+            self.emit(Event::GateChanged {
+                label: None,
+                gate,
+                value,
+                closed: false,
+                detail: "the gate was removed from the configuration".to_owned(),
+                at: now,
+            });
         }
     }
 

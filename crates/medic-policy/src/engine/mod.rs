@@ -217,6 +217,11 @@ pub struct Engine {
     /// The latest readings of the alert gates (not durable: they are
     /// evaluated again within an interval of a start).
     gates: GateStates,
+    /// The gates, by name and label value (`None`: fleet-wide), whose
+    /// closing the audit history recorded and whose opening it has not:
+    /// what `Event::GateChanged` is emitted against. Not durable, like the
+    /// readings.
+    gates_closed: std::collections::BTreeSet<(String, Option<String>)>,
     /// Moves whenever something happens that can turn a denial into a grant
     /// for every host: a pause ends, a breaker goes half-open or closes, the
     /// configuration is reloaded. Heartbeat replies carry it (plus the
@@ -263,6 +268,7 @@ impl Engine {
             liveness: BinaryHeap::new(),
             breaker_clear_since: HashMap::new(),
             gates,
+            gates_closed: std::collections::BTreeSet::new(),
             wake: now
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
@@ -296,6 +302,7 @@ impl Engine {
         let now = self.observe(now);
         self.gates = Self::carry_gate_states(&self.config.gates, &mut self.gates, &config.gates);
         self.config = config;
+        self.forget_removed_gates(now);
         self.rebuild_indexes();
         self.wake = self.wake.wrapping_add(1);
         self.advance(now);

@@ -9,8 +9,8 @@ use medic_policy::{
 };
 
 use super::{
-    host_id, optional_time, permit_id, required, required_action, required_duration, required_enum,
-    required_msg, required_time, to_duration, to_timestamp, wire_action, wire_enum,
+    host_id, non_empty, optional_time, permit_id, required, required_action, required_duration,
+    required_enum, required_msg, required_time, to_duration, to_timestamp, wire_action, wire_enum,
 };
 use crate::pb::v1 as pb;
 use pb::event::Payload;
@@ -40,6 +40,7 @@ impl From<RecordKind> for pb::EventKind {
             RecordKind::Clock => Self::Clock,
             RecordKind::Override => Self::Override,
             RecordKind::Approval => Self::Approval,
+            RecordKind::Gate => Self::Gate,
         }
     }
 }
@@ -61,6 +62,7 @@ pub fn record_kind(k: pb::EventKind) -> Option<RecordKind> {
         pb::EventKind::Clock => RecordKind::Clock,
         pb::EventKind::Override => RecordKind::Override,
         pb::EventKind::Approval => RecordKind::Approval,
+        pb::EventKind::Gate => RecordKind::Gate,
     })
 }
 
@@ -89,6 +91,7 @@ impl pb::Event {
             Event::OverrideEnded { actor, reason, .. } => (actor.clone(), reason.clone()),
             Event::ApprovalRequested(a) => (host_actor(&a.host), a.why.clone()),
             Event::ApprovalChanged { actor, reason, .. } => (actor.clone(), reason.clone()),
+            Event::GateChanged { detail, .. } => (COORDINATOR_ACTOR.to_owned(), detail.clone()),
             Event::HostReleased { actor, reason, .. }
             | Event::Resumed { actor, reason, .. }
             | Event::BreakerHalfOpened { actor, reason, .. }
@@ -256,6 +259,21 @@ impl From<Event> for Payload {
             Event::BreakerOpened(t) => Payload::BreakerOpened(t.into()),
             Event::OverrideSet(o) => Payload::OverrideSet(o.into()),
             Event::ApprovalRequested(a) => Payload::ApprovalRequested(a.into()),
+            Event::GateChanged {
+                gate,
+                label,
+                value,
+                closed,
+                detail,
+                at,
+            } => Payload::GateChanged(w::GateChanged {
+                gate,
+                label: label.unwrap_or_default(),
+                value: value.unwrap_or_default(),
+                closed,
+                detail,
+                at: Some(to_timestamp(at)),
+            }),
             Event::ApprovalChanged {
                 id,
                 host,
@@ -359,6 +377,7 @@ impl TryFrom<Payload> for Event {
                 a.try_into().map(Event::ApprovalRequested),
             ),
             Payload::ApprovalChanged(c) => ("approval_changed", approval_changed(c)),
+            Payload::GateChanged(g) => ("gate_changed", gate_changed(g)),
             Payload::Denied(_) => return Err(not_a_policy_event("denied")),
             Payload::ConfigReloaded(_) => return Err(not_a_policy_event("config_reloaded")),
             Payload::AccessDenied(_) => return Err(not_a_policy_event("access_denied")),
@@ -422,6 +441,18 @@ fn resumed(r: pb::event::Resumed) -> Result<Event, InvalidInput> {
         actor: r.actor,
         reason: r.reason,
         at: required_time("at", r.at)?,
+    })
+}
+
+fn gate_changed(g: pb::event::GateChanged) -> Result<Event, InvalidInput> {
+    let some = |s: String| (!s.is_empty()).then_some(s);
+    Ok(Event::GateChanged {
+        gate: non_empty("gate", g.gate)?,
+        label: some(g.label),
+        value: some(g.value),
+        closed: g.closed,
+        detail: g.detail,
+        at: required_time("at", g.at)?,
     })
 }
 

@@ -259,6 +259,13 @@ pub(super) fn i3_no_grant_while_forbidden(
             vec![p.entry, entry],
         );
     }
+    if let Some((gate, closed)) = state.gate_over(cx.policy, a, labels) {
+        v.flag(
+            "I3",
+            format!("{id} granted {a} to {host} while alert gate {gate} was closed"),
+            vec![closed, entry],
+        );
+    }
     if let Some(q) = state.quarantined.get(host) {
         v.flag(
             "I3",

@@ -127,6 +127,11 @@ pub(super) struct Replay {
     pub(super) approvals: BTreeMap<u64, Approval>,
     /// The approval each permit was granted with.
     pub(super) used: HashMap<PermitId, u64>,
+    /// Alert gates the history says are closed, by name and label value
+    /// (`None`: fleet-wide): their label and the entry that closed them.
+    /// Forgotten at a coordinator start (its gates start closed until
+    /// evaluated, unrecorded: stricter than any record).
+    pub(super) gates_closed: BTreeMap<(String, Option<String>), (Option<String>, EntryId)>,
 }
 
 /// An approval, as the history shows it.
@@ -192,6 +197,39 @@ impl Replay {
             .iter()
             .filter(move |(scope, _)| scope.covers(labels))
             .filter_map(|(scope, t)| t.half_open.as_ref().map(|h| (scope, h)))
+    }
+
+    /// A gate the history says is closed over `action` on hosts with
+    /// `labels`: its name, and the entry that closed it. A gate the
+    /// configuration no longer names is taken to cover every action.
+    pub(super) fn gate_over(
+        &self,
+        policy: &medic_policy::PolicyConfig,
+        action: Action,
+        labels: &Labels,
+    ) -> Option<(String, EntryId)> {
+        self.gates_closed
+            .iter()
+            .find(|((gate, value), (label, _))| {
+                let covers = policy
+                    .gates
+                    .iter()
+                    .find(|g| &g.name == gate)
+                    .is_none_or(|g| g.covers(action.as_str()));
+                let holds = match (value, label) {
+                    (None, _) => true,
+                    (Some(v), Some(l)) => labels.get(l) == Some(v),
+                    (Some(_), None) => false,
+                };
+                covers && holds
+            })
+            .map(|((gate, value), (_, entry))| {
+                let name = match value {
+                    Some(v) => format!("{gate} for {v}"),
+                    None => gate.clone(),
+                };
+                (name, *entry)
+            })
     }
 
     /// The active permits on hosts `scope` covers.
@@ -314,6 +352,20 @@ impl Replay {
             Event::ClockChecked {
                 step: Some(step), ..
             } => self.shift(*step),
+            Event::GateChanged {
+                gate,
+                label,
+                value,
+                closed,
+                ..
+            } => {
+                let key = (gate.clone(), value.clone());
+                if *closed {
+                    self.gates_closed.insert(key, (label.clone(), entry));
+                } else {
+                    self.gates_closed.remove(&key);
+                }
+            }
             Event::ApprovalRequested(a) => {
                 self.approvals.insert(
                     a.id,
