@@ -15,11 +15,12 @@
 //! 7. a flood from one identity: another host's heartbeat latency with and
 //!    without one certificate flooding from 32 concurrent callers, under
 //!    the default admission control;
-//! 8. the deny path with ten alert gates configured (all open, all covering
-//!    the request, so every one is judged before the cap denies), against
-//!    the no-op ceiling of the same server and of phase 1. The gates read a
-//!    stub Prometheus in this process that answers every query with no
-//!    series.
+//! 8. the deny path with ten alert gates and a custom action configured:
+//!    every request asks for the custom action by name (`drain_host`), all
+//!    ten gates are open and cover it, so each is judged before the cap
+//!    denies; against the no-op ceiling of the same server and of phase 1.
+//!    The gates read a stub Prometheus in this process that answers every
+//!    query with no series.
 //!
 //! Run: `cargo bench -p medic-coordinator --bench rpc` (add `-- --soak 60`
 //! to change the length of phase 5 in seconds; default 60).
@@ -385,7 +386,8 @@ async fn stub_prometheus() -> std::net::SocketAddr {
     addr
 }
 
-/// Phase 8: the deny path with ten open gates covering every request.
+/// Phase 8: the deny path for a custom action, with ten open gates
+/// covering every request.
 async fn ten_gates(phase1_ceiling: f64) {
     let prometheus = stub_prometheus().await;
     let gates: String = (0..10)
@@ -398,7 +400,11 @@ async fn ten_gates(phase1_ceiling: f64) {
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let (addr, control, server) = start(&format!("{CONFIG}{gates}"), dir.path()).await;
+    // A custom action, disabled like restart_job in CONFIG: every request
+    // for it runs every rule and is denied by the cap.
+    let custom = "[actions.drain_host]\ndescription = \"drain the host\"\n\
+                  [limits.drain_host]\nmax_in_flight = 0\n";
+    let (addr, control, server) = start(&format!("{CONFIG}{custom}{gates}"), dir.path()).await;
     let mut channels = Vec::new();
     for _ in 0..CLIENTS {
         channels.push(connect(&format!("http://{addr}")).await);
@@ -418,8 +424,8 @@ async fn ten_gates(phase1_ceiling: f64) {
         let e = admin
             .explain(pb::ExplainRequest {
                 host_id: host(0, 0),
-                action: pb::Action::RestartJob.into(),
-                action_name: String::new(),
+                action: pb::Action::Custom.into(),
+                action_name: "drain_host".into(),
             })
             .await
             .unwrap()
@@ -431,7 +437,10 @@ async fn ten_gates(phase1_ceiling: f64) {
         assert!(Instant::now() < deadline, "gates never opened: {e:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("ten alert gates (open, each covering the request), same clients and hosts");
+    println!(
+        "a custom action (drain_host) and ten alert gates (open, each covering the request), \
+         same clients and hosts"
+    );
     let noop = phase(&channels, |ch, _, _| async move {
         let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
         h.check(tonic_health::pb::HealthCheckRequest {
@@ -448,8 +457,8 @@ async fn ten_gates(phase1_ceiling: f64) {
                 dry_run: false,
                 request_id: format!("gated-{k}"),
                 host_id: host(k, k),
-                action: pb::Action::RestartJob.into(),
-                action_name: String::new(),
+                action: pb::Action::Custom.into(),
+                action_name: "drain_host".into(),
                 job: "ingest".into(),
                 reason: "bench".into(),
             })
@@ -471,13 +480,13 @@ async fn ten_gates(phase1_ceiling: f64) {
     })
     .await;
     println!(
-        "  {:<28} {:>9.0} calls/s",
+        "  {:<34} {:>9.0} calls/s",
         "no-op (Health/Check)",
         noop.rate()
     );
     println!(
-        "  {:<28} {:>9.0} calls/s  {:>5.2} of this server's ceiling  {:>5.2} of phase 1's  p50 {:>8.3} ms  p99 {:>8.3} ms",
-        "RequestPermit (denied)",
+        "  {:<34} {:>9.0} calls/s  {:>5.2} of this server's ceiling  {:>5.2} of phase 1's  p50 {:>8.3} ms  p99 {:>8.3} ms",
+        "RequestPermit drain_host (denied)",
         deny.rate(),
         deny.rate() / noop.rate(),
         deny.rate() / phase1_ceiling,

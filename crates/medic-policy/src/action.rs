@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{OnceLock, RwLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -88,9 +88,11 @@ struct Interner {
     from_wire: usize,
 }
 
-fn interner() -> &'static Mutex<Interner> {
-    static INTERNER: OnceLock<Mutex<Interner>> = OnceLock::new();
-    INTERNER.get_or_init(Mutex::default)
+/// Read-mostly: every request naming a custom action looks its name up,
+/// and only a name seen for the first time writes.
+fn interner() -> &'static RwLock<Interner> {
+    static INTERNER: OnceLock<RwLock<Interner>> = OnceLock::new();
+    INTERNER.get_or_init(RwLock::default)
 }
 
 /// Where a name to intern came from.
@@ -122,9 +124,18 @@ impl Action {
             return Ok(a);
         }
         validate_name(name)?;
+        {
+            let table = interner()
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((&name, &index)) = table.by_name.get_key_value(name) {
+                return Ok(Action::Custom(CustomAction { name, index }));
+            }
+        }
         let mut table = interner()
-            .lock()
+            .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Another thread may have interned it meanwhile.
         if let Some((&name, &index)) = table.by_name.get_key_value(name) {
             return Ok(Action::Custom(CustomAction { name, index }));
         }
