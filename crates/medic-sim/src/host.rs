@@ -189,8 +189,7 @@ impl LinkedCoordinator {
                 let endpoints = Endpoints::new([url.clone()])
                     .map_err(|e| crate::SimError::Config(e.to_string()))?;
                 let client = Client::new(
-                    Settings::new(endpoints, config.request_timeout)
-                        .memory(link.connector.clone()),
+                    Settings::new(endpoints, config.request_timeout).memory(link.connector.clone()),
                 )
                 .map_err(|e| crate::SimError::Config(e.to_string()))?;
                 Via::Grpc(Coordinators::with_client(client))
@@ -214,6 +213,15 @@ impl LinkedCoordinator {
             _ => Ok(()),
         }
     }
+}
+
+/// The permit service a simulated agent with `config` calls over `link`
+/// (what [`drive`] gives each agent it starts).
+pub fn linked_coordinator(
+    config: &AgentConfig,
+    link: &Link,
+) -> Result<impl medic_agent::Coordinator, crate::SimError> {
+    LinkedCoordinator::new(config, link)
 }
 
 impl medic_agent::Coordinator for LinkedCoordinator {
@@ -292,9 +300,7 @@ impl DirectCoordinator {
     fn reply_permit(&self, permit: Option<pb::Permit>) -> Result<Permit, CallError> {
         let permit = permit
             .ok_or_else(|| InvalidInput::new("response.permit", "must be set"))
-            .and_then(|p| {
-                Permit::try_from(p).map_err(|e| e.within("permit").within("response"))
-            });
+            .and_then(|p| Permit::try_from(p).map_err(|e| e.within("permit").within("response")));
         permit.map_err(|e| self.malformed(e))
     }
 
