@@ -92,7 +92,8 @@ enum Command {
         /// On virtual time, how the agents reach the simulator's
         /// coordinator: `direct` calls its handlers in the process (fast);
         /// `grpc` gives every agent its own HTTP/2 connection in memory
-        /// (the wire path; many times slower). Same seed, same history.
+        /// (the wire path; many times slower). Each repeats under its seed;
+        /// `run` prints the command that replays a failing one.
         #[arg(long, value_enum, default_value_t = Transport::Direct)]
         transport: Transport,
         #[command(flatten)]

@@ -66,8 +66,11 @@ pub struct Options {
 
 /// How simulated agents on virtual time reach the in-process coordinator.
 /// Both run the same agent and coordinator code from the call's messages
-/// on (conversions, identity, admission, the engine, the durable commit);
-/// the same seed gives the same history over either.
+/// on (conversions, identity, admission, the engine, the durable commit),
+/// so the same calls get the same answers; and over each, the same seed
+/// gives the same history. The two histories of one seed may differ:
+/// calls at the same virtual instant reach the coordinator in another
+/// order through the HTTP/2 connections' tasks than called directly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Transport {
     /// The coordinator's handlers called in the same process: no HTTP/2
