@@ -312,7 +312,7 @@ timeout = "200ms"
 "#,
         prom.url()
     );
-    let (server, mut agent) =
+    let (server, agent) =
         coordinator(dir.path(), &gates, &[("web-12", "r12"), ("web-1", "r1")]).await;
 
     let message = eventually("rack r12 held by its alert", || {
