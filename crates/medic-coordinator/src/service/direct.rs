@@ -121,3 +121,23 @@ impl DirectAgents {
         Ok(self.service()?.report_outcome(req).await?.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_handle_answers_unavailable_until_its_coordinator_leads() {
+        let direct = DirectAgents::new();
+        let refused = direct
+            .heartbeat(pb::HeartbeatRequest::default())
+            .await
+            .expect_err("no coordinator leads yet");
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(
+            refused.message().contains("follower"),
+            "{}",
+            refused.message()
+        );
+    }
+}
