@@ -18,6 +18,7 @@ use crate::config::{ConfigSource, CoordinatorConfig, FileSource};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::role::{self, Elected, Election, Mandate};
+use crate::service::DirectAgents;
 use crate::shell::Shell;
 
 /// What the signal handler (or a test) asks of a running server.
@@ -43,8 +44,12 @@ pub(crate) enum Transport {
     /// Bound sockets: production and most tests.
     Network(Listeners),
     /// Connections from clients in the same process
-    /// (`medic_client::memory`); no HTTP side.
-    Memory(mpsc::UnboundedReceiver<tokio::io::DuplexStream>),
+    /// (`medic_client::memory`), and calls with no connection at all
+    /// ([`DirectAgents`]); no HTTP side.
+    Memory(
+        mpsc::UnboundedReceiver<tokio::io::DuplexStream>,
+        DirectAgents,
+    ),
 }
 
 /// Why the server stopped with an error.
@@ -106,18 +111,20 @@ pub async fn run<S: Store + Debug>(
 /// [`run`] on in-memory connections (`medic_client::memory::link`): the
 /// same coordinator, with no socket and no HTTP side, so that a simulated
 /// fleet in one process, on tokio's paused clock, makes no I/O whose
-/// timing the kernel decides.
+/// timing the kernel decides. `direct` answers agents' calls made with no
+/// connection at all, once the coordinator leads.
 pub async fn run_in_memory<S: Store + Debug>(
     config: CoordinatorConfig,
     store: S,
     incoming: mpsc::UnboundedReceiver<tokio::io::DuplexStream>,
+    direct: DirectAgents,
     control: mpsc::Receiver<Control>,
     clock: Arc<dyn Clock>,
 ) -> Result<(), RunError> {
     serve(
         config,
         Arc::new(FileSource(None)),
-        Transport::Memory(incoming),
+        Transport::Memory(incoming, direct),
         control,
         clock,
         Arc::new(Metrics::new()),

@@ -28,7 +28,7 @@ use crate::core::{Core, Halt};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::server::{RunError, Transport};
-use crate::service::{AdminService, AgentService, CallLayer};
+use crate::service::{AdminService, AgentService, CallLayer, DirectAgents};
 use crate::status_page::PageSource;
 
 /// The medic services, by their generated names.
@@ -90,7 +90,11 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
         let (stop, stopped) = watch::channel(false);
         let (grpc_addr, metrics_addr) = match &transport {
             Transport::Network(l) => (address(&l.grpc), address(&l.metrics)),
-            Transport::Memory(_) => ("in-memory".to_owned(), "none".to_owned()),
+            Transport::Memory(..) => ("in-memory".to_owned(), "none".to_owned()),
+        };
+        let direct = match &transport {
+            Transport::Network(_) => None,
+            Transport::Memory(_, direct) => Some(direct.clone()),
         };
         let follower_of = leader.clone();
         let services = Services {
@@ -99,6 +103,7 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
             fatal: Arc::new(OnceLock::new()),
             page: Arc::new(OnceLock::new()),
             max_message: config.server.max_message_bytes,
+            direct,
         };
         if let Some(core) = core {
             services.lead(core, &health).await;
@@ -139,7 +144,7 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
                     ),
                     Some(listeners.metrics),
                 ),
-                Transport::Memory(incoming) => (
+                Transport::Memory(incoming, _) => (
                     crate::tls::accept_memory(
                         incoming,
                         metrics.clone(),
@@ -257,6 +262,8 @@ struct Services<S: Store> {
     /// The leading core, for the status page.
     page: Arc<OnceLock<Arc<dyn PageSource>>>,
     max_message: usize,
+    /// In-process calls without a transport (in memory only).
+    direct: Option<DirectAgents>,
 }
 
 impl<S: Store + std::fmt::Debug> Services<S> {
@@ -265,6 +272,9 @@ impl<S: Store + std::fmt::Debug> Services<S> {
         let _ = self
             .page
             .set(Arc::new(crate::status_page::CoreSource(core.clone())));
+        if let Some(direct) = &self.direct {
+            direct.lead(Arc::new(AgentService::new(core.clone())));
+        }
         self.agents.lead(
             pb::remediation_server::RemediationServer::new(AgentService::new(core.clone()))
                 .max_decoding_message_size(self.max_message),

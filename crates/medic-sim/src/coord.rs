@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use medic_client::{Client, Endpoints, MemoryConnector, Settings};
+use medic_coordinator::service::DirectAgents;
 use medic_coordinator::{Control, CoordinatorConfig, Listeners, RunError, SystemClock};
 use medic_proto::pb::v1 as pb;
 use medic_store::{RedbStore, Store};
@@ -74,6 +75,8 @@ pub struct Coordinator {
     url: String,
     /// Connections to an in-memory coordinator.
     memory: Option<MemoryConnector>,
+    /// Calls to an in-memory coordinator without a connection.
+    direct: Option<DirectAgents>,
     /// When each incarnation started (its `started_at`): warm-up counts
     /// from these.
     pub starts: Vec<SystemTime>,
@@ -104,6 +107,7 @@ impl Coordinator {
             inner: Inner::Down,
             url: String::new(),
             memory: None,
+            direct: None,
             starts: Vec::new(),
             kills: 0,
             clock: Arc::default(),
@@ -138,17 +142,20 @@ impl Coordinator {
                 let store = RedbStore::open(&self.config.server.state_dir)
                     .map_err(|e| SimError::Coordinator(e.to_string()))?;
                 let (connector, incoming) = medic_client::memory::link();
+                let direct = DirectAgents::new();
                 let (control, rx) = mpsc::channel(4);
                 let handle = tokio::spawn(medic_coordinator::run_in_memory(
                     self.config.clone(),
                     Inline(store),
                     incoming,
+                    direct.clone(),
                     rx,
                     self.clock.clone(),
                 ));
                 self.inner = Inner::InProcess { control, handle };
                 self.url = MEMORY_URL.to_owned();
                 self.memory = Some(connector);
+                self.direct = Some(direct);
             }
             Mode::InProcess => {
                 let store = RedbStore::open(&self.config.server.state_dir)
@@ -306,6 +313,11 @@ impl Coordinator {
     /// Its in-memory connector, on virtual time.
     pub fn memory(&self) -> Option<&MemoryConnector> {
         self.memory.as_ref()
+    }
+
+    /// Its agents' service called without a connection, on virtual time.
+    pub fn direct(&self) -> Option<&DirectAgents> {
+        self.direct.as_ref()
     }
 
     /// An Admin client, retrying the connection for up to `within`.

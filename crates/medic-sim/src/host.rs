@@ -8,8 +8,9 @@
 //!
 //! On virtual time ([`SimClock::virtual_time`]) the agent reads the run's
 //! [`SimClock`] as its wall clock and waits on tokio's paused clock, and
-//! reaches the in-process coordinator through an in-memory connection
-//! ([`Link`]); on real time it has the system's clocks and a URL.
+//! reaches the in-process coordinator through an in-memory connection or
+//! by calling its handlers directly ([`Link`]); on real time it has the
+//! system's clocks and a URL.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +22,11 @@ use medic_agent::detect::{Evidence, JobDetectors, Verdict};
 use medic_agent::effects::{ActionContext, CommandReport};
 use medic_agent::{Agent, AgentConfig, Control, Coordinators, Environment, Host};
 use medic_client::{Attempt, CallError, Client, Endpoints, MemoryConnector, Settings};
-use medic_policy::{Action, Decision, Heartbeat, HeartbeatReply, Permit, PermitRef, PermitRequest};
+use medic_coordinator::service::DirectAgents;
+use medic_policy::{
+    Action, Decision, Heartbeat, HeartbeatReply, InvalidInput, Permit, PermitRef, PermitRequest,
+};
+use medic_proto::pb::v1 as pb;
 use medic_proto::request::{OutcomeReport, Renewal};
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -136,24 +141,35 @@ impl medic_coordinator::Clock for SimClock {
 }
 
 /// How an agent on virtual time reaches the in-process coordinator: an
-/// in-memory connection, and the partition's switch when the host is one
-/// that gets cut off.
+/// in-memory connection or a direct call, and the partition's switch when
+/// the host is one that gets cut off.
 #[derive(Clone, Debug)]
 pub struct Link {
     /// Connects to the coordinator in memory.
     pub connector: MemoryConnector,
+    /// Set: the agent calls the coordinator's handlers directly, without
+    /// HTTP/2 or protobuf encoding ([`crate::run::Transport::Direct`]).
+    pub direct: Option<DirectAgents>,
     /// While true the host is cut off: every call is refused, as the
     /// real-time relay refuses connections.
     pub cut: Option<Arc<AtomicBool>>,
 }
 
 /// The agent's permit service over a [`Link`]: the real client stack
-/// (`medic_client`, through the agent's own [`Coordinators`]) unless the
-/// link is cut.
+/// (`medic_client`, through the agent's own [`Coordinators`]) or the
+/// direct calls, unless the link is cut.
 struct LinkedCoordinator {
-    inner: Coordinators,
+    inner: Via,
     url: String,
     cut: Option<Arc<AtomicBool>>,
+}
+
+/// What carries a [`LinkedCoordinator`]'s calls.
+enum Via {
+    /// gRPC: HTTP/2 over an in-memory connection.
+    Grpc(Coordinators),
+    /// The coordinator's handlers, called in the same process.
+    Direct(DirectCoordinator),
 }
 
 impl LinkedCoordinator {
@@ -163,14 +179,24 @@ impl LinkedCoordinator {
             .first()
             .cloned()
             .ok_or_else(|| crate::SimError::Config("agent: no coordinator URL".into()))?;
-        let endpoints =
-            Endpoints::new([url.clone()]).map_err(|e| crate::SimError::Config(e.to_string()))?;
-        let client = Client::new(
-            Settings::new(endpoints, config.request_timeout).memory(link.connector.clone()),
-        )
-        .map_err(|e| crate::SimError::Config(e.to_string()))?;
+        let inner = match &link.direct {
+            Some(agents) => Via::Direct(DirectCoordinator {
+                agents: agents.clone(),
+                url: url.clone(),
+                timeout: config.request_timeout,
+            }),
+            None => {
+                let endpoints = Endpoints::new([url.clone()])
+                    .map_err(|e| crate::SimError::Config(e.to_string()))?;
+                let client = Client::new(
+                    Settings::new(endpoints, config.request_timeout).memory(link.connector.clone()),
+                )
+                .map_err(|e| crate::SimError::Config(e.to_string()))?;
+                Via::Grpc(Coordinators::with_client(client))
+            }
+        };
         Ok(Self {
-            inner: Coordinators::with_client(client),
+            inner,
             url,
             cut: link.cut.clone(),
         })
@@ -189,25 +215,117 @@ impl LinkedCoordinator {
     }
 }
 
+/// The permit service a simulated agent with `config` calls over `link`
+/// (what [`drive`] gives each agent it starts).
+pub fn linked_coordinator(
+    config: &AgentConfig,
+    link: &Link,
+) -> Result<impl medic_agent::Coordinator, crate::SimError> {
+    LinkedCoordinator::new(config, link)
+}
+
 impl medic_agent::Coordinator for LinkedCoordinator {
     async fn heartbeat(&mut self, heartbeat: Heartbeat) -> Result<HeartbeatReply, CallError> {
         self.reachable()?;
-        self.inner.heartbeat(heartbeat).await
+        match &mut self.inner {
+            Via::Grpc(c) => c.heartbeat(heartbeat).await,
+            Via::Direct(c) => c.heartbeat(heartbeat).await,
+        }
     }
 
     async fn request_permit(&mut self, request: PermitRequest) -> Result<Decision, CallError> {
         self.reachable()?;
-        self.inner.request_permit(request).await
+        match &mut self.inner {
+            Via::Grpc(c) => c.request_permit(request).await,
+            Via::Direct(c) => c.request_permit(request).await,
+        }
     }
 
     async fn renew_permit(&mut self, renewal: Renewal) -> Result<Permit, CallError> {
         self.reachable()?;
-        self.inner.renew_permit(renewal).await
+        match &mut self.inner {
+            Via::Grpc(c) => c.renew_permit(renewal).await,
+            Via::Direct(c) => c.renew_permit(renewal).await,
+        }
     }
 
     async fn report_outcome(&mut self, report: OutcomeReport) -> Result<Permit, CallError> {
         self.reachable()?;
-        self.inner.report_outcome(report).await
+        match &mut self.inner {
+            Via::Grpc(c) => c.report_outcome(report).await,
+            Via::Direct(c) => c.report_outcome(report).await,
+        }
+    }
+}
+
+// === impl DirectCoordinator ===
+
+/// The agent's four calls made on the in-process coordinator's handlers
+/// ([`DirectAgents`]): the same messages as over gRPC, converted the same
+/// way both ways (`medic_proto`), the same per-call deadline, and the
+/// coordinator's statuses turned into the same [`CallError`]s as
+/// `medic_client` turns them; only the transport is skipped.
+struct DirectCoordinator {
+    agents: DirectAgents,
+    /// The URL the agent's configuration names, for its errors.
+    url: String,
+    timeout: Duration,
+}
+
+impl DirectCoordinator {
+    /// One call within the deadline; a status as `medic_client` reports it.
+    async fn call<R>(
+        &self,
+        call: impl Future<Output = Result<R, tonic::Status>>,
+    ) -> Result<R, CallError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(CallError::Timeout {
+                url: self.url.clone(),
+                timeout: self.timeout,
+            }),
+            Ok(Err(status)) => Err(CallError::from_status(&self.url, status)),
+            Ok(Ok(reply)) => Ok(reply),
+        }
+    }
+
+    fn malformed(&self, error: InvalidInput) -> CallError {
+        CallError::Malformed {
+            url: self.url.clone(),
+            error,
+        }
+    }
+
+    /// The `permit` of a renewal's or outcome's reply, which is always set
+    /// (as `medic_client` reads it).
+    fn reply_permit(&self, permit: Option<pb::Permit>) -> Result<Permit, CallError> {
+        let permit = permit
+            .ok_or_else(|| InvalidInput::new("response.permit", "must be set"))
+            .and_then(|p| Permit::try_from(p).map_err(|e| e.within("permit").within("response")));
+        permit.map_err(|e| self.malformed(e))
+    }
+
+    async fn heartbeat(&mut self, heartbeat: Heartbeat) -> Result<HeartbeatReply, CallError> {
+        let req = pb::HeartbeatRequest::from(heartbeat);
+        let reply = self.call(self.agents.heartbeat(req)).await?;
+        HeartbeatReply::try_from(reply).map_err(|e| self.malformed(e))
+    }
+
+    async fn request_permit(&mut self, request: PermitRequest) -> Result<Decision, CallError> {
+        let req = pb::RequestPermitRequest::from(request);
+        let reply = self.call(self.agents.request_permit(req)).await?;
+        Decision::try_from(reply).map_err(|e| self.malformed(e))
+    }
+
+    async fn renew_permit(&mut self, renewal: Renewal) -> Result<Permit, CallError> {
+        let req = pb::RenewPermitRequest::from(renewal);
+        let reply = self.call(self.agents.renew_permit(req)).await?;
+        self.reply_permit(reply.permit)
+    }
+
+    async fn report_outcome(&mut self, report: OutcomeReport) -> Result<Permit, CallError> {
+        let req = pb::ReportOutcomeRequest::from(report);
+        let reply = self.call(self.agents.report_outcome(req)).await?;
+        self.reply_permit(reply.permit)
     }
 }
 

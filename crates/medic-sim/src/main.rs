@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use medic_sim::coord::TlsFiles;
+use medic_sim::run::Transport;
 use medic_sim::{Options, Scenario};
 
 /// Exit codes: 0 every invariant held, 1 a violation (or a storm missed its
@@ -88,6 +89,13 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// On virtual time, how the agents reach the simulator's
+        /// coordinator: `direct` calls its handlers in the process (fast);
+        /// `grpc` gives every agent its own HTTP/2 connection in memory
+        /// (the wire path; many times slower). Each repeats under its seed;
+        /// `run` prints the command that replays a failing one.
+        #[arg(long, value_enum, default_value_t = Transport::Direct)]
+        transport: Transport,
         #[command(flatten)]
         remote: Remote,
     },
@@ -277,6 +285,7 @@ async fn dispatch(command: Command) -> ExitCode {
             speed,
             report,
             quiet,
+            transport,
             remote,
         } => {
             let sc = match Scenario::load(&scenario) {
@@ -296,6 +305,7 @@ async fn dispatch(command: Command) -> ExitCode {
                     external: remote.external(),
                     exe: exe.clone(),
                     progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                    transport,
                 };
                 let r = match medic_sim::run(sc.clone(), &opts).await {
                     Ok(r) => r,

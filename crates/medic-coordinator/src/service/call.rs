@@ -29,6 +29,12 @@ impl Method {
         Self(Arc::from("unknown"))
     }
 
+    /// A method named `Service/Method` by its caller (an in-process call
+    /// that no layer names: [`super::DirectAgents`]).
+    pub(crate) fn named(name: &str) -> Self {
+        Self(Arc::from(name))
+    }
+
     /// `Service/Method`.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -7,9 +7,12 @@
 //! (`refuse` for the refusals), the errors a call can end with
 //! ([`ApiError`], turned into a `Status` in one place), and, as a layer
 //! under every service, the method's name and its timing ([`call`]).
+//! [`direct`] calls the agents' handlers in the same process, without the
+//! transport (the simulator's fleet).
 
 pub mod admin;
 pub mod call;
+pub mod direct;
 pub mod remediation;
 pub mod watch;
 
@@ -21,6 +24,7 @@ use tonic::{Request, Status};
 
 pub use admin::AdminService;
 pub use call::{CallLayer, Method};
+pub use direct::DirectAgents;
 pub use remediation::AgentService;
 pub use watch::Watchers;
 
