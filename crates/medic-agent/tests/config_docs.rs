@@ -206,6 +206,7 @@ fn sample(key: &str) -> Option<&'static str> {
         "limits.<action>.groups.<label>.max_in_flight_percent" => "25",
         "limits.<action>.jobs.<job>.max_in_flight" => "2",
         "limits.<action>.jobs.<job>.groups.<label>" => "1",
+        "limits.<action>.approval.above_in_flight" => "3",
         "actions.<custom>" => "{}",
         "limits.<action>.override_ceiling.max_in_flight" => "100",
         "limits.<action>.override_ceiling.rate_count" => "200",
