@@ -144,10 +144,13 @@ impl std::fmt::Display for Hook {
     }
 }
 
-/// A hook running: it owns what it needs, so that the agent renews its
-/// permit and heartbeats while it waits.
-pub type HookRun =
-    std::pin::Pin<Box<dyn Future<Output = Result<CommandReport, CommandError>> + Send + 'static>>;
+/// A command running (a hook, a custom action's): it owns what it needs,
+/// so that the agent renews its permit and heartbeats while it waits.
+pub type CommandRun<E> =
+    std::pin::Pin<Box<dyn Future<Output = Result<CommandReport, E>> + Send + 'static>>;
+
+/// A hook running.
+pub type HookRun = CommandRun<CommandError>;
 
 /// Why an effect on the host failed: which step, and how its command
 /// failed (could not start, ran over its time, or exited unsuccessfully).
@@ -384,20 +387,20 @@ pub trait Host: Send + 'static {
         job: &JobConfig,
         step: &CustomStep,
         action: &ActionContext,
-    ) -> impl Future<Output = Result<CommandReport, HostError>> + Send {
+    ) -> CommandRun<HostError> {
         let _ = job;
         let argv = step.command.clone();
         let timeout = step.timeout;
         let env = action.env();
         let kind = action.action;
-        async move {
+        Box::pin(async move {
             run(&argv, timeout, &env)
                 .await
                 .map_err(|source| HostError::ActionCommand {
                     action: kind,
                     source,
                 })
-        }
+        })
     }
 
     /// Starts `job`'s `which` hook, `command`, for `action`. The default

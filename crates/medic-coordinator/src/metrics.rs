@@ -584,22 +584,26 @@ impl Metrics {
     }
 
     /// Counts one decision (`outcome`: `granted`, `replayed`,
-    /// `waiting_approval` or a denial
-    /// reason's name).
+    /// `waiting_approval` or a denial reason's name). An action the
+    /// configuration does not declare is counted as `undeclared`: its name
+    /// comes from the caller, and a series per made-up name would last as
+    /// long as the process.
     pub fn decision(&self, action: Action, outcome: &'static str) {
-        match self.decision_counters.get(&(action, outcome)) {
-            Some(c) => {
-                c.inc();
-            }
-            None => {
-                self.decisions
-                    .get_or_create(&DecisionLabels {
-                        action: action.as_str().to_owned(),
-                        outcome: outcome.to_owned(),
-                    })
-                    .inc();
-            }
+        if let Some(c) = self.decision_counters.get(&(action, outcome)) {
+            c.inc();
+            return;
         }
+        let action = if outcome == DenyReason::UnknownAction.as_str() {
+            "undeclared"
+        } else {
+            action.as_str()
+        };
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                action: action.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a dropped notification.

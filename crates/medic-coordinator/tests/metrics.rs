@@ -130,3 +130,23 @@ fn breaker_metrics_count_open_and_half_open_breakers_apart() {
     m.set_status(&status(Vec::new(), 0));
     assert_eq!(value(&m.encode(), "medic_breakers_half_open"), 0);
 }
+
+#[test]
+fn decisions_on_undeclared_actions_share_one_series_whatever_name_the_caller_sent() {
+    let m = Metrics::new();
+    for name in ["made_up_a", "made_up_b", "made_up_c"] {
+        m.decision(
+            medic_policy::Action::from_wire(name).unwrap(),
+            "unknown_action",
+        );
+    }
+    let body = m.encode();
+    assert_eq!(
+        value(
+            &body,
+            r#"medic_decisions_total{action="undeclared",outcome="unknown_action"}"#
+        ),
+        3
+    );
+    assert!(!body.contains("made_up"), "{body}");
+}

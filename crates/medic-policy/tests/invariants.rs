@@ -516,11 +516,14 @@ impl Harness {
                         .approvals
                         .get_mut(id)
                         .unwrap_or_else(|| panic!("approval {id} changed before it was requested"));
+                    // Decided or used once, and only before it expired;
+                    // expired only once due.
                     let allowed = match (m.state, *state) {
-                        (S::Pending, S::Approved | S::Rejected | S::Expired | S::Withdrawn) => true,
-                        // Used once, and only while approved and unexpired.
-                        (S::Approved, S::Used) => m.expires_at > *at,
-                        (S::Approved, S::Expired) => m.expires_at <= *at,
+                        (S::Pending, S::Approved | S::Rejected) | (S::Approved, S::Used) => {
+                            m.expires_at > *at
+                        }
+                        (S::Pending | S::Approved, S::Expired) => m.expires_at <= *at,
+                        (S::Pending, S::Withdrawn) => true,
                         _ => false,
                     };
                     assert!(

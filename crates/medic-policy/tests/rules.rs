@@ -4058,6 +4058,8 @@ fn a_rejected_request_is_denied_naming_who_and_why_until_the_rejection_lapses() 
     let d = f.deny("h1", Action::RebootHost);
     assert_eq!(d.reason, DenyReason::ApprovalRejected);
     assert_mentions(&d, &["alice", "this host is being replaced"]);
+    // Explain, which names no job, says so too.
+    assert!(reasons(&f.explain("h1", Action::RebootHost)).contains(&DenyReason::ApprovalRejected));
     // Another host is not held by it.
     waiting(
         f.request_with("r-9", "h2", Action::RebootHost, JOB)

@@ -697,3 +697,24 @@ fn a_grant_while_a_gate_covering_it_is_closed_is_caught() {
         "{i3:?}"
     );
 }
+
+#[test]
+fn an_approval_decided_after_it_expired_is_caught() {
+    use medic_policy::ApprovalState::{Approved, Used};
+    let mut h = History::new();
+    // Requested at 10, pending until 610; approved at 700.
+    h.approval_requested(1, "h1", "req-r1", 10);
+    h.approval(1, "h1", Approved, None, 700);
+    let p = h.grant_of(1, "h1", "r1", 710, "req-r1", Action::RebootHost, "ingest");
+    h.approval(1, "h1", Used, Some(&p), 710);
+    h.end(&p, 720);
+    let v = h.check(&[]);
+    only(&v, "approvals");
+    assert!(
+        v.violations
+            .iter()
+            .any(|x| x.message.contains("approved after it expired")),
+        "{:#?}",
+        v.violations
+    );
+}

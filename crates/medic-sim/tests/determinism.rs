@@ -4,41 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use medic_sim::{Options, RunResult, Scenario};
+mod common;
 
-async fn run(name: &str, seed: u64) -> RunResult {
-    let opts = Options {
-        seed,
-        short: true,
-        ..Options::default()
-    };
-    let r = medic_sim::run(Scenario::load(name).unwrap(), &opts)
-        .await
-        .unwrap_or_else(|e| panic!("{name} seed {seed}: {e}"));
-    assert!(r.virtual_time, "{name} did not run on virtual time");
-    r
-}
-
-/// The first place two histories differ, for the failure message.
-fn first_difference(a: &RunResult, b: &RunResult) -> String {
-    let i = a
-        .history
-        .iter()
-        .zip(&b.history)
-        .position(|(x, y)| x != y)
-        .unwrap_or(a.history.len().min(b.history.len()));
-    format!(
-        "{} vs {} events; first difference at #{i}:\n  {:?}\n  {:?}",
-        a.history.len(),
-        b.history.len(),
-        a.history.get(i),
-        b.history.get(i)
-    )
-}
+use common::{first_difference, run};
+use medic_sim::Options;
+use medic_sim::run::Transport;
 
 async fn assert_repeats(name: &str, seed: u64) {
-    let a = run(name, seed).await;
-    let b = run(name, seed).await;
+    let a = run(name, seed, Transport::Direct).await;
+    let b = run(name, seed, Transport::Direct).await;
     assert!(
         a.history.len() > 10,
         "{name}: too little happened to show anything ({} events)",
@@ -65,8 +39,8 @@ async fn a_partition_replays_the_same_under_the_same_seed() {
 
 #[tokio::test]
 async fn different_seeds_give_different_histories() {
-    let a = run("steady", 1).await;
-    let b = run("steady", 2).await;
+    let a = run("steady", 1, Transport::Direct).await;
+    let b = run("steady", 2, Transport::Direct).await;
     assert_ne!(a.history, b.history, "the seed changes nothing");
 }
 

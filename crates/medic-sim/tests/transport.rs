@@ -20,38 +20,10 @@ use medic_sim::coord::{Coordinator, Mode};
 use medic_sim::host::{Link, SimClock, linked_coordinator};
 use medic_sim::run::Transport;
 use medic_sim::scenario::Scale;
-use medic_sim::{Options, RunResult, Scenario};
+mod common;
 
-async fn run(name: &str, seed: u64, transport: Transport) -> RunResult {
-    let opts = Options {
-        seed,
-        short: true,
-        transport,
-        ..Options::default()
-    };
-    let r = medic_sim::run(Scenario::load(name).unwrap(), &opts)
-        .await
-        .unwrap_or_else(|e| panic!("{name} seed {seed} over {transport:?}: {e}"));
-    assert!(r.virtual_time, "{name} did not run on virtual time");
-    r
-}
-
-/// The first place two histories differ, for the failure message.
-fn first_difference(a: &RunResult, b: &RunResult) -> String {
-    let i = a
-        .history
-        .iter()
-        .zip(&b.history)
-        .position(|(x, y)| x != y)
-        .unwrap_or(a.history.len().min(b.history.len()));
-    format!(
-        "{} vs {} events; first difference at #{i}:\n  {:?}\n  {:?}",
-        a.history.len(),
-        b.history.len(),
-        a.history.get(i),
-        b.history.get(i)
-    )
-}
+use common::{first_difference, run};
+use medic_sim::{Options, Scenario};
 
 /// Over both transports a scenario keeps every invariant, and over each
 /// the same seed replays the same history. The two histories are not the

@@ -37,7 +37,12 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         let Some(i) = self.watched.iter().position(|j| {
             j.health.stuck().is_some() && self.ladder_of(&j.config.name).gave_up.is_none()
         }) else {
-            self.attempt = None;
+            if let Some(approval) = self.end_attempt() {
+                tracing::info!(
+                    approval,
+                    "no job is stuck any more: no longer waiting for the approval (it expires unused)"
+                );
+            }
             return;
         };
         let name = self.watched[i].config.name.clone();
@@ -371,8 +376,8 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         }
         let ctx = self.context(held);
         held.acted = true;
-        let job = &self.watched[i];
-        let what = match self.host.custom(&job.config, &step, &ctx).await {
+        let running = self.host.custom(&self.watched[i].config, &step, &ctx);
+        let what = match self.while_running(held, running).await {
             Err(e) => {
                 let cmd = e.command();
                 tracing::warn!(

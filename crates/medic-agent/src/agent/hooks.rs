@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::coordinator::Coordinator;
-use crate::effects::{CommandError, CommandReport, Hook, Host};
+use crate::effects::{CommandError, CommandReport, CommandRun, Hook, Host};
 
 use super::Agent;
 use super::permit::Held;
@@ -30,22 +30,8 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             job = %ctx.job, action = %ctx.action, permit = %ctx.permit.id, hook = %which,
             command = ?hook.command, "running the {which} hook"
         );
-        let mut running = self.host.hook(&self.watched[i].config, which, &hook, &ctx);
-        let step = self.config.check_interval.min(Duration::from_secs(1));
-        let result = loop {
-            tokio::select! {
-                r = &mut running => break r,
-                () = self.clock.sleep(step) => {
-                    // A revocation is seen here; the hook still runs to its
-                    // end (a half-done drain helps nobody), and nothing is
-                    // done after it.
-                    self.keep_valid(held).await;
-                    if self.clock.instant() >= self.next_heartbeat {
-                        self.heartbeat().await;
-                    }
-                }
-            }
-        };
+        let running = self.host.hook(&self.watched[i].config, which, &hook, &ctx);
+        let result = self.while_running(held, running).await;
         let outcome = match &result {
             Ok(report) => {
                 tracing::info!(
@@ -76,5 +62,29 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             })
             .inc();
         Some(result)
+    }
+
+    /// Waits for a command started under `held` (a hook, a custom
+    /// action's), renewing the permit and heartbeating meanwhile, as
+    /// between checks. A revocation is seen here; the command still runs
+    /// to its end (a half-done drain helps nobody), and nothing is done
+    /// after it.
+    pub(super) async fn while_running<E>(
+        &mut self,
+        held: &mut Held,
+        mut running: CommandRun<E>,
+    ) -> Result<CommandReport, E> {
+        let step = self.config.check_interval.min(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                r = &mut running => return r,
+                () = self.clock.sleep(step) => {
+                    self.keep_valid(held).await;
+                    if self.clock.instant() >= self.next_heartbeat {
+                        self.heartbeat().await;
+                    }
+                }
+            }
+        }
     }
 }

@@ -146,7 +146,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             },
             Err(e) => {
                 tracing::error!(job = %name, %action, error = %e, "cannot make a permit request id");
-                self.attempt = None;
+                self.end_attempt();
                 self.next_request = self.clock.instant() + self.backoff.fail();
                 return None;
             }
@@ -174,18 +174,15 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             Err(e) => {
                 self.call_failed("request_permit", &e);
                 tracing::error!(error = %e, job = %name, %action, "permit request refused");
-                self.attempt = None;
+                self.end_attempt();
                 let wait = self.backoff.fail().max(e.retry_after().unwrap_or_default());
                 self.next_request = self.clock.instant() + wait;
             }
             Ok(decision) => {
                 self.note_reachable(true);
                 self.backoff.reset();
-                let waits = matches!(decision, Decision::Waiting(_));
-                self.metrics.waiting_for_approval.set(i64::from(waits));
-                if !waits {
-                    self.attempt = None;
-                    self.approval_said = None;
+                if !matches!(decision, Decision::Waiting(_)) {
+                    self.end_attempt();
                 }
                 match decision {
                     Decision::Waiting(w) => {
@@ -204,6 +201,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                         } else {
                             tracing::debug!(job = %name, %action, approval = w.approval, "still waiting for a human's approval");
                         }
+                        self.metrics.waiting_for_approval.set(1);
                         self.next_request = self.clock.instant() + wait;
                         self.waiting = Some(Waiting { wake: self.wake });
                     }
@@ -264,6 +262,15 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             }
         }
         None
+    }
+
+    /// The attempt in progress is over (answered, refused, or its job no
+    /// longer stuck): the next request gets a new id, and no approval is
+    /// waited on any more. Returns the approval that was, if one.
+    pub(super) fn end_attempt(&mut self) -> Option<u64> {
+        self.attempt = None;
+        self.metrics.waiting_for_approval.set(0);
+        self.approval_said.take()
     }
 
     /// Renews the held permit if a third of its TTL has passed. Returns

@@ -196,7 +196,8 @@ impl Engine {
     }
 
     /// The rejection that holds for `host`, `action` and `job`, as a
-    /// denial. Only actions with an approval rule are looked at: for the
+    /// denial; without a job (`explain`), one for any job of the host and
+    /// action. Only actions with an approval rule are looked at: for the
     /// others the check costs nothing.
     pub(super) fn check_rejected(
         &self,
@@ -207,14 +208,14 @@ impl Engine {
         now: Time,
     ) -> Option<Denial> {
         limits.approval?;
-        let job = job?;
         let a = self.durable.approvals.values().rev().find(|a| {
             a.state == ApprovalState::Rejected
                 && a.expires_at > now
                 && &a.host == host
                 && a.action == action
-                && a.job == job
+                && job.is_none_or(|j| a.job == j)
         })?;
+        let job = &a.job;
         let left = a.expires_at.duration_since(now).unwrap_or_default();
         Some(Denial {
             reason: DenyReason::ApprovalRejected,

@@ -566,16 +566,19 @@ pub(super) fn approvals_hold(v: &mut Verdict, state: &Replay, event: &Event, ent
         );
         return;
     };
+    // Decided or used only before it expired; expired only once due.
     let allowed = match (a.state, *to) {
-        (S::Pending, S::Approved | S::Rejected | S::Expired | S::Withdrawn) => true,
-        (S::Approved, S::Used) => a.expires_at > *at,
-        (S::Approved, S::Expired) => a.expires_at <= *at,
+        (S::Pending, S::Approved | S::Rejected) | (S::Approved, S::Used) => a.expires_at > *at,
+        (S::Pending | S::Approved, S::Expired) => a.expires_at <= *at,
+        (S::Pending, S::Withdrawn) => true,
         _ => false,
     };
     if !allowed {
         let why = match (a.state, *to) {
             (S::Used, S::Used) => "an approval used twice".to_owned(),
             (S::Approved, S::Used) => "used after it expired".to_owned(),
+            (S::Pending, S::Approved | S::Rejected) => format!("{to} after it expired"),
+            (_, S::Expired) => "expired before it was due".to_owned(),
             (_, S::Used) => format!("used while {}", a.state),
             (from, to) => format!("went from {from} to {to}"),
         };
