@@ -1380,6 +1380,53 @@ async fn a_custom_action_runs_its_command_under_its_own_permit_and_is_verified()
     c.stop().await;
 }
 
+/// A custom action is verified only on checks that observed the job after
+/// it began. Here the command thaws the job but turns its heartbeat file
+/// into a symlink loop: the heartbeat detector can no longer read it (not
+/// evidence of a hang, so no alarm) and the process runs. Every check then
+/// passes, but the heartbeat detector has not seen the job work since the
+/// action: it fails, naming the detector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_action_is_not_verified_by_a_detector_that_could_not_look() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    job.start();
+    let c = coordinator(
+        "[actions.clear_cache]\n[limits.clear_cache]\nmax_in_flight = 3\npermit_ttl = \"30s\"\ncooldown = \"0s\"\n",
+    )
+    .await;
+    let mut admin = c.admin().await;
+    let hb = dir.path().join("job.hb");
+    let ladder = format!(
+        "probation = \"0s\"\n[[jobs.ladder]]\naction = \"clear_cache\"\n\
+         command = [\"sh\", \"-c\", \"rm -f {hb} && ln -s {hb} {hb} && kill -CONT $(cat {pid})\"]\n\
+         timeout = \"5s\"\nverify_timeout = \"2s\"\n",
+        hb = hb.display(),
+        pid = dir.path().join("job.pid").display(),
+    );
+    let (tx, task) = spawn_agent(agent_config_with_ladder(
+        dir.path(),
+        &format!("http://{}", c.addr),
+        &ladder,
+    ));
+    let end = restart_outcome(&mut admin, &job).await;
+    assert_eq!(end.state(), pb::PermitState::Failed, "{end:?}");
+    assert!(
+        end.detail.contains("ran clear_cache")
+            && end.detail.contains("no evidence newer than the action")
+            && end.detail.contains(&format!(
+                "heartbeat file {} has not been written since the clear_cache began",
+                hb.display()
+            )),
+        "{}",
+        end.detail
+    );
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_the_coordinator_does_not_declare_is_denied_naming_it() {
     let dir = tempfile::tempdir().unwrap();

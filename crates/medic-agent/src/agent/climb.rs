@@ -352,9 +352,12 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
     }
 
     /// A custom action: its rung's command under the permit, then the job
-    /// verified on checks made after the command finished. Its processes
+    /// verified on checks made after the command began
+    /// ([`crate::detect::JobDetectors::mark_in_place`]). Its processes
     /// need not be new (the command may fix the job without restarting
-    /// it), but a stale heartbeat file or a failing probe still fails it.
+    /// it), but each detector must have observed the job since: a heartbeat
+    /// file not written since, a probe that has not passed since, or a
+    /// detector that could not look fails it.
     pub(super) async fn custom(&mut self, i: usize, held: &mut Held) -> (Outcome, String) {
         let action = held.action;
         let Some(step) = self.watched[i]
@@ -375,6 +378,10 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             );
         }
         let ctx = self.context(held);
+        // Evidence from before this instant does not verify the action.
+        self.watched[i]
+            .detectors
+            .mark_in_place(action.as_str(), self.clock.now());
         held.acted = true;
         let running = self.host.custom(&self.watched[i].config, &step, &ctx);
         let what = match self.while_running(held, running).await {
@@ -399,14 +406,14 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                 )
             }
         };
-        self.verify(i, held, step.verify_timeout, &what, false)
-            .await
+        self.verify(i, held, step.verify_timeout, &what, true).await
     }
 
     /// Waits until the job's detectors pass, renewing the permit and
     /// heartbeating meanwhile. With `fresh`, a pass counts only when every
-    /// detector's evidence is newer than the restart
-    /// ([`crate::detect::JobDetectors::mark_restart`]).
+    /// detector's evidence is newer than the action
+    /// ([`crate::detect::JobDetectors::mark_restart`],
+    /// [`crate::detect::JobDetectors::mark_in_place`]).
     pub(super) async fn verify(
         &mut self,
         i: usize,
@@ -447,12 +454,12 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                         e.detail
                     ),
                     None => {
-                        format!("{what}, but no evidence newer than the restart within {within}")
+                        format!("{what}, but no evidence newer than the action within {within}")
                     }
                 };
                 if let Some(why) = stale {
                     detail.push_str(&format!(
-                        "; it passed only on evidence from before the restart: {why}"
+                        "; it passed only on evidence from before the action: {why}"
                     ));
                 }
                 return (Outcome::Failed, detail);

@@ -19,8 +19,9 @@ pub(crate) struct HeartbeatDetector {
     started: SystemTime,
     stat: Blocking<io::Result<SystemTime>>,
     warned: Warned,
-    /// When the restart being verified began, if one is.
-    mark: Option<SystemTime>,
+    /// When the action being verified began, if one is, and its name for
+    /// messages ("the restart").
+    mark: Option<(SystemTime, String)>,
     /// The mtime the last check read (`None`: missing or unreadable).
     last_mtime: Option<SystemTime>,
 }
@@ -37,25 +38,26 @@ impl HeartbeatDetector {
         }
     }
 
-    /// A restart begins at `at`: only a file written after it is fresh.
-    pub(crate) fn mark_restart(&mut self, at: SystemTime) {
-        self.mark = Some(at);
+    /// An action (`what`, "the restart") begins at `at`: only a file
+    /// written after it is fresh, whether or not the job was restarted.
+    pub(crate) fn mark(&mut self, at: SystemTime, what: &str) {
+        self.mark = Some((at, what.to_owned()));
         self.last_mtime = None;
     }
 
-    /// Whether the last check saw the file written after the restart began.
+    /// Whether the last check saw the file written after the action began.
     pub(crate) fn fresh(&self) -> Result<(), String> {
         let target = self.config.path.display();
-        let Some(mark) = self.mark else {
+        let Some((mark, what)) = &self.mark else {
             return Ok(());
         };
         match self.last_mtime {
             None => Err(format!(
-                "heartbeat file {target} has not been written since the restart (missing or unreadable)"
+                "heartbeat file {target} has not been written since {what} (missing or unreadable)"
             )),
-            Some(mtime) if mtime > mark => Ok(()),
+            Some(mtime) if mtime > *mark => Ok(()),
             Some(mtime) => Err(format!(
-                "heartbeat file {target} was last written {} before the restart",
+                "heartbeat file {target} was last written {} before {what}",
                 human(mark.duration_since(mtime).unwrap_or_default())
             )),
         }

@@ -564,16 +564,39 @@ impl JobDetectors {
     /// stopped.
     pub fn mark_restart(&mut self, at: SystemTime, now: SystemTime) {
         if let Some(d) = &mut self.heartbeat {
-            d.mark_restart(at);
+            d.mark(at, "the restart");
         }
         if let Some(d) = &mut self.process {
             d.mark_restart(at, now.duration_since(at).unwrap_or_default());
         }
         if let Some(d) = &mut self.probe {
-            d.mark_restart();
+            d.mark("the restart");
         }
         if let Some(d) = &mut self.systemd {
             d.mark_restart();
+        }
+    }
+
+    /// An action that need not restart the job (a custom action, `action`)
+    /// begins at `at`, now: from now on [`JobDetectors::fresh`] accepts only
+    /// checks that observed the job after it: a heartbeat file written
+    /// after it, the job's processes found (old ones too), a probe that
+    /// passed, the systemd unit read active. A detector that could not look
+    /// (a hung mount, an unreadable /proc) reports no evidence of being
+    /// stuck, but that is not evidence of a fix either.
+    pub fn mark_in_place(&mut self, action: &str, at: SystemTime) {
+        let what = format!("the {action} began");
+        if let Some(d) = &mut self.heartbeat {
+            d.mark(at, &what);
+        }
+        if let Some(d) = &mut self.process {
+            d.mark_in_place(at, &what);
+        }
+        if let Some(d) = &mut self.probe {
+            d.mark(&what);
+        }
+        if let Some(d) = &mut self.systemd {
+            d.mark_in_place(&what);
         }
     }
 
@@ -581,8 +604,10 @@ impl JobDetectors {
     /// every detector's last check saw evidence newer than the restart (a
     /// heartbeat file written after it began, processes started after it, a
     /// probe that passed after the restart command finished, a systemd unit
-    /// that entered active after it). `Err` names the first detector that
-    /// did not, and what it saw. Without a restart marked: `Ok`.
+    /// that entered active after it); after [`JobDetectors::mark_in_place`],
+    /// whether each observed the job after the action began. `Err` names
+    /// the first detector that did not, and what it saw. Without an action
+    /// marked: `Ok`.
     pub fn fresh(&self) -> Result<(), String> {
         if let Some(d) = &self.heartbeat {
             d.fresh()?;

@@ -16,9 +16,11 @@ pub(crate) struct ProbeDetector {
     /// `command` as written, for messages.
     shown: String,
     warned: Warned,
-    /// During a restart's verification: whether a check since the restart
-    /// began passed (`None`: no restart being verified).
+    /// During an action's verification: whether a check since the action
+    /// began passed (`None`: no action being verified).
     passed_since_mark: Option<bool>,
+    /// The action being verified, for messages ("the restart").
+    what: String,
 }
 
 impl ProbeDetector {
@@ -29,21 +31,24 @@ impl ProbeDetector {
             shown,
             warned: Warned::default(),
             passed_since_mark: None,
+            what: String::new(),
         }
     }
 
-    /// A restart begins: only a probe that passes from now on is fresh (the
-    /// agent checks again only once the restart command has finished).
-    pub(crate) fn mark_restart(&mut self) {
+    /// An action (`what`, "the restart") begins: only a probe that passes
+    /// from now on is fresh (the agent checks again only once the action's
+    /// command has finished).
+    pub(crate) fn mark(&mut self, what: &str) {
         self.passed_since_mark = Some(false);
+        self.what = what.to_owned();
     }
 
-    /// Whether the last check, run after the restart, passed.
+    /// Whether the last check, run after the action began, passed.
     pub(crate) fn fresh(&self) -> Result<(), String> {
         match self.passed_since_mark {
             Some(false) => Err(format!(
-                "probe {} has not passed since the restart",
-                self.shown
+                "probe {} has not passed since {}",
+                self.shown, self.what
             )),
             None | Some(true) => Ok(()),
         }

@@ -310,10 +310,15 @@ pub(crate) struct ProcessDetector {
 
 /// When a restart began: on the wall clock, and as time since boot when
 /// /proc tells it (start times are compared on that clock).
-#[derive(Clone, Copy, Debug)]
+/// An action done in place (`restarted` false) asks only that the job's
+/// processes be found after it, not that they be new.
+#[derive(Clone, Debug)]
 struct Mark {
     wall: SystemTime,
     since_boot: Option<Duration>,
+    restarted: bool,
+    /// The action, for messages ("the restart").
+    what: String,
 }
 
 impl ProcessDetector {
@@ -350,6 +355,21 @@ impl ProcessDetector {
         self.mark = Some(Mark {
             wall: at,
             since_boot: self.procfs.uptime().map(|u| u.saturating_sub(ago)),
+            restarted: true,
+            what: "the restart".to_owned(),
+        });
+        self.last_found = None;
+    }
+
+    /// An action that need not restart the job (`what`) begins: only a
+    /// check that finds the job's processes after it is fresh; their start
+    /// times do not matter.
+    pub(crate) fn mark_in_place(&mut self, at: SystemTime, what: &str) {
+        self.mark = Some(Mark {
+            wall: at,
+            since_boot: None,
+            restarted: false,
+            what: what.to_owned(),
         });
         self.last_found = None;
     }
@@ -357,15 +377,18 @@ impl ProcessDetector {
     /// Whether the last check found the job's processes, all started after
     /// the restart began.
     pub(crate) fn fresh(&self) -> Result<(), String> {
-        let Some(mark) = self.mark else {
+        let Some(mark) = &self.mark else {
             return Ok(());
         };
         let Some(seen) = &self.last_found else {
             return Err(format!(
-                "no process of the job ({}) has been found since the restart",
-                self.shown
+                "no process of the job ({}) has been found since {}",
+                self.shown, mark.what
             ));
         };
+        if !mark.restarted {
+            return Ok(());
+        }
         for s in seen {
             let before = match (mark.since_boot, self.procfs.since_boot(s.start_ticks)) {
                 (Some(mark), Some(start)) => mark.checked_sub(start).filter(|d| !d.is_zero()),
@@ -401,7 +424,8 @@ impl ProcessDetector {
             Err(why) => return Ok(Look::Absent(why)),
         };
         let procfs = self.procfs.clone();
-        let with_start = self.config.max_runtime.is_some() || self.mark.is_some();
+        let with_start =
+            self.config.max_runtime.is_some() || self.mark.as_ref().is_some_and(|m| m.restarted);
         self.reads
             .run(FS_TIMEOUT, move || look(&procfs, &how, with_start))
             .await

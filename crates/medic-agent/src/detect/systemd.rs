@@ -100,9 +100,19 @@ pub(crate) struct SystemdDetector {
     /// What the last check saw: ActiveState and ActiveEnterTimestampMonotonic
     /// (`None`: it could not look).
     last: Option<(String, String)>,
-    /// During a restart's verification: the ActiveEnterTimestampMonotonic
-    /// seen before the restart began (`Some(None)`: none was seen).
-    mark: Option<Option<String>>,
+    /// During an action's verification: what it waits for.
+    mark: Option<Mark>,
+}
+
+/// What an action's verification waits for.
+#[derive(Debug)]
+struct Mark {
+    /// After a restart: the ActiveEnterTimestampMonotonic seen before it
+    /// began (`Some(None)`: none was seen), which must change. `None`
+    /// after an action in place.
+    before: Option<Option<String>>,
+    /// The action, for messages ("the restart").
+    what: String,
 }
 
 impl SystemdDetector {
@@ -120,24 +130,41 @@ impl SystemdDetector {
     /// A restart begins: only a unit that enters `active` from now on is
     /// fresh, told by a change of its ActiveEnterTimestampMonotonic.
     pub(crate) fn mark_restart(&mut self) {
-        self.mark = Some(self.last.take().map(|(_, entered)| entered));
+        self.mark = Some(Mark {
+            before: Some(self.last.take().map(|(_, entered)| entered)),
+            what: "the restart".to_owned(),
+        });
+    }
+
+    /// An action that need not restart the unit (`what`) begins: only a
+    /// check after it that reads the unit active is fresh.
+    pub(crate) fn mark_in_place(&mut self, what: &str) {
+        self.last = None;
+        self.mark = Some(Mark {
+            before: None,
+            what: what.to_owned(),
+        });
     }
 
     /// Whether the last check saw the unit active, entered after the restart
-    /// began.
+    /// began (after an action in place: read active after it began).
     pub(crate) fn fresh(&self) -> Result<(), String> {
         let unit = &self.config.unit;
-        let Some(before) = &self.mark else {
+        let Some(Mark { before, what }) = &self.mark else {
             return Ok(());
         };
         match &self.last {
-            None => Err(format!("unit {unit} could not be read since the restart")),
-            Some((active, _)) if active != "active" => Err(format!(
-                "unit {unit} is {active}, not active, since the restart"
-            )),
-            Some((_, entered)) if entered.is_empty() || Some(entered) == before.as_ref() => {
+            None => Err(format!("unit {unit} could not be read since {what}")),
+            Some((active, _)) if active != "active" => {
+                Err(format!("unit {unit} is {active}, not active, since {what}"))
+            }
+            Some((_, entered))
+                if before
+                    .as_ref()
+                    .is_some_and(|b| entered.is_empty() || Some(entered) == b.as_ref()) =>
+            {
                 Err(format!(
-                    "unit {unit} has not entered active since the restart (ActiveEnterTimestampMonotonic={entered:?} unchanged)"
+                    "unit {unit} has not entered active since {what} (ActiveEnterTimestampMonotonic={entered:?} unchanged)"
                 ))
             }
             Some(_) => Ok(()),
