@@ -78,11 +78,43 @@ where
     }
 }
 
+/// The core's store, shared with handlers and blocking reads. The last
+/// holder may drop it on any thread (a blocking read that outlived the
+/// core), and a store's drop is work (redb closes its file, then the state
+/// directory's lock goes): `closed` is dropped after the store, so its
+/// receivers ([`StoreWatch`]) learn when that work is done.
+#[derive(Debug)]
+pub struct SharedStore<S> {
+    // Field order is drop order.
+    store: S,
+    closed: watch::Sender<()>,
+}
+
+impl<S> std::ops::Deref for SharedStore<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.store
+    }
+}
+
+/// See [`Core::store_watch`].
+pub(crate) struct StoreWatch(watch::Receiver<()>);
+
+impl StoreWatch {
+    /// Waits up to `limit` for the store to be dropped; says whether it
+    /// has.
+    pub(crate) async fn closed_within(mut self, limit: std::time::Duration) -> bool {
+        tokio::time::timeout(limit, async { while self.0.changed().await.is_ok() {} })
+            .await
+            .is_ok()
+    }
+}
+
 /// State shared by every handler.
 #[derive(Debug)]
 pub struct Core<S: Store> {
     engine: Mutex<Engine>,
-    store: Arc<S>,
+    store: Arc<SharedStore<S>>,
     writes: mpsc::UnboundedSender<Write>,
     /// History entries as they become durable, for `WatchEvents`.
     events: broadcast::Sender<Entry>,
@@ -136,7 +168,10 @@ impl<S: Store> Core<S> {
     ) -> Result<Arc<Self>, StoreError> {
         let config = live.current();
         let metrics = live.metrics().clone();
-        let store = Arc::new(store);
+        let store = Arc::new(SharedStore {
+            store,
+            closed: watch::channel(()).0,
+        });
         let loaded = {
             let store = store.clone();
             crate::core::off_task(store.inline(), move || store.load())
@@ -260,7 +295,7 @@ impl<S: Store> Core<S> {
     }
 
     /// The store, for reads (history).
-    pub fn store(&self) -> &Arc<S> {
+    pub fn store(&self) -> &Arc<SharedStore<S>> {
         &self.store
     }
 
@@ -294,6 +329,13 @@ impl<S: Store> Core<S> {
     /// Whether the server is draining, and when it starts.
     pub fn draining(&self) -> watch::Receiver<bool> {
         self.draining.subscribe()
+    }
+
+    /// A watch on the store that outlives the core: it tells when the last
+    /// holder (a handler, a blocking read) has let go and the store has
+    /// closed, so that its state directory is free for the next owner.
+    pub(crate) fn store_watch(&self) -> StoreWatch {
+        StoreWatch(self.store.closed.subscribe())
     }
 
     /// Runs `f` on the engine; queues the events it produced (in order,

@@ -215,8 +215,8 @@ pub(crate) async fn serve<S: Store + Debug>(
 
     let outcome = role::lead(&core, &mut control, lost).await;
 
-    drop(background);
-    drop(gates);
+    background.stop().await;
+    gates.stop().await;
     // Long-lived streams (WatchEvents) end first, or the drain would wait
     // for them the whole grace period.
     core.drain();
@@ -225,7 +225,17 @@ pub(crate) async fn serve<S: Store + Debug>(
     if let Some(watchdog) = watchdog {
         watchdog.stop().await;
     }
+    // The state directory's lock goes with the last holder of the store.
+    // A caller that opens it again as soon as this returns (a replica
+    // restarting as a follower, a test) must find it free.
+    let store = core.store_watch();
     drop(core);
+    if !store.closed_within(grace).await {
+        tracing::warn!(
+            "the state store is still held {} after shutdown; its directory stays locked until that ends",
+            humantime::format_duration(grace)
+        );
+    }
     // Hand leadership over at once rather than after the lease's TTL,
     // also after losing it locally: etcd may have been electing a raft
     // leader, which refreshes every lease, and be back now. The attempt is

@@ -240,16 +240,27 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
                 .await;
         }
         let _ = self.stop.send(true);
-        match tokio::time::timeout(grace, self.grpc).await {
+        let (mut grpc, mut http) = (self.grpc, self.http);
+        match tokio::time::timeout(grace, &mut grpc).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server error"),
             Ok(Err(e)) => tracing::error!(error = %e, "gRPC server task failed"),
-            Err(_) => tracing::warn!(
-                "in-flight calls did not finish within shutdown_grace ({}); stopping anyway",
-                humantime::format_duration(grace)
-            ),
+            Err(_) => {
+                tracing::warn!(
+                    "in-flight calls did not finish within shutdown_grace ({}); stopping anyway",
+                    humantime::format_duration(grace)
+                );
+                grpc.abort();
+                let _ = grpc.await;
+            }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.http).await;
+        if tokio::time::timeout(Duration::from_secs(1), &mut http)
+            .await
+            .is_err()
+        {
+            http.abort();
+            let _ = http.await;
+        }
     }
 }
 

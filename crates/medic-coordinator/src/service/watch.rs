@@ -114,7 +114,7 @@ impl Drop for WatchSlot {
 /// nothing for `stall` while events wait is cut off.
 pub(super) fn watch_stream<S: Store>(
     filter: rq::WatchFilter,
-    store: Arc<S>,
+    store: Arc<crate::core::SharedStore<S>>,
     mut live: broadcast::Receiver<Entry>,
     mut draining: watch::Receiver<bool>,
     slot: WatchSlot,
