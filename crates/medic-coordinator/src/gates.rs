@@ -7,7 +7,9 @@
 //! A per-domain gate (`label = "rack"`) is evaluated once per distinct
 //! value of the label among live hosts, with `$value` replaced by the value
 //! (escaped for its PromQL string literal), at most [`PARALLEL_QUERIES`] at
-//! a time. One query per value rather than one `by (rack)` query: the
+//! a time (a new one starts as soon as one ends). Each reading carries the
+//! time its query was sent, not the end of the round: a slow round cannot
+//! make an old answer look fresh to `stale_after`. One query per value rather than one `by (rack)` query: the
 //! SRE's query stays an ordinary one they can paste into Prometheus for a
 //! rack and see what medic sees, any expression works (not only those
 //! that keep the label), and a value whose query fails is held (or not)
@@ -351,13 +353,13 @@ async fn round<S: Store + Debug>(
             .map(Some)
             .collect(),
     };
-    let results = query_all(source, g, &values).await;
+    let results = query_all(source, g, &values, || core.now()).await;
     let at = core.now();
     let m = core.metrics();
     let label = GateLabel {
         gate: g.name.clone(),
     };
-    let errors = results.iter().filter(|(_, r)| r.is_err()).count();
+    let errors = results.iter().filter(|(_, _, r)| r.is_err()).count();
     m.gate_errors
         .get_or_create(&label)
         .inc_by(u64::try_from(errors).unwrap_or(u64::MAX));
@@ -368,10 +370,10 @@ async fn round<S: Store + Debug>(
     let summary = Summary {
         closed: results
             .iter()
-            .filter(|(_, r)| holds(r))
-            .map(|(v, _)| v.clone())
+            .filter(|(_, _, r)| holds(r))
+            .map(|(v, _, _)| v.clone())
             .collect(),
-        error: results.iter().find_map(|(_, r)| r.clone().err()),
+        error: results.iter().find_map(|(_, _, r)| r.clone().err()),
     };
     m.gate_closed_domains
         .get_or_create(&label)
@@ -389,16 +391,16 @@ async fn round<S: Store + Debug>(
     }
     let readings = match &g.label {
         None => {
-            let result = results
-                .into_iter()
-                .next()
-                .map_or_else(|| Err("no evaluation".to_owned()), |(_, r)| r);
+            let (at, result) = results.into_iter().next().map_or_else(
+                || (at, Err("no evaluation".to_owned())),
+                |(_, sent, r)| (sent, r),
+            );
             GateReadings::Fleet(GateReading { at, result })
         }
         Some(_) => GateReadings::ByValue(
             results
                 .into_iter()
-                .filter_map(|(v, result)| Some((v?, GateReading { at, result })))
+                .filter_map(|(v, at, result)| Some((v?, GateReading { at, result })))
                 .collect(),
         ),
     };
@@ -406,52 +408,58 @@ async fn round<S: Store + Debug>(
     Ok(summary)
 }
 
-/// Runs the query for every value, [`PARALLEL_QUERIES`] at a time.
+/// Runs the query for every value, at most [`PARALLEL_QUERIES`] at once
+/// (the next starts as soon as one ends), in the order of `values`. Each
+/// answer comes with the time (`now`) its query was sent.
 async fn query_all(
     source: &dyn GateSource,
     g: &GateConfig,
     values: &[Option<String>],
-) -> Vec<(Option<String>, QueryResult)> {
-    let mut out = Vec::with_capacity(values.len());
-    for chunk in values.chunks(PARALLEL_QUERIES) {
-        let queries: Vec<String> = chunk.iter().map(|v| g.query_for(v.as_deref())).collect();
-        let answers = join_all(
-            queries
-                .iter()
-                .map(|q| source.query(&g.prometheus, q, g.timeout)),
-        )
-        .await;
-        out.extend(chunk.iter().cloned().zip(answers));
-    }
-    out
-}
-
-/// Polls every future to completion, concurrently, in order.
-async fn join_all<'a>(futures: impl Iterator<Item = QueryFuture<'a>>) -> Vec<QueryResult> {
-    let mut pending: Vec<Option<QueryFuture<'a>>> = futures.map(Some).collect();
-    let mut done: Vec<Option<QueryResult>> = pending.iter().map(|_| None).collect();
+    now: impl Fn() -> SystemTime,
+) -> Vec<(Option<String>, SystemTime, QueryResult)> {
+    let queries: Vec<String> = values.iter().map(|v| g.query_for(v.as_deref())).collect();
+    let mut sent: Vec<Option<SystemTime>> = vec![None; values.len()];
+    let mut done: Vec<Option<QueryResult>> = vec![None; values.len()];
+    let mut running: Vec<(usize, QueryFuture<'_>)> = Vec::with_capacity(PARALLEL_QUERIES);
+    let mut next = 0;
     std::future::poll_fn(|cx| {
-        let mut all = true;
-        for (slot, out) in pending.iter_mut().zip(done.iter_mut()) {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(r) => {
-                        *out = Some(r);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => all = false,
-                }
+        loop {
+            while running.len() < PARALLEL_QUERIES && next < queries.len() {
+                sent[next] = Some(now());
+                let q = source.query(&g.prometheus, &queries[next], g.timeout);
+                running.push((next, q));
+                next += 1;
             }
-        }
-        if all {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
+            let before = running.len();
+            running.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
+                std::task::Poll::Ready(r) => {
+                    done[*i] = Some(r);
+                    false
+                }
+                std::task::Poll::Pending => true,
+            });
+            if running.is_empty() && next == queries.len() {
+                return std::task::Poll::Ready(());
+            }
+            // Nothing ended: wait to be woken. Something did: start more.
+            if running.len() == before {
+                return std::task::Poll::Pending;
+            }
         }
     })
     .await;
-    done.into_iter()
-        .map(|r| r.unwrap_or_else(|| Err("not evaluated".to_owned())))
+    values
+        .iter()
+        .cloned()
+        .zip(sent)
+        .zip(done)
+        .map(|((v, sent), r)| {
+            (
+                v,
+                sent.unwrap_or_else(&now),
+                r.unwrap_or_else(|| Err("not evaluated".to_owned())),
+            )
+        })
         .collect()
 }
 
@@ -465,6 +473,58 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// Answers after 2 s for rack "a", at once for the others; rack "c"
+    /// fires.
+    #[derive(Debug)]
+    struct OneSlowRack;
+
+    impl GateSource for OneSlowRack {
+        fn query<'a>(&'a self, _: &'a str, query: &'a str, _: Duration) -> QueryFuture<'a> {
+            Box::pin(async move {
+                let slow = query.contains(r#"rack="a""#);
+                tokio::time::sleep(Duration::from_millis(if slow { 2000 } else { 10 })).await;
+                Ok(if query.contains(r#"rack="c""#) {
+                    vec![query.to_owned()]
+                } else {
+                    Vec::new()
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_query_holds_up_no_other_value_and_each_reading_is_timed_at_its_send() {
+        let config = medic_policy::PolicyConfig::from_toml(
+            r#"
+[[gates]]
+name = "rack-power"
+prometheus = "http://prometheus:9090"
+query = 'ALERTS{alertname="RackPower",rack="$value"}'
+label = "rack"
+interval = "5s"
+"#,
+        )
+        .unwrap();
+        let g = &config.gates[0];
+        let values: Vec<Option<String>> = ('a'..='l').map(|c| Some(c.to_string())).collect();
+        let start = std::time::Instant::now();
+        let now = || SystemTime::UNIX_EPOCH + start.elapsed();
+        let results = query_all(&OneSlowRack, g, &values, now).await;
+        let got: Vec<Option<String>> = results.iter().map(|(v, _, _)| v.clone()).collect();
+        assert_eq!(got, values, "every value, in order");
+        assert_eq!(results[2].2.as_ref().unwrap().len(), 1, "rack c fires");
+        assert!(results.iter().all(|(_, _, r)| r.is_ok()));
+        // Twelve values, eight at a time: the last four were sent as soon
+        // as fast queries ended, not after rack a's two seconds.
+        let sent = |i: usize| results[i].1.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        assert!(
+            sent(11) < Duration::from_secs(1),
+            "rack l sent at {:?}",
+            sent(11)
+        );
+        assert!(sent(0) <= sent(11));
+    }
 
     #[test]
     fn form_encoding_keeps_only_unreserved_bytes() {
