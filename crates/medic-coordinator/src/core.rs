@@ -82,7 +82,7 @@ where
 /// holder may drop it on any thread (a blocking read that outlived the
 /// core), and a store's drop is work (redb closes its file, then the state
 /// directory's lock goes): `closed` is dropped after the store, so its
-/// receivers ([`StoreWatch`]) learn when that work is done.
+/// receivers learn when that work is done.
 #[derive(Debug)]
 pub struct SharedStore<S> {
     // Field order is drop order.
