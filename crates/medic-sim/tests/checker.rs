@@ -395,6 +395,51 @@ fn i2_rate_budget_exceeded_is_caught() {
     only(&v, "I2");
 }
 
+/// Raises restart_job's rate count to 10 from `from` to `until` (seconds).
+fn rate_override(h: &mut History, from: u64, until: u64) {
+    h.push(
+        pb::EventKind::Override,
+        "alice",
+        "catching up after the incident",
+        Event::OverrideSet(medic_policy::Override {
+            id: 1,
+            action: Action::RestartJob,
+            limit: medic_policy::OverrideLimit::RateCount,
+            value: 10,
+            actor: "alice".into(),
+            reason: "catching up after the incident".into(),
+            since: at(from),
+            until: at(until),
+        }),
+    );
+}
+
+#[test]
+fn grants_within_a_rate_override_in_force_pass() {
+    let mut h = History::new();
+    rate_override(&mut h, 5, 1000);
+    for i in 0..5 {
+        let p = h.grant(i + 1, &format!("h{i}"), &format!("r{i}"), 10 + i * 12);
+        h.end(&p, 10 + i * 12 + 1);
+    }
+    let v = h.check(&[]);
+    assert!(v.ok(), "{:#?}", v.violations);
+}
+
+#[test]
+fn a_rate_override_set_later_does_not_excuse_grants_made_before_it() {
+    let mut h = History::new();
+    // Five grants within 100 s under the configured budget (3 + burst 1),
+    // then an override that would have allowed them.
+    for i in 0..5 {
+        let p = h.grant(i + 1, &format!("h{i}"), &format!("r{i}"), 10 + i * 12);
+        h.end(&p, 10 + i * 12 + 1);
+    }
+    rate_override(&mut h, 70, 1000);
+    let v = h.check(&[]);
+    only(&v, "I2");
+}
+
 #[test]
 fn i3_grant_while_breaker_open_is_caught() {
     let (mut h, actions) = clean();

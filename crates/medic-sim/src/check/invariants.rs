@@ -156,16 +156,22 @@ pub(super) fn i1_caps_hold(
 }
 
 /// I2: no window of length `per` holds more than `count + burst` grants
-/// of an action.
+/// of an action, `count` being the one in force when the window's last
+/// grant was made (the configured one, or an operator's override then in
+/// force; overlapping overrides, which the coordinator never has, count
+/// by the most generous).
 pub(super) fn i2_rate_holds(v: &mut Verdict, state: &Replay, cx: &Context<'_>) {
+    let no_overrides = Vec::new();
     for (&a, grants) in &state.grants {
-        let mut rate = cx.policy.limits(a).rate;
-        if let Some(&top) = state.rate_overrides.get(&a) {
-            rate.count = rate.count.max(top);
-        }
+        let configured = cx.policy.limits(a).rate;
+        let spans = state.rate_overrides.get(&a).unwrap_or(&no_overrides);
         let mut lo = 0;
         for hi in 0..grants.len() {
             v.count("I2");
+            let mut rate = configured;
+            if let Some(count) = spans.iter().filter_map(|s| s.at(grants[hi].at)).max() {
+                rate.count = count;
+            }
             while grants[hi]
                 .at
                 .duration_since(grants[lo].at)

@@ -89,6 +89,24 @@ pub(super) struct Reopen {
     pub(super) entry: EntryId,
 }
 
+/// A rate-count override and the span it was in force (from its set to
+/// its `until` or its end, whichever came first; both ends included, the
+/// lenient reading).
+#[derive(Clone, Debug)]
+pub(super) struct RateSpan {
+    id: u64,
+    pub(super) from: SystemTime,
+    pub(super) to: SystemTime,
+    pub(super) count: u32,
+}
+
+impl RateSpan {
+    /// The count in force at `at`, if this override was.
+    pub(super) fn at(&self, at: SystemTime) -> Option<u32> {
+        (self.from <= at && at <= self.to).then_some(self.count)
+    }
+}
+
 /// The replayed state, after the events seen so far.
 #[derive(Debug, Default)]
 pub(super) struct Replay {
@@ -117,10 +135,10 @@ pub(super) struct Replay {
     /// Operators' overrides of limits, by id, as set (each counts until
     /// its `until` or its end, whichever comes first).
     pub(super) overrides: BTreeMap<u64, medic_policy::Override>,
-    /// The highest rate count any override ever put in force, per action:
-    /// the sliding-window check allows it throughout (a budget changed
-    /// mid-window is judged by its most generous value).
-    pub(super) rate_overrides: BTreeMap<Action, u32>,
+    /// Every override of a rate count, per action, with the span it was
+    /// in force: the coordinator checks a grant against the count in force
+    /// at its instant, and so does I2.
+    pub(super) rate_overrides: BTreeMap<Action, Vec<RateSpan>>,
     /// The coordinator's clock steps so far, in order.
     pub(super) steps: Vec<ClockStep>,
     /// Approvals by id, as the history shows them.
@@ -340,13 +358,25 @@ impl Replay {
             }
             Event::OverrideSet(o) => {
                 if o.limit == medic_policy::OverrideLimit::RateCount {
-                    let top = self.rate_overrides.entry(o.action).or_default();
-                    *top = (*top).max(o.value);
+                    self.rate_overrides
+                        .entry(o.action)
+                        .or_default()
+                        .push(RateSpan {
+                            id: o.id,
+                            from: o.since,
+                            to: o.until,
+                            count: o.value,
+                        });
                 }
                 self.overrides.insert(o.id, o.clone());
             }
-            Event::OverrideEnded { over, .. } => {
+            Event::OverrideEnded { over, at, .. } => {
                 self.overrides.remove(&over.id);
+                for span in self.rate_overrides.values_mut().flatten() {
+                    if span.id == over.id {
+                        span.to = span.to.min(*at);
+                    }
+                }
             }
             Event::ClockChecked { step: None, .. } => {}
             Event::ClockChecked {
@@ -497,6 +527,10 @@ impl Replay {
         for o in self.overrides.values_mut() {
             s(&mut o.since);
             s(&mut o.until);
+        }
+        for span in self.rate_overrides.values_mut().flatten() {
+            s(&mut span.from);
+            s(&mut span.to);
         }
         for p in self.pauses.values_mut() {
             if let Some(u) = &mut p.pause.until {
