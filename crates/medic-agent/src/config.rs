@@ -46,6 +46,7 @@ struct RawJob {
     pre: Option<RawHook>,
     post: Option<RawHook>,
     probation: Option<String>,
+    start_grace: Option<String>,
     heartbeat_file: Option<RawHeartbeatFile>,
     process: Option<RawProcess>,
     probe: Option<RawProbe>,
@@ -134,6 +135,11 @@ pub struct JobConfig {
     /// the outcome is SUCCEEDED; the permit is held meanwhile. Zero: off.
     /// Default 5m.
     pub probation: Duration,
+    /// A job whose processes (found by its process detector) started less
+    /// than this long ago is starting, not stuck: its detectors' alarms do
+    /// not count toward `confirm`, and a permit already held is not acted
+    /// on. For deploys and slow starters. Zero (the default): off.
+    pub start_grace: Duration,
     /// How to tell it is stuck.
     pub detectors: DetectorsConfig,
 }
@@ -201,6 +207,9 @@ pub struct HookConfig {
 
 /// The longest `probation`: a day.
 pub const MAX_PROBATION: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest `start_grace`: an hour.
+pub const MAX_START_GRACE: Duration = Duration::from_secs(3600);
 
 /// The longest hook `timeout`: an hour.
 pub const MAX_HOOK_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -520,6 +529,23 @@ impl RawJob {
             Duration::ZERO..=MAX_PROBATION,
             "",
         );
+        let start_grace = errs.duration_in(
+            &format!("{path}.start_grace"),
+            self.start_grace.as_deref(),
+            Duration::ZERO,
+            Duration::ZERO..=MAX_START_GRACE,
+            "",
+        );
+        if !start_grace.is_zero() && self.process.is_none() {
+            errs.push(
+                format!("{path}.start_grace"),
+                format!(
+                    "job {name:?} has a start_grace but no process detector: the agent learns \
+                     when the job started from its processes; add [jobs.process] (a pidfile, a \
+                     systemd unit or a cmdline), or remove start_grace"
+                ),
+            );
+        }
         let detectors = detect::validate(
             self.heartbeat_file.as_ref(),
             self.process.as_ref(),
@@ -553,6 +579,7 @@ impl RawJob {
             pre,
             post,
             probation,
+            start_grace,
             detectors,
         }
     }

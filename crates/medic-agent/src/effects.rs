@@ -422,6 +422,14 @@ pub trait Host: Send + 'static {
         Box::pin(async move { run(&argv, timeout, &env).await })
     }
 
+    /// When `job`'s processes started (the youngest), as its last check
+    /// saw them, for its `start_grace`. The default asks the process
+    /// detector ([`JobDetectors::started`]).
+    fn started_at(&mut self, job: &JobConfig, detectors: &JobDetectors) -> Option<SystemTime> {
+        let _ = job;
+        detectors.started()
+    }
+
     /// After a check that found `job` healthy during a restart's
     /// verification: `Err` says which detector has no evidence newer than
     /// the restart ([`JobDetectors::mark_restart`]). The default asks the

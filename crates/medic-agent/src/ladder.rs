@@ -26,6 +26,14 @@ pub enum Health {
         /// The latest evidence.
         evidence: Evidence,
     },
+    /// The last check fired, but the job's processes started less than
+    /// its `start_grace` ago: starting, not stuck, and nothing counted.
+    Starting {
+        /// When its processes started.
+        started: SystemTime,
+        /// What fired.
+        evidence: Evidence,
+    },
     /// Confirmed stuck.
     Stuck {
         /// When the streak began.
@@ -42,7 +50,7 @@ impl Health {
             Verdict::Healthy => Health::Healthy,
             Verdict::Fired(evidence) => {
                 let (hits, since) = match self {
-                    Health::Healthy => (1, now),
+                    Health::Healthy | Health::Starting { .. } => (1, now),
                     Health::Suspect { hits, since, .. } => (hits + 1, *since),
                     Health::Stuck { since, .. } => (confirm, *since),
                 };
@@ -179,6 +187,22 @@ mod tests {
         let s = s.observe(stuck(), 3, t);
         assert!(s.stuck().is_some());
         assert_eq!(s.observe(Verdict::Healthy, 3, t), Health::Healthy);
+    }
+
+    #[test]
+    fn alarms_while_starting_count_nothing_and_a_streak_starts_afresh_after() {
+        let t = SystemTime::UNIX_EPOCH;
+        let starting = Health::Starting {
+            started: t,
+            evidence: Evidence {
+                detector: "heartbeat_file",
+                detail: "old".into(),
+            },
+        };
+        assert!(starting.stuck().is_none());
+        let s = starting.observe(stuck(), 2, t);
+        assert!(matches!(s, Health::Suspect { hits: 1, .. }));
+        assert!(s.observe(stuck(), 2, t).stuck().is_some());
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct AgentMetrics {
     pub checks: Counter,
     /// Jobs confirmed stuck now.
     pub jobs_stuck: Gauge,
+    /// Jobs whose detectors fire while they are within their start grace.
+    pub jobs_starting: Gauge,
     /// Heartbeats sent (answered or not).
     pub heartbeats: Counter,
     /// Permit requests sent.
@@ -90,6 +92,11 @@ impl AgentMetrics {
         };
         let checks = counter(&mut r, "checks", "Detector rounds run over all jobs");
         let jobs_stuck = gauge(&mut r, "jobs_stuck", "Jobs confirmed stuck now");
+        let jobs_starting = gauge(
+            &mut r,
+            "jobs_starting",
+            "Jobs whose detectors fire while their processes are within start_grace",
+        );
         let heartbeats = counter(&mut r, "heartbeats", "Heartbeats sent");
         let permit_requests = counter(&mut r, "permit_requests", "Permit requests sent");
         let permits_granted = counter(&mut r, "permits_granted", "Permits granted");
@@ -142,6 +149,7 @@ impl AgentMetrics {
             registry: r,
             checks,
             jobs_stuck,
+            jobs_starting,
             heartbeats,
             permit_requests,
             permits_granted,

@@ -845,6 +845,80 @@ async fn over_mutual_tls_the_agent_is_identified_by_its_certificate() {
     c.stop().await;
 }
 
+/// A deploy restarts the job and the new process takes 2.5 s to write its
+/// first heartbeat: its heartbeat file goes stale and the detector fires,
+/// but its process is younger than `start_grace` (4 s), so the agent
+/// counts nothing and asks for nothing. Once the job has run past its
+/// grace, a freeze is remediated as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_starting_within_its_start_grace_is_left_alone_and_remediated_once_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let first = job.start();
+    let c = coordinator("").await;
+    let mut admin = c.admin().await;
+    let agent = Agent::new(
+        agent_config_with(
+            dir.path(),
+            &format!("http://{}", c.addr),
+            "probation = \"0s\"\nstart_grace = \"4s\"",
+            "",
+        ),
+        Environment::default(),
+    );
+    let metrics = agent.metrics();
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(agent.run(rx));
+    warmed_up(&mut admin).await;
+    // The deploy: the old process goes, a slow starter takes its place.
+    std::fs::write(
+        dir.path().join("slow.sh"),
+        format!(
+            "echo $$ > {pid}\nsleep 2.5\nexec sh {script}\n",
+            pid = dir.path().join("job.pid").display(),
+            script = dir.path().join("job.sh").display()
+        ),
+    )
+    .unwrap();
+    signal(first, "KILL");
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "nohup sh {} >/dev/null 2>&1 &",
+            dir.path().join("slow.sh").display()
+        ))
+        .status()
+        .unwrap();
+    let second = job.wait_pid(Some(first));
+    wait_for("the starting job reported", || {
+        metrics.jobs_starting.get() == 1
+    })
+    .await;
+    // Through the slow start and past it: nothing asked, nothing granted.
+    wait_for("the job healthy after its slow start", || {
+        metrics.jobs_starting.get() == 0
+    })
+    .await;
+    rounds_later(&metrics, 3).await;
+    assert_eq!(metrics.jobs_stuck.get(), 0);
+    assert_eq!(metrics.permit_requests.get(), 0);
+    assert!(grants(&mut admin).await.is_empty());
+    assert_eq!(job.pid(), second);
+    // Past its grace, a frozen job is stuck like any other.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    job.freeze();
+    let e = first_outcome(&mut admin).await;
+    let Some(pb::event::Payload::PermitEnded(end)) = e.payload else {
+        panic!("{e:?}")
+    };
+    assert_eq!(end.state(), pb::PermitState::Succeeded, "{end:?}");
+    assert_ne!(job.pid(), second, "restarted");
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    job.kill();
+    c.stop().await;
+}
+
 /// Freezes the running job `job` (first started as `first`), waits for the
 /// agent's restart to end, and returns how the permit ended.
 async fn restart_outcome(

@@ -367,6 +367,33 @@ fn hooks_and_probation_are_validated_naming_the_key() {
 }
 
 #[test]
+fn start_grace_needs_a_process_detector_and_stays_within_an_hour() {
+    let job = "host_id = \"h\"\n[[jobs]]\nname = \"j\"\nrestart.command = [\"true\"]\nheartbeat_file = { path = \"/run/j\" }\n";
+    let with = |keys: &str| job.replacen("name = \"j\"\n", &format!("name = \"j\"\n{keys}\n"), 1);
+    let m = error_at(&with("start_grace = \"2m\""), "jobs[0].start_grace");
+    assert!(
+        m.contains("no process detector") && m.contains("[jobs.process]"),
+        "{m}"
+    );
+    let m = error_at(
+        &format!(
+            "{}process = {{ pidfile = \"/run/j.pid\" }}\n",
+            with("start_grace = \"2h\"")
+        ),
+        "jobs[0].start_grace",
+    );
+    assert!(m.contains("must be at most 1h"), "{m}");
+    let ok = AgentConfig::from_toml(&format!(
+        "{}process = {{ pidfile = \"/run/j.pid\" }}\n",
+        with("start_grace = \"90s\"")
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.jobs[0].start_grace, std::time::Duration::from_secs(90));
+    let defaults = AgentConfig::from_toml(job).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(defaults.jobs[0].start_grace, std::time::Duration::ZERO);
+}
+
+#[test]
 fn a_ladder_of_custom_and_builtin_rungs_is_read_in_order() {
     let c = AgentConfig::from_toml(
         r#"

@@ -476,6 +476,15 @@ impl Host for SimHost {
 
     /// The simulated job's checks are its own model: a healthy check after
     /// a restart is fresh by construction.
+    fn started_at(&mut self, _job: &JobConfig, _detectors: &JobDetectors) -> Option<SystemTime> {
+        let clock = &self.shared.clock;
+        let t = clock.t();
+        let started = self.lock().model.started(t)?;
+        clock
+            .now()
+            .checked_sub(clock.scale.real_secs((t - started).max(0.0)))
+    }
+
     fn fresh(&mut self, _job: &JobConfig, _detectors: &JobDetectors) -> Result<(), String> {
         Ok(())
     }
@@ -532,11 +541,11 @@ confirm = {confirm}
 reboot_after_failed_restarts = {restarts}
 give_up_after_failed_reboots = {reboots}
 probation = "{probation}"
-# The command is never run: the simulated machine restarts the job.
+{start_grace}# The command is never run: the simulated machine restarts the job.
 restart = {{ grace = "{grace}", verify_timeout = "{verify}", command = ["true"] }}
 # Never read: the simulated machine answers every check.
 heartbeat_file = {{ path = "/run/medic-sim/ingest.hb" }}
-"#,
+{process}"#,
             name = plan.name,
             check = scale.text(a.check_interval.0),
             hb = scale.text(a.heartbeat_interval.0),
@@ -548,6 +557,17 @@ heartbeat_file = {{ path = "/run/medic-sim/ingest.hb" }}
             grace = scale.text(Duration::from_secs(30)),
             verify = scale.text(a.verify_timeout.0),
             probation = scale.text(a.probation.0),
+            start_grace = if a.start_grace.0.is_zero() {
+                String::new()
+            } else {
+                format!("start_grace = \"{}\"\n", scale.text(a.start_grace.0))
+            },
+            // Never read either; a start grace needs one to be configured.
+            process = if a.start_grace.0.is_zero() {
+                ""
+            } else {
+                "process = { pidfile = \"/run/medic-sim/ingest.pid\" }\n"
+            },
         );
         let config = AgentConfig::from_toml(&toml)
             .map_err(|e| crate::SimError::Config(format!("agent {}: {e}", plan.name)))?;

@@ -560,6 +560,9 @@ pub struct JobModel {
     flap_started: bool,
     deploy_started: bool,
     deploy_done: bool,
+    /// When the job's process last started (a deploy, a restart, a boot),
+    /// if it has since the run began.
+    started: Option<f64>,
     dependency: Option<(SharedDependency, usize)>,
     rng: StdRng,
 }
@@ -575,6 +578,7 @@ impl JobModel {
             flap_started: false,
             deploy_started: false,
             deploy_done: false,
+            started: None,
             dependency: None,
             rng: StdRng::seed_from_u64(seed),
         }
@@ -622,6 +626,7 @@ impl JobModel {
         if let Some((from, back)) = self.plan.deploy {
             if !self.deploy_started && t >= from {
                 self.deploy_started = true;
+                self.started = Some(from);
                 self.with_dep(|d, i| d.disconnect(i, from));
             }
             if !self.deploy_done && t >= back {
@@ -629,6 +634,13 @@ impl JobModel {
                 self.with_dep(|d, i| d.reconnect(i, back));
             }
         }
+    }
+
+    /// When the job's process last started, as of `t` (what a process
+    /// detector reads from /proc).
+    pub fn started(&mut self, t: f64) -> Option<f64> {
+        self.advance(t);
+        self.started
     }
 
     /// Why the job is stuck at `t`, if it is.
@@ -662,6 +674,7 @@ impl JobModel {
     /// reconnects to the dependency.
     pub fn restart(&mut self, t: f64, p: f64) {
         self.advance(t);
+        self.started = Some(t);
         self.with_dep(|d, i| d.reconnect(i, t));
         self.remediate(t, p);
     }
@@ -670,6 +683,7 @@ impl JobModel {
     /// The job reconnects to the dependency.
     pub fn reboot(&mut self, t: f64, p: f64) {
         self.advance(t);
+        self.started = Some(t);
         self.with_dep(|d, i| d.reconnect(i, t));
         self.remediate(t, p);
     }

@@ -177,6 +177,9 @@ pub struct AgentSettings {
     /// How long a fixed job must stay healthy before the outcome is
     /// SUCCEEDED (the permit is held meanwhile).
     pub probation: Dur,
+    /// A job whose process started less than this long ago is starting,
+    /// not stuck (the agent's `start_grace`; zero: off).
+    pub start_grace: Dur,
 }
 
 impl Default for AgentSettings {
@@ -190,6 +193,7 @@ impl Default for AgentSettings {
             verify_timeout: Dur(Duration::from_secs(120)),
             safety_margin: Dur(Duration::from_secs(30)),
             probation: Dur(Duration::from_secs(300)),
+            start_grace: Dur(Duration::ZERO),
         }
     }
 }

@@ -153,6 +153,36 @@ async fn rolling_deploy_does_not_make_remediation_pile_on() {
     assert!(r.legacy.reboots > medic, "{summary}");
 }
 
+/// The same deploy without the agents' start grace: jobs slower to start
+/// than `confirm` checks look stuck and are restarted mid-start. With it,
+/// only real faults are.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_grace_keeps_remediation_off_jobs_a_deploy_is_starting() {
+    let with = run("rolling-deploy").await;
+    let mut s = Scenario::load("rolling-deploy").unwrap();
+    assert!(!s.agent.start_grace.0.is_zero());
+    s.agent.start_grace.0 = std::time::Duration::ZERO;
+    let without = medic_sim::run(
+        s,
+        &Options {
+            seed: 1,
+            short: true,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(without.verdict.ok());
+    let (a, b) = (
+        medic_sim::report::summary(&with),
+        medic_sim::report::summary(&without),
+    );
+    assert!(
+        with.medic.restarts * 2 < without.medic.restarts,
+        "with start_grace:\n{a}\nwithout:\n{b}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn coordinator_clock_jumping_an_hour_forward_and_back_breaks_no_invariant() {
     let r = run("clock-jump").await;

@@ -109,6 +109,19 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                     "the job recovered before the action".to_owned(),
                 );
             }
+            // Or did the job start again meanwhile (a deploy)?
+            let now = self.clock.now();
+            if let Some(started) = self.starting(i, now) {
+                break 'act (
+                    Outcome::Aborted,
+                    format!(
+                        "the job's processes started {} before the action, within its \
+                         start_grace ({}): left to start",
+                        crate::detect::human(now.duration_since(started).unwrap_or_default()),
+                        humantime::format_duration(self.watched[i].config.start_grace)
+                    ),
+                );
+            }
             if self.config.dry_run || held.dry_run {
                 let would = self.would(i, held.action).await;
                 tracing::warn!(job = %name, action = %held.action, "DRY RUN: would {would}");

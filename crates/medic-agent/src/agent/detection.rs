@@ -1,6 +1,8 @@
 //! The check round: every job's detectors once, its health streak moved,
 //! and a heartbeat brought forward when the set of problems changed.
 
+use std::time::SystemTime;
+
 use crate::config::JobConfig;
 use crate::coordinator::Coordinator;
 use crate::detect::{JobDetectors, Verdict};
@@ -27,14 +29,30 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         let now = self.clock.now();
         self.metrics.checks.inc();
         let mut healthy = Vec::new();
-        for job in &mut self.watched {
+        for i in 0..self.watched.len() {
+            let job = &mut self.watched[i];
             let verdict = self.host.check(&job.config, &mut job.detectors, now).await;
             let before = job.health.stuck().is_some();
-            job.health = job.health.observe(verdict, job.config.confirm, now);
+            let was_starting = matches!(job.health, Health::Starting { .. });
+            let starting = match &verdict {
+                Verdict::Fired(_) => self.starting(i, now),
+                Verdict::Healthy => None,
+            };
+            let job = &mut self.watched[i];
+            job.health = match (verdict, starting) {
+                (Verdict::Fired(evidence), Some(started)) => Health::Starting { started, evidence },
+                (verdict, _) => job.health.observe(verdict, job.config.confirm, now),
+            };
             match (&job.health, before) {
                 (Health::Stuck { evidence, .. }, false) => tracing::warn!(
                     job = %job.config.name, detector = evidence.detector, detail = %evidence.detail,
                     "job is stuck"
+                ),
+                (Health::Starting { started, evidence }, _) if !was_starting => tracing::info!(
+                    job = %job.config.name, detector = evidence.detector, detail = %evidence.detail,
+                    started_ago = %crate::detect::human(now.duration_since(*started).unwrap_or_default()),
+                    start_grace = %humantime::format_duration(job.config.start_grace),
+                    "job is starting: its processes are within start_grace, so its detectors' alarms do not count yet"
                 ),
                 (Health::Healthy, true) => {
                     tracing::info!(job = %job.config.name, "job is healthy again");
@@ -69,6 +87,26 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
         self.metrics
             .jobs_stuck
             .set(i64::try_from(stuck).unwrap_or(i64::MAX));
+        let starting = self
+            .watched
+            .iter()
+            .filter(|j| matches!(j.health, Health::Starting { .. }))
+            .count();
+        self.metrics
+            .jobs_starting
+            .set(i64::try_from(starting).unwrap_or(i64::MAX));
+    }
+
+    /// When job `i`'s processes started, if that is less than its
+    /// `start_grace` ago (as its last check saw them).
+    pub(super) fn starting(&mut self, i: usize, now: SystemTime) -> Option<SystemTime> {
+        let job = &self.watched[i];
+        if job.config.start_grace.is_zero() {
+            return None;
+        }
+        let started = self.host.started_at(&job.config, &job.detectors)?;
+        (now.duration_since(started).unwrap_or_default() < job.config.start_grace)
+            .then_some(started)
     }
 
     /// Of the jobs found healthy, those that gave up and show evidence of

@@ -306,6 +306,8 @@ pub(crate) struct ProcessDetector {
     /// The processes the last check found (`None`: none, or it could not
     /// look).
     last_found: Option<Vec<Seen>>,
+    /// Whether every look reads start times (the job has a start grace).
+    track_start: bool,
 }
 
 /// When a restart began: on the wall clock, and as time since boot when
@@ -345,7 +347,24 @@ impl ProcessDetector {
             shown,
             mark: None,
             last_found: None,
+            track_start: false,
         }
+    }
+
+    /// Reads the start time of the job's processes at every check, for
+    /// [`ProcessDetector::started`].
+    pub(crate) fn track_start(&mut self) {
+        self.track_start = true;
+    }
+
+    /// When the youngest of the processes the last check found started
+    /// (`None`: none found, or start times not read).
+    pub(crate) fn started(&self) -> Option<SystemTime> {
+        self.last_found
+            .as_ref()?
+            .iter()
+            .filter_map(|s| s.started)
+            .max()
     }
 
     /// A restart began at `at`, `ago` before now: only processes started
@@ -424,8 +443,9 @@ impl ProcessDetector {
             Err(why) => return Ok(Look::Absent(why)),
         };
         let procfs = self.procfs.clone();
-        let with_start =
-            self.config.max_runtime.is_some() || self.mark.as_ref().is_some_and(|m| m.restarted);
+        let with_start = self.config.max_runtime.is_some()
+            || self.track_start
+            || self.mark.as_ref().is_some_and(|m| m.restarted);
         self.reads
             .run(FS_TIMEOUT, move || look(&procfs, &how, with_start))
             .await
