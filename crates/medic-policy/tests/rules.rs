@@ -959,6 +959,76 @@ fn domain_breaker_blocks_only_its_rack() {
     f.grant("c1", Action::RestartJob);
 }
 
+/// Failures inside a failure domain whose own breaker has tripped are
+/// that breaker's: they do not stop the healthy domains through the fleet
+/// failure breaker. Failures elsewhere still count.
+#[test]
+fn failures_under_a_tripped_domain_breaker_do_not_open_the_fleet_breaker() {
+    let mut f = Fleet::ready_with(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        failure_percent = 50
+        min_samples = 2
+        [breaker.domains.rack]
+        unhealthy_percent = 50
+        min_hosts = 3
+        [limits.restart_job]
+        max_in_flight = 10
+        cooldown = "0s"
+        "#,
+        &[
+            ("a1", "rack=r1"),
+            ("a2", "rack=r1"),
+            ("a3", "rack=r1"),
+            ("a4", "rack=r1"),
+            ("b1", "rack=r2"),
+            ("b2", "rack=r2"),
+            ("b3", "rack=r2"),
+            ("b4", "rack=r2"),
+            ("c1", "rack=r3"),
+            ("c2", "rack=r3"),
+        ],
+    );
+    // Rack r1 goes down while three of its restarts are in flight: its
+    // breaker opens, and the restarts fail.
+    let granted: Vec<Permit> = ["a1", "a2", "a3"]
+        .iter()
+        .map(|h| f.grant(h, Action::RestartJob))
+        .collect();
+    for h in ["a1", "a2", "a3"] {
+        f.set_problem(h, true);
+    }
+    // A request from the rack finds its breaker open.
+    assert_eq!(
+        f.deny("a4", Action::RestartJob).reason,
+        DenyReason::BreakerOpen
+    );
+    assert_eq!(f.status().breakers.len(), 1, "rack r1's breaker");
+    for p in &granted {
+        f.finish(p, Outcome::Failed);
+    }
+    let p = f.grant("b1", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+    // 3 of 4 remediated hosts failed, all of them in rack r1: rack r2
+    // goes on.
+    let p = f.grant("b2", Action::RestartJob);
+    assert_eq!(f.status().breakers.len(), 1, "{:?}", f.status().breakers);
+    // Failures outside rack r1 count as before: 2 of 2.
+    f.finish(&p, Outcome::Failed);
+    let p = f.grant("b3", Action::RestartJob);
+    f.finish(&p, Outcome::Failed);
+    let d = f.deny("b4", Action::RestartJob);
+    assert_eq!(d.reason, DenyReason::BreakerOpen);
+    assert_mentions(
+        &d,
+        &[
+            "2 of the 3 hosts remediated",
+            "3 host(s) under a tripped failure-domain breaker left out",
+        ],
+    );
+}
+
 /// Like overlapping pauses (which wait for the last), a host covered by
 /// two open breakers can be granted only once both have closed.
 #[test]

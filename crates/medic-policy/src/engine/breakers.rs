@@ -54,13 +54,22 @@ impl Engine {
                         unhealthy_detail(c, "", b.unhealthy_percent),
                     ));
                 }
-                let (n, failed) = (self.failures.hosts(), self.failures.failed_hosts());
+                let (n, failed, left_out) = self.fleet_failure_sample();
                 if n >= b.min_samples && over(failed, n, b.failure_percent) {
+                    let left_out = if left_out == 0 {
+                        String::new()
+                    } else {
+                        format!(
+                            "; {left_out} host(s) under a tripped failure-domain breaker left \
+                             out"
+                        )
+                    };
                     return Some((
                         BreakerCause::FailureFraction,
                         format!(
                             "{failed} of the {n} hosts remediated in the last {} failed or \
-                             expired ({:.1}% > failure_percent {}%; each host counted once)",
+                             expired ({:.1}% > failure_percent {}%; each host counted \
+                             once{left_out})",
                             format_duration(b.window),
                             pct(failed, n),
                             b.failure_percent
@@ -87,6 +96,41 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// The fleet failure breaker's sample: hosts with an outcome in the
+    /// window, how many of them failed, and how many were left out. A host
+    /// under a tripped (open or half-open) failure-domain breaker is left
+    /// out: its domain's breaker already holds that cause (nothing is
+    /// granted there but its probes, whose failures reopen it), and its
+    /// failures counted fleet-wide would stop the healthy domains too. Its
+    /// failures count again if they are still in the window when that
+    /// breaker closes. Derived from the durable state alone, so a restarted
+    /// coordinator judges the same.
+    fn fleet_failure_sample(&self) -> (u32, u32, u32) {
+        let tripped: Vec<&BreakerScope> = self
+            .durable
+            .breakers
+            .keys()
+            .filter(|s| matches!(s, BreakerScope::Domain { .. }))
+            .collect();
+        if tripped.is_empty() {
+            return (self.failures.hosts(), self.failures.failed_hosts(), 0);
+        }
+        let (mut n, mut failed, mut left_out) = (0, 0, 0);
+        for (host, host_failed) in self.failures.by_host() {
+            let covered = self
+                .host_index
+                .get(host)
+                .is_some_and(|&i| tripped.iter().any(|s| s.covers(&self.hosts[i].labels)));
+            if covered {
+                left_out += 1;
+            } else {
+                n += 1;
+                failed += u32::from(host_failed);
+            }
+        }
+        (n, failed, left_out)
     }
 
     /// The counts of one failure domain's value, if the engine indexes it.

@@ -72,6 +72,13 @@ impl FailureSamples {
     pub(super) fn failed_hosts(&self) -> u32 {
         self.failed_hosts
     }
+
+    /// Each host with an outcome in the window, and whether one failed.
+    pub(super) fn by_host(&self) -> impl Iterator<Item = (&HostId, bool)> {
+        self.per_host
+            .iter()
+            .map(|(h, &(_, failed))| (h, failed > 0))
+    }
 }
 
 #[cfg(test)]
