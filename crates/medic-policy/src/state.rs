@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::PolicyConfig;
 use crate::types::{
     Action, Approval, ApprovalState, BreakerScope, BreakerTrip, ClockMark, ClockStep, Event,
-    FencingToken, HalfOpen, HostId, Override, Pause, Permit, PermitId, PermitState, Quarantine,
-    RequestId, Time,
+    FencingToken, HalfOpen, HostId, Labels, Override, Pause, Permit, PermitId, PermitState,
+    Quarantine, RequestId, Time,
 };
 
 /// One grant, as the rate and attempt budgets remember it.
@@ -49,6 +49,11 @@ pub struct EndRecord {
     /// failure breaker ignores it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// The permit's labels (the host's, when it was granted): which
+    /// failure domains the failure breaker files this end under. Empty in
+    /// records written before they were kept.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
 }
 
 /// Everything the engine must not forget across a restart.
@@ -77,6 +82,12 @@ pub struct DurableState {
     /// The event that last released each host from quarantine, and when:
     /// its attempt budget counts only grants after that event.
     pub released: BTreeMap<HostId, (u64, Time)>,
+    /// When each failure-domain breaker last closed, within
+    /// `breaker.window`: the failure breaker leaves out the samples of its
+    /// hosts from before it (that domain's breaker judged them). A list,
+    /// one entry per domain: JSON maps take only string keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domain_closes: Vec<(BreakerScope, Time)>,
     /// Granted requests by request_id, for idempotent retries (I7). The
     /// permit is as granted, with its state updated when it ends.
     pub requests: BTreeMap<RequestId, Permit>,
@@ -138,6 +149,10 @@ impl DurableState {
             } => {
                 let removed = self.permits.remove(id);
                 let dry_run = removed.as_ref().is_some_and(|p| p.dry_run);
+                let labels = removed
+                    .as_ref()
+                    .map(|p| p.labels.clone())
+                    .unwrap_or_default();
                 if let Some(p) = removed {
                     if let Some(r) = self.requests.get_mut(&p.request_id) {
                         r.state = *state;
@@ -161,6 +176,7 @@ impl DurableState {
                     action: *action,
                     state: *state,
                     dry_run,
+                    labels,
                 });
             }
             Event::HostQuarantined(q) => {
@@ -231,8 +247,12 @@ impl DurableState {
                     });
                 }
             }
-            Event::BreakerClosed { scope, .. } => {
+            Event::BreakerClosed { scope, at, .. } => {
                 self.breakers.remove(scope);
+                if matches!(scope, BreakerScope::Domain { .. }) {
+                    self.domain_closes.retain(|(s, _)| s != scope);
+                    self.domain_closes.push((scope.clone(), *at));
+                }
             }
             Event::ClockChecked { step, mark, .. } => {
                 if let Some(step) = step {
@@ -280,6 +300,7 @@ impl DurableState {
         self.grants.iter_mut().for_each(|g| s(&mut g.at));
         self.endings.iter_mut().for_each(|e| s(&mut e.at));
         self.released.values_mut().for_each(|r| s(&mut r.1));
+        self.domain_closes.iter_mut().for_each(|(_, t)| s(t));
     }
 
     /// The latest time at which something was recorded (not an expiry,
@@ -332,6 +353,9 @@ impl DurableState {
         let end_keep = |a: Action| config.limits(a).cooldown.max(config.breaker.window);
         self.endings
             .retain(|e| !older_than(e.at, end_keep(e.action)));
+        // A close matters only to failure samples from before it.
+        self.domain_closes
+            .retain(|(_, at)| !older_than(*at, config.breaker.window));
 
         let budget_keep = config
             .limits

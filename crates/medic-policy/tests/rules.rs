@@ -1029,6 +1029,127 @@ fn failures_under_a_tripped_domain_breaker_do_not_open_the_fleet_breaker() {
     );
 }
 
+/// Rack r1 of `f` trips its breaker with three restarts in flight, which
+/// then fail; returns after the failures are in.
+fn rack_r1_fails(f: &mut Fleet) {
+    let granted: Vec<Permit> = ["a1", "a2", "a3"]
+        .iter()
+        .map(|h| f.grant(h, Action::RestartJob))
+        .collect();
+    for h in ["a1", "a2", "a3"] {
+        f.set_problem(h, true);
+    }
+    assert_eq!(
+        f.deny("a4", Action::RestartJob).reason,
+        DenyReason::BreakerOpen
+    );
+    for p in &granted {
+        f.finish(p, Outcome::Failed);
+    }
+}
+
+const RACKS: &[(&str, &str)] = &[
+    ("a1", "rack=r1"),
+    ("a2", "rack=r1"),
+    ("a3", "rack=r1"),
+    ("a4", "rack=r1"),
+    ("b1", "rack=r2"),
+    ("b2", "rack=r2"),
+    ("b3", "rack=r2"),
+    ("b4", "rack=r2"),
+    ("c1", "rack=r3"),
+    ("c2", "rack=r3"),
+];
+
+/// The failures are filed under the labels their permits were granted
+/// with, kept durably: a restarted coordinator whose rack r1 hosts are
+/// silent (the rack is down) still leaves them out.
+#[test]
+fn a_tripped_domains_failures_stay_out_of_the_fleet_count_after_a_restart() {
+    let mut f = Fleet::ready_with(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        failure_percent = 50
+        min_samples = 2
+        [breaker.liveness_drop]
+        min_hosts = 100
+        [breaker.domains.rack]
+        unhealthy_percent = 50
+        min_hosts = 3
+        [limits.restart_job]
+        max_in_flight = 10
+        cooldown = "0s"
+        "#,
+        RACKS,
+    );
+    rack_r1_fails(&mut f);
+    for h in ["a1", "a2", "a3", "a4"] {
+        f.silence(h);
+    }
+    let mut g = f.restarted();
+    g.warm_up();
+    let p = g.grant("b1", Action::RestartJob);
+    g.finish(&p, Outcome::Failed);
+    // 1 of 1 counted: under min_samples, and rack r1's 3 left out.
+    g.grant("b2", Action::RestartJob);
+    let scopes: Vec<BreakerScope> = g.status().breakers.into_iter().map(|t| t.scope).collect();
+    assert_eq!(
+        scopes,
+        [BreakerScope::Domain {
+            label: "rack".into(),
+            value: "r1".into()
+        }]
+    );
+}
+
+/// Once a domain's breaker has closed (its probes proved the fix), the
+/// failures from before the close stay its own: they do not open the
+/// fleet breaker the moment the domain recovers.
+#[test]
+fn a_domain_recovering_does_not_open_the_fleet_breaker_on_its_old_failures() {
+    let mut f = Fleet::ready_with(
+        r#"
+        [breaker]
+        unhealthy_percent = 100
+        failure_percent = 50
+        min_samples = 2
+        window = "1h"
+        auto_close_after = "1m"
+        half_open_successes = 1
+        [breaker.domains.rack]
+        unhealthy_percent = 50
+        min_hosts = 3
+        [limits.restart_job]
+        max_in_flight = 10
+        cooldown = "0s"
+        "#,
+        RACKS,
+    );
+    rack_r1_fails(&mut f);
+    // Rack r1 comes back; its breaker goes half-open, a probe succeeds,
+    // and it closes.
+    for h in ["a1", "a2", "a3"] {
+        f.set_problem(h, false);
+    }
+    f.explain("a4", Action::RestartJob);
+    f.advance(mins(2));
+    f.explain("a4", Action::RestartJob);
+    let probe = f.grant("a4", Action::RestartJob);
+    f.finish(&probe, Outcome::Succeeded);
+    f.heartbeat("a4");
+    f.explain("a4", Action::RestartJob);
+    assert!(f.status().breakers.is_empty(), "{:?}", f.status().breakers);
+    // One success and one failure elsewhere: 1 of 2, not over 50%. Counted
+    // with rack r1's old failures it would be 4 of 6.
+    let p = f.grant("b1", Action::RestartJob);
+    f.finish(&p, Outcome::Succeeded);
+    let p = f.grant("b2", Action::RestartJob);
+    f.finish(&p, Outcome::Failed);
+    f.grant("b3", Action::RestartJob);
+    assert!(f.status().breakers.is_empty(), "{:?}", f.status().breakers);
+}
+
 /// Like overlapping pauses (which wait for the last), a host covered by
 /// two open breakers can be granted only once both have closed.
 #[test]

@@ -347,7 +347,7 @@ impl Engine {
         // A dry-run permit did nothing: its end says nothing about
         // whether remediation works.
         if !p.dry_run {
-            self.record_outcome_sample(now, &p.host, state);
+            self.record_outcome_sample(now, &p.host, state, &p.labels);
             self.probe_ended(&p, state, now);
         }
         if let Some(&i) = self.host_index.get(&p.host) {

@@ -100,13 +100,15 @@ impl Engine {
 
     /// The fleet failure breaker's sample: hosts with an outcome in the
     /// window, how many of them failed, and how many were left out. A host
-    /// under a tripped (open or half-open) failure-domain breaker is left
-    /// out: its domain's breaker already holds that cause (nothing is
-    /// granted there but its probes, whose failures reopen it), and its
-    /// failures counted fleet-wide would stop the healthy domains too. Its
-    /// failures count again if they are still in the window when that
-    /// breaker closes. Derived from the durable state alone, so a restarted
-    /// coordinator judges the same.
+    /// is left out while a failure-domain breaker covering it is tripped
+    /// (open or half-open), and once that breaker has closed if all its
+    /// samples are from before the close: that domain's breaker held their
+    /// cause (nothing is granted there but its probes, whose failures
+    /// reopen it), and counted fleet-wide they would stop the healthy
+    /// domains too, or trip the fleet the moment the domain recovered.
+    /// Coverage is judged on the labels each permit was granted with, kept
+    /// in the durable endings, so a restarted coordinator judges the same
+    /// whether or not the host has heartbeated since.
     fn fleet_failure_sample(&self) -> (u32, u32, u32) {
         let tripped: Vec<&BreakerScope> = self
             .durable
@@ -114,15 +116,16 @@ impl Engine {
             .keys()
             .filter(|s| matches!(s, BreakerScope::Domain { .. }))
             .collect();
-        if tripped.is_empty() {
+        let closes = &self.durable.domain_closes;
+        if tripped.is_empty() && closes.is_empty() {
             return (self.failures.hosts(), self.failures.failed_hosts(), 0);
         }
         let (mut n, mut failed, mut left_out) = (0, 0, 0);
-        for (host, host_failed) in self.failures.by_host() {
-            let covered = self
-                .host_index
-                .get(host)
-                .is_some_and(|&i| tripped.iter().any(|s| s.covers(&self.hosts[i].labels)));
+        for (host_failed, host) in self.failures.by_host() {
+            let covered = tripped.iter().any(|s| s.covers(&host.labels))
+                || closes.iter().any(|(s, closed)| {
+                    host.last.is_some_and(|last| last <= *closed) && s.covers(&host.labels)
+                });
             if covered {
                 left_out += 1;
             } else {

@@ -140,7 +140,7 @@ impl Engine {
                 self.hosts[i].history.get_mut(e.action, e.dry_run).last_end = Some(e.at);
             }
             if !e.dry_run {
-                self.record_outcome_sample(e.at, &e.host, e.state);
+                self.record_outcome_sample(e.at, &e.host, e.state, &e.labels);
             }
         }
         self.failures.age(self.clock, self.config.breaker.window);
@@ -279,12 +279,18 @@ impl Engine {
     /// Counts an ended remediation for the failure breaker. Dry-run,
     /// aborted and revoked permits say nothing about whether remediation
     /// works, and count for nothing.
-    pub(super) fn record_outcome_sample(&mut self, at: Time, host: &HostId, state: PermitState) {
+    pub(super) fn record_outcome_sample(
+        &mut self,
+        at: Time,
+        host: &HostId,
+        state: PermitState,
+        labels: &Labels,
+    ) {
         let failed = match state {
             PermitState::Succeeded => false,
             PermitState::Failed | PermitState::Expired => true,
             _ => return,
         };
-        self.failures.record(at, host, failed);
+        self.failures.record(at, host, failed, labels);
     }
 }

@@ -6,27 +6,43 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use crate::types::{HostId, Time};
+use crate::types::{HostId, Labels, Time};
 
 /// Outcomes within the window, counted by host.
 #[derive(Debug, Default)]
 pub(super) struct FailureSamples {
     /// (when, whose, failed), oldest first.
     samples: VecDeque<(Time, HostId, bool)>,
-    /// Per host: its samples in the window, and how many of them failed.
-    per_host: HashMap<HostId, (u32, u32)>,
+    /// Per host: its samples in the window, how many of them failed, and
+    /// the latest one's time and labels.
+    per_host: HashMap<HostId, PerHost>,
     /// Hosts with at least one failed sample in the window.
     failed_hosts: u32,
 }
 
+/// One host's samples in the window.
+#[derive(Debug, Default)]
+pub(super) struct PerHost {
+    count: u32,
+    failed: u32,
+    /// The latest sample's time.
+    pub(super) last: Option<Time>,
+    /// The latest sample's labels (its permit's).
+    pub(super) labels: Labels,
+}
+
 impl FailureSamples {
-    /// Records one ended remediation of `host`.
-    pub(super) fn record(&mut self, at: Time, host: &HostId, failed: bool) {
+    /// Records one ended remediation of `host`, granted with `labels`.
+    pub(super) fn record(&mut self, at: Time, host: &HostId, failed: bool, labels: &Labels) {
         let entry = self.per_host.entry(host.clone()).or_default();
-        entry.0 += 1;
+        entry.count += 1;
+        if entry.last.is_none_or(|l| l <= at) {
+            entry.last = Some(at);
+            entry.labels.clone_from(labels);
+        }
         if failed {
-            entry.1 += 1;
-            if entry.1 == 1 {
+            entry.failed += 1;
+            if entry.failed == 1 {
                 self.failed_hosts += 1;
             }
         }
@@ -45,14 +61,14 @@ impl FailureSamples {
             let Some(entry) = self.per_host.get_mut(&host) else {
                 continue;
             };
-            entry.0 -= 1;
+            entry.count -= 1;
             if failed {
-                entry.1 -= 1;
-                if entry.1 == 0 {
+                entry.failed -= 1;
+                if entry.failed == 0 {
                     self.failed_hosts -= 1;
                 }
             }
-            if entry.0 == 0 {
+            if entry.count == 0 {
                 self.per_host.remove(&host);
             }
         }
@@ -73,11 +89,10 @@ impl FailureSamples {
         self.failed_hosts
     }
 
-    /// Each host with an outcome in the window, and whether one failed.
-    pub(super) fn by_host(&self) -> impl Iterator<Item = (&HostId, bool)> {
-        self.per_host
-            .iter()
-            .map(|(h, &(_, failed))| (h, failed > 0))
+    /// Each host with an outcome in the window: whether one failed, and
+    /// its latest sample.
+    pub(super) fn by_host(&self) -> impl Iterator<Item = (bool, &PerHost)> {
+        self.per_host.values().map(|p| (p.failed > 0, p))
     }
 }
 
@@ -97,10 +112,10 @@ mod tests {
     fn a_host_that_failed_five_times_counts_once() {
         let mut s = FailureSamples::default();
         for i in 0..5 {
-            s.record(t(i), &h("bad"), true);
+            s.record(t(i), &h("bad"), true, &Labels::new());
         }
         assert_eq!((s.hosts(), s.failed_hosts()), (1, 1));
-        s.record(t(6), &h("good"), false);
+        s.record(t(6), &h("good"), false, &Labels::new());
         assert_eq!((s.hosts(), s.failed_hosts()), (2, 1));
     }
 
@@ -108,9 +123,9 @@ mod tests {
     fn a_host_stops_counting_as_failed_when_its_last_failure_ages_out() {
         let mut s = FailureSamples::default();
         let window = Duration::from_secs(60);
-        s.record(t(0), &h("a"), true);
-        s.record(t(30), &h("a"), false);
-        s.record(t(40), &h("b"), true);
+        s.record(t(0), &h("a"), true, &Labels::new());
+        s.record(t(30), &h("a"), false, &Labels::new());
+        s.record(t(40), &h("b"), true, &Labels::new());
         s.age(t(61), window);
         assert_eq!(
             (s.hosts(), s.failed_hosts()),
