@@ -422,12 +422,12 @@ pub trait Host: Send + 'static {
         Box::pin(async move { run(&argv, timeout, &env).await })
     }
 
-    /// When `job`'s processes started (the youngest), as its last check
-    /// saw them, for its `start_grace`. The default asks the process
-    /// detector ([`JobDetectors::started`]).
-    fn started_at(&mut self, job: &JobConfig, detectors: &JobDetectors) -> Option<SystemTime> {
+    /// How long ago `job`'s processes started (the oldest), as its last
+    /// check saw them, for its `start_grace`. The default asks the process
+    /// detector ([`JobDetectors::started_ago`]).
+    fn started_ago(&mut self, job: &JobConfig, detectors: &JobDetectors) -> Option<Duration> {
         let _ = job;
-        detectors.started()
+        detectors.started_ago()
     }
 
     /// After a check that found `job` healthy during a restart's

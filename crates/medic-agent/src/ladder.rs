@@ -27,10 +27,11 @@ pub enum Health {
         evidence: Evidence,
     },
     /// The last check fired, but the job's processes started less than
-    /// its `start_grace` ago: starting, not stuck, and nothing counted.
+    /// its `start_grace` ago, within the first `start_grace` of the alarm:
+    /// starting, not stuck, and nothing counted.
     Starting {
-        /// When its processes started.
-        started: SystemTime,
+        /// When the alarm began (its first positive check).
+        since: SystemTime,
         /// What fired.
         evidence: Evidence,
     },
@@ -50,7 +51,10 @@ impl Health {
             Verdict::Healthy => Health::Healthy,
             Verdict::Fired(evidence) => {
                 let (hits, since) = match self {
-                    Health::Healthy | Health::Starting { .. } => (1, now),
+                    Health::Healthy => (1, now),
+                    // The alarm goes on: the grace it had counts against
+                    // its `start_grace` (see `Health::alarm_since`).
+                    Health::Starting { since, .. } => (1, *since),
                     Health::Suspect { hits, since, .. } => (hits + 1, *since),
                     Health::Stuck { since, .. } => (confirm, *since),
                 };
@@ -64,6 +68,17 @@ impl Health {
                     }
                 }
             }
+        }
+    }
+
+    /// When the current alarm (a run of positive checks, starting ones
+    /// included) began; `None` while healthy.
+    pub fn alarm_since(&self) -> Option<SystemTime> {
+        match self {
+            Health::Healthy => None,
+            Health::Suspect { since, .. }
+            | Health::Starting { since, .. }
+            | Health::Stuck { since, .. } => Some(*since),
         }
     }
 
@@ -193,7 +208,7 @@ mod tests {
     fn alarms_while_starting_count_nothing_and_a_streak_starts_afresh_after() {
         let t = SystemTime::UNIX_EPOCH;
         let starting = Health::Starting {
-            started: t,
+            since: t,
             evidence: Evidence {
                 detector: "heartbeat_file",
                 detail: "old".into(),

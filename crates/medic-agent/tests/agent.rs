@@ -919,6 +919,65 @@ async fn a_job_starting_within_its_start_grace_is_left_alone_and_remediated_once
     c.stop().await;
 }
 
+/// A job in a crash loop always has a young process, so the grace cannot
+/// be judged by the process alone: it covers the first `start_grace` of an
+/// alarm, once. Here a supervisor starts a new process every half second
+/// that never heartbeats: after the 3 s grace the job is confirmed stuck
+/// and a restart is asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_job_gets_one_start_grace_per_alarm_then_is_remediated() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = Job::new(dir.path());
+    let first = job.start();
+    let c = coordinator("").await;
+    let mut admin = c.admin().await;
+    let agent = Agent::new(
+        agent_config_with(
+            dir.path(),
+            &format!("http://{}", c.addr),
+            "probation = \"0s\"\nstart_grace = \"3s\"",
+            "",
+        ),
+        Environment::default(),
+    );
+    let metrics = agent.metrics();
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(agent.run(rx));
+    warmed_up(&mut admin).await;
+    let pidfile = dir.path().join("job.pid");
+    let mut looping = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while true; do sh -c 'echo $$ > {}; exec sleep 0.5'; done",
+            pidfile.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    signal(first, "KILL");
+    wait_for("the crash-looping job seen starting", || {
+        metrics.jobs_starting.get() == 1
+    })
+    .await;
+    wait_for(
+        "the crash-looping job confirmed stuck past its grace",
+        || metrics.jobs_stuck.get() == 1,
+    )
+    .await;
+    wait_for("a restart asked for", || metrics.permit_requests.get() >= 1).await;
+    tx.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap();
+    let _ = looping.kill();
+    let _ = looping.wait();
+    // The restart may have started the job again, detached.
+    let _ = std::process::Command::new("pkill")
+        .arg("-f")
+        .arg(dir.path().join("job.sh"))
+        .status();
+    c.stop().await;
+}
+
 /// Freezes the running job `job` (first started as `first`), waits for the
 /// agent's restart to end, and returns how the permit ended.
 async fn restart_outcome(

@@ -476,13 +476,11 @@ impl Host for SimHost {
 
     /// The simulated job's checks are its own model: a healthy check after
     /// a restart is fresh by construction.
-    fn started_at(&mut self, _job: &JobConfig, _detectors: &JobDetectors) -> Option<SystemTime> {
+    fn started_ago(&mut self, _job: &JobConfig, _detectors: &JobDetectors) -> Option<Duration> {
         let clock = &self.shared.clock;
         let t = clock.t();
         let started = self.lock().model.started(t)?;
-        clock
-            .now()
-            .checked_sub(clock.scale.real_secs((t - started).max(0.0)))
+        Some(clock.scale.real_secs((t - started).max(0.0)))
     }
 
     fn fresh(&mut self, _job: &JobConfig, _detectors: &JobDetectors) -> Result<(), String> {

@@ -111,13 +111,13 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             }
             // Or did the job start again meanwhile (a deploy)?
             let now = self.clock.now();
-            if let Some(started) = self.starting(i, now) {
+            if let Some(ago) = self.starting(i, now) {
                 break 'act (
                     Outcome::Aborted,
                     format!(
                         "the job's processes started {} before the action, within its \
                          start_grace ({}): left to start",
-                        crate::detect::human(now.duration_since(started).unwrap_or_default()),
+                        crate::detect::human(ago),
                         humantime::format_duration(self.watched[i].config.start_grace)
                     ),
                 );

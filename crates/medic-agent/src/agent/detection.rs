@@ -1,7 +1,7 @@
 //! The check round: every job's detectors once, its health streak moved,
 //! and a heartbeat brought forward when the set of problems changed.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::config::JobConfig;
 use crate::coordinator::Coordinator;
@@ -40,7 +40,10 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             };
             let job = &mut self.watched[i];
             job.health = match (verdict, starting) {
-                (Verdict::Fired(evidence), Some(started)) => Health::Starting { started, evidence },
+                (Verdict::Fired(evidence), Some(_)) => Health::Starting {
+                    since: job.health.alarm_since().unwrap_or(now),
+                    evidence,
+                },
                 (verdict, _) => job.health.observe(verdict, job.config.confirm, now),
             };
             match (&job.health, before) {
@@ -48,9 +51,9 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                     job = %job.config.name, detector = evidence.detector, detail = %evidence.detail,
                     "job is stuck"
                 ),
-                (Health::Starting { started, evidence }, _) if !was_starting => tracing::info!(
+                (Health::Starting { evidence, .. }, _) if !was_starting => tracing::info!(
                     job = %job.config.name, detector = evidence.detector, detail = %evidence.detail,
-                    started_ago = %crate::detect::human(now.duration_since(*started).unwrap_or_default()),
+                    started_ago = %crate::detect::human(starting.unwrap_or_default()),
                     start_grace = %humantime::format_duration(job.config.start_grace),
                     "job is starting: its processes are within start_grace, so its detectors' alarms do not count yet"
                 ),
@@ -97,16 +100,30 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             .set(i64::try_from(starting).unwrap_or(i64::MAX));
     }
 
-    /// When job `i`'s processes started, if that is less than its
-    /// `start_grace` ago (as its last check saw them).
-    pub(super) fn starting(&mut self, i: usize, now: SystemTime) -> Option<SystemTime> {
+    /// How long ago job `i`'s processes started (the oldest, as its last
+    /// check saw them), if the job is starting: that is less than its
+    /// `start_grace`, and so is the alarm going on (a job that keeps
+    /// starting, a crash loop, gets one grace per alarm, not one per
+    /// start). Never during its probation: a relapse after medic's own fix
+    /// is judged as such.
+    pub(super) fn starting(&mut self, i: usize, now: SystemTime) -> Option<Duration> {
         let job = &self.watched[i];
-        if job.config.start_grace.is_zero() {
+        let grace = job.config.start_grace;
+        if grace.is_zero() {
             return None;
         }
-        let started = self.host.started_at(&job.config, &job.detectors)?;
-        (now.duration_since(started).unwrap_or_default() < job.config.start_grace)
-            .then_some(started)
+        if self.probation.is_some() && self.held.as_ref().is_some_and(|h| h.job == job.config.name)
+        {
+            return None;
+        }
+        let alarm = job.health.alarm_since().map_or(Duration::ZERO, |since| {
+            now.duration_since(since).unwrap_or_default()
+        });
+        if alarm >= grace {
+            return None;
+        }
+        let ago = self.host.started_ago(&job.config, &job.detectors)?;
+        (ago < grace).then_some(ago)
     }
 
     /// Of the jobs found healthy, those that gave up and show evidence of

@@ -177,7 +177,7 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
             .iter()
             .map(|j| WatchedJob {
                 config: j.clone(),
-                detectors: detectors_for(j, env.proc_root.clone(), now),
+                detectors: JobDetectors::new(j.detectors.clone(), env.proc_root.clone(), now),
                 health: Health::Healthy,
                 fix_watched: false,
             })
@@ -293,7 +293,11 @@ impl<H: Host, C: Coordinator> Agent<H, C> {
                     Some(i) => old.swap_remove(i),
                     None => WatchedJob {
                         config: j.clone(),
-                        detectors: detectors_for(j, self.env.proc_root.clone(), now),
+                        detectors: JobDetectors::new(
+                            j.detectors.clone(),
+                            self.env.proc_root.clone(),
+                            now,
+                        ),
                         health: Health::Healthy,
                         fix_watched: false,
                     },
@@ -382,19 +386,5 @@ impl Activity {
         if let Ok(mut d) = self.0.lock() {
             *d = what;
         }
-    }
-}
-
-/// A job's detectors, reading start times when it has a start grace.
-fn detectors_for(
-    job: &crate::config::JobConfig,
-    proc_root: std::path::PathBuf,
-    now: std::time::SystemTime,
-) -> JobDetectors {
-    let d = JobDetectors::new(job.detectors.clone(), proc_root, now);
-    if job.start_grace.is_zero() {
-        d
-    } else {
-        d.tracking_start()
     }
 }

@@ -497,21 +497,11 @@ impl JobDetectors {
         }
     }
 
-    /// Reads the start time of the job's processes at every check (a job
-    /// with a start grace), for [`JobDetectors::started`].
-    #[must_use]
-    pub fn tracking_start(mut self) -> Self {
-        if let Some(p) = &mut self.process {
-            p.track_start();
-        }
-        self
-    }
-
-    /// When the youngest of the job's processes found by the last check
-    /// started (after [`JobDetectors::tracking_start`]; `None` without a
-    /// process detector or when it found none).
-    pub fn started(&self) -> Option<SystemTime> {
-        self.process.as_ref().and_then(|p| p.started())
+    /// How long ago the oldest of the job's processes found by the last
+    /// check started, on the boot clock (`None` without a process
+    /// detector, or when it found none).
+    pub fn started_ago(&self) -> Option<Duration> {
+        self.process.as_ref().and_then(|p| p.started_ago())
     }
 
     /// Uses `ticks` clock ticks per second to read /proc start times instead

@@ -306,8 +306,6 @@ pub(crate) struct ProcessDetector {
     /// The processes the last check found (`None`: none, or it could not
     /// look).
     last_found: Option<Vec<Seen>>,
-    /// Whether every look reads start times (the job has a start grace).
-    track_start: bool,
 }
 
 /// When a restart began: on the wall clock, and as time since boot when
@@ -347,24 +345,23 @@ impl ProcessDetector {
             shown,
             mark: None,
             last_found: None,
-            track_start: false,
         }
     }
 
-    /// Reads the start time of the job's processes at every check, for
-    /// [`ProcessDetector::started`].
-    pub(crate) fn track_start(&mut self) {
-        self.track_start = true;
-    }
-
-    /// When the youngest of the processes the last check found started
-    /// (`None`: none found, or start times not read).
-    pub(crate) fn started(&self) -> Option<SystemTime> {
+    /// How long ago the oldest of the processes the last check found
+    /// started, on the boot clock (`/proc/uptime` against their start
+    /// ticks), so that no step of the wall clock moves it. The oldest: a
+    /// job whose main process runs on is not starting because it forks a
+    /// helper or recycles a worker. `None`: none found, or /proc cannot
+    /// tell.
+    pub(crate) fn started_ago(&self) -> Option<Duration> {
+        let uptime = self.procfs.uptime()?;
         self.last_found
             .as_ref()?
             .iter()
-            .filter_map(|s| s.started)
-            .max()
+            .filter_map(|s| self.procfs.since_boot(s.start_ticks))
+            .min()
+            .map(|start| uptime.saturating_sub(start))
     }
 
     /// A restart began at `at`, `ago` before now: only processes started
@@ -443,9 +440,8 @@ impl ProcessDetector {
             Err(why) => return Ok(Look::Absent(why)),
         };
         let procfs = self.procfs.clone();
-        let with_start = self.config.max_runtime.is_some()
-            || self.track_start
-            || self.mark.as_ref().is_some_and(|m| m.restarted);
+        let with_start =
+            self.config.max_runtime.is_some() || self.mark.as_ref().is_some_and(|m| m.restarted);
         self.reads
             .run(FS_TIMEOUT, move || look(&procfs, &how, with_start))
             .await
