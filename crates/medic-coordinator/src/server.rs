@@ -225,23 +225,24 @@ pub(crate) async fn serve<S: Store + Debug>(
     if let Some(watchdog) = watchdog {
         watchdog.stop().await;
     }
+    let store = core.store_watch();
+    drop(core);
+    // Hand leadership over at once rather than after the lease's TTL,
+    // also after losing it locally: etcd may have been electing a raft
+    // leader, which refreshes every lease, and be back now. The attempt is
+    // bounded by the lease's TTL; this replica refuses everything meanwhile
+    // (its writes are closed), so it need not wait for the store first.
+    if let Some(lease) = lease {
+        let _ = tokio::task::spawn_blocking(move || lease.resign()).await;
+    }
     // The state directory's lock goes with the last holder of the store.
     // A caller that opens it again as soon as this returns (a replica
     // restarting as a follower, a test) must find it free.
-    let store = core.store_watch();
-    drop(core);
     if !store.closed_within(grace).await {
         tracing::warn!(
             "the state store is still held {} after shutdown; its directory stays locked until that ends",
             humantime::format_duration(grace)
         );
-    }
-    // Hand leadership over at once rather than after the lease's TTL,
-    // also after losing it locally: etcd may have been electing a raft
-    // leader, which refreshes every lease, and be back now. The attempt is
-    // bounded by the lease's TTL; this replica refuses everything meanwhile.
-    if let Some(lease) = lease {
-        let _ = tokio::task::spawn_blocking(move || lease.resign()).await;
     }
     tracing::info!("stopped");
     outcome

@@ -230,6 +230,9 @@ impl<S: Store + std::fmt::Debug> Shell<S> {
     /// and give in-flight calls the grace period.
     pub(crate) async fn stop(self, grace: Duration) {
         tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
+        if let Some(direct) = &self.services.direct {
+            direct.stop();
+        }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         self.health
             .set_service_status("", ServingStatus::NotServing)

@@ -14,7 +14,7 @@
 //! metrics, connection activity) and the server's deadline, which the
 //! caller keeps on its side.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use medic_proto::pb::v1 as pb;
 use pb::remediation_server::Remediation;
@@ -27,15 +27,31 @@ use super::call::Method;
 /// leads, every call is answered UNAVAILABLE, as a follower answers.
 #[derive(Clone)]
 pub struct DirectAgents {
-    service: Arc<OnceLock<Arc<dyn Remediation>>>,
+    service: Arc<RwLock<Slot>>,
     /// The methods' names, made once (a [`Method`] is shared).
     methods: Arc<[Method; 4]>,
 }
 
+/// Where calls go.
+enum Slot {
+    /// Not leading yet: answered as a follower answers.
+    Follower,
+    /// The leader's service.
+    Leading(Arc<dyn Remediation>),
+    /// The coordinator stopped: the service (and the core and store it
+    /// holds) is let go, so that the store can close.
+    Stopped,
+}
+
 impl std::fmt::Debug for DirectAgents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &*self.slot() {
+            Slot::Follower => "follower",
+            Slot::Leading(_) => "leading",
+            Slot::Stopped => "stopped",
+        };
         f.debug_struct("DirectAgents")
-            .field("leading", &self.service.get().is_some())
+            .field("state", &state)
             .finish_non_exhaustive()
     }
 }
@@ -55,7 +71,7 @@ impl DirectAgents {
     /// A handle to give `run_in_memory`; calls are answered once it leads.
     pub fn new() -> Self {
         Self {
-            service: Arc::default(),
+            service: Arc::new(RwLock::new(Slot::Follower)),
             methods: Arc::new([
                 Method::named("Remediation/Heartbeat"),
                 Method::named("Remediation/RequestPermit"),
@@ -68,7 +84,20 @@ impl DirectAgents {
     /// From now on calls go to `service` (the leader's). Only the first
     /// call counts: a coordinator leads once in its life.
     pub(crate) fn lead(&self, service: Arc<dyn Remediation>) {
-        let _ = self.service.set(service);
+        let mut slot = self.service.write().unwrap_or_else(PoisonError::into_inner);
+        if matches!(*slot, Slot::Follower) {
+            *slot = Slot::Leading(service);
+        }
+    }
+
+    /// The coordinator is stopping: new calls are refused UNAVAILABLE, and
+    /// the service is let go (calls in flight keep it until they end).
+    pub(crate) fn stop(&self) {
+        *self.service.write().unwrap_or_else(PoisonError::into_inner) = Slot::Stopped;
+    }
+
+    fn slot(&self) -> std::sync::RwLockReadGuard<'_, Slot> {
+        self.service.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The request as the gRPC server hands it to a handler: the message,
@@ -79,10 +108,12 @@ impl DirectAgents {
         req
     }
 
-    fn service(&self) -> Result<&Arc<dyn Remediation>, Status> {
-        self.service
-            .get()
-            .ok_or_else(|| crate::shell::follower_status(None))
+    fn service(&self) -> Result<Arc<dyn Remediation>, Status> {
+        match &*self.slot() {
+            Slot::Leading(s) => Ok(s.clone()),
+            Slot::Follower => Err(crate::shell::follower_status(None)),
+            Slot::Stopped => Err(Status::unavailable("the coordinator has stopped")),
+        }
     }
 
     /// `Remediation/Heartbeat`.
