@@ -291,8 +291,10 @@ async fn evaluate<S: Store + Debug>(
     let mut ticker = tokio::time::interval(g.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Summary::default();
+    let mut warned_slow = false;
     loop {
         ticker.tick().await;
+        let began = core.now();
         match round(&core, source.as_ref(), &g).await {
             Ok(summary) => {
                 summary.log_change(&g, &last);
@@ -301,6 +303,23 @@ async fn evaluate<S: Store + Debug>(
             // The core refuses everything: it is stopping.
             Err(_) => return,
         }
+        // A reading is installed when its round ends and replaced at the
+        // end of the next: the first of a long round reaches about two
+        // rounds (or an interval and a round) of age.
+        let took = core.now().duration_since(began).unwrap_or_default();
+        let oldest = took + g.interval.max(took);
+        let slow = oldest > g.stale_after;
+        if slow && !warned_slow {
+            tracing::warn!(
+                gate = %g.name,
+                round = %humantime::format_duration(took),
+                stale_after = %humantime::format_duration(g.stale_after),
+                "alert gate's round (its queries, {PARALLEL_QUERIES} at a time) is so long that \
+                 its oldest readings go past stale_after between rounds, and count as errors: \
+                 raise stale_after (to at least interval + 2 x round), or ask fewer values"
+            );
+        }
+        warned_slow = slow;
     }
 }
 
