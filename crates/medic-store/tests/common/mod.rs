@@ -246,6 +246,21 @@ impl EtcdCluster {
     /// linearizable read; `None` as [`EtcdServer::start`].
     pub fn start() -> Option<EtcdCluster> {
         let bin = EtcdServer::precheck()?;
+        // The ports are free when picked and taken by etcd a moment later;
+        // another process may win one in between (a member then exits with
+        // "address already in use"), so a failed start retries on new ones.
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            match Self::try_start(&bin) {
+                Ok(cluster) => return Some(cluster),
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("the etcd cluster did not start: {last_error}");
+    }
+
+    fn try_start(bin: &str) -> Result<EtcdCluster, String> {
+        let bin = bin.to_owned();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let members: Vec<Member> = (0..3)
             .map(|i| Member {
@@ -270,8 +285,8 @@ impl EtcdCluster {
             cluster.spawn(i);
         }
         let all = cluster.endpoints();
-        cluster.wait_ready(&all);
-        Some(cluster)
+        cluster.try_wait_ready(&all)?;
+        Ok(cluster)
     }
 
     /// Every member's client URL, in member order.
@@ -346,7 +361,15 @@ impl EtcdCluster {
         self.wait_ready(&one);
     }
 
-    fn wait_ready(&self, endpoints: &[String]) {
+    fn wait_ready(&mut self, endpoints: &[String]) {
+        if let Err(e) = self.try_wait_ready(endpoints) {
+            panic!("{e}");
+        }
+    }
+
+    /// Waits until every endpoint serves a linearizable read; `Err` (with
+    /// the members' logs) once a member has exited or after 30 s.
+    fn try_wait_ready(&mut self, endpoints: &[String]) -> Result<(), String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -364,16 +387,26 @@ impl EtcdCluster {
                 }
                 Ok::<(), etcd_client::Error>(())
             });
+            let exited = self.members.iter_mut().any(|m| {
+                m.child
+                    .as_mut()
+                    .is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
+            });
             match ready {
-                Ok(()) => return,
-                Err(e) if started.elapsed() > Duration::from_secs(30) => {
+                Ok(()) => return Ok(()),
+                Err(e) if exited || started.elapsed() > Duration::from_secs(30) => {
                     let logs: Vec<String> = (0..self.members.len())
                         .map(|i| {
                             std::fs::read_to_string(self.dir.path().join(format!("m{i}.log")))
                                 .unwrap_or_default()
                         })
                         .collect();
-                    panic!("etcd cluster not ready after 30 s: {e}; logs: {logs:#?}");
+                    let why = if exited {
+                        "a member exited"
+                    } else {
+                        "not ready after 30 s"
+                    };
+                    return Err(format!("etcd cluster {why}: {e}; logs: {logs:#?}"));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
