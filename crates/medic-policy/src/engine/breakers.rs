@@ -117,8 +117,15 @@ impl Engine {
             .filter(|s| matches!(s, BreakerScope::Domain { .. }))
             .collect();
         let closes = &self.durable.domain_closes;
-        if tripped.is_empty() && closes.is_empty() {
-            return (self.failures.hosts(), self.failures.failed_hosts(), 0);
+        let raw = (self.failures.hosts(), self.failures.failed_hosts(), 0);
+        // Leaving hosts out adds no host and no failure: without enough of
+        // either already, the share cannot be judged (it runs on every
+        // call, so the scan below is for when it might).
+        if (tripped.is_empty() && closes.is_empty())
+            || raw.1 == 0
+            || raw.0 < self.config.breaker.min_samples
+        {
+            return raw;
         }
         let (mut n, mut failed, mut left_out) = (0, 0, 0);
         for (host_failed, host) in self.failures.by_host() {
