@@ -242,6 +242,20 @@ fn spawn_agent(config: AgentConfig) -> (mpsc::Sender<Control>, tokio::task::Join
     (tx, task)
 }
 
+/// [`spawn_agent`], with the agent's metrics to watch.
+fn spawn_agent_watched(
+    config: AgentConfig,
+) -> (
+    std::sync::Arc<medic_agent::metrics::AgentMetrics>,
+    mpsc::Sender<Control>,
+    tokio::task::JoinHandle<()>,
+) {
+    let agent = Agent::new(config, Environment::default());
+    let metrics = agent.metrics();
+    let (tx, rx) = mpsc::channel(1);
+    (metrics, tx, tokio::spawn(agent.run(rx)))
+}
+
 async fn history(
     admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
     kind: pb::EventKind,
@@ -857,18 +871,12 @@ async fn a_job_starting_within_its_start_grace_is_left_alone_and_remediated_once
     let first = job.start();
     let c = coordinator("").await;
     let mut admin = c.admin().await;
-    let agent = Agent::new(
-        agent_config_with(
-            dir.path(),
-            &format!("http://{}", c.addr),
-            "probation = \"0s\"\nstart_grace = \"4s\"",
-            "",
-        ),
-        Environment::default(),
-    );
-    let metrics = agent.metrics();
-    let (tx, rx) = mpsc::channel(1);
-    let task = tokio::spawn(agent.run(rx));
+    let (metrics, tx, task) = spawn_agent_watched(agent_config_with(
+        dir.path(),
+        &format!("http://{}", c.addr),
+        "probation = \"0s\"\nstart_grace = \"4s\"",
+        "",
+    ));
     warmed_up(&mut admin).await;
     // The deploy: the old process goes, a slow starter takes its place.
     std::fs::write(
@@ -931,18 +939,12 @@ async fn a_crash_looping_job_gets_one_start_grace_per_alarm_then_is_remediated()
     let first = job.start();
     let c = coordinator("").await;
     let mut admin = c.admin().await;
-    let agent = Agent::new(
-        agent_config_with(
-            dir.path(),
-            &format!("http://{}", c.addr),
-            "probation = \"0s\"\nstart_grace = \"3s\"",
-            "",
-        ),
-        Environment::default(),
-    );
-    let metrics = agent.metrics();
-    let (tx, rx) = mpsc::channel(1);
-    let task = tokio::spawn(agent.run(rx));
+    let (metrics, tx, task) = spawn_agent_watched(agent_config_with(
+        dir.path(),
+        &format!("http://{}", c.addr),
+        "probation = \"0s\"\nstart_grace = \"3s\"",
+        "",
+    ));
     warmed_up(&mut admin).await;
     let pidfile = dir.path().join("job.pid");
     let mut looping = std::process::Command::new("sh")

@@ -9,8 +9,13 @@ use medic_sim::model::{JobModel, World};
 use medic_sim::{Options, RunResult, Scenario};
 
 async fn run(name: &str) -> RunResult {
+    run_scenario(Scenario::load(name).unwrap(), name).await
+}
+
+/// `s`'s short form, seed 1, its invariants held.
+async fn run_scenario(s: Scenario, name: &str) -> RunResult {
     let r = medic_sim::run(
-        Scenario::load(name).unwrap(),
+        s,
         &Options {
             seed: 1,
             short: true,
@@ -162,17 +167,7 @@ async fn a_start_grace_keeps_remediation_off_jobs_a_deploy_is_starting() {
     let mut s = Scenario::load("rolling-deploy").unwrap();
     assert!(!s.agent.start_grace.0.is_zero());
     s.agent.start_grace.0 = std::time::Duration::ZERO;
-    let without = medic_sim::run(
-        s,
-        &Options {
-            seed: 1,
-            short: true,
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert!(without.verdict.ok());
+    let without = run_scenario(s, "rolling-deploy without start_grace").await;
     let (a, b) = (
         medic_sim::report::summary(&with),
         medic_sim::report::summary(&without),
